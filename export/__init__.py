@@ -1,0 +1,1 @@
+"""ONNX export of trained actors and the onnxruntime policy the robot runs."""

@@ -1,0 +1,1 @@
+"""Distributions over named simulator parameters, EPOpt and source-distribution adaptation."""

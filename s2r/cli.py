@@ -1,0 +1,46 @@
+"""The ``s2r`` command line: thin argument parsing over the packages.
+
+Each package that offers commands has a ``cli`` module with ``register(subparsers)``, which adds its
+subcommands and sets ``func`` (returning the exit code) on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from s2r import __version__
+from s2r.errors import UserError
+from s2r.extras import MissingExtra
+
+COMMAND_MODULES = ("sim.cli", "policies.cli")
+"""Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2r",
+        description="s2r: train a control policy in simulation, run it on the robot.",
+    )
+    parser.add_argument("--version", action="version", version=f"s2r {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (UserError, MissingExtra, FileNotFoundError) as exc:
+        print(f"s2r {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Simulated tasks; importing this package registers the s2r gymnasium environments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from sim.tasks import TASK_IDS, make_task
+
+
+def _make(env_id: str, **kwargs: Any) -> gym.Env:
+    from sim.env import SimEnv
+
+    return SimEnv(make_task(env_id), **kwargs)
+
+
+def make_dclaw_turn_fixed(**kwargs: Any) -> gym.Env:
+    """``s2r/DClawTurnFixed-v0``: valve starts at 0, target pi."""
+    return _make("s2r/DClawTurnFixed-v0", **kwargs)
+
+
+def make_dclaw_turn_random(**kwargs: Any) -> gym.Env:
+    """``s2r/DClawTurnRandom-v0``: random valve start and target."""
+    return _make("s2r/DClawTurnRandom-v0", **kwargs)
+
+
+def resolve_env_id(task: str) -> str:
+    """A short task name (``dclaw-turn``) or a gymnasium id, as a gymnasium id."""
+    return TASK_IDS.get(task, task)
+
+
+for _id, _fn in (
+    ("s2r/DClawTurnFixed-v0", make_dclaw_turn_fixed),
+    ("s2r/DClawTurnRandom-v0", make_dclaw_turn_random),
+):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_fn, disable_env_checker=True)
+
+__all__ = ["TASK_IDS", "make_task", "resolve_env_id"]

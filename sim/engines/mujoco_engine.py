@@ -1,0 +1,143 @@
+"""MuJoCo backend: the primary engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+# Headless by default: EGL renders offscreen without a display (software rasterizer on CPU machines).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sim.engines.base import ParamSpec  # noqa: E402
+from sim.state import RobotState, SimState  # noqa: E402
+from sim.tasks.spec import FloatArray  # noqa: E402
+
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+_ENGINE_KINDS = frozenset(
+    {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "body_mass", "body_mass_scale"}
+)
+
+
+class MujocoEngine:
+    """A MuJoCo scene with position actuators named after the joints they drive."""
+
+    name = "mujoco"
+
+    def __init__(self, xml: str, joint_names: Sequence[str], passive_joints: Sequence[str]) -> None:
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self.timestep = float(self.model.opt.timestep)
+        m = self.model
+        self._joint_ids = np.array([m.joint(n).id for n in joint_names])
+        self._passive_ids = np.array([m.joint(n).id for n in passive_joints])
+        all_ids = np.concatenate([self._joint_ids, self._passive_ids])
+        self._qadr = m.jnt_qposadr[all_ids]
+        self._vadr = m.jnt_dofadr[all_ids]
+        self._n_act = len(joint_names)
+        self._act_ids = np.array([m.actuator(n).id for n in joint_names])
+        self._nominal = {
+            "dof_damping": m.dof_damping.copy(),
+            "dof_frictionloss": m.dof_frictionloss.copy(),
+            "gainprm": m.actuator_gainprm.copy(),
+            "biasprm": m.actuator_biasprm.copy(),
+            "geom_friction": m.geom_friction.copy(),
+            "body_mass": m.body_mass.copy(),
+            "body_inertia": m.body_inertia.copy(),
+        }
+        self._renderer: mujoco.Renderer | None = None
+        self._state_buf = np.empty(mujoco.mj_stateSize(m, _STATE_SPEC))
+
+    # --- state -------------------------------------------------------------------------------
+    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        qpos = np.concatenate([joint_pos, passive_pos])
+        self.data.qpos[self._qadr] = qpos
+        self.data.ctrl[self._act_ids] = joint_pos
+        mujoco.mj_forward(self.model, self.data)
+
+    def set_command(self, command: FloatArray) -> None:
+        self.data.ctrl[self._act_ids] = command
+
+    def step(self, n: int) -> None:
+        mujoco.mj_step(self.model, self.data, nstep=int(n))
+
+    def read(self) -> RobotState:
+        d = self.data
+        qpos = d.qpos[self._qadr]
+        qvel = d.qvel[self._vadr]
+        k = self._n_act
+        return RobotState(
+            time=float(d.time),
+            joint_pos=qpos[:k].copy(),
+            joint_vel=qvel[:k].copy(),
+            passive_pos=qpos[k:].copy(),
+            passive_vel=qvel[k:].copy(),
+            joint_effort=d.actuator_force[self._act_ids].copy(),
+        )
+
+    def get_state(self) -> SimState:
+        mujoco.mj_getState(self.model, self.data, self._state_buf, _STATE_SPEC)
+        return SimState(
+            qpos=self.data.qpos[self._qadr].copy(),
+            qvel=self.data.qvel[self._vadr].copy(),
+            command=self.data.ctrl[self._act_ids].copy(),
+            physics=self._state_buf.copy(),
+        )
+
+    def set_state(self, state: SimState) -> None:
+        if state.physics is not None and state.physics.size == self._state_buf.size:
+            mujoco.mj_setState(self.model, self.data, np.asarray(state.physics, dtype=np.float64), _STATE_SPEC)
+        else:
+            self.data.qpos[self._qadr] = state.qpos
+            self.data.qvel[self._vadr] = state.qvel
+            self.data.qacc_warmstart[:] = 0.0
+            self.data.ctrl[self._act_ids] = state.command
+        mujoco.mj_forward(self.model, self.data)
+
+    # --- named parameters -------------------------------------------------------------------
+    def supports(self, spec: ParamSpec) -> bool:
+        return spec.kind in _ENGINE_KINDS
+
+    def set_param(self, spec: ParamSpec, value: float) -> None:
+        m, nom = self.model, self._nominal
+        if spec.kind == "joint_damping":
+            dofs = [m.jnt_dofadr[m.joint(t).id] for t in spec.targets]
+            m.dof_damping[dofs] = value
+        elif spec.kind == "joint_frictionloss":
+            dofs = [m.jnt_dofadr[m.joint(t).id] for t in spec.targets]
+            m.dof_frictionloss[dofs] = value
+        elif spec.kind == "actuator_kp":
+            # A MuJoCo position servo is force = kp * ctrl - kp * qpos: gain and bias move together.
+            acts = [m.actuator(t).id for t in spec.targets]
+            m.actuator_gainprm[acts, 0] = value
+            m.actuator_biasprm[acts, 1] = -value
+        elif spec.kind == "contact_friction":
+            bodies = {m.body(t).id for t in spec.targets}
+            geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies]
+            m.geom_friction[geoms, 0] = value
+        elif spec.kind in ("body_mass", "body_mass_scale"):
+            bodies = [m.body(t).id for t in spec.targets]
+            scale = value / nom["body_mass"][bodies].sum() if spec.kind == "body_mass" else value
+            m.body_mass[bodies] = nom["body_mass"][bodies] * scale
+            m.body_inertia[bodies] = nom["body_inertia"][bodies] * scale
+            # Masses feed derived constants (subtree masses, inverse weights): recompute them.
+            mujoco.mj_setConst(m, self.data)
+        else:
+            raise KeyError(f"the mujoco engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
+
+    # --- rendering ---------------------------------------------------------------------------
+    def render(self, width: int, height: int, camera: str | None = None) -> np.ndarray:
+        if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
+            if self._renderer is not None:
+                self._renderer.close()
+            self._renderer = mujoco.Renderer(self.model, height=height, width=width)
+        self._renderer.update_scene(self.data, camera=camera if camera is not None else -1)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,186 @@
+"""The gymnasium env that joins a task (spec, observation, reward) with a physics engine.
+
+Per step: the normalized action goes through the task's action mapping (the same pure functions
+the robot controller uses) into joint targets; the engine runs the substeps that make up one
+control period, with the command reaching the actuators after ``action_latency``; the observation
+is built by the task from a reading with ``obs_noise_std`` noise; the reward is the sum of the
+task's named terms, which ``info["reward_terms"]`` reports one by one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+from sim.engines import Engine, make_engine
+from sim.params import ParameterSet
+from sim.state import RobotState, SimState
+from sim.tasks.actions import action_to_command, clip_action, normalize
+from sim.tasks.base import Task, total_reward
+from sim.tasks.spec import FloatArray
+
+DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
+"""Largest physics step (s); the real step is shortened so whole substeps fill a control period."""
+
+
+class SimEnv(gym.Env[np.ndarray, np.ndarray]):
+    """A task on an engine, as a gymnasium env. Episodes end by time limit (``truncated``) only."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        task: Task,
+        engine: str = "mujoco",
+        control_period: float | None = None,
+        physics_timestep: float = DEFAULT_PHYSICS_TIMESTEP_S,
+        render_mode: str | None = None,
+        render_size: tuple[int, int] = (320, 240),
+        params: Mapping[str, float] | None = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if control_period is not None:
+            from dataclasses import replace
+
+            task = replace(task, spec=task.spec.with_control_period(control_period))  # type: ignore[type-var]
+        self.task = task
+        self.spec_ = task.spec
+        self.substeps, timestep = self.spec_.substeps(physics_timestep)
+        self.engine: Engine = make_engine(engine, task, timestep)
+        self.params = ParameterSet(task.param_specs(), self.engine)
+        self._param_names = frozenset(self.params.names())
+        if params:
+            self.params.set_many(params)
+        self.render_mode = render_mode
+        self.render_size = render_size
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.spec_.control_period)}
+
+        n = self.spec_.n_joints
+        obs_size = self.spec_.obs_layout.size
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
+
+        self._command = self.spec_.reset.copy()
+        self._last_action = np.zeros(n)
+        self._goal: dict[str, float] = {}
+        self._steps = 0
+        self._substep_clock = 0
+        self._pending: deque[tuple[int, FloatArray]] = deque()
+
+    # --- gymnasium API --------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        start = self.task.sample_start(self.np_random)
+        self.engine.reset(start.joint_pos, start.passive_pos)
+        self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
+        self._last_action = clip_action(normalize(self._command, self.spec_.low, self.spec_.high))
+        self._goal = dict(start.goal)
+        self._steps = 0
+        self._substep_clock = 0
+        self._pending.clear()
+        state = self.engine.read()
+        obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
+        return obs, {"goal": dict(self._goal), "success": self.task.success(state, self._goal)}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        a = clip_action(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0))
+        command = action_to_command(a, self._command, self.spec_)
+        self._advance(command, self._substeps_this_period())
+        self._command = command
+        self._last_action = a
+        self._steps += 1
+
+        state = self.engine.read()
+        obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
+        terms = self.task.reward_terms(state, self._goal)
+        truncated = self._steps >= self.spec_.episode_steps
+        info = {
+            "reward_terms": terms,
+            "success": self.task.success(state, self._goal),
+            "command": command,
+            "goal": dict(self._goal),
+        }
+        return obs, total_reward(terms), False, truncated, info
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        if self.render_mode != "rgb_array":
+            return None
+        w, h = self.render_size
+        return self.engine.render(w, h)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # --- state access (likelihoods, resets from logged states) ---------------------------------
+    def get_sim_state(self) -> SimState:
+        """A snapshot of the simulator, exact on the same engine."""
+        return self.engine.get_state()
+
+    def set_sim_state(self, state: SimState) -> None:
+        """Restore a snapshot; the command in it becomes the previous command for rate limiting."""
+        self.engine.set_state(state)
+        self._command = np.asarray(state.command, dtype=np.float64).copy()
+        self._pending.clear()
+
+    def read(self) -> RobotState:
+        """The noiseless current reading."""
+        return self.engine.read()
+
+    @property
+    def goal(self) -> dict[str, float]:
+        """The current episode's goal values."""
+        return dict(self._goal)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _env_param(self, name: str) -> float:
+        """An env-level parameter's value; a task that does not declare it runs without it."""
+        return self.params.get(name) if name in self._param_names else 0.0
+
+    def _substeps_this_period(self) -> int:
+        jitter = self._env_param("control_jitter_std")
+        if jitter <= 0.0:
+            return self.substeps
+        period = self.spec_.control_period + float(self.np_random.normal(0.0, jitter))
+        return max(1, round(period / self.engine.timestep))
+
+    def _advance(self, command: FloatArray, n_substeps: int) -> None:
+        """Run ``n_substeps``; ``command`` takes effect ``action_latency`` after this step begins."""
+        latency = self._env_param("action_latency")
+        delay = round(latency / self.engine.timestep)
+        if delay == 0:
+            self._pending.clear()
+            self.engine.set_command(command)
+            self.engine.step(n_substeps)
+            self._substep_clock += n_substeps
+            return
+        self._pending.append((self._substep_clock + delay, command))
+        end = self._substep_clock + n_substeps
+        while self._substep_clock < end:
+            if self._pending and self._pending[0][0] <= self._substep_clock:
+                self.engine.set_command(self._pending.popleft()[1])
+                continue
+            next_event = self._pending[0][0] if self._pending else end
+            k = min(next_event, end) - self._substep_clock
+            self.engine.step(k)
+            self._substep_clock += k
+
+    def _noisy(self, state: RobotState) -> RobotState:
+        std = self._env_param("obs_noise_std")
+        if std <= 0.0:
+            return state
+        rng = self.np_random
+        return RobotState(
+            time=state.time,
+            joint_pos=state.joint_pos + rng.normal(0.0, std, state.joint_pos.shape),
+            joint_vel=state.joint_vel,
+            passive_pos=state.passive_pos + rng.normal(0.0, std, state.passive_pos.shape),
+            passive_vel=state.passive_vel,
+            joint_effort=state.joint_effort,
+        )

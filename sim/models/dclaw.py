@@ -1,0 +1,222 @@
+"""The D'Claw valve-turn scene, described once and emitted for each engine.
+
+Every dimension, mass and gain lives in :class:`ClawGeometry`; :func:`mjcf` turns it into MuJoCo XML
+and ``sim.models.dclaw_urdf`` turns the same numbers into URDF for PyBullet, so the two engines can
+only differ where the engines themselves differ.
+
+Frames: the valve axis is the world z axis; finger ``i`` hangs from the mount at azimuth
+``120 deg * i``. In a finger's own frame x points radially *inward* (towards the valve axis), z points
+up, and y completes the right-handed frame (tangential). The top joint turns about x (the finger
+swings sideways, across a spoke); the middle and bottom joints turn about y (the finger curls in
+or out). At the reset pose ``[0, -pi/3, pi/3]`` the middle link leans inward and the distal link
+hangs vertically, so the fingertips sit ``tip_radius_at_reset`` from the axis, just above the spokes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FINGER_COUNT = 3
+FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
+JOINT_SUFFIXES = ("top", "mid", "bot")
+
+
+@dataclass(frozen=True)
+class ClawGeometry:
+    """Dimensions (m), masses (kg), gains and joint dynamics of the claw and the valve."""
+
+    link_top_length: float = 0.020
+    """Top link: from the abduction axis down to the middle joint (m)."""
+    link_mid_length: float = 0.068
+    """Middle link: middle joint to bottom joint (m)."""
+    link_bot_length: float = 0.060
+    """Distal link: bottom joint to the centre of the fingertip sphere (m)."""
+    link_radius: float = 0.008
+    """Capsule radius of every finger link (m)."""
+    tip_sphere_radius: float = 0.010
+    """Radius of the fingertip sphere, the part that touches the valve (m)."""
+    link_top_mass: float = 0.030
+    """Mass of the top link (kg)."""
+    link_mid_mass: float = 0.060
+    """Mass of the middle link, the servo that drives the bottom joint included (kg)."""
+    link_bot_mass: float = 0.040
+    """Mass of the distal link with its fingertip (kg)."""
+    tip_radius_at_reset: float = 0.030
+    """Horizontal distance of each fingertip from the valve axis at the reset pose (m)."""
+    tip_gap_at_reset: float = 0.005
+    """Vertical gap between the bottom of a fingertip and the top of the spoke below it at reset (m)."""
+    reset_mid_angle: float = -math.pi / 3
+    """Middle-joint angle of the reset pose (rad); the bottom joint undoes it so the tip hangs vertically."""
+
+    spoke_count: int = 3
+    """Spokes on the valve; spoke 0 lies under finger 0 at valve angle 0."""
+    spoke_length: float = 0.085
+    """Length of each spoke from the valve axis (m)."""
+    spoke_radius: float = 0.008
+    """Capsule radius of the spokes (m)."""
+    spoke_height: float = 0.015
+    """Height of the spoke axes above the valve base (m)."""
+    hub_radius: float = 0.015
+    """Radius of the valve hub cylinder (m)."""
+    valve_mass: float = 0.080
+    """Total mass of the valve (hub and spokes) (kg)."""
+
+    finger_kp: float = 4.0
+    """Position-servo stiffness (N m / rad)."""
+    finger_force_limit: float = 4.0
+    """Peak servo torque (N m); an XM430-W350 stalls at about 4.1 N m."""
+    finger_damping: float = 0.1
+    """Viscous damping in each finger joint (N m s / rad)."""
+    finger_armature: float = 0.001
+    """Reflected rotor inertia of each finger joint (kg m^2)."""
+    finger_frictionloss: float = 0.0
+    """Dry friction in each finger joint (N m)."""
+    valve_damping: float = 0.05
+    """Viscous damping of the valve hinge (N m s / rad)."""
+    valve_frictionloss: float = 0.01
+    """Dry friction of the valve hinge (N m)."""
+    valve_armature: float = 0.0001
+    """Extra rotational inertia on the valve hinge (kg m^2)."""
+    tip_friction: float = 1.0
+    """Sliding friction coefficient between fingertips and the valve (-)."""
+
+    physics_timestep: float = 0.0025
+    """Largest physics step the model is meant to run at (s); the env derives the real step from the control period."""
+
+    @property
+    def finger_base_radius(self) -> float:
+        """Horizontal distance of each finger's abduction axis from the valve axis (m)."""
+        inward = self.link_mid_length * math.sin(-self.reset_mid_angle)
+        return self.tip_radius_at_reset + inward
+
+    @property
+    def spoke_top_z(self) -> float:
+        """Height of the top of the spokes (m)."""
+        return self.spoke_height + self.spoke_radius
+
+    @property
+    def mount_height(self) -> float:
+        """Height of the finger abduction axes above the valve base (m)."""
+        drop = (
+            self.link_top_length
+            + self.link_mid_length * math.cos(self.reset_mid_angle)
+            + self.link_bot_length
+        )
+        return self.spoke_top_z + self.tip_gap_at_reset + self.tip_sphere_radius + drop
+
+
+def finger_joint_names() -> tuple[str, ...]:
+    """Actuated joint names in the order used everywhere: finger 0 top/mid/bot, finger 1 ..., finger 2 ..."""
+    return tuple(f"f{i}_{s}" for i in range(FINGER_COUNT) for s in JOINT_SUFFIXES)
+
+
+def _fmt(*values: float) -> str:
+    return " ".join(f"{v:.6g}" for v in values)
+
+
+def mjcf(
+    joint_ranges: Mapping[str, tuple[float, float]],
+    g: ClawGeometry = ClawGeometry(),
+    timestep: float | None = None,
+) -> str:
+    """The MuJoCo XML of the claw scene.
+
+    ``joint_ranges`` maps each finger joint name to its (low, high) limit in rad; it comes from the
+    task spec so the model's limits and the command ranges cannot drift apart. ``timestep``
+    overrides ``g.physics_timestep``.
+    """
+    dt = g.physics_timestep if timestep is None else timestep
+    fingers = []
+    for i in range(FINGER_COUNT):
+        az = i * FINGER_AZIMUTH_STEP_RAD
+        # The finger frame's x axis points inward, i.e. along -radial.
+        bx, by = g.finger_base_radius * math.cos(az), g.finger_base_radius * math.sin(az)
+        yaw_rad = az + math.pi
+        fingers.append(
+            f"""
+    <body name="f{i}_base" pos="{_fmt(bx, by, g.mount_height)}" euler="0 0 {yaw_rad:.6g}">
+      <geom name="f{i}_mount" type="box" size="0.012 0.018 0.01" pos="0 0 0.012" class="visual"/>
+      <body name="f{i}_top_link">
+        <joint name="f{i}_top" axis="1 0 0" range="{_fmt(*joint_ranges[f"f{i}_top"])}" class="finger"/>
+        <geom name="f{i}_top_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_top_length:.6g}"
+              size="{g.link_radius:.6g}" mass="{g.link_top_mass:.6g}" class="link"/>
+        <body name="f{i}_mid_link" pos="0 0 {-g.link_top_length:.6g}">
+          <joint name="f{i}_mid" axis="0 1 0" range="{_fmt(*joint_ranges[f"f{i}_mid"])}" class="finger"/>
+          <geom name="f{i}_mid_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_mid_length:.6g}"
+                size="{g.link_radius:.6g}" mass="{g.link_mid_mass:.6g}" class="link"/>
+          <body name="f{i}_bot_link" pos="0 0 {-g.link_mid_length:.6g}">
+            <joint name="f{i}_bot" axis="0 1 0" range="{_fmt(*joint_ranges[f"f{i}_bot"])}" class="finger"/>
+            <geom name="f{i}_bot_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_bot_length:.6g}"
+                  size="{g.link_radius:.6g}" mass="{g.link_bot_mass * 0.7:.6g}" class="link"/>
+            <geom name="f{i}_tip" type="sphere" pos="0 0 {-g.link_bot_length:.6g}"
+                  size="{g.tip_sphere_radius:.6g}" mass="{g.link_bot_mass * 0.3:.6g}" class="tip"/>
+            <site name="f{i}_tip_site" pos="0 0 {-g.link_bot_length:.6g}" size="0.002"/>
+          </body>
+        </body>
+      </body>
+    </body>"""
+        )
+
+    spoke_mass = g.valve_mass * 0.6 / g.spoke_count
+    hub_mass = g.valve_mass * 0.4
+    spokes = []
+    for k in range(g.spoke_count):
+        a = k * 2.0 * math.pi / g.spoke_count
+        ex, ey = g.spoke_length * math.cos(a), g.spoke_length * math.sin(a)
+        rgba = "0.85 0.2 0.15 1" if k == 0 else "0.9 0.75 0.3 1"
+        spokes.append(
+            f'<geom name="valve_spoke{k}" type="capsule" fromto="0 0 {g.spoke_height:.6g} '
+            f'{ex:.6g} {ey:.6g} {g.spoke_height:.6g}" size="{g.spoke_radius:.6g}" '
+            f'mass="{spoke_mass:.6g}" rgba="{rgba}" class="valve"/>'
+        )
+    marker_x = g.spoke_length * 0.8
+    actuators = "\n    ".join(
+        f'<position name="{n}" joint="{n}" kp="{g.finger_kp:.6g}" '
+        f'forcerange="{-g.finger_force_limit:.6g} {g.finger_force_limit:.6g}" '
+        f'ctrlrange="{_fmt(*joint_ranges[n])}"/>'
+        for n in finger_joint_names()
+    )
+    return f"""<mujoco model="dclaw_turn">
+  <compiler angle="radian" autolimits="true"/>
+  <option timestep="{dt:.6g}" integrator="implicitfast" cone="pyramidal"/>
+  <visual><global offwidth="640" offheight="480"/></visual>
+  <default>
+    <default class="finger">
+      <joint type="hinge" damping="{g.finger_damping:.6g}" armature="{g.finger_armature:.6g}"
+             frictionloss="{g.finger_frictionloss:.6g}" limited="true"/>
+    </default>
+    <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
+    <default class="tip">
+      <geom rgba="0.1 0.1 0.1 1" contype="1" conaffinity="1" condim="3" friction="{g.tip_friction:.6g} 0.005 0.0001"/>
+    </default>
+    <default class="valve">
+      <geom contype="2" conaffinity="1" condim="3" friction="{g.tip_friction:.6g} 0.005 0.0001"/>
+    </default>
+    <default class="visual"><geom contype="0" conaffinity="0" rgba="0.5 0.5 0.55 1"/></default>
+  </default>
+  <worldbody>
+    <light name="key" pos="0.3 -0.3 0.6" dir="-0.4 0.4 -1" diffuse="0.8 0.8 0.8"/>
+    <light name="fill" pos="-0.3 0.3 0.5" dir="0.4 -0.4 -1" diffuse="0.3 0.3 0.3"/>
+    <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 -0.02" rgba="0.82 0.84 0.86 1" contype="2" conaffinity="1"/>
+    <camera name="front" pos="0 -0.42 0.32" xyaxes="1 0 0 0 0.6 0.8" fovy="45"/>
+    <camera name="top" pos="0 0 0.55" xyaxes="1 0 0 0 1 0" fovy="45"/>
+    <geom name="valve_post" type="cylinder" size="0.01 0.01" pos="0 0 -0.01" class="visual"/>
+    {"".join(fingers)}
+    <body name="valve" pos="0 0 0">
+      <joint name="valve" type="hinge" axis="0 0 1" damping="{g.valve_damping:.6g}"
+             frictionloss="{g.valve_frictionloss:.6g}" armature="{g.valve_armature:.6g}" limited="false"/>
+      <geom name="valve_hub" type="cylinder" size="{g.hub_radius:.6g} {g.spoke_height:.6g}"
+            pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="0.9 0.75 0.3 1" class="valve"/>
+      {"".join(spokes)}
+      <geom name="valve_marker" type="box" size="0.006 0.006 0.004" pos="{marker_x:.6g} 0 {g.spoke_top_z + 0.002:.6g}"
+            rgba="0.9 0.1 0.1 1" class="visual"/>
+    </body>
+  </worldbody>
+  <actuator>
+    {actuators}
+  </actuator>
+</mujoco>
+"""
+

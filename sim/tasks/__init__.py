@@ -1,0 +1,21 @@
+"""Task modules (spec, observation, reward terms, success) and the registry of task ids."""
+
+from __future__ import annotations
+
+from sim.tasks.base import Task
+from sim.tasks.dclaw_turn import DClawTurn
+
+TASK_IDS = {
+    "dclaw-turn": "s2r/DClawTurnFixed-v0",
+    "dclaw-turn-random": "s2r/DClawTurnRandom-v0",
+}
+"""Short task names used on the command line, mapped to their gymnasium ids."""
+
+
+def make_task(env_id: str) -> Task:
+    """The task object behind one of our gymnasium ids."""
+    if env_id == "s2r/DClawTurnFixed-v0":
+        return DClawTurn(variant="fixed")
+    if env_id == "s2r/DClawTurnRandom-v0":
+        return DClawTurn(variant="random")
+    raise KeyError(f"unknown s2r task {env_id!r}; known: {', '.join(TASK_IDS.values())}")

@@ -1,0 +1,62 @@
+"""What a task module provides; the env, the robot controller and export rely only on this."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from sim.engines.base import ParamSpec
+from sim.state import RobotState
+from sim.tasks.spec import FloatArray, TaskSpec
+
+
+class EpisodeStartLike(Protocol):
+    """Initial joint positions, passive-joint positions and named goal values of an episode."""
+
+    @property
+    def joint_pos(self) -> FloatArray: ...
+    @property
+    def passive_pos(self) -> FloatArray: ...
+    @property
+    def goal(self) -> dict[str, float]: ...
+
+
+class Task(Protocol):
+    """A robot task: spec, scene, starts, observation, reward terms and success."""
+
+    @property
+    def spec(self) -> TaskSpec: ...
+
+    def model_xml(self, timestep: float) -> str:
+        """MuJoCo XML of the scene at a physics step (s)."""
+        ...
+
+    def model_urdf(self) -> str:
+        """URDF of the same scene, for PyBullet."""
+        ...
+
+    def param_specs(self) -> tuple[ParamSpec, ...]:
+        """Named physical parameters of the scene."""
+        ...
+
+    def sample_start(self, rng: np.random.Generator) -> EpisodeStartLike:
+        """Where the next episode starts and what it asks for."""
+        ...
+
+    def observe(self, state: RobotState, last_action: FloatArray, goal: dict[str, float]) -> np.ndarray:
+        """The policy's observation."""
+        ...
+
+    def reward_terms(self, state: RobotState, goal: dict[str, float]) -> dict[str, float]:
+        """Named reward terms; the reward is their sum."""
+        ...
+
+    def success(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """Whether the goal is met in this state."""
+        ...
+
+
+def total_reward(terms: dict[str, float]) -> float:
+    """The one place reward terms are summed."""
+    return float(sum(terms.values()))

@@ -1,0 +1,169 @@
+"""D'Claw valve turn: the task spec, observation, reward terms and success, used by sim and robot.
+
+Reference: ROBEL (Ahn et al. 2019) D'Claw turn task; facts in ``shared/reference/robots.md``.
+The observation (21 values) is joint positions (9), cos/sin of the valve angle (2), the last
+normalized action (9) and the signed target error wrapped to [-pi, pi] (1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from sim.engines.base import ParamSpec
+from sim.models.dclaw import FINGER_COUNT, ClawGeometry, finger_joint_names, mjcf
+from sim.state import RobotState
+from sim.tasks.actions import wrap_angle
+from sim.tasks.spec import FloatArray, ObsField, ObsLayout, TaskSpec
+
+JOINT_NAMES = finger_joint_names()
+_RANGE_BY_SUFFIX_RAD = {
+    "top": (-0.48, 0.48),
+    "mid": (-math.pi / 3, math.pi / 3),
+    "bot": (-math.pi / 2, math.pi / 2),
+}
+_RESET_BY_SUFFIX_RAD = {"top": 0.0, "mid": -math.pi / 3, "bot": math.pi / 3}
+
+JOINT_VELOCITY_LIMIT_RAD_S = 2.0 * math.pi / 3.0
+CONTROL_PERIOD_S = 0.1
+EPISODE_DURATION_S = 4.0
+SUCCESS_THRESHOLD_RAD = 0.1
+NEAR_THRESHOLD_RAD = 0.25
+FAST_JOINT_RAD_S = 0.5
+FIXED_TARGET_RAD = math.pi
+RANDOM_OFFSET_RAD = math.pi / 3
+RESET_JOINT_NOISE_RAD = 0.02
+"""Uniform noise on the finger reset pose, so repeated evaluations of the fixed task differ."""
+
+OBS_LAYOUT = ObsLayout(
+    (
+        ObsField("joint_pos", 9, "rad", "finger joint positions, task joint order"),
+        ObsField("valve_cos_sin", 2, "-", "cos and sin of the valve angle"),
+        ObsField("last_action", 9, "-", "previous normalized action in [-1, 1]"),
+        ObsField("target_error", 1, "rad", "target angle minus valve angle, wrapped to [-pi, pi]"),
+    )
+)
+
+REWARD_TERMS = ("target_dist", "pose_dev", "joint_vel", "near_bonus", "success_bonus")
+
+SPEC = TaskSpec(
+    name="dclaw-turn",
+    robot="dclaw",
+    joint_names=JOINT_NAMES,
+    joint_low=tuple(_RANGE_BY_SUFFIX_RAD[n.rsplit("_", 1)[1]][0] for n in JOINT_NAMES),
+    joint_high=tuple(_RANGE_BY_SUFFIX_RAD[n.rsplit("_", 1)[1]][1] for n in JOINT_NAMES),
+    reset_pose=tuple(_RESET_BY_SUFFIX_RAD[n.rsplit("_", 1)[1]] for n in JOINT_NAMES),
+    joint_velocity_limit=JOINT_VELOCITY_LIMIT_RAD_S,
+    control_period=CONTROL_PERIOD_S,
+    episode_duration=EPISODE_DURATION_S,
+    passive_joints=("valve",),
+    obs_layout=OBS_LAYOUT,
+    reward_terms=REWARD_TERMS,
+)
+
+Variant = Literal["fixed", "random"]
+
+
+@dataclass(frozen=True)
+class EpisodeStart:
+    """Where an episode begins and what it asks for."""
+
+    joint_pos: FloatArray
+    """Finger joint positions at reset (rad)."""
+    passive_pos: FloatArray
+    """Valve angle at reset (rad), as a 1-vector."""
+    goal: dict[str, float]
+    """Named goal values; for the turn task ``{"target": rad}``."""
+
+
+@dataclass(frozen=True)
+class DClawTurn:
+    """The valve-turn task; ``variant`` picks the fixed or randomized start and target."""
+
+    variant: Variant = "fixed"
+    """``"fixed"``: valve at 0, target pi. ``"random"``: start U(-pi/3, pi/3), target pi + U(-pi/3, pi/3)."""
+    spec: TaskSpec = SPEC
+    """The task spec; replace it (e.g. another control period) with ``dataclasses.replace``."""
+    geometry: ClawGeometry = ClawGeometry()
+    """Dimensions, masses and gains of the scene."""
+
+    def model_xml(self, timestep: float) -> str:
+        """MuJoCo XML of the scene at the given physics step (s)."""
+        ranges = {n: (lo, hi) for n, lo, hi in zip(JOINT_NAMES, self.spec.joint_low, self.spec.joint_high,
+                                                    strict=True)}
+        return mjcf(ranges, self.geometry, timestep=timestep)
+
+    def param_specs(self) -> tuple[ParamSpec, ...]:
+        """The named physical parameters of this scene, with nominal values from the geometry."""
+        return claw_params(self.geometry, self.spec)
+
+    def sample_start(self, rng: np.random.Generator) -> EpisodeStart:
+        """Reset pose with small noise, and the valve start and target for this variant."""
+        noise = rng.uniform(-RESET_JOINT_NOISE_RAD, RESET_JOINT_NOISE_RAD, self.spec.n_joints)
+        joint_pos = np.clip(self.spec.reset + noise, self.spec.low, self.spec.high)
+        if self.variant == "fixed":
+            start, target = 0.0, FIXED_TARGET_RAD
+        else:
+            start = float(rng.uniform(-RANDOM_OFFSET_RAD, RANDOM_OFFSET_RAD))
+            target = FIXED_TARGET_RAD + float(rng.uniform(-RANDOM_OFFSET_RAD, RANDOM_OFFSET_RAD))
+        return EpisodeStart(joint_pos, np.array([start]), {"target": target})
+
+    def observe(self, state: RobotState, last_action: FloatArray, goal: dict[str, float]) -> np.ndarray:
+        """The policy's observation (float32, ``OBS_LAYOUT``) from a reading and the last action."""
+        angle = float(state.passive_pos[0])
+        return OBS_LAYOUT.concat(
+            {
+                "joint_pos": state.joint_pos,
+                "valve_cos_sin": np.array([math.cos(angle), math.sin(angle)]),
+                "last_action": last_action,
+                "target_error": wrap_angle(goal["target"] - angle),
+            }
+        )
+
+    def reward_terms(self, state: RobotState, goal: dict[str, float]) -> dict[str, float]:
+        """The named reward terms for a reading; the reward is their sum (see :func:`total_reward`)."""
+        err = abs(float(wrap_angle(goal["target"] - float(state.passive_pos[0]))))
+        fast = np.abs(state.joint_vel) >= FAST_JOINT_RAD_S
+        return {
+            "target_dist": -5.0 * err,
+            "pose_dev": -1.0 * float(np.linalg.norm(state.joint_pos - self.spec.reset)),
+            "joint_vel": -1.0 * float(np.linalg.norm(state.joint_vel[fast])),
+            "near_bonus": 10.0 if err < NEAR_THRESHOLD_RAD else 0.0,
+            "success_bonus": 50.0 if err < SUCCESS_THRESHOLD_RAD else 0.0,
+        }
+
+    def success(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """The valve is within 0.1 rad of the target (judged at the end of an episode)."""
+        return abs(float(wrap_angle(goal["target"] - float(state.passive_pos[0])))) < SUCCESS_THRESHOLD_RAD
+
+
+def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
+    """The claw scene's named parameters; names are shared by both engines and the emulator."""
+    fingers = spec.joint_names
+    links = tuple(f"f{i}_{s}_link" for i in range(FINGER_COUNT) for s in ("top", "mid", "bot"))
+    contact_bodies = (*(f"f{i}_bot_link" for i in range(FINGER_COUNT)), "valve")
+    return (
+        ParamSpec("valve_damping", "joint_damping", "N m s/rad", g.valve_damping, ("valve",),
+                  "viscous damping of the valve hinge"),
+        ParamSpec("valve_frictionloss", "joint_frictionloss", "N m", g.valve_frictionloss, ("valve",),
+                  "dry friction of the valve hinge"),
+        ParamSpec("valve_mass", "body_mass", "kg", g.valve_mass, ("valve",),
+                  "mass of the valve; its rotational inertia scales with it", low=1e-4),
+        ParamSpec("finger_damping", "joint_damping", "N m s/rad", g.finger_damping, fingers,
+                  "viscous damping of every finger joint"),
+        ParamSpec("finger_kp", "actuator_kp", "N m/rad", g.finger_kp, fingers,
+                  "position-servo stiffness of every finger joint", low=1e-3),
+        ParamSpec("tip_friction", "contact_friction", "-", g.tip_friction, contact_bodies,
+                  "sliding friction coefficient between fingertips and valve", low=1e-3, high=5.0),
+        ParamSpec("finger_mass_scale", "body_mass_scale", "-", 1.0, links,
+                  "multiplier on every finger link's mass and inertia", low=0.05, high=20.0),
+        ParamSpec("action_latency", "action_latency", "s", 0.0, (),
+                  "delay between the policy's action and the servos receiving it", high=1.0),
+        ParamSpec("obs_noise_std", "obs_noise_std", "rad", 0.0, (),
+                  "std of Gaussian noise on every joint and valve angle reading"),
+        ParamSpec("control_jitter_std", "control_jitter_std", "s", 0.0, (),
+                  "std of the per-step deviation of the control period", high=0.05),
+    )

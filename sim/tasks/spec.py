@@ -1,0 +1,168 @@
+"""The types every task module fills in: joints, timing and the observation layout.
+
+A task spec is the one description of a robot task that simulation, training, export and the
+hardware controller all read. Nothing here knows about a particular robot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ObsField:
+    """One named block of the observation vector."""
+
+    name: str
+    """Identifier used in logs, export metadata and ``ObsLayout.slice``."""
+    size: int
+    """Number of scalars in the block."""
+    unit: str
+    """Physical unit of the block's entries (``"rad"``, ``"-"`` for dimensionless)."""
+    doc: str
+    """What the block holds, in words."""
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """The observation vector as an ordered list of named blocks."""
+
+    fields: tuple[ObsField, ...]
+    """The blocks in the order they are concatenated."""
+
+    @property
+    def size(self) -> int:
+        """Total length of the observation vector."""
+        return sum(f.size for f in self.fields)
+
+    def slice(self, name: str) -> slice:
+        """Where the block ``name`` sits in the observation vector."""
+        start = 0
+        for f in self.fields:
+            if f.name == name:
+                return slice(start, start + f.size)
+            start += f.size
+        raise KeyError(f"observation has no field {name!r}; fields are {self.names}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Block names in order."""
+        return tuple(f.name for f in self.fields)
+
+    def slices(self) -> dict[str, tuple[int, int]]:
+        """``{name: (start, stop)}`` for every block, e.g. for export metadata."""
+        out: dict[str, tuple[int, int]] = {}
+        for f in self.fields:
+            s = self.slice(f.name)
+            out[f.name] = (s.start, s.stop)
+        return out
+
+    def concat(self, blocks: Mapping[str, FloatArray | float]) -> NDArray[np.float32]:
+        """Build the observation vector from named blocks, checking every block's size."""
+        parts = []
+        for f in self.fields:
+            if f.name not in blocks:
+                raise KeyError(f"observation block {f.name!r} missing; got {sorted(blocks)}")
+            v = np.asarray(blocks[f.name], dtype=np.float64).reshape(-1)
+            if v.size != f.size:
+                raise ValueError(f"observation block {f.name!r} has {v.size} values, expected {f.size}")
+            parts.append(v)
+        return np.concatenate(parts).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Joints, limits, timing and observation layout of one task; shared by sim and robot."""
+
+    name: str
+    """Task id used on the command line and in metadata (e.g. ``"dclaw-turn"``)."""
+    robot: str
+    """Robot the task runs on (e.g. ``"dclaw"``); hardware configs name the same robot."""
+    joint_names: tuple[str, ...]
+    """Actuated joints, in the order of actions, commands and joint observations."""
+    joint_low: tuple[float, ...]
+    """Lower command limit per joint (rad)."""
+    joint_high: tuple[float, ...]
+    """Upper command limit per joint (rad)."""
+    reset_pose: tuple[float, ...]
+    """Joint positions at the start of every episode (rad)."""
+    joint_velocity_limit: float
+    """Fastest a command may move any joint (rad/s); the rate limit per step derives from it."""
+    control_period: float
+    """Time between two policy actions (s); sets the sim substeps and the robot loop period."""
+    episode_duration: float
+    """Length of one episode (s); the number of steps is derived from the control period."""
+    passive_joints: tuple[str, ...]
+    """Unactuated joints the task observes (e.g. the valve); each is a named sensor channel."""
+    obs_layout: ObsLayout
+    """Names, sizes and order of the observation blocks."""
+    reward_terms: tuple[str, ...]
+    """Names of the reward terms, in logging order; their sum is the reward."""
+    extras: Mapping[str, float] = field(default_factory=dict)
+    """Task-specific constants (thresholds, weights) with their unit in the key's doc."""
+
+    def __post_init__(self) -> None:
+        n = len(self.joint_names)
+        for label, seq in (("joint_low", self.joint_low), ("joint_high", self.joint_high),
+                           ("reset_pose", self.reset_pose)):
+            if len(seq) != n:
+                raise ValueError(f"TaskSpec {self.name}: {label} has {len(seq)} entries, expected {n}")
+        if any(lo >= hi for lo, hi in zip(self.joint_low, self.joint_high, strict=True)):
+            raise ValueError(f"TaskSpec {self.name}: every joint_low must be below joint_high")
+        if not (self.control_period > 0 and math.isfinite(self.control_period)):
+            raise ValueError(f"TaskSpec {self.name}: control_period must be a positive number of seconds, "
+                             f"got {self.control_period!r}")
+        if self.episode_duration < self.control_period:
+            raise ValueError(f"TaskSpec {self.name}: episode_duration must be at least one control period")
+
+    @property
+    def n_joints(self) -> int:
+        """Number of actuated joints (the action size)."""
+        return len(self.joint_names)
+
+    @property
+    def low(self) -> FloatArray:
+        """Lower joint limits as an array (rad)."""
+        return np.asarray(self.joint_low, dtype=np.float64)
+
+    @property
+    def high(self) -> FloatArray:
+        """Upper joint limits as an array (rad)."""
+        return np.asarray(self.joint_high, dtype=np.float64)
+
+    @property
+    def reset(self) -> FloatArray:
+        """Reset pose as an array (rad)."""
+        return np.asarray(self.reset_pose, dtype=np.float64)
+
+    @property
+    def max_step(self) -> float:
+        """Largest command change per control period (rad)."""
+        return self.joint_velocity_limit * self.control_period
+
+    @property
+    def episode_steps(self) -> int:
+        """Control steps per episode."""
+        return max(1, round(self.episode_duration / self.control_period))
+
+    def substeps(self, physics_timestep: float) -> tuple[int, float]:
+        """Physics substeps per control period and the exact physics step (s) that fills it.
+
+        The step is shortened from ``physics_timestep`` so that a whole number of substeps spans
+        exactly one control period.
+        """
+        n = max(1, math.ceil(self.control_period / physics_timestep - 1e-9))
+        return n, self.control_period / n
+
+    def with_control_period(self, period: float) -> TaskSpec:
+        """The same task at another control period (s)."""
+        from dataclasses import replace
+
+        return replace(self, control_period=float(period))
