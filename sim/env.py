@@ -30,7 +30,8 @@ DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
 class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     """A task on an engine, as a gymnasium env. Episodes end by time limit (``truncated``) only."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # gymnasium declares metadata as a mutable instance attribute; the class default is read by gym.make.
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
 
     def __init__(
         self,
@@ -109,7 +110,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         }
         return obs, total_reward(terms), False, truncated, info
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
         w, h = self.render_size

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 # Headless by default: EGL renders offscreen without a display (software rasterizer on CPU machines).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import mujoco
+import numpy as np
 
-from sim.engines.base import ParamSpec  # noqa: E402
-from sim.state import RobotState, SimState  # noqa: E402
-from sim.tasks.spec import FloatArray  # noqa: E402
+from sim.engines.base import ParamSpec
+from sim.state import RobotState, SimState
+from sim.tasks.spec import FloatArray
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 _ENGINE_KINDS = frozenset(
@@ -115,8 +115,8 @@ class MujocoEngine:
             m.actuator_gainprm[acts, 0] = value
             m.actuator_biasprm[acts, 1] = -value
         elif spec.kind == "contact_friction":
-            bodies = {m.body(t).id for t in spec.targets}
-            geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies]
+            body_ids = {m.body(t).id for t in spec.targets}
+            geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] in body_ids]
             m.geom_friction[geoms, 0] = value
         elif spec.kind in ("body_mass", "body_mass_scale"):
             bodies = [m.body(t).id for t in spec.targets]

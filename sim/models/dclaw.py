@@ -116,9 +116,12 @@ def _fmt(*values: float) -> str:
     return " ".join(f"{v:.6g}" for v in values)
 
 
+NOMINAL_GEOMETRY = ClawGeometry()
+
+
 def mjcf(
     joint_ranges: Mapping[str, tuple[float, float]],
-    g: ClawGeometry = ClawGeometry(),
+    g: ClawGeometry = NOMINAL_GEOMETRY,
     timestep: float | None = None,
 ) -> str:
     """The MuJoCo XML of the claw scene.
@@ -199,7 +202,8 @@ def mjcf(
   <worldbody>
     <light name="key" pos="0.3 -0.3 0.6" dir="-0.4 0.4 -1" diffuse="0.8 0.8 0.8"/>
     <light name="fill" pos="-0.3 0.3 0.5" dir="0.4 -0.4 -1" diffuse="0.3 0.3 0.3"/>
-    <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 -0.02" rgba="0.82 0.84 0.86 1" contype="2" conaffinity="1"/>
+    <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 -0.02" rgba="0.82 0.84 0.86 1"
+          contype="2" conaffinity="1"/>
     <camera name="front" pos="0 -0.42 0.32" xyaxes="1 0 0 0 0.6 0.8" fovy="45"/>
     <camera name="top" pos="0 0 0.55" xyaxes="1 0 0 0 1 0" fovy="45"/>
     <geom name="valve_post" type="cylinder" size="0.01 0.01" pos="0 0 -0.01" class="visual"/>

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from sim.engines.base import ParamSpec
-from sim.models.dclaw import FINGER_COUNT, ClawGeometry, finger_joint_names, mjcf
+from sim.models.dclaw import FINGER_COUNT, NOMINAL_GEOMETRY, ClawGeometry, finger_joint_names, mjcf
 from sim.state import RobotState
 from sim.tasks.actions import wrap_angle
 from sim.tasks.spec import FloatArray, ObsField, ObsLayout, TaskSpec
@@ -87,7 +87,7 @@ class DClawTurn:
     """``"fixed"``: valve at 0, target pi. ``"random"``: start U(-pi/3, pi/3), target pi + U(-pi/3, pi/3)."""
     spec: TaskSpec = SPEC
     """The task spec; replace it (e.g. another control period) with ``dataclasses.replace``."""
-    geometry: ClawGeometry = ClawGeometry()
+    geometry: ClawGeometry = NOMINAL_GEOMETRY
     """Dimensions, masses and gains of the scene."""
 
     def model_xml(self, timestep: float) -> str:
