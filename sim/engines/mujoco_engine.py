@@ -123,8 +123,9 @@ class MujocoEngine:
             scale = value / nom["body_mass"][bodies].sum() if spec.kind == "body_mass" else value
             m.body_mass[bodies] = nom["body_mass"][bodies] * scale
             m.body_inertia[bodies] = nom["body_inertia"][bodies] * scale
-            # Masses feed derived constants (subtree masses, inverse weights): recompute them.
-            mujoco.mj_setConst(m, self.data)
+            # Masses feed derived constants (subtree masses, inverse weights): recompute them on a
+            # scratch MjData, because mj_setConst overwrites the state of the data it is given.
+            mujoco.mj_setConst(m, mujoco.MjData(m))
         else:
             raise KeyError(f"the mujoco engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
 

@@ -19,6 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 FINGER_COUNT = 3
+VALVE_FRICTION_TIMECONST_S = 0.01
+"""Time constant of MuJoCo's soft dry-friction constraint on the valve. It must be short against the
+valve's damping time (inertia / damping) or the soft constraint pushes a coasting valve forward instead
+of braking it; twice the 2.5 ms physics step is MuJoCo's floor for a stable constraint."""
 FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
 JOINT_SUFFIXES = ("top", "mid", "bot")
 
@@ -77,8 +81,8 @@ class ClawGeometry:
     """Viscous damping of the valve hinge (N m s / rad)."""
     valve_frictionloss: float = 0.01
     """Dry friction of the valve hinge (N m)."""
-    valve_armature: float = 0.0001
-    """Extra rotational inertia on the valve hinge (kg m^2)."""
+    valve_armature: float = 0.001
+    """Extra rotational inertia on the valve hinge (kg m^2): the back-driven encoder servo's gearbox."""
     tip_friction: float = 1.0
     """Sliding friction coefficient between fingertips and the valve (-)."""
 
@@ -197,7 +201,7 @@ def mjcf(
     <default class="valve">
       <geom contype="2" conaffinity="1" condim="3" friction="{g.tip_friction:.6g} 0.005 0.0001"/>
     </default>
-    <default class="visual"><geom contype="0" conaffinity="0" rgba="0.5 0.5 0.55 1"/></default>
+    <default class="visual"><geom contype="0" conaffinity="0" density="0" rgba="0.5 0.5 0.55 1"/></default>
   </default>
   <worldbody>
     <light name="key" pos="0.3 -0.3 0.6" dir="-0.4 0.4 -1" diffuse="0.8 0.8 0.8"/>
@@ -210,7 +214,8 @@ def mjcf(
     {"".join(fingers)}
     <body name="valve" pos="0 0 0">
       <joint name="valve" type="hinge" axis="0 0 1" damping="{g.valve_damping:.6g}"
-             frictionloss="{g.valve_frictionloss:.6g}" armature="{g.valve_armature:.6g}" limited="false"/>
+             frictionloss="{g.valve_frictionloss:.6g}" armature="{g.valve_armature:.6g}" limited="false"
+             solreffriction="{VALVE_FRICTION_TIMECONST_S:.6g} 1"/>
       <geom name="valve_hub" type="cylinder" size="{g.hub_radius:.6g} {g.spoke_height:.6g}"
             pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="0.9 0.75 0.3 1" class="valve"/>
       {"".join(spokes)}
