@@ -1,0 +1,468 @@
+"""The hardware config: which servos drive which joints, how they are calibrated, and how the bus runs.
+
+One YAML file per robot (``hardware_configs/dclaw.yaml``), loaded into frozen dataclasses and checked
+against the task spec at load: a bad field is a :class:`~s2r.errors.UserError` naming the field by its
+dotted path and what was expected. Motor IDs, calibration and limits live only here, never in code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from robot.dynamixel.control_table import (
+    BAUD_CODES,
+    MAX_ID,
+    XM430_W350_MODEL_NUMBER,
+    OperatingMode,
+    Register,
+)
+from robot.dynamixel.units import (
+    A_PER_CURRENT_UNIT,
+    MAX_POSITION_TICK,
+    RAD_S_PER_VELOCITY_UNIT,
+    S_PER_RETURN_DELAY_UNIT,
+    joint_limits_to_ticks,
+)
+from s2r.errors import UserError
+from sim.tasks.spec import FloatArray, TaskSpec
+
+AUTO_PORT = "auto"
+"""``port`` value meaning: the one USB serial adapter found, or the emulator when the driver is ``emulator``."""
+SUPPORTED_PROTOCOL = 2.0
+_OPERATING_MODES = {
+    "position": OperatingMode.POSITION,
+    "extended_position": OperatingMode.EXTENDED_POSITION,
+    "current_based_position": OperatingMode.CURRENT_BASED_POSITION,
+}
+_LIMIT_TOLERANCE_RAD = 1e-9
+_MAX_LATENCY_TIMER_S = 0.255
+
+
+@dataclass(frozen=True)
+class ServoModelConfig:
+    """The servo model every joint and encoder uses."""
+
+    name: str
+    """Model name, e.g. ``"XM430-W350"``."""
+    model_number: int
+    """Model number the servo reports to PING; connecting fails on any other."""
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """One actuated joint and the servo that drives it."""
+
+    name: str
+    """Joint name from the task spec (e.g. ``"f0_top"``)."""
+    id: int
+    """Servo ID on the bus."""
+    scale: float
+    """Calibration: ``joint = raw_rad * scale + offset_rad`` (``-1`` for a servo mounted the other way)."""
+    offset_rad: float
+    """Calibration offset (rad); ``raw_rad`` is 0 at 2048 ticks."""
+    low_rad: float
+    """Lower joint limit (rad); inside the task spec's range, written to the servo's position limits."""
+    high_rad: float
+    """Upper joint limit (rad)."""
+    velocity_limit_rad_s: float
+    """Servo Velocity Limit register (rad/s at the joint)."""
+    current_limit_a: float
+    """Servo Current Limit register (A)."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A torque-off servo that reads one of the task's passive joints (e.g. the valve)."""
+
+    name: str
+    """Passive joint name from the task spec (e.g. ``"valve"``)."""
+    id: int
+    """Servo ID on the bus."""
+    scale: float
+    """Calibration: ``angle = raw_rad * scale + offset_rad``."""
+    offset_rad: float
+    """Calibration offset (rad)."""
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How often a failed transaction is tried again before it counts as failed."""
+
+    read: int
+    """Extra attempts of the per-cycle state read; after them the reading is stale."""
+    write: int
+    """Extra attempts of a write that expects a status packet (torque, settings)."""
+    connect: int
+    """Extra attempts of each PING and setting read/write while connecting."""
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """When the controller must stop because it no longer sees the robot."""
+
+    max_consecutive_failed_reads: int
+    """Stop after this many stale readings in a row."""
+    max_data_age_s: float
+    """Stop when the newest good reading is older than this (s)."""
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """A robot's hardware: bus, servos, calibration, limits, timing; loaded by :func:`load_config`."""
+
+    robot: str
+    """Robot name; must equal the task spec's ``robot``."""
+    task: str
+    """Task the robot runs (short name, e.g. ``"dclaw-turn"``)."""
+    port: str
+    """Serial device (``/dev/ttyUSB0``) or ``"auto"``."""
+    baud: int
+    """Bus baud rate (bit/s); the servos must already be set to it."""
+    protocol: float
+    """Dynamixel protocol version; only 2.0 is supported."""
+    servo: ServoModelConfig
+    """Servo model of every joint and encoder."""
+    operating_mode: str
+    """Operating mode of the joint servos: ``position``, ``extended_position`` or ``current_based_position``."""
+    joints: tuple[JointConfig, ...]
+    """Actuated joints in task-spec order."""
+    encoders: tuple[EncoderConfig, ...]
+    """Passive-joint encoders in the order of the task spec's ``passive_joints``."""
+    control_period_s: float
+    """Control loop period (s); equals the task spec's unless ``control_period_override``."""
+    control_period_override: bool
+    """Whether ``control_period_s`` deliberately differs from the task spec's."""
+    return_delay_s: float
+    """Servo Return Delay Time (s, 2 us steps) written at connect; 0 is fastest."""
+    latency_timer_s: float
+    """USB-serial latency timer (s); the packet timeout is bytes * byte time + 2 * this + 2 ms."""
+    retries: RetryConfig
+    """Retry counts."""
+    watchdog: WatchdogConfig
+    """Controller watchdog thresholds."""
+    source: str = "<memory>"
+    """Where the config was loaded from (for messages)."""
+
+    # --- derived views ------------------------------------------------------------------------
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Joint names in task-spec order."""
+        return tuple(j.name for j in self.joints)
+
+    @property
+    def joint_ids(self) -> tuple[int, ...]:
+        """Servo IDs of the joints, in task-spec order."""
+        return tuple(j.id for j in self.joints)
+
+    @property
+    def encoder_ids(self) -> tuple[int, ...]:
+        """Servo IDs of the passive-joint encoders."""
+        return tuple(e.id for e in self.encoders)
+
+    @property
+    def all_ids(self) -> tuple[int, ...]:
+        """Every servo ID: joints, then encoders."""
+        return self.joint_ids + self.encoder_ids
+
+    def name_of(self, servo_id: int) -> str:
+        """The joint or encoder name of a servo ID."""
+        names = {j.id: j.name for j in self.joints} | {e.id: e.name for e in self.encoders}
+        if servo_id in names:
+            return names[servo_id]
+        raise KeyError(f"no servo with ID {servo_id} in {self.source}")
+
+    @property
+    def low(self) -> FloatArray:
+        """Lower joint limits (rad)."""
+        return np.array([j.low_rad for j in self.joints])
+
+    @property
+    def high(self) -> FloatArray:
+        """Upper joint limits (rad)."""
+        return np.array([j.high_rad for j in self.joints])
+
+    @property
+    def joint_scale(self) -> FloatArray:
+        """Calibration scales of the joints."""
+        return np.array([j.scale for j in self.joints])
+
+    @property
+    def joint_offset(self) -> FloatArray:
+        """Calibration offsets of the joints (rad)."""
+        return np.array([j.offset_rad for j in self.joints])
+
+    @property
+    def encoder_scale(self) -> FloatArray:
+        """Calibration scales of the encoders."""
+        return np.array([e.scale for e in self.encoders])
+
+    @property
+    def encoder_offset(self) -> FloatArray:
+        """Calibration offsets of the encoders (rad)."""
+        return np.array([e.offset_rad for e in self.encoders])
+
+    @property
+    def operating_mode_value(self) -> OperatingMode:
+        """The Operating Mode register value for :attr:`operating_mode`."""
+        return _OPERATING_MODES[self.operating_mode]
+
+    def task_spec(self) -> TaskSpec:
+        """The task spec at this config's control period: the one value the sim and the loop share."""
+        spec = base_task_spec(self.task)
+        if spec.control_period == self.control_period_s:
+            return spec
+        return spec.with_control_period(self.control_period_s)
+
+
+def base_task_spec(task: str) -> TaskSpec:
+    """The unmodified spec of a task named on the command line or in a config."""
+    from sim import resolve_env_id
+    from sim.tasks import make_task
+
+    try:
+        return make_task(resolve_env_id(task)).spec
+    except KeyError as exc:
+        raise UserError(f"unknown task {task!r}: {exc.args[0]}") from None
+
+
+# --- loading ------------------------------------------------------------------------------------
+def load_config(path: str | Path) -> RobotConfig:
+    """Load and validate a hardware config YAML file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UserError(f"hardware config {str(p)!r} not found") from None
+    except OSError as exc:
+        raise UserError(f"cannot read hardware config {str(p)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"hardware config {str(p)!r} is not valid YAML: {exc}") from None
+    return config_from_mapping(data, source=str(p))
+
+
+def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
+    """Validate an already-parsed config (e.g. ``yaml.safe_load`` output) into a :class:`RobotConfig`."""
+    root = _Node(data, "", source)
+    robot = root.text("robot")
+    task = root.text("task")
+    spec = base_task_spec(task)
+    if robot != spec.robot:
+        root.fail("robot", f"the task {task!r} runs on the robot {spec.robot!r}", robot)
+
+    port = root.text("port", AUTO_PORT)
+    baud = root.integer("baud")
+    if baud not in BAUD_CODES:
+        root.fail("baud", f"one of {', '.join(str(b) for b in BAUD_CODES)}", baud)
+    protocol = root.number("protocol", SUPPORTED_PROTOCOL)
+    if protocol != SUPPORTED_PROTOCOL:
+        root.fail("protocol", "2.0 (only Dynamixel protocol 2.0 is supported)", protocol)
+
+    sv = root.child("servo")
+    servo = ServoModelConfig(sv.text("name"), sv.integer("model_number"))
+    if servo.model_number != XM430_W350_MODEL_NUMBER:
+        sv.fail("model_number", f"{XM430_W350_MODEL_NUMBER} (XM430-W350, the only control table implemented)",
+                servo.model_number)
+    sv.done()
+
+    mode = root.text("operating_mode", "position")
+    if mode not in _OPERATING_MODES:
+        root.fail("operating_mode", f"one of {', '.join(_OPERATING_MODES)}", mode)
+
+    defaults = root.child("joint_defaults", optional=True)
+    default_vel = defaults.number("velocity_limit_rad_s", None)
+    default_cur = defaults.number("current_limit_a", None)
+    defaults.done()
+
+    joints = _joints(root.child("joints"), spec, default_vel, default_cur, mode)
+    encoders = _encoders(root.child("encoders"), spec)
+    ids: dict[int, str] = {}
+    for section, items in (("joints", joints), ("encoders", encoders)):
+        for item in items:
+            if item.id in ids:
+                root.fail(f"{section}.{item.name}.id", f"an ID not already used by {ids[item.id]}", item.id)
+            ids[item.id] = item.name
+
+    period = root.number("control_period_s", spec.control_period)
+    override = root.flag("control_period_override", False)
+    if not (period > 0 and math.isfinite(period)):
+        root.fail("control_period_s", "a positive number of seconds", period)
+    if not override and not math.isclose(period, spec.control_period, rel_tol=0, abs_tol=1e-12):
+        root.fail("control_period_s", f"the task's control period {spec.control_period} s (set "
+                  "control_period_override: true to run the loop at another period)", period)
+
+    return_delay = root.number("return_delay_s", 0.0)
+    top_delay = Register.RETURN_DELAY_TIME.spec.high * S_PER_RETURN_DELAY_UNIT
+    if not 0.0 <= return_delay <= top_delay:
+        root.fail("return_delay_s", f"a delay in [0, {top_delay:g}] s", return_delay)
+    latency_timer = root.number("latency_timer_s", 0.001)
+    if not 0.0 <= latency_timer <= _MAX_LATENCY_TIMER_S:
+        root.fail("latency_timer_s", f"a time in [0, {_MAX_LATENCY_TIMER_S}] s", latency_timer)
+
+    rt = root.child("retries", optional=True)
+    retries = RetryConfig(rt.count("read", 2), rt.count("write", 2), rt.count("connect", 3))
+    rt.done()
+    wd = root.child("watchdog", optional=True)
+    max_failed = wd.count("max_consecutive_failed_reads", 3)
+    if max_failed < 1:
+        wd.fail("max_consecutive_failed_reads", "an integer >= 1", max_failed)
+    max_age = wd.number("max_data_age_s", 0.25)
+    if not (max_age > 0 and math.isfinite(max_age)):
+        wd.fail("max_data_age_s", "a positive number of seconds", max_age)
+    wd.done()
+    root.done()
+    return RobotConfig(
+        robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
+        joints=joints, encoders=encoders, control_period_s=period, control_period_override=override,
+        return_delay_s=return_delay, latency_timer_s=latency_timer, retries=retries,
+        watchdog=WatchdogConfig(max_failed, max_age), source=source,
+    )
+
+
+def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur: float | None,
+            mode: str) -> tuple[JointConfig, ...]:
+    names = node.keys()
+    if tuple(names) != spec.joint_names:
+        node.fail("", f"exactly the task's joints in task order: {', '.join(spec.joint_names)}", ", ".join(names))
+    vel_top = Register.VELOCITY_LIMIT.spec.high * RAD_S_PER_VELOCITY_UNIT
+    cur_top = Register.CURRENT_LIMIT.spec.high * A_PER_CURRENT_UNIT
+    out = []
+    for k, name in enumerate(spec.joint_names):
+        j = node.child(name)
+        servo_id = j.servo_id("id")
+        scale = j.scale("scale")
+        offset = j.number("offset_rad", 0.0)
+        lo, hi = spec.joint_low[k], spec.joint_high[k]
+        low = j.number("low_rad", lo)
+        high = j.number("high_rad", hi)
+        if not lo - _LIMIT_TOLERANCE_RAD <= low < hi:
+            j.fail("low_rad", f"a limit inside the task's range [{lo:.6g}, {hi:.6g}] rad", low)
+        if not low < high <= hi + _LIMIT_TOLERANCE_RAD:
+            j.fail("high_rad", f"a limit above low_rad and inside the task's range [{lo:.6g}, {hi:.6g}] rad", high)
+        if _OPERATING_MODES[mode] != OperatingMode.EXTENDED_POSITION:
+            t_lo, t_hi = joint_limits_to_ticks(low, high, scale, offset)
+            if t_lo < 0 or t_hi > MAX_POSITION_TICK:
+                j.fail("offset_rad", "a calibration that maps the joint limits into one servo turn "
+                       f"(0..{MAX_POSITION_TICK} ticks); they map to {t_lo}..{t_hi}", offset)
+        vel = j.number("velocity_limit_rad_s", default_vel)
+        if not 0 < vel <= vel_top:
+            j.fail("velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", vel)
+        cur = j.number("current_limit_a", default_cur)
+        if not 0 < cur <= cur_top:
+            j.fail("current_limit_a", f"a current in (0, {cur_top:.4g}] A", cur)
+        j.done()
+        out.append(JointConfig(name, servo_id, scale, offset, low, high, vel, cur))
+    return tuple(out)
+
+
+def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
+    names = node.keys()
+    if tuple(names) != spec.passive_joints:
+        node.fail("", f"one encoder per passive joint of the task, in order: {', '.join(spec.passive_joints)}",
+                  ", ".join(names))
+    out = []
+    for name in spec.passive_joints:
+        e = node.child(name)
+        out.append(EncoderConfig(name, e.servo_id("id"), e.scale("scale"), e.number("offset_rad", 0.0)))
+        e.done()
+    return tuple(out)
+
+
+_MISSING = object()
+
+
+class _Node:
+    """A mapping being validated, with its dotted path; every read field is ticked off for :meth:`done`."""
+
+    def __init__(self, data: Any, path: str, source: str, optional: bool = False) -> None:
+        if data is None and optional:
+            data = {}
+        if not isinstance(data, Mapping):
+            where = f"field {path}" if path else "the top level"
+            raise UserError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
+        self.path = path
+        self.source = source
+        self._seen: set[str] = set()
+
+    def _dotted(self, key: str) -> str:
+        return ".".join(p for p in (self.path, key) if p)
+
+    def fail(self, key: str, expected: str, got: Any) -> None:
+        raise UserError(f"{self.source}: field {self._dotted(key) or '<top>'} must be {expected}; got {got!r}")
+
+    def keys(self) -> list[str]:
+        self._seen.update(str(k) for k in self.data)
+        return [str(k) for k in self.data]
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._seen.add(key)
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING or default is None:
+                raise UserError(f"{self.source}: field {self._dotted(key)} is missing")
+            return default
+        return value
+
+    def child(self, key: str, optional: bool = False) -> _Node:
+        self._seen.add(key)
+        value = self.data.get(key)
+        if value is None and not optional:
+            raise UserError(f"{self.source}: field {self._dotted(key)} is missing")
+        return _Node(value, self._dotted(key), self.source, optional)
+
+    def text(self, key: str, default: Any = _MISSING) -> str:
+        v = self._get(key, default)
+        if not isinstance(v, str) or not v:
+            self.fail(key, "a non-empty string", v)
+        return str(v)
+
+    def number(self, key: str, default: Any = _MISSING) -> float:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            self.fail(key, "a finite number", v)
+        return float(v)
+
+    def integer(self, key: str, default: Any = _MISSING) -> int:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(key, "an integer", v)
+        return int(v)
+
+    def count(self, key: str, default: Any = _MISSING) -> int:
+        v = self.integer(key, default)
+        if v < 0:
+            self.fail(key, "an integer >= 0", v)
+        return v
+
+    def flag(self, key: str, default: Any = _MISSING) -> bool:
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            self.fail(key, "true or false", v)
+        return bool(v)
+
+    def servo_id(self, key: str) -> int:
+        v = self.integer(key)
+        if not 0 <= v <= MAX_ID:
+            self.fail(key, f"a servo ID in 0..{MAX_ID}", v)
+        return v
+
+    def scale(self, key: str) -> float:
+        v = self.number(key, 1.0)
+        if v == 0.0:
+            self.fail(key, "a non-zero calibration scale (usually 1 or -1)", v)
+        return v
+
+    def done(self) -> None:
+        extra = [str(k) for k in self.data if str(k) not in self._seen]
+        if extra:
+            raise UserError(f"{self.source}: unknown field {self._dotted(extra[0])}; "
+                            f"expected one of: {', '.join(sorted(self._seen))}")

@@ -1,0 +1,483 @@
+"""The Dynamixel bus on the official dynamixel-sdk (protocol 2.0): connect, read, write, torque, recovery.
+
+Per control cycle the loop uses two transactions: a SYNC_READ of the 10-byte block at address 126
+(Present Current, Velocity, Position) from every joint servo and encoder, and a SYNC_WRITE of Goal
+Position (address 116) to every joint servo. Failed transactions are retried a bounded number of times;
+every failure is counted by kind; a read that still fails is returned stale (NaN), never as old values.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import dynamixel_sdk as sdk
+import numpy as np
+
+from robot.bus import BusCounters, BusError, CounterBook, HardwareFault, Reading, torque_disabled_block
+from robot.config import RobotConfig
+from robot.dynamixel.calibration import ServoCodec
+from robot.dynamixel.control_table import (
+    ALERT_BIT,
+    STATE_BLOCK_SIZE,
+    STATE_BLOCK_START,
+    HardwareError,
+    OperatingMode,
+    Register,
+    decode,
+    encode,
+)
+from robot.dynamixel.units import (
+    A_PER_CURRENT_UNIT,
+    FloatArray,
+    IntArray,
+    return_delay_s_to_units,
+    speed_rad_s_to_units,
+)
+from s2r.errors import UserError
+
+SDK_ERROR_KIND = {
+    sdk.COMM_RX_TIMEOUT: "timeout",
+    sdk.COMM_RX_CORRUPT: "corrupt",
+    sdk.COMM_TX_FAIL: "tx_fail",
+    sdk.COMM_TX_ERROR: "tx_fail",
+    sdk.COMM_PORT_BUSY: "port_busy",
+}
+"""dynamixel-sdk communication results -> the bus's error kinds (anything else is ``other``)."""
+STATUS_ERROR_MASK = 0x7F
+"""ERR bits that mean the servo refused the instruction (bit 7, the alert, does not)."""
+REBOOT_WAIT_S = 2.0
+"""Longest wait for a rebooted servo to answer PING again (s)."""
+REBOOT_POLL_S = 0.01
+"""Pause between PINGs while waiting for a rebooted servo (s)."""
+SDK_TIMEOUT_MARGIN_MS = 2.0
+"""dynamixel-sdk's fixed margin in its packet timeout (ms)."""
+DRAIN_QUIET_MARGIN_S = 0.001
+"""Quiet time after a failed transaction, beyond two latency-timer periods, before a retry (s)."""
+DRAIN_LONGEST_FACTOR = 10
+"""A drain gives up after this many quiet times, however busy the line (a babbling device)."""
+POLL_WAIT_S = 0.0005
+"""Longest block in one empty port read; the SDK re-checks its timeout after each (s)."""
+
+
+class TunedPortHandler(sdk.PortHandler):
+    """dynamixel-sdk's PortHandler with the packet timeout computed from the configured latency timer, and
+    waiting for bytes instead of spinning.
+
+    The SDK hard-codes a 16 ms USB latency timer (timeout = bytes * byte time + 2 * 16 ms + 2 ms, about
+    34 ms); with the adapter's timer set to 1 ms a missing reply is known after about 4 ms instead. The
+    SDK polls the port in a tight loop while it waits; here an empty read blocks in ``select`` until bytes
+    arrive (no added latency) or ``POLL_WAIT_S`` passes, so the wait leaves the CPU to other work, such as
+    the servo emulator on a small machine.
+    """
+
+    def __init__(self, port_name: str, latency_timer_s: float, reply_delays_s: float = 0.0) -> None:
+        super().__init__(port_name)
+        self.latency_timer_ms = latency_timer_s * 1000.0
+        self.reply_delays_ms = reply_delays_s * 1000.0
+        """Return delays of every servo added up (ms): a sync read waits for each of them in turn."""
+
+    def readPort(self, length: int) -> bytes:
+        data: bytes = self.ser.read(length)
+        if not data and length > 0:
+            select.select([self.ser.fileno()], [], [], POLL_WAIT_S)
+            data = self.ser.read(length)
+        return data
+
+    def setPacketTimeout(self, packet_length: int) -> None:
+        self.packet_start_time = self.getCurrentTime()
+        self.packet_timeout = (self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms
+                               + SDK_TIMEOUT_MARGIN_MS + self.reply_delays_ms)
+
+    def drain(self, quiet_s: float, longest_s: float) -> int:
+        """Discard input until the line has been quiet for ``quiet_s`` (at most ``longest_s``); bytes dropped.
+
+        After a failed transaction the rest of its replies may still be on their way; a retry must not take
+        one of them for its own answer.
+        """
+        dropped = 0
+        end = time.monotonic() + longest_s
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.ser.fileno()], [], [], quiet_s)
+            if not ready:
+                break
+            dropped += len(self.ser.read(self.ser.in_waiting or 1))
+        self.clearPort()
+        return dropped
+
+
+def sdk_error_kind(result: int) -> str:
+    """The counted kind of a failed dynamixel-sdk result."""
+    return SDK_ERROR_KIND.get(result, "other")
+
+
+class DynamixelBus:
+    """The servo bus of one robot on a serial port (or an emulator's pseudo-terminal); see :class:`robot.bus.Bus`.
+
+    ``port_handler``/``packet_handler`` replace the SDK objects (tests pass recording wrappers);
+    ``on_close`` runs after the port is closed (e.g. stopping an emulator the bus owns). Not thread-safe:
+    one loop owns the bus.
+    """
+
+    def __init__(
+        self,
+        config: RobotConfig,
+        port: str,
+        *,
+        port_handler: Any = None,
+        packet_handler: Any = None,
+        on_close: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if config.protocol != 2.0:
+            raise UserError(f"{config.source}: protocol {config.protocol} is not supported; expected 2.0")
+        self.config = config
+        self.port = port
+        self._codec = ServoCodec(config)
+        self._port = port_handler if port_handler is not None else TunedPortHandler(
+            port, config.latency_timer_s, len(config.all_ids) * config.return_delay_s)
+        self._ph = packet_handler if packet_handler is not None else sdk.PacketHandler(2.0)
+        self._on_close = on_close
+        self._clock = clock
+        self._book = CounterBook()
+        self._opened = False
+        self._connected = False
+        self._torque = False
+        self._ids = config.all_ids
+        self._names = {i: config.name_of(i) for i in self._ids}
+        self._n_joints = len(config.joints)
+        self._state_read = sdk.GroupSyncRead(self._port, self._ph, STATE_BLOCK_START, STATE_BLOCK_SIZE)
+        for i in self._ids:
+            self._state_read.addParam(i)
+        self._error_read = sdk.GroupSyncRead(self._port, self._ph, Register.HARDWARE_ERROR_STATUS.address,
+                                             Register.HARDWARE_ERROR_STATUS.size)
+        for i in self._ids:
+            self._error_read.addParam(i)
+
+    # --- Bus protocol --------------------------------------------------------------------------
+    @property
+    def comm_errors(self) -> Mapping[str, int]:
+        return dict(self._book.comm_errors)
+
+    @property
+    def counters(self) -> BusCounters:
+        return self._book.snapshot()
+
+    @property
+    def torque_enabled(self) -> bool:
+        return self._torque
+
+    def connect(self, torque_on: bool = True) -> None:
+        if self._connected:
+            if torque_on and not self._torque:
+                self.torque(True)
+            return
+        self._open()
+        self._ping_all()
+        n = self.config.retries.connect
+        for i in self._ids:
+            self._write(i, Register.TORQUE_ENABLE, 0, n)
+        self._torque = False
+        # The return delay first: the factory 500 us per servo would make a sync read of all of them time out.
+        delay = return_delay_s_to_units(self.config.return_delay_s)
+        for i in self._ids:
+            self._ensure(i, Register.RETURN_DELAY_TIME, delay, n)
+        errors = self.hardware_errors()
+        if errors:
+            raise HardwareFault(errors)
+        self._apply_settings()
+        self._connected = True
+        if torque_on:
+            self.torque(True)
+
+    def read(self) -> Reading:
+        self._require_connected()
+        return self._book.reading(self._read_state()[0])
+
+    def write(self, command_rad: FloatArray) -> FloatArray:
+        self._require_connected()
+        ticks = self._codec.command_ticks(command_rad)
+        self._write_goal_ticks(self.config.joint_ids, ticks)
+        self._book.writes += 1
+        return self._codec.joint_rad(ticks)
+
+    def torque(self, enabled: bool) -> None:
+        self._require_connected()
+        if enabled:
+            self._enable_torque(self.config.joint_ids)
+        else:
+            for i in self.config.joint_ids:
+                self._write(i, Register.TORQUE_ENABLE, 0, self.config.retries.write)
+        self._torque = enabled
+
+    def torque_disabled(self) -> AbstractContextManager[None]:
+        return torque_disabled_block(self)
+
+    def hardware_errors(self) -> dict[str, HardwareError]:
+        self._require_open()
+        values = self._sync_read_registers(self._error_read, Register.HARDWARE_ERROR_STATUS, "hardware error status")
+        return {self._names[i]: HardwareError(v) for i, v in values.items() if v}
+
+    def reboot(self, names: Sequence[str] | None = None) -> None:
+        self._require_open()
+        if names is None:
+            names = list(self.hardware_errors())
+        ids = [self._id_of(n) for n in names]
+        for i in ids:
+            self._reboot_one(i)
+        joint_ids = [i for i in ids if i in self.config.joint_ids]
+        if self._connected and self._torque and joint_ids:
+            self._enable_torque(joint_ids)
+
+    def close(self) -> None:
+        try:
+            if self._connected and self._torque:
+                try:
+                    self.torque(False)
+                except BusError:
+                    pass  # counted already; closing must not fail on an unreachable servo
+        finally:
+            self._connected = False
+            self._torque = False
+            if self._opened:
+                self._port.closePort()
+                self._opened = False
+            if self._on_close is not None:
+                on_close, self._on_close = self._on_close, None
+                on_close()
+
+    def __enter__(self) -> DynamixelBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- connecting -------------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._opened:
+            return
+        try:
+            ok = self._port.openPort() and self._port.setBaudRate(self.config.baud)
+        except OSError as exc:  # serial.SerialException is an OSError
+            raise UserError(f"cannot open serial port {self.port!r}: {exc}") from None
+        if not ok:
+            raise UserError(f"cannot open serial port {self.port!r} at {self.config.baud} baud")
+        self._opened = True
+
+    def _ping_all(self) -> None:
+        problems = []
+        for i in self._ids:
+            model, kind = self._ping(i, 1 + self.config.retries.connect)
+            if kind is not None:
+                problems.append(f"{self._label(i)}: no answer to PING ({kind})")
+            elif model != self.config.servo.model_number:
+                problems.append(f"{self._label(i)}: model number {model}, expected {self.config.servo.model_number} "
+                                f"({self.config.servo.name})")
+        if problems:
+            raise BusError(f"servos on {self.port} do not match {self.config.source}: " + "; ".join(problems))
+
+    def _ping(self, servo_id: int, attempts: int) -> tuple[int, str | None]:
+        kind: str | None = None
+        for _ in range(attempts):
+            model, result, _error = self._ph.ping(self._port, servo_id)
+            if result == sdk.COMM_SUCCESS:
+                return int(model), None
+            kind = sdk_error_kind(result)
+            self._failed(kind)
+        return 0, kind
+
+    def _apply_settings(self) -> None:
+        """Every EEPROM setting the config implies, written only where the servo differs (EEPROM wears)."""
+        cfg = self.config
+        n = cfg.retries.connect
+        for e in cfg.encoders:
+            self._ensure(e.id, Register.HOMING_OFFSET, 0, n)
+            self._ensure(e.id, Register.DRIVE_MODE, 0, n)
+        mode = cfg.operating_mode_value
+        for k, j in enumerate(cfg.joints):
+            self._ensure(j.id, Register.OPERATING_MODE, int(mode), n)
+            # Calibration lives in the config, so the servo's own offset and direction must be neutral.
+            self._ensure(j.id, Register.HOMING_OFFSET, 0, n)
+            self._ensure(j.id, Register.DRIVE_MODE, 0, n)
+            if mode != OperatingMode.EXTENDED_POSITION:
+                self._ensure(j.id, Register.MAX_POSITION_LIMIT, int(self._codec.tick_high[k]), n)
+                self._ensure(j.id, Register.MIN_POSITION_LIMIT, int(self._codec.tick_low[k]), n)
+            self._ensure(j.id, Register.VELOCITY_LIMIT, speed_rad_s_to_units(j.velocity_limit_rad_s), n)
+            self._ensure(j.id, Register.CURRENT_LIMIT, int(j.current_limit_a / A_PER_CURRENT_UNIT), n)
+
+    # --- transactions -----------------------------------------------------------------------------
+    def _read_state(self) -> tuple[Reading, IntArray | None]:
+        """One state read with retries: the reading, and the joints' Present Position (ticks) when it worked."""
+        n_j, n_p = self._n_joints, len(self.config.encoders)
+        attempts = 1 + self.config.retries.read
+        t_request = self._clock()
+        last_error: str | None = None
+        for attempt in range(1, attempts + 1):
+            t_request = self._clock()
+            result = self._state_read.txPacket()
+            if result != sdk.COMM_SUCCESS:
+                kind = sdk_error_kind(result)
+                self._failed(kind)
+                last_error = f"{kind} (sync read)"
+                continue
+            blocks, alerts, failure = self._receive_blocks()
+            if failure is not None:
+                last_error = failure
+                continue
+            t_done = self._clock()
+            cur = np.array([decode(Register.PRESENT_CURRENT, b, 0) for b in blocks])
+            vel = np.array([decode(Register.PRESENT_VELOCITY, b, 2) for b in blocks])
+            pos = np.array([decode(Register.PRESENT_POSITION, b, 6) for b in blocks])
+            jp, jv, jc = self._codec.joint_state(cur[:n_j], vel[:n_j], pos[:n_j])
+            pp, pv = self._codec.encoder_state(vel[n_j:], pos[n_j:])
+            reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
+            return reading, pos[:n_j]
+        return Reading.failed(n_j, n_p, t_request, self._clock(), attempts, last_error), None
+
+    def _receive_blocks(self) -> tuple[list[bytes], list[str], str | None]:
+        """The status packets of one sync read, in ID order; the first failure ends it (and is counted)."""
+        blocks: list[bytes] = []
+        alerts: list[str] = []
+        for i in self._ids:
+            data, result, error = self._ph.readRx(self._port, i, STATE_BLOCK_SIZE)
+            kind: str | None = None
+            if result != sdk.COMM_SUCCESS:
+                kind = sdk_error_kind(result)
+            elif error & STATUS_ERROR_MASK:
+                kind = "status_error"
+            elif len(data) != STATE_BLOCK_SIZE:
+                kind = "short_data"
+            if kind is not None:
+                self._failed(kind)
+                return blocks, alerts, f"{kind} ({self._label(i)})"
+            if error & ALERT_BIT:
+                alerts.append(self._names[i])
+            blocks.append(bytes(data))
+        return blocks, alerts, None
+
+    def _present_ticks(self) -> IntArray:
+        """Present Position (ticks) of the joints, read for a torque change; raises when the read fails."""
+        reading, ticks = self._read_state()
+        if ticks is None:
+            raise BusError(f"cannot read the present positions on {self.port}: {reading.error}")
+        return ticks
+
+    def _enable_torque(self, joint_ids: Iterable[int]) -> None:
+        """Goal = present position first, so enabling torque cannot jump to a stale goal; then torque on."""
+        ids = list(joint_ids)
+        present = self._present_ticks()
+        index = {i: k for k, i in enumerate(self.config.joint_ids)}
+        ticks = np.array([present[index[i]] for i in ids])
+        self._write_goal_ticks(ids, ticks)
+        for i in ids:
+            self._write(i, Register.TORQUE_ENABLE, 1, self.config.retries.write)
+
+    def _write_goal_ticks(self, ids: Sequence[int], ticks: IntArray) -> None:
+        group = sdk.GroupSyncWrite(self._port, self._ph, Register.GOAL_POSITION.address, Register.GOAL_POSITION.size)
+        for i, t in zip(ids, ticks, strict=True):
+            group.addParam(i, list(encode(Register.GOAL_POSITION, int(t))))
+        kind = "tx_fail"
+        for _ in range(1 + self.config.retries.write):
+            result = group.txPacket()
+            if result == sdk.COMM_SUCCESS:
+                return
+            kind = sdk_error_kind(result)
+            self._failed(kind)
+        raise BusError(f"cannot send goal positions on {self.port}: {kind}")
+
+    def _sync_read_registers(self, group: Any, register: Register, what: str) -> dict[int, int]:
+        kind = "timeout"
+        for _ in range(1 + self.config.retries.read):
+            result = group.txRxPacket()
+            if result == sdk.COMM_SUCCESS:
+                return {i: int(group.getData(i, register.address, register.size)) for i in self._ids}
+            kind = sdk_error_kind(result)
+            self._failed(kind)
+        raise BusError(f"cannot read the {what} of the servos on {self.port}: {kind}")
+
+    def _write(self, servo_id: int, register: Register, value: int, retries: int) -> None:
+        data = list(encode(register, value))
+        kind = "timeout"
+        for _ in range(1 + retries):
+            result, error = self._ph.writeTxRx(self._port, servo_id, register.address, register.size, data)
+            if result != sdk.COMM_SUCCESS:
+                kind = sdk_error_kind(result)
+                self._failed(kind)
+                continue
+            if error & STATUS_ERROR_MASK:
+                self._book.error("status_error")
+                raise BusError(f"{self._label(servo_id)} refused {register.name} = {value}: "
+                               f"{self._ph.getRxPacketError(error & STATUS_ERROR_MASK)}")
+            return
+        raise BusError(f"no answer from {self._label(servo_id)} writing {register.name}: {kind}")
+
+    def _read_register(self, servo_id: int, register: Register, retries: int) -> int:
+        kind = "timeout"
+        for _ in range(1 + retries):
+            data, result, error = self._ph.readTxRx(self._port, servo_id, register.address, register.size)
+            if result != sdk.COMM_SUCCESS:
+                kind = sdk_error_kind(result)
+            elif error & STATUS_ERROR_MASK:
+                self._book.error("status_error")
+                raise BusError(f"{self._label(servo_id)} refused reading {register.name}: "
+                               f"{self._ph.getRxPacketError(error & STATUS_ERROR_MASK)}")
+            elif len(data) != register.size:
+                kind = "short_data"
+            else:
+                return decode(register, bytes(data))
+            self._failed(kind)
+        raise BusError(f"no answer from {self._label(servo_id)} reading {register.name}: {kind}")
+
+    def _ensure(self, servo_id: int, register: Register, value: int, retries: int) -> None:
+        if self._read_register(servo_id, register, retries) != value:
+            self._write(servo_id, register, value, retries)
+
+    def _reboot_one(self, servo_id: int) -> None:
+        kind = "timeout"
+        for _ in range(1 + self.config.retries.write):
+            result, error = self._ph.reboot(self._port, servo_id)
+            if result == sdk.COMM_SUCCESS and not error & STATUS_ERROR_MASK:
+                break
+            kind = sdk_error_kind(result) if result != sdk.COMM_SUCCESS else "status_error"
+            self._failed(kind)
+        else:
+            raise BusError(f"{self._label(servo_id)} did not acknowledge REBOOT: {kind}")
+        deadline = self._clock() + REBOOT_WAIT_S
+        while True:
+            _model, kind_or_none = self._ping(servo_id, 1)
+            if kind_or_none is None:
+                return
+            if self._clock() > deadline:
+                raise BusError(f"{self._label(servo_id)} did not answer within {REBOOT_WAIT_S} s of REBOOT")
+            time.sleep(REBOOT_POLL_S)
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _failed(self, kind: str) -> None:
+        """Count a failed transaction and let the rest of its replies pass before anything is retried."""
+        self._book.error(kind)
+        quiet = 2.0 * self.config.latency_timer_s + DRAIN_QUIET_MARGIN_S
+        drain = getattr(self._port, "drain", None)
+        if drain is not None:
+            drain(quiet, DRAIN_LONGEST_FACTOR * quiet)
+        else:
+            self._port.clearPort()
+
+    def _label(self, servo_id: int) -> str:
+        return f"{self._names.get(servo_id, '?')}, id {servo_id}"
+
+    def _id_of(self, name: str) -> int:
+        for i, n in self._names.items():
+            if n == name:
+                return i
+        raise KeyError(f"no joint or encoder named {name!r}; known: {', '.join(self._names.values())}")
+
+    def _require_open(self) -> None:
+        if not self._opened:
+            self._open()
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise BusError("the bus is not connected; call connect() first")

@@ -1,0 +1,85 @@
+"""Joint angles <-> servo registers for a whole robot, from its hardware config's calibration and limits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot.config import RobotConfig
+from robot.dynamixel.control_table import OperatingMode, Register
+from robot.dynamixel.units import (
+    FloatArray,
+    IntArray,
+    current_units_to_a,
+    joint_limits_to_ticks,
+    joint_to_ticks,
+    ticks_to_joint,
+    velocity_units_to_joint,
+)
+
+
+class ServoCodec:
+    """Converts commands and readings of every joint and encoder of one config; pure apart from its arrays."""
+
+    def __init__(self, config: RobotConfig) -> None:
+        self.n_joints = len(config.joints)
+        self.n_encoders = len(config.encoders)
+        self.joint_scale = config.joint_scale
+        self.joint_offset = config.joint_offset
+        self.encoder_scale = config.encoder_scale
+        self.encoder_offset = config.encoder_offset
+        self.low = config.low
+        self.high = config.high
+        limited = config.operating_mode_value != OperatingMode.EXTENDED_POSITION
+        if limited:
+            pairs = [joint_limits_to_ticks(j.low_rad, j.high_rad, j.scale, j.offset_rad) for j in config.joints]
+        else:
+            wide = (Register.GOAL_POSITION.spec.low, Register.GOAL_POSITION.spec.high)
+            pairs = [wide for _ in config.joints]
+        self.tick_low: IntArray = np.array([p[0] for p in pairs], dtype=np.int64)
+        """Smallest goal (ticks) per joint: the Min Position Limit written to the servo."""
+        self.tick_high: IntArray = np.array([p[1] for p in pairs], dtype=np.int64)
+        """Largest goal (ticks) per joint: the Max Position Limit."""
+
+    def command_ticks(self, command_rad: FloatArray) -> IntArray:
+        """Goal positions (ticks) for joint targets (rad): clamped to the limits, rounded to a tick."""
+        cmd = np.asarray(command_rad, dtype=np.float64)
+        if cmd.shape != (self.n_joints,):
+            raise ValueError(f"command has shape {cmd.shape}, expected ({self.n_joints},)")
+        if not np.all(np.isfinite(cmd)):
+            raise ValueError(f"command has non-finite values: {cmd}")
+        ticks = joint_to_ticks(np.clip(cmd, self.low, self.high), self.joint_scale, self.joint_offset)
+        return np.clip(ticks, self.tick_low, self.tick_high)
+
+    def joint_rad(self, ticks: IntArray) -> FloatArray:
+        """Joint angles (rad) of joint-servo positions (ticks)."""
+        return ticks_to_joint(ticks, self.joint_scale, self.joint_offset)
+
+    def quantize_command(self, command_rad: FloatArray) -> FloatArray:
+        """What a command becomes on the wire, back in rad."""
+        return self.joint_rad(self.command_ticks(command_rad))
+
+    def quantize_joint_pos(self, joint_rad: FloatArray) -> FloatArray:
+        """A joint angle as the encoder would report it (rounded to a tick), in rad."""
+        return ticks_to_joint(joint_to_ticks(joint_rad, self.joint_scale, self.joint_offset),
+                              self.joint_scale, self.joint_offset)
+
+    def quantize_encoder_pos(self, angle_rad: FloatArray) -> FloatArray:
+        """A passive-joint angle as its encoder would report it, in rad."""
+        return ticks_to_joint(joint_to_ticks(angle_rad, self.encoder_scale, self.encoder_offset),
+                              self.encoder_scale, self.encoder_offset)
+
+    def joint_state(self, current_units: IntArray, velocity_units: IntArray,
+                    position_ticks: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(position rad, velocity rad/s, current A) of the joints from their present registers."""
+        return (
+            ticks_to_joint(position_ticks, self.joint_scale, self.joint_offset),
+            velocity_units_to_joint(velocity_units, self.joint_scale),
+            current_units_to_a(current_units),
+        )
+
+    def encoder_state(self, velocity_units: IntArray, position_ticks: IntArray) -> tuple[FloatArray, FloatArray]:
+        """(position rad, velocity rad/s) of the encoders from their present registers."""
+        return (
+            ticks_to_joint(position_ticks, self.encoder_scale, self.encoder_offset),
+            velocity_units_to_joint(velocity_units, self.encoder_scale),
+        )

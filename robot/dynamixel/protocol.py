@@ -1,0 +1,151 @@
+"""Protocol 2.0 packet codec: CRC-16, byte stuffing, encoding and an incremental decoder.
+
+The bus itself talks through dynamixel-sdk; this codec is the servo side (the emulator) and lets tests
+craft raw bytes. Packet layout (``shared/reference/dynamixel-protocol.md``)::
+
+    instruction: FF FF FD 00 | ID | LEN_L LEN_H | INST | params | CRC_L CRC_H    LEN = len(params) + 3
+    status:      FF FF FD 00 | ID | LEN_L LEN_H | 0x55 | ERR | params | CRC_L CRC_H
+
+LEN and the CRC cover the stuffed body: after every FF FF FD inside INST..params an extra FD is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from robot.dynamixel.control_table import Instruction
+
+HEADER = b"\xff\xff\xfd\x00"
+MIN_PACKET_BYTES = 10
+"""Header (4) + ID + LEN (2) + INST + CRC (2)."""
+MAX_LENGTH_FIELD = 1024
+"""Largest LEN accepted before a header is treated as noise (dynamixel-sdk's buffer size)."""
+_CRC_POLY = 0x8005
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ _CRC_POLY) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray, crc: int = 0) -> int:
+    """CRC-16 of protocol 2.0 (polynomial 0x8005, initial value 0, not reflected)."""
+    for b in data:
+        crc = ((crc << 8) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
+    return crc
+
+
+def stuff(body: bytes | bytearray) -> bytes:
+    """Insert FD after every FF FF FD in ``body`` (INST .. last param)."""
+    if b"\xff\xff\xfd" not in body:
+        return bytes(body)
+    out = bytearray()
+    for b in body:
+        out.append(b)
+        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF:
+            out.append(0xFD)
+    return bytes(out)
+
+
+def unstuff(body: bytes | bytearray) -> bytes:
+    """Remove the FD that follows every FF FF FD in a received body."""
+    if b"\xff\xff\xfd" not in body:
+        return bytes(body)
+    out = bytearray()
+    i = 0
+    n = len(body)
+    while i < n:
+        b = body[i]
+        out.append(b)
+        if b == 0xFD and len(out) >= 3 and out[-3] == 0xFF and out[-2] == 0xFF and i + 1 < n and body[i + 1] == 0xFD:
+            i += 1
+        i += 1
+    return bytes(out)
+
+
+def _frame(dxl_id: int, body: bytes) -> bytes:
+    stuffed = stuff(body)
+    length = len(stuffed) + 2
+    head = HEADER + bytes((dxl_id & 0xFF, length & 0xFF, length >> 8))
+    packet = head + stuffed
+    crc = crc16(packet)
+    return packet + bytes((crc & 0xFF, crc >> 8))
+
+
+def encode_instruction(dxl_id: int, instruction: int, params: bytes = b"") -> bytes:
+    """A complete, stuffed instruction packet."""
+    return _frame(dxl_id, bytes((instruction,)) + bytes(params))
+
+
+def encode_status(dxl_id: int, error: int, params: bytes = b"") -> bytes:
+    """A complete, stuffed status packet."""
+    return _frame(dxl_id, bytes((Instruction.STATUS, error)) + bytes(params))
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One received packet; ``params`` are unstuffed."""
+
+    id: int
+    """ID field (0xFE for broadcast)."""
+    instruction: int
+    """Instruction code (0x55 for a status packet)."""
+    params: bytes
+    """Parameters after INST (for a status packet: ERR first, then the data)."""
+    crc_ok: bool
+    """Whether the CRC matched; a servo ignores a packet whose CRC does not."""
+    raw: bytes
+    """The bytes as received."""
+
+
+class PacketDecoder:
+    """Splits a byte stream into packets; skips noise and resynchronises on the next header."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a complete packet."""
+        return len(self._buf)
+
+    def clear(self) -> None:
+        """Drop a partial packet (e.g. after the line was idle for too long)."""
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list[Packet]:
+        """Add received bytes; return every packet they complete, in order."""
+        self._buf.extend(data)
+        packets: list[Packet] = []
+        buf = self._buf
+        while True:
+            start = buf.find(HEADER)
+            if start < 0:
+                # Keep a possible header prefix at the end; drop everything before it.
+                keep = next((k for k in (3, 2, 1) if buf.endswith(HEADER[:k])), 0)
+                del buf[: len(buf) - keep]
+                return packets
+            if start:
+                del buf[:start]
+            if len(buf) < 7:
+                return packets
+            length = buf[5] | (buf[6] << 8)
+            if length < 3 or length > MAX_LENGTH_FIELD:
+                del buf[:1]
+                continue
+            total = 7 + length
+            if len(buf) < total:
+                return packets
+            raw = bytes(buf[:total])
+            del buf[:total]
+            crc_ok = crc16(raw[:-2]) == (raw[-2] | (raw[-1] << 8))
+            body = unstuff(raw[7:-2])
+            packets.append(Packet(raw[4], body[0], body[1:], crc_ok, raw))

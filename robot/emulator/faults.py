@@ -1,0 +1,310 @@
+"""Fault injection for the servo emulator and the mock bus: what can go wrong on a Dynamixel bus.
+
+A fault spec is a string (``--faults``) or a YAML file. The string is a list of items separated by
+commas, semicolons or spaces::
+
+    drop=P              each status packet is lost with probability P
+    crc=P               each status packet is sent with a corrupted CRC with probability P
+    late=P:DURATION     each status packet is delayed by DURATION with probability P (e.g. late=0.01:5ms)
+    overload=ID@WHEN    servo ID raises an overload error (Hardware Error Status bit 5, alert bit 7 in every
+                        status, torque off) at WHEN; REBOOT clears it
+    overheat=ID@WHEN    the same with the overheating bit (2); Present Temperature reads the limit
+    silent=ID@WHEN      servo ID stops answering (and acting on) every instruction from WHEN on
+    seed=N              seed of the random draws (default 0)
+
+    WHEN     := DURATION (time since the emulator started serving) | N cycle[s] (from the N-th read
+                transaction on: SYNC_READ, FAST_SYNC_READ or BULK_READ, counted from 1)
+    DURATION := number with unit s, ms or us (2.5s, 40ms)
+
+Example: ``drop=0.01,late=0.005:8ms,overload=21@200cycles,seed=3``. Items may repeat (two overloads).
+The YAML form holds the same things as a mapping::
+
+    seed: 3
+    drop: 0.01
+    crc: 0.0
+    late: {probability: 0.005, delay_s: 0.008}
+    overload: [{id: 21, at_cycle: 200}]
+    overheat: [{id: 31, at_s: 2.5}]
+    silent: [{id: 12, at_s: 10.0}]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from robot.dynamixel.control_table import MAX_ID, HardwareError
+from s2r.errors import UserError
+
+ServoFaultKind = Literal["overload", "overheat", "silent"]
+SERVO_FAULT_KINDS: tuple[str, ...] = ("overload", "overheat", "silent")
+HARDWARE_BITS: dict[str, HardwareError] = {
+    "overload": HardwareError.OVERLOAD,
+    "overheat": HardwareError.OVERHEATING,
+}
+_DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_DURATION = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(s|ms|us)$")
+_CYCLES = re.compile(r"^([0-9]+)cycles?$")
+
+
+@dataclass(frozen=True)
+class ServoFault:
+    """A fault of one servo that starts at a time or a read cycle and lasts (until REBOOT for errors)."""
+
+    kind: ServoFaultKind
+    """``overload``, ``overheat`` (hardware errors) or ``silent`` (stops answering for good)."""
+    id: int
+    """Servo ID."""
+    at_s: float | None = None
+    """Start, in seconds after the emulator (or mock) started; ``None`` when ``at_cycle`` is used."""
+    at_cycle: int | None = None
+    """Start, as the number of the read transaction (1 = first); ``None`` when ``at_s`` is used."""
+
+    def due(self, elapsed_s: float, cycle: int) -> bool:
+        """Whether the fault has started at ``elapsed_s`` seconds and ``cycle`` read transactions."""
+        if self.at_s is not None:
+            return elapsed_s >= self.at_s
+        return self.at_cycle is not None and cycle >= self.at_cycle
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Every fault to inject; the default injects none."""
+
+    drop: float = 0.0
+    """Probability that a status packet is lost."""
+    crc: float = 0.0
+    """Probability that a status packet is sent with a corrupted CRC."""
+    late: float = 0.0
+    """Probability that a status packet is delayed by ``late_delay_s``."""
+    late_delay_s: float = 0.0
+    """Extra delay of a late status packet (s)."""
+    servo_faults: tuple[ServoFault, ...] = ()
+    """Hardware errors and silent servos, each with its start."""
+    seed: int = 0
+    """Seed of the random draws, so a faulty run can be repeated."""
+
+    @property
+    def any(self) -> bool:
+        """Whether anything is injected."""
+        return bool(self.drop or self.crc or self.late or self.servo_faults)
+
+    def describe(self) -> str:
+        """The spec in the string syntax."""
+        items = []
+        if self.drop:
+            items.append(f"drop={self.drop:g}")
+        if self.crc:
+            items.append(f"crc={self.crc:g}")
+        if self.late:
+            items.append(f"late={self.late:g}:{self.late_delay_s * 1e3:g}ms")
+        for f in self.servo_faults:
+            when = f"{f.at_s:g}s" if f.at_s is not None else f"{f.at_cycle}cycles"
+            items.append(f"{f.kind}={f.id}@{when}")
+        if self.seed:
+            items.append(f"seed={self.seed}")
+        return ",".join(items) or "none"
+
+
+NO_FAULTS = FaultSpec()
+
+
+def _probability(value: Any, where: str) -> float:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"fault {where} must be a probability in [0, 1]; got {value!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise UserError(f"fault {where} must be a probability in [0, 1]; got {value!r}")
+    return p
+
+
+def _duration(text: str, where: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise UserError(f"fault {where} must be a duration like 5ms, 0.5s or 800us; got {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+
+
+def _servo_id(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        raise UserError(f"fault {where} must be a servo ID in 0..{MAX_ID}; got {value!r}")
+    i = int(value)
+    if not 0 <= i <= MAX_ID:
+        raise UserError(f"fault {where} must be a servo ID in 0..{MAX_ID}; got {value!r}")
+    return i
+
+
+def parse_faults(text: str) -> FaultSpec:
+    """A :class:`FaultSpec` from the string syntax in this module's docstring (``""``/``none``: no faults)."""
+    items = [t for t in re.split(r"[,;\s]+", text.strip()) if t]
+    if items == ["none"]:
+        return NO_FAULTS
+    values: dict[str, Any] = {"servo_faults": []}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise UserError(f"fault item {item!r} must look like key=value (keys: drop, crc, late, "
+                            f"{', '.join(SERVO_FAULT_KINDS)}, seed)")
+        if key in ("drop", "crc"):
+            values[key] = _probability(value, key)
+        elif key == "late":
+            p, sep, delay = value.partition(":")
+            if not sep:
+                raise UserError(f"fault late must be PROBABILITY:DURATION (e.g. late=0.01:5ms); got {value!r}")
+            values["late"] = _probability(p, "late")
+            values["late_delay_s"] = _duration(delay, "late delay")
+        elif key in SERVO_FAULT_KINDS:
+            ident, sep, when = value.partition("@")
+            if not sep:
+                raise UserError(f"fault {key} must be ID@WHEN (e.g. {key}=21@2s or {key}=21@100cycles); got {value!r}")
+            values["servo_faults"].append(_servo_fault(key, _servo_id(ident, key), when))
+        elif key == "seed":
+            if not value.isdigit():
+                raise UserError(f"fault seed must be a non-negative integer; got {value!r}")
+            values["seed"] = int(value)
+        else:
+            raise UserError(f"unknown fault {key!r}; known: drop, crc, late, {', '.join(SERVO_FAULT_KINDS)}, seed")
+    values["servo_faults"] = tuple(values["servo_faults"])
+    return FaultSpec(**values)
+
+
+def _servo_fault(kind: str, servo_id: int, when: str) -> ServoFault:
+    m = _CYCLES.match(when.strip())
+    if m:
+        cycle = int(m.group(1))
+        if cycle < 1:
+            raise UserError(f"fault {kind} cycle must be >= 1; got {when!r}")
+        return ServoFault(kind, servo_id, at_cycle=cycle)  # type: ignore[arg-type]
+    return ServoFault(kind, servo_id, at_s=_duration(when, f"{kind} time"))  # type: ignore[arg-type]
+
+
+def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
+    """A :class:`FaultSpec` from the YAML form."""
+    if data is None:
+        return NO_FAULTS
+    if not isinstance(data, Mapping):
+        raise UserError(f"{source}: a fault file must hold a mapping; got {type(data).__name__}")
+    known = {"drop", "crc", "late", "seed", *SERVO_FAULT_KINDS}
+    for key in data:
+        if key not in known:
+            raise UserError(f"{source}: unknown fault {key!r}; known: {', '.join(sorted(known))}")
+    late = data.get("late") or {}
+    if not isinstance(late, Mapping) or set(late) - {"probability", "delay_s"}:
+        raise UserError(f"{source}: field late must be a mapping with probability and delay_s; got {late!r}")
+    delay = late.get("delay_s", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not (delay >= 0 and math.isfinite(delay)):
+        raise UserError(f"{source}: field late.delay_s must be a duration >= 0 s; got {delay!r}")
+    faults: list[ServoFault] = []
+    for kind in SERVO_FAULT_KINDS:
+        entries = data.get(kind) or []
+        if not isinstance(entries, list):
+            raise UserError(f"{source}: field {kind} must be a list of {{id, at_s | at_cycle}}; got {entries!r}")
+        for k, e in enumerate(entries):
+            where = f"{kind}[{k}]"
+            if not isinstance(e, Mapping) or set(e) - {"id", "at_s", "at_cycle"} or len(e) != 2 or "id" not in e:
+                raise UserError(f"{source}: field {where} must be {{id: ID, at_s: S}} or {{id: ID, at_cycle: N}}; "
+                                f"got {e!r}")
+            servo_id = _servo_id(e["id"], f"{where}.id")
+            if "at_s" in e:
+                at_s = e["at_s"]
+                if isinstance(at_s, bool) or not isinstance(at_s, int | float) or not at_s >= 0:
+                    raise UserError(f"{source}: field {where}.at_s must be a time >= 0 s; got {at_s!r}")
+                faults.append(ServoFault(kind, servo_id, at_s=float(at_s)))  # type: ignore[arg-type]
+            else:
+                cycle = e["at_cycle"]
+                if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 1:
+                    raise UserError(f"{source}: field {where}.at_cycle must be an integer >= 1; got {cycle!r}")
+                faults.append(ServoFault(kind, servo_id, at_cycle=cycle))  # type: ignore[arg-type]
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"{source}: field seed must be a non-negative integer; got {seed!r}")
+    return FaultSpec(
+        drop=_probability(data.get("drop", 0.0), f"{source}: drop"),
+        crc=_probability(data.get("crc", 0.0), f"{source}: crc"),
+        late=_probability(late.get("probability", 0.0), f"{source}: late.probability"),
+        late_delay_s=float(delay),
+        servo_faults=tuple(faults),
+        seed=seed,
+    )
+
+
+def load_faults(path: str | Path) -> FaultSpec:
+    """A :class:`FaultSpec` from a YAML file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read fault file {str(p)!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"fault file {str(p)!r} is not valid YAML: {exc}") from None
+    return faults_from_mapping(data, source=str(p))
+
+
+def faults_from_arg(arg: str | None) -> FaultSpec:
+    """``--faults``: a path to a YAML file (``.yaml``/``.yml`` or an existing file) or an inline spec string."""
+    if arg is None:
+        return NO_FAULTS
+    if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
+        return load_faults(arg)
+    return parse_faults(arg)
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What happens to one status packet."""
+
+    dropped: bool = False
+    """Never arrives."""
+    corrupted: bool = False
+    """Arrives with a bad CRC."""
+    delay_s: float = 0.0
+    """Arrives this much later (s)."""
+
+
+ON_TIME = Fate()
+
+
+@dataclass
+class FaultInjector:
+    """The running state of a :class:`FaultSpec`: random draws, started servo faults, silent servos."""
+
+    spec: FaultSpec
+    """What to inject."""
+    rng: random.Random = field(init=False)
+    started: set[int] = field(default_factory=set)
+    """Indices into ``spec.servo_faults`` of the faults that have started."""
+    silent: set[int] = field(default_factory=set)
+    """IDs of servos that no longer answer."""
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.spec.seed)
+
+    def fate(self) -> Fate:
+        """Draw the fate of the next status packet."""
+        s = self.spec
+        if not (s.drop or s.crc or s.late):
+            return ON_TIME
+        if s.drop and self.rng.random() < s.drop:
+            return Fate(dropped=True)
+        corrupted = bool(s.crc) and self.rng.random() < s.crc
+        delay = s.late_delay_s if s.late and self.rng.random() < s.late else 0.0
+        return Fate(corrupted=corrupted, delay_s=delay) if (corrupted or delay) else ON_TIME
+
+    def due(self, elapsed_s: float, cycle: int) -> Iterable[ServoFault]:
+        """Servo faults that start now (each is returned once); silent ones are recorded here."""
+        out = []
+        for k, f in enumerate(self.spec.servo_faults):
+            if k not in self.started and f.due(elapsed_s, cycle):
+                self.started.add(k)
+                if f.kind == "silent":
+                    self.silent.add(f.id)
+                out.append(f)
+        return out

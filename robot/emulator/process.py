@@ -1,0 +1,149 @@
+"""The emulator as a child process: :class:`Emulator` starts it, hands out its pty path and stops it.
+
+It runs in its own process because dynamixel-sdk busy-polls the port while it waits for a reply: in
+one process the waiting client would hold the GIL and delay the emulator's answer by up to the
+interpreter's switch interval (5 ms). The child is a fresh interpreter (``python -m
+robot.emulator.child``, safe whatever threads the parent runs, and unlike multiprocessing's ``spawn`` it
+never re-imports the caller's ``__main__``); it talks to its owner over a socket pair: it receives the
+config, reality and faults, answers ready/path, stats and stop, and exits when the owner goes away.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from robot.config import RobotConfig
+from robot.emulator.faults import NO_FAULTS, FaultSpec
+from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
+from s2r.errors import UserError
+
+START_TIMEOUT_S = 60.0
+"""Longest wait for the child to load the physics and open its pty (s)."""
+STOP_TIMEOUT_S = 5.0
+"""Longest wait for the child to exit after ``stop`` before it is terminated (s)."""
+STATS_TIMEOUT_S = 5.0
+
+
+class EmulatorError(UserError):
+    """The emulator could not start (e.g. its engine is not installed) or stopped answering."""
+
+
+def child_main(conn: Connection) -> None:
+    """The child's body: receive what to emulate, open the pty, report the path, serve until told to stop."""
+    try:
+        config, reality, faults = conn.recv()
+        from robot.emulator.server import ChainServer, build_chain
+
+        server = ChainServer(build_chain(config, reality, faults))
+        path = server.open()
+    except Exception as exc:  # reported to the owner, who raises it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.close()
+        return
+    conn.send(("ready", path))
+    try:
+        server.serve(lambda: False, control=conn)
+    finally:
+        server.close()
+        conn.close()
+
+
+class Emulator:
+    """A servo-chain emulator of ``config``'s robot serving protocol 2.0 on a pty, in a child process.
+
+    Use as a context manager, or :meth:`start` / :meth:`stop`. ``port`` is the device path to open.
+    """
+
+    def __init__(self, config: RobotConfig, reality: RealityConfig | None = None,
+                 faults: FaultSpec | None = None) -> None:
+        self.config = config
+        self.reality = reality if reality is not None else NOMINAL_REALITY
+        self.faults = faults if faults is not None else NO_FAULTS
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._port = ""
+
+    @property
+    def port(self) -> str:
+        """The pty slave path (``/dev/pts/N``); empty before :meth:`start`."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> str:
+        """Start the child, wait until it serves, and return the device path."""
+        if self.running:
+            return self._port
+        parent_sock, child_sock = socket.socketpair()
+        fd = child_sock.fileno()
+        process = subprocess.Popen([sys.executable, "-m", "robot.emulator.child", str(fd)], pass_fds=(fd,),
+                                   stdin=subprocess.DEVNULL)
+        child_sock.close()
+        parent = Connection(parent_sock.detach())
+        self._process, self._conn = process, parent
+        parent.send((self.config, self.reality, self.faults))
+        if not parent.poll(START_TIMEOUT_S):
+            self.stop()
+            raise EmulatorError(f"the emulator did not start within {START_TIMEOUT_S:g} s")
+        try:
+            status, value = parent.recv()
+        except EOFError:
+            self.stop()
+            raise EmulatorError("the emulator exited while starting") from None
+        if status != "ready":
+            self.stop()
+            raise EmulatorError(f"the emulator could not start: {value}")
+        self._port = value
+        return value
+
+    def stats(self) -> dict[str, float]:
+        """The emulator's counters (absent keys are 0).
+
+        ``instructions`` packets received; ``crc_errors_received`` of them ignored for a bad CRC;
+        ``unknown_id`` addressed to no servo; ``malformed``; ``refused_writes`` (sync/bulk writes a servo
+        refused); ``read_transactions`` SYNC_READ/FAST_SYNC_READ/BULK_READ received (= ``cycle``);
+        ``read_transactions_faulted`` of them with at least one reply dropped or corrupted; ``replies``,
+        ``dropped_replies``, ``corrupted_replies``, ``late_replies``; ``reboots``; ``fault_<kind>`` servo
+        faults started; ``partial_packets_dropped``; ``output_overflow_bytes``; ``physics_steps``,
+        ``physics_lag_s`` (simulated time skipped because the host fell behind); ``handle_time_total_s``
+        and ``handle_time_max_s`` (time spent acting on instructions).
+        """
+        if self._conn is None or not self.running:
+            raise EmulatorError("the emulator is not running")
+        self._conn.send(("stats",))
+        if not self._conn.poll(STATS_TIMEOUT_S):
+            raise EmulatorError("the emulator did not answer a stats request")
+        stats: dict[str, float] = self._conn.recv()
+        return stats
+
+    def stop(self) -> None:
+        """Stop the child (idempotent)."""
+        conn, process = self._conn, self._process
+        self._conn, self._process = None, None
+        if conn is not None:
+            try:
+                conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+        if process is not None:
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.wait(STOP_TIMEOUT_S)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,181 @@
+"""The emulated robot's "reality": physics parameters, engine, latency, sensor noise and bus timing.
+
+A reality YAML file (every field optional; defaults are the nominal simulation and an ideal bus)::
+
+    engine: mujoco                 # mujoco | pybullet
+    physics_timestep_s: 0.0025     # physics step of the emulated robot (s)
+    seed: 0                        # seed of the sensor noise
+    params:                        # named physical parameters, as listed by `s2r params dclaw-turn`
+      valve_damping: 0.08
+      finger_kp: 3.5
+      tip_friction: 0.8
+      action_latency: 0.01         # s from a goal position arriving to the motors acting on it
+      obs_noise_std: 0.002         # rad, Gaussian noise on every position (joints and valve encoder)
+    velocity_noise_std_rad_s: 0.0  # Gaussian noise on Present Velocity
+    current_noise_std_a: 0.0       # Gaussian noise on Present Current
+    wire_time: true                # replies take 10 bits per byte at the config's baud (10 us at 1 Mbps)
+    return_delay: true             # each servo waits its Return Delay Time register before replying
+    reply_latency_s: 0.0           # extra firmware time before every reply (s)
+    initial_joint_pos_rad: null    # joint positions at power-on (task order); null = the task's reset pose
+    initial_passive_pos_rad: null  # passive joints (the valve) at power-on; null = 0
+
+``control_jitter_std`` is a property of the control loop, not of the robot, so it is refused here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robot.config import RobotConfig
+from s2r.errors import UserError
+from sim.engines import ENGINES, ParamSpec
+
+ACTION_LATENCY = "action_latency"
+OBS_NOISE = "obs_noise_std"
+LOOP_ONLY_PARAMS = frozenset({"control_jitter_std"})
+"""Task parameters that describe the controller's loop; the emulated robot has no such thing."""
+DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
+
+
+@dataclass(frozen=True)
+class RealityConfig:
+    """How the emulated robot differs from the nominal simulation, and how its bus behaves."""
+
+    engine: str = "mujoco"
+    """Physics engine: ``mujoco`` or ``pybullet``."""
+    physics_timestep_s: float = DEFAULT_PHYSICS_TIMESTEP_S
+    """Physics step (s)."""
+    params: Mapping[str, float] = field(default_factory=dict)
+    """Engine-level named parameters (task parameter names), applied from the nominal model."""
+    action_latency_s: float = 0.0
+    """Delay from a goal position arriving at a servo to the motor acting on it (s); ``action_latency``."""
+    position_noise_std_rad: float = 0.0
+    """Gaussian noise on every position reading (rad); ``obs_noise_std``."""
+    velocity_noise_std_rad_s: float = 0.0
+    """Gaussian noise on every velocity reading (rad/s)."""
+    current_noise_std_a: float = 0.0
+    """Gaussian noise on every current reading (A)."""
+    wire_time: bool = True
+    """Whether bytes take their time on the wire at the config's baud (10 bits per byte)."""
+    return_delay: bool = True
+    """Whether each servo waits its Return Delay Time register before its reply."""
+    reply_latency_s: float = 0.0
+    """Extra processing time of the servo firmware before every reply (s)."""
+    initial_joint_pos_rad: tuple[float, ...] | None = None
+    """Joint positions at power-on in task order (rad); ``None`` = the task's reset pose."""
+    initial_passive_pos_rad: tuple[float, ...] | None = None
+    """Passive-joint positions at power-on (rad); ``None`` = zeros."""
+    seed: int = 0
+    """Seed of the sensor noise."""
+
+
+NOMINAL_REALITY = RealityConfig()
+
+
+def load_reality(path: str | Path, config: RobotConfig) -> RealityConfig:
+    """Load and validate a reality YAML file for the robot of ``config`` (its task's parameter names)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"reality file {str(p)!r} not found") from None
+    except OSError as exc:
+        raise UserError(f"cannot read reality file {str(p)!r}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"reality file {str(p)!r} is not valid YAML: {exc}") from None
+    return reality_from_mapping(data, config, source=str(p))
+
+
+def task_param_specs(config: RobotConfig) -> tuple[ParamSpec, ...]:
+    """The named parameters of the config's task."""
+    from sim import resolve_env_id
+    from sim.tasks import make_task
+
+    return make_task(resolve_env_id(config.task)).param_specs()
+
+
+def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>") -> RealityConfig:
+    """Validate an already-parsed reality mapping; errors name the field and what was expected."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UserError(f"{source}: a reality file must hold a mapping; got {type(data).__name__}")
+    fields = {f for f in RealityConfig.__dataclass_fields__ if f not in ("action_latency_s", "position_noise_std_rad")}
+    for key in data:
+        if key not in fields:
+            raise UserError(f"{source}: unknown field {key!r}; expected one of: {', '.join(sorted(fields))}")
+
+    def fail(key: str, expected: str) -> UserError:
+        return UserError(f"{source}: field {key} must be {expected}; got {data.get(key)!r}")
+
+    def number(key: str, default: float, low: float = 0.0) -> float:
+        v = data.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < low:
+            raise fail(key, f"a finite number >= {low:g}")
+        return float(v)
+
+    def flag(key: str, default: bool) -> bool:
+        v = data.get(key, default)
+        if not isinstance(v, bool):
+            raise fail(key, "true or false")
+        return v
+
+    def vector(key: str, size: int) -> tuple[float, ...] | None:
+        v = data.get(key)
+        if v is None:
+            return None
+        if (not isinstance(v, list) or len(v) != size
+                or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
+            raise fail(key, f"a list of {size} finite numbers (rad) or null")
+        return tuple(float(x) for x in v)
+
+    engine = data.get("engine", "mujoco")
+    if engine not in ENGINES:
+        raise fail("engine", f"one of {', '.join(ENGINES)}")
+    timestep = number("physics_timestep_s", DEFAULT_PHYSICS_TIMESTEP_S)
+    if timestep <= 0:
+        raise fail("physics_timestep_s", "a positive number of seconds")
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise fail("seed", "a non-negative integer")
+
+    specs = {s.name: s for s in task_param_specs(config)}
+    raw = data.get("params") or {}
+    if not isinstance(raw, Mapping):
+        raise fail("params", "a mapping of parameter names to values")
+    params: dict[str, float] = {}
+    for name, value in raw.items():
+        if name in LOOP_ONLY_PARAMS:
+            raise UserError(f"{source}: parameter params.{name} describes the control loop, not the robot; "
+                            "the emulator cannot apply it (the real loop's jitter is whatever it is)")
+        if name not in specs:
+            raise UserError(f"{source}: unknown parameter params.{name}; known parameters of {config.task}: "
+                            f"{', '.join(n for n in specs if n not in LOOP_ONLY_PARAMS)}")
+        try:
+            params[str(name)] = specs[name].validate(value)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{source}: params.{name}: {exc}") from None
+    latency = params.pop(ACTION_LATENCY, 0.0)
+    noise = params.pop(OBS_NOISE, 0.0)
+    spec = config.task_spec()
+    return RealityConfig(
+        engine=str(engine),
+        physics_timestep_s=timestep,
+        params=params,
+        action_latency_s=latency,
+        position_noise_std_rad=noise,
+        velocity_noise_std_rad_s=number("velocity_noise_std_rad_s", 0.0),
+        current_noise_std_a=number("current_noise_std_a", 0.0),
+        wire_time=flag("wire_time", True),
+        return_delay=flag("return_delay", True),
+        reply_latency_s=number("reply_latency_s", 0.0),
+        initial_joint_pos_rad=vector("initial_joint_pos_rad", spec.n_joints),
+        initial_passive_pos_rad=vector("initial_passive_pos_rad", len(spec.passive_joints)),
+        seed=seed,
+    )

@@ -1,0 +1,194 @@
+"""Serving a servo chain on a pseudo-terminal, with the bus timing of a real RS-485 line.
+
+The server owns the master side of a pty in raw mode; a client (dynamixel-sdk's PortHandler) opens the
+slave path ``/dev/pts/N`` like a serial port. One thread does everything: it waits for bytes (waking every
+few ms to keep the physics on the wall clock), decodes packets, lets the chain act on them, and writes
+each status packet when it would have finished arriving on a real line: after the instruction's own
+bytes, the servo's Return Delay Time and any injected delay, at 10 bits per byte at the config's baud.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+import tty
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from robot.config import RobotConfig
+from robot.dynamixel.protocol import Packet, PacketDecoder
+from robot.dynamixel.units import wire_time_s
+from robot.emulator.chain import ServoChain
+from robot.emulator.faults import FaultSpec
+from robot.emulator.physics import RealTimePhysics
+from robot.emulator.reality import RealityConfig
+from s2r.errors import UserError
+from s2r.extras import MissingExtra
+from sim.engines import UnsupportedParameter
+
+IDLE_WAKE_S = 0.004
+"""Longest wait for input before the physics is stepped to the wall clock anyway (s)."""
+PARTIAL_PACKET_TIMEOUT_S = 0.05
+"""A partial packet older than this is dropped, so a garbled length cannot swallow later packets (s)."""
+WRITE_EARLY_S = 50e-6
+"""A reply is written once it is due within this; finer waits are below the sleep granularity (s)."""
+BATCH_GAP_S = 0.0005
+"""Packets due closer together than this are written in one go (s)."""
+READ_CHUNK_BYTES = 65536
+
+
+def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
+                clock: Callable[[], float] = time.monotonic) -> ServoChain:
+    """The servo chain of ``config`` on a freshly loaded physics scene of its task."""
+    from sim import resolve_env_id
+    from sim.tasks import make_task
+
+    task = make_task(resolve_env_id(config.task))
+    spec = config.task_spec()
+    joints = np.array(reality.initial_joint_pos_rad if reality.initial_joint_pos_rad is not None else spec.reset)
+    passive = np.array(reality.initial_passive_pos_rad if reality.initial_passive_pos_rad is not None
+                       else np.zeros(len(spec.passive_joints)))
+    try:
+        physics = RealTimePhysics(task, reality.engine, reality.physics_timestep_s, reality.params,
+                                  reality.action_latency_s, joints, passive, clock)
+    except MissingExtra:
+        raise
+    except ImportError as exc:
+        raise UserError(f"the {reality.engine} engine cannot be loaded: {exc}") from exc
+    except UnsupportedParameter as exc:
+        raise UserError(f"the {reality.engine} engine cannot apply a reality parameter: {exc}") from exc
+    return ServoChain(config, physics, reality, faults, clock)
+
+
+class ChainServer:
+    """A :class:`ServoChain` behind a pseudo-terminal."""
+
+    def __init__(self, chain: ServoChain, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.chain = chain
+        self.baud = chain.config.baud
+        self.wire_time = chain.reality.wire_time
+        self._clock = clock
+        self._sleep = sleep
+        self._decoder = PacketDecoder()
+        self._master = -1
+        self._slave = -1
+        self._line_free = 0.0
+        self._last_rx = 0.0
+        self.path = ""
+        self.handle_time_total_s = 0.0
+        """Time spent acting on instructions, replies not included (s)."""
+        self.handle_time_max_s = 0.0
+        """Longest time spent on one instruction (s)."""
+
+    def open(self) -> str:
+        """Create the pty; returns the slave path for the client."""
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        # The slave stays open here so the master never sees a hang-up between two clients.
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        return self.path
+
+    def close(self) -> None:
+        """Close the pty and free the physics."""
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
+        self.chain.physics.close()
+
+    def stats(self) -> dict[str, float]:
+        """Counters of the chain plus the physics clock."""
+        out: dict[str, float] = {k: float(v) for k, v in self.chain.stats.items()}
+        out["physics_steps"] = float(self.chain.physics.steps)
+        out["physics_lag_s"] = self.chain.physics.lag_s
+        out["cycle"] = float(self.chain.cycle)
+        out["handle_time_total_s"] = self.handle_time_total_s
+        out["handle_time_max_s"] = self.handle_time_max_s
+        return out
+
+    def serve(self, should_stop: Callable[[], bool], control: Any = None) -> None:
+        """Answer the line until ``should_stop()``; ``control`` is an optional multiprocessing connection
+        taking ``("stats",)`` (answered with :meth:`stats`) and ``("stop",)``."""
+        fds = [self._master] + ([control.fileno()] if control is not None else [])
+        stop = False
+        while not stop and not should_stop():
+            ready, _, _ = select.select(fds, [], [], IDLE_WAKE_S)
+            now = self._clock()
+            if self._master in ready:
+                try:
+                    data = os.read(self._master, READ_CHUNK_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    data = b""
+                if data:
+                    self._last_rx = now
+                    for packet in self._decoder.feed(data):
+                        self._serve_packet(packet, now)
+            elif self._decoder.pending and now - self._last_rx > PARTIAL_PACKET_TIMEOUT_S:
+                self._decoder.clear()
+                self.chain.stats["partial_packets_dropped"] += 1
+            if control is not None and control.fileno() in ready:
+                stop = self._control(control)
+            self.chain.idle(self._clock())
+
+    def _control(self, control: Any) -> bool:
+        try:
+            message = control.recv()
+        except (EOFError, OSError):
+            return True  # the owner is gone
+        if message == ("stats",):
+            control.send(self.stats())
+            return False
+        return message == ("stop",)
+
+    def _wire(self, n_bytes: int) -> float:
+        return wire_time_s(n_bytes, self.baud) if self.wire_time else 0.0
+
+    def _serve_packet(self, packet: Packet, arrived: float) -> None:
+        start = self._clock()
+        replies = self.chain.handle(packet, start)
+        took = self._clock() - start
+        self.handle_time_total_s += took
+        self.handle_time_max_s = max(self.handle_time_max_s, took)
+        t = max(arrived, self._line_free) + self._wire(len(packet.raw))
+        due: list[tuple[float, bytes]] = []
+        for r in replies:
+            t += r.delay_s + self._wire(len(r.packet))
+            if not r.dropped:
+                due.append((t, r.packet))
+        self._line_free = t
+        self._send(due)
+
+    def _send(self, due: list[tuple[float, bytes]]) -> None:
+        """Write the packets when they would have finished arriving.
+
+        Packets that follow each other closely (less than ``BATCH_GAP_S`` apart, e.g. the replies of a sync
+        read) go out together when the last of them is due: every sleep is a chance for a loaded host to
+        wake the emulator late, and the client waits for all of them anyway. A packet an injected fault
+        delays starts a batch of its own.
+        """
+        k = 0
+        while k < len(due):
+            end = k + 1
+            while end < len(due) and due[end][0] - due[end - 1][0] < BATCH_GAP_S:
+                end += 1
+            wait = due[end - 1][0] - self._clock()
+            if wait > WRITE_EARLY_S:
+                self._sleep(wait - WRITE_EARLY_S)
+            self._write(b"".join(p for _, p in due[k:end]))
+            k = end
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._master, view)
+            except BlockingIOError:
+                # Nobody reads the slave and its buffer is full: the bytes are lost, as on an open line.
+                self.chain.stats["output_overflow_bytes"] += len(view)
+                return
+            view = view[n:]

@@ -1,0 +1,261 @@
+"""An in-process bus for fast unit tests: first-order servos, no serial port, no physics engine.
+
+Why first-order dynamics and not the simulator: the mock exists to test the code *around* the bus (the
+control loop, the safety filter, the watchdog, logging) quickly and deterministically. A first-order
+lag with the servo's velocity limit is exact to integrate for any time step, so a test can drive it
+with a fake clock and get the same numbers on every machine; it needs no MuJoCo and starts in
+microseconds. Physics-backed behaviour is what the emulator is for (same Dynamixel bus code, over a
+pty). The mock shares the bus's calibration and tick quantization (``ServoCodec``) and the emulator's
+fault spec, and counts failures the same way, so both answer the same calls alike.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+
+import numpy as np
+
+from robot.bus import BusCounters, BusError, CounterBook, HardwareFault, Reading, torque_disabled_block
+from robot.config import RobotConfig
+from robot.dynamixel.calibration import ServoCodec
+from robot.dynamixel.control_table import HardwareError
+from robot.dynamixel.units import (
+    RAD_S_PER_VELOCITY_UNIT,
+    TORQUE_NM_PER_A,
+    current_a_to_units,
+    current_units_to_a,
+    wire_time_s,
+)
+from robot.emulator.faults import HARDWARE_BITS, NO_FAULTS, FaultInjector, FaultSpec
+from sim.tasks.spec import FloatArray
+
+DEFAULT_TIME_CONSTANT_S = 0.05
+"""Time constant of the first-order position response (s)."""
+DEFAULT_STIFFNESS_NM_PER_RAD = 4.0
+"""Servo stiffness used to report a current from the tracking error (N m/rad, the sim's finger_kp)."""
+STATUS_BYTES = 21
+"""Bytes of one status packet of the 10-byte state block."""
+SDK_TIMEOUT_MARGIN_S = 0.002
+
+
+class MockBus:
+    """First-order position servos behind the :class:`robot.bus.Bus` protocol, driven by ``clock``.
+
+    Each joint moves towards its goal as ``q' = (goal - q) / time_constant_s``, never faster than its
+    configured velocity limit; a torque-off joint stays where it is. Passive joints stay at
+    ``passive_pos`` (tests may set :attr:`passive_pos`). ``faults`` work as in the emulator: every status
+    packet of a read draws a fate; a silent servo or a dropped, corrupted or too-late packet fails the
+    attempt (counted), and a read whose attempts all fail is stale.
+    """
+
+    def __init__(
+        self,
+        config: RobotConfig,
+        *,
+        faults: FaultSpec | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        time_constant_s: float = DEFAULT_TIME_CONSTANT_S,
+        stiffness_nm_per_rad: float = DEFAULT_STIFFNESS_NM_PER_RAD,
+        joint_pos: FloatArray | None = None,
+        passive_pos: FloatArray | None = None,
+    ) -> None:
+        if time_constant_s <= 0:
+            raise ValueError(f"time_constant_s must be positive, got {time_constant_s}")
+        self.config = config
+        self._codec = ServoCodec(config)
+        self._clock = clock
+        self._tau = time_constant_s
+        self._stiffness = stiffness_nm_per_rad
+        spec = config.task_spec()
+        self.q = np.array(joint_pos if joint_pos is not None else spec.reset, dtype=np.float64)
+        """True joint positions (rad)."""
+        self.qd = np.zeros_like(self.q)
+        """True joint velocities (rad/s)."""
+        self.goal = self.q.copy()
+        """Goal positions as the servos hold them (rad, tick-quantized)."""
+        self.passive_pos = np.array(passive_pos if passive_pos is not None else np.zeros(len(config.encoders)),
+                                    dtype=np.float64)
+        """Passive-joint positions (rad)."""
+        self._servo_torque = np.zeros(len(self.q), dtype=bool)
+        self._vel_limit = np.array([j.velocity_limit_rad_s for j in config.joints])
+        self._ids = config.all_ids
+        self._names = {i: config.name_of(i) for i in self._ids}
+        self._errors: dict[int, HardwareError] = {}
+        self._injector = FaultInjector(faults if faults is not None else NO_FAULTS)
+        self._book = CounterBook()
+        self._t_start = clock()
+        self._t = self._t_start
+        self._cycle = 0
+        self._connected = False
+        self._torque = False
+        reply_s = len(self._ids) * (wire_time_s(STATUS_BYTES, config.baud) + config.return_delay_s)
+        self._timeout_s = reply_s + 2.0 * config.latency_timer_s + SDK_TIMEOUT_MARGIN_S
+        """When a late reply counts as missing: the same packet timeout as the Dynamixel bus (s)."""
+
+    # --- Bus protocol ------------------------------------------------------------------------------
+    @property
+    def comm_errors(self) -> Mapping[str, int]:
+        return dict(self._book.comm_errors)
+
+    @property
+    def counters(self) -> BusCounters:
+        return self._book.snapshot()
+
+    @property
+    def torque_enabled(self) -> bool:
+        return self._torque
+
+    def connect(self, torque_on: bool = True) -> None:
+        if self._connected:
+            if torque_on and not self._torque:
+                self.torque(True)
+            return
+        self._advance()
+        missing = [i for i in self._ids if i in self._injector.silent]
+        for _ in range(len(missing) * (1 + self.config.retries.connect)):
+            self._book.error("timeout")
+        if missing:
+            raise BusError("servos do not match the config: " + "; ".join(
+                f"{self._names[i]}, id {i}: no answer to PING (timeout)" for i in missing))
+        errors = self.hardware_errors()
+        if errors:
+            raise HardwareFault(errors)
+        self._servo_torque[:] = False
+        self._connected = True
+        if torque_on:
+            self.torque(True)
+
+    def read(self) -> Reading:
+        self._require_connected()
+        n_j, n_p = len(self.q), len(self.passive_pos)
+        attempts = 1 + self.config.retries.read
+        last_error: str | None = None
+        t = self._clock()
+        for attempt in range(1, attempts + 1):
+            self._cycle += 1
+            t = self._advance()
+            failure = self._attempt()
+            if failure is not None:
+                last_error = failure
+                continue
+            pos = self._codec.quantize_joint_pos(self.q)
+            vel = np.rint(self.qd / RAD_S_PER_VELOCITY_UNIT) * RAD_S_PER_VELOCITY_UNIT
+            torque_nm = np.where(self._servo_torque, self._stiffness * (self.goal - self.q), 0.0)
+            cur = current_units_to_a(current_a_to_units(torque_nm / TORQUE_NM_PER_A))
+            ppos = self._codec.quantize_encoder_pos(self.passive_pos)
+            alerts = tuple(self._names[i] for i in self._ids if i in self._errors)
+            reading = Reading(t, t, pos, vel, cur, ppos, np.zeros(n_p), True, attempt, last_error, alerts)
+            return self._book.reading(reading)
+        return self._book.reading(Reading.failed(n_j, n_p, t, t, attempts, last_error))
+
+    def write(self, command_rad: FloatArray) -> FloatArray:
+        self._require_connected()
+        sent = self._codec.quantize_command(command_rad)
+        self._advance()
+        self.goal = sent.copy()
+        self._book.writes += 1
+        return sent
+
+    def torque(self, enabled: bool) -> None:
+        self._require_connected()
+        self._advance()
+        if enabled:
+            self._enable(range(len(self.q)))
+        else:
+            self._servo_torque[:] = False
+        self._torque = enabled
+
+    def torque_disabled(self) -> AbstractContextManager[None]:
+        return torque_disabled_block(self)
+
+    def hardware_errors(self) -> dict[str, HardwareError]:
+        self._cycle += 1  # a sync read, as on the Dynamixel bus: it counts for cycle-triggered faults
+        self._advance()
+        return {self._names[i]: e for i, e in self._errors.items() if e}
+
+    def reboot(self, names: Sequence[str] | None = None) -> None:
+        self._advance()
+        if names is None:
+            names = list(self.hardware_errors())
+        ids = [self._id_of(n) for n in names]
+        for i in ids:
+            if i in self._injector.silent:
+                self._book.error("timeout")
+                raise BusError(f"{self._names[i]} (id {i}) did not acknowledge REBOOT: timeout")
+            self._errors.pop(i, None)
+        joints = [k for k, j in enumerate(self.config.joints) if j.id in ids]
+        self._servo_torque[joints] = False
+        if self._connected and self._torque and joints:
+            self._enable(joints)
+
+    def close(self) -> None:
+        if self._connected:
+            self._advance()
+            self._servo_torque[:] = False
+        self._connected = False
+        self._torque = False
+
+    def __enter__(self) -> MockBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals -----------------------------------------------------------------------------
+    def _enable(self, joints: Sequence[int] | range) -> None:
+        """Goal = present (quantized) first, then torque on, as the Dynamixel bus does; a joint whose servo
+        is in a shutdown error stays off."""
+        self._cycle += 1  # the Dynamixel bus reads the present positions in one sync read
+        self._advance()
+        idx = np.asarray(list(joints), dtype=np.int64)
+        self.goal[idx] = self._codec.quantize_joint_pos(self.q)[idx]
+        for k in idx:
+            if self.config.joints[k].id not in self._errors:
+                self._servo_torque[k] = True
+
+    def _attempt(self) -> str | None:
+        """Draw the fate of every status packet of one state read; the first failure (in ID order) wins."""
+        failure: str | None = None
+        for i in self._ids:
+            fate = self._injector.fate()
+            kind = None
+            if i in self._injector.silent or fate.dropped or fate.delay_s > self._timeout_s:
+                kind = "timeout"
+            elif fate.corrupted:
+                kind = "corrupt"
+            if kind is not None and failure is None:
+                failure = f"{kind} ({self._names[i]}, id {i})"
+                self._book.error(kind)
+        return failure
+
+    def _advance(self) -> float:
+        """Integrate the servos up to ``clock()`` and start due faults; returns the time."""
+        now = self._clock()
+        dt = max(0.0, now - self._t)
+        self._t = max(self._t, now)
+        if dt > 0:
+            alpha = 1.0 - math.exp(-dt / self._tau)
+            step = np.where(self._servo_torque, (self.goal - self.q) * alpha, 0.0)
+            step = np.clip(step, -self._vel_limit * dt, self._vel_limit * dt)
+            self.q = self.q + step
+            self.qd = step / dt
+        for f in self._injector.due(now - self._t_start, self._cycle):
+            if f.kind in HARDWARE_BITS:
+                self._errors[f.id] = self._errors.get(f.id, HardwareError(0)) | HARDWARE_BITS[f.kind]
+                for k, j in enumerate(self.config.joints):
+                    if j.id == f.id:
+                        self._servo_torque[k] = False
+        return now
+
+    def _id_of(self, name: str) -> int:
+        for i, n in self._names.items():
+            if n == name:
+                return i
+        raise KeyError(f"no joint or encoder named {name!r}; known: {', '.join(self._names.values())}")
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise BusError("the bus is not connected; call connect() first")

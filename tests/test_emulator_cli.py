@@ -1,0 +1,63 @@
+"""``s2r emulate``: the device path on the first stdout line, served until SIGINT/SIGTERM, exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dynamixel_sdk as sdk
+import pytest
+
+from robot.dynamixel.bus import TunedPortHandler
+from robot.emulator import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+ROBOT = str(ROOT / "hardware_configs" / "dclaw.yaml")
+
+
+def test_register_adds_emulate() -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["emulate", "--robot", ROBOT, "--faults", "drop=0.1"])
+    assert args.func is cli.run and args.faults == "drop=0.1" and args.reality is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path: Path) -> None:
+    reality = tmp_path / "reality.yaml"
+    reality.write_text("params: {valve_damping: 0.1}\nwire_time: false\n")
+    proc = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT,
+                             "--reality", str(reality), "--faults", "seed=2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        path = proc.stdout.readline().strip()
+        assert path.startswith("/dev/pts/")
+        port = TunedPortHandler(path, 0.004)
+        assert port.openPort() and port.setBaudRate(1_000_000)
+        model, result, _ = sdk.PacketHandler(2.0).ping(port, 50)
+        port.closePort()
+        assert (model, result) == (1020, sdk.COMM_SUCCESS)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    stats = json.loads(err.strip().splitlines()[-1])["emulator_stats"]
+    assert stats["instructions"] == 1 and stats["replies"] == 1
+
+
+def test_bad_arguments_exit_2_with_the_reason(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT, "--faults", "drop=2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "drop must be a probability" in done.stderr and done.stdout == ""
+    reality = tmp_path / "r.yaml"
+    reality.write_text("params: {finger_kpp: 3}\n")
+    done = subprocess.run([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT, "--reality", str(reality)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown parameter params.finger_kpp" in done.stderr
