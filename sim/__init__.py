@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Headless rendering must be chosen before anything imports mujoco; EGL renders offscreen with no display.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 from typing import Any
 
 import gymnasium as gym
