@@ -31,6 +31,13 @@ cycle_time         (T,)        s      duration of each control cycle's work
 period_error       (T,)        s      actual minus nominal period of each cycle
 meta               ()          json   goal, success, stop_reason, reward term names, episode index
 =================  ==========  =====  ======================================================
+
+Writers may add arrays and meta keys. The robot controller (``robot.runner``) adds
+``command_filtered`` (T, J; rad, the safety filter's command before tick rounding), ``hold`` (T; 0 none,
+1 stale reading, 2 NaN/inf action) and ``overrun`` (T; 1 where the cycle missed its deadline), and the
+meta keys ``complete`` (False when a stop cut the episode short), ``return``, ``steps``,
+``episode_steps``, ``start_command``, ``stale_readings``, ``held_actions`` and ``reset_*`` (how the
+scripted reset went).
 """
 
 from __future__ import annotations

@@ -209,9 +209,29 @@ class DynamixelBus:
         if enabled:
             self._enable_torque(self.config.joint_ids)
         else:
-            for i in self.config.joint_ids:
-                self._write(i, Register.TORQUE_ENABLE, 0, self.config.retries.write)
+            self._disable_torque(self.config.joint_ids)
         self._torque = enabled
+
+    def _disable_torque(self, ids: Sequence[int]) -> None:
+        """Torque off on every servo in ``ids``, even when some do not answer.
+
+        One sync write reaches every live servo in a single packet and needs no reply; each servo is
+        then told again and must acknowledge, so one silent servo cannot keep the others powered.
+        """
+        group = sdk.GroupSyncWrite(self._port, self._ph, Register.TORQUE_ENABLE.address, Register.TORQUE_ENABLE.size)
+        for i in ids:
+            group.addParam(i, list(encode(Register.TORQUE_ENABLE, 0)))
+        result = group.txPacket()
+        if result != sdk.COMM_SUCCESS:
+            self._failed(sdk_error_kind(result))
+        unconfirmed = []
+        for i in ids:
+            try:
+                self._write(i, Register.TORQUE_ENABLE, 0, self.config.retries.write)
+            except BusError as exc:
+                unconfirmed.append(str(exc))
+        if unconfirmed:
+            raise BusError("torque off not confirmed: " + "; ".join(unconfirmed))
 
     def torque_disabled(self) -> AbstractContextManager[None]:
         return torque_disabled_block(self)

@@ -1,0 +1,212 @@
+"""The control loop's timing through the servo emulator (and, for reference, the in-process mock bus).
+
+Measured:
+
+- ``bus_roundtrip``: one sync read of the 10 servos + one sync write of the 9 goals through the emulator's pty.
+- ``full_cycle``: the controller's cycle (read, observation, policy, safety filter, write) at 100 Hz.
+- ``rates``: period error (absolute, p50/p99) and cycle time at 10, 100 and 500 Hz, ``--seconds`` each.
+- ``max_rate_no_overrun_hz``: the highest of a ladder of rates whose run of ``--search-seconds`` had no overrun.
+
+The policy is a 21-256-256-9 MLP on onnxruntime (one thread) with random weights, the size and runtime of an
+exported actor. The machine's load average is reported next to the numbers: other processes on a small
+machine show up directly as period error and overruns. The last stdout line is one JSON object.
+
+Usage: python benchmarks/control_loop.py [--quick] [--seconds S] [--search-seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot.bus import Bus, make_bus
+from robot.config import RobotConfig, load_config
+from robot.controller import Controller, ControllerSettings
+from sim.tasks.dclaw_turn import DClawTurn
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES_HZ = (10, 100, 500)
+LADDER_HZ = (100, 200, 300, 500, 750, 1000, 1500, 2000)
+HIDDEN = 256
+ONNX_IR_VERSION = 10
+"""IR version written into the model: the newest onnx writes one the installed onnxruntime may not read."""
+ROUNDTRIP_PERIOD_S = 0.002
+"""Pause between round trips (s), so the emulator's physics keeps up as in a loop."""
+GOAL_PERIOD_ERROR_P99_US_AT_100HZ = 200.0
+GOAL_FULL_CYCLE_P50_US = 1000.0
+GOAL_RATE_HZ = 500.0
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def mlp_policy(obs_size: int, n_joints: int) -> tuple[Policy, str]:
+    """A random-weight MLP on onnxruntime (numpy when onnxruntime is missing)."""
+    rng = np.random.default_rng(0)
+    sizes = (obs_size, HIDDEN, HIDDEN, n_joints)
+    weights = [rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32) for a, b in itertools.pairwise(sizes)]
+    biases = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        def numpy_policy(obs: np.ndarray) -> np.ndarray:
+            x = np.asarray(obs, dtype=np.float32)
+            for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                x = x @ w + b
+                x = np.tanh(x) if k == len(weights) - 1 else np.maximum(x, 0)
+            return x
+
+        return numpy_policy, f"numpy mlp {'-'.join(map(str, sizes))}"
+    nodes, inits, x = [], [], "obs"
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(b, f"b{k}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{k}"], [f"m{k}"]), helper.make_node("Add", [f"m{k}", f"b{k}"],
+                                                                                       [f"a{k}"])]
+        act = "Tanh" if k == len(weights) - 1 else "Relu"
+        x = "action" if k == len(weights) - 1 else f"h{k}"
+        nodes.append(helper.make_node(act, [f"a{k}"], [x]))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, obs_size])],
+                              [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, n_joints])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = ONNX_IR_VERSION
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def onnx_policy(obs: np.ndarray) -> np.ndarray:
+        out: np.ndarray = session.run(None, {"obs": np.asarray(obs, dtype=np.float32)[None]})[0][0]
+        return out
+
+    return onnx_policy, f"onnxruntime mlp {'-'.join(map(str, sizes))}"
+
+
+def pct_us(samples_s: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_s) * 1e6
+    return {"p50_us": round(float(np.percentile(a, 50)), 1), "p99_us": round(float(np.percentile(a, 99)), 1),
+            "max_us": round(float(a.max()), 1)}
+
+
+def roundtrip(bus: Bus, cycles: int) -> dict[str, Any]:
+    command = bus.config.task_spec().reset
+    samples = []
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        bus.read()
+        bus.write(command)
+        samples.append(time.perf_counter() - t0)
+        time.sleep(ROUNDTRIP_PERIOD_S)
+    return {**pct_us(samples), "cycles": cycles}
+
+
+def run_at(bus: Bus, base: RobotConfig, policy: Policy, rate_hz: float, seconds: float) -> dict[str, Any]:
+    """One episode of ``seconds`` at ``rate_hz`` (after its scripted reset); the loop's timing summary."""
+    config = replace(base, control_period_s=1.0 / rate_hz, control_period_override=True)
+    task = replace(DClawTurn(), spec=config.task_spec())
+    steps = max(1, round(seconds * rate_hz))
+    ctrl = Controller(policy, bus, task, config, settings=ControllerSettings(episode_steps=steps))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = ctrl.episode(np.random.default_rng(0))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "rate_hz": rate_hz,
+        **ctrl.stats.summary(),
+        "episode_cycles": result.steps + 1,
+        "stop": None if result.stop is None else result.stop.describe(),
+        "cpu_percent": round(100.0 * cpu / wall, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def max_rate(bus: Bus, base: RobotConfig, policy: Policy, seconds: float) -> tuple[float | None, list[dict[str, Any]]]:
+    best: float | None = None
+    tried = []
+    for rate in LADDER_HZ:
+        r = run_at(bus, base, policy, rate, seconds)
+        tried.append({k: r[k] for k in ("rate_hz", "overruns", "cycles", "period_error_p99_us", "cycle_time_p99_us",
+                                        "stop")})
+        print(f"  {rate} Hz: overruns {r['overruns']} of {r['cycles']}, period error p99 {r['period_error_p99_us']} us")
+        if r["overruns"] or r["stop"]:
+            break
+        best = float(rate)
+    return best, tried
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 s per rate, 2 s per ladder step (< 1 min)")
+    parser.add_argument("--seconds", type=float, help="seconds per rate (default 5, quick 1)")
+    parser.add_argument("--search-seconds", type=float, help="seconds per ladder step (default 10, quick 2)")
+    parser.add_argument("--skip-mock", action="store_true", help="measure the emulator only")
+    parser.add_argument("--baud", type=int, help="bus baud rate instead of the config's (the emulator replies at "
+                        "10 bits per byte of it: 10 status packets of 21 bytes take 2.1 ms at 1 Mbps)")
+    args = parser.parse_args()
+    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    search_s = args.search_seconds or (2.0 if args.quick else 10.0)
+    cycles = 300 if args.quick else 3000
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    config = load_config(ROOT / "hardware_configs" / "dclaw.yaml")
+    if args.baud:
+        config = replace(config, baud=args.baud)
+    spec = config.task_spec()
+    policy, policy_name = mlp_policy(spec.obs_layout.size, spec.n_joints)
+    policy(np.zeros(spec.obs_layout.size, dtype=np.float32))
+    t_policy = []
+    for _ in range(500):
+        t0 = time.perf_counter()
+        policy(np.zeros(spec.obs_layout.size, dtype=np.float32))
+        t_policy.append(time.perf_counter() - t0)
+
+    out: dict[str, Any] = {"benchmark": "control_loop", "quick": args.quick, "seconds_per_rate": seconds,
+                           "search_seconds": search_s, "baud": config.baud, "cpu_count": os.cpu_count(),
+                           "python": platform.python_version(), "load_average_start": load_start,
+                           "policy": policy_name, "policy_inference": pct_us(t_policy)}
+    buses = ["emulator"] if args.skip_mock else ["emulator", "mock"]
+    for driver in buses:
+        bus = make_bus(config, driver)
+        try:
+            bus.connect()
+            bus.read()
+            section: dict[str, Any] = {}
+            if driver == "emulator":
+                section["bus_roundtrip"] = roundtrip(bus, cycles)
+                print(f"{driver}: round trip {section['bus_roundtrip']}")
+            section["rates"] = {}
+            for rate in RATES_HZ:
+                r = run_at(bus, config, policy, rate, seconds)
+                section["rates"][str(rate)] = r
+                print(f"{driver} {rate} Hz: period error p50 {r['period_error_p50_us']} us, p99 "
+                      f"{r['period_error_p99_us']} us; cycle p50 {r['cycle_time_p50_us']} us, p99 "
+                      f"{r['cycle_time_p99_us']} us; overruns {r['overruns']} of {r['cycles']}; "
+                      f"cpu {r['cpu_percent']}%")
+            full = section["rates"]["100"]
+            section["full_cycle"] = {"p50_us": full["cycle_time_p50_us"], "p99_us": full["cycle_time_p99_us"],
+                                     "rate_hz": 100}
+            print(f"{driver}: ladder of rates, {search_s:g} s each")
+            section["max_rate_no_overrun_hz"], section["ladder"] = max_rate(bus, config, policy, search_s)
+        finally:
+            bus.close()
+        out[driver] = section
+    emu = out["emulator"]
+    out["goals"] = {
+        "period_error_p99_us_at_100hz_le_200": (emu["rates"]["100"]["period_error_p99_us"] or 1e9)
+        <= GOAL_PERIOD_ERROR_P99_US_AT_100HZ,
+        "full_cycle_p50_us_le_1000": (emu["full_cycle"]["p50_us"] or 1e9) <= GOAL_FULL_CYCLE_P50_US,
+        "runs_500hz_without_overrun": (emu["max_rate_no_overrun_hz"] or 0) >= GOAL_RATE_HZ,
+    }
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""``s2r deploy``: run a policy on the robot (or the emulator, or the mock) for N episodes, logging each.
+
+Exit codes: 0 when every episode ran or a stop was requested (SIGINT/SIGTERM: torque off, logs
+flushed); :data:`EXIT_SAFETY_STOP` when the watchdog, a servo hardware error, a bus or a policy
+failure stopped the robot (the reason is printed); 2 for bad input (the ``s2r`` main's UserError).
+
+Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset file (``robot.dataset``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from robot.controller import Controller, ControllerSettings, Policy, check_policy
+from s2r.errors import UserError
+from sim.tasks.base import Task
+from sim.tasks.spec import TaskSpec
+
+EXIT_SAFETY_STOP = 3
+"""Exit status of ``s2r deploy`` when a safety stop ended the run."""
+SCRIPTED_PREFIX = "scripted:"
+SCRIPTED_POLICIES = ("hold", "zero", "random")
+"""``scripted:hold`` keeps the joints where the reset put them; ``scripted:zero`` moves them to the middle of
+their ranges; ``scripted:random`` draws uniform actions in [-1, 1] (seeded by ``--seed``)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def register(sub: Any) -> None:
+    """Add ``deploy`` and ``trajlog-dataset`` to the ``s2r`` subcommands."""
+    p = sub.add_parser(
+        "deploy",
+        help="run a policy on the robot, the emulator or the mock bus for N episodes and log every episode",
+        description="Run a policy at the hardware config's control rate: scripted reset, then one episode of "
+        "policy steps, N times; each episode is written to --log-dir as soon as it ends. SIGINT/SIGTERM stop "
+        "the run (torque off, logs flushed, exit 0); a safety stop (watchdog, servo hardware error, bus or "
+        f"policy failure) holds, turns the torque off and exits {EXIT_SAFETY_STOP}.",
+    )
+    p.add_argument("policy", metavar="POLICY",
+                   help="an exported policy (.onnx), a checkpoint (.pt) or training run directory, or "
+                   f"{', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)} for bring-up and tests")
+    p.add_argument("--robot", required=True, metavar="YAML", help="hardware config, e.g. hardware_configs/dclaw.yaml")
+    p.add_argument("--driver", required=True, choices=("emulator", "dynamixel", "mock"),
+                   help="emulator: a physics-backed servo emulator (started here unless --port); dynamixel: the "
+                   "real servos; mock: in-process first-order servos")
+    p.add_argument("--port", metavar="PATH", help="serial device (overrides the config's port), or the pty of a "
+                   "running `s2r emulate`")
+    p.add_argument("--reality", metavar="YAML", help="reality file for the emulator started here")
+    p.add_argument("--faults", metavar="SPEC", help="faults to inject (emulator started here, or mock): a YAML file "
+                   "or a spec such as 'drop=0.01,silent=21@5s'")
+    p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
+    p.add_argument("--log-dir", required=True, metavar="DIR", help="directory for run.json and episode files")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode starts and goals (default 0)")
+    p.add_argument("--task", metavar="NAME", help="task variant for the goals (e.g. dclaw-turn-random); default: "
+                   "the one the policy was trained on when its file says, else the hardware config's task")
+    p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
+                   "fewer only for smoke tests)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run_deploy)
+
+    d = sub.add_parser(
+        "trajlog-dataset",
+        help="convert trajectory logs to an offline-RL dataset (.npz, D4RL-style keys)",
+        description="Write the transitions of every complete logged episode as observations, actions, rewards, "
+        "next_observations, terminals and timeouts (D4RL naming) to an .npz file.",
+    )
+    d.add_argument("log_dir", metavar="LOG_DIR", help="a log directory written by `s2r deploy` (or sim logs)")
+    d.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    d.add_argument("--include-partial", action="store_true", help="also use episodes that were stopped early")
+    d.add_argument("--json", action="store_true", help="print a JSON summary")
+    d.set_defaults(func=run_dataset)
+
+
+# --- policies -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy ready for the controller, with what is known about it."""
+
+    act: Policy
+    """Observation (float32, (O,)) -> normalized action (J,)."""
+    description: str
+    """What was loaded, for logs and the summary."""
+    env_id: str | None
+    """Gymnasium id the policy was trained on, when its file records it."""
+
+
+def load_deploy_policy(source: str, spec: TaskSpec, seed: int) -> LoadedPolicy:
+    """The one place deploy turns its POLICY argument into a callable (ONNX, checkpoint or scripted)."""
+    if source.startswith(SCRIPTED_PREFIX):
+        return LoadedPolicy(scripted_policy(source[len(SCRIPTED_PREFIX):], spec, seed), source, None)
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"no policy at {source!r}: expected an .onnx file, a checkpoint (.pt), a training run "
+                        f"directory, or one of {', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)}")
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    try:
+        from policies.checkpoint import load_checkpoint, policy_from_checkpoint
+    except ImportError as exc:
+        raise UserError(f"cannot load the checkpoint {source!r}: the training package is missing ({exc})") from None
+    ckpt = load_checkpoint(path)
+    return LoadedPolicy(policy_from_checkpoint(ckpt), f"checkpoint {path} ({ckpt.algo}, step {ckpt.step})",
+                        ckpt.env_id)
+
+
+def _load_onnx(path: Path) -> LoadedPolicy:
+    try:
+        from export import OnnxPolicy  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        try:
+            from export.onnx_policy import OnnxPolicy  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise UserError(f"cannot deploy {str(path)!r}: ONNX support is missing (export.OnnxPolicy is not "
+                            "available in this installation); deploy a checkpoint or run directory instead") from None
+    policy = OnnxPolicy(path)
+    metadata = getattr(policy, "metadata", None)
+    env_id = None
+    if isinstance(metadata, dict):
+        found = metadata.get("env_id") or metadata.get("task")
+        env_id = str(found) if found else None
+    return LoadedPolicy(policy.act, f"onnx {path}", env_id)
+
+
+def scripted_policy(name: str, spec: TaskSpec, seed: int) -> Policy:
+    """A policy for bring-up and tests (see :data:`SCRIPTED_POLICIES`)."""
+    n = spec.n_joints
+    if name == "zero":
+        return lambda obs: np.zeros(n)
+    if name == "hold":
+        try:
+            last = spec.obs_layout.slice("last_action")
+        except KeyError:
+            raise UserError(f"scripted:hold needs a last_action block in the observation of {spec.name}") from None
+        return lambda obs: np.asarray(obs[last], dtype=np.float64)
+    if name == "random":
+        rng = np.random.default_rng(seed)
+        return lambda obs: rng.uniform(-1.0, 1.0, n)
+    raise UserError(f"unknown scripted policy {name!r}; expected one of {', '.join(SCRIPTED_POLICIES)}")
+
+
+def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
+    """The task the episodes use: its goals from the requested (or the policy's) variant, its spec the config's."""
+    from sim import resolve_env_id
+    from sim.tasks import make_task
+
+    name = requested or policy_env_id or config_task
+    try:
+        task = make_task(resolve_env_id(name))
+    except KeyError as exc:
+        raise UserError(f"unknown task {name!r}: {exc.args[0]}") from None
+    if task.spec.name != spec.name:
+        raise UserError(f"the task {name!r} ({task.spec.name}) is not the hardware config's task {spec.name!r}")
+    return replace(task, spec=spec)  # type: ignore[type-var]
+
+
+# --- signals --------------------------------------------------------------------------------------
+class StopRequest:
+    """Set by SIGINT/SIGTERM; the controller polls it once per cycle."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.reason = signal.Signals(signum).name
+
+    def poll(self) -> str | None:
+        return self.reason
+
+
+def _install(handler: Callable[[int, FrameType | None], None]) -> dict[signal.Signals, Any]:
+    return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+
+
+# --- deploy ---------------------------------------------------------------------------------------
+def run_deploy(args: argparse.Namespace) -> int:
+    """``s2r deploy``; returns the exit code."""
+    from robot.bus import BusError, make_bus
+    from robot.config import load_config
+    from robot.emulator.faults import faults_from_arg
+    from robot.emulator.reality import load_reality
+    from robot.runner import run_episodes, run_info
+    from robot.trajlog import TrajectoryWriter
+
+    if args.episodes < 0:
+        raise UserError(f"--episodes must be >= 0; got {args.episodes}")
+    config = load_config(args.robot)
+    spec = config.task_spec()
+    if args.reality and args.driver != "emulator":
+        raise UserError("--reality applies to the emulator driver only")
+    if args.faults and args.driver == "dynamixel":
+        raise UserError("--faults applies to the emulator and mock drivers only")
+    reality = load_reality(args.reality, config) if args.reality else None
+    faults = faults_from_arg(args.faults) if args.faults else None
+    settings = ControllerSettings(episode_steps=args.episode_steps)
+    loaded = load_deploy_policy(args.policy, spec, args.seed)
+    task = deploy_task(config.task, args.task, loaded.env_id, spec)
+    check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
+    steps = settings.episode_steps or spec.episode_steps
+    writer = TrajectoryWriter(args.log_dir, run_info(config, args.driver, steps, {
+        "policy": loaded.description, "task_variant": args.task or loaded.env_id or config.task,
+        "seed": args.seed, "reality": args.reality, "faults": faults.describe() if faults else None,
+    }))
+    logger = logging.getLogger("robot.deploy")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("s2r deploy: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+    request = StopRequest()
+    previous = _install(request.handle)
+    try:
+        bus = make_bus(config, args.driver, args.port, reality=reality, faults=faults)
+        try:
+            try:
+                bus.connect()
+            except BusError as exc:
+                raise UserError(f"cannot start on the robot: {exc}") from exc
+            controller = Controller(loaded.act, bus, task, config, settings=settings, logger=logger,
+                                    should_stop=request.poll)
+            summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
+        finally:
+            bus.close()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if args.json:
+        print(json.dumps({**summary.to_json(), "policy": loaded.description, "driver": args.driver}))
+    else:
+        print(summary.describe())
+    if summary.stop_kind == "safety":
+        print(f"s2r deploy: safety stop: {summary.stop_reason}", file=sys.stderr)
+        return EXIT_SAFETY_STOP
+    return 0
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """``s2r trajlog-dataset``; returns the exit code."""
+    from robot.dataset import save_dataset, trajlog_to_dataset
+
+    data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial)
+    path = save_dataset(data, args.out)
+    n = int(data["rewards"].shape[0])
+    if args.json:
+        print(json.dumps({"out": str(path), "transitions": n, "episodes": int(data["timeouts"].sum())}))
+    else:
+        print(f"wrote {n} transitions to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m robot.cli deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
+    from s2r.extras import MissingExtra
+
+    parser = argparse.ArgumentParser(prog="python -m robot.cli")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (UserError, MissingExtra, FileNotFoundError) as exc:
+        print(f"s2r {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""The real-time controller: a fixed-rate loop that runs a policy on the robot, episode by episode.
+
+One control cycle, every ``config.control_period_s``::
+
+    wait for the deadline (sleep, then spin on the clock)
+    read      every joint and encoder in one bus transaction
+    observe   task.observe(reading.state(), last_action, goal)   -- the sim env's own function
+    act       policy(observation) -> normalized action
+    filter    robot.safety.filter_action (the task's action_to_command + hardware limits + NaN hold)
+    write     one sync write; the bus returns the command actually sent (tick-quantized)
+
+The policy-facing state (previous command, last action) is kept by :class:`PolicyState` exactly as
+:class:`sim.env.SimEnv` keeps it, so for the same readings the robot's observations and commands are
+the simulator's. An episode is a scripted reset (a rate-limited move of the fingers to the task's
+start pose through the same safety filter; the valve stays where it is and the episode starts from
+there), then ``T = task.spec.episode_steps`` policy cycles: T + 1 readings, T actions. The reset's
+last reading is the episode's first.
+
+The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive
+failed reads, data older than a bound (both from ``config.watchdog``), a servo hardware error, a bus
+failure or a policy failure. A requested stop (``should_stop`` returns a reason, e.g. from a signal
+handler in the command line layer) turns the torque off. Nothing here installs signal handlers.
+
+Every time is on ``clock`` (s, monotonic), which must be the bus's clock: the data age compares the
+two. Tests pass a fake clock and a ``sleep`` that advances it, so a loop runs in zero time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from robot.bus import Bus, BusError, HardwareFault, Reading, describe_hardware_error
+from robot.config import RobotConfig
+from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
+from s2r.errors import UserError
+from sim.state import RobotState
+from sim.tasks.actions import clip_action, normalize
+from sim.tasks.base import Task, total_reward
+from sim.tasks.spec import FloatArray
+
+Policy = Callable[[NDArray[np.float32]], Any]
+"""Observation (float32, shape (O,)) in, normalized action (J,) out."""
+StopKind = Literal["completed", "requested", "safety"]
+
+TIME_EPSILON_S = 1e-9
+"""A deadline this close counts as reached (s): clocks tick in nanoseconds, and a fake clock's sum of
+sleeps can land one rounding step short of the deadline."""
+US_PER_S = 1e6
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """How the loop waits, resets and stops; the robot-specific limits live in the hardware config."""
+
+    spin_s: float = 0.0003
+    """Sleep until this long before a deadline, then spin on the clock (s). ``time.sleep`` wakes 0.1-0.5 ms
+    late; spinning the rest keeps the period error in microseconds at a few percent of a core. Use 0
+    with a fake clock that only moves in ``sleep``."""
+    safe_stop_hold_s: float = 0.5
+    """How long a safety stop holds the last safe command before turning the torque off (s)."""
+    reset_tolerance_rad: float = 0.05
+    """The reset is settled when every joint is this close to the start pose (rad)."""
+    reset_timeout_s: float = 5.0
+    """Longest reset (s); after it the episode starts from where the fingers are (logged in the meta)."""
+    episode_steps: int | None = None
+    """Policy steps per episode; ``None`` is the task's ``episode_steps`` (fewer only for smoke tests)."""
+
+    def __post_init__(self) -> None:
+        for name in ("spin_s", "safe_stop_hold_s", "reset_tolerance_rad", "reset_timeout_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"controller setting {name} must be a finite number >= 0; got {value!r}")
+        if self.episode_steps is not None and self.episode_steps < 1:
+            raise UserError(f"episode steps must be >= 1; got {self.episode_steps}")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the run stopped."""
+
+    kind: StopKind
+    """``completed`` (every episode ran), ``requested`` (SIGINT/SIGTERM, the caller's ``should_stop``) or
+    ``safety`` (watchdog, hardware error, bus or policy failure)."""
+    reason: str
+    """In words, e.g. ``"watchdog: 3 consecutive failed reads (last: timeout (f1_mid, id 21))"``."""
+    time: float = math.nan
+    """Clock time when the stop was decided (s)."""
+
+    def describe(self) -> str:
+        """``"completed"``, ``"requested: SIGTERM"``, ``"safety: watchdog: ..."``."""
+        return self.kind if self.kind == "completed" else f"{self.kind}: {self.reason}"
+
+
+COMPLETED = Stop("completed", "every episode ran")
+
+
+class ControllerStop(Exception):
+    """Raised inside the loop to leave it; carries the :class:`Stop`."""
+
+    def __init__(self, stop: Stop) -> None:
+        super().__init__(stop.describe())
+        self.stop = stop
+
+
+@dataclass
+class LoopStats:
+    """Per-cycle timing of every control cycle run (reset and episode cycles alike)."""
+
+    period_error_s: list[float] = field(default_factory=list)
+    """Actual minus nominal period of each cycle that followed another (s)."""
+    cycle_time_s: list[float] = field(default_factory=list)
+    """Work time of each cycle, from its start to the end of its write (s)."""
+    overruns: int = 0
+    """Cycles whose work ran past the next deadline (the next cycle then starts at once)."""
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Percentiles in microseconds: ``period_error_*`` of the absolute period error, ``cycle_time_*``."""
+
+        def pct(values: list[float], q: float) -> float | None:
+            a = np.asarray(values, dtype=np.float64)
+            a = a[np.isfinite(a)]
+            return round(float(np.percentile(a, q)) * US_PER_S, 1) if a.size else None
+
+        abs_err = [abs(e) for e in self.period_error_s]
+        return {
+            "period_error_p50_us": pct(abs_err, 50),
+            "period_error_p99_us": pct(abs_err, 99),
+            "period_error_max_us": pct(abs_err, 100),
+            "cycle_time_p50_us": pct(self.cycle_time_s, 50),
+            "cycle_time_p99_us": pct(self.cycle_time_s, 99),
+            "overruns": self.overruns,
+            "cycles": len(self.cycle_time_s),
+        }
+
+
+class RateTimer:
+    """Deadlines every ``period_s``: sleep until ``spin_s`` before each, then spin on ``clock``.
+
+    After an overrun the schedule restarts from the late start instead of bunching cycles to catch up.
+    """
+
+    def __init__(self, period_s: float, clock: Callable[[], float], sleep: Callable[[float], None],
+                 spin_s: float) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._sleep = sleep
+        self._spin_s = spin_s
+        self._deadline: float | None = None
+        self._last_start: float | None = None
+
+    def restart(self) -> None:
+        """The next :meth:`wait` returns at once and starts a new schedule (no period error for it)."""
+        self._deadline = None
+        self._last_start = None
+
+    def wait(self) -> tuple[float, float, bool]:
+        """Wait for the next deadline; returns (start time, period error (NaN after a restart), overrun)."""
+        clock = self._clock
+        overrun = False
+        if self._deadline is not None:
+            remaining = self._deadline - clock()
+            if remaining < -TIME_EPSILON_S:
+                overrun = True
+            else:
+                while remaining > TIME_EPSILON_S:
+                    if remaining > self._spin_s:
+                        self._sleep(remaining - self._spin_s)
+                    remaining = self._deadline - clock()
+        start = clock()
+        error = math.nan if self._last_start is None else (start - self._last_start) - self.period_s
+        if self._deadline is None or overrun:
+            self._deadline = start
+        self._deadline += self.period_s
+        self._last_start = start
+        return start, error, overrun
+
+
+class PolicyState:
+    """The previous command and last action, kept exactly as :class:`sim.env.SimEnv` keeps them."""
+
+    def __init__(self, limits: SafetyLimits) -> None:
+        self.limits = limits
+        spec = limits.spec
+        self.command: FloatArray = clip_to_limits(spec.reset, limits)
+        """The last command given to the bus, before quantization (rad): the rate limit's reference."""
+        self.last_action: FloatArray = episode_start_action(self.command, limits)
+        """The last applied action, clipped to [-1, 1]: the observation's ``last_action``."""
+
+    def start(self, command: FloatArray) -> None:
+        """A new episode from ``command``: the last action is the command normalized, as in ``SimEnv.reset``."""
+        self.command = clip_to_limits(command, self.limits)
+        self.last_action = episode_start_action(self.command, self.limits)
+
+    def observe(self, task: Task, state: RobotState, goal: dict[str, float]) -> NDArray[np.float32]:
+        """The policy's observation: the task's own function, as in the sim env."""
+        return np.asarray(task.observe(state, self.last_action, goal))
+
+    def act(self, action: object) -> Filtered:
+        """Filter one policy output and advance the state (a held command keeps the last action)."""
+        f = filter_action(action, self.command, self.limits)
+        self.command = f.command
+        if f.action is not None:
+            self.last_action = f.action
+        return f
+
+    def hold(self, why: Hold) -> Filtered:
+        """Keep the previous command for a cycle without a usable observation."""
+        f = hold_command(self.command, self.limits, why)
+        self.command = f.command
+        return f
+
+
+def episode_start_action(command: FloatArray, limits: SafetyLimits) -> FloatArray:
+    """``last_action`` at the start of an episode: the start command normalized (``SimEnv.reset``)."""
+    spec = limits.spec
+    return clip_action(normalize(command, spec.low, spec.high))
+
+
+def check_policy(policy: Policy, obs_size: int, n_joints: int) -> None:
+    """Call the policy once on a zero observation (also warms it up); a wrong shape is a :class:`UserError`."""
+    try:
+        out = np.asarray(policy(np.zeros(obs_size, dtype=np.float32)), dtype=np.float64)
+    except Exception as exc:
+        raise UserError(f"the policy failed on an observation of shape ({obs_size},): "
+                        f"{type(exc).__name__}: {exc}") from exc
+    if out.shape != (n_joints,):
+        raise UserError(f"the policy maps an observation of shape ({obs_size},) to an action of shape {out.shape}; "
+                        f"the task expects ({n_joints},)")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One episode as run: the trajectory-log arrays and meta, and what it means."""
+
+    arrays: dict[str, np.ndarray]
+    """The arrays of ``robot.trajlog`` (plus ``hold``, ``overrun`` and ``command_filtered``)."""
+    meta: dict[str, Any]
+    """Goal, success, stop reason, reward term names, reset details."""
+    steps: int
+    """Policy steps run (T; fewer than planned when stopped)."""
+    complete: bool
+    """Whether every planned step ran (a stop at the episode's last reading leaves it complete)."""
+    success: bool
+    """``task.success`` at the last reading (``False`` when it was stale or the episode is incomplete)."""
+    episode_return: float
+    """Sum of the rewards of the steps whose reading succeeded."""
+    stop: Stop | None
+    """Why the run stops after this episode, or ``None`` to go on."""
+
+
+class _EpisodeLog:
+    """Rows of one episode, appended as the cycles run."""
+
+    def __init__(self, n_terms: int) -> None:
+        self.n_terms = n_terms
+        self.readings: list[Reading] = []
+        self.obs: list[NDArray[np.float32]] = []
+        self.actions: list[FloatArray] = []
+        self.filtered: list[FloatArray] = []
+        self.sent: list[FloatArray] = []
+        self.hold: list[int] = []
+        self.rewards: list[float] = []
+        self.terms: list[FloatArray] = []
+        self.comm_errors: list[int] = []
+        self.cycle_time: list[float] = []
+        self.period_error: list[float] = []
+        self.overrun: list[bool] = []
+
+    @property
+    def steps(self) -> int:
+        return max(0, min(len(self.sent), len(self.readings) - 1, len(self.rewards)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        t = self.steps
+        rs = self.readings[: t + 1]
+        n_j = rs[0].joint_pos.shape[0]
+
+        def rows(values: list[FloatArray], width: int) -> np.ndarray:
+            return np.asarray(values[:t], dtype=np.float64).reshape(t, width)
+
+        return {
+            "time": np.array([r.time for r in rs]),
+            "joint_pos": np.array([r.joint_pos for r in rs]),
+            "joint_vel": np.array([r.joint_vel for r in rs]),
+            "joint_effort": np.array([r.state().joint_effort for r in rs]),
+            "passive_pos": np.array([r.passive_pos for r in rs]),
+            "passive_vel": np.array([r.passive_vel for r in rs]),
+            "stale": np.array([r.stale for r in rs], dtype=np.int8),
+            "obs": np.asarray(self.obs[: t + 1], dtype=np.float32),
+            "action": rows(self.actions, n_j),
+            "command": rows(self.sent, n_j),
+            "command_filtered": rows(self.filtered, n_j),
+            "hold": np.asarray(self.hold[:t], dtype=np.int8),
+            "reward": np.asarray(self.rewards[:t], dtype=np.float64),
+            "reward_terms": rows(self.terms, self.n_terms),
+            "comm_errors": np.asarray(self.comm_errors[:t], dtype=np.int64),
+            "cycle_time": np.asarray(self.cycle_time[:t], dtype=np.float64),
+            "period_error": np.asarray(self.period_error[:t], dtype=np.float64),
+            "overrun": np.asarray(self.overrun[:t], dtype=np.int8),
+        }
+
+
+class Controller:
+    """Runs ``policy`` on the robot behind ``bus`` (already connected, torque on), one episode per call.
+
+    ``task`` provides observation, reward terms, success and starts; its spec must be the hardware
+    config's (``config.task_spec()``, the same joints and control period). ``should_stop`` is polled
+    every cycle and returns a reason (e.g. ``"SIGTERM"``) to stop, or ``None``.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        bus: Bus,
+        task: Task,
+        config: RobotConfig,
+        *,
+        settings: ControllerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: logging.Logger | None = None,
+        should_stop: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        spec = task.spec
+        expected = config.task_spec()
+        if spec.joint_names != expected.joint_names or spec.name != expected.name:
+            raise UserError(f"the task {spec.name!r} does not match the hardware config's task "
+                            f"{expected.name!r} ({config.source})")
+        if not math.isclose(spec.control_period, config.control_period_s, rel_tol=0, abs_tol=1e-12):
+            raise UserError(f"the task's control period {spec.control_period} s differs from the hardware config's "
+                            f"{config.control_period_s} s; build the task with config.task_spec()")
+        self.policy = policy
+        self.bus = bus
+        self.task = task
+        self.config = config
+        self.settings = settings if settings is not None else ControllerSettings()
+        self.clock = clock
+        self.sleep = sleep
+        self.log = logger if logger is not None else logging.getLogger("robot.controller")
+        self.should_stop = should_stop
+        self.limits = SafetyLimits(spec, config.low, config.high)
+        self.state = PolicyState(self.limits)
+        self.stats = LoopStats()
+        self.held_actions = 0
+        """Policy outputs refused for a NaN or infinity."""
+        self.episodes_run = 0
+        self._timer = RateTimer(config.control_period_s, clock, sleep, self.settings.spin_s)
+        self._have_command = False
+        self.errors_before_start = bus.counters.total_comm_errors
+        """Communication errors the bus had counted before this controller (e.g. while connecting)."""
+        self._accounted_errors = self.errors_before_start
+        self._started = clock()
+        self._cycle_start = math.nan
+        self._cycle_error = math.nan
+        self._cycle_overrun = False
+
+    @property
+    def episode_steps(self) -> int:
+        """Policy steps per episode."""
+        steps = self.settings.episode_steps
+        return self.task.spec.episode_steps if steps is None else steps
+
+    # --- one cycle ------------------------------------------------------------------------------
+    def _begin_cycle(self) -> Reading:
+        """Wait for the deadline and read (the caller logs the reading, then calls :meth:`_check`)."""
+        self._cycle_start, self._cycle_error, self._cycle_overrun = self._timer.wait()
+        if math.isfinite(self._cycle_error):
+            self.stats.period_error_s.append(self._cycle_error)
+        if self._cycle_overrun:
+            self.stats.overruns += 1
+        try:
+            return self.bus.read()
+        except BusError as exc:
+            raise ControllerStop(Stop("safety", f"bus failure while reading: {exc}", self.clock())) from exc
+
+    def _check(self, reading: Reading) -> None:
+        """A requested stop, then the watchdog: raises :class:`ControllerStop` to leave the loop."""
+        request = self.should_stop()
+        if request is not None:
+            raise ControllerStop(Stop("requested", request, self.clock()))
+        wd = self.config.watchdog
+        counters = self.bus.counters
+        if reading.stale and counters.consecutive_stale_reads >= wd.max_consecutive_failed_reads:
+            raise ControllerStop(Stop("safety", f"watchdog: {counters.consecutive_stale_reads} consecutive failed "
+                                      f"reads (last: {reading.error})", self.clock()))
+        self._check_age(reading.time)
+        if reading.alerts:
+            try:
+                errors = self.bus.hardware_errors()
+            except BusError as exc:
+                raise ControllerStop(Stop("safety", f"servos {', '.join(reading.alerts)} raised the hardware "
+                                          f"alert and their error status cannot be read: {exc}",
+                                          self.clock())) from exc
+            if errors:
+                listing = ", ".join(f"{n}: {describe_hardware_error(e)}" for n, e in errors.items())
+                raise ControllerStop(Stop("safety", f"servo hardware error ({listing})", self.clock()))
+
+    def _check_age(self, now: float) -> None:
+        last_ok = self.bus.counters.last_ok_time
+        # Before the first good reading the bound runs from the controller's start: the servos hold their
+        # positions since connect, so a failed first read is one failed read, not data of infinite age.
+        age = now - (self._started if last_ok is None else last_ok)
+        limit = self.config.watchdog.max_data_age_s
+        if age > limit:
+            shown = (f"no good reading in {age * 1e3:.0f} ms since the start" if last_ok is None
+                     else f"the newest good reading is {age * 1e3:.0f} ms old")
+            raise ControllerStop(Stop("safety", f"watchdog: {shown} (limit {limit * 1e3:.0f} ms)", self.clock()))
+
+    def _write(self, command: FloatArray) -> FloatArray:
+        """Send a command (after checking the data is still fresh); returns what was sent."""
+        self._check_age(self.clock())
+        try:
+            sent = self.bus.write(command)
+        except HardwareFault as exc:
+            raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
+        except BusError as exc:
+            raise ControllerStop(Stop("safety", f"bus failure while writing: {exc}", self.clock())) from exc
+        self._have_command = True
+        return sent
+
+    def _end_cycle(self) -> float:
+        """Record the cycle's work time; returns it (s)."""
+        duration = self.clock() - self._cycle_start
+        self.stats.cycle_time_s.append(duration)
+        return duration
+
+    def _new_errors(self) -> int:
+        """Communication errors counted since the last call."""
+        total = self.bus.counters.total_comm_errors
+        new, self._accounted_errors = total - self._accounted_errors, total
+        return new
+
+    # --- reset ----------------------------------------------------------------------------------
+    def _reset(self, target: FloatArray, info: dict[str, Any]) -> Reading:
+        """Move the fingers to ``target`` through the safety filter; returns the settled reading."""
+        s = self.settings
+        self._timer.restart()
+        t0 = self.clock()
+        cycles = 0
+        while True:
+            reading = self._begin_cycle()
+            self._check(reading)
+            cycles += 1
+            if not self._have_command and not reading.stale:
+                # The first move starts from where the joints are (the servos hold that since connect).
+                self.state.command = clip_to_limits(reading.joint_pos, self.limits)
+            arrived = bool(np.array_equal(self.state.command, target))
+            error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
+            timed_out = self.clock() - t0 >= s.reset_timeout_s
+            if arrived and (error <= s.reset_tolerance_rad or timed_out):
+                info.update(reset_cycles=cycles, reset_error_rad=error, reset_settled=error <= s.reset_tolerance_rad,
+                            reset_duration_s=self.clock() - t0)
+                if error > s.reset_tolerance_rad:
+                    self.log.warning("reset did not settle within %.1f s (largest joint error %.3f rad); "
+                                     "starting the episode from here", s.reset_timeout_s, error)
+                return reading
+            if reading.stale:
+                if self._have_command:
+                    self._write(self.state.command)
+            else:
+                command = step_towards(target, self.state.command, self.limits)
+                # prev + (target - prev) can miss target by a rounding step; land on it exactly.
+                self.state.command = target.copy() if np.allclose(command, target, rtol=0, atol=1e-12) else command
+                self._write(self.state.command)
+            self._end_cycle()
+
+    # --- an episode -----------------------------------------------------------------------------
+    def episode(self, rng: np.random.Generator) -> EpisodeResult:
+        """Reset, then run one episode of policy cycles; a stop ends it early (see ``EpisodeResult.stop``)."""
+        task, spec = self.task, self.task.spec
+        start = task.sample_start(rng)
+        goal = dict(start.goal)
+        target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
+        log = _EpisodeLog(len(spec.reward_terms))
+        info: dict[str, Any] = {}
+        steps = self.episode_steps
+        stop: Stop | None = None
+        try:
+            try:
+                reading = self._reset(target, info)
+            finally:
+                info["reset_comm_errors"] = self._new_errors()
+            self.state.start(target)
+            for k in range(steps + 1):
+                if k > 0:
+                    reading = self._begin_cycle()
+                log.readings.append(reading)
+                obs = self.state.observe(task, reading.state(), goal)
+                log.obs.append(obs)
+                try:
+                    if k > 0:
+                        self._check(reading)
+                    if k == steps:
+                        self._end_cycle()
+                        log.comm_errors[-1] += self._new_errors()
+                        break
+                    action, f = self._decide(reading, obs)
+                    sent = self._write(f.command)
+                    duration = self._end_cycle()
+                    log.actions.append(action)
+                    log.filtered.append(f.command)
+                    log.sent.append(sent)
+                    log.hold.append(int(f.hold))
+                    log.comm_errors.append(self._new_errors())
+                    log.cycle_time.append(duration)
+                    log.period_error.append(self._cycle_error)
+                    log.overrun.append(self._cycle_overrun)
+                finally:
+                    if k > 0:
+                        # The previous step's reward, after this cycle's write: off the read-to-write path.
+                        terms = task.reward_terms(reading.state(), goal)
+                        log.terms.append(np.array([terms[name] for name in spec.reward_terms]))
+                        log.rewards.append(total_reward(terms))
+        except ControllerStop as exc:
+            stop = exc.stop
+            if log.comm_errors:
+                log.comm_errors[-1] += self._new_errors()
+            self.log.warning("stopping: %s", stop.describe())
+        self.episodes_run += 1
+        return self._result(log, goal, target, info, steps, stop)
+
+    def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
+        """The policy's action (NaN when not run) and the filtered command for one cycle."""
+        n = self.limits.spec.n_joints
+        if reading.stale:
+            return np.full(n, np.nan), self.state.hold(Hold.STALE_READING)
+        try:
+            raw = self.policy(obs)
+            action = np.asarray(raw, dtype=np.float64)
+            f = self.state.act(action)
+        except Exception as exc:  # any failure of the policy (or its output's shape) must stop the robot safely
+            raise ControllerStop(Stop("safety", f"policy failure: {type(exc).__name__}: {exc}",
+                                      self.clock())) from exc
+        if f.hold == Hold.NON_FINITE_ACTION:
+            self.held_actions += 1
+        return action.reshape(n), f
+
+    def _result(self, log: _EpisodeLog, goal: dict[str, float], start_command: FloatArray, info: dict[str, Any],
+                planned: int, stop: Stop | None) -> EpisodeResult:
+        spec = self.task.spec
+        steps = log.steps
+        complete = steps == planned
+        last = log.readings[steps] if log.readings else None
+        success = bool(complete and last is not None and not last.stale and self.task.success(last.state(), goal))
+        rewards = np.asarray(log.rewards[:steps], dtype=np.float64)
+        episode_return = float(np.sum(rewards[np.isfinite(rewards)]))
+        arrays = log.arrays() if log.readings else {}
+        meta = {
+            "goal": goal,
+            "success": success,
+            "complete": complete,
+            "stop_reason": "time_limit" if stop is None else stop.describe(),
+            "reward_terms": list(spec.reward_terms),
+            "return": episode_return,
+            "steps": steps,
+            "episode_steps": planned,
+            "start_command": [float(v) for v in start_command],
+            "stale_readings": int(sum(r.stale for r in log.readings[: steps + 1])),
+            "held_actions": int(sum(h == Hold.NON_FINITE_ACTION for h in log.hold[:steps])),
+            **info,
+        }
+        return EpisodeResult(arrays, meta, steps, complete, success, episode_return, stop)
+
+    # --- stopping -------------------------------------------------------------------------------
+    def shutdown(self, stop: Stop) -> bool:
+        """End the run: a safety stop holds the last safe command for ``safe_stop_hold_s`` first; then the
+        torque goes off. Returns whether the torque is off (a failure is logged, never raised)."""
+        if stop.kind == "safety" and self._have_command:
+            try:
+                self.bus.write(self.state.command)
+            except BusError as exc:
+                self.log.error("could not hold the last command: %s", exc)
+            self.sleep(self.settings.safe_stop_hold_s)
+        try:
+            self.bus.torque(False)
+        except BusError as exc:
+            self.log.error("could not turn the torque off: %s", exc)
+            return False
+        return True
