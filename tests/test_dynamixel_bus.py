@@ -274,3 +274,21 @@ def test_connect_refuses_a_servo_in_error_until_it_is_rebooted() -> None:
         assert bus.torque_enabled and bus.read().ok and bus.hardware_errors() == {}
         bus.close()
         assert emu.stats()["reboots"] == 1
+
+
+def test_torque_off_reaches_every_servo_when_one_is_silent() -> None:
+    recorder = RecordingPacketHandler()
+    with Emulator(CONFIG, faults=parse_faults("silent=21@4cycles")) as emu:
+        bus = DynamixelBus(CONFIG, emu.port, packet_handler=recorder)
+        bus.connect()
+        for _ in range(3):
+            bus.read()
+        recorder.log.clear()
+        with pytest.raises(BusError, match=r"torque off not confirmed: .*id 21"):
+            bus.torque(False)
+        torque = Register.TORQUE_ENABLE.address
+        broadcast = {i for kind, i, addr, data in recorder.log if kind == "sync_write" and addr == torque}
+        told = {i for kind, i, addr, data in recorder.log if kind == "write" and addr == torque and data == b"\x00"}
+        assert broadcast == set(CONFIG.joint_ids), "one sync write must carry torque off to every joint"
+        assert told == set(CONFIG.joint_ids), "every joint must be told individually, past the silent one"
+        bus.close()
