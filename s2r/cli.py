@@ -15,7 +15,13 @@ from s2r import __version__
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
 
-COMMAND_MODULES = ("sim.cli", "policies.cli", "robot.emulator.cli", "robot.cli")
+COMMAND_MODULES = (
+    "sim.cli",
+    "policies.cli",
+    "randomization.cli",
+    "robot.emulator.cli",
+    "robot.cli",
+)
 """Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""
 
 

@@ -1,0 +1,128 @@
+"""``s2r adapt`` (fit a randomization distribution to trajectory logs) and ``s2r simlogs`` (record
+simulated logs in the robot's log format)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from randomization.adapt import AdaptConfig, adapt, output_paths, write_outputs
+from randomization.distributions import load_distribution, task_param_specs
+from randomization.parallel import ExecutorConfig
+from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
+from s2r.errors import UserError
+from sim import TASK_IDS
+from sim.engines import ENGINES
+
+
+def _workers_default() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    output_paths(args.out)  # a bad --out fails before minutes of simulation
+    prior = load_distribution(args.prior, task=args.task)
+    config = AdaptConfig(
+        iterations=args.iterations, samples=args.samples, seed=args.seed, ess_fraction=args.ess_fraction,
+        max_transitions=args.max_transitions,
+    )
+    executor = ExecutorConfig(workers=args.workers, ray=args.ray)
+    result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor)
+    extra: dict[str, Any] = {
+        "task": args.task, "prior": str(args.prior), "logs": str(args.logs), "engine": args.engine,
+        "config": {"iterations": config.iterations, "samples": config.samples, "seed": config.seed,
+                   "ess_fraction": config.ess_fraction, "proposal_inflation": config.proposal_inflation,
+                   "min_std_fraction": config.min_std_fraction, "max_transitions": config.max_transitions},
+        "likelihood_replay": "engine driven directly: logged state set with set_sim_state, logged commands "
+                             "applied with engine.set_command/engine.step for the logged period",
+    }
+    paths = write_outputs(prior, result, args.out, extra)
+    units = {s.name: s.unit for s in task_param_specs(args.task)}
+    print(f"adapted {len(result.names)} parameter(s) to {result.episodes} episode(s), "
+          f"{result.transitions} transitions; final beta {result.iterations[-1].beta:.3g}, "
+          f"ESS {result.iterations[-1].ess:.1f} of {result.iterations[-1].pooled} pooled samples")
+    for n in (*result.names, *result.passed_through):
+        (pm, ps), (qm, qs) = result.prior_moments[n], result.posterior_moments[n]
+        note = "" if n in result.names else "  (not informed by the logs; prior kept)"
+        print(f"  {n:20s} prior {pm:.4g} ± {ps:.3g}  ->  posterior {qm:.4g} ± {qs:.3g} {units[n]}{note}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _parse_param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise UserError(f"--param {text!r} must look like NAME=VALUE, e.g. valve_damping=0.15")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise UserError(f"--param {text!r}: {value!r} is not a number") from None
+
+
+def cmd_simlogs(args: argparse.Namespace) -> int:
+    params = dict(_parse_param(p) for p in args.param)
+    config = SimLogConfig(task=args.task, engine=args.engine, params=params, episodes=args.episodes, seed=args.seed,
+                          position_noise_std=args.position_noise, velocity_noise_std=args.velocity_noise)
+    if args.policy == "scripted":
+        record_sim_logs(args.out, config, "scripted")
+    elif args.policy == "random":
+        record_sim_logs(args.out, config, "random")
+    else:
+        from sim.cli import load_policy_file
+
+        policy: Policy = load_policy_file(Path(args.policy))
+        record_sim_logs(args.out, config, policy)
+    print(f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``adapt`` and ``simlogs`` to the ``s2r`` command line."""
+    tasks = ", ".join(TASK_IDS)
+    defaults = AdaptConfig()
+    sim_defaults = SimLogConfig()
+    a = sub.add_parser(
+        "adapt",
+        help="fit a parameter distribution to trajectory logs (source-distribution adaptation)",
+        description="Fit the simulator's parameter distribution to logged trajectories by iterated, tempered "
+                    "importance sampling; writes a randomization YAML (usable with --randomize), a JSON report "
+                    "and a PNG of prior vs posterior beside it.",
+    )
+    a.add_argument("--task", required=True, help=f"task name ({tasks})")
+    a.add_argument("--prior", required=True,
+                   help="randomization YAML to start from, e.g. randomization/configs/dclaw.yaml")
+    a.add_argument("--logs", required=True, help="trajectory log directory (run.json + episode_*.npz)")
+    a.add_argument("--out", required=True, help="output YAML; the .json and .png are written beside it")
+    a.add_argument("--iterations", type=int, default=defaults.iterations, help="sampling-and-fitting rounds")
+    a.add_argument("--samples", type=int, default=defaults.samples, help="parameter samples per round")
+    a.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine for the replay")
+    a.add_argument("--seed", type=int, default=defaults.seed, help="seed of the parameter draws")
+    a.add_argument("--workers", type=int, default=_workers_default(),
+                   help="local worker processes (default: one per CPU; 1 runs in this process), or Ray actors")
+    a.add_argument("--ray", metavar="auto|ADDRESS", help="run the simulations on a Ray cluster (needs s2r[ray])")
+    a.add_argument("--ess-fraction", type=float, default=defaults.ess_fraction,
+                   help="effective sample size kept by tempering, as a fraction of --samples")
+    a.add_argument("--max-transitions", type=int, help="score at most this many logged transitions (default: all)")
+    a.set_defaults(func=cmd_adapt)
+
+    s = sub.add_parser(
+        "simlogs",
+        help="record simulated episodes in the robot's trajectory-log format",
+        description="Roll a policy (the scripted valve-turning stroke, random actions, or a policy file) out in "
+                    "simulation with given parameter values and write the episodes as a trajectory log.",
+    )
+    s.add_argument("--task", required=True, help=f"task name ({tasks})")
+    s.add_argument("--out", required=True, help="log directory to write (or to append episodes to)")
+    s.add_argument("--episodes", type=int, default=sim_defaults.episodes, help="episodes to record")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter value of the simulated robot (repeatable); others stay nominal")
+    s.add_argument("--policy", default="scripted", help="'scripted' (default), 'random', or a checkpoint/.onnx file")
+    s.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine")
+    s.add_argument("--seed", type=int, default=0, help="seed of the resets, random actions and sensor noise")
+    s.add_argument("--position-noise", type=float, default=sim_defaults.position_noise_std,
+                   help="std of the noise on logged angles (rad)")
+    s.add_argument("--velocity-noise", type=float, default=sim_defaults.velocity_noise_std,
+                   help="std of the noise on logged velocities (rad/s)")
+    s.set_defaults(func=cmd_simlogs)

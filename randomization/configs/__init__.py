@@ -1,0 +1,1 @@
+"""Default randomization files (YAML), one per robot."""

@@ -1,0 +1,624 @@
+"""Distributions over a task's named simulator parameters, read from and written to YAML.
+
+The YAML names the task and gives each parameter a distribution; a parameter named nowhere keeps its
+nominal value. ``s2r params TASK`` lists the names, units and allowed ranges::
+
+    task: dclaw-turn
+    parameters:                      # independent marginals, one per parameter
+      valve_damping: {dist: log_uniform, low: 0.02, high: 0.2}
+      finger_kp: {dist: uniform, low: 2.0, high: 6.0}
+      tip_friction: {dist: normal, mean: 1.0, std: 0.1}
+      valve_mass: {dist: truncated_normal, mean: 0.08, std: 0.01, low: 0.06, high: 0.1}
+    joint:                           # optional: one joint Gaussian over parameters not listed above
+      names: [finger_damping, finger_mass_scale]
+      mean: [0.1, 1.0]
+      cov: [[0.0004, 0.0], [0.0, 0.01]]
+      low: [0.0, 0.05]               # optional truncation; default each parameter's allowed range
+      high: [.inf, 20.0]
+
+Every drawn value lies inside its parameter's allowed range (``ParamSpec.low``/``high``), so it can
+always be applied: ``normal`` and the joint Gaussian are truncated to that range (draws outside are
+redrawn and densities renormalized), and the bounds of ``uniform``, ``log_uniform`` and
+``truncated_normal`` must lie inside it. Values are in each parameter's SI unit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import yaml
+
+from s2r.errors import UserError
+from sim import TASK_IDS, make_task, resolve_env_id
+from sim.engines.base import ParamSpec
+from sim.tasks.spec import FloatArray
+
+_STD_NORMAL = NormalDist()
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+MIN_RANGE_MASS = 1e-9
+"""Smallest probability a Gaussian may put inside its truncation range (-); less means the range misses it."""
+JOINT_MC_DRAWS = 20_000
+"""Draws used to estimate a truncated joint Gaussian's in-range mass and moments (deterministic seed)."""
+_JOINT_MC_SEED = 20240607
+MAX_REJECTION_ROUNDS = 1000
+"""Rounds of redrawing out-of-range joint samples before giving up."""
+DIST_KINDS = ("uniform", "log_uniform", "normal", "truncated_normal")
+
+
+def _phi(z: float) -> float:
+    """Standard normal density, 0 at +-inf."""
+    return 0.0 if math.isinf(z) else math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def _cdf(z: float) -> float:
+    return _STD_NORMAL.cdf(z) if math.isfinite(z) else (0.0 if z < 0 else 1.0)
+
+
+_ERFC = np.vectorize(math.erfc, otypes=[np.float64])
+_INV_CDF = np.vectorize(_STD_NORMAL.inv_cdf, otypes=[np.float64])
+SMALLEST_TAIL = 1e-300
+"""Smallest tail probability passed to the inverse normal CDF (-)."""
+
+
+def normal_cdf(z: FloatArray) -> FloatArray:
+    """Standard normal CDF, elementwise (accurate in the lower tail)."""
+    return np.asarray(0.5 * _ERFC(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)))
+
+
+def normal_ppf(p: FloatArray) -> FloatArray:
+    """Inverse standard normal CDF, elementwise, for p in (0, 1)."""
+    return np.asarray(_INV_CDF(np.clip(np.asarray(p, dtype=np.float64), SMALLEST_TAIL, 1.0 - 1e-16)))
+
+
+def _tails(x: FloatArray, lower: FloatArray, upper: FloatArray) -> FloatArray:
+    """Normal scores from lower-tail and upper-tail probabilities, each used where it is the small one."""
+    return np.where(lower <= upper, normal_ppf(lower), -normal_ppf(upper))
+
+
+def _from_tails(z: FloatArray, inv_lower: Any, inv_upper: Any) -> FloatArray:
+    """Values for normal scores ``z`` through the inverse lower-tail (z <= 0) or upper-tail (z > 0) map."""
+    z = np.asarray(z, dtype=np.float64)
+    small = normal_cdf(-np.abs(z))
+    return np.where(z <= 0, inv_lower(small), inv_upper(small))
+
+
+# --- univariate marginals ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Uniform:
+    """Uniform on [low, high] (the parameter's unit)."""
+
+    low: float
+    """Lower bound."""
+    high: float
+    """Upper bound, above ``low``."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        return rng.uniform(self.low, self.high, n)
+
+    def log_pdf(self, x: FloatArray) -> FloatArray:
+        inside = (x >= self.low) & (x <= self.high)
+        return np.where(inside, -math.log(self.high - self.low), -np.inf)
+
+    def to_normal(self, x: FloatArray) -> FloatArray:
+        """The standard-normal score of ``x`` (its quantile mapped through the inverse normal CDF)."""
+        w = self.high - self.low
+        return _tails(x, (np.asarray(x) - self.low) / w, (self.high - np.asarray(x)) / w)
+
+    def from_normal(self, z: FloatArray) -> FloatArray:
+        """Inverse of :meth:`to_normal`."""
+        w = self.high - self.low
+        return _from_tails(z, lambda p: self.low + p * w, lambda p: self.high - p * w)
+
+    @property
+    def mean(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    @property
+    def std(self) -> float:
+        return (self.high - self.low) / math.sqrt(12.0)
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"dist": "uniform", "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Log-uniform on [low, high] with 0 < low: every factor of the range is equally likely."""
+
+    low: float
+    """Lower bound, positive."""
+    high: float
+    """Upper bound, above ``low``."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        return np.exp(rng.uniform(math.log(self.low), math.log(self.high), n))
+
+    def log_pdf(self, x: FloatArray) -> FloatArray:
+        inside = (x >= self.low) & (x <= self.high)
+        log_width = math.log(math.log(self.high / self.low))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(inside, -np.log(np.where(inside, x, 1.0)) - log_width, -np.inf)
+
+    def to_normal(self, x: FloatArray) -> FloatArray:
+        """The standard-normal score of ``x`` (its quantile mapped through the inverse normal CDF)."""
+        w = math.log(self.high / self.low)
+        lx = np.log(np.clip(np.asarray(x, dtype=np.float64), self.low, self.high))
+        return _tails(x, (lx - math.log(self.low)) / w, (math.log(self.high) - lx) / w)
+
+    def from_normal(self, z: FloatArray) -> FloatArray:
+        """Inverse of :meth:`to_normal`."""
+        ratio = self.high / self.low
+        return _from_tails(z, lambda p: self.low * ratio**p, lambda p: self.high / ratio**p)
+
+    @property
+    def mean(self) -> float:
+        return (self.high - self.low) / math.log(self.high / self.low)
+
+    @property
+    def std(self) -> float:
+        second = (self.high**2 - self.low**2) / (2.0 * math.log(self.high / self.low))
+        return math.sqrt(max(second - self.mean**2, 0.0))
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"dist": "log_uniform", "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class TruncatedNormal:
+    """A Gaussian restricted to [low, high] and renormalized.
+
+    ``normal`` in YAML is this with the parameter's allowed range as bounds (``explicit_bounds`` False,
+    so the bounds are not written back); ``truncated_normal`` gives its own bounds.
+    """
+
+    loc: float
+    """Mean of the untruncated Gaussian."""
+    scale: float
+    """Standard deviation of the untruncated Gaussian, positive."""
+    low: float = -math.inf
+    """Lower truncation bound."""
+    high: float = math.inf
+    """Upper truncation bound, above ``low``."""
+    explicit_bounds: bool = True
+    """Whether the bounds came from the YAML (``truncated_normal``) or from the allowed range (``normal``)."""
+
+    @property
+    def _ab(self) -> tuple[float, float]:
+        return (self.low - self.loc) / self.scale, (self.high - self.loc) / self.scale
+
+    @property
+    def mass(self) -> float:
+        """Probability of the untruncated Gaussian inside [low, high]."""
+        a, b = self._ab
+        # Upper tail through the mirror image keeps precision when both bounds lie far above the mean.
+        return _cdf(-a) - _cdf(-b) if a > 0 else _cdf(b) - _cdf(a)
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        return self.from_normal(rng.standard_normal(n))
+
+    def to_normal(self, x: FloatArray) -> FloatArray:
+        """The standard-normal score of ``x`` (its quantile mapped through the inverse normal CDF)."""
+        a, b = self._ab
+        u = (np.asarray(x, dtype=np.float64) - self.loc) / self.scale
+        m = self.mass
+        lower = (normal_cdf(u) - _cdf(a)) / m
+        upper = (normal_cdf(-u) - _cdf(-b)) / m
+        return _tails(x, np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0))
+
+    def from_normal(self, z: FloatArray) -> FloatArray:
+        """Inverse of :meth:`to_normal` (inverse-CDF sampling when ``z`` is standard normal)."""
+        a, b = self._ab
+        m = self.mass
+        x = _from_tails(
+            z,
+            lambda p: self.loc + self.scale * normal_ppf(_cdf(a) + p * m),
+            lambda p: self.loc - self.scale * normal_ppf(_cdf(-b) + p * m),
+        )
+        return np.clip(x, self.low, self.high)
+
+    def log_pdf(self, x: FloatArray) -> FloatArray:
+        z = (np.asarray(x, dtype=np.float64) - self.loc) / self.scale
+        inside = (x >= self.low) & (x <= self.high)
+        lp = -0.5 * z * z - LOG_SQRT_2PI - math.log(self.scale) - math.log(self.mass)
+        return np.where(inside, lp, -np.inf)
+
+    @property
+    def mean(self) -> float:
+        a, b = self._ab
+        return self.loc + self.scale * (_phi(a) - _phi(b)) / self.mass
+
+    @property
+    def std(self) -> float:
+        a, b = self._ab
+        z = self.mass
+        pa = a * _phi(a) if math.isfinite(a) else 0.0
+        pb = b * _phi(b) if math.isfinite(b) else 0.0
+        ratio = (_phi(a) - _phi(b)) / z
+        return self.scale * math.sqrt(max(1.0 + (pa - pb) / z - ratio * ratio, 0.0))
+
+    def to_yaml(self) -> dict[str, Any]:
+        if not self.explicit_bounds:
+            return {"dist": "normal", "mean": self.loc, "std": self.scale}
+        return {"dist": "truncated_normal", "mean": self.loc, "std": self.scale, "low": self.low, "high": self.high}
+
+
+Marginal = Uniform | LogUniform | TruncatedNormal
+
+
+# --- joint Gaussian ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class JointGaussian:
+    """A multivariate Gaussian over several parameters, truncated to a box and renormalized."""
+
+    names: tuple[str, ...]
+    """Parameters, in the order of ``mean`` and the rows and columns of ``cov``."""
+    loc: FloatArray
+    """Mean of the untruncated Gaussian (each parameter's unit)."""
+    cov: FloatArray
+    """Covariance, symmetric positive definite."""
+    low: FloatArray
+    """Lower truncation bound per parameter (``-inf`` for none)."""
+    high: FloatArray
+    """Upper truncation bound per parameter (``inf`` for none)."""
+
+    @cached_property
+    def _chol(self) -> FloatArray:
+        # Only validated covariances get here (see :func:`joint_gaussian`), so the factorization exists.
+        return np.asarray(np.linalg.cholesky(self.cov), dtype=np.float64)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether any bound is finite."""
+        return bool(np.isfinite(self.low).any() or np.isfinite(self.high).any())
+
+    def _inside(self, x: FloatArray) -> np.ndarray:
+        return np.all((x >= self.low) & (x <= self.high), axis=-1)
+
+    def _raw(self, rng: np.random.Generator, n: int) -> FloatArray:
+        return self.loc + rng.standard_normal((n, len(self.names))) @ self._chol.T
+
+    @cached_property
+    def _moments(self) -> tuple[float, FloatArray, FloatArray]:
+        """In-range mass, mean and std; from a fixed-seed batch of draws when truncated, so repeatable."""
+        if not self.truncated:
+            return 1.0, self.loc.copy(), np.sqrt(np.diag(self.cov))
+        draws = self._raw(np.random.default_rng(_JOINT_MC_SEED), JOINT_MC_DRAWS)
+        keep = draws[self._inside(draws)]
+        if len(keep) == 0:
+            nan = np.full(len(self.names), np.nan)
+            return 0.0, nan, nan
+        return len(keep) / JOINT_MC_DRAWS, keep.mean(axis=0), keep.std(axis=0)
+
+    @property
+    def mass(self) -> float:
+        """Probability of the untruncated Gaussian inside the bounds (Monte Carlo when truncated)."""
+        return self._moments[0]
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """``n`` draws inside the bounds, shape (n, len(names))."""
+        out = np.empty((0, len(self.names)))
+        for _ in range(MAX_REJECTION_ROUNDS):
+            draws = self._raw(rng, max(2 * (n - len(out)), 16))
+            out = np.concatenate([out, draws[self._inside(draws)]])
+            if len(out) >= n:
+                return out[:n]
+        raise UserError(
+            f"the joint Gaussian over {', '.join(self.names)} has almost no probability inside its bounds; "
+            "move its mean into the allowed ranges"
+        )
+
+    def log_pdf(self, x: FloatArray) -> FloatArray:
+        """Log density of rows of ``x`` (shape (n, len(names))), renormalized for the truncation."""
+        diff = np.atleast_2d(np.asarray(x, dtype=np.float64)) - self.loc
+        sol = np.linalg.solve(self._chol, diff.T).T
+        log_det = 2.0 * float(np.log(np.diag(self._chol)).sum())
+        lp = -0.5 * (sol**2).sum(axis=1) - len(self.names) * LOG_SQRT_2PI - 0.5 * log_det - math.log(self.mass)
+        return np.where(self._inside(diff + self.loc), lp, -np.inf)
+
+    @property
+    def mean(self) -> FloatArray:
+        """Mean of the truncated distribution per parameter."""
+        return self._moments[1]
+
+    @property
+    def std(self) -> FloatArray:
+        """Standard deviation of the truncated distribution per parameter."""
+        return self._moments[2]
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "mean": [float(v) for v in self.loc],
+            "cov": [[float(v) for v in row] for row in self.cov],
+            "low": [float(v) for v in self.low],
+            "high": [float(v) for v in self.high],
+        }
+
+
+# --- a distribution over a task's parameters ------------------------------------------------------
+@dataclass(frozen=True)
+class ParameterDistribution:
+    """Independent marginals plus at most one joint Gaussian over a task's named parameters."""
+
+    task: str
+    """Task whose parameters these are (e.g. ``"dclaw-turn"``)."""
+    marginals: Mapping[str, Marginal]
+    """One independent distribution per parameter."""
+    joint: JointGaussian | None = None
+    """A joint Gaussian over further parameters, or ``None``."""
+
+    def names(self) -> tuple[str, ...]:
+        """Every randomized parameter: the marginals in order, then the joint Gaussian's."""
+        return (*self.marginals, *(self.joint.names if self.joint else ()))
+
+    def sample_array(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """``n`` draws, shape (n, len(names())), columns in ``names()`` order."""
+        cols = [m.sample(rng, n) for m in self.marginals.values()]
+        parts = [np.stack(cols, axis=1)] if cols else []
+        if self.joint is not None:
+            parts.append(self.joint.sample(rng, n))
+        return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+
+    def sample(self, rng: np.random.Generator) -> dict[str, float]:
+        """One draw as ``{name: value}``."""
+        row = self.sample_array(rng, 1)[0]
+        return {name: float(v) for name, v in zip(self.names(), row, strict=True)}
+
+    def log_pdf(self, x: FloatArray) -> FloatArray:
+        """Log density of rows of ``x`` (columns in ``names()`` order); ``-inf`` outside the support."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        total = np.zeros(len(x))
+        for i, m in enumerate(self.marginals.values()):
+            total = total + m.log_pdf(x[:, i])
+        if self.joint is not None:
+            total = total + self.joint.log_pdf(x[:, len(self.marginals):])
+        return total
+
+    def moments(self) -> dict[str, tuple[float, float]]:
+        """``{name: (mean, std)}`` of every randomized parameter."""
+        out = {name: (float(m.mean), float(m.std)) for name, m in self.marginals.items()}
+        if self.joint is not None:
+            for name, mu, sd in zip(self.joint.names, self.joint.mean, self.joint.std, strict=True):
+                out[name] = (float(mu), float(sd))
+        return out
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"task": self.task, "parameters": {n: m.to_yaml() for n, m in self.marginals.items()}}
+        if self.joint is not None:
+            data["joint"] = self.joint.to_yaml()
+        return data
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+def task_param_specs(task: str) -> tuple[ParamSpec, ...]:
+    """The named parameters of a task given by short name or gymnasium id; unknown is a ``UserError``."""
+    try:
+        return tuple(make_task(resolve_env_id(task)).param_specs())
+    except KeyError:
+        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+
+
+def task_spec_name(task: str) -> str:
+    """The task spec's name (shared by a task's variants), e.g. ``dclaw-turn`` for ``dclaw-turn-random``."""
+    try:
+        return make_task(resolve_env_id(task)).spec.name
+    except KeyError:
+        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+
+
+# --- parsing and validation ----------------------------------------------------------------------
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where} must be a number, got {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise UserError(f"{where} must be a number, got NaN")
+    return v
+
+
+def _check_keys(entry: Mapping[str, Any], required: Sequence[str], optional: Sequence[str], where: str) -> None:
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise UserError(f"{where}: missing {', '.join(missing)} (expected keys: {', '.join((*required, *optional))})")
+    unknown = [k for k in entry if k not in (*required, *optional)]
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} "
+                        f"(expected keys: {', '.join((*required, *optional))})")
+
+
+def _check_bounds(low: float, high: float, spec: ParamSpec, where: str) -> None:
+    if not low < high:
+        raise UserError(f"{where}: low ({low:g}) must be below high ({high:g})")
+    if low < spec.low or high > spec.high:
+        raise UserError(f"{where}: [{low:g}, {high:g}] must lie inside the allowed range of {spec.name!r}, "
+                        f"[{spec.low:g}, {spec.high:g}] {spec.unit}")
+
+
+def _positive_std(value: Any, where: str) -> float:
+    std = _number(value, where)
+    if not (std > 0.0 and math.isfinite(std)):
+        raise UserError(f"{where} must be a positive standard deviation, got {std:g}")
+    return std
+
+
+def _parse_marginal(entry: Any, spec: ParamSpec, where: str) -> Marginal:
+    if not isinstance(entry, Mapping):
+        raise UserError(f"{where} must be a mapping like {{dist: uniform, low: ..., high: ...}}, got {entry!r}")
+    kind = entry.get("dist")
+    if kind not in DIST_KINDS:
+        raise UserError(f"{where}.dist is {kind!r}; expected one of {', '.join(DIST_KINDS)}")
+    if kind in ("uniform", "log_uniform"):
+        _check_keys(entry, ("dist", "low", "high"), (), where)
+        low, high = _number(entry["low"], f"{where}.low"), _number(entry["high"], f"{where}.high")
+        _check_bounds(low, high, spec, where)
+        if kind == "uniform":
+            return Uniform(low, high)
+        if low <= 0.0:
+            raise UserError(f"{where}: log_uniform needs low > 0, got {low:g}")
+        return LogUniform(low, high)
+    if kind == "normal":
+        _check_keys(entry, ("dist", "mean", "std"), (), where)
+        dist = TruncatedNormal(_number(entry["mean"], f"{where}.mean"), _positive_std(entry["std"], f"{where}.std"),
+                               spec.low, spec.high, explicit_bounds=False)
+    else:
+        _check_keys(entry, ("dist", "mean", "std", "low", "high"), (), where)
+        low, high = _number(entry["low"], f"{where}.low"), _number(entry["high"], f"{where}.high")
+        _check_bounds(low, high, spec, where)
+        dist = TruncatedNormal(_number(entry["mean"], f"{where}.mean"), _positive_std(entry["std"], f"{where}.std"),
+                               low, high)
+    if dist.mass < MIN_RANGE_MASS:
+        raise UserError(f"{where}: the Gaussian has almost no probability inside [{dist.low:g}, {dist.high:g}]; "
+                        "move its mean into the range")
+    return dist
+
+
+def _vector(value: Any, n: int, where: str) -> FloatArray:
+    if not isinstance(value, Sequence | np.ndarray) or isinstance(value, str) or len(value) != n:
+        raise UserError(f"{where} must be a list of {n} numbers, got {value!r}")
+    return np.array([_number(float(v) if isinstance(v, np.floating) else v, f"{where}[{i}]")
+                     for i, v in enumerate(value)])
+
+
+def joint_gaussian(
+    names: Sequence[str], mean: Any, cov: Any, specs: Mapping[str, ParamSpec],
+    low: Any = None, high: Any = None, where: str = "joint",
+) -> JointGaussian:
+    """A validated joint Gaussian; bad shapes, a non-positive-definite ``cov`` or bad bounds are ``UserError``."""
+    n = len(names)
+    if n == 0:
+        raise UserError(f"{where}.names must list at least one parameter")
+    m = _vector(mean, n, f"{where}.mean")
+    if not isinstance(cov, Sequence | np.ndarray) or len(cov) != n:
+        raise UserError(f"{where}.cov must be a {n}x{n} matrix (a list of {n} rows), got {cov!r}")
+    c = np.stack([_vector(row, n, f"{where}.cov[{i}]") for i, row in enumerate(cov)])
+    if not np.all(np.isfinite(c)):
+        raise UserError(f"{where}.cov must be finite")
+    scale = float(np.max(np.abs(c))) or 1.0
+    if not np.allclose(c, c.T, rtol=1e-9, atol=1e-12 * scale):
+        raise UserError(f"{where}.cov must be symmetric")
+    c = 0.5 * (c + c.T)
+    smallest = float(np.linalg.eigvalsh(c).min())
+    if smallest <= 0.0:
+        raise UserError(f"{where}.cov must be positive definite (a covariance with positive variances); "
+                        f"its smallest eigenvalue is {smallest:g}")
+    specs_in = [specs[name] for name in names]
+    lo = np.array([s.low for s in specs_in]) if low is None else _vector(low, n, f"{where}.low")
+    hi = np.array([s.high for s in specs_in]) if high is None else _vector(high, n, f"{where}.high")
+    for i, s in enumerate(specs_in):
+        _check_bounds(float(lo[i]), float(hi[i]), s, f"{where} bounds of {s.name}")
+    dist = JointGaussian(tuple(names), m, c, lo, hi)
+    if dist.mass < MIN_RANGE_MASS:
+        raise UserError(f"{where}: the Gaussian has almost no probability inside its bounds; "
+                        "move its mean into the allowed ranges")
+    return dist
+
+
+def _known(specs: Mapping[str, ParamSpec], name: Any, task: str, where: str) -> None:
+    if name not in specs:
+        raise UserError(f"{where}: unknown parameter {name!r} for task {task!r}; "
+                        f"known parameters: {', '.join(specs)}")
+
+
+def parse_distribution(data: Any, where: str = "distribution", task: str | None = None) -> ParameterDistribution:
+    """A validated distribution from parsed YAML; ``where`` (e.g. the file) starts every error message.
+
+    With ``task``, the YAML's task must have the same parameters (the same task spec).
+    """
+    if not isinstance(data, Mapping):
+        raise UserError(f"{where}: expected a mapping with keys task, parameters, joint; got {type(data).__name__}")
+    _check_keys(data, ("task",), ("parameters", "joint"), where)
+    file_task = data["task"]
+    if not isinstance(file_task, str):
+        raise UserError(f"{where}: task must be a task name, got {file_task!r}")
+    specs = {s.name: s for s in task_param_specs(file_task)}
+    if task is not None and task_spec_name(task) != task_spec_name(file_task):
+        raise UserError(f"{where} is a distribution for task {file_task!r}, not {task!r}")
+    raw = data.get("parameters") or {}
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{where}: parameters must be a mapping of parameter name to distribution")
+    marginals: dict[str, Marginal] = {}
+    for name, entry in raw.items():
+        _known(specs, name, file_task, f"{where}: parameters")
+        marginals[name] = _parse_marginal(entry, specs[name], f"{where}: parameters.{name}")
+    joint = None
+    if data.get("joint") is not None:
+        j = data["joint"]
+        jw = f"{where}: joint"
+        if not isinstance(j, Mapping):
+            raise UserError(f"{jw} must be a mapping with names, mean, cov")
+        _check_keys(j, ("names", "mean", "cov"), ("low", "high"), jw)
+        names = j["names"]
+        if not isinstance(names, Sequence) or isinstance(names, str):
+            raise UserError(f"{jw}.names must be a list of parameter names")
+        for name in names:
+            _known(specs, name, file_task, f"{jw}.names")
+        dup = sorted({n for n in names if n in marginals or list(names).count(n) > 1})
+        if dup:
+            raise UserError(f"{jw}.names: {', '.join(dup)} appear(s) more than once across parameters and joint")
+        joint = joint_gaussian(list(names), j["mean"], j["cov"], specs, j.get("low"), j.get("high"), jw)
+    return ParameterDistribution(file_task, marginals, joint)
+
+
+def load_distribution(path: str | os.PathLike[str], task: str | None = None) -> ParameterDistribution:
+    """Read and validate a randomization YAML; every problem is a ``UserError`` naming the file and field."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"randomization file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p} is not valid YAML ({exc})") from None
+    return parse_distribution(data, str(p), task)
+
+
+def dump_distribution_yaml(dist: ParameterDistribution, header: str = "") -> str:
+    """YAML text that :func:`load_distribution` reads back into ``dist``; ``header`` becomes comment lines."""
+    body = yaml.safe_dump(dist.to_yaml_dict(), sort_keys=False, default_flow_style=None, width=120)
+    comments = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
+    return comments + body
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_distribution(dist: ParameterDistribution, path: str | os.PathLike[str], header: str = "") -> None:
+    """Write ``dist`` as randomization YAML, atomically."""
+    write_atomic(path, dump_distribution_yaml(dist, header).encode())
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""Default randomization files shipped with the package."""
+
+
+def default_config(task: str) -> Path:
+    """The shipped randomization file for a task (``configs/<robot>.yaml``)."""
+    try:
+        robot = make_task(resolve_env_id(task)).spec.robot
+    except KeyError:
+        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+    path = CONFIG_DIR / f"{robot}.yaml"
+    if not path.is_file():
+        raise UserError(f"no default randomization file for task {task!r} (looked for {path})")
+    return path
