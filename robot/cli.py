@@ -94,8 +94,13 @@ class LoadedPolicy:
     """Gymnasium id the policy was trained on, when its file records it."""
 
 
-def load_deploy_policy(source: str, spec: TaskSpec, seed: int) -> LoadedPolicy:
-    """The one place deploy turns its POLICY argument into a callable (ONNX, checkpoint or scripted)."""
+def load_deploy_policy(source: str, spec: TaskSpec, seed: int, *, period_override: bool = False) -> LoadedPolicy:
+    """The one place deploy turns its POLICY argument into a callable (ONNX, checkpoint or scripted).
+
+    An ONNX file must carry s2r metadata that matches ``spec`` (task, joints, observation layout,
+    control period); ``period_override`` (the config's explicit ``control_period_override``) lets
+    the control period alone differ.
+    """
     if source.startswith(SCRIPTED_PREFIX):
         return LoadedPolicy(scripted_policy(source[len(SCRIPTED_PREFIX):], spec, seed), source, None)
     path = Path(source)
@@ -103,7 +108,7 @@ def load_deploy_policy(source: str, spec: TaskSpec, seed: int) -> LoadedPolicy:
         raise UserError(f"no policy at {source!r}: expected an .onnx file, a checkpoint (.pt), a training run "
                         f"directory, or one of {', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)}")
     if path.suffix == ".onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, spec, period_override)
     try:
         from policies.checkpoint import load_checkpoint, policy_from_checkpoint
     except ImportError as exc:
@@ -113,22 +118,21 @@ def load_deploy_policy(source: str, spec: TaskSpec, seed: int) -> LoadedPolicy:
                         ckpt.env_id)
 
 
-def _load_onnx(path: Path) -> LoadedPolicy:
+def _load_onnx(path: Path, spec: TaskSpec, period_override: bool) -> LoadedPolicy:
     try:
-        from export import OnnxPolicy  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        try:
-            from export.onnx_policy import OnnxPolicy  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise UserError(f"cannot deploy {str(path)!r}: ONNX support is missing (export.OnnxPolicy is not "
-                            "available in this installation); deploy a checkpoint or run directory instead") from None
+        from export.onnx_policy import OnnxPolicy
+    except ImportError as exc:
+        raise UserError(f"cannot deploy {str(path)!r}: ONNX support is missing ({exc}); "
+                        "deploy a checkpoint or run directory instead") from None
     policy = OnnxPolicy(path)
-    metadata = getattr(policy, "metadata", None)
-    env_id = None
-    if isinstance(metadata, dict):
-        found = metadata.get("env_id") or metadata.get("task")
-        env_id = str(found) if found else None
-    return LoadedPolicy(policy.act, f"onnx {path}", env_id)
+    problems = policy.compatibility_problems(spec)
+    if period_override:
+        problems = [p for p in problems if not p.startswith("control period")]
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"refusing to deploy {str(path)!r} on the {spec.robot} ({spec.name}):\n{lines}")
+    info = policy.info
+    return LoadedPolicy(policy.act, f"onnx {path}", info.env_id if info is not None else None)
 
 
 def scripted_policy(name: str, spec: TaskSpec, seed: int) -> Policy:
@@ -202,7 +206,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     reality = load_reality(args.reality, config) if args.reality else None
     faults = faults_from_arg(args.faults) if args.faults else None
     settings = ControllerSettings(episode_steps=args.episode_steps)
-    loaded = load_deploy_policy(args.policy, spec, args.seed)
+    loaded = load_deploy_policy(args.policy, spec, args.seed, period_override=config.control_period_override)
     task = deploy_task(config.task, args.task, loaded.env_id, spec)
     check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
     steps = settings.episode_steps or spec.episode_steps

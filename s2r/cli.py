@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "sim.cli",
     "policies.cli",
     "randomization.cli",
+    "export.cli",
     "robot.emulator.cli",
     "robot.cli",
 )

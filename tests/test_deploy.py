@@ -106,21 +106,12 @@ def test_bad_input_is_a_user_error(tmp_path: Path, fast_config: Path, capsys: py
 
 
 # --- policy files ----------------------------------------------------------------------------------------
-def _onnx_policy_class() -> type | None:
-    try:
-        from export import OnnxPolicy  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        try:
-            from export.onnx_policy import OnnxPolicy  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            return None
-    return OnnxPolicy  # type: ignore[no-any-return, unused-ignore]
-
-
-def _tiny_onnx(path: Path) -> None:
-    """obs (1, O) -> tanh(obs @ W) (1, J), built with onnx.helper."""
+def _tiny_onnx(path: Path, **metadata_overrides: object) -> None:
+    """obs (1, O) -> tanh(obs @ W) (1, J), built with onnx.helper, with s2r metadata for the claw."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from export.metadata import ObsSlice, PolicyMetadata
 
     w = np.random.default_rng(0).normal(0, 0.1, (SPEC.obs_layout.size, SPEC.n_joints)).astype(np.float32)
     graph = helper.make_graph(
@@ -132,19 +123,35 @@ def _tiny_onnx(path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10  # the newest onnx writes an IR version the installed onnxruntime may not read
+    fields: dict[str, object] = dict(
+        env_id="s2r/DClawTurnFixed-v0", engine="mujoco", obs_size=SPEC.obs_layout.size, action_size=SPEC.n_joints,
+        action_output="normalized", action_low=(-1.0,) * SPEC.n_joints, action_high=(1.0,) * SPEC.n_joints,
+        algo="sac", training_steps=0, config_sha256="0" * 64, randomization="none", s2r_version="test",
+        export_time_utc="2026-01-01T00:00:00+00:00", source_checkpoint="none", task=SPEC.name, robot=SPEC.robot,
+        joint_names=SPEC.joint_names,
+        obs_layout=tuple(ObsSlice(n, a, b, f.unit) for (n, (a, b)), f in
+                         zip(SPEC.obs_layout.slices().items(), SPEC.obs_layout.fields, strict=True)),
+        control_period_s=SPEC.control_period,
+    )
+    fields.update(metadata_overrides)
+    for key, value in PolicyMetadata(**fields).to_props().items():  # type: ignore[arg-type]
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 
 def test_onnx_policy(tmp_path: Path, fast_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "tiny.onnx"
     _tiny_onnx(path)
-    if _onnx_policy_class() is None:
-        with pytest.raises(UserError, match="ONNX support is missing"):
-            load_deploy_policy(str(path), SPEC, 0)
-        return
     code, out, _ = deploy([str(path), "--robot", str(fast_config), "--driver", "mock", "--episodes", "1",
                            "--episode-steps", "5", "--log-dir", str(tmp_path / "logs"), "--json"], capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["episodes"] == 1
+
+
+def test_onnx_policy_for_another_robot_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.onnx"
+    _tiny_onnx(path, task="dkitty-stand", robot="dkitty", joint_names=tuple(f"j{i}" for i in range(SPEC.n_joints)))
+    with pytest.raises(UserError, match=r"(?s)refusing to deploy .*- task: .*- robot: .*- joint names"):
+        load_deploy_policy(str(path), SPEC, 0)
 
 
 def test_checkpoint_policy(tmp_path: Path, fast_config: Path, capsys: pytest.CaptureFixture[str]) -> None:

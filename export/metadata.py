@@ -1,0 +1,292 @@
+"""The metadata an exported policy carries: the one place that writes it and parses it.
+
+ONNX ``metadata_props`` are string key/value pairs. Numbers are written with ``repr`` (exact for
+floats), lists and mappings as JSON. Keys of schema ``s2r-onnx-policy`` version 1:
+
+- ``s2r_format``, ``s2r_format_version``: the schema marker (a file without it is not an s2r export);
+- ``env_id`` (gymnasium id), ``engine``, ``env_kwargs`` (JSON): the environment trained on;
+- ``obs_size``, ``action_size``; ``action_output`` (``normalized`` or ``env_bounds``, see
+  :data:`ACTION_OUTPUTS`) with the environment's ``action_low``/``action_high`` (JSON lists);
+- ``algo``, ``training_steps``, ``config_sha256`` (sha256 of the canonical JSON of the training
+  config), ``randomization`` (``none``, a file name, or the embedded distribution as JSON);
+- ``s2r_version``, ``export_time_utc`` (ISO 8601), ``source_checkpoint``;
+- s2r tasks only: ``task`` (the task spec's name), ``robot``, ``joint_names`` (JSON list, action
+  order), ``obs_layout`` (JSON list of ``{"name", "start", "stop", "unit"}``), ``control_period_s``.
+
+This module imports neither torch nor onnx: the robot side parses metadata with numpy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from s2r.errors import UserError
+
+FORMAT = "s2r-onnx-policy"
+"""Value of the ``s2r_format`` key."""
+FORMAT_VERSION = 1
+"""Value of the ``s2r_format_version`` key this code writes and reads."""
+ACTION_NORMALIZED = "normalized"
+"""Output is the normalized action in [-1, 1]; the task's action mapping (denormalize, clip, rate limit) follows."""
+ACTION_ENV_BOUNDS = "env_bounds"
+"""Output is mapped onto the environment's action bounds: ``low + (a + 1) / 2 * (high - low)``."""
+ACTION_OUTPUTS = (ACTION_NORMALIZED, ACTION_ENV_BOUNDS)
+NO_RANDOMIZATION = "none"
+"""``randomization`` value of a policy trained without domain randomization."""
+
+
+@dataclass(frozen=True)
+class ObsSlice:
+    """One named block of the observation vector, as recorded in the file."""
+
+    name: str
+    """Block name from the task's observation layout."""
+    start: int
+    """First index of the block in the observation vector."""
+    stop: int
+    """One past the last index."""
+    unit: str
+    """Unit of the block's entries (``"-"`` for dimensionless)."""
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """What an exported policy is and what it may drive (parsed from, or written to, ``metadata_props``)."""
+
+    env_id: str
+    """Gymnasium id trained on."""
+    engine: str
+    """Physics engine trained on (meaningful for ``s2r/`` ids)."""
+    obs_size: int
+    """Length of the observation vector (the ``obs`` input's last dimension)."""
+    action_size: int
+    """Length of the action vector (the ``action`` output's last dimension)."""
+    action_output: str
+    """What the output is: one of :data:`ACTION_OUTPUTS`."""
+    action_low: tuple[float, ...]
+    """The environment's lower action bounds (its action units)."""
+    action_high: tuple[float, ...]
+    """The environment's upper action bounds (its action units)."""
+    algo: str
+    """Learner that trained the policy (``sac``, ``td3``)."""
+    training_steps: int
+    """Environment steps trained when the checkpoint was saved."""
+    config_sha256: str
+    """sha256 (hex) of the canonical JSON of the training config (see :func:`config_sha256`)."""
+    randomization: str
+    """``none``, or the randomization the policy was trained under (a file name or JSON)."""
+    s2r_version: str
+    """``s2r.__version__`` of the exporter."""
+    export_time_utc: str
+    """When the file was exported (ISO 8601, UTC)."""
+    source_checkpoint: str
+    """The checkpoint file exported."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gym.make`` keyword arguments trained with."""
+    task: str | None = None
+    """Task spec name (s2r tasks only, e.g. ``dclaw-turn``)."""
+    robot: str | None = None
+    """Robot the task runs on (s2r tasks only)."""
+    joint_names: tuple[str, ...] = ()
+    """Actuated joints in action order (s2r tasks only)."""
+    obs_layout: tuple[ObsSlice, ...] = ()
+    """Observation blocks in order (s2r tasks only)."""
+    control_period_s: float | None = None
+    """Time between two policy actions (s; s2r tasks only)."""
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` key/value strings (task keys only for s2r tasks)."""
+        props = {
+            "s2r_format": FORMAT,
+            "s2r_format_version": str(FORMAT_VERSION),
+            "env_id": self.env_id,
+            "engine": self.engine,
+            "env_kwargs": canonical_json(self.env_kwargs),
+            "obs_size": str(self.obs_size),
+            "action_size": str(self.action_size),
+            "action_output": self.action_output,
+            "action_low": json.dumps([float(v) for v in self.action_low]),
+            "action_high": json.dumps([float(v) for v in self.action_high]),
+            "algo": self.algo,
+            "training_steps": str(self.training_steps),
+            "config_sha256": self.config_sha256,
+            "randomization": self.randomization,
+            "s2r_version": self.s2r_version,
+            "export_time_utc": self.export_time_utc,
+            "source_checkpoint": self.source_checkpoint,
+        }
+        if self.task is not None:
+            props["task"] = self.task
+        if self.robot is not None:
+            props["robot"] = self.robot
+        if self.joint_names:
+            props["joint_names"] = json.dumps(list(self.joint_names))
+        if self.obs_layout:
+            props["obs_layout"] = json.dumps(
+                [{"name": b.name, "start": b.start, "stop": b.stop, "unit": b.unit} for b in self.obs_layout]
+            )
+        if self.control_period_s is not None:
+            props["control_period_s"] = repr(float(self.control_period_s))
+        return props
+
+
+def canonical_json(data: Any) -> str:
+    """Sorted keys, no whitespace, tuples as lists; non-JSON values (paths, numpy scalars) by ``str``."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of a training config."""
+    return hashlib.sha256(canonical_json(dict(config)).encode("utf-8")).hexdigest()
+
+
+def describe_randomization(config: Mapping[str, Any]) -> str:
+    """The training config's ``randomize`` entry as metadata: ``none``, a file name, or the distribution as JSON."""
+    value = config.get("randomize")
+    if value is None or value == "" or value == {} or value is False:
+        return NO_RANDOMIZATION
+    if isinstance(value, str):
+        return value
+    return canonical_json(value)
+
+
+def has_s2r_metadata(props: Mapping[str, str]) -> bool:
+    """Whether ``props`` carry the s2r schema marker."""
+    return props.get("s2r_format") == FORMAT
+
+
+class _Reader:
+    """Typed reads of ``metadata_props`` with errors naming the file and the key."""
+
+    def __init__(self, props: Mapping[str, str], source: str) -> None:
+        self.props = props
+        self.source = source
+
+    def fail(self, key: str, expected: str) -> UserError:
+        got = self.props.get(key)
+        return UserError(f"{self.source}: metadata key {key!r} must be {expected}; got {got!r}")
+
+    def optional(self, key: str) -> str | None:
+        return self.props.get(key)
+
+    def required(self, key: str) -> str:
+        value = self.props.get(key)
+        if value is None:
+            raise UserError(f"{self.source}: metadata key {key!r} is missing (the file is damaged or was not "
+                            "written by s2r export)")
+        return value
+
+    def integer(self, key: str, minimum: int) -> int:
+        raw = self.required(key)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self.fail(key, f"an integer >= {minimum}") from None
+        if value < minimum:
+            raise self.fail(key, f"an integer >= {minimum}")
+        return value
+
+    def json(self, key: str, optional: bool = False) -> Any:
+        raw = self.optional(key) if optional else self.required(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise self.fail(key, "valid JSON") from None
+
+    def floats(self, key: str, n: int) -> tuple[float, ...]:
+        value = self.json(key)
+        if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
+            raise self.fail(key, f"a JSON list of {n} numbers")
+        return tuple(float(v) for v in value)
+
+    def names(self, key: str, n: int) -> tuple[str, ...]:
+        value = self.json(key, optional=True)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or len(value) != n or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"a JSON list of {n} names")
+        return tuple(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _parse_layout(r: _Reader, obs_size: int) -> tuple[ObsSlice, ...]:
+    value = r.json("obs_layout", optional=True)
+    if value is None:
+        return ()
+    expected = f"a JSON list of {{name, start, stop, unit}} blocks that tile 0..{obs_size}"
+    if not isinstance(value, list):
+        raise r.fail("obs_layout", expected)
+    blocks = []
+    position = 0
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) != {"name", "start", "stop", "unit"}:
+            raise r.fail("obs_layout", expected)
+        name, start, stop, unit = entry["name"], entry["start"], entry["stop"], entry["unit"]
+        if not (isinstance(name, str) and isinstance(unit, str) and isinstance(start, int) and isinstance(stop, int)):
+            raise r.fail("obs_layout", expected)
+        if start != position or stop <= start:
+            raise r.fail("obs_layout", expected)
+        blocks.append(ObsSlice(name, start, stop, unit))
+        position = stop
+    if position != obs_size:
+        raise r.fail("obs_layout", expected)
+    return tuple(blocks)
+
+
+def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
+    """Validate s2r ``metadata_props`` into :class:`PolicyMetadata`; a bad or missing key is a :class:`UserError`."""
+    r = _Reader(props, source)
+    if not has_s2r_metadata(props):
+        raise UserError(f"{source}: no s2r policy metadata (key 's2r_format' is not {FORMAT!r}); "
+                        "the file was not written by `s2r export`")
+    if r.required("s2r_format_version") != str(FORMAT_VERSION):
+        raise r.fail("s2r_format_version", f"{FORMAT_VERSION} (the version this s2r reads)")
+    obs_size = r.integer("obs_size", 1)
+    action_size = r.integer("action_size", 1)
+    action_output = r.required("action_output")
+    if action_output not in ACTION_OUTPUTS:
+        raise r.fail("action_output", f"one of {', '.join(ACTION_OUTPUTS)}")
+    env_kwargs = r.json("env_kwargs")
+    if not isinstance(env_kwargs, dict):
+        raise r.fail("env_kwargs", "a JSON object")
+    period = r.optional("control_period_s")
+    control_period_s = None
+    if period is not None:
+        try:
+            control_period_s = float(period)
+        except ValueError:
+            raise r.fail("control_period_s", "a positive number of seconds") from None
+        if not (control_period_s > 0 and math.isfinite(control_period_s)):
+            raise r.fail("control_period_s", "a positive number of seconds")
+    return PolicyMetadata(
+        env_id=r.required("env_id"),
+        engine=r.required("engine"),
+        obs_size=obs_size,
+        action_size=action_size,
+        action_output=action_output,
+        action_low=r.floats("action_low", action_size),
+        action_high=r.floats("action_high", action_size),
+        algo=r.required("algo"),
+        training_steps=r.integer("training_steps", 0),
+        config_sha256=r.required("config_sha256"),
+        randomization=r.required("randomization"),
+        s2r_version=r.required("s2r_version"),
+        export_time_utc=r.required("export_time_utc"),
+        source_checkpoint=r.required("source_checkpoint"),
+        env_kwargs=env_kwargs,
+        task=r.optional("task"),
+        robot=r.optional("robot"),
+        joint_names=r.names("joint_names", action_size),
+        obs_layout=_parse_layout(r, obs_size),
+        control_period_s=control_period_s,
+    )

@@ -1,0 +1,432 @@
+"""Export a checkpoint's deterministic policy to ONNX, verified against PyTorch before the file appears.
+
+The graph is the checkpoint's :class:`~policies.networks.PolicyModule` (observation normalization,
+actor, ``tanh`` of the mean) and, for non-s2r environments with bounds other than [-1, 1], the
+linear map onto the environment's action bounds. Input ``obs`` (float32, ``(batch, O)``, dynamic
+batch), output ``action`` (``(batch, A)``). The file is written under a temporary name, run through
+onnxruntime on observations sampled from the observation space and from rollouts of the policy,
+compared with PyTorch, and renamed into place only when every action agrees within the tolerance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+import s2r
+from export.metadata import (
+    ACTION_ENV_BOUNDS,
+    ACTION_NORMALIZED,
+    ObsSlice,
+    PolicyMetadata,
+    config_sha256,
+    describe_randomization,
+)
+from export.onnx_policy import OnnxPolicy
+from policies.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
+from policies.envs import S2R_PREFIX, make_env, to_env_action
+from s2r.errors import UserError
+from sim.tasks.spec import TaskSpec
+
+INPUT_NAME = "obs"
+OUTPUT_NAME = "action"
+MIN_OPSET = 17
+DEFAULT_OPSET = 20
+"""The opset torch 2.13's dynamo exporter emits by default."""
+MIN_VERIFY_SAMPLES = 1000
+MAX_ABS_DIFF = 1e-5
+"""Largest allowed difference between the PyTorch and onnxruntime actions (action units)."""
+OBS_SAMPLE_SPREAD_STD = 3.0
+"""Random observations on unbounded dimensions are uniform within the normalizer's mean +- this many std.
+Wider ranges drive the hidden activations so high that float32 rounding alone (PyTorch's own float32 vs
+float64 result) nears the 1e-5 tolerance."""
+CLIP_PROBE_FRACTION = 0.1
+"""Share of the random observations that are the mean with one coordinate pushed past the normalizer's clip."""
+CLIP_PROBE_MARGIN_STD = 2.0
+"""How far past the clip (std) that coordinate lies."""
+DEFAULT_OUT_NAME = "policy.onnx"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export and verify."""
+
+    samples: int = 2000
+    """Observations run through both PyTorch and onnxruntime (at least :data:`MIN_VERIFY_SAMPLES`)."""
+    rollout_fraction: float = 0.5
+    """Share of the samples taken from simulated rollouts of the policy; the rest are random."""
+    tolerance: float = MAX_ABS_DIFF
+    """Largest allowed max-abs difference between the two runtimes (action units)."""
+    opset: int = DEFAULT_OPSET
+    """ONNX opset of the default domain (at least :data:`MIN_OPSET`)."""
+    seed: int = 0
+    """Seed of the random observations and of the rollouts' resets."""
+
+    def validated(self) -> ExportConfig:
+        """``self``, or :class:`UserError` naming the bad field."""
+        if self.samples < MIN_VERIFY_SAMPLES:
+            raise UserError(f"samples must be at least {MIN_VERIFY_SAMPLES}, got {self.samples}")
+        if not 0.0 <= self.rollout_fraction <= 1.0:
+            raise UserError(f"rollout_fraction must be in [0, 1], got {self.rollout_fraction}")
+        if not 0.0 < self.tolerance <= MAX_ABS_DIFF:
+            raise UserError(f"tolerance must be in (0, {MAX_ABS_DIFF}], got {self.tolerance}")
+        if self.opset < MIN_OPSET:
+            raise UserError(f"opset must be at least {MIN_OPSET}, got {self.opset}")
+        return self
+
+
+@dataclass(frozen=True)
+class Verification:
+    """PyTorch vs onnxruntime on the same observations."""
+
+    samples: int
+    """Observations compared."""
+    random_samples: int
+    """Of which drawn at random from the observation space."""
+    rollout_samples: int
+    """Of which seen in rollouts of the policy."""
+    rollout_episodes: int
+    """Episodes (started or finished) the rollout samples came from."""
+    max_abs_diff: float
+    """Largest difference over all samples, the batched and the one-at-a-time runs (action units)."""
+    max_abs_diff_batch: float
+    """Largest difference when all samples run as one batch."""
+    max_abs_diff_single: float
+    """Largest difference when each sample runs alone (batch 1, as on the robot)."""
+    tolerance: float
+    """The limit the differences had to stay under."""
+    passed: bool
+    """Whether ``max_abs_diff <= tolerance`` (and every action is finite)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_policy`` wrote."""
+
+    path: Path
+    """The ONNX file."""
+    checkpoint: Path
+    """The checkpoint exported."""
+    metadata: PolicyMetadata
+    """The metadata written into the file."""
+    verification: Verification
+    """The check that let the file be written."""
+    opset: int
+    """Opset of the default domain."""
+    ir_version: int
+    """ONNX IR version of the file."""
+    export_s: float
+    """Wall time of the whole export and verification (s)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "path": str(self.path),
+            "checkpoint": str(self.checkpoint),
+            "env_id": self.metadata.env_id,
+            "action_output": self.metadata.action_output,
+            "opset": self.opset,
+            "ir_version": self.ir_version,
+            "export_s": round(self.export_s, 3),
+            "verification": self.verification.to_dict(),
+        }
+
+
+class VerificationError(UserError):
+    """The exported graph disagrees with PyTorch; no file was written."""
+
+    def __init__(self, message: str, verification: Verification) -> None:
+        super().__init__(message)
+        self.verification = verification
+
+
+class BoundsAction(nn.Module):
+    """A policy's normalized action mapped onto ``[low, high]``: ``low + (a + 1) / 2 * (high - low)``."""
+
+    low: Tensor
+    half_range: Tensor
+
+    def __init__(self, policy: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).clone())
+        self.register_buffer("half_range", torch.as_tensor(0.5 * (high - low), dtype=torch.float32))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.low + (self.policy(obs) + 1.0) * self.half_range
+
+
+def exported_module(ckpt: Checkpoint) -> tuple[nn.Module, str]:
+    """The module to export and what its output is (:data:`ACTION_NORMALIZED` or :data:`ACTION_ENV_BOUNDS`)."""
+    policy = ckpt.policy_module()
+    if ckpt.env_id.startswith(S2R_PREFIX):
+        return policy, ACTION_NORMALIZED
+    if np.all(ckpt.action_low == -1.0) and np.all(ckpt.action_high == 1.0):
+        return policy, ACTION_ENV_BOUNDS  # the map onto [-1, 1] is the identity
+    return BoundsAction(policy, ckpt.action_low, ckpt.action_high).eval(), ACTION_ENV_BOUNDS
+
+
+@cache
+def max_ir_version() -> int:
+    """The newest ONNX IR version the installed onnxruntime loads (probed with a one-node model)."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Tanh", ["x"], ["y"])], "probe",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    for version in range(onnx.IR_VERSION, 2, -1):
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", MIN_OPSET)])
+        model.ir_version = version
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime rejects an unsupported IR version with its own exception types
+            continue
+        return version
+    raise UserError(f"onnxruntime {ort.__version__} loads no ONNX IR version up to {onnx.IR_VERSION}")
+
+
+def _fit_ir_version(model: onnx.ModelProto) -> None:
+    """Lower the IR version to what onnxruntime reads, when the opsets allow it."""
+    top = max_ir_version()
+    if model.ir_version <= top:
+        return
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    if needed > top:
+        raise UserError(f"the exported opsets need ONNX IR {needed}, but onnxruntime {ort.__version__} reads at "
+                        f"most IR {top}; export with a lower opset")
+    model.ir_version = top
+
+
+def _torch_export(module: nn.Module, obs_dim: int, opset: int) -> onnx.ModelProto:
+    example = (torch.zeros(2, obs_dim),)
+    batch = torch.export.Dim("batch", min=1)
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    printed = io.StringIO()
+    try:
+        # The exporter logs and warns about things that do not concern the user (e.g. missing torchvision).
+        log.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, example, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},), opset_version=opset, verbose=False, optimize=True,
+            )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"torch.onnx.export failed: {first}\n{printed.getvalue()}") from exc
+    finally:
+        log.setLevel(level)
+    if program is None:
+        raise UserError("torch.onnx.export returned no program")
+    model: onnx.ModelProto = program.model_proto
+    return model
+
+
+def _spec_of(env: gym.Env) -> TaskSpec | None:
+    """The task spec the environment actually runs (with any control-period override), for s2r envs."""
+    spec = getattr(env.unwrapped, "spec_", None)
+    return spec if isinstance(spec, TaskSpec) else None
+
+
+def build_metadata(ckpt: Checkpoint, ckpt_path: Path, spec: TaskSpec | None, action_output: str) -> PolicyMetadata:
+    """The metadata of an export of ``ckpt`` (task fields from ``spec`` for s2r tasks)."""
+    if spec is not None and (spec.obs_layout.size != ckpt.obs_dim or spec.n_joints != ckpt.act_dim):
+        raise UserError(f"checkpoint {str(ckpt_path)!r} has obs/action sizes {ckpt.obs_dim}/{ckpt.act_dim}, but "
+                        f"the task {spec.name!r} has {spec.obs_layout.size}/{spec.n_joints}")
+    layout: tuple[ObsSlice, ...] = ()
+    if spec is not None:
+        slices = spec.obs_layout.slices()
+        layout = tuple(ObsSlice(f.name, *slices[f.name], f.unit) for f in spec.obs_layout.fields)
+    return PolicyMetadata(
+        env_id=ckpt.env_id,
+        engine=ckpt.engine,
+        obs_size=ckpt.obs_dim,
+        action_size=ckpt.act_dim,
+        action_output=action_output,
+        action_low=tuple(float(v) for v in ckpt.action_low),
+        action_high=tuple(float(v) for v in ckpt.action_high),
+        algo=ckpt.algo,
+        training_steps=ckpt.step,
+        config_sha256=config_sha256(ckpt.config),
+        randomization=describe_randomization(ckpt.config),
+        s2r_version=s2r.__version__,
+        export_time_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        source_checkpoint=str(ckpt_path),
+        env_kwargs=dict(ckpt.config.get("env_kwargs") or {}),
+        task=None if spec is None else spec.name,
+        robot=None if spec is None else spec.robot,
+        joint_names=() if spec is None else spec.joint_names,
+        obs_layout=layout,
+        control_period_s=None if spec is None else spec.control_period,
+    )
+
+
+def random_observations(ckpt: Checkpoint, space: gym.spaces.Box, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` observations: uniform within the space's finite bounds, else around the normalizer's mean.
+
+    An unbounded dimension draws from ``mean +- OBS_SAMPLE_SPREAD_STD * std`` of the checkpoint's
+    observation statistics (mean 0, std 1 when normalization was off). A :data:`CLIP_PROBE_FRACTION`
+    of the rows are the mean with one random coordinate :data:`CLIP_PROBE_MARGIN_STD` beyond the
+    normalizer's clip (inside any finite bound), so the clip in the graph is compared too.
+    """
+    mean = ckpt.obs_mean if ckpt.obs_norm else np.zeros(ckpt.obs_dim)
+    std = np.sqrt(ckpt.obs_var + ckpt.obs_eps) if ckpt.obs_norm else np.ones(ckpt.obs_dim)
+    spread = OBS_SAMPLE_SPREAD_STD * std
+    low = np.asarray(space.low, dtype=np.float64)
+    high = np.asarray(space.high, dtype=np.float64)
+    lo = np.where(np.isfinite(low), low, mean - spread)
+    hi = np.where(np.isfinite(high), high, mean + spread)
+    # A half-bounded dimension whose statistics lie beyond its bound: sample a window next to the bound.
+    inverted = lo > hi
+    lo = np.where(inverted & ~np.isfinite(low), hi - 2.0 * spread, lo)
+    hi = np.where(inverted & ~np.isfinite(high), lo + 2.0 * spread, hi)
+    obs = rng.uniform(lo, hi, (n, ckpt.obs_dim))
+    if ckpt.obs_norm and np.isfinite(ckpt.obs_clip):
+        rows = np.arange(round(n * CLIP_PROBE_FRACTION))
+        cols = rng.integers(0, ckpt.obs_dim, len(rows))
+        sign = rng.choice([-1.0, 1.0], len(rows))
+        far = mean[cols] + sign * (ckpt.obs_clip + CLIP_PROBE_MARGIN_STD) * std[cols]
+        # The other coordinates sit at the mean (inside the bounds): one clipped input alone already drives
+        # the hidden activations about as high as a fully random row.
+        obs[rows] = np.clip(mean, low, high)
+        obs[rows, cols] = np.clip(far, low[cols], high[cols])
+    return obs.astype(np.float32)
+
+
+def rollout_observations(
+    policy: nn.Module, env: gym.Env, n: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """``n`` observations met by the deterministic policy in ``env``, and how many episodes they span."""
+    space = env.action_space
+    assert isinstance(space, gym.spaces.Box)  # make_env admits Box action spaces only
+    low, high = np.asarray(space.low), np.asarray(space.high)
+    out = np.empty((n, int(np.prod(env.observation_space.shape or (0,)))), dtype=np.float32)
+    episodes = 0
+    i = 0
+    while i < n:
+        obs, _ = env.reset(seed=seed + episodes)
+        episodes += 1
+        while i < n:
+            out[i] = np.asarray(obs, dtype=np.float32)
+            i += 1
+            with torch.inference_mode():
+                action = policy(torch.from_numpy(out[i - 1 : i]))[0].numpy()
+            obs, _, terminated, truncated, _ = env.step(to_env_action(action, low, high))
+            if terminated or truncated:
+                break
+    return out, episodes
+
+
+def _torch_actions(module: nn.Module, obs: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        actions: np.ndarray = module(torch.from_numpy(obs)).numpy()
+    return actions
+
+
+def verify(module: nn.Module, onnx_policy: OnnxPolicy, obs: np.ndarray, n_random: int, episodes: int,
+           tolerance: float) -> Verification:
+    """Run ``obs`` through PyTorch and through the exported file (as one batch and one by one) and compare."""
+    expected = _torch_actions(module, obs).astype(np.float64)
+    batch = onnx_policy.act(obs).astype(np.float64)
+    single = np.stack([onnx_policy.act(o) for o in obs]).astype(np.float64)
+    finite = bool(np.isfinite(batch).all() and np.isfinite(single).all() and np.isfinite(expected).all())
+    d_batch = float(np.max(np.abs(batch - expected))) if finite else float("inf")
+    d_single = float(np.max(np.abs(single - expected))) if finite else float("inf")
+    worst = max(d_batch, d_single)
+    return Verification(
+        samples=len(obs), random_samples=n_random, rollout_samples=len(obs) - n_random, rollout_episodes=episodes,
+        max_abs_diff=worst, max_abs_diff_batch=d_batch, max_abs_diff_single=d_single, tolerance=tolerance,
+        passed=finite and worst <= tolerance,
+    )
+
+
+def default_out(source: str | os.PathLike[str]) -> Path:
+    """``policy.onnx`` in the run directory (or beside the checkpoint file)."""
+    p = Path(source)
+    return (p if p.is_dir() else p.parent) / DEFAULT_OUT_NAME
+
+
+def export_policy(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    config: ExportConfig | None = None,
+) -> ExportResult:
+    """Export a checkpoint (or a run directory's best/last) to ``out``; see the module docstring.
+
+    Raises :class:`UserError` for a bad checkpoint or output path, and :class:`VerificationError`
+    (no file written) when onnxruntime and PyTorch disagree by more than the tolerance.
+    """
+    cfg = (config or ExportConfig()).validated()
+    start = time.perf_counter()
+    ckpt_path = resolve_checkpoint_path(source)
+    ckpt = load_checkpoint(ckpt_path)
+    out_path = Path(out) if out is not None else default_out(source)
+    if out_path.suffix.lower() != ".onnx":
+        raise UserError(f"output {str(out_path)!r} must end in .onnx")
+    if not out_path.parent.is_dir():
+        raise UserError(f"output directory {str(out_path.parent)!r} does not exist")
+    module, action_output = exported_module(ckpt)
+    policy = ckpt.policy_module()
+
+    env = make_env(ckpt.env_id, ckpt.engine, ckpt.config.get("env_kwargs") or None)
+    try:
+        spec = _spec_of(env) if ckpt.env_id.startswith(S2R_PREFIX) else None
+        meta = build_metadata(ckpt, ckpt_path, spec, action_output)
+        space = env.observation_space
+        assert isinstance(space, gym.spaces.Box)  # make_env admits Box observation spaces only
+        if space.shape != (ckpt.obs_dim,):
+            raise UserError(f"checkpoint {str(ckpt_path)!r} takes {ckpt.obs_dim} observations but {ckpt.env_id} "
+                            f"now has the observation space {space.shape}")
+        n_rollout = round(cfg.samples * cfg.rollout_fraction)
+        rollouts, episodes = rollout_observations(policy, env, n_rollout, cfg.seed)
+    finally:
+        env.close()
+    n_random = cfg.samples - n_rollout
+    random_obs = random_observations(ckpt, space, n_random, np.random.default_rng(cfg.seed))
+    obs = np.concatenate([random_obs, rollouts])
+
+    model = _torch_export(module, ckpt.obs_dim, cfg.opset)
+    _fit_ir_version(model)
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "s2r export"
+    model.producer_version = s2r.__version__
+    onnx.checker.check_model(model)
+
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    try:
+        onnx.save(model, str(tmp))
+        verification = verify(module, OnnxPolicy(tmp), obs, n_random, episodes, cfg.tolerance)
+        if not verification.passed:
+            raise VerificationError(
+                f"export of {str(ckpt_path)!r} failed verification: onnxruntime and PyTorch differ by up to "
+                f"{verification.max_abs_diff:.3g} (limit {cfg.tolerance:g}) over {verification.samples} observations; "
+                f"no file was written", verification)
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return ExportResult(out_path, ckpt_path, meta, verification, opset, model.ir_version,
+                        time.perf_counter() - start)
