@@ -1,0 +1,118 @@
+"""``s2r train`` and ``s2r eval``. Heavy imports (torch, gymnasium) happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from s2r.errors import UserError
+
+DEFAULT_EVAL_EPISODES = 50
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``eval``."""
+    p = sub.add_parser(
+        "train",
+        help="train a policy in simulation with SAC or TD3",
+        description=(
+            "Train a policy with Soft Actor-Critic (or TD3) into a run directory: config.yaml, metrics.jsonl, "
+            "tensorboard/, last.pt, best.pt, replay.pt, learning_curve.png. Ctrl-C saves last.pt and exits; "
+            "--resume continues from it. Precedence: defaults < the run's config.yaml (with --resume) < "
+            "--config FILE < --task/--engine/--algo/--steps/--seed < --set."
+        ),
+    )
+    p.add_argument("--task", help="short task name (dclaw-turn) or any gymnasium id with Box spaces (Pendulum-v1)")
+    p.add_argument("--engine", help="physics engine of s2r tasks: mujoco (default) or pybullet")
+    p.add_argument("--algo", choices=("sac", "td3"), help="learner (default sac)")
+    p.add_argument("--config", metavar="FILE", help="YAML file of config fields (see policies/config.py)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set batch_size=512 --set hidden=[128,128]; repeatable",
+    )
+    p.add_argument("--steps", type=int, help="environment steps in total (default 150000)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained policy with deterministic actions",
+        description="Run deterministic (mean-action) episodes of a checkpoint, or of a run directory's best.pt "
+        "(else last.pt), seeded SEED, SEED+1, ...",
+    )
+    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help=f"default {DEFAULT_EVAL_EPISODES}")
+    e.add_argument("--engine", help="physics engine (default: the one trained on)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from policies.config import TrainConfig, config_from_mapping, load_config_file, parse_overrides
+    from policies.train import CONFIG_NAME, train
+
+    out = Path(args.out)
+    base = TrainConfig()
+    if args.resume:
+        saved = out / CONFIG_NAME
+        if not saved.is_file():
+            raise UserError(f"cannot resume: {str(saved)!r} does not exist")
+        base = load_config_file(saved)
+    if args.config:
+        base = load_config_file(args.config, base)
+    flags = {k: getattr(args, k) for k in ("task", "engine", "algo", "steps", "seed") if getattr(args, k) is not None}
+    cfg = config_from_mapping({**flags, **parse_overrides(args.set)}, base)
+    summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    _print_train_summary(summary)
+    return 0
+
+
+def _print_train_summary(summary: dict[str, Any]) -> None:
+    run_dir = summary["run_dir"]
+    if summary["interrupted"]:
+        print(f"interrupted at step {summary['steps']}; saved {run_dir}/last.pt (continue with --resume)")
+    else:
+        print(f"trained {summary['steps']} steps ({summary['episodes']} episodes) in {summary['train_time_s']:.0f} s")
+    ev = summary.get("eval")
+    if ev:
+        print(f"last evaluation: {_describe(ev)}")
+    print(f"run directory: {run_dir}")
+
+
+def _describe(ev: dict[str, Any]) -> str:
+    text = f"return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over {ev['episodes']} episodes"
+    if ev.get("success_rate") is not None:
+        text += f", success {ev['success_rate']:.2f}"
+    return text
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from policies.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
+    from policies.evaluate import evaluate
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    path = resolve_checkpoint_path(args.path)
+    ckpt = load_checkpoint(path)
+    engine = args.engine or ckpt.engine
+    env_kwargs = ckpt.config.get("env_kwargs") or None
+    result = evaluate(policy_from_checkpoint(ckpt), ckpt.env_id, args.episodes, args.seed, engine, env_kwargs)
+    if args.json:
+        out = {**result, "checkpoint": str(path), "env_id": ckpt.env_id, "engine": engine, "step": ckpt.step}
+        print(json.dumps(out))
+    else:
+        print(f"{path} ({ckpt.algo}, step {ckpt.step}) on {ckpt.env_id} [{engine}], seeds {args.seed}..", end="")
+        print(f"{args.seed + args.episodes - 1}:")
+        print(f"  {_describe(result)}")
+    sys.stdout.flush()
+    return 0

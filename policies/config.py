@@ -1,0 +1,254 @@
+"""The training configuration: defaults, YAML files, ``key=value`` overrides and the resolved form."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from s2r.errors import UserError
+
+Algo = Literal["sac", "td3"]
+ALGOS: tuple[Algo, ...] = ("sac", "td3")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. ``None`` on an ``auto`` field means "derive it" (see
+    :meth:`resolved`); the run directory's ``config.yaml`` holds the resolved values."""
+
+    task: str = "dclaw-turn"
+    """Short task name (``dclaw-turn``) or any gymnasium id with Box spaces (``Pendulum-v1``)."""
+    engine: str = "mujoco"
+    """Physics engine of our ``s2r/`` environments (``mujoco`` or ``pybullet``); ignored for other ids."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gym.make``."""
+    algo: Algo = "sac"
+    """Learner: ``sac`` or ``td3``."""
+    steps: int = 150_000
+    """Environment steps to train for (in total, across resumes)."""
+    seed: int = 0
+    """Seed of networks, replay sampling, exploration and environment resets."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Hidden activation of actor and critics."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critics and temperature."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    buffer_size: int = 1_000_000
+    """Replay capacity (transitions); memory is only touched as the buffer fills."""
+    warmup_steps: int | None = None
+    """Uniformly random steps before learning starts; auto: ``clip(steps // 10, batch_size, 5000)``."""
+    updates_per_step: int = 1
+    """Gradient steps per environment step once learning has started."""
+    gamma: float = 0.99
+    """Discount per environment step."""
+    tau: float = 0.005
+    """Polyak rate of the target networks."""
+
+    init_alpha: float = 1.0
+    """SAC: initial temperature."""
+    autotune_alpha: bool = True
+    """SAC: learn the temperature towards ``target_entropy``."""
+    target_entropy: float | None = None
+    """SAC: entropy target (nats); auto: ``-act_dim``."""
+
+    policy_delay: int = 2
+    """TD3: critic updates per actor update."""
+    target_noise: float = 0.2
+    """TD3: std of the target-policy smoothing noise (normalized action units)."""
+    target_noise_clip: float = 0.5
+    """TD3: clip of the smoothing noise (normalized action units)."""
+    exploration_noise: float = 0.1
+    """TD3: std of the Gaussian exploration noise (normalized action units)."""
+
+    obs_norm: bool = True
+    """Normalize observations with running statistics (saved in checkpoints)."""
+    obs_norm_clip: float = 10.0
+    """Clip of normalized observations (standard deviations)."""
+
+    eval_interval: int | None = None
+    """Environment steps between evaluations (and checkpoints); auto: ``clip(steps // 10, 1000, 5000)``."""
+    eval_episodes: int | None = None
+    """Deterministic episodes per evaluation; auto: 50 on ``s2r/`` tasks (40-step episodes), else 10."""
+    log_interval: int = 1000
+    """Environment steps between rows of ``metrics.jsonl``."""
+    save_replay: bool = True
+    """Save the replay buffer with the ``last`` checkpoint so ``--resume`` continues with it."""
+
+    threads: int | None = None
+    """torch intra-op threads; auto: 1 (the environment runs on a second thread, see ``overlap_env``)."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available)."""
+    overlap_env: bool = True
+    """Step the environment on a background thread while the learner updates."""
+
+    def resolved(self, env_id: str | None = None) -> TrainConfig:
+        """A copy with every auto field replaced by its value (``env_id``: the resolved task id)."""
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = min(max(self.steps // 10, self.batch_size), 5000)
+        interval = self.eval_interval
+        if interval is None:
+            interval = min(max(self.steps // 10, 1000), 5000)
+        threads = self.threads if self.threads is not None else 1
+        episodes = self.eval_episodes
+        if episodes is None:
+            episodes = 50 if (env_id or self.task).startswith(("s2r/", "dclaw")) else 10
+        return dataclasses.replace(
+            self,
+            warmup_steps=warmup,
+            eval_interval=interval,
+            threads=threads,
+            eval_episodes=episodes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) for YAML, JSON and checkpoints."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+        return out
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type, or :class:`UserError` naming the field and the expected type."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+    bad = UserError(f"config field {name!r}: expected {_type_name(hint)}, got {value!r}")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except UserError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config field {name!r}: expected one of {list(args)}, got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return tuple(_coerce(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    raise bad
+
+
+_HINTS = get_type_hints(TrainConfig)
+
+
+def _validate(cfg: TrainConfig) -> TrainConfig:
+    positive = ("steps", "batch_size", "buffer_size", "updates_per_step", "log_interval")
+    for name in (*positive, "policy_delay"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"config field {name!r} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("warmup_steps", "eval_interval", "threads", "eval_episodes"):
+        v = getattr(cfg, name)
+        if v is not None and v < (0 if name == "warmup_steps" else 1):
+            raise UserError(f"config field {name!r} must be {'>= 0' if name == 'warmup_steps' else '>= 1'}, got {v}")
+    if not cfg.hidden or any(h < 1 for h in cfg.hidden):
+        raise UserError(f"config field 'hidden' must be a non-empty list of positive widths, got {list(cfg.hidden)}")
+    if not 0.0 < cfg.gamma <= 1.0:
+        raise UserError(f"config field 'gamma' must be in (0, 1], got {cfg.gamma}")
+    if not 0.0 <= cfg.tau <= 1.0:
+        raise UserError(f"config field 'tau' must be in [0, 1], got {cfg.tau}")
+    for name in ("lr", "init_alpha", "obs_norm_clip"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"config field {name!r} must be positive, got {getattr(cfg, name)}")
+    for name in ("target_noise", "target_noise_clip", "exploration_noise"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.task:
+        raise UserError("config field 'task' must not be empty")
+    return cfg
+
+
+def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (defaults if ``None``) with the fields in ``data`` replaced; unknown keys are errors."""
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise UserError(f"unknown config field(s) {unknown}; known fields: {', '.join(FIELD_NAMES)}")
+    values = {k: _coerce(k, v, _HINTS[k]) for k, v in data.items()}
+    return _validate(dataclasses.replace(base if base is not None else TrainConfig(), **values))
+
+
+def load_config_file(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a YAML mapping of config fields over ``base``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping of field: value, got {type(data).__name__}")
+    return config_from_mapping(data, base)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` as a mapping; values are YAML scalars/lists (``0.5``, ``true``, ``[64, 64]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    return out
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The config as YAML text (field order kept)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

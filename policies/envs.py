@@ -1,0 +1,56 @@
+"""Environment creation for training and evaluation, and the normalized-action mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from s2r.errors import UserError
+
+S2R_PREFIX = "s2r/"
+"""Our gymnasium ids start with this; only they take the ``engine`` argument."""
+
+
+def resolve_task(task: str) -> str:
+    """A short task name or gymnasium id, as a gymnasium id."""
+    import sim
+
+    return sim.resolve_env_id(task)
+
+
+def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+    """``gym.make(env_id)`` (with ``engine`` for our ids), checked to have flat Box spaces."""
+    import sim  # noqa: F401  (registers the s2r/ ids)
+    from sim.engines import ENGINES
+
+    kwargs = dict(env_kwargs or {})
+    if env_id.startswith(S2R_PREFIX):
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+        kwargs["engine"] = engine
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise UserError(f"cannot make environment {env_id!r}: {exc}") from exc
+    except TypeError as exc:
+        raise UserError(f"environment {env_id!r} rejected the arguments {sorted(kwargs)}: {exc}") from exc
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
+        env.close()
+        raise UserError(f"environment {env_id!r} needs a 1-d Box action space, it has {act_space}")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        env.close()
+        raise UserError(f"environment {env_id!r} has an unbounded action space {act_space}")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        env.close()
+        raise UserError(f"environment {env_id!r} needs a 1-d Box observation space, it has {obs_space}")
+    return env
+
+
+def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map a normalized action in [-1, 1] onto the Box ``[low, high]`` (identity for [-1, 1] boxes)."""
+    a = np.clip(action, -1.0, 1.0)
+    return (low + (a + 1.0) * 0.5 * (high - low)).astype(low.dtype, copy=False)

@@ -1,0 +1,214 @@
+"""TD3 (Fujimoto et al. 2018) on the same core as SAC: :func:`td3_update`.
+
+- critic: ``0.5 * sum_k mean((Q_k(s, a) - y)^2)`` with
+  ``y = r + gamma * (1 - terminated) * min_k Q'_k(s', clip(mu'(s') + clip(noise), -1, 1))``
+  (target-policy smoothing: Gaussian noise of std ``target_noise`` clipped to ``±target_noise_clip``);
+- every ``policy_delay``-th update also the actor, ``-mean(Q_1(s, mu(s)))``, and Polyak averaging of
+  both target networks (delayed policy updates);
+- the deterministic actor's action is ``tanh`` of its output.
+
+As in :mod:`policies.sac`, all gradients of one update come from the same parameters, and the twin
+critic runs once on ``[(s, a); (s, mu(s))]`` when the actor is updated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policies.networks import Activation, Actor, TwinCritic, Workspace, mlp_backward, mlp_forward
+from policies.offpolicy import FusedAdam, grads_of, load_module_state, polyak_
+from policies.replay import Batch
+
+
+@dataclass(frozen=True)
+class TD3Params:
+    """Hyperparameters of one TD3 update."""
+
+    gamma: float = 0.99
+    """Discount per environment step."""
+    tau: float = 0.005
+    """Polyak rate of the target networks per actor update."""
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update."""
+    target_noise: float = 0.2
+    """Std of the target-policy smoothing noise (normalized action units)."""
+    target_noise_clip: float = 0.5
+    """Clip of the smoothing noise (normalized action units)."""
+
+
+@dataclass
+class TD3Model:
+    """Everything a TD3 update reads and changes."""
+
+    actor: Actor
+    actor_target: Actor
+    critic: TwinCritic
+    critic_target: TwinCritic
+    actor_opt: FusedAdam
+    critic_opt: FusedAdam
+    generator: torch.Generator
+    """Source of the smoothing and exploration noise."""
+    workspace: Workspace = field(default_factory=Workspace)
+    """Scratch buffers of the update."""
+    updates: int = 0
+    """Critic updates done so far (the delay counter)."""
+
+
+def make_td3_model(
+    obs_dim: int,
+    act_dim: int,
+    hidden: tuple[int, ...],
+    activation: Activation,
+    lr: float,
+    device: torch.device,
+    seed: int,
+) -> TD3Model:
+    """A freshly initialized TD3 model (targets start as copies)."""
+    init = torch.Generator().manual_seed(seed)
+    actor = Actor(obs_dim, act_dim, hidden, activation, stochastic=False, generator=init).to(device)
+    critic = TwinCritic(obs_dim, act_dim, hidden, activation, generator=init).to(device)
+    actor_target = Actor(obs_dim, act_dim, hidden, activation, stochastic=False).to(device)
+    critic_target = TwinCritic(obs_dim, act_dim, hidden, activation).to(device)
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
+    actor_target.requires_grad_(False)
+    critic_target.requires_grad_(False)
+    return TD3Model(
+        actor=actor,
+        actor_target=actor_target,
+        critic=critic,
+        critic_target=critic_target,
+        actor_opt=FusedAdam(list(actor.parameters()), lr),
+        critic_opt=FusedAdam(list(critic.parameters()), lr),
+        generator=torch.Generator(device=device).manual_seed(seed + 1),
+    )
+
+
+@torch.no_grad()
+def td3_update(model: TD3Model, batch: Batch, params: TD3Params) -> dict[str, float]:
+    """One TD3 step (critic always, actor and targets every ``policy_delay``-th call)."""
+    actor, critic = model.actor, model.critic
+    n = batch.obs.shape[0]
+    obs_dim = actor.obs_dim
+    inv_n = 1.0 / n
+    ws = model.workspace
+    policy_step = model.updates % params.policy_delay == 0
+    model.updates += 1
+
+    # Smoothed target action and the clipped double-Q target.
+    target_actor = model.actor_target
+    mu_next = mlp_forward(batch.next_obs, target_actor.weights, target_actor.biases, target_actor.activation)[-1]
+    noise = torch.randn(mu_next.shape, generator=model.generator, dtype=mu_next.dtype, device=mu_next.device)
+    noise.mul_(params.target_noise).clamp_(-params.target_noise_clip, params.target_noise_clip)
+    a_next = torch.tanh(mu_next).add_(noise).clamp_(-1.0, 1.0)
+    target = model.critic_target
+    xt = torch.cat([batch.next_obs, a_next], 1)
+    q_next = mlp_forward(xt, target.weights, target.biases, target.activation, ws, "target")[-1]
+    not_done = torch.rsub(batch.terminated, 1.0)
+    y = torch.addcmul(batch.rewards, not_done, torch.minimum(q_next[0], q_next[1]), value=params.gamma)
+
+    data_rows = torch.cat([batch.obs, batch.actions], 1)
+    if policy_step:
+        a_outs = mlp_forward(batch.obs, actor.weights, actor.biases, actor.activation, ws, "actor")
+        a_pi = torch.tanh(a_outs[-1])
+        xc = torch.cat([data_rows, torch.cat([batch.obs, a_pi], 1)])
+    else:
+        xc = data_rows
+    c_outs = mlp_forward(xc, critic.weights, critic.biases, critic.activation, ws, "critic")
+    q = c_outs[-1]
+    q_data = q[:, :n]
+    grad_q = torch.zeros_like(q) if policy_step else torch.empty_like(q)
+    diff = torch.sub(q_data, y, out=grad_q[:, :n])
+    critic_loss = diff.square().sum() * (0.5 * inv_n)
+    diff.mul_(inv_n)
+    stats = [critic_loss, q_data.mean()]
+    if policy_step:
+        grad_q[0, n:] = -inv_n  # actor loss -mean(Q_1(s, mu(s))); Q_2 gets no gradient
+        d_input = mlp_backward(
+            grad_q,
+            c_outs,
+            critic.weights,
+            critic.activation,
+            grads_of(critic.weights),
+            grads_of(critic.biases),
+            param_rows=n,
+            input_rows=slice(n, None),
+            input_cols=slice(obs_dim, None),
+            ws=ws,
+            key="critic",
+        )
+        assert d_input is not None
+        # Through tanh: d tanh(z)/dz = 1 - tanh(z)^2.
+        dz = torch.ops.aten.tanh_backward(d_input[0], a_pi)
+        actor_grads = grads_of(actor.weights), grads_of(actor.biases)
+        mlp_backward(dz, a_outs, actor.weights, actor.activation, *actor_grads, ws=ws, key="actor")
+        stats.append(-q[0, n:].mean())
+        model.critic_opt.step()
+        model.actor_opt.step()
+        polyak_(model.critic_target, critic, params.tau)
+        polyak_(model.actor_target, actor, params.tau)
+    else:
+        mlp_backward(
+            grad_q,
+            c_outs,
+            critic.weights,
+            critic.activation,
+            grads_of(critic.weights),
+            grads_of(critic.biases),
+            ws=ws,
+            key="critic",
+        )
+        model.critic_opt.step()
+    values = torch.stack(stats).tolist()
+    out = {"critic_loss": values[0], "q_mean": values[1]}
+    if policy_step:
+        out["actor_loss"] = values[2]
+    return out
+
+
+class TD3Learner:
+    """TD3 behind the :class:`policies.offpolicy.Learner` interface."""
+
+    algo = "td3"
+
+    def __init__(self, model: TD3Model, params: TD3Params, exploration_noise: float) -> None:
+        self.model = model
+        self.params = params
+        self.actor = model.actor
+        self.exploration_noise = exploration_noise
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        return td3_update(self.model, batch, self.params)
+
+    @torch.no_grad()
+    def explore(self, obs: Tensor) -> Tensor:
+        actor = self.actor
+        a = torch.tanh(mlp_forward(obs, actor.weights, actor.biases, actor.activation)[-1])
+        noise = torch.randn(a.shape, generator=self.model.generator, dtype=a.dtype, device=a.device)
+        return a.add_(noise, alpha=self.exploration_noise).clamp_(-1.0, 1.0)
+
+    def training_state(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "actor_target": m.actor_target.state_dict(),
+            "critic": m.critic.state_dict(),
+            "critic_target": m.critic_target.state_dict(),
+            "actor_opt": m.actor_opt.state_dict(),
+            "critic_opt": m.critic_opt.state_dict(),
+            "generator": m.generator.get_state(),
+            "updates": m.updates,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        m = self.model
+        load_module_state(m.actor_target, state["actor_target"], "target actor")
+        load_module_state(m.critic, state["critic"], "critic")
+        load_module_state(m.critic_target, state["critic_target"], "target critic")
+        m.actor_opt.load_state_dict(state["actor_opt"])
+        m.critic_opt.load_state_dict(state["critic_opt"])
+        m.generator.set_state(state["generator"])
+        m.updates = int(state["updates"])

@@ -1,0 +1,193 @@
+"""``s2r train`` / ``s2r eval`` end to end, resume, Ctrl-C, and how the loop stores episode ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from policies.config import config_from_mapping
+from policies.train import Trainer
+from s2r.cli import main
+
+TINY = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=2", "--set", "log_interval=100"]
+
+
+class _AlternatingEnd(gym.Env[np.ndarray, np.ndarray]):
+    """Even episodes terminate after 3 steps, odd ones are truncated after 5.
+
+    Observations are ``[episode, t]`` during an episode and ``[1000 + episode, 0]`` at reset, so a
+    stored transition shows whether the loop kept the true final observation.
+    """
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self) -> None:
+        self.k = -1
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.k += 1
+        self.t = 0
+        return np.array([1000 + self.k, 0], np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        terminated = self.k % 2 == 0 and self.t == 3
+        truncated = self.k % 2 == 1 and self.t == 5
+        return np.array([self.k, self.t], np.float32), float(self.t), terminated, truncated, {"success": self.t == 3}
+
+
+def _make_alternating(**kwargs: Any) -> gym.Env:
+    return _AlternatingEnd()
+
+
+ALTERNATING_ID = "S2RTestAlternatingEnd-v0"
+if ALTERNATING_ID not in gym.registry:
+    gym.register(id=ALTERNATING_ID, entry_point=_make_alternating, disable_env_checker=True)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_truncation_bootstraps_and_termination_does_not(overlap: bool) -> None:
+    cfg = config_from_mapping(
+        {"task": ALTERNATING_ID, "steps": 40, "warmup_steps": 40, "obs_norm": False, "overlap_env": overlap}
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.run_until(40)
+    finally:
+        trainer.close()
+    buf = trainer.buffer
+    n = len(buf)
+    assert n == 40
+    obs, nxt = buf.obs[:n], buf.next_obs[:n]
+    term = buf.act_rew_term[:n, -1]
+    assert not np.any(nxt[:, 0] >= 1000), "a reset observation was stored as a next observation"
+    ends_by_termination = (nxt[:, 0] % 2 == 0) & (nxt[:, 1] == 3)
+    ends_by_truncation = (nxt[:, 0] % 2 == 1) & (nxt[:, 1] == 5)
+    assert ends_by_termination.sum() >= 3 and ends_by_truncation.sum() >= 3
+    np.testing.assert_array_equal(term, ends_by_termination.astype(np.float32))
+    # after every episode end the next transition starts from the reset observation
+    ends = np.flatnonzero(ends_by_termination | ends_by_truncation)
+    assert all(obs[i + 1, 0] >= 1000 for i in ends if i + 1 < n)
+    assert trainer.state.episodes == len(ends)
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--task", "Pendulum-v1", "--steps", "300", "--seed", "1", "--out", str(run), "--quiet", *TINY]
+    code, out, _ = _run([*args, "--set", "warmup_steps=100", "--set", "eval_interval=200"], capsys)
+    assert code == 0, out
+    assert "trained 300 steps" in out
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["task"] == "Pendulum-v1" and cfg["warmup_steps"] == 100 and cfg["threads"] == 1
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in rows if r["kind"] == "eval"] == [("eval", 200), ("eval", 300)]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [100, 200, 300]
+    assert "critic_loss" in train_rows[-1] and "alpha" in train_rows[-1] and train_rows[-1]["steps_per_s"] > 0
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    assert (run / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("last.pt", "best.pt"):
+        data = torch.load(run / name, weights_only=True)
+        assert data["algo"] == "sac" and data["env_id"] == "Pendulum-v1" and data["step"] in (200, 300)
+    assert torch.load(run / "best.pt", weights_only=True)["training"] is None
+
+    code, out, _ = _run(["eval", str(run), "--episodes", "2", "--json"], capsys)
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["episodes"] == 2 and result["success_rate"] is None
+    assert set(result) >= {"episodes", "success_rate", "return_mean", "return_std"}
+
+    code, _, err = _run(["train", "--task", "Pendulum-v1", "--steps", "300", "--out", str(run), "--quiet"], capsys)
+    assert code == 2 and "--resume" in err
+
+    code, out, _ = _run(["train", "--out", str(run), "--resume", "--steps", "400", "--quiet"], capsys)
+    assert code == 0, out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [100, 200, 300, 400]
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 400 and last["training"]["loop"]["updates"] == 300
+    assert last["config"]["seed"] == 1  # from the run's config.yaml
+
+
+def test_td3_and_the_claw_task_log_success_and_reward_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "claw"
+    args = ["train", "--task", "dclaw-turn", "--algo", "td3", "--steps", "120", "--out", str(run), "--quiet"]
+    code, out, _ = _run([*args, *TINY, "--set", "warmup_steps=60", "--set", "log_interval=40"], capsys)
+    assert code == 0, out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train" and "return_mean" in r]
+    assert train_rows and "reward_terms/target_dist" in train_rows[-1] and train_rows[-1]["success_rate"] == 0.0
+    assert rows[-1]["kind"] == "eval" and rows[-1]["success_rate"] is not None
+    code, out, _ = _run(["eval", str(run / "last.pt"), "--episodes", "1", "--json", "--seed", "3"], capsys)
+    assert code == 0 and json.loads(out)["engine"] == "mujoco"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "interrupted"
+    metrics = run / "metrics.jsonl"
+
+    def interrupt_once_training_runs() -> None:
+        deadline = time.monotonic() + 60
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt_once_training_runs)
+    killer.start()
+    args = ["train", "--task", "Pendulum-v1", "--steps", "1000000", "--out", str(run), "--quiet", *TINY]
+    code, out, err = _run([*args, "--set", "warmup_steps=50"], capsys)
+    killer.join()
+    assert code == 0
+    assert "interrupted at step" in out and "saving a checkpoint" in err
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert 100 <= last["step"] < 1_000_000 and last["training"] is not None
+    assert (run / "replay.pt").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--task", "NoSuchEnv-v0", "--steps", "10"], "cannot make environment 'NoSuchEnv-v0'"),
+        (["train", "--task", "CartPole-v1", "--steps", "10"], "Box action space"),
+        (["train", "--engine", "bogus", "--steps", "10"], "unknown engine 'bogus'"),
+        (["train", "--set", "batch_size=-3", "--steps", "10"], "'batch_size' must be at least 1"),
+        (["train", "--resume", "--steps", "10"], "cannot resume"),
+    ],
+)
+def test_bad_train_input_exits_2_with_a_message(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run([*args, "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_eval_of_a_damaged_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    code, _, err = _run(["eval", str(bad)], capsys)
+    assert code == 2 and "corrupted or not a checkpoint" in err
+    code, _, err = _run(["eval", str(tmp_path)], capsys)
+    assert code == 2 and "holds no checkpoint" in err
