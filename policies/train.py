@@ -6,8 +6,9 @@ eval interval), ``tensorboard/`` (event files), ``last.pt`` and ``best.pt`` (che
 ``learning_curve.png``.
 
 Per environment step the loop picks an action (uniform during warm-up, then the learner's
-exploration), hands it to the environment — on a background thread when ``overlap_env`` is set, so
-that MuJoCo (which releases the GIL) runs while the learner updates on the other core — then runs
+exploration), hands it to the environment — on a background thread when ``overlap_env`` is set:
+MuJoCo releases the GIL while it simulates, so that part runs on the other core during the update
+(the environment's Python code still takes turns with the update's) — then runs
 ``updates_per_step`` updates on replay batches, and finally stores the transition. The update
 therefore samples from every transition but the one in flight.
 """

@@ -214,7 +214,8 @@ class Bus(Protocol):
         ...
 
     def torque(self, enabled: bool) -> None:
-        """Enable (goal = present position first) or disable the joint servos' torque."""
+        """Enable (goal = present position first) or disable the joint servos' torque; disabling also turns off
+        any passive joint being driven (see :meth:`passive_driven`)."""
         ...
 
     @property
@@ -224,6 +225,29 @@ class Bus(Protocol):
 
     def torque_disabled(self) -> AbstractContextManager[None]:
         """Torque off inside the block, restored (goal = present first) on exit."""
+        ...
+
+    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
+        """Torque on for the servos of the named passive joints inside the block, so :meth:`write_passive` can
+        position them (a reset driving the valve): goal = present position first, as for the joints. On exit
+        the torque goes off (confirmed by each servo), also when the block raises. Only encoders the config
+        marks ``resettable`` may be driven (:class:`~s2r.errors.UserError` otherwise); a joint already driven
+        is a :class:`BusError`."""
+        ...
+
+    def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
+        """Goal positions (rad) of passive joints being driven, in one sync write; returns the goals actually sent
+        after tick quantization (rad). A joint not inside :meth:`passive_driven` is a :class:`BusError`, a
+        non-finite goal a ``ValueError``."""
+        ...
+
+    @property
+    def passive_driving(self) -> tuple[str, ...]:
+        """Passive joints whose servo torque is on (inside :meth:`passive_driven`), as last set through this bus."""
+        ...
+
+    def torque_status(self) -> dict[str, bool]:
+        """Torque Enable as every servo reports it now (joint and encoder name -> on), in one transaction."""
         ...
 
     def hardware_errors(self) -> dict[str, HardwareError]:
@@ -261,6 +285,46 @@ def torque_disabled_block(bus: Bus) -> Iterator[None]:
     finally:
         if was_on:
             bus.torque(True)
+
+
+def drivable_passive_joints(config: RobotConfig, names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` checked for :meth:`Bus.passive_driven`: passive joints of ``config`` whose encoder is resettable."""
+    if not names:
+        raise ValueError("passive_driven needs at least one passive joint name")
+    for name in names:
+        try:
+            encoder = config.encoder(name)
+        except KeyError as exc:
+            raise UserError(str(exc.args[0])) from None
+        if not encoder.resettable:
+            raise UserError(f"{config.source}: the encoder of {name!r} (id {encoder.id}) is not resettable, so its "
+                            f"servo must stay torque-off; set encoders.{name}.resettable: true to let resets drive it")
+    if len(set(names)) != len(names):
+        raise ValueError(f"passive joint named twice: {', '.join(names)}")
+    return tuple(names)
+
+
+@contextmanager
+def passive_driven_block(config: RobotConfig, names: Sequence[str], driving: set[str],
+                         enable: Callable[[tuple[str, ...]], None],
+                         disable: Callable[[tuple[str, ...]], None]) -> Iterator[None]:
+    """The body of :meth:`Bus.passive_driven` for any bus: ``enable``/``disable`` switch the named servos.
+
+    ``driving`` is the bus's set of driven joints. The names join it before ``enable`` runs, so a servo
+    switched on by a partly failed enable is switched off again; they leave it only once ``disable``
+    has succeeded, so a later ``close`` tries again after a failed torque off.
+    """
+    chosen = drivable_passive_joints(config, names)
+    busy = [n for n in chosen if n in driving]
+    if busy:
+        raise BusError(f"passive joint(s) {', '.join(busy)} already driven (passive_driven blocks do not nest)")
+    driving.update(chosen)
+    try:
+        enable(chosen)
+        yield
+    finally:
+        disable(chosen)
+        driving.difference_update(chosen)
 
 
 def resolve_port(port: str) -> str:

@@ -42,6 +42,8 @@ _OPERATING_MODES = {
     "current_based_position": OperatingMode.CURRENT_BASED_POSITION,
 }
 _LIMIT_TOLERANCE_RAD = 1e-9
+DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S = 2.0
+"""Default rate limit of a passive joint driven during a reset (rad/s), a little under the task's finger limit."""
 _MAX_LATENCY_TIMER_S = 0.255
 
 
@@ -89,6 +91,11 @@ class EncoderConfig:
     """Calibration: ``angle = raw_rad * scale + offset_rad``."""
     offset_rad: float
     """Calibration offset (rad)."""
+    resettable: bool = False
+    """Whether the encoder's servo may be position-controlled during a scripted reset, to put the passive joint
+    at the episode's start (as ROBEL's D'Claw drives its valve servo); its torque is off during episodes."""
+    reset_velocity_limit_rad_s: float = DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S
+    """Fastest the passive joint is driven during a reset (rad/s): the controller's rate limit on the goal it sends."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,19 @@ class RobotConfig:
     def encoder_ids(self) -> tuple[int, ...]:
         """Servo IDs of the passive-joint encoders."""
         return tuple(e.id for e in self.encoders)
+
+    @property
+    def resettable_passive_joints(self) -> tuple[str, ...]:
+        """Passive joints whose encoder servo may drive them during resets, in task-spec order."""
+        return tuple(e.name for e in self.encoders if e.resettable)
+
+    def encoder(self, name: str) -> EncoderConfig:
+        """The encoder of a passive joint, by name; ``KeyError`` naming the known ones otherwise."""
+        for e in self.encoders:
+            if e.name == name:
+                return e
+        raise KeyError(f"no encoder for a passive joint named {name!r} in {self.source}; "
+                       f"known: {', '.join(e.name for e in self.encoders)}")
 
     @property
     def all_ids(self) -> tuple[int, ...]:
@@ -368,11 +388,20 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
     if tuple(names) != spec.passive_joints:
         node.fail("", f"one encoder per passive joint of the task, in order: {', '.join(spec.passive_joints)}",
                   ", ".join(names))
+    vel_top = Register.VELOCITY_LIMIT.spec.high * RAD_S_PER_VELOCITY_UNIT
     out = []
     for name in spec.passive_joints:
         e = node.child(name)
-        out.append(EncoderConfig(name, e.servo_id("id"), e.scale("scale"), e.number("offset_rad", 0.0)))
+        servo_id, scale, offset = e.servo_id("id"), e.scale("scale"), e.number("offset_rad", 0.0)
+        resettable = e.flag("resettable", False)
+        speed = e.number("reset_velocity_limit_rad_s", DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S)
+        if not 0 < speed <= vel_top:
+            e.fail("reset_velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", speed)
+        if not resettable and "reset_velocity_limit_rad_s" in e.data:
+            e.fail("reset_velocity_limit_rad_s", "absent unless resettable is true (the encoder is never driven)",
+                   speed)
         e.done()
+        out.append(EncoderConfig(name, servo_id, scale, offset, resettable, speed))
     return tuple(out)
 
 

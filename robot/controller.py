@@ -11,10 +11,17 @@ One control cycle, every ``config.control_period_s``::
 
 The policy-facing state (previous command, last action) is kept by :class:`PolicyState` exactly as
 :class:`sim.env.SimEnv` keeps it, so for the same readings the robot's observations and commands are
-the simulator's. An episode is a scripted reset (a rate-limited move of the fingers to the task's
-start pose through the same safety filter; the valve stays where it is and the episode starts from
-there), then ``T = task.spec.episode_steps`` policy cycles: T + 1 readings, T actions. The reset's
-last reading is the episode's first.
+the simulator's. An episode is a scripted reset, then ``T = task.spec.episode_steps`` policy cycles:
+T + 1 readings, T actions. The reset's last reading is the episode's first. The reset, from the start
+``task.sample_start(rng)`` draws (as ``SimEnv.reset`` does):
+
+1. the fingers move, rate-limited through the same safety filter, to the start pose, which the task
+   places clear of the valve (the fingertips above the spokes), lifting them off it;
+2. every passive joint whose encoder the config marks ``resettable`` is driven to its start angle
+   (``Bus.passive_driven``: its servo's torque is on only for this phase), its goal rate-limited to the
+   encoder's ``reset_velocity_limit_rad_s``, until it settles; then its torque goes off and the episode
+   starts from the next reading. A passive joint that is not resettable stays where it is, the episode
+   starts from there, and the episode meta says so (``passive_reset``).
 
 The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive
 failed reads, data older than a bound (both from ``config.watchdog``), a servo hardware error, a bus
@@ -67,14 +74,21 @@ class ControllerSettings:
     safe_stop_hold_s: float = 0.5
     """How long a safety stop holds the last safe command before turning the torque off (s)."""
     reset_tolerance_rad: float = 0.05
-    """The reset is settled when every joint is this close to the start pose (rad)."""
+    """A reset phase is settled when every joint it moves is this close to its start (rad): the fingers to the
+    start pose, then each driven passive joint to its start angle."""
+    reset_settle_speed_rad_s: float = 0.05
+    """A driven passive joint is settled only once it is also this slow (rad/s): released while still moving, it
+    would coast on past its start angle."""
     reset_timeout_s: float = 5.0
-    """Longest reset (s); after it the episode starts from where the fingers are (logged in the meta)."""
+    """Longest wait for a reset phase to settle (s): from the start of the finger move, and for a driven passive
+    joint from when its rate-limited goal reached the start angle. After it the episode starts from where
+    things are (logged in the meta)."""
     episode_steps: int | None = None
     """Policy steps per episode; ``None`` is the task's ``episode_steps`` (fewer only for smoke tests)."""
 
     def __post_init__(self) -> None:
-        for name in ("spin_s", "safe_stop_hold_s", "reset_tolerance_rad", "reset_timeout_s"):
+        for name in ("spin_s", "safe_stop_hold_s", "reset_tolerance_rad", "reset_settle_speed_rad_s",
+                     "reset_timeout_s"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"controller setting {name} must be a finite number >= 0; got {value!r}")
@@ -439,7 +453,89 @@ class Controller:
         return new
 
     # --- reset ----------------------------------------------------------------------------------
-    def _reset(self, target: FloatArray, info: dict[str, Any]) -> Reading:
+    def _reset(self, target: FloatArray, passive_start: FloatArray, info: dict[str, Any]) -> Reading:
+        """The scripted reset: fingers to ``target``, then the resettable passive joints to ``passive_start``
+        (rad, task order); returns the episode's first reading."""
+        reading = self._reset_fingers(target, info)
+        passive = self.task.spec.passive_joints
+        driven = self.config.resettable_passive_joints
+        report: dict[str, Any] = {
+            name: {"driven": False, "start_rad": float(passive_start[k]),
+                   "why": f"not resettable in {self.config.source}: the episode starts where it is"}
+            for k, name in enumerate(passive) if name not in driven
+        }
+        if driven:
+            reading = self._reset_passive(driven, passive_start, report)
+        info["passive_reset"] = report
+        return reading
+
+    def _reset_passive(self, names: tuple[str, ...], passive_start: FloatArray,
+                       report: dict[str, Any]) -> Reading:
+        """Drive ``names`` to their start angles with their servos on, release them, and read once more."""
+        s = self.settings
+        spec = self.task.spec
+        index = np.array([spec.passive_joints.index(n) for n in names])
+        aim = np.asarray(passive_start, dtype=np.float64)[index]
+        max_step = np.array([self.config.encoder(n).reset_velocity_limit_rad_s for n in names]) * \
+            self.config.control_period_s
+        t0 = self.clock()
+        goal: FloatArray | None = None
+        arrived_at: float | None = None
+        cycles = 0
+        error = math.inf
+        settled = False
+        try:
+            with self.bus.passive_driven(*names):
+                while True:
+                    reading = self._begin_cycle()
+                    self._check(reading)
+                    cycles += 1
+                    if not reading.stale:
+                        pos = reading.passive_pos[index]
+                        error = float(np.max(np.abs(pos - aim)))
+                        settled = (error <= s.reset_tolerance_rad
+                                   and float(np.max(np.abs(reading.passive_vel[index]))) <= s.reset_settle_speed_rad_s)
+                        if goal is None:
+                            goal = pos.copy()  # the servo holds where it is (goal = present when torque went on)
+                        if arrived_at is not None and (settled or self.clock() - arrived_at >= s.reset_timeout_s):
+                            self._end_cycle()
+                            break
+                        if arrived_at is None:
+                            step = goal + np.clip(aim - goal, -max_step, max_step)
+                            # goal + (aim - goal) can miss aim by a rounding step; land on it exactly.
+                            goal = aim.copy() if np.allclose(step, aim, rtol=0, atol=1e-12) else step
+                            self._write_passive(dict(zip(names, goal.tolist(), strict=True)))
+                            if np.array_equal(goal, aim):
+                                arrived_at = self.clock()
+                    self._end_cycle()
+        except BusError as exc:
+            raise ControllerStop(Stop("safety", f"bus failure while driving {', '.join(names)} for the reset: "
+                                      f"{exc}", self.clock())) from exc
+        if not settled:
+            self.log.warning("%s did not settle at the start within %.1f s (largest error %.3f rad); starting the "
+                             "episode from here", ", ".join(names), s.reset_timeout_s, error)
+        # Released: the episode starts from the next reading, with every passive joint free again.
+        reading = self._begin_cycle()
+        self._check(reading)
+        start_error = (np.abs(reading.passive_pos[index] - aim) if not reading.stale
+                       else np.full(len(names), math.nan))
+        for k, name in enumerate(names):
+            report[name] = {
+                "driven": True, "start_rad": float(aim[k]), "settled": settled, "cycles": cycles,
+                "duration_s": self.clock() - t0, "error_at_release_rad": error,
+                "start_error_rad": float(start_error[k]),
+            }
+        return reading
+
+    def _write_passive(self, goals: dict[str, float]) -> None:
+        """Send passive-joint goals during a reset (after checking the data is still fresh)."""
+        self._check_age(self.clock())
+        try:
+            self.bus.write_passive(goals)
+        except HardwareFault as exc:
+            raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
+
+    def _reset_fingers(self, target: FloatArray, info: dict[str, Any]) -> Reading:
         """Move the fingers to ``target`` through the safety filter; returns the settled reading."""
         s = self.settings
         self._timer.restart()
@@ -485,7 +581,7 @@ class Controller:
         stop: Stop | None = None
         try:
             try:
-                reading = self._reset(target, info)
+                reading = self._reset(target, np.asarray(start.passive_pos, dtype=np.float64), info)
             finally:
                 info["reset_comm_errors"] = self._new_errors()
             self.state.start(target)

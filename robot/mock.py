@@ -18,7 +18,15 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
-from robot.bus import BusCounters, BusError, CounterBook, HardwareFault, Reading, torque_disabled_block
+from robot.bus import (
+    BusCounters,
+    BusError,
+    CounterBook,
+    HardwareFault,
+    Reading,
+    passive_driven_block,
+    torque_disabled_block,
+)
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import HardwareError
@@ -39,6 +47,8 @@ DEFAULT_STIFFNESS_NM_PER_RAD = 4.0
 STATUS_BYTES = 21
 """Bytes of one status packet of the 10-byte state block."""
 SDK_TIMEOUT_MARGIN_S = 0.002
+PASSIVE_SERVO_SPEED_RAD_S = 4.8
+"""Top speed of a driven passive joint's servo (rad/s): an XM430-W350's no-load speed, 46 rpm at 12 V."""
 
 
 class MockBus:
@@ -46,7 +56,9 @@ class MockBus:
 
     Each joint moves towards its goal as ``q' = (goal - q) / time_constant_s``, never faster than its
     configured velocity limit; a torque-off joint stays where it is. Passive joints stay at
-    ``passive_pos`` (tests may set :attr:`passive_pos`). ``faults`` work as in the emulator: every status
+    ``passive_pos`` (tests may set :attr:`passive_pos`, e.g. from a policy, to play a turned valve), except
+    while :meth:`passive_driven` has their servo on: then they follow :attr:`passive_goal` the same way,
+    at most ``PASSIVE_SERVO_SPEED_RAD_S``. ``faults`` work as in the emulator: every status
     packet of a read draws a fate; a silent servo or a dropped, corrupted or too-late packet fails the
     attempt (counted), and a read whose attempts all fail is stale.
     """
@@ -79,6 +91,14 @@ class MockBus:
         self.passive_pos = np.array(passive_pos if passive_pos is not None else np.zeros(len(config.encoders)),
                                     dtype=np.float64)
         """Passive-joint positions (rad)."""
+        self.passive_vel = np.zeros_like(self.passive_pos)
+        """Passive-joint velocities while driven (rad/s); 0 otherwise."""
+        self.passive_goal = self.passive_pos.copy()
+        """Goal positions of the passive joints' servos (rad, tick-quantized); used while driven."""
+        self.passive_torque = np.zeros(len(self.passive_pos), dtype=bool)
+        """Torque Enable of each passive joint's servo."""
+        self._driving: set[str] = set()
+        self._encoder_index = {e.name: k for k, e in enumerate(config.encoders)}
         self._servo_torque = np.zeros(len(self.q), dtype=bool)
         self._vel_limit = np.array([j.velocity_limit_rad_s for j in config.joints])
         self._ids = config.all_ids
@@ -146,8 +166,9 @@ class MockBus:
             torque_nm = np.where(self._servo_torque, self._stiffness * (self.goal - self.q), 0.0)
             cur = current_units_to_a(current_a_to_units(torque_nm / TORQUE_NM_PER_A))
             ppos = self._codec.quantize_encoder_pos(self.passive_pos)
+            pvel = np.rint(self.passive_vel / RAD_S_PER_VELOCITY_UNIT) * RAD_S_PER_VELOCITY_UNIT
             alerts = tuple(self._names[i] for i in self._ids if i in self._errors)
-            reading = Reading(t, t, pos, vel, cur, ppos, np.zeros(n_p), True, attempt, last_error, alerts)
+            reading = Reading(t, t, pos, vel, cur, ppos, pvel, True, attempt, last_error, alerts)
             return self._book.reading(reading)
         return self._book.reading(Reading.failed(n_j, n_p, t, t, attempts, last_error))
 
@@ -166,7 +187,58 @@ class MockBus:
             self._enable(range(len(self.q)))
         else:
             self._servo_torque[:] = False
+            self.passive_torque[:] = False
+            self._driving.clear()
         self._torque = enabled
+
+    @property
+    def passive_driving(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.config.encoders if e.name in self._driving)
+
+    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
+        return passive_driven_block(self.config, names, self._driving, self._enable_passive, self._disable_passive)
+
+    def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
+        self._require_connected()
+        idle = [n for n in goals_rad if n not in self._driving]
+        if idle:
+            raise BusError(f"passive joint(s) {', '.join(idle)} not driven: write_passive only inside passive_driven")
+        self._advance()
+        sent = {}
+        for name, angle in goals_rad.items():
+            k = self._encoder_index[name]
+            sent[name] = self._codec.passive_rad(k, self._codec.passive_goal_ticks(k, float(angle)))
+            self.passive_goal[k] = sent[name]
+        return sent
+
+    def torque_status(self) -> dict[str, bool]:
+        self._cycle += 1  # one sync read on the Dynamixel bus
+        self._advance()
+        on = list(self._servo_torque) + list(self.passive_torque)
+        return {self._names[i]: bool(t) for i, t in zip(self._ids, on, strict=True)}
+
+    def _enable_passive(self, names: tuple[str, ...]) -> None:
+        """Goal = present (quantized), then torque on, as for the joints."""
+        self._require_connected()
+        self._cycle += 1
+        self._advance()
+        present = self._codec.quantize_encoder_pos(self.passive_pos)
+        for name in names:
+            k = self._encoder_index[name]
+            servo_id = self.config.encoders[k].id
+            if servo_id in self._injector.silent:
+                self._book.error("timeout")
+                raise BusError(f"no answer from {name}, id {servo_id} writing TORQUE_ENABLE: timeout")
+            self.passive_goal[k] = present[k]
+            if servo_id not in self._errors:
+                self.passive_torque[k] = True
+
+    def _disable_passive(self, names: tuple[str, ...]) -> None:
+        if not self._connected:
+            return  # closed inside the block: close turned every driven servo off already
+        self._advance()
+        for name in names:
+            self.passive_torque[self._encoder_index[name]] = False
 
     def torque_disabled(self) -> AbstractContextManager[None]:
         return torque_disabled_block(self)
@@ -195,6 +267,8 @@ class MockBus:
         if self._connected:
             self._advance()
             self._servo_torque[:] = False
+            self.passive_torque[:] = False
+            self._driving.clear()
         self._connected = False
         self._torque = False
 
@@ -242,12 +316,19 @@ class MockBus:
             step = np.clip(step, -self._vel_limit * dt, self._vel_limit * dt)
             self.q = self.q + step
             self.qd = step / dt
+            p_step = np.where(self.passive_torque, (self.passive_goal - self.passive_pos) * alpha, 0.0)
+            p_step = np.clip(p_step, -PASSIVE_SERVO_SPEED_RAD_S * dt, PASSIVE_SERVO_SPEED_RAD_S * dt)
+            self.passive_pos = self.passive_pos + p_step
+            self.passive_vel = p_step / dt
         for f in self._injector.due(now - self._t_start, self._cycle):
             if f.kind in HARDWARE_BITS:
                 self._errors[f.id] = self._errors.get(f.id, HardwareError(0)) | HARDWARE_BITS[f.kind]
                 for k, j in enumerate(self.config.joints):
                     if j.id == f.id:
                         self._servo_torque[k] = False
+                for k, e in enumerate(self.config.encoders):
+                    if e.id == f.id:
+                        self.passive_torque[k] = False
         return now
 
     def _id_of(self, name: str) -> int:

@@ -91,7 +91,8 @@ def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[s
         passive_joints=spec.passive_joints,
         control_period=config.control_period_s,
         source=source,
-        extra={"hardware_config": config.source, "episode_steps": episode_steps, **(extra or {})},
+        extra={"hardware_config": config.source, "episode_steps": episode_steps,
+               "resettable_passive_joints": list(config.resettable_passive_joints), **(extra or {})},
     )
 
 

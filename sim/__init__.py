@@ -30,6 +30,16 @@ def make_dclaw_turn_random(**kwargs: Any) -> gym.Env:
     return _make("s2r/DClawTurnRandom-v0", **kwargs)
 
 
+def make_dkitty_stand_fixed(**kwargs: Any) -> gym.Env:
+    """``s2r/DKittyStandFixed-v0``: the quadruped rises from a crouch and stands."""
+    return _make("s2r/DKittyStandFixed-v0", **kwargs)
+
+
+def make_dkitty_walk_fixed(**kwargs: Any) -> gym.Env:
+    """``s2r/DKittyWalkFixed-v0``: the quadruped walks to a target 2 m ahead."""
+    return _make("s2r/DKittyWalkFixed-v0", **kwargs)
+
+
 def resolve_env_id(task: str) -> str:
     """A short task name (``dclaw-turn``) or a gymnasium id, as a gymnasium id."""
     return TASK_IDS.get(task, task)
@@ -38,6 +48,8 @@ def resolve_env_id(task: str) -> str:
 for _id, _fn in (
     ("s2r/DClawTurnFixed-v0", make_dclaw_turn_fixed),
     ("s2r/DClawTurnRandom-v0", make_dclaw_turn_random),
+    ("s2r/DKittyStandFixed-v0", make_dkitty_stand_fixed),
+    ("s2r/DKittyWalkFixed-v0", make_dkitty_walk_fixed),
 ):
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_fn, disable_env_checker=True)

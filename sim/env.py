@@ -2,15 +2,17 @@
 
 Per step: the normalized action goes through the task's action mapping (the same pure functions
 the robot controller uses) into joint targets; the engine runs the substeps that make up one
-control period, with the command reaching the actuators after ``action_latency``; the observation
-is built by the task from a reading with ``obs_noise_std`` noise; the reward is the sum of the
-task's named terms, which ``info["reward_terms"]`` reports one by one.
+control period, with the command reaching the actuators after ``action_latency`` and, where the task
+declares ``push_force_std``, a random horizontal push on its target bodies; the observation is built by
+the task from a reading with ``obs_noise_std`` noise (and IMU noise for a floating base); the reward is the
+sum of the task's named terms, which ``info["reward_terms"]`` reports one by one.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -18,9 +20,10 @@ import numpy as np
 
 from sim.engines import Engine, make_engine
 from sim.params import ParameterSet
+from sim.rotations import quat_from_rotvec, quat_mul
 from sim.state import RobotState, SimState
 from sim.tasks.actions import action_to_command, clip_action, normalize
-from sim.tasks.base import Task, total_reward
+from sim.tasks.base import Task, start_base_pose, total_reward
 from sim.tasks.spec import FloatArray
 
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
@@ -46,8 +49,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if control_period is not None:
-            from dataclasses import replace
-
             task = replace(task, spec=task.spec.with_control_period(control_period))  # type: ignore[type-var]
         self.task = task
         self.spec_ = task.spec
@@ -72,6 +73,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps = 0
         self._substep_clock = 0
         self._pending: deque[tuple[int, FloatArray]] = deque()
+        self._pushed: tuple[str, ...] = ()
 
     # --- gymnasium API --------------------------------------------------------------------------
     def reset(
@@ -79,7 +81,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         start = self.task.sample_start(self.np_random)
-        self.engine.reset(start.joint_pos, start.passive_pos)
+        self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
+        self._pushed = ()
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
         self._last_action = clip_action(normalize(self._command, self.spec_.low, self.spec_.high))
         self._goal = dict(start.goal)
@@ -93,6 +96,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         a = clip_action(np.nan_to_num(np.asarray(action, dtype=np.float64), nan=0.0))
         command = action_to_command(a, self._command, self.spec_)
+        self._push()
         self._advance(command, self._substeps_this_period())
         self._command = command
         self._last_action = a
@@ -129,6 +133,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.engine.set_state(state)
         self._command = np.asarray(state.command, dtype=np.float64).copy()
         self._pending.clear()
+        self._pushed = ()
 
     def read(self) -> RobotState:
         """The noiseless current reading."""
@@ -172,16 +177,36 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             self.engine.step(k)
             self._substep_clock += k
 
-    def _noisy(self, state: RobotState) -> RobotState:
-        std = self._env_param("obs_noise_std")
+    def _push(self) -> None:
+        """A fresh horizontal force (N) on the push targets for this control period, or none."""
+        std = self._env_param("push_force_std")
         if std <= 0.0:
+            for body in self._pushed:
+                self.engine.set_external_force(body, np.zeros(3))
+            self._pushed = ()
+            return
+        targets = self.params.spec("push_force_std").targets
+        force = np.concatenate([self.np_random.normal(0.0, std, 2), [0.0]])
+        for body in targets:
+            self.engine.set_external_force(body, force)
+        self._pushed = targets
+
+    def _noisy(self, state: RobotState) -> RobotState:
+        """The reading as the sensors would give it: angle noise on joints, IMU noise on a floating base."""
+        std = self._env_param("obs_noise_std")
+        orientation_std = self._env_param("base_orientation_noise_std") if state.has_base else 0.0
+        angvel_std = self._env_param("base_angvel_noise_std") if state.has_base else 0.0
+        if std <= 0.0 and orientation_std <= 0.0 and angvel_std <= 0.0:
             return state
         rng = self.np_random
-        return RobotState(
-            time=state.time,
-            joint_pos=state.joint_pos + rng.normal(0.0, std, state.joint_pos.shape),
-            joint_vel=state.joint_vel,
-            passive_pos=state.passive_pos + rng.normal(0.0, std, state.passive_pos.shape),
-            passive_vel=state.passive_vel,
-            joint_effort=state.joint_effort,
-        )
+        out = state
+        if std > 0.0:
+            out = replace(out, joint_pos=out.joint_pos + rng.normal(0.0, std, out.joint_pos.shape),
+                          passive_pos=out.passive_pos + rng.normal(0.0, std, out.passive_pos.shape))
+        if orientation_std > 0.0:
+            # A small rotation of the body frame, as an IMU's attitude estimate is off by.
+            tilt = quat_from_rotvec(rng.normal(0.0, orientation_std, 3))
+            out = replace(out, base_quat=quat_mul(out.base_quat, tilt))
+        if angvel_std > 0.0:
+            out = replace(out, base_angvel=out.base_angvel + rng.normal(0.0, angvel_std, 3))
+        return out

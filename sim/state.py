@@ -25,21 +25,45 @@ class RobotState:
     """Velocities of the passive joints (rad/s)."""
     joint_effort: FloatArray = field(default_factory=lambda: np.zeros(0))
     """Actuator torque per joint (N m) where the source reports it; empty otherwise."""
+    base_quat: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Orientation of a floating base (w, x, y, z; body -> world), e.g. from an IMU; empty for a fixed robot."""
+    base_angvel: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Angular velocity of the floating base in its own frame (rad/s), what a gyroscope reads; empty if none."""
+    base_pos: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Position of the base frame's origin in the world (m): simulation or an external tracker; empty if none."""
+    base_linvel: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Velocity of the base frame's origin in the world frame (m/s): simulation or a tracker; empty if none."""
+
+    @property
+    def has_base(self) -> bool:
+        """Whether the reading carries a floating base's orientation (a legged robot with an IMU)."""
+        return self.base_quat.size == 4
+
+
+BASE_QPOS_SIZE = 7
+"""Entries of a floating base in :attr:`SimState.qpos`: position (3, m), then orientation (w, x, y, z)."""
+BASE_QVEL_SIZE = 6
+"""Entries of a floating base in :attr:`SimState.qvel`: linear (3, m/s, world), then angular (3, rad/s, body)."""
 
 
 @dataclass(frozen=True)
 class SimState:
-    """A simulator's state: joint coordinates in task order (actuated, then passive) and the command.
+    """A simulator's state: coordinates in task order (actuated, passive, then the floating base) and the command.
 
     ``qpos``/``qvel`` are the same on every engine, so a state logged on one engine (or built from a
     robot reading) can be loaded into another. ``physics`` optionally carries the engine's complete
     internal state (solver warm start, contact cache) for bit-exact restores on the same engine.
+
+    A scene with a floating base (``TaskSpec.base_joint``) appends the base to both vectors, with
+    MuJoCo's free-joint convention: ``qpos`` gets the base frame's origin in the world (m) and its
+    orientation quaternion (w, x, y, z; body -> world), ``qvel`` the origin's velocity in the world frame
+    (m/s) and the angular velocity in the base's own frame (rad/s). A fixed-base scene has neither.
     """
 
     qpos: FloatArray
-    """Actuated joint positions, then passive joint positions (rad)."""
+    """Actuated joint positions (rad), then passive joint positions (rad), then the base pose if any (see above)."""
     qvel: FloatArray
-    """Velocities in the same order (rad/s)."""
+    """Velocities in the same order (rad/s; the base's linear velocity in m/s)."""
     command: FloatArray
     """Position targets currently applied to the actuators (rad)."""
     physics: FloatArray | None = None

@@ -96,8 +96,9 @@ def _sim(env: gym.Env) -> SimEnv:
     return inner
 
 
-def _actions(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, 9)).astype(np.float32)
+def _actions(env_id: str, n: int, seed: int = 0) -> np.ndarray:
+    size = sim.make_task(env_id).spec.n_joints
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, size)).astype(np.float32)
 
 
 def _rollout(env: gym.Env, actions: np.ndarray, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +180,7 @@ def test_spaces_and_returned_values(case: tuple[str, str], shared_env: Maker) ->
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_same_seed_same_actions_same_trajectory(case: tuple[str, str], make_env: Maker) -> None:
     steps = sim.make_task(case[0]).spec.episode_steps + 2  # past the first truncation and reset
-    actions = _actions(steps)
+    actions = _actions(case[0], steps)
     a, b = make_env(*case), make_env(*case)
     first = _rollout(a, actions)
     _assert_same(_rollout(b, actions), first)
@@ -266,7 +267,7 @@ def test_param_values_apply_from_nominal_and_never_compound(case: tuple[str, str
         pytest.skip(f"{engine} does not support {name}")
     spec = params.spec(name)
     a, b = _other_value(spec, 3.0), _other_value(spec, 1.5)
-    actions = _actions(SHORT_STEPS)
+    actions = _actions(env_id, SHORT_STEPS)
     nominal = _nominal_trajectory(env_id, engine, actions)
 
     params.set(name, b)
@@ -293,7 +294,7 @@ def test_setting_a_param_mid_episode_leaves_the_state_alone(case: tuple[str, str
     if not inner.params.supported(name):
         pytest.skip(f"{engine} does not support {name}")
     env.reset(seed=SEED)
-    for a in _actions(3):
+    for a in _actions(env_id, 3):
         env.step(a)
     before = inner.get_sim_state()
     inner.params.set(name, _other_value(inner.params.spec(name), 1.5))
@@ -343,10 +344,10 @@ def test_sim_state_restore_is_exact(case: tuple[str, str], make_env: Maker) -> N
     env = make_env(*case)
     inner = _sim(env)
     env.reset(seed=SEED)
-    for a in _actions(5, seed=1):
+    for a in _actions(case[0], 5, seed=1):
         env.step(a)
     snapshot = inner.get_sim_state()
-    k_actions = _actions(10, seed=2)
+    k_actions = _actions(case[0], 10, seed=2)
 
     def run(e: gym.Env) -> tuple[np.ndarray, np.ndarray]:
         steps = [e.step(a) for a in k_actions]

@@ -208,13 +208,18 @@ def test_policy_of_the_wrong_shape_is_refused_before_running() -> None:
 
 
 def test_requested_stop_turns_torque_off_and_keeps_logs(tmp_path: Path) -> None:
-    cycles = {"n": 0}
+    calls = {"n": 0}
+    inner = random_policy()
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        return inner(obs)
 
     def should_stop() -> str | None:
-        cycles["n"] += 1
-        return "SIGTERM" if cycles["n"] > 100 else None
+        # ten steps into the third episode, however many cycles the resets take
+        return "SIGTERM" if calls["n"] > 90 else None
 
-    ctrl, bus, _ = make_controller(random_policy(), should_stop=should_stop)
+    ctrl, bus, _ = make_controller(policy, should_stop=should_stop)
     summary = run(ctrl, tmp_path, 10)
     assert summary.stop_kind == "requested" and summary.stop_reason == "SIGTERM"
     assert summary.torque_off and not bus.torque_enabled
@@ -303,15 +308,19 @@ def test_reset_moves_rate_limited_from_anywhere() -> None:
     # the first step starts from the joints as read (rounded to a tick)
     assert np.all(np.abs(writes[0] - far) <= spec.max_step + RAD_PER_TICK / 2 + 1e-12)
     assert np.max(np.abs(result.arrays["joint_pos"][0] - start)) <= ctrl.settings.reset_tolerance_rad
-    # the valve is not reset: the episode starts where it is
-    assert result.arrays["passive_pos"][0, 0] == pytest.approx(0.7, abs=RAD_PER_TICK)
+    # the valve is driven back to the fixed variant's start angle, 0
+    assert result.arrays["passive_pos"][0, 0] == pytest.approx(0.0, abs=ctrl.settings.reset_tolerance_rad)
+    assert result.meta["passive_reset"]["valve"]["driven"] is True
 
 
 def test_episode_records_observation_reward_and_success_from_the_task(tmp_path: Path) -> None:
     task = task_for(CONFIG)
     goal_hit = {"n": 0}
-    ctrl, _, _ = make_controller(random_policy(3), passive_pos=np.array([math.pi - 0.05]))
+    # a valve that is not resettable stays where the mock put it: near the target
+    fixed_valve = config_with(encoders={"valve": {"id": 50, "scale": 1.0, "offset_rad": 0.0}})
+    ctrl, _, _ = make_controller(random_policy(3), config=fixed_valve, passive_pos=np.array([math.pi - 0.05]))
     result = ctrl.episode(np.random.default_rng(0))
+    assert result.meta["passive_reset"]["valve"]["driven"] is False
     a = result.arrays
     goal = result.meta["goal"]
     limits = SafetyLimits.from_config(CONFIG)
@@ -328,7 +337,7 @@ def test_episode_records_observation_reward_and_success_from_the_task(tmp_path: 
         if k < result.steps:
             last_action = clip_action(a["action"][k])
     assert result.success == task.success(reading.state(), goal)
-    assert result.success and goal_hit["n"] > 0  # the mock's valve stays where it was put: near the target
+    assert result.success and goal_hit["n"] > 0
     assert result.episode_return == pytest.approx(float(a["reward"].sum()))
 
 

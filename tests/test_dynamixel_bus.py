@@ -198,9 +198,10 @@ def test_every_dropped_or_corrupted_reply_is_counted() -> None:
             readings.append(bus.read())
             bus.write(command)
         stats = emu.stats()
+        # Counted before closing: the torque-off writes of close draw fates too, and are no read attempts.
+        counted = bus.counters.total_comm_errors - setup
         bus.close()
     injected = stats["read_transactions_faulted"] - injected_before
-    counted = bus.counters.total_comm_errors - setup
     failed_attempts = sum(r.attempts - (1 if r.ok else 0) for r in readings)
     # Each failed attempt is counted exactly once, and every injected fault shows up as a failed attempt.
     assert counted == failed_attempts

@@ -223,7 +223,7 @@ def test_bad_files_and_tasks(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_distribution(tmp_path / "missing.yaml")
     assert "not valid YAML" in _load_error(tmp_path, "task: [unclosed")
-    assert "unknown task 'dkitty-walk'" in _load_error(tmp_path, {"task": "dkitty-walk", "parameters": {}})
+    assert "unknown task 'no-such-task'" in _load_error(tmp_path, {"task": "no-such-task", "parameters": {}})
     assert "missing task" in _load_error(tmp_path, {"parameters": {}})
     assert "unknown key(s) paramters" in _load_error(tmp_path, {"task": TASK, "paramters": {}})
 

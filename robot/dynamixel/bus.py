@@ -4,6 +4,11 @@ Per control cycle the loop uses two transactions: a SYNC_READ of the 10-byte blo
 (Present Current, Velocity, Position) from every joint servo and encoder, and a SYNC_WRITE of Goal
 Position (address 116) to every joint servo. Failed transactions are retried a bounded number of times;
 every failure is counted by kind; a read that still fails is returned stale (NaN), never as old values.
+
+An encoder the config marks ``resettable`` runs in extended position mode (set at connect while its torque
+is off): its torque is on only inside :meth:`DynamixelBus.passive_driven`, and extended mode takes a goal on
+any turn, so a valve turned a few times over can be driven back to its start angle (position mode limits
+goals to one turn).
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from typing import Any
 import dynamixel_sdk as sdk
 import numpy as np
 
-from robot.bus import BusCounters, BusError, CounterBook, HardwareFault, Reading, torque_disabled_block
+from robot.bus import (
+    BusCounters,
+    BusError,
+    CounterBook,
+    HardwareFault,
+    Reading,
+    passive_driven_block,
+    torque_disabled_block,
+)
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import (
@@ -156,6 +169,12 @@ class DynamixelBus:
                                              Register.HARDWARE_ERROR_STATUS.size)
         for i in self._ids:
             self._error_read.addParam(i)
+        self._torque_read = sdk.GroupSyncRead(self._port, self._ph, Register.TORQUE_ENABLE.address,
+                                              Register.TORQUE_ENABLE.size)
+        for i in self._ids:
+            self._torque_read.addParam(i)
+        self._encoder_index = {e.name: k for k, e in enumerate(config.encoders)}
+        self._driving: set[str] = set()
 
     # --- Bus protocol --------------------------------------------------------------------------
     @property
@@ -209,8 +228,49 @@ class DynamixelBus:
         if enabled:
             self._enable_torque(self.config.joint_ids)
         else:
-            self._disable_torque(self.config.joint_ids)
+            driven = self._driven_ids()
+            self._disable_torque([*self.config.joint_ids, *driven])
+            self._driving.clear()
         self._torque = enabled
+
+    @property
+    def passive_driving(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.config.encoders if e.name in self._driving)
+
+    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
+        return passive_driven_block(self.config, names, self._driving, self._enable_passive, self._disable_passive)
+
+    def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
+        self._require_connected()
+        idle = [n for n in goals_rad if n not in self._driving]
+        if idle:
+            raise BusError(f"passive joint(s) {', '.join(idle)} not driven: write_passive only inside passive_driven")
+        ids, ticks, sent = [], [], {}
+        for name, angle in goals_rad.items():
+            k = self._encoder_index[name]
+            t = self._codec.passive_goal_ticks(k, float(angle))
+            ids.append(self.config.encoders[k].id)
+            ticks.append(t)
+            sent[name] = self._codec.passive_rad(k, t)
+        self._write_goal_ticks(ids, np.array(ticks, dtype=np.int64))
+        return sent
+
+    def torque_status(self) -> dict[str, bool]:
+        self._require_open()
+        values = self._sync_read_registers(self._torque_read, Register.TORQUE_ENABLE, "torque enable")
+        return {self._names[i]: v == 1 for i, v in values.items()}
+
+    def _enable_passive(self, names: tuple[str, ...]) -> None:
+        self._require_connected()
+        self._enable_torque([self.config.encoder(n).id for n in names])
+
+    def _disable_passive(self, names: tuple[str, ...]) -> None:
+        if not self._connected:
+            return  # closed inside the block: close turned every driven servo off already
+        self._disable_torque([self.config.encoder(n).id for n in names])
+
+    def _driven_ids(self) -> list[int]:
+        return [e.id for e in self.config.encoders if e.name in self._driving]
 
     def _disable_torque(self, ids: Sequence[int]) -> None:
         """Torque off on every servo in ``ids``, even when some do not answer.
@@ -254,7 +314,7 @@ class DynamixelBus:
 
     def close(self) -> None:
         try:
-            if self._connected and self._torque:
+            if self._connected and (self._torque or self._driving):
                 try:
                     self.torque(False)
                 except BusError:
@@ -316,6 +376,8 @@ class DynamixelBus:
         for e in cfg.encoders:
             self._ensure(e.id, Register.HOMING_OFFSET, 0, n)
             self._ensure(e.id, Register.DRIVE_MODE, 0, n)
+            if e.resettable:
+                self._ensure(e.id, Register.OPERATING_MODE, int(OperatingMode.EXTENDED_POSITION), n)
         mode = cfg.operating_mode_value
         for k, j in enumerate(cfg.joints):
             self._ensure(j.id, Register.OPERATING_MODE, int(mode), n)
@@ -330,7 +392,8 @@ class DynamixelBus:
 
     # --- transactions -----------------------------------------------------------------------------
     def _read_state(self) -> tuple[Reading, IntArray | None]:
-        """One state read with retries: the reading, and the joints' Present Position (ticks) when it worked."""
+        """One state read with retries: the reading, and every servo's Present Position (ticks, in ``all_ids``
+        order) when it worked."""
         n_j, n_p = self._n_joints, len(self.config.encoders)
         attempts = 1 + self.config.retries.read
         t_request = self._clock()
@@ -354,7 +417,7 @@ class DynamixelBus:
             jp, jv, jc = self._codec.joint_state(cur[:n_j], vel[:n_j], pos[:n_j])
             pp, pv = self._codec.encoder_state(vel[n_j:], pos[n_j:])
             reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
-            return reading, pos[:n_j]
+            return reading, pos
         return Reading.failed(n_j, n_p, t_request, self._clock(), attempts, last_error), None
 
     def _receive_blocks(self) -> tuple[list[bytes], list[str], str | None]:
@@ -379,17 +442,18 @@ class DynamixelBus:
         return blocks, alerts, None
 
     def _present_ticks(self) -> IntArray:
-        """Present Position (ticks) of the joints, read for a torque change; raises when the read fails."""
+        """Present Position (ticks) of every servo (``all_ids`` order), read for a torque change; raises when the
+        read fails."""
         reading, ticks = self._read_state()
         if ticks is None:
             raise BusError(f"cannot read the present positions on {self.port}: {reading.error}")
         return ticks
 
-    def _enable_torque(self, joint_ids: Iterable[int]) -> None:
+    def _enable_torque(self, servo_ids: Iterable[int]) -> None:
         """Goal = present position first, so enabling torque cannot jump to a stale goal; then torque on."""
-        ids = list(joint_ids)
+        ids = list(servo_ids)
         present = self._present_ticks()
-        index = {i: k for k, i in enumerate(self.config.joint_ids)}
+        index = {i: k for k, i in enumerate(self._ids)}
         ticks = np.array([present[index[i]] for i in ids])
         self._write_goal_ticks(ids, ticks)
         for i in ids:

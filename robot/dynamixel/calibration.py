@@ -68,6 +68,24 @@ class ServoCodec:
         return ticks_to_joint(joint_to_ticks(angle_rad, self.encoder_scale, self.encoder_offset),
                               self.encoder_scale, self.encoder_offset)
 
+    def passive_goal_ticks(self, index: int, angle_rad: float) -> int:
+        """Goal Position (ticks) that drives passive joint ``index`` (encoder order) to ``angle_rad``.
+
+        A driven encoder runs in extended position mode (multi-turn, no position limits), so the goal is only
+        bounded by the register; one outside it is a ``ValueError``, never silently clipped."""
+        if not np.isfinite(angle_rad):
+            raise ValueError(f"passive goal is not finite: {angle_rad}")
+        ticks = int(joint_to_ticks(angle_rad, self.encoder_scale[index], self.encoder_offset[index]))
+        spec = Register.GOAL_POSITION.spec
+        if not spec.low <= ticks <= spec.high:
+            raise ValueError(f"passive goal {angle_rad} rad is {ticks} ticks, outside the Goal Position range "
+                             f"{spec.low}..{spec.high}")
+        return ticks
+
+    def passive_rad(self, index: int, ticks: int) -> float:
+        """Angle (rad) of passive joint ``index`` at raw position ``ticks``."""
+        return float(ticks_to_joint(ticks, self.encoder_scale[index], self.encoder_offset[index]))
+
     def joint_state(self, current_units: IntArray, velocity_units: IntArray,
                     position_ticks: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(position rad, velocity rad/s, current A) of the joints from their present registers."""

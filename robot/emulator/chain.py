@@ -91,6 +91,7 @@ class ServoChain:
         self.stats: Counter[str] = Counter()
         """What happened: instructions, replies, injected faults, CRC errors received, ..."""
         self._targets = np.full(self.n_joints, np.nan)
+        self._passive_targets = np.full(len(config.encoders), np.nan)
         self._by_id: dict[int, EmulatedServo] = {}
         self._homing = self._torque = self._threshold = np.zeros(0)
         self._reindex()
@@ -119,6 +120,7 @@ class ServoChain:
         effort = np.zeros(n)
         if st.joint_effort.size == self.n_joints:
             effort[:self.n_joints] = st.joint_effort
+        effort[self.n_joints:] = self.physics.passive_effort
         amps = effort / self._scale / TORQUE_NM_PER_A
         if r.current_noise_std_a:
             amps[:self.n_joints] += self.rng.normal(0.0, r.current_noise_std_a, self.n_joints)
@@ -141,17 +143,22 @@ class ServoChain:
             s.mem[_TICKER_AT:_TICKER_AT + n_t] = ticker_bytes[k * n_t:(k + 1) * n_t]
 
     def _push_targets(self, now: float) -> None:
-        """Send the joint servos' goals to the physics if any changed (NaN where torque is off)."""
+        """Send the servos' goals to the physics if any changed (NaN where torque is off): the joint servos'
+        position targets, and the encoder servos' goals, which drive their passive joints while torque is on."""
         targets = np.full(self.n_joints, np.nan)
-        c = self.codec
-        for k in range(self.n_joints):
-            s = self.servos[k]
+        passive = np.full(len(self.servos) - self.n_joints, np.nan)
+        for k, s in enumerate(self.servos):
             if s.torque_on:
                 raw = s.get(Register.GOAL_POSITION) - s.get(Register.HOMING_OFFSET)
-                targets[k] = float(ticks_to_joint(raw, c.joint_scale[k], c.joint_offset[k]))
-        if not np.array_equal(targets, self._targets, equal_nan=True):
-            self._targets = targets
-            self.physics.set_targets(now, targets)
+                angle = float(ticks_to_joint(raw, self._scale[k], self._offset[k]))
+                if k < self.n_joints:
+                    targets[k] = angle
+                else:
+                    passive[k - self.n_joints] = angle
+        if not (np.array_equal(targets, self._targets, equal_nan=True)
+                and np.array_equal(passive, self._passive_targets, equal_nan=True)):
+            self._targets, self._passive_targets = targets, passive
+            self.physics.set_targets(now, targets, passive)
 
     def _start_faults(self, now: float) -> None:
         for f in self.injector.due(now - self.t_start, self.cycle):

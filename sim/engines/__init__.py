@@ -17,7 +17,8 @@ def make_engine(name: str, task: Task, timestep: float) -> Engine:
     if name == "mujoco":
         from sim.engines.mujoco_engine import MujocoEngine
 
-        return MujocoEngine(task.model_xml(timestep), task.spec.joint_names, task.spec.passive_joints)
+        return MujocoEngine(task.model_xml(timestep), task.spec.joint_names, task.spec.passive_joints,
+                            task.spec.base_joint)
     if name == "pybullet":
         from s2r.extras import require
 

@@ -26,10 +26,21 @@ ParamKind = Literal[
     "action_latency",
     "obs_noise_std",
     "control_jitter_std",
+    "base_orientation_noise_std",
+    "base_angvel_noise_std",
+    "push_force_std",
 ]
-"""How a parameter acts. Engine kinds change the model; env kinds are applied by the env itself."""
+"""How a parameter acts. Engine kinds change the model; env kinds are applied by the env itself.
 
-ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std"})
+Env kinds: ``action_latency`` (s), ``obs_noise_std`` (rad, on joint and passive angles),
+``control_jitter_std`` (s), ``base_orientation_noise_std`` (rad, a random rotation of the base orientation
+reading), ``base_angvel_noise_std`` (rad/s, on the base angular velocity reading) and ``push_force_std``
+(N: every control period, a horizontal force with this std per axis pushes the parameter's target bodies,
+through their centres of mass, for that period; applied with :meth:`Engine.set_external_force`).
+"""
+
+ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std",
+                                       "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std"})
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,12 @@ class Engine(Protocol):
     timestep: float
     """Physics step (s)."""
 
-    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray) -> None:
-        """Place the joints (rad) at rest, with the command equal to ``joint_pos``."""
+    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None = None) -> None:
+        """Place the joints (rad) at rest, with the command equal to ``joint_pos``; no external force acts.
+
+        ``base_pose`` (scenes with a floating base only): position (m) and orientation (w, x, y, z) of the
+        base, at rest; ``None`` puts it where the scene places it.
+        """
         ...
 
     def set_command(self, command: FloatArray) -> None:
@@ -104,7 +119,21 @@ class Engine(Protocol):
         ...
 
     def set_state(self, state: SimState) -> None:
-        """Restore a snapshot; one without ``physics`` sets joint positions, velocities and command."""
+        """Restore a snapshot; one without ``physics`` sets joint (and base) positions, velocities and command.
+
+        External forces are inputs, not state: a restore ends every push.
+        """
+        ...
+
+    def set_external_force(self, body: str, force: FloatArray) -> None:
+        """Push ``body`` with ``force`` (N, 3 values, world frame) through its centre of mass on every physics
+        step until the next call for that body; zeros end the push."""
+        ...
+
+    def set_passive_torque(self, torque: FloatArray) -> None:
+        """Generalized torques (N m, one per passive joint in task order) on the passive joints, applied on every
+        physics step until the next call; zeros end them, as do a reset and a restore. How the emulator models
+        a passive joint's own servo while it is switched on (a robot reset driving the valve)."""
         ...
 
     def supports(self, spec: ParamSpec) -> bool:

@@ -12,7 +12,7 @@ import mujoco
 import numpy as np
 
 from sim.engines.base import ParamSpec
-from sim.state import RobotState, SimState
+from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.spec import FloatArray
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -26,18 +26,32 @@ class MujocoEngine:
 
     name = "mujoco"
 
-    def __init__(self, xml: str, joint_names: Sequence[str], passive_joints: Sequence[str]) -> None:
+    def __init__(self, xml: str, joint_names: Sequence[str], passive_joints: Sequence[str],
+                 base_joint: str | None = None) -> None:
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
         self.timestep = float(self.model.opt.timestep)
         m = self.model
-        self._joint_ids = np.array([m.joint(n).id for n in joint_names])
-        self._passive_ids = np.array([m.joint(n).id for n in passive_joints])
+        self._joint_ids = np.array([m.joint(n).id for n in joint_names], dtype=np.int64)
+        self._passive_ids = np.array([m.joint(n).id for n in passive_joints], dtype=np.int64)
         all_ids = np.concatenate([self._joint_ids, self._passive_ids])
         self._qadr = m.jnt_qposadr[all_ids]
         self._vadr = m.jnt_dofadr[all_ids]
+        # A floating base is the free joint named by the task: 7 qpos (position, quaternion w x y z) and
+        # 6 dofs (linear velocity in the world frame, angular velocity in the body frame), MuJoCo's layout
+        # and the one SimState uses.
+        self._base_qadr = np.zeros(0, dtype=np.int64)
+        self._base_vadr = np.zeros(0, dtype=np.int64)
+        if base_joint is not None:
+            jid = m.joint(base_joint).id
+            if m.jnt_type[jid] != mujoco.mjtJoint.mjJNT_FREE:
+                raise ValueError(f"base joint {base_joint!r} of the MuJoCo scene is not a free joint")
+            self._base_qadr = m.jnt_qposadr[jid] + np.arange(BASE_QPOS_SIZE)
+            self._base_vadr = m.jnt_dofadr[jid] + np.arange(BASE_QVEL_SIZE)
+        self._state_qadr = np.concatenate([self._qadr, self._base_qadr])
+        self._state_vadr = np.concatenate([self._vadr, self._base_vadr])
         self._n_act = len(joint_names)
-        self._act_ids = np.array([m.actuator(n).id for n in joint_names])
+        self._act_ids = np.array([m.actuator(n).id for n in joint_names], dtype=np.int64)
         self._nominal = {
             "dof_damping": m.dof_damping.copy(),
             "dof_frictionloss": m.dof_frictionloss.copy(),
@@ -51,10 +65,17 @@ class MujocoEngine:
         self._state_buf = np.empty(mujoco.mj_stateSize(m, _STATE_SPEC))
 
     # --- state -------------------------------------------------------------------------------
-    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray) -> None:
+    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None = None) -> None:
         mujoco.mj_resetData(self.model, self.data)
         qpos = np.concatenate([joint_pos, passive_pos])
         self.data.qpos[self._qadr] = qpos
+        if base_pose is not None:
+            if self._base_qadr.size == 0:
+                raise ValueError("a base pose was given, but this scene has no floating base")
+            pose = np.asarray(base_pose, dtype=np.float64)
+            if pose.shape != (BASE_QPOS_SIZE,):
+                raise ValueError(f"a base pose has {BASE_QPOS_SIZE} values (x, y, z, qw, qx, qy, qz), got {pose.shape}")
+            self.data.qpos[self._base_qadr] = np.concatenate([pose[:3], pose[3:] / np.linalg.norm(pose[3:])])
         self.data.ctrl[self._act_ids] = joint_pos
         mujoco.mj_forward(self.model, self.data)
 
@@ -69,6 +90,7 @@ class MujocoEngine:
         qpos = d.qpos[self._qadr]
         qvel = d.qvel[self._vadr]
         k = self._n_act
+        base_q, base_v = d.qpos[self._base_qadr], d.qvel[self._base_vadr]
         return RobotState(
             time=float(d.time),
             joint_pos=qpos[:k].copy(),
@@ -76,13 +98,17 @@ class MujocoEngine:
             passive_pos=qpos[k:].copy(),
             passive_vel=qvel[k:].copy(),
             joint_effort=d.actuator_force[self._act_ids].copy(),
+            base_quat=base_q[3:].copy(),
+            base_angvel=base_v[3:].copy(),
+            base_pos=base_q[:3].copy(),
+            base_linvel=base_v[:3].copy(),
         )
 
     def get_state(self) -> SimState:
         mujoco.mj_getState(self.model, self.data, self._state_buf, _STATE_SPEC)
         return SimState(
-            qpos=self.data.qpos[self._qadr].copy(),
-            qvel=self.data.qvel[self._vadr].copy(),
+            qpos=self.data.qpos[self._state_qadr].copy(),
+            qvel=self.data.qvel[self._state_vadr].copy(),
             command=self.data.ctrl[self._act_ids].copy(),
             physics=self._state_buf.copy(),
         )
@@ -91,11 +117,33 @@ class MujocoEngine:
         if state.physics is not None and state.physics.size == self._state_buf.size:
             mujoco.mj_setState(self.model, self.data, np.asarray(state.physics, dtype=np.float64), _STATE_SPEC)
         else:
-            self.data.qpos[self._qadr] = state.qpos
-            self.data.qvel[self._vadr] = state.qvel
+            nq, nv = self._state_qadr.size, self._state_vadr.size
+            if np.shape(state.qpos) != (nq,) or np.shape(state.qvel) != (nv,):
+                raise ValueError(f"a state for this scene has {nq} positions and {nv} velocities (actuated, passive, "
+                                 f"then base), got {np.shape(state.qpos)} and {np.shape(state.qvel)}")
+            self.data.qpos[self._state_qadr] = state.qpos
+            self.data.qvel[self._state_vadr] = state.qvel
             self.data.qacc_warmstart[:] = 0.0
             self.data.ctrl[self._act_ids] = state.command
+        # Pushes are inputs the caller renews, not state (the same on every engine).
+        self.data.xfrc_applied[:] = 0.0
+        self.data.qfrc_applied[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
+
+    def set_external_force(self, body: str, force: FloatArray) -> None:
+        f = np.asarray(force, dtype=np.float64)
+        if f.shape != (3,):
+            raise ValueError(f"an external force has 3 components (N, world frame), got shape {f.shape}")
+        # xfrc_applied acts at the body's centre of mass, in world axes: force, then torque.
+        self.data.xfrc_applied[self.model.body(body).id] = np.concatenate([f, np.zeros(3)])
+
+    def set_passive_torque(self, torque: FloatArray) -> None:
+        t = np.asarray(torque, dtype=np.float64)
+        if t.shape != (self._passive_ids.size,):
+            raise ValueError(f"a passive torque has one value per passive joint ({self._passive_ids.size}), "
+                             f"got shape {t.shape}")
+        # qfrc_applied is a generalized force: on a hinge, a torque about its axis (mj_resetData zeroes it).
+        self.data.qfrc_applied[self._vadr[self._n_act:]] = t
 
     # --- named parameters -------------------------------------------------------------------
     def supports(self, spec: ParamSpec) -> bool:

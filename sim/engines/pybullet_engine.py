@@ -1,7 +1,7 @@
 """PyBullet backend: the second engine, built to behave like :mod:`sim.engines.mujoco_engine`.
 
-The scene is the task's URDF (``task.model_urdf()``), loaded with a fixed base into this instance's
-own ``DIRECT`` client. How MuJoCo's model semantics are reproduced:
+The scene is the task's URDF (``task.model_urdf()``), loaded into this instance's own ``DIRECT`` client:
+with a fixed base, or split at a floating base (below). How MuJoCo's model semantics are reproduced:
 
 * **Position servos.** MuJoCo's ``<position kp>`` actuator is ``clip(kp * (ctrl - q), forcerange)``,
   evaluated at the start of every physics step. The same torque is applied each substep with
@@ -38,6 +38,19 @@ own ``DIRECT`` client. How MuJoCo's model semantics are reproduced:
   world from scratch (``resetSimulation`` and a reload with the current parameters), so nothing from an
   earlier episode carries over and a snapshot restores identically here or in another instance.
 
+* **Floating base.** URDF's six-degree-of-freedom joint (``type="floating"``), named by the task spec's
+  ``base_joint``, is MuJoCo's free joint; PyBullet has no such joint, so the scene is split there: the links
+  above it (the floor) become a fixed body and the subtree below it (the robot) a free-base body placed at
+  the joint's origin. The velocity map above then runs over PyBullet's full generalized velocity: the
+  base's angular velocity and centre-of-mass velocity in its inertial frame, then the joints (the
+  coordinates of ``calculateMassMatrix`` and ``calculateJacobian``), all taken in the base frame at the start
+  of the step; damping and armature act on the joints only, and the base pose is re-integrated with the
+  corrected velocity like the joints. PyBullet keeps a free base at its inertial frame; readings and
+  states report the URDF link frame (MuJoCo's body frame), converted both ways here.
+* **External forces** (pushes): applied before every physics step at the body's centre of mass in world
+  axes, as MuJoCo's ``xfrc_applied`` (PyBullet forgets them after each step). Resets and restores end them.
+* **Cameras** are the MJCF's world cameras (``pos``, ``xyaxes``, ``fovy``); the first one is the default.
+
 Contacts themselves differ between the engines (MuJoCo's are soft, PyBullet's are rigid with error
 reduction), so trajectories agree closely in free motion and only qualitatively while pushing the valve.
 """
@@ -56,7 +69,16 @@ import numpy as np
 import pybullet as pb
 
 from sim.engines.base import ParamSpec
-from sim.state import RobotState, SimState
+from sim.rotations import (
+    normalize_quat,
+    quat_conj,
+    quat_from_rotvec,
+    quat_mul,
+    quat_to_matrix,
+    wxyz_to_xyzw,
+    xyzw_to_wxyz,
+)
+from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.base import Task
 from sim.tasks.spec import FloatArray
 
@@ -81,16 +103,21 @@ _ARMATURE_CHECK_CONFIGS = 4
 _ALIGN_TOL = 1e-9
 """Tolerance (-) on the Jacobian tests that place armature in a link's inertia."""
 
-CAMERAS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float], float]] = {
-    "front": ((0.0, -0.42, 0.32), (0.0, 0.8, -0.6), (0.0, 0.6, 0.8), 45.0),
-    "top": ((0.0, 0.0, 0.55), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0), 45.0),
-}
-"""Camera name -> (eye (m), viewing direction, up vector, vertical field of view (deg)), from the MJCF cameras."""
-DEFAULT_CAMERA = "front"
+CameraPose = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float], float]
+"""Eye (m), viewing direction, up vector and vertical field of view (deg) of a camera."""
+MJCF_DEFAULT_FOVY_DEG = 45.0
+"""MuJoCo's vertical field of view for cameras without ``fovy`` (deg)."""
 CAMERA_NEAR_M = 0.01
 CAMERA_FAR_M = 5.0
 LIGHT_DIRECTION = (0.4, -0.4, 1.0)
-"""Direction towards the light (-), the MJCF key light reversed."""
+"""Direction towards the light (-): from the front left, above."""
+_FLOATING = "floating"
+"""URDF joint type of a free six-degree-of-freedom joint."""
+_FIXED = "fixed"
+BASE_DOFS = 6
+"""Generalized velocities of a free base in PyBullet's mass matrix: angular, then linear (base frame)."""
+LinkKey = tuple[int, int]
+"""A link as (body slot, PyBullet link index): slot 0 is the robot, later slots the fixed parts; -1 is a base."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,121 @@ def _release(clients: tuple[int, ...], tmpdir: str) -> None:
     shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def mjcf_cameras(xml: str) -> dict[str, CameraPose]:
+    """The world cameras of an MJCF scene, by name, in document order.
+
+    A camera's frame is given by ``pos`` and ``xyaxes`` (MuJoCo's default frame when absent: looking down
+    world -z with y up); it looks along its -z axis. Cameras on moving bodies, or oriented another way,
+    are not world-fixed views and are left out.
+    """
+    world = ET.fromstring(xml).find("worldbody")
+    cams: dict[str, CameraPose] = {}
+    if world is None:
+        return cams
+    for i, cam in enumerate(world.findall("camera")):
+        if any(k in cam.attrib for k in ("quat", "euler", "axisangle", "zaxis", "target", "mode")):
+            continue
+        pos = [float(v) for v in cam.attrib.get("pos", "0 0 0").split()]
+        axes = [float(v) for v in cam.attrib.get("xyaxes", "1 0 0 0 1 0").split()]
+        x = np.array(axes[:3]) / np.linalg.norm(axes[:3])
+        y = np.array(axes[3:])
+        y = y - (y @ x) * x
+        y /= np.linalg.norm(y)
+        z = np.cross(x, y)
+        eye = (pos[0], pos[1], pos[2])
+        forward = (float(-z[0]), float(-z[1]), float(-z[2]))
+        up = (float(y[0]), float(y[1]), float(y[2]))
+        fovy = float(cam.attrib.get("fovy", MJCF_DEFAULT_FOVY_DEG))
+        cams[cam.attrib.get("name", f"camera{i}")] = (eye, forward, up, fovy)
+    return cams
+
+
+@dataclass(frozen=True)
+class SceneBodies:
+    """A task's URDF as the bodies PyBullet loads."""
+
+    robot: str
+    """URDF of the body holding the task's joints (the whole scene when nothing floats)."""
+    statics: tuple[str, ...]
+    """URDFs of the fixed parts split off above a floating base (the floor)."""
+    floating: bool
+    """Whether the robot body has a free base."""
+    base_xyz: tuple[float, float, float]
+    """Origin of the floating joint: where the robot's base link starts (m)."""
+    base_rpy: tuple[float, float, float]
+    """Orientation of the floating joint's origin (URDF roll, pitch, yaw; rad)."""
+
+
+def _child(joint: ET.Element) -> str:
+    el = joint.find("child")
+    if el is None:
+        raise ValueError(f"URDF joint {joint.attrib.get('name')!r} has no <child>")
+    return el.attrib["link"]
+
+
+def _parent(joint: ET.Element) -> str:
+    el = joint.find("parent")
+    if el is None:
+        raise ValueError(f"URDF joint {joint.attrib.get('name')!r} has no <parent>")
+    return el.attrib["link"]
+
+
+def _floats(text: str | None, n: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in text.split()) if text else (0.0,) * n
+    if len(values) != n:
+        raise ValueError(f"expected {n} numbers, got {text!r}")
+    return values
+
+
+def split_scene(urdf: str, base_joint: str | None) -> SceneBodies:
+    """The bodies of a URDF scene: the whole tree, or (``base_joint`` set) the tree cut at that floating joint.
+
+    The floating joint must hang from the URDF's root link, and the fixed part above it may hold only
+    fixed joints: it is the world (floor, mounts), loaded with a fixed base.
+    """
+    root = ET.fromstring(urdf)
+    joints = root.findall("joint")
+    floating = [j.attrib["name"] for j in joints if j.attrib.get("type") == _FLOATING]
+    if base_joint is None:
+        if floating:
+            raise ValueError(f"the URDF has floating joint(s) {', '.join(floating)}, but the task names no base joint")
+        return SceneBodies(urdf, (), False, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    if floating != [base_joint]:
+        raise ValueError(f"the task's base joint {base_joint!r} must be the URDF's one joint of type "
+                         f"{_FLOATING!r}; its floating joints are: {', '.join(floating) or 'none'}")
+    base = next(j for j in joints if j.attrib["name"] == base_joint)
+    children: dict[str, list[str]] = {}
+    for j in joints:
+        children.setdefault(_parent(j), []).append(_child(j))
+    if _parent(base) in {_child(j) for j in joints}:
+        raise ValueError(f"floating joint {base_joint!r} must hang from the URDF's root link, not from "
+                         f"{_parent(base)!r}")
+    robot_links = {_child(base)}
+    stack = [_child(base)]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            robot_links.add(c)
+            stack.append(c)
+    moving = [j.attrib["name"] for j in joints
+              if j is not base and _child(j) not in robot_links and j.attrib.get("type") != _FIXED]
+    if moving:
+        raise ValueError(f"joint(s) {', '.join(moving)} move but lie outside the floating robot; the world part of "
+                         "a floating-base scene may only hold fixed joints")
+
+    def part(in_robot: bool, suffix: str) -> str:
+        out = ET.Element("robot", {"name": root.attrib.get("name", "scene") + suffix})
+        out.extend(root.findall("material"))
+        out.extend(link for link in root.findall("link") if (link.attrib["name"] in robot_links) == in_robot)
+        out.extend(j for j in joints if j is not base and (_child(j) in robot_links) == in_robot)
+        return '<?xml version="1.0"?>\n' + ET.tostring(out, encoding="unicode") + "\n"
+
+    origin = base.find("origin")
+    xyz = _floats(origin.attrib.get("xyz") if origin is not None else None, 3)
+    rpy = _floats(origin.attrib.get("rpy") if origin is not None else None, 3)
+    return SceneBodies(part(True, ""), (part(False, "_world"),), True, (xyz[0], xyz[1], xyz[2]),
+                       (rpy[0], rpy[1], rpy[2]))
+
+
 class PybulletEngine:
     """A task's scene in PyBullet, with MuJoCo's servo, damping, armature and friction semantics."""
 
@@ -144,24 +286,31 @@ class PybulletEngine:
         self.timestep = float(timestep)
         spec = task.spec
         urdf = task.model_urdf()
+        scene = split_scene(urdf, spec.base_joint)
+        self._floating = scene.floating
+        self._nb = BASE_DOFS if scene.floating else 0
+        self._base_start = (list(scene.base_xyz), list(pb.getQuaternionFromEuler(scene.base_rpy)))
+        self._cameras = mjcf_cameras(task.model_xml(timestep))
         self._tmpdir = tempfile.mkdtemp(prefix="s2r-pybullet-")
-        self._urdf_path = os.path.join(self._tmpdir, "scene.urdf")
         self._state_path = os.path.join(self._tmpdir, "state.bullet")
-        with open(self._urdf_path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(urdf)
-        os.replace(self._urdf_path + ".tmp", self._urdf_path)
-        # The simulated world, and a twin holding the same links without armature: PyBullet's mass
+        self._urdf_paths = [self._write(f"scene{i}.urdf", text) for i, text in enumerate((scene.robot, *scene.statics))]
+        # The simulated world, and a twin holding the same robot without armature: PyBullet's mass
         # matrix routine rejects the armature-laden inertias (they break the triangle inequality).
         self._client = pb.connect(pb.DIRECT)
         self._twin = pb.connect(pb.DIRECT)
         self._finalizer = weakref.finalize(self, _release, (self._client, self._twin), self._tmpdir)
-        body = self._load(self._client)
+        self._bodies = self._load(self._client)
+        body = self._bodies[0]
 
         # --- names -> indices -------------------------------------------------------------------
         c = self._client
         infos = [pb.getJointInfo(body, j, physicsClientId=c) for j in range(pb.getNumJoints(body, physicsClientId=c))]
         joint_index = {info[1].decode(): j for j, info in enumerate(infos)}
-        self._link_index = {"world": -1, **{info[12].decode(): j for j, info in enumerate(infos)}}
+        self._link_index: dict[str, LinkKey] = {}
+        for slot, b in enumerate(self._bodies):
+            self._link_index[pb.getBodyInfo(b, physicsClientId=c)[0].decode()] = (slot, -1)
+            for j in range(pb.getNumJoints(b, physicsClientId=c)):
+                self._link_index[pb.getJointInfo(b, j, physicsClientId=c)[12].decode()] = (slot, j)
         self._dof_joints = [j for j, info in enumerate(infos) if info[2] in _MOVABLE]
         dof_of_joint = {j: k for k, j in enumerate(self._dof_joints)}
         self._dof_of_name = {info[1].decode(): dof_of_joint[j] for j, info in enumerate(infos) if j in dof_of_joint}
@@ -172,7 +321,7 @@ class PybulletEngine:
             if n not in self._dof_of_name:
                 raise ValueError(f"joint {n!r} of the URDF is not a one-degree-of-freedom joint")
         self._n_act = len(spec.joint_names)
-        self._obs_dofs = np.array([self._dof_of_name[n] for n in names])
+        self._obs_dofs = np.array([self._dof_of_name[n] for n in names], dtype=np.int64)
         self._act_dofs = self._obs_dofs[: self._n_act]
         self._act_names = tuple(spec.joint_names)
         self._effort_limit = np.array([infos[self._dof_joints[d]][10] for d in self._act_dofs], dtype=np.float64)
@@ -194,62 +343,86 @@ class PybulletEngine:
         if missing:
             raise ValueError(f"no actuator_kp parameter gives the servo gain of joint(s) {', '.join(missing)}")
         self._nominal_kp = np.array([kp[n] for n in spec.joint_names])
-        self._links = sorted(self._link_index.values())
-        self._nominal_mass: dict[int, float] = {}
-        self._nominal_inertia: dict[int, FloatArray] = {}
-        self._nominal_friction: dict[int, float] = {}
-        for link in self._links:
-            info = pb.getDynamicsInfo(body, link, physicsClientId=c)
-            self._nominal_mass[link] = float(info[0])
-            self._nominal_friction[link] = float(info[1])
-            self._nominal_inertia[link] = np.array(info[2], dtype=np.float64)
+        self._links: list[LinkKey] = sorted(self._link_index.values())
+        self._nominal_mass: dict[LinkKey, float] = {}
+        self._nominal_inertia: dict[LinkKey, FloatArray] = {}
+        self._nominal_friction: dict[LinkKey, float] = {}
+        for key in self._links:
+            info = pb.getDynamicsInfo(self._bodies[key[0]], key[1], physicsClientId=c)
+            self._nominal_mass[key] = float(info[0])
+            self._nominal_friction[key] = float(info[1])
+            self._nominal_inertia[key] = np.array(info[2], dtype=np.float64)
+        # Where PyBullet keeps a free base (its inertial frame) in the base link's frame.
+        base_info = pb.getDynamicsInfo(body, -1, physicsClientId=c)
+        self._inertial_pos = np.array(base_info[3], dtype=np.float64)
+        self._inertial_quat = xyzw_to_wxyz(base_info[4])
 
         # --- current model (set_param writes here, always from the nominal values) -----------------
         self._damping = self._nominal_damping.copy()
         self._frictionloss = self._nominal_frictionloss.copy()
         self._kp = self._nominal_kp.copy()
-        self._mass_scale = {link: 1.0 for link in self._links}
+        self._mass_scale = {key: 1.0 for key in self._links}
         self._friction = dict(self._nominal_friction)
 
         self._twin_body = self._load_twin()
         self._link_armature, self._armature_coupling = self._place_armature()
-        self._body = body
         self._command = np.zeros(self._n_act)
         self._effort = np.zeros(self._n_act)
+        self._forces: dict[str, FloatArray] = {}
+        self._passive_torque = np.zeros(len(spec.passive_joints))
         self._time = 0.0
         self._q = np.zeros(self._ndof)
         self._v = np.zeros(self._ndof)
+        # Free base in PyBullet's terms: inertial-frame position (m) and orientation (w, x, y, z), its
+        # velocity and angular velocity (world frame).
+        self._bp, self._bq = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
+        self._bv, self._bw = np.zeros(3), np.zeros(3)
         self.reset(spec.reset, np.zeros(len(spec.passive_joints)))
 
     # --- world construction ----------------------------------------------------------------------
-    def _load(self, client: int) -> int:
-        """A fresh world in ``client`` holding only the scene, with the solver settings this engine relies on."""
+    def _write(self, name: str, text: str) -> str:
+        path = os.path.join(self._tmpdir, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def _load(self, client: int, twin: bool = False) -> list[int]:
+        """A fresh world in ``client`` holding only the scene (the twin: only the robot, at the origin)."""
         pb.resetSimulation(physicsClientId=client)
         pb.setGravity(0.0, 0.0, GRAVITY_M_S2, physicsClientId=client)
         # deterministicOverlappingPairs sorts contact pairs, so the solver's order does not depend on history.
         pb.setPhysicsEngineParameter(fixedTimeStep=self.timestep, numSubSteps=0, deterministicOverlappingPairs=1,
                                      physicsClientId=client)
-        return int(pb.loadURDF(self._urdf_path, useFixedBase=True, flags=_LOAD_FLAGS, physicsClientId=client))
+        pos, orn = ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]) if twin else self._base_start
+        robot = int(pb.loadURDF(self._urdf_paths[0], pos, orn, useFixedBase=not self._floating, flags=_LOAD_FLAGS,
+                                physicsClientId=client))
+        if twin:
+            return [robot]
+        statics = [int(pb.loadURDF(p, useFixedBase=True, flags=_LOAD_FLAGS, physicsClientId=client))
+                   for p in self._urdf_paths[1:]]
+        return [robot, *statics]
 
     def _load_twin(self) -> int:
         """(Re)load the armature-free twin with the current link masses; it only answers mass-matrix queries."""
-        body = self._load(self._twin)
-        for link in self._links:
-            if link >= 0:
-                scale = self._mass_scale[link]
-                pb.changeDynamics(body, link, mass=self._nominal_mass[link] * scale,
-                                  localInertiaDiagonal=(self._nominal_inertia[link] * scale).tolist(),
+        body = self._load(self._twin, twin=True)[0]
+        for key in self._links:
+            if key[0] == 0 and self._nominal_mass[key] > 0.0:
+                scale = self._mass_scale[key]
+                pb.changeDynamics(body, key[1], mass=self._nominal_mass[key] * scale,
+                                  localInertiaDiagonal=(self._nominal_inertia[key] * scale).tolist(),
                                   physicsClientId=self._twin)
         return body
 
     def _rebuild(self, state_file: str | None = None) -> None:
         """Reload the scene with the current model; restore a serialized world state if given."""
         c = self._client
-        self._body = body = self._load(c)
+        self._bodies = self._load(c)
+        body = self._bodies[0]
         pb.changeDynamics(body, -1, linearDamping=0.0, angularDamping=0.0,
                           activationState=pb.ACTIVATION_STATE_DISABLE_SLEEPING, physicsClientId=c)
-        for link in self._links:
-            self._apply_link(link)
+        for key in self._links:
+            self._apply_link(key)
         for j in self._dof_joints:
             # Two calls: PyBullet 3.2.7 drops jointDamping when maxJointVelocity comes in the same call.
             pb.changeDynamics(body, j, jointDamping=0.0, physicsClientId=c)
@@ -257,36 +430,42 @@ class PybulletEngine:
         self._apply_frictionloss()
         if state_file is not None:
             pb.restoreState(fileName=state_file, physicsClientId=c)
+        self._forces.clear()
+        self._passive_torque = np.zeros_like(self._passive_torque)
         self._pull_state()
 
-    def _apply_link(self, link: int) -> None:
-        scale = self._mass_scale[link]
-        kwargs: dict[str, object] = {"lateralFriction": math.sqrt(self._friction[link])}
-        if link >= 0:
-            kwargs["mass"] = self._nominal_mass[link] * scale
-            inertia = self._nominal_inertia[link] * scale + self._link_armature.get(link, 0.0)
+    def _apply_link(self, key: LinkKey) -> None:
+        scale = self._mass_scale[key]
+        kwargs: dict[str, object] = {"lateralFriction": math.sqrt(self._friction[key])}
+        if self._nominal_mass[key] > 0.0:  # fixed and massless links (the world) keep mass 0
+            kwargs["mass"] = self._nominal_mass[key] * scale
+            inertia = self._nominal_inertia[key] * scale + self._link_armature.get(key, 0.0)
             kwargs["localInertiaDiagonal"] = inertia.tolist()
-        pb.changeDynamics(self._body, link, physicsClientId=self._client, **kwargs)
+        pb.changeDynamics(self._bodies[key[0]], key[1], physicsClientId=self._client, **kwargs)
 
     def _apply_frictionloss(self) -> None:
         # A velocity motor with target 0 and force limit = friction torque is Coulomb friction; a limit
         # of 0 also switches off PyBullet's default motors, which would otherwise hold every joint.
-        pb.setJointMotorControlArray(self._body, self._dof_joints, pb.VELOCITY_CONTROL,
+        pb.setJointMotorControlArray(self._bodies[0], self._dof_joints, pb.VELOCITY_CONTROL,
                                      targetVelocities=[0.0] * self._ndof, forces=self._frictionloss.tolist(),
                                      physicsClientId=self._client)
 
-    def _place_armature(self) -> tuple[dict[int, FloatArray], FloatArray]:
+    def _place_armature(self) -> tuple[dict[LinkKey, FloatArray], FloatArray]:
         """Extra principal inertia per link that carries the joints' armature, and what it adds to ``M``.
 
         Armature ``a`` on joint ``j`` is ``a qdot_j^2 / 2`` of kinetic energy. Extra inertia ``d`` about
-        principal axis ``k`` of the child link is ``d (w . qdot)^2 / 2``, ``w`` being row ``k`` of
-        ``R^T J_w`` (``J_w`` the link's angular Jacobian, ``R`` its principal frame). An axis qualifies
-        when ``w`` is the same in every configuration (checked on random ones) and has ``|w_j| >= 0.5``;
-        the one touching fewest joints wins, ``d = a / w_j^2``, and ``d w w^T`` is added to PyBullet's
-        mass matrix (removed again in :meth:`step`). A joint without such an axis keeps its armature in
-        the velocity map only.
+        principal axis ``k`` of the child link is ``d (w . u)^2 / 2``, ``u`` the generalized velocity (a
+        free base's six, then the joints) and ``w`` row ``k`` of ``R^T J_w`` (``J_w`` the link's angular
+        Jacobian, ``R`` its principal frame; both relative to the base frame). An axis qualifies when ``w``
+        is the same in every configuration (checked on random ones) and has ``|w_j| >= 0.5``; the one
+        touching fewest coordinates wins, ``d = a / w_j^2``, and ``d w w^T`` is added to PyBullet's mass
+        matrix (removed again in :meth:`step`). A constant ``w`` adds a constant term to the mass matrix and
+        so no Coriolis forces, except where ``w`` involves a free base's angular velocity: that is a body-frame
+        quasi-velocity, and inertia on it brings gyroscopic torques MuJoCo's armature does not have (they
+        measurably break free-flight agreement). Such axes do not qualify. A joint without a qualifying axis
+        (every joint of a free-base robot) keeps its armature in the velocity map only.
         """
-        t, body = self._twin, self._twin_body
+        t, body, nb = self._twin, self._twin_body, self._nb
         rng = np.random.default_rng(0)
         zeros = [0.0] * self._ndof
         rows: dict[int, list[FloatArray]] = {}
@@ -299,61 +478,148 @@ class PybulletEngine:
                     rot = np.array(pb.getMatrixFromQuaternion(state[1]), dtype=np.float64).reshape(3, 3)
                     _, ang = pb.calculateJacobian(body, j, [0.0, 0.0, 0.0], q, zeros, zeros, physicsClientId=t)
                     rows.setdefault(dof, []).append(rot.T @ np.asarray(ang, dtype=np.float64))
-        link_armature: dict[int, FloatArray] = {}
-        coupling = np.zeros((self._ndof, self._ndof))
+        link_armature: dict[LinkKey, FloatArray] = {}
+        n = nb + self._ndof
+        coupling = np.zeros((n, n))
         for dof, mats in rows.items():
+            col = nb + dof
             best: tuple[int, float, int, FloatArray] | None = None
             for k in range(3):
                 w = np.array([m[k] for m in mats])  # one row per configuration
-                if np.max(np.abs(w - w[0])) > _ALIGN_TOL or abs(w[0, dof]) < 0.5:
+                if np.max(np.abs(w - w[0])) > _ALIGN_TOL or abs(w[0, col]) < 0.5:
+                    continue
+                if nb and np.max(np.abs(w[0, :3])) > _ALIGN_TOL:  # turns with the free base
                     continue
                 row = np.where(np.abs(w[0]) > _ALIGN_TOL, w[0], 0.0)
-                key = (int(np.count_nonzero(row)), -abs(float(row[dof])), k, row)
+                key = (int(np.count_nonzero(row)), -abs(float(row[col])), k, row)
                 if best is None or key[:3] < best[:3]:
                     best = key
             if best is None:
                 continue  # no principal axis fits: this armature lives in the velocity map only
             _, _, k, row = best
-            extra = self._armature[dof] / row[dof] ** 2
-            link = self._dof_joints[dof]
+            extra = self._armature[dof] / row[col] ** 2
+            link = (0, self._dof_joints[dof])
             link_armature.setdefault(link, np.zeros(3))[k] += extra
             coupling += extra * np.outer(row, row)
         return link_armature, coupling
 
     def _pull_state(self) -> None:
-        states = pb.getJointStates(self._body, self._dof_joints, physicsClientId=self._client)
+        c, body = self._client, self._bodies[0]
+        states = pb.getJointStates(body, self._dof_joints, physicsClientId=c)
         self._q = np.array([s[0] for s in states], dtype=np.float64)
         self._v = np.array([s[1] for s in states], dtype=np.float64)
+        if self._floating:
+            pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=c)
+            lin, ang = pb.getBaseVelocity(body, physicsClientId=c)
+            self._bp, self._bq = np.array(pos, dtype=np.float64), xyzw_to_wxyz(orn)
+            self._bv, self._bw = np.array(lin, dtype=np.float64), np.array(ang, dtype=np.float64)
 
     def _servo(self) -> FloatArray:
         q = self._q[self._act_dofs]
         return np.minimum(np.maximum(self._kp * (self._command - q), -self._effort_limit), self._effort_limit)
 
+    # --- free base: PyBullet's inertial frame <-> the URDF link frame --------------------------------
+    def _base_link_state(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Base link origin (m), orientation (w, x, y, z), origin velocity (m/s, world), body-frame rate (rad/s)."""
+        quat = normalize_quat(quat_mul(self._bq, quat_conj(self._inertial_quat)))
+        rot = quat_to_matrix(quat)
+        offset = rot @ self._inertial_pos  # link origin -> centre of mass, world axes
+        pos = self._bp - offset
+        linvel = self._bv - np.cross(self._bw, offset)
+        return pos, quat, linvel, rot.T @ self._bw
+
+    def _write_base_link(self, pos: FloatArray, quat: FloatArray, linvel: FloatArray, angvel_body: FloatArray) -> None:
+        rot = quat_to_matrix(quat)
+        offset = rot @ self._inertial_pos
+        angvel = rot @ np.asarray(angvel_body, dtype=np.float64)
+        self._write_base(np.asarray(pos, dtype=np.float64) + offset, quat_mul(quat, self._inertial_quat),
+                         np.asarray(linvel, dtype=np.float64) + np.cross(angvel, offset), angvel)
+
+    def _write_base(self, pos: FloatArray, quat: FloatArray, linvel: FloatArray, angvel: FloatArray) -> None:
+        """Set the free base in PyBullet's terms (inertial frame; world-frame velocities)."""
+        c, body = self._client, self._bodies[0]
+        pb.resetBasePositionAndOrientation(body, pos.tolist(), wxyz_to_xyzw(normalize_quat(quat)).tolist(),
+                                           physicsClientId=c)
+        pb.resetBaseVelocity(body, linvel.tolist(), angvel.tolist(), physicsClientId=c)
+        # Read back what PyBullet stored (it renormalizes the quaternion), so a snapshot reports exactly the
+        # state a restore of it reproduces.
+        pos_pb, orn = pb.getBasePositionAndOrientation(body, physicsClientId=c)
+        lin, ang = pb.getBaseVelocity(body, physicsClientId=c)
+        self._bp, self._bq = np.array(pos_pb, dtype=np.float64), xyzw_to_wxyz(orn)
+        self._bv, self._bw = np.array(lin, dtype=np.float64), np.array(ang, dtype=np.float64)
+
+    def _generalized_velocity(self, rot: FloatArray) -> FloatArray:
+        """PyBullet's mass-matrix coordinates: base angular and linear velocity in frame ``rot``, then the joints."""
+        if not self._floating:
+            return self._v
+        return np.concatenate([rot.T @ self._bw, rot.T @ self._bv, self._v])
+
     # --- state -------------------------------------------------------------------------------------
-    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray) -> None:
+    def reset(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None = None) -> None:
         self._rebuild()
         q = self._q.copy()
         q[self._obs_dofs] = np.concatenate([np.asarray(joint_pos, dtype=np.float64),
                                             np.asarray(passive_pos, dtype=np.float64)])
         self._write_joints(q, np.zeros(self._ndof))
+        if base_pose is not None:
+            if not self._floating:
+                raise ValueError("a base pose was given, but this scene has no floating base")
+            pose = np.asarray(base_pose, dtype=np.float64)
+            if pose.shape != (BASE_QPOS_SIZE,):
+                raise ValueError(f"a base pose has {BASE_QPOS_SIZE} values (x, y, z, qw, qx, qy, qz), got {pose.shape}")
+            self._write_base_link(pose[:3], normalize_quat(pose[3:]), np.zeros(3), np.zeros(3))
         self._command = np.asarray(joint_pos, dtype=np.float64).copy()
         self._time = 0.0
         self._effort = self._servo()
 
     def _write_joints(self, q: FloatArray, v: FloatArray) -> None:
-        pb.resetJointStatesMultiDof(self._body, self._dof_joints, q.reshape(-1, 1).tolist(),
+        pb.resetJointStatesMultiDof(self._bodies[0], self._dof_joints, q.reshape(-1, 1).tolist(),
                                     v.reshape(-1, 1).tolist(), physicsClientId=self._client)
         self._q, self._v = q.copy(), v.copy()
 
     def set_command(self, command: FloatArray) -> None:
         self._command = np.asarray(command, dtype=np.float64).copy()
 
+    def set_external_force(self, body: str, force: FloatArray) -> None:
+        if body not in self._link_index:
+            raise KeyError(f"the pybullet scene has no body {body!r}; its links are {', '.join(self._link_index)}")
+        f = np.asarray(force, dtype=np.float64)
+        if f.shape != (3,):
+            raise ValueError(f"an external force has 3 components (N, world frame), got shape {f.shape}")
+        if np.any(f != 0.0):
+            self._forces[body] = f.copy()
+        else:
+            self._forces.pop(body, None)
+
+    def set_passive_torque(self, torque: FloatArray) -> None:
+        t = np.asarray(torque, dtype=np.float64)
+        if t.shape != self._passive_torque.shape:
+            raise ValueError(f"a passive torque has one value per passive joint ({self._passive_torque.size}), "
+                             f"got shape {t.shape}")
+        # Added to the joint torques of every step; PyBullet's step then carries it into v1, so the velocity
+        # map below keeps it (only damping is re-integrated).
+        self._passive_torque = t.copy()
+
+    def _apply_forces(self) -> None:
+        c = self._client
+        for name, force in self._forces.items():
+            slot, link = self._link_index[name]
+            b = self._bodies[slot]
+            if link < 0:
+                com = pb.getBasePositionAndOrientation(b, physicsClientId=c)[0]
+            else:
+                com = pb.getLinkState(b, link, computeForwardKinematics=1, physicsClientId=c)[0]
+            pb.applyExternalForce(b, link, force.tolist(), list(com), pb.WORLD_FRAME, physicsClientId=c)
+
     def step(self, n: int) -> None:
-        c, body, dt = self._client, self._body, self.timestep
+        c, body, dt, nb = self._client, self._bodies[0], self.timestep, self._nb
         # MuJoCo's velocity update divides by M + armature + dt * damping (see the module docstring).
-        target_extra = np.diag(self._armature + dt * self._damping)
+        target_extra = np.diag(np.concatenate([np.zeros(nb), self._armature + dt * self._damping]))
         for _ in range(int(n)):
             q0, v0 = self._q, self._v
+            # A free base's velocities are taken in its frame at the start of the step, before and after.
+            rot0 = quat_to_matrix(self._bq) if self._floating else np.eye(3)
+            u0 = self._generalized_velocity(rot0)
             m_phys = np.asarray(pb.calculateMassMatrix(self._twin_body, q0.tolist(), physicsClientId=self._twin),
                                 dtype=np.float64)
             m_pb = m_phys + self._armature_coupling  # what PyBullet itself integrates with
@@ -361,23 +627,32 @@ class PybulletEngine:
             damping = self._damping * v0
             # PyBullet gets the damping torque its own step would see implicitly, so the velocities its
             # contact solver works with do not overshoot; the exact damping is restored below.
-            damping_pb = damping / (1.0 + dt * self._damping / np.diag(m_pb))
+            damping_pb = damping / (1.0 + dt * self._damping / np.diag(m_pb)[nb:])
             torque = -damping_pb
             torque[self._act_dofs] += servo
+            torque[self._obs_dofs[self._n_act:]] += self._passive_torque
             pb.setJointMotorControlArray(body, self._dof_joints, pb.TORQUE_CONTROL, forces=torque.tolist(),
                                          physicsClientId=c)
+            self._apply_forces()
             pb.stepSimulation(physicsClientId=c)
             self._pull_state()
             v1 = self._v
-            impulse = m_pb @ (v1 - v0) - dt * (damping - damping_pb)
-            v_new = v0 + np.linalg.solve(m_phys + target_extra, impulse)
-            self._write_joints(self._q + dt * (v_new - v1), v_new)
+            impulse = m_pb @ (self._generalized_velocity(rot0) - u0)
+            impulse[nb:] -= dt * (damping - damping_pb)
+            u_new = u0 + np.linalg.solve(m_phys + target_extra, impulse)
+            self._write_joints(self._q + dt * (u_new[nb:] - v1), u_new[nb:])
+            if self._floating:
+                angvel, linvel = rot0 @ u_new[:3], rot0 @ u_new[3:nb]
+                quat = quat_mul(quat_from_rotvec(dt * (angvel - self._bw)), self._bq)
+                self._write_base(self._bp + dt * (linvel - self._bv), quat, linvel, angvel)
             self._effort = servo
             self._time += dt
 
     def read(self) -> RobotState:
         k = self._n_act
         q, v = self._q[self._obs_dofs], self._v[self._obs_dofs]
+        empty = np.zeros(0)
+        pos, quat, linvel, angvel = self._base_link_state() if self._floating else (empty, empty, empty, empty)
         return RobotState(
             time=self._time,
             joint_pos=q[:k].copy(),
@@ -385,19 +660,27 @@ class PybulletEngine:
             passive_pos=q[k:].copy(),
             passive_vel=v[k:].copy(),
             joint_effort=self._effort.copy(),
+            base_quat=quat,
+            base_angvel=angvel,
+            base_pos=pos,
+            base_linvel=linvel,
         )
+
+    def _state_vectors(self) -> tuple[FloatArray, FloatArray]:
+        qpos, qvel = self._q[self._obs_dofs].copy(), self._v[self._obs_dofs].copy()
+        if not self._floating:
+            return qpos, qvel
+        pos, quat, linvel, angvel = self._base_link_state()
+        return np.concatenate([qpos, pos, quat]), np.concatenate([qvel, linvel, angvel])
 
     def get_state(self) -> SimState:
         pb.saveBullet(self._state_path, physicsClientId=self._client)
         with open(self._state_path, "rb") as f:
             data = f.read()
         header = np.array([_PHYSICS_TAG, self._time, float(len(data))])
-        return SimState(
-            qpos=self._q[self._obs_dofs].copy(),
-            qvel=self._v[self._obs_dofs].copy(),
-            command=self._command.copy(),
-            physics=np.concatenate([header, _pack_bytes(data)]),
-        )
+        qpos, qvel = self._state_vectors()
+        return SimState(qpos=qpos, qvel=qvel, command=self._command.copy(),
+                        physics=np.concatenate([header, _pack_bytes(data)]))
 
     def set_state(self, state: SimState) -> None:
         physics = state.physics
@@ -409,14 +692,18 @@ class PybulletEngine:
             self._time = float(physics[1])
         else:
             n = len(self._obs_dofs)
-            if np.shape(state.qpos) != (n,) or np.shape(state.qvel) != (n,):
-                raise ValueError(f"a state for this scene has {n} joint positions and velocities (actuated, then "
-                                 f"passive), got {np.shape(state.qpos)} and {np.shape(state.qvel)}")
+            nq, nv = n + (BASE_QPOS_SIZE if self._floating else 0), n + (BASE_QVEL_SIZE if self._floating else 0)
+            if np.shape(state.qpos) != (nq,) or np.shape(state.qvel) != (nv,):
+                raise ValueError(f"a state for this scene has {nq} positions and {nv} velocities (actuated, passive, "
+                                 f"then base), got {np.shape(state.qpos)} and {np.shape(state.qvel)}")
             self._rebuild()
             q, v = self._q.copy(), np.zeros(self._ndof)
-            q[self._obs_dofs] = state.qpos
-            v[self._obs_dofs] = state.qvel
+            q[self._obs_dofs] = state.qpos[:n]
+            v[self._obs_dofs] = state.qvel[:n]
             self._write_joints(q, v)
+            if self._floating:
+                self._write_base_link(state.qpos[n:n + 3], normalize_quat(state.qpos[n + 3:]),
+                                      state.qvel[n:n + 3], state.qvel[n + 3:])
         self._command = np.asarray(state.command, dtype=np.float64).copy()
         # As MuJoCo's mj_forward after a restore: the servo torque for the restored position and command.
         self._effort = self._servo()
@@ -431,7 +718,7 @@ class PybulletEngine:
             raise KeyError(f"parameter {spec.name!r}: the pybullet scene has no joint(s) {', '.join(unknown)}")
         return [self._dof_of_name[t] for t in spec.targets]
 
-    def _target_links(self, spec: ParamSpec) -> list[int]:
+    def _target_links(self, spec: ParamSpec) -> list[LinkKey]:
         unknown = [t for t in spec.targets if t not in self._link_index]
         if unknown:
             raise KeyError(f"parameter {spec.name!r}: the pybullet scene has no link(s) {', '.join(unknown)}")
@@ -449,22 +736,22 @@ class PybulletEngine:
                 raise KeyError(f"parameter {spec.name!r}: no servo drives joint(s) {', '.join(unknown)}")
             self._kp[[self._act_names.index(t) for t in spec.targets]] = value
         elif spec.kind == "contact_friction":
-            for link in self._target_links(spec):
-                self._friction[link] = value
-                self._apply_link(link)
+            for key in self._target_links(spec):
+                self._friction[key] = value
+                self._apply_link(key)
         elif spec.kind in ("body_mass", "body_mass_scale"):
             links = self._target_links(spec)
-            fixed = [t for t, link in zip(spec.targets, links, strict=True) if self._nominal_mass[link] <= 0.0]
+            fixed = [t for t, key in zip(spec.targets, links, strict=True) if self._nominal_mass[key] <= 0.0]
             if fixed:
                 raise ValueError(f"parameter {spec.name!r}: link(s) {', '.join(fixed)} are fixed or massless; "
                                  "only moving links have a mass to set")
             if spec.kind == "body_mass":
-                scale = value / sum(self._nominal_mass[link] for link in links)
+                scale = value / sum(self._nominal_mass[key] for key in links)
             else:
                 scale = value
-            for link in links:
-                self._mass_scale[link] = scale
-                self._apply_link(link)
+            for key in links:
+                self._mass_scale[key] = scale
+                self._apply_link(key)
             # PyBullet builds its mass-matrix model once per loaded body: reload the twin.
             self._twin_body = self._load_twin()
         else:
@@ -472,10 +759,12 @@ class PybulletEngine:
 
     # --- rendering -----------------------------------------------------------------------------------
     def render(self, width: int, height: int, camera: str | None = None) -> np.ndarray:
-        name = DEFAULT_CAMERA if camera is None else camera
-        if name not in CAMERAS:
-            raise ValueError(f"unknown camera {name!r}; the pybullet scene has {', '.join(CAMERAS)}")
-        eye, forward, up, fovy = CAMERAS[name]
+        if not self._cameras:
+            raise ValueError("the scene has no world-fixed camera to render from")
+        name = next(iter(self._cameras)) if camera is None else camera
+        if name not in self._cameras:
+            raise ValueError(f"unknown camera {name!r}; the pybullet scene has {', '.join(self._cameras)}")
+        eye, forward, up, fovy = self._cameras[name]
         target = [e + f for e, f in zip(eye, forward, strict=True)]
         view = pb.computeViewMatrix(list(eye), target, list(up), physicsClientId=self._client)
         proj = pb.computeProjectionMatrixFOV(fovy, width / height, CAMERA_NEAR_M, CAMERA_FAR_M,

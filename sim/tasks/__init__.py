@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from sim.tasks.base import Task
 from sim.tasks.dclaw_turn import DClawTurn
+from sim.tasks.dkitty import DKittyStand, DKittyWalk
 
 TASK_IDS = {
     "dclaw-turn": "s2r/DClawTurnFixed-v0",
     "dclaw-turn-random": "s2r/DClawTurnRandom-v0",
+    "dkitty-stand": "s2r/DKittyStandFixed-v0",
+    "dkitty-walk": "s2r/DKittyWalkFixed-v0",
 }
 """Short task names used on the command line, mapped to their gymnasium ids."""
 
@@ -18,4 +21,8 @@ def make_task(env_id: str) -> Task:
         return DClawTurn(variant="fixed")
     if env_id == "s2r/DClawTurnRandom-v0":
         return DClawTurn(variant="random")
+    if env_id == "s2r/DKittyStandFixed-v0":
+        return DKittyStand()
+    if env_id == "s2r/DKittyWalkFixed-v0":
+        return DKittyWalk()
     raise KeyError(f"unknown s2r task {env_id!r}; known: {', '.join(TASK_IDS.values())}")

@@ -12,7 +12,12 @@ from sim.tasks.spec import FloatArray, TaskSpec
 
 
 class EpisodeStartLike(Protocol):
-    """Initial joint positions, passive-joint positions and named goal values of an episode."""
+    """Initial joint positions, passive-joint positions and named goal values of an episode.
+
+    A task whose robot has a floating base may also give ``base_pose``: 7 values, the base's position in
+    the world (m) and orientation (w, x, y, z), as in :class:`~sim.state.SimState`. Starts without it
+    leave the base where the scene puts it; read it with :func:`start_base_pose`.
+    """
 
     @property
     def joint_pos(self) -> FloatArray: ...
@@ -55,6 +60,17 @@ class Task(Protocol):
     def success(self, state: RobotState, goal: dict[str, float]) -> bool:
         """Whether the goal is met in this state."""
         ...
+
+
+def start_base_pose(start: EpisodeStartLike) -> FloatArray | None:
+    """The optional ``base_pose`` of an episode start (position (m), quaternion (w, x, y, z)), or ``None``."""
+    pose = getattr(start, "base_pose", None)
+    if pose is None:
+        return None
+    arr = np.asarray(pose, dtype=np.float64)
+    if arr.shape != (7,):
+        raise ValueError(f"an episode start's base_pose has 7 values (x, y, z, qw, qx, qy, qz), got shape {arr.shape}")
+    return arr
 
 
 def total_reward(terms: dict[str, float]) -> float:

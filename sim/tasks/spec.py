@@ -107,6 +107,9 @@ class TaskSpec:
     """Names of the reward terms, in logging order; their sum is the reward."""
     extras: Mapping[str, float] = field(default_factory=dict)
     """Task-specific constants (thresholds, weights) with their unit in the key's doc."""
+    base_joint: str | None = None
+    """Free joint of a robot that is not fixed to the world (a legged robot's torso), looked up by name in the
+    scene; its body carries the IMU and its state fills the ``base_*`` fields of a reading. ``None``: fixed base."""
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)

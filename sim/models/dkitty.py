@@ -1,0 +1,282 @@
+"""A D'Kitty-like quadruped on a floor, described once and emitted for each engine.
+
+Every dimension, mass and gain lives in :class:`KittyGeometry`; :func:`mjcf` turns it into MuJoCo XML and
+``sim.models.dkitty_urdf`` turns the same numbers into URDF for PyBullet. :func:`foot_positions` is the
+legs' forward kinematics from the same numbers, used by the task (start placement, the height estimate a
+real robot can compute from its servos and IMU) and checked against MuJoCo in the tests.
+
+Frames: the torso frame has x forward, y to the left, z up, its origin at the centre of the torso box;
+the free joint ``root`` moves it, and the ``imu`` site sits at its origin with the same axes. Legs are
+``fr``, ``fl``, ``bl``, ``br`` (front/back, right/left), each with three hinges:
+
+* ``{leg}_hip`` at the torso's side face, about the torso's x axis, mirrored per side so that a positive
+  angle swings the leg outward on both sides;
+* ``{leg}_knee1`` at the outer end of the hip bracket, about y: positive swings the thigh backward;
+* ``{leg}_knee2`` at the end of the thigh, about y: negative swings the shin forward.
+
+At zero angles a leg hangs straight down. Link frames coincide with their joint frames and carry the
+same names in both engines: ``{leg}_hip_link``, ``{leg}_thigh_link``, ``{leg}_shin_link`` (the shin ends in
+the foot sphere ``{leg}_foot``). The floor is the static body ``floor`` (top face at z = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.tasks.spec import FloatArray
+
+LEGS = ("fr", "fl", "bl", "br")
+"""Leg order of joints, actions and observations (ROBEL's D'Kitty order)."""
+JOINT_SUFFIXES = ("hip", "knee1", "knee2")
+LINK_SUFFIXES = ("hip_link", "thigh_link", "shin_link")
+BASE_JOINT = "root"
+"""Free joint of the torso (URDF: a ``floating`` joint from ``floor``)."""
+TORSO = "torso"
+FLOOR = "floor"
+IMU_SITE = "imu"
+LEG_SIGNS: Mapping[str, tuple[int, int]] = {"fr": (1, -1), "fl": (1, 1), "bl": (-1, 1), "br": (-1, -1)}
+"""(front +1 / back -1, left +1 / right -1) of each leg."""
+
+
+@dataclass(frozen=True)
+class KittyGeometry:
+    """Dimensions (m), masses (kg), gains and joint dynamics of the quadruped and its floor."""
+
+    torso_length: float = 0.26
+    """Torso box along x (m)."""
+    torso_width: float = 0.15
+    """Torso box along y (m); the hip joints sit on its side faces."""
+    torso_height: float = 0.06
+    """Torso box along z (m)."""
+    torso_mass: float = 0.90
+    """Torso with battery, electronics and the four hip servos (kg)."""
+    hip_x: float = 0.10
+    """Distance of the front and back hip axes from the torso centre along x (m)."""
+    hip_link_length: float = 0.03
+    """Hip bracket: from the hip axis outward to the knee1 axis (m)."""
+    hip_link_radius: float = 0.015
+    """Capsule radius of the hip bracket (m)."""
+    hip_link_mass: float = 0.08
+    """Hip bracket with the knee1 servo (kg)."""
+    thigh_length: float = 0.10
+    """Thigh: knee1 axis to knee2 axis (m)."""
+    thigh_radius: float = 0.014
+    """Capsule radius of the thigh (m)."""
+    thigh_mass: float = 0.10
+    """Thigh with the knee2 servo (kg)."""
+    shin_length: float = 0.10
+    """Shin: knee2 axis to the centre of the foot sphere (m)."""
+    shin_radius: float = 0.010
+    """Capsule radius of the shin (m)."""
+    shin_mass: float = 0.035
+    """Shin without the foot (kg)."""
+    foot_radius: float = 0.020
+    """Radius of the foot sphere, the part that touches the floor (m)."""
+    foot_mass: float = 0.015
+    """Foot sphere (kg)."""
+
+    leg_kp: float = 5.0
+    """Position-servo stiffness (N m / rad)."""
+    leg_force_limit: float = 3.0
+    """Peak servo torque (N m); an XM430-W210 stalls at about 3 N m."""
+    leg_damping: float = 0.1
+    """Viscous damping in each leg joint (N m s / rad)."""
+    leg_armature: float = 0.001
+    """Reflected rotor inertia of each leg joint (kg m^2)."""
+    leg_frictionloss: float = 0.0
+    """Dry friction in each leg joint (N m)."""
+    foot_friction: float = 1.0
+    """Sliding friction coefficient between feet and floor (-); the floor carries the same value."""
+
+    start_height: float = 0.30
+    """Height of the torso origin in the scene file (m); tasks place the robot themselves at every reset."""
+    physics_timestep: float = 0.0025
+    """Largest physics step the model is meant to run at (s); the env derives the real step from the control period."""
+
+    @property
+    def total_mass(self) -> float:
+        """Mass of the whole robot (kg)."""
+        leg = self.hip_link_mass + self.thigh_mass + self.shin_mass + self.foot_mass
+        return self.torso_mass + len(LEGS) * leg
+
+    def hip_position(self, leg: str) -> tuple[float, float, float]:
+        """Hip axis origin of ``leg`` in the torso frame (m)."""
+        fx, side = LEG_SIGNS[leg]
+        return (fx * self.hip_x, side * self.torso_width / 2.0, 0.0)
+
+    def torso_half_sizes(self) -> tuple[float, float, float]:
+        """Half sizes of the torso box (m)."""
+        return (self.torso_length / 2.0, self.torso_width / 2.0, self.torso_height / 2.0)
+
+
+NOMINAL_GEOMETRY = KittyGeometry()
+
+
+def leg_joint_names() -> tuple[str, ...]:
+    """Actuated joint names in the order used everywhere: fr hip/knee1/knee2, fl ..., bl ..., br ..."""
+    return tuple(f"{leg}_{s}" for leg in LEGS for s in JOINT_SUFFIXES)
+
+
+def leg_link_names() -> tuple[str, ...]:
+    """Every leg link, leg by leg from hip to shin."""
+    return tuple(f"{leg}_{s}" for leg in LEGS for s in LINK_SUFFIXES)
+
+
+def foot_link_names() -> tuple[str, ...]:
+    """The links that end in a foot (the shins)."""
+    return tuple(f"{leg}_shin_link" for leg in LEGS)
+
+
+def _rot_x(a: float) -> FloatArray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(a: float) -> FloatArray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def foot_positions(joint_pos: FloatArray, g: KittyGeometry = NOMINAL_GEOMETRY) -> FloatArray:
+    """Centres of the four foot spheres in the torso frame (m), shape (4, 3), legs in :data:`LEGS` order.
+
+    ``joint_pos`` is the 12 joint angles (rad) in :func:`leg_joint_names` order.
+    """
+    q = np.asarray(joint_pos, dtype=np.float64)
+    if q.shape != (len(LEGS) * len(JOINT_SUFFIXES),):
+        raise ValueError(f"foot_positions needs {len(LEGS) * len(JOINT_SUFFIXES)} joint angles, got shape {q.shape}")
+    out = np.empty((len(LEGS), 3))
+    down = np.array([0.0, 0.0, -1.0])
+    for i, leg in enumerate(LEGS):
+        hip, knee1, knee2 = q[3 * i: 3 * i + 3]
+        side = LEG_SIGNS[leg][1]
+        # A hinge about -x by a equals one about +x by -a: the mirrored right-side hips.
+        r_hip = _rot_x(side * hip)
+        knee1_pos = np.array(g.hip_position(leg)) + r_hip @ np.array([0.0, side * g.hip_link_length, 0.0])
+        r_thigh = r_hip @ _rot_y(knee1)
+        knee2_pos = knee1_pos + r_thigh @ (g.thigh_length * down)
+        out[i] = knee2_pos + r_thigh @ _rot_y(knee2) @ (g.shin_length * down)
+    return out
+
+
+def torso_corners(g: KittyGeometry = NOMINAL_GEOMETRY) -> FloatArray:
+    """The eight corners of the torso box in the torso frame (m), shape (8, 3)."""
+    hx, hy, hz = g.torso_half_sizes()
+    return np.array([[sx * hx, sy * hy, sz * hz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+
+
+def look_at_xyaxes(eye: tuple[float, float, float], target: tuple[float, float, float]) -> tuple[float, ...]:
+    """MuJoCo ``xyaxes`` of a camera at ``eye`` looking at ``target`` (m) with world z up."""
+    f = np.subtract(target, eye).astype(np.float64)
+    f /= np.linalg.norm(f)
+    x = np.cross(f, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(-f, x)
+    return (*(float(v) for v in x), *(float(v) for v in y))
+
+
+CAMERAS: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "side": ((1.0, -2.4, 0.9), (0.9, 0.0, 0.1)),
+    "close": ((0.55, -0.55, 0.4), (0.0, 0.0, 0.12)),
+}
+"""Camera name -> (eye, target) in world coordinates (m); the first is the default view. ``side`` sees the
+walk from the start to the target 2 m ahead along x; ``close`` frames the robot at the origin."""
+
+
+def _fmt(*values: float) -> str:
+    return " ".join(f"{v:.6g}" for v in values)
+
+
+def mjcf(
+    joint_ranges: Mapping[str, tuple[float, float]],
+    g: KittyGeometry = NOMINAL_GEOMETRY,
+    timestep: float | None = None,
+) -> str:
+    """The MuJoCo XML of the quadruped on its floor.
+
+    ``joint_ranges`` maps each leg joint name to its (low, high) limit in rad; it comes from the task spec
+    so the model's limits and the command ranges cannot drift apart. ``timestep`` overrides
+    ``g.physics_timestep``.
+    """
+    dt = g.physics_timestep if timestep is None else timestep
+    hx, hy, hz = g.torso_half_sizes()
+    legs = []
+    for leg in LEGS:
+        side = LEG_SIGNS[leg][1]
+        legs.append(f"""
+      <body name="{leg}_hip_link" pos="{_fmt(*g.hip_position(leg))}">
+        <joint name="{leg}_hip" axis="{side} 0 0" range="{_fmt(*joint_ranges[f"{leg}_hip"])}" class="leg"/>
+        <geom name="{leg}_hip_geom" type="capsule" fromto="0 0 0 0 {side * g.hip_link_length:.6g} 0"
+              size="{g.hip_link_radius:.6g}" mass="{g.hip_link_mass:.6g}" class="link"/>
+        <body name="{leg}_thigh_link" pos="0 {side * g.hip_link_length:.6g} 0">
+          <joint name="{leg}_knee1" axis="0 1 0" range="{_fmt(*joint_ranges[f"{leg}_knee1"])}" class="leg"/>
+          <geom name="{leg}_thigh_geom" type="capsule" fromto="0 0 0 0 0 {-g.thigh_length:.6g}"
+                size="{g.thigh_radius:.6g}" mass="{g.thigh_mass:.6g}" class="link"/>
+          <body name="{leg}_shin_link" pos="0 0 {-g.thigh_length:.6g}">
+            <joint name="{leg}_knee2" axis="0 1 0" range="{_fmt(*joint_ranges[f"{leg}_knee2"])}" class="leg"/>
+            <geom name="{leg}_shin_geom" type="capsule" fromto="0 0 0 0 0 {-g.shin_length:.6g}"
+                  size="{g.shin_radius:.6g}" mass="{g.shin_mass:.6g}" class="link"/>
+            <geom name="{leg}_foot" type="sphere" pos="0 0 {-g.shin_length:.6g}" size="{g.foot_radius:.6g}"
+                  mass="{g.foot_mass:.6g}" class="foot"/>
+            <site name="{leg}_foot_site" pos="0 0 {-g.shin_length:.6g}" size="0.003"/>
+          </body>
+        </body>
+      </body>""")
+    actuators = "\n    ".join(
+        f'<position name="{n}" joint="{n}" kp="{g.leg_kp:.6g}" '
+        f'forcerange="{-g.leg_force_limit:.6g} {g.leg_force_limit:.6g}" '
+        f'ctrlrange="{_fmt(*joint_ranges[n])}"/>'
+        for n in leg_joint_names()
+    )
+    cameras = "\n    ".join(
+        f'<camera name="{name}" pos="{_fmt(*eye)}" xyaxes="{_fmt(*look_at_xyaxes(eye, target))}" fovy="45"/>'
+        for name, (eye, target) in CAMERAS.items()
+    )
+    return f"""<mujoco model="dkitty">
+  <compiler angle="radian" autolimits="true"/>
+  <option timestep="{dt:.6g}" integrator="implicitfast" cone="pyramidal"/>
+  <visual>
+    <global offwidth="640" offheight="480"/>
+    <quality shadowsize="1024"/>
+  </visual>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" rgb1="0.78 0.8 0.82" rgb2="0.62 0.64 0.68" width="256"
+             height="256"/>
+    <material name="grid" texture="grid" texrepeat="8 8" reflectance="0"/>
+  </asset>
+  <default>
+    <default class="leg">
+      <joint type="hinge" damping="{g.leg_damping:.6g}" armature="{g.leg_armature:.6g}"
+             frictionloss="{g.leg_frictionloss:.6g}" limited="true"/>
+    </default>
+    <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
+    <default class="foot">
+      <geom rgba="0.1 0.1 0.1 1" contype="1" conaffinity="1" condim="3" friction="{g.foot_friction:.6g} 0.005 0.0001"/>
+    </default>
+  </default>
+  <worldbody>
+    <light name="key" pos="0.5 -1.0 2.0" dir="-0.2 0.4 -1" diffuse="0.8 0.8 0.8"/>
+    <light name="fill" pos="-0.5 1.0 1.5" dir="0.2 -0.4 -1" diffuse="0.3 0.3 0.3"/>
+    {cameras}
+    <body name="{FLOOR}">
+      <geom name="{FLOOR}" type="plane" size="5 5 0.1" material="grid" contype="1" conaffinity="1" condim="3"
+            friction="{g.foot_friction:.6g} 0.005 0.0001"/>
+    </body>
+    <body name="{TORSO}" pos="0 0 {g.start_height:.6g}">
+      <freejoint name="{BASE_JOINT}"/>
+      <geom name="torso_geom" type="box" size="{_fmt(hx, hy, hz)}" mass="{g.torso_mass:.6g}" class="link"
+            rgba="0.55 0.6 0.68 1"/>
+      <geom name="torso_nose" type="box" size="0.01 0.03 0.008" pos="{hx:.6g} 0 {hz:.6g}" rgba="0.9 0.3 0.2 1"
+            contype="0" conaffinity="0" density="0"/>
+      <site name="{IMU_SITE}" pos="0 0 0" size="0.01" rgba="0.2 0.8 0.2 1"/>{"".join(legs)}
+    </body>
+  </worldbody>
+  <actuator>
+    {actuators}
+  </actuator>
+</mujoco>
+"""
