@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run deterministic (mean-action) episodes of a checkpoint, or of a run directory's best.pt "
         "(else last.pt), seeded SEED, SEED+1, ...",
     )
-    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT|POLICY.onnx")
     e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help=f"default {DEFAULT_EVAL_EPISODES}")
     e.add_argument("--engine", help="physics engine (default: the one trained on)")
     e.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
@@ -89,6 +89,26 @@ def _print_train_summary(summary: dict[str, Any]) -> None:
     print(f"run directory: {run_dir}")
 
 
+def _eval_onnx(args: argparse.Namespace) -> int:
+    """The exported file through ``OnnxPolicy``, the same policy object the robot controller runs."""
+    from export.onnx_policy import OnnxPolicy, evaluate_onnx
+
+    info = OnnxPolicy(args.path).info
+    if info is None:
+        raise UserError(f"{args.path!r} carries no s2r metadata (export it with `s2r export`)")
+    result = evaluate_onnx(args.path, args.episodes, args.seed, args.engine)
+    engine = args.engine or info.engine
+    if args.json:
+        print(json.dumps({**result, "policy": args.path, "env_id": info.env_id, "engine": engine,
+                          "step": info.training_steps}))
+    else:
+        print(f"{args.path} (onnx, {info.algo}, step {info.training_steps}) on {info.env_id} [{engine}], "
+              f"seeds {args.seed}..{args.seed + args.episodes - 1}:")
+        print(f"  {_describe(result)}")
+    sys.stdout.flush()
+    return 0
+
+
 def _describe(ev: dict[str, Any]) -> str:
     text = f"return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over {ev['episodes']} episodes"
     if ev.get("success_rate") is not None:
@@ -102,6 +122,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    if Path(args.path).suffix.lower() == ".onnx":
+        return _eval_onnx(args)
     path = resolve_checkpoint_path(args.path)
     ckpt = load_checkpoint(path)
     engine = args.engine or ckpt.engine

@@ -213,6 +213,20 @@ def test_export_config_and_paths_are_checked(tmp_path: Path) -> None:
 
 
 # --- the command line ------------------------------------------------------------------------------------
+def test_s2r_eval_of_the_onnx_file_equals_eval_of_the_run(claw: ExportResult,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from s2r.cli import main
+
+    results = []
+    for target in (claw.path, claw.checkpoint.parent):
+        assert main(["eval", str(target), "--episodes", "3", "--seed", "5", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    from_onnx, from_run = results
+    assert from_onnx["policy"] == str(claw.path) and from_onnx["env_id"] == CLAW_ID
+    assert from_onnx["success_rate"] == from_run["success_rate"]
+    assert from_onnx["return_mean"] == pytest.approx(from_run["return_mean"], rel=1e-4, abs=1e-4)
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="s2r")
     register(parser.add_subparsers(dest="command", required=True))
