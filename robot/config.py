@@ -45,6 +45,8 @@ _LIMIT_TOLERANCE_RAD = 1e-9
 DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S = 2.0
 """Default rate limit of a passive joint driven during a reset (rad/s), a little under the task's finger limit."""
 _MAX_LATENCY_TIMER_S = 0.255
+_MAX_REPLY_SPIN_S = 0.01
+"""Longest configurable spin while waiting for a reply (s): beyond it the CPU is better given back."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,12 @@ class RobotConfig:
     """Servo Return Delay Time (s, 2 us steps) written at connect; 0 is fastest."""
     latency_timer_s: float
     """USB-serial latency timer (s); the packet timeout is bytes * byte time + 2 * this + 2 ms."""
+    reply_spin_s: float
+    """How long the host polls for a reply without yielding the CPU (s) before it waits in ``select``: a core
+    that sleeps through the wait wakes 50-200 us late. 0 always yields."""
+    fast_sync_read: bool
+    """Read the servos' state with FAST_SYNC_READ (one combined status packet, X-series firmware v45 and later)
+    instead of SYNC_READ (one status packet per servo); a failed fast read is retried as a plain sync read."""
     retries: RetryConfig
     """Retry counts."""
     watchdog: WatchdogConfig
@@ -327,6 +335,11 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     if not 0.0 <= latency_timer <= _MAX_LATENCY_TIMER_S:
         root.fail("latency_timer_s", f"a time in [0, {_MAX_LATENCY_TIMER_S}] s", latency_timer)
 
+    fast_sync_read = root.flag("fast_sync_read", False)
+    reply_spin = root.number("reply_spin_s", 0.0)
+    if not 0.0 <= reply_spin <= _MAX_REPLY_SPIN_S:
+        root.fail("reply_spin_s", f"a time in [0, {_MAX_REPLY_SPIN_S}] s", reply_spin)
+
     rt = root.child("retries", optional=True)
     retries = RetryConfig(rt.count("read", 2), rt.count("write", 2), rt.count("connect", 3))
     rt.done()
@@ -342,8 +355,8 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     return RobotConfig(
         robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
         joints=joints, encoders=encoders, control_period_s=period, control_period_override=override,
-        return_delay_s=return_delay, latency_timer_s=latency_timer, retries=retries,
-        watchdog=WatchdogConfig(max_failed, max_age), source=source,
+        return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
+        reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
     )
 
 

@@ -77,6 +77,8 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
         ("retries.read", -1, "retries.read must be an integer >= 0"),
         ("latency_timer_s", "fast", "latency_timer_s must be a finite number"),
         ("operating_mode", "pwm", "operating_mode must be one of"),
+        ("reply_spin_s", 0.5, "reply_spin_s must be a time in"),
+        ("fast_sync_read", "yes", "fast_sync_read must be"),
     ],
 )
 def test_a_bad_field_is_named_with_what_was_expected(field: str, value: Any, message: str) -> None:

@@ -18,6 +18,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
+from sdk_recording import fast_state_blocks
 
 from robot.bus import Bus, BusError, Reading, make_bus
 from robot.config import DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S, RobotConfig, config_from_mapping, load_config
@@ -318,6 +319,14 @@ class WriteLog:
         if result == sdk.COMM_SUCCESS and length == STATE_BLOCK_SIZE:
             self.log.append(("present", dxl_id, Register.PRESENT_POSITION.address,
                              decode(Register.PRESENT_POSITION, bytes(data), 6)))
+        return data, result, error
+
+    def fastSyncReadRx(self, port: Any, dxl_id: int, length: int) -> Any:
+        data, result, error = self.inner.fastSyncReadRx(port, dxl_id, length)
+        if result == sdk.COMM_SUCCESS:
+            for i, block in fast_state_blocks(data, length):
+                self.log.append(("present", i, Register.PRESENT_POSITION.address,
+                                 decode(Register.PRESENT_POSITION, block, 6)))
         return data, result, error
 
     def __getattr__(self, name: str) -> Any:

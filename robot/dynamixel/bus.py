@@ -13,6 +13,7 @@ goals to one turn).
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +36,7 @@ from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import (
     ALERT_BIT,
+    STATE_BLOCK_DTYPE,
     STATE_BLOCK_SIZE,
     STATE_BLOCK_START,
     HardwareError,
@@ -72,6 +74,10 @@ DRAIN_QUIET_MARGIN_S = 0.001
 """Quiet time after a failed transaction, beyond two latency-timer periods, before a retry (s)."""
 DRAIN_LONGEST_FACTOR = 10
 """A drain gives up after this many quiet times, however busy the line (a babbling device)."""
+FAST_SEGMENT_OVERHEAD_BYTES = 4
+"""Bytes around each servo's data in a FAST_SYNC_READ reply: its error, its ID and a CRC (e-manual)."""
+WRITE_TIMEOUT_S = 0.05
+"""Longest wait for room in the port's output buffer before a packet counts as not sent (s)."""
 POLL_WAIT_S = 0.0005
 """Longest block in one empty port read; the SDK re-checks its timeout after each (s)."""
 
@@ -87,18 +93,46 @@ class TunedPortHandler(sdk.PortHandler):
     the servo emulator on a small machine.
     """
 
-    def __init__(self, port_name: str, latency_timer_s: float, reply_delays_s: float = 0.0) -> None:
+    def __init__(self, port_name: str, latency_timer_s: float, reply_delays_s: float = 0.0,
+                 spin_s: float = 0.0) -> None:
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_s * 1000.0
         self.reply_delays_ms = reply_delays_s * 1000.0
         """Return delays of every servo added up (ms): a sync read waits for each of them in turn."""
+        self.spin_s = spin_s
+        """How long after a request the wait for its reply spins before it blocks in ``select`` (s)."""
 
     def readPort(self, length: int) -> bytes:
-        data: bytes = self.ser.read(length)
+        fd = self.ser.fileno()
+        try:
+            data = os.read(fd, length) if length > 0 else b""
+        except BlockingIOError:
+            data = b""
         if not data and length > 0:
-            select.select([self.ser.fileno()], [], [], POLL_WAIT_S)
-            data = self.ser.read(length)
+            if self.getCurrentTime() - self.packet_start_time < self.spin_s * 1000.0:  # SDK times are in ms
+                return data  # the SDK polls again at once: a spinning core answers faster than one woken up
+            select.select([fd], [], [], POLL_WAIT_S)
+            try:
+                data = os.read(fd, length)
+            except BlockingIOError:
+                data = b""
         return data
+
+    def writePort(self, packet: Sequence[int]) -> int:
+        """Write the packet straight to the descriptor: pyserial's write adds tens of microseconds of Python
+        per packet, twice per control cycle."""
+        data = memoryview(bytes(packet))
+        fd = self.ser.fileno()
+        written = 0
+        give_up = time.monotonic() + WRITE_TIMEOUT_S
+        while written < len(data):
+            try:
+                written += os.write(fd, data[written:])
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    break  # the SDK reports the short write as a failed transmission
+                select.select([], [fd], [], POLL_WAIT_S)
+        return written
 
     def setPacketTimeout(self, packet_length: int) -> None:
         self.packet_start_time = self.getCurrentTime()
@@ -151,7 +185,7 @@ class DynamixelBus:
         self.port = port
         self._codec = ServoCodec(config)
         self._port = port_handler if port_handler is not None else TunedPortHandler(
-            port, config.latency_timer_s, len(config.all_ids) * config.return_delay_s)
+            port, config.latency_timer_s, len(config.all_ids) * config.return_delay_s, config.reply_spin_s)
         self._ph = packet_handler if packet_handler is not None else sdk.PacketHandler(2.0)
         self._on_close = on_close
         self._clock = clock
@@ -173,6 +207,8 @@ class DynamixelBus:
                                               Register.TORQUE_ENABLE.size)
         for i in self._ids:
             self._torque_read.addParam(i)
+        self._goal_write = sdk.GroupSyncWrite(self._port, self._ph, Register.GOAL_POSITION.address,
+                                              Register.GOAL_POSITION.size)
         self._encoder_index = {e.name: k for k, e in enumerate(config.encoders)}
         self._driving: set[str] = set()
 
@@ -399,21 +435,26 @@ class DynamixelBus:
         t_request = self._clock()
         last_error: str | None = None
         for attempt in range(1, attempts + 1):
+            # A failed fast read cannot say which servo broke the chained reply; the retries are plain sync
+            # reads, whose per-servo replies name it.
+            fast = self.config.fast_sync_read and attempt == 1
+            name = "fast sync read" if fast else "sync read"
             t_request = self._clock()
-            result = self._state_read.txPacket()
+            result = self._state_read.fastSyncReadTxPacket() if fast else self._state_read.txPacket()
             if result != sdk.COMM_SUCCESS:
                 kind = sdk_error_kind(result)
                 self._failed(kind)
-                last_error = f"{kind} (sync read)"
+                last_error = f"{kind} ({name})"
                 continue
-            blocks, alerts, failure = self._receive_blocks()
+            blocks, alerts, failure = self._receive_fast_blocks() if fast else self._receive_blocks()
             if failure is not None:
                 last_error = failure
                 continue
             t_done = self._clock()
-            cur = np.array([decode(Register.PRESENT_CURRENT, b, 0) for b in blocks])
-            vel = np.array([decode(Register.PRESENT_VELOCITY, b, 2) for b in blocks])
-            pos = np.array([decode(Register.PRESENT_POSITION, b, 6) for b in blocks])
+            block = np.frombuffer(b"".join(blocks), dtype=STATE_BLOCK_DTYPE)
+            cur = block["current"].astype(np.int64)
+            vel = block["velocity"].astype(np.int64)
+            pos = block["position"].astype(np.int64)
             jp, jv, jc = self._codec.joint_state(cur[:n_j], vel[:n_j], pos[:n_j])
             pp, pv = self._codec.encoder_state(vel[n_j:], pos[n_j:])
             reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
@@ -441,6 +482,33 @@ class DynamixelBus:
             blocks.append(bytes(data))
         return blocks, alerts, None
 
+    def _receive_fast_blocks(self) -> tuple[list[bytes], list[str], str | None]:
+        """The combined status of one FAST_SYNC_READ: per servo ERR, ID, the block and a CRC, in ID order."""
+        seg = STATE_BLOCK_SIZE + FAST_SEGMENT_OVERHEAD_BYTES
+        data, result, _ = self._ph.fastSyncReadRx(self._port, sdk.BROADCAST_ID, seg * len(self._ids))
+        kind: str | None = None
+        if result != sdk.COMM_SUCCESS:
+            kind = sdk_error_kind(result)
+        elif len(data) != seg * len(self._ids):
+            kind = "short_data"
+        if kind is not None:
+            self._failed(kind)
+            return [], [], f"{kind} (fast sync read)"
+        blocks: list[bytes] = []
+        alerts: list[str] = []
+        for k, i in enumerate(self._ids):
+            error, servo_id = data[k * seg], data[k * seg + 1]
+            if servo_id != i:
+                self._failed("corrupt")
+                return blocks, alerts, f"corrupt (fast sync read: ID {servo_id} where {self._label(i)} belongs)"
+            if error & STATUS_ERROR_MASK:
+                self._failed("status_error")
+                return blocks, alerts, f"status_error ({self._label(i)})"
+            if error & ALERT_BIT:
+                alerts.append(self._names[i])
+            blocks.append(bytes(data[k * seg + 2:k * seg + 2 + STATE_BLOCK_SIZE]))
+        return blocks, alerts, None
+
     def _present_ticks(self) -> IntArray:
         """Present Position (ticks) of every servo (``all_ids`` order), read for a torque change; raises when the
         read fails."""
@@ -460,7 +528,8 @@ class DynamixelBus:
             self._write(i, Register.TORQUE_ENABLE, 1, self.config.retries.write)
 
     def _write_goal_ticks(self, ids: Sequence[int], ticks: IntArray) -> None:
-        group = sdk.GroupSyncWrite(self._port, self._ph, Register.GOAL_POSITION.address, Register.GOAL_POSITION.size)
+        group = self._goal_write
+        group.clearParam()
         for i, t in zip(ids, ticks, strict=True):
             group.addParam(i, list(encode(Register.GOAL_POSITION, int(t))))
         kind = "tx_fail"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import numpy as np
+
 EEPROM_END = 64
 """First RAM address; every register below it is EEPROM (write-locked while torque is on)."""
 CONTROL_TABLE_SIZE = 148
@@ -236,6 +238,8 @@ STATE_BLOCK_SIZE = (
     Register.PRESENT_POSITION.address + Register.PRESENT_POSITION.size - Register.PRESENT_CURRENT.address
 )
 """Present Current, Velocity and Position in one 10-byte read starting at address 126."""
+STATE_BLOCK_DTYPE = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4")])
+"""The state block's layout (little endian, signed), for decoding many servos' blocks at once."""
 
 
 def decode(register: Register, data: bytes | bytearray, offset: int = 0) -> int:

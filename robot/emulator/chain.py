@@ -17,6 +17,7 @@ from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import (
     BAUD_CODES,
     BROADCAST_ID,
+    STATE_BLOCK_DTYPE,
     Instruction,
     Register,
     StatusError,
@@ -40,7 +41,7 @@ READ_INSTRUCTIONS = frozenset({Instruction.SYNC_READ, Instruction.FAST_SYNC_READ
 _INT16 = (-(1 << 15), (1 << 15) - 1)
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _REALTIME_TICK_WRAP_MS = 32768
-_STATE_DTYPE = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4")])
+_STATE_DTYPE = STATE_BLOCK_DTYPE
 _STATE_AT = Register.PRESENT_CURRENT.address
 _TICKER_DTYPE = np.dtype([("tick", "<u2"), ("moving", "u1")])
 _TICKER_AT = Register.REALTIME_TICK.address
@@ -95,19 +96,30 @@ class ServoChain:
         self._by_id: dict[int, EmulatedServo] = {}
         self._homing = self._torque = self._threshold = np.zeros(0)
         self._reindex()
+        self._sampled = False
         self.refresh(clock())
         for s in self.servos:
             s.set(Register.GOAL_POSITION, s.get(Register.PRESENT_POSITION))
 
     # --- physics coupling ------------------------------------------------------------------------
     def idle(self, now: float) -> None:
-        """Advance the physics and start time-triggered faults while no request is pending."""
-        self.physics.advance_to(now)
+        """Advance the physics (and the present registers) and start time-triggered faults while no request is
+        pending."""
+        self.refresh(now)
         self._start_faults(now)
 
     def refresh(self, now: float) -> None:
-        """Present registers of every servo from the physics, quantized like the real encoders."""
-        self.physics.advance_to(now)
+        """Advance the physics to ``now``; when it stepped, the present registers of every servo from it,
+        quantized like the real encoders.
+
+        The registers are a sample-and-hold of the physics at its step rate (2.5 ms by default), like a servo's
+        own sampling; the serving loop steps on time while the line is idle, so a request rarely waits for a
+        physics step and its reply is at most one step old. Sensor noise is drawn once per sample.
+        """
+        stepped = self.physics.advance_to(now)
+        if not stepped and self._sampled:
+            return
+        self._sampled = True
         st = self.physics.state()
         r = self.reality
         n = len(self.servos)
@@ -145,16 +157,9 @@ class ServoChain:
     def _push_targets(self, now: float) -> None:
         """Send the servos' goals to the physics if any changed (NaN where torque is off): the joint servos'
         position targets, and the encoder servos' goals, which drive their passive joints while torque is on."""
-        targets = np.full(self.n_joints, np.nan)
-        passive = np.full(len(self.servos) - self.n_joints, np.nan)
-        for k, s in enumerate(self.servos):
-            if s.torque_on:
-                raw = s.get(Register.GOAL_POSITION) - s.get(Register.HOMING_OFFSET)
-                angle = float(ticks_to_joint(raw, self._scale[k], self._offset[k]))
-                if k < self.n_joints:
-                    targets[k] = angle
-                else:
-                    passive[k - self.n_joints] = angle
+        raw = np.array([s.get(Register.GOAL_POSITION) for s in self.servos]) - self._homing
+        angles = np.where(self._torque, ticks_to_joint(raw, self._scale, self._offset), np.nan)
+        targets, passive = angles[:self.n_joints], angles[self.n_joints:]
         if not (np.array_equal(targets, self._targets, equal_nan=True)
                 and np.array_equal(passive, self._passive_targets, equal_nan=True)):
             self._targets, self._passive_targets = targets, passive
@@ -206,7 +211,8 @@ class ServoChain:
             self.physics.advance_to(now)
         out = self._dispatch(packet)
         if inst not in READ_INSTRUCTIONS and inst not in (Instruction.READ, Instruction.PING):
-            self._reindex()
+            if _may_change_settings(packet):
+                self._reindex()
             self._push_targets(now)
         replies = [self._with_fate(sid, body) for sid, body in out]
         if inst in READ_INSTRUCTIONS and any(r.dropped or r.corrupted for r in replies):
@@ -331,6 +337,8 @@ class ServoChain:
         for s in servos:
             error, data = s.read(address, length)
             segments.append(bytes((s.status_error(error), s.id)) + (data if not error else bytes(length)))
+        if b"\xff\xff\xfd" not in b"\xfd".join(segments):
+            return [(BROADCAST_ID, self._fast_reply_unstuffed(head, segments))]
         for k, seg in enumerate(segments):
             body += seg
             if k < len(segments) - 1:
@@ -342,6 +350,23 @@ class ServoChain:
         packet = bytes(head) + stuffed
         crc = crc16(packet)
         return [(BROADCAST_ID, packet + bytes((crc & 0xFF, crc >> 8)))]
+
+    @staticmethod
+    def _fast_reply_unstuffed(head: bytearray, segments: list[bytes]) -> bytes:
+        """The combined status when no byte needs stuffing: each CRC continues the previous one (O(n))."""
+        n = 1 + sum(len(seg) + 2 for seg in segments)
+        head[5], head[6] = n & 0xFF, n >> 8
+        out = bytearray(head)
+        out.append(Instruction.STATUS)
+        crc = crc16(out)
+        for k, seg in enumerate(segments):
+            out += seg
+            crc = crc16(seg, crc)
+            tail = bytes((crc & 0xFF, crc >> 8))
+            out += tail
+            if k < len(segments) - 1:
+                crc = crc16(tail, crc)  # the next CRC covers this one too
+        return bytes(out)
 
     def _sync_write(self, params: bytes) -> None:
         if len(params) < 4:
@@ -380,6 +405,20 @@ class ServoChain:
             s = self._answering(servo_id)
             if len(data) == length and s is not None and s.write(address, data):
                 self.stats["refused_writes"] += 1
+
+
+_SETTINGS_INDEXED = (Register.ID, Register.BAUD_RATE, Register.HOMING_OFFSET, Register.MOVING_THRESHOLD,
+                     Register.TORQUE_ENABLE)
+"""Registers :meth:`ServoChain._reindex` reads back."""
+
+
+def _may_change_settings(packet: Packet) -> bool:
+    """Whether an instruction may have written a register :meth:`ServoChain._reindex` reads (any but a sync write
+    that stays clear of them, such as the goal positions of every control cycle)."""
+    if packet.instruction != Instruction.SYNC_WRITE or len(packet.params) < 4:
+        return True
+    start, length = _u16(packet.params, 0), _u16(packet.params, 2)
+    return any(r.address < start + length and start < r.address + r.size for r in _SETTINGS_INDEXED)
 
 
 def _u16(data: bytes, offset: int) -> int:

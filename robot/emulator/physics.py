@@ -113,6 +113,7 @@ class RealTimePhysics:
         self.passive_servo = passive_servo
         n_passive = len(np.atleast_1d(passive_pos))
         self._passive_goal = np.full(n_passive, np.nan)
+        self._passive_on = False
         self.passive_effort: FloatArray = np.zeros(n_passive)
         """Torque (N m) the passive joints' servos applied during the last step; 0 while free."""
         self._pending: deque[tuple[float, FloatArray, FloatArray]] = deque()
@@ -144,10 +145,15 @@ class RealTimePhysics:
     @property
     def passive_driven(self) -> bool:
         """Whether a passive joint's servo is on (its torque is recomputed every physics step)."""
-        return bool(np.any(~np.isnan(self._passive_goal)))
+        return self._passive_on
 
-    def advance_to(self, now: float) -> None:
-        """Step until simulated time reaches ``now`` (wall clock), applying due targets on the way."""
+    def next_step_due(self) -> float:
+        """Wall-clock time (s, on the physics clock) at which the next physics step falls due."""
+        return self._t0 + self.lag_s + (self.steps + 1) * self.dt
+
+    def advance_to(self, now: float) -> bool:
+        """Step until simulated time reaches ``now`` (wall clock), applying due targets on the way; whether
+        any step was taken."""
         goal = math.floor(self._wall_to_sim(now) / self.dt + 1e-9)
         most = self.steps + max(1, round(MAX_CATCH_UP_S / self.dt))
         if goal > most:
@@ -171,6 +177,7 @@ class RealTimePhysics:
         self._apply_due()
         if stepped:
             self._state = self.engine.read()
+        return stepped
 
     def _apply_due(self) -> None:
         changed = False
@@ -180,6 +187,7 @@ class RealTimePhysics:
                 self.passive_effort = np.zeros_like(self.passive_effort)
                 self.engine.set_passive_torque(self.passive_effort)  # every servo off: the valve is free again
             self._passive_goal = passive
+            self._passive_on = bool(np.any(~np.isnan(passive)))
             hold = np.isnan(targets)
             start_hold = hold & ~self._holding
             if start_hold.any():

@@ -1,10 +1,11 @@
 """Serving a servo chain on a pseudo-terminal, with the bus timing of a real RS-485 line.
 
 The server owns the master side of a pty in raw mode; a client (dynamixel-sdk's PortHandler) opens the
-slave path ``/dev/pts/N`` like a serial port. One thread does everything: it waits for bytes (waking every
-few ms to keep the physics on the wall clock), decodes packets, lets the chain act on them, and writes
-each status packet when it would have finished arriving on a real line: after the instruction's own
-bytes, the servo's Return Delay Time and any injected delay, at 10 bits per byte at the config's baud.
+slave path ``/dev/pts/N`` like a serial port. One thread does everything: it waits for bytes (waking when the
+next physics step falls due, to keep the physics on the wall clock, and polling without blocking while a
+client is busy), decodes packets, lets the chain act on them, and writes each status packet when it would
+have finished arriving on a real line: after the instruction's own bytes, the servo's Return Delay Time and
+any injected delay, at 10 bits per byte at the config's baud.
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ IDLE_WAKE_S = 0.004
 """Longest wait for input before the physics is stepped to the wall clock anyway (s)."""
 PARTIAL_PACKET_TIMEOUT_S = 0.05
 """A partial packet older than this is dropped, so a garbled length cannot swallow later packets (s)."""
-WRITE_EARLY_S = 50e-6
-"""A reply is written once it is due within this; finer waits are below the sleep granularity (s)."""
+WRITE_EARLY_S = 5e-6
+"""A reply is written once it is due within this (s): the client's wake-up takes longer."""
+ACTIVE_SPIN_S = 0.005
+"""For this long after a request the loop polls the line without blocking (s): a process woken from a blocking
+wait starts 50-200 us late on a small or virtual machine, which a fast control loop sees as bus latency. A
+client at the claw's 10 Hz leaves it blocked most of the time."""
+SPIN_S = 0.0005
+"""The last part of a wait for a reply's due time is spun, not slept (s)."""
 BATCH_GAP_S = 0.0005
 """Packets due closer together than this are written in one go (s)."""
 READ_CHUNK_BYTES = 65536
@@ -116,8 +123,13 @@ class ChainServer:
         taking ``("stats",)`` (answered with :meth:`stats`) and ``("stop",)``."""
         fds = [self._master] + ([control.fileno()] if control is not None else [])
         stop = False
+        now = self._clock()
         while not stop and not should_stop():
-            ready, _, _ = select.select(fds, [], [], IDLE_WAKE_S)
+            if now - self._last_rx < ACTIVE_SPIN_S:
+                wait = 0.0  # the client is busy: poll, as a servo's always-on MCU would listen
+            else:
+                wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
+            ready, _, _ = select.select(fds, [], [], wait)
             now = self._clock()
             if self._master in ready:
                 try:
@@ -176,11 +188,18 @@ class ChainServer:
             end = k + 1
             while end < len(due) and due[end][0] - due[end - 1][0] < BATCH_GAP_S:
                 end += 1
-            wait = due[end - 1][0] - self._clock()
-            if wait > WRITE_EARLY_S:
-                self._sleep(wait - WRITE_EARLY_S)
+            self._wait_until(due[end - 1][0])
             self._write(b"".join(p for _, p in due[k:end]))
             k = end
+
+    def _wait_until(self, t: float) -> None:
+        """Sleep until ``SPIN_S`` before ``t``, then spin: a reply due within a millisecond would otherwise be
+        as late as the sleep's overshoot (50-100 us on an idle host, more on a busy one)."""
+        wait = t - self._clock()
+        if wait > SPIN_S:
+            self._sleep(wait - SPIN_S)
+        while self._clock() < t - WRITE_EARLY_S:
+            pass
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

@@ -31,6 +31,11 @@ OVERHEATED_C = 80
 """Present Temperature reported while the overheating error is set (deg C, the default limit)."""
 
 
+_EMULATED_MODE_VALUES = frozenset(int(m) for m in EMULATED_MODES)
+_POSITION_LIMITED_VALUES = frozenset(int(m) for m in POSITION_LIMITED_MODES)
+_OPERATING_MODE_AT = SPEC[Register.OPERATING_MODE].address
+
+
 class EmulatedServo:
     """The control table of one servo, with the write rules of the real firmware."""
 
@@ -121,12 +126,11 @@ class EmulatedServo:
         s = SPEC[reg]
         if not s.low <= value <= s.high:
             return StatusError.DATA_RANGE
-        if reg is Register.OPERATING_MODE and value not in {int(m) for m in EMULATED_MODES}:
+        if reg is Register.OPERATING_MODE and value not in _EMULATED_MODE_VALUES:
             return StatusError.DATA_RANGE
         if reg is Register.TORQUE_ENABLE and value == 1 and self.hardware_error & self.get(Register.SHUTDOWN):
             return StatusError.RESULT_FAIL
-        if reg is Register.GOAL_POSITION and self.get(Register.OPERATING_MODE) in {int(m) for m in
-                                                                                   POSITION_LIMITED_MODES}:
+        if reg is Register.GOAL_POSITION and self.mem[_OPERATING_MODE_AT] in _POSITION_LIMITED_VALUES:
             low = self._value_after_write(Register.MIN_POSITION_LIMIT, data, address)
             high = self._value_after_write(Register.MAX_POSITION_LIMIT, data, address)
             if not low <= value <= high:
