@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set batch_size=512 --set hidden=[128,128]; repeatable",
     )
+    p.add_argument("--randomize", metavar="FILE", help="train under this per-episode parameter distribution "
+                   "(e.g. randomization/configs/dclaw.yaml); the run keeps a copy in config.yaml")
+    p.add_argument("--epopt-eps", type=float, metavar="EPS", help="EPOpt: keep the worst EPS fraction of probed "
+                   "models as the hard set the next episodes are collected in (needs --randomize; e.g. 0.1)")
+    p.add_argument("--epopt-models", type=int, metavar="N", help="EPOpt: models probed per iteration (default 20)")
+    p.add_argument("--epopt-warmup", type=int, metavar="K", help="EPOpt: first K iterations keep every model "
+                   "(epsilon = 1; default 5)")
     p.add_argument("--steps", type=int, help="environment steps in total (default 150000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
@@ -70,8 +77,15 @@ def _train(args: argparse.Namespace) -> int:
         base = load_config_file(saved)
     if args.config:
         base = load_config_file(args.config, base)
-    flags = {k: getattr(args, k) for k in ("task", "engine", "algo", "steps", "seed") if getattr(args, k) is not None}
-    cfg = config_from_mapping({**flags, **parse_overrides(args.set)}, base)
+    names = ("task", "engine", "algo", "steps", "seed", "epopt_eps", "epopt_models", "epopt_warmup")
+    flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    overrides = parse_overrides(args.set)
+    if args.randomize:
+        from randomization.distributions import load_distribution
+
+        task = overrides.get("task") or flags.get("task") or base.task
+        flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()
+    cfg = config_from_mapping({**flags, **overrides}, base)
     summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     _print_train_summary(summary)
     return 0

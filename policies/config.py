@@ -35,6 +35,16 @@ class TrainConfig:
     seed: int = 0
     """Seed of networks, replay sampling, exploration and environment resets."""
 
+    randomize: dict[str, Any] | None = None
+    """Per-episode domain randomization: a distribution in the YAML form of ``randomization/configs/`` (``s2r
+    train --randomize FILE`` copies the file's content here, so the run keeps it); ``None`` trains on nominal."""
+    epopt_eps: float | None = None
+    """EPOpt: fraction of probed models kept as the hard set, in (0, 1]; ``None`` is off (needs ``randomize``)."""
+    epopt_models: int = 20
+    """EPOpt: models probed per iteration, one episode each (the focus phase runs as many)."""
+    epopt_warmup: int = 5
+    """EPOpt: first iterations that keep every probed model (epsilon = 1)."""
+
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor and critics."""
     activation: Literal["relu", "tanh"] = "relu"
@@ -190,6 +200,14 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         v = getattr(cfg, name)
         if v is not None and v < (0 if name == "warmup_steps" else 1):
             raise UserError(f"config field {name!r} must be {'>= 0' if name == 'warmup_steps' else '>= 1'}, got {v}")
+    if cfg.epopt_eps is not None:
+        if cfg.randomize is None:
+            raise UserError("EPOpt needs a distribution to draw models from: add --randomize FILE")
+        if not 0.0 < cfg.epopt_eps <= 1.0:
+            raise UserError(f"config field 'epopt_eps' must be in (0, 1], got {cfg.epopt_eps}")
+    if cfg.epopt_models < 1 or cfg.epopt_warmup < 0:
+        raise UserError(f"config fields 'epopt_models' must be >= 1 and 'epopt_warmup' >= 0, got "
+                        f"{cfg.epopt_models} and {cfg.epopt_warmup}")
     if not cfg.hidden or any(h < 1 for h in cfg.hidden):
         raise UserError(f"config field 'hidden' must be a non-empty list of positive widths, got {list(cfg.hidden)}")
     if not 0.0 < cfg.gamma <= 1.0:

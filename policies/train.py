@@ -222,7 +222,10 @@ class Trainer:
         self.progress = progress
         torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        self.env = make_env(self.env_id, cfg.engine, cfg.env_kwargs)
+        self.distribution = self._distribution()
+        self.epopt: Any = None
+        """The training env's EPOpt wrapper (:class:`randomization.epopt.EpoptEnv`) when EPOpt is on."""
+        self.env = self._randomized(make_env(self.env_id, cfg.engine, cfg.env_kwargs), training=True)
         self._eval_env: Any = None
         obs_space, act_space = self.env.observation_space, self.env.action_space
         assert isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)  # make_env checks
@@ -253,6 +256,29 @@ class Trainer:
         self._stepper: EnvStepper | None = None
         self._bar: Any = None
         self._loop_t0 = time.perf_counter()
+
+    # --- randomization ---------------------------------------------------------------------------
+    def _distribution(self) -> Any:
+        if self.cfg.randomize is None:
+            return None
+        from randomization.distributions import parse_distribution
+
+        return parse_distribution(self.cfg.randomize, "config field 'randomize'", task=self.cfg.task)
+
+    def _randomized(self, env: Any, training: bool) -> Any:
+        """``env`` under the run's distribution: EPOpt's schedule for training when it is on, plain
+        per-episode draws otherwise (evaluation draws are seeded by the episode seed, the same every time)."""
+        if self.distribution is None:
+            return env
+        from randomization.epopt import EpoptConfig, EpoptEnv
+        from randomization.wrapper import RandomizedEnv
+
+        cfg = self.cfg
+        if training and cfg.epopt_eps is not None:
+            self.epopt = EpoptEnv(env, self.distribution,
+                                  EpoptConfig(cfg.epopt_eps, cfg.epopt_models, cfg.epopt_warmup), cfg.seed + 4)
+            return self.epopt
+        return RandomizedEnv(env, self.distribution, cfg.seed + 4)
 
     # --- normalization ---------------------------------------------------------------------------
     def _refresh_normalization(self) -> None:
@@ -430,6 +456,8 @@ class Trainer:
         if self._update_counts:
             for k, v in self._update_sums.items():
                 row[k] = v / self._update_counts
+        if self.epopt is not None:
+            row.update({f"epopt/{k}": v for k, v in self.epopt.schedule.last.items()})
         self._write_row(row)
         self._reset_interval()
 
@@ -448,7 +476,8 @@ class Trainer:
 
     def eval_env(self) -> Any:
         if self._eval_env is None:
-            self._eval_env = make_env(self.env_id, self.cfg.engine, self.cfg.env_kwargs)
+            self._eval_env = self._randomized(make_env(self.env_id, self.cfg.engine, self.cfg.env_kwargs),
+                                              training=False)
         return self._eval_env
 
     def evaluate(self) -> dict[str, Any]:
@@ -486,7 +515,10 @@ class Trainer:
         self.flush_observations()
         state = None
         if training:
-            state = {"learner": self.learner.training_state(), "loop": self.state.to_dict()}
+            loop = self.state.to_dict()
+            if self.epopt is not None:
+                loop["epopt_iteration"] = self.epopt.schedule.iteration
+            state = {"learner": self.learner.training_state(), "loop": loop}
         return Checkpoint(
             algo=cfg.algo,
             env_id=self.env_id,
@@ -555,6 +587,9 @@ class Trainer:
             self.learner.load_training_state(ckpt.training["learner"])
             loop = ckpt.training["loop"]
             self.state = LoopState(**{f.name: loop[f.name] for f in dataclasses.fields(LoopState)})
+            if self.epopt is not None:
+                # The warm-up is not repeated; the interrupted iteration's probes are drawn afresh.
+                self.epopt.schedule.iteration = int(loop.get("epopt_iteration", 0))
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise UserError(f"cannot resume from {str(self.run.last)!r}: {exc}") from exc
         self.obs_stats = RunningMeanStd(ckpt.obs_mean.copy(), ckpt.obs_var.copy(), ckpt.obs_count)

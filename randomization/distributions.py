@@ -541,7 +541,12 @@ def parse_distribution(data: Any, where: str = "distribution", task: str | None 
         raise UserError(f"{where}: task must be a task name, got {file_task!r}")
     specs = {s.name: s for s in task_param_specs(file_task)}
     if task is not None and task_spec_name(task) != task_spec_name(file_task):
-        raise UserError(f"{where} is a distribution for task {file_task!r}, not {task!r}")
+        # Tasks of one robot share its parameters (dkitty-stand and dkitty-walk): a file written for one
+        # serves the other; a file for another robot does not.
+        theirs = {s.name for s in task_param_specs(task)}
+        if theirs != set(specs):
+            raise UserError(f"{where} is a distribution for task {file_task!r}, whose parameters differ from "
+                            f"those of {task!r}")
     raw = data.get("parameters") or {}
     if not isinstance(raw, Mapping):
         raise UserError(f"{where}: parameters must be a mapping of parameter name to distribution")

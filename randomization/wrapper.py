@@ -59,14 +59,18 @@ class RandomizedEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
     def resample(self) -> dict[str, float]:
         """Draw and apply a new set of values (every other parameter back to nominal); returns the draw."""
         values = self.distribution.sample(self._rng)
+        self.apply(values)
+        return dict(values)
+
+    def apply(self, values: dict[str, float]) -> None:
+        """Apply ``values`` from nominal: every parameter not in them goes back to its nominal value."""
         params = self.sim.params
         # Only parameters away from nominal are put back: resetting a mass recomputes model constants.
         for name in params.names():
             if name not in values and params.supported(name) and params.get(name) != params.nominal(name):
                 params.set(name, params.nominal(name))
         params.set_many(values)
-        self.current_params = values
-        return dict(values)
+        self.current_params = dict(values)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -22,6 +22,10 @@ MAX_ID = 0xFC
 """Largest ID a servo may have."""
 
 XM430_W350_MODEL_NUMBER = 1020
+XM430_W210_MODEL_NUMBER = 1030
+SAME_TABLE_MODELS: dict[int, str] = {XM430_W350_MODEL_NUMBER: "XM430-W350", XM430_W210_MODEL_NUMBER: "XM430-W210"}
+"""Model numbers whose control table is this one (e-manual: the XM430-W210 and -W350 share it and differ only in
+their gearing: W210 212.6:1, about 3.0 N m stall and 77 rpm at 12 V; W350 353.5:1, 4.1 N m and 46 rpm)."""
 XM430_W350_FIRMWARE_VERSION = 48
 """Firmware version the emulator reports (any v45+ firmware has this table)."""
 
