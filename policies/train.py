@@ -49,7 +49,7 @@ from policies.evaluate import evaluate_env
 from policies.networks import ObsNormalizer, PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
 from policies.offpolicy import Learner, load_module_state
-from policies.replay import ReplayBuffer
+from policies.replay import Batch, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.errors import UserError
@@ -315,6 +315,10 @@ class Trainer:
         out = (np.asarray(obs, dtype=np.float32) - self._np_mean) * self._np_inv_std
         return np.clip(out, -self._clip, self._clip, out=out)
 
+    def sample(self, buffer: ReplayBuffer, n: int) -> Batch:
+        """``n`` transitions of ``buffer``, normalized with the current statistics."""
+        return buffer.sample(n, self._t_mean, self._t_inv_std, self._clip)
+
     def policy_module(self) -> PolicyModule:
         """Normalizer (current statistics) + actor, the deterministic policy as deployed."""
         if self.cfg.obs_norm:
@@ -568,9 +572,17 @@ class Trainer:
         assert self.run is not None
         if not self.run.last.is_file():
             raise UserError(f"cannot resume: {str(self.run.last)!r} does not exist")
-        ckpt = load_checkpoint(self.run.last)
+        self.load_training(self.run.last, self.run.replay if self.cfg.save_replay else None)
+        self.rows = [r for r in _read_rows(self.run.metrics) if r.get("step", 0) <= self.state.step]
+        _write_rows_atomic(self.run.metrics, self.rows)
+        self._reset_interval()
+
+    def load_training(self, path: Path, replay: Path | None = None) -> None:
+        """Learner, counters and observation statistics from the checkpoint ``path`` (which must hold training
+        state for this config's algorithm and spaces), and the replay buffer from ``replay`` when it exists."""
+        ckpt = load_checkpoint(path)
         if ckpt.training is None:
-            raise UserError(f"cannot resume from {str(self.run.last)!r}: it holds no training state")
+            raise UserError(f"cannot resume from {str(path)!r}: it holds no training state")
         if (ckpt.algo, ckpt.env_id, ckpt.obs_dim, ckpt.act_dim) != (
             self.cfg.algo,
             self.env_id,
@@ -591,22 +603,19 @@ class Trainer:
                 # The warm-up is not repeated; the interrupted iteration's probes are drawn afresh.
                 self.epopt.schedule.iteration = int(loop.get("epopt_iteration", 0))
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise UserError(f"cannot resume from {str(self.run.last)!r}: {exc}") from exc
+            raise UserError(f"cannot resume from {str(path)!r}: {exc}") from exc
         self.obs_stats = RunningMeanStd(ckpt.obs_mean.copy(), ckpt.obs_var.copy(), ckpt.obs_count)
         self._refresh_normalization()
         self.rng = np.random.default_rng([self.cfg.seed + 3, self.state.step])  # not a replay of the warm-up
         self.last_eval = ckpt.eval
-        if self.cfg.save_replay and self.run.replay.is_file():
+        if replay is not None and replay.is_file():
             try:
-                replay = torch.load(self.run.replay, map_location="cpu", weights_only=True)
-                self.buffer.load_state_dict(replay)
+                data = torch.load(replay, map_location="cpu", weights_only=True)
+                self.buffer.load_state_dict(data)
             except Exception as exc:  # a damaged replay file only costs the replay, not the run
                 print(
                     f"s2r train: warning: replay buffer not restored ({exc}); refilling from scratch", file=sys.stderr
                 )
-        self.rows = [r for r in _read_rows(self.run.metrics) if r.get("step", 0) <= self.state.step]
-        _write_rows_atomic(self.run.metrics, self.rows)
-        self._reset_interval()
 
     # --- whole run ------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
