@@ -50,6 +50,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
+    f = sub.add_parser(
+        "finetune",
+        help="continue SAC on the robot (or its emulator) from a simulation run",
+        description="Fine-tune a simulation run on the robot: episodes through the real-time controller with the "
+        "safety filter on, gradient steps between episodes on real transitions (mixed with the run's simulation "
+        "replay), a checkpoint and a verified ONNX after every episode, every episode logged like s2r deploy. "
+        "Writes RUN_DIR/finetune/ (logs/, last.pt, policy.onnx, onnx/, finetune.json); --resume continues "
+        "after a crash with every completed episode.",
+    )
+    f.add_argument("run_dir", metavar="RUN_DIR")
+    f.add_argument("--robot", required=True, metavar="FILE", help="hardware config, e.g. hardware_configs/dclaw.yaml")
+    f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator")
+    f.add_argument("--port", help="serial device (or an emulator's pty) instead of the config's")
+    f.add_argument("--reality", metavar="FILE", help="reality of the emulator this run starts")
+    f.add_argument("--episodes", type=int, required=True, help="real episodes in total (across resumes)")
+    f.add_argument("--out", metavar="DIR", help="output directory (default RUN_DIR/finetune)")
+    f.add_argument("--resume", action="store_true", help="continue the run in --out")
+    f.add_argument("--updates-per-step", type=float, default=1.0, help="gradient steps per real transition (1)")
+    f.add_argument("--sim-fraction", type=float, default=0.5,
+                   help="share of each batch from the simulation replay (0.5; 0 = real only)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_finetune)
+
     e = sub.add_parser(
         "eval",
         help="evaluate a trained policy with deterministic actions",
@@ -88,6 +113,36 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_mapping({**flags, **overrides}, base)
     summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     _print_train_summary(summary)
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import signal
+
+    from policies.finetune import FinetuneConfig, finetune
+    from robot.cli import EXIT_SAFETY_STOP, StopRequest
+
+    cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
+                         reality=Path(args.reality) if args.reality else None, episodes=args.episodes,
+                         out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
+                         sim_fraction=args.sim_fraction, seed=args.seed, resume=args.resume)
+    request = StopRequest()
+    previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = finetune(cfg, should_stop=request.poll, progress=not args.quiet)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if args.json:
+        print(json.dumps(summary.to_json()))
+    else:
+        rate = "-" if summary.success_rate is None else f"{summary.success_rate:.2f}"
+        print(f"fine-tuned {summary.episodes_done} episodes in total ({len(summary.episodes)} this run): success "
+              f"{rate}, longest update pause {summary.update_time_s_max:.2f} s between episodes; "
+              f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
+    if summary.stop_kind == "safety":
+        print(f"s2r finetune: safety stop: {summary.stop_reason}", file=sys.stderr)
+        return EXIT_SAFETY_STOP
     return 0
 
 

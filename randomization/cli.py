@@ -1,10 +1,12 @@
-"""``s2r adapt`` (fit a randomization distribution to trajectory logs) and ``s2r simlogs`` (record
-simulated logs in the robot's log format)."""
+"""``s2r adapt`` (fit a randomization distribution to trajectory logs), ``s2r simlogs`` (record
+simulated logs in the robot's log format) and ``s2r sweep`` (success rate over a parameter grid)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,45 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from randomization.sweep import (
+        check_axis_count,
+        check_out_dir,
+        default_out_dir,
+        parse_grid_axis,
+        run_sweep,
+        write_sweep,
+    )
+
+    axes = [parse_grid_axis(text) for text in args.grid]
+    check_axis_count(axes)
+    out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
+    result = run_sweep(
+        args.policy, axes, args.episodes, engine=args.engine, task=args.task, seed=args.seed,
+        executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
+    )
+    json_path, png_path = write_sweep(result, out)
+    summary = {**result.summary, "wall_time_s": result.wall_time_s, "policy": result.policy,
+               "env_id": result.env_id, "engine": result.engine, "json": str(json_path), "png": str(png_path)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        s = result.summary
+        print(f"{result.policy} on {result.env_id} [{result.engine}]: {s['cells']} cells x {args.episodes} "
+              f"episodes in {result.wall_time_s:.1f} s on {result.workers} worker(s)")
+        print(f"  success: mean {s['mean_success']:.3f}, worst 10% of cells ({s['worst10_cells']}) "
+              f"{s['worst10_success']:.3f}")
+        print(f"wrote {json_path}, {png_path}")
+    sys.stdout.flush()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``adapt`` and ``simlogs`` to the ``s2r`` command line."""
+    """Add ``adapt``, ``simlogs`` and ``sweep`` to the ``s2r`` command line."""
     tasks = ", ".join(TASK_IDS)
     defaults = AdaptConfig()
     sim_defaults = SimLogConfig()
@@ -126,3 +165,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--velocity-noise", type=float, default=sim_defaults.velocity_noise_std,
                    help="std of the noise on logged velocities (rad/s)")
     s.set_defaults(func=cmd_simlogs)
+
+    w = sub.add_parser(
+        "sweep",
+        help="success rate of a policy over a grid of physics parameter values (robustness heatmap)",
+        description="Evaluate a policy with deterministic actions in every cell of a grid over one or two named "
+                    "parameters (see `s2r params TASK`; the others stay nominal), K episodes per cell seeded "
+                    "SEED..SEED+K-1 in every cell. Writes sweep.json (per-cell success rate and return, mean "
+                    "success and the mean of the worst 10% of cells) and sweep.png (heatmap) into --out.",
+    )
+    w.add_argument("policy", metavar="POLICY|RUN_DIR",
+                   help="checkpoint, exported .onnx file, or run directory (its best.pt, else last.pt)")
+    w.add_argument("--grid", action="append", default=[], metavar="NAME=LO:HI:N",
+                   help="N evenly spaced values of parameter NAME from LO to HI, in its SI unit; give it once "
+                        "(a line) or twice (a heatmap), e.g. --grid valve_damping=0.01:0.3:5")
+    w.add_argument("--episodes", type=int, required=True, metavar="K", help="episodes per cell")
+    w.add_argument("--engine", choices=ENGINES, help="physics engine (default: the one trained on)")
+    w.add_argument("--task", help=f"task to sweep on (default: the one trained on; {tasks})")
+    w.add_argument("--out", metavar="DIR",
+                   help="output directory (default: sweep_NAME[_NAME2] inside RUN_DIR, or "
+                        "STEM_sweep_NAME[_NAME2] beside a policy file)")
+    w.add_argument("--workers", type=int, default=_workers_default(),
+                   help="local worker processes (default: one per CPU; 1 runs in this process), or Ray actors")
+    w.add_argument("--ray", metavar="auto|ADDRESS", help="run the episodes on a Ray cluster (needs s2r[ray])")
+    w.add_argument("--seed", type=int, default=0, help="seed of the first episode of every cell (default 0)")
+    w.add_argument("--json", action="store_true", help="print the summary as one JSON object, last on stdout")
+    w.set_defaults(func=cmd_sweep)
