@@ -10,6 +10,9 @@ Drivers (:func:`make_bus`):
 - ``emulator``: the same DynamixelBus, talking over a pseudo-terminal to a physics-backed servo
   emulator (:class:`robot.emulator.Emulator`) that it starts, unless a port is given.
 - ``mock``: :class:`robot.mock.MockBus`, in-process first-order servos for fast unit tests.
+
+A robot with a torso IMU (a config with an ``imu`` section) is opened with :func:`robot.hardware.open_robot`,
+which gives the same bus plus the IMU and, for the emulator and the mock, scene placement.
 """
 
 from __future__ import annotations
@@ -92,6 +95,13 @@ class Reading:
     """Kind and servo of the last failed attempt (``"timeout (f1_mid, id 21)"``), or ``None``."""
     alerts: tuple[str, ...] = ()
     """Joints/encoders whose status packet had the hardware-alert bit: read :meth:`Bus.hardware_errors`."""
+    base_quat: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """A legged robot's torso orientation from its IMU (w, x, y, z), attached by the controller; NaN before the
+    IMU's first valid frame; empty for a robot without an IMU (the bus itself never fills it)."""
+    base_angvel: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """The torso's angular velocity in its own frame from the IMU (rad/s); as ``base_quat``."""
+    imu_time: float = math.nan
+    """When the IMU sample in ``base_quat``/``base_angvel`` was received (s, ``time.monotonic``); NaN without one."""
 
     @property
     def stale(self) -> bool:
@@ -112,6 +122,8 @@ class Reading:
             passive_pos=self.passive_pos,
             passive_vel=self.passive_vel,
             joint_effort=self.joint_current * TORQUE_NM_PER_A,
+            base_quat=self.base_quat,
+            base_angvel=self.base_angvel,
         )
 
     @staticmethod

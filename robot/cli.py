@@ -55,9 +55,11 @@ def register(sub: Any) -> None:
                    "real servos; mock: in-process first-order servos")
     p.add_argument("--port", metavar="PATH", help="serial device (overrides the config's port), or the pty of a "
                    "running `s2r emulate`")
+    p.add_argument("--imu-port", metavar="PATH", help="the IMU's serial device (overrides the config's imu.port), or "
+                   "the second line of a running `s2r emulate` (robots with an imu section)")
     p.add_argument("--reality", metavar="YAML", help="reality file for the emulator started here")
     p.add_argument("--faults", metavar="SPEC", help="faults to inject (emulator started here, or mock): a YAML file "
-                   "or a spec such as 'drop=0.01,silent=21@5s'")
+                   "or a spec such as 'drop=0.01,silent=21@5s' or, with an IMU, 'imu_silent@2s,imu_corrupt=0.05'")
     p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
     p.add_argument("--log-dir", required=True, metavar="DIR", help="directory for run.json and episode files")
     p.add_argument("--seed", type=int, default=0, help="seed of the episode starts and goals (default 0)")
@@ -188,10 +190,11 @@ def _install(handler: Callable[[int, FrameType | None], None]) -> dict[signal.Si
 # --- deploy ---------------------------------------------------------------------------------------
 def run_deploy(args: argparse.Namespace) -> int:
     """``s2r deploy``; returns the exit code."""
-    from robot.bus import BusError, make_bus
+    from robot.bus import BusError
     from robot.config import load_config
     from robot.emulator.faults import faults_from_arg
     from robot.emulator.reality import load_reality
+    from robot.hardware import open_robot
     from robot.runner import run_episodes, run_info
     from robot.trajlog import TrajectoryWriter
 
@@ -225,17 +228,18 @@ def run_deploy(args: argparse.Namespace) -> int:
     request = StopRequest()
     previous = _install(request.handle)
     try:
-        bus = make_bus(config, args.driver, args.port, reality=reality, faults=faults)
+        io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
+                        faults=faults)
         try:
             try:
-                bus.connect()
+                io.bus.connect()
             except BusError as exc:
                 raise UserError(f"cannot start on the robot: {exc}") from exc
-            controller = Controller(loaded.act, bus, task, config, settings=settings, logger=logger,
-                                    should_stop=request.poll)
+            controller = Controller(loaded.act, io.bus, task, config, settings=settings, logger=logger,
+                                    should_stop=request.poll, imu=io.imu, placer=io.placer)
             summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
         finally:
-            bus.close()
+            io.close()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

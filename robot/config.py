@@ -1,8 +1,13 @@
 """The hardware config: which servos drive which joints, how they are calibrated, and how the bus runs.
 
-One YAML file per robot (``hardware_configs/dclaw.yaml``), loaded into frozen dataclasses and checked
-against the task spec at load: a bad field is a :class:`~s2r.errors.UserError` naming the field by its
-dotted path and what was expected. Motor IDs, calibration and limits live only here, never in code.
+One YAML file per robot (``hardware_configs/dclaw.yaml``, ``hardware_configs/dkitty.yaml``), loaded into frozen
+dataclasses and checked against the task spec at load: a bad field is a :class:`~s2r.errors.UserError` naming
+the field by its dotted path and what was expected. Motor IDs, calibration and limits live only here, never in code.
+
+A task with a floating base (``TaskSpec.base_joint``, a legged robot) observes the base's orientation and
+angular velocity, so its config must have an ``imu`` section (:class:`ImuConfig`: the serial IMU of
+``robot.imu``); a fixed-base task's config must not. ``encoders`` may be left out when the task has no
+passive joints.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import yaml
 from robot.dynamixel.control_table import (
     BAUD_CODES,
     MAX_ID,
-    XM430_W350_MODEL_NUMBER,
+    SAME_TABLE_MODELS,
     OperatingMode,
     Register,
 )
@@ -30,6 +35,7 @@ from robot.dynamixel.units import (
     S_PER_RETURN_DELAY_UNIT,
     joint_limits_to_ticks,
 )
+from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
 from s2r.errors import UserError
 from sim.tasks.spec import FloatArray, TaskSpec
 
@@ -47,6 +53,16 @@ DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S = 2.0
 _MAX_LATENCY_TIMER_S = 0.255
 _MAX_REPLY_SPIN_S = 0.01
 """Longest configurable spin while waiting for a reply (s): beyond it the CPU is better given back."""
+BITS_PER_BYTE_ON_WIRE = 10
+"""A serial byte takes a start bit, 8 data bits and a stop bit."""
+MAX_IMU_LINE_USE = 0.9
+"""Largest share of the IMU line's capacity its frames may take (-): a full line delays every frame."""
+MAX_IMU_RATE_HZ = 2000.0
+"""Fastest IMU stream accepted (frames/s): the reader decodes frames in Python every control cycle."""
+MIN_SILENCE_FRAMES = 2
+"""The IMU silence timeout must cover at least this many frame periods, so that one late frame is not silence."""
+_UNIT_QUAT_TOLERANCE = 1e-6
+"""How far from 1 the norm of a configured quaternion may be (-)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,34 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class ImuConfig:
+    """The torso IMU of a legged robot: a serial device streaming ``robot.imu.protocol`` frames."""
+
+    port: str
+    """Serial device of the IMU (``/dev/serial/by-id/...``), or ``"auto"``: the IMU the emulator serves (emulator
+    driver), the mock's (mock driver); the real robot's must be named here or with ``--imu-port``."""
+    baud: int
+    """Line rate (bit/s); must carry ``rate_hz`` frames with room to spare."""
+    rate_hz: float
+    """Frames per second the IMU streams (Hz); at least one per control period."""
+    frame_version: int
+    """Frame format version the IMU speaks (see ``robot.imu.protocol``); only 1 exists."""
+    max_tilt_rad: float
+    """Tilt of the torso from upright (rad) beyond which the controller stops safely; at most the task's
+    ``max_tilt_rad`` when the task has one."""
+    max_silence_s: float
+    """Longest time without a valid IMU frame (s) before the controller stops safely."""
+    mounting_quat: tuple[float, float, float, float]
+    """Orientation of the IMU's axes in the torso frame (w, x, y, z; sensor -> torso); identity when the IMU's
+    axes are the torso's (x forward, y left, z up)."""
+
+    @property
+    def frame_period_s(self) -> float:
+        """Time between two frames (s)."""
+        return 1.0 / self.rate_hz
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     """A robot's hardware: bus, servos, calibration, limits, timing; loaded by :func:`load_config`."""
 
@@ -164,6 +208,12 @@ class RobotConfig:
     """Controller watchdog thresholds."""
     source: str = "<memory>"
     """Where the config was loaded from (for messages)."""
+    imu: ImuConfig | None = None
+    """The torso IMU; present exactly when the task has a floating base."""
+    safe_pose_rad: tuple[float, ...] | None = None
+    """Joint positions (rad, task order, inside the limits) a safety stop moves to, rate-limited, before the torque
+    goes off (a legged robot folds its legs so that it settles low instead of collapsing from a height);
+    ``None``: a safety stop holds the last command."""
 
     # --- derived views ------------------------------------------------------------------------
     @property
@@ -296,9 +346,9 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
 
     sv = root.child("servo")
     servo = ServoModelConfig(sv.text("name"), sv.integer("model_number"))
-    if servo.model_number != XM430_W350_MODEL_NUMBER:
-        sv.fail("model_number", f"{XM430_W350_MODEL_NUMBER} (XM430-W350, the only control table implemented)",
-                servo.model_number)
+    if servo.model_number not in SAME_TABLE_MODELS:
+        models = " or ".join(f"{number} ({name})" for number, name in SAME_TABLE_MODELS.items())
+        sv.fail("model_number", f"{models}, the models whose control table is implemented", servo.model_number)
     sv.done()
 
     mode = root.text("operating_mode", "position")
@@ -311,7 +361,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     defaults.done()
 
     joints = _joints(root.child("joints"), spec, default_vel, default_cur, mode)
-    encoders = _encoders(root.child("encoders"), spec)
+    encoders = _encoders(root.child("encoders", optional=not spec.passive_joints), spec)
     ids: dict[int, str] = {}
     for section, items in (("joints", joints), ("encoders", encoders)):
         for item in items:
@@ -351,13 +401,85 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     if not (max_age > 0 and math.isfinite(max_age)):
         wd.fail("max_data_age_s", "a positive number of seconds", max_age)
     wd.done()
+    imu = _imu(root, spec, period)
+    safe_pose = _safe_pose(root, joints)
     root.done()
     return RobotConfig(
         robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
         joints=joints, encoders=encoders, control_period_s=period, control_period_override=override,
         return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
+        imu=imu, safe_pose_rad=safe_pose,
     )
+
+
+def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | None:
+    """The ``imu`` section: required for a floating-base task, refused otherwise."""
+    raw = root._get("imu", _NONE_OK)
+    if spec.base_joint is None:
+        if raw is not _NONE_OK:
+            root.fail("imu", f"absent: the task {spec.name!r} has no floating base for an IMU to measure", raw)
+        return None
+    if raw is _NONE_OK:
+        raise UserError(f"{root.source}: field imu is missing: the task {spec.name!r} observes the orientation and "
+                        "angular velocity of its floating base, which the torso IMU measures")
+    node = root.child("imu")
+    port = node.text("port", AUTO_PORT)
+    version = node.integer("frame_version", max(SUPPORTED_VERSIONS))
+    if version not in SUPPORTED_VERSIONS:
+        node.fail("frame_version", f"one of {', '.join(str(v) for v in SUPPORTED_VERSIONS)} "
+                  "(the frame formats robot.imu.protocol implements)", version)
+    rate = node.number("rate_hz")
+    if not 1.0 / control_period_s <= rate <= MAX_IMU_RATE_HZ:
+        node.fail("rate_hz", f"a rate in [{1.0 / control_period_s:g}, {MAX_IMU_RATE_HZ:g}] Hz (at least one frame per "
+                  f"control period of {control_period_s:g} s)", rate)
+    baud = node.integer("baud")
+    need = FRAME_BYTES[version] * BITS_PER_BYTE_ON_WIRE * rate / MAX_IMU_LINE_USE
+    if not baud >= need:
+        node.fail("baud", f"a line rate of at least {math.ceil(need)} bit/s, to carry {rate:g} frames/s of "
+                  f"{FRAME_BYTES[version]} bytes with {BITS_PER_BYTE_ON_WIRE} bits per byte at "
+                  f"{MAX_IMU_LINE_USE:.0%} line use", baud)
+    task_tilt = spec.extras.get("max_tilt_rad")
+    top = math.pi if task_tilt is None else float(task_tilt)
+    tilt_bound = node.number("max_tilt_rad", task_tilt)
+    if not 0.0 < tilt_bound <= top + _LIMIT_TOLERANCE_RAD:
+        which = "pi" if task_tilt is None else f"the task's max_tilt_rad {top:.6g}"
+        node.fail("max_tilt_rad", f"a tilt in (0, {top:.6g}] rad (at most {which})", tilt_bound)
+    silence = node.number("max_silence_s")
+    least = MIN_SILENCE_FRAMES / rate
+    if not silence >= least:
+        node.fail("max_silence_s", f"a time of at least {least:g} s ({MIN_SILENCE_FRAMES} frame periods at "
+                  f"{rate:g} Hz)", silence)
+    mounting = _unit_quat(node, "mounting_quat")
+    node.done()
+    return ImuConfig(port, baud, rate, version, tilt_bound, silence, mounting)
+
+
+def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
+    v = node._get(key, [1.0, 0.0, 0.0, 0.0])
+    if (not isinstance(v, list) or len(v) != 4
+            or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)
+            or abs(math.sqrt(sum(float(x) ** 2 for x in v)) - 1.0) > _UNIT_QUAT_TOLERANCE):
+        node.fail(key, "a unit quaternion [w, x, y, z] (norm 1 within "
+                  f"{_UNIT_QUAT_TOLERANCE:g}), e.g. [1, 0, 0, 0] for an IMU aligned with the torso", v)
+    w, x, y, z = (float(c) for c in v)
+    return (w, x, y, z)
+
+
+def _safe_pose(root: _Node, joints: tuple[JointConfig, ...]) -> tuple[float, ...] | None:
+    """The optional ``safe_pose_rad``: one angle per joint, in task order, inside the joint limits."""
+    v = root._get("safe_pose_rad", _NONE_OK)
+    if v is _NONE_OK:
+        return None
+    if (not isinstance(v, list) or len(v) != len(joints)
+            or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
+        root.fail("safe_pose_rad", f"a list of {len(joints)} finite angles (rad), one per joint in task order "
+                  f"({', '.join(j.name for j in joints)})", v)
+    for k, j in enumerate(joints):
+        if not j.low_rad <= float(v[k]) <= j.high_rad:
+            root.fail(f"safe_pose_rad[{k}]", f"an angle of {j.name} inside its limits [{j.low_rad:.6g}, "
+                      f"{j.high_rad:.6g}] rad", v[k])
+    return tuple(float(x) for x in v)
 
 
 def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur: float | None,
@@ -419,6 +541,8 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
 
 
 _MISSING = object()
+_NONE_OK = object()
+"""Default of an optional field whose absence means "none"."""
 
 
 class _Node:

@@ -3,7 +3,7 @@
 One control cycle, every ``config.control_period_s``::
 
     wait for the deadline (sleep, then spin on the clock)
-    read      every joint and encoder in one bus transaction
+    read      the IMU's newest sample (a robot with one), then every joint and encoder in one bus transaction
     observe   task.observe(reading.state(), last_action, goal)   -- the sim env's own function
     act       policy(observation) -> normalized action
     filter    robot.safety.filter_action (the task's action_to_command + hardware limits + NaN hold)
@@ -23,10 +23,23 @@ T + 1 readings, T actions. The reset's last reading is the episode's first. The 
    starts from the next reading. A passive joint that is not resettable stays where it is, the episode
    starts from there, and the episode meta says so (``passive_reset``).
 
+A task with a floating base (a legged robot) also starts with its base at a pose (``start_base_pose``), which no
+servo can reach: before step 1 a scene placer (``robot.hardware``; the emulator and the mock have one) puts the
+robot down there with its joints at the start pose, and the servos hold that; without one (the real robot) a
+person has placed it and the episode starts where it stands. The meta says which (``base_reset``).
+
+A robot with an IMU (``config.imu``) gets the torso's orientation and angular velocity from it: the newest
+valid sample joins every reading (``Reading.base_quat``/``base_angvel``/``imu_time``), so ``reading.state()``
+is the :class:`~sim.state.RobotState` with the base fields the sim's engine fills. A cycle without any sample
+yet holds the previous command, as a stale reading does.
+
 The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive
 failed reads, data older than a bound (both from ``config.watchdog``), a servo hardware error, a bus
-failure or a policy failure. A requested stop (``should_stop`` returns a reason, e.g. from a signal
-handler in the command line layer) turns the torque off. Nothing here installs signal handlers.
+failure or a policy failure; with an IMU also on a torso tilt beyond ``imu.max_tilt_rad`` and on no valid IMU
+frame for ``imu.max_silence_s``. A config with a ``safe_pose_rad`` moves there (rate-limited, one write per
+period, no reads needed) instead of holding, before the torque goes off. A requested stop (``should_stop``
+returns a reason, e.g. from a signal handler in the command line layer) turns the torque off. Nothing here
+installs signal handlers.
 
 Every time is on ``clock`` (s, monotonic), which must be the bus's clock: the data age compares the
 two. Tests pass a fake clock and a ``sleep`` that advances it, so a loop runs in zero time.
@@ -38,8 +51,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,10 +61,15 @@ from robot.bus import Bus, BusError, HardwareFault, Reading, describe_hardware_e
 from robot.config import RobotConfig
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
 from s2r.errors import UserError
+from sim.rotations import tilt
 from sim.state import RobotState
 from sim.tasks.actions import clip_action, normalize
-from sim.tasks.base import Task, total_reward
+from sim.tasks.base import Task, start_base_pose, total_reward
 from sim.tasks.spec import FloatArray
+
+if TYPE_CHECKING:
+    from robot.hardware import ScenePlacer
+    from robot.imu.reader import ImuSource
 
 Policy = Callable[[NDArray[np.float32]], Any]
 """Observation (float32, shape (O,)) in, normalized action (J,) out."""
@@ -61,6 +79,7 @@ TIME_EPSILON_S = 1e-9
 """A deadline this close counts as reached (s): clocks tick in nanoseconds, and a fake clock's sum of
 sleeps can land one rounding step short of the deadline."""
 US_PER_S = 1e6
+DEG_PER_RAD = 180.0 / math.pi
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,7 @@ class Stop:
 
     kind: StopKind
     """``completed`` (every episode ran), ``requested`` (SIGINT/SIGTERM, the caller's ``should_stop``) or
-    ``safety`` (watchdog, hardware error, bus or policy failure)."""
+    ``safety`` (watchdog, hardware error, bus or policy failure, tilt, IMU silence)."""
     reason: str
     """In words, e.g. ``"watchdog: 3 consecutive failed reads (last: timeout (f1_mid, id 21))"``."""
     time: float = math.nan
@@ -273,8 +292,9 @@ class EpisodeResult:
 class _EpisodeLog:
     """Rows of one episode, appended as the cycles run."""
 
-    def __init__(self, n_terms: int) -> None:
+    def __init__(self, n_terms: int, imu: bool = False) -> None:
         self.n_terms = n_terms
+        self.imu = imu
         self.readings: list[Reading] = []
         self.obs: list[NDArray[np.float32]] = []
         self.actions: list[FloatArray] = []
@@ -300,7 +320,15 @@ class _EpisodeLog:
         def rows(values: list[FloatArray], width: int) -> np.ndarray:
             return np.asarray(values[:t], dtype=np.float64).reshape(t, width)
 
+        base: dict[str, np.ndarray] = {}
+        if self.imu:
+            base = {
+                "base_quat": np.array([r.base_quat for r in rs], dtype=np.float64).reshape(len(rs), 4),
+                "base_angvel": np.array([r.base_angvel for r in rs], dtype=np.float64).reshape(len(rs), 3),
+                "imu_age": np.array([r.time - r.imu_time for r in rs], dtype=np.float64),
+            }
         return {
+            **base,
             "time": np.array([r.time for r in rs]),
             "joint_pos": np.array([r.joint_pos for r in rs]),
             "joint_vel": np.array([r.joint_vel for r in rs]),
@@ -327,7 +355,9 @@ class Controller:
 
     ``task`` provides observation, reward terms, success and starts; its spec must be the hardware
     config's (``config.task_spec()``, the same joints and control period). ``should_stop`` is polled
-    every cycle and returns a reason (e.g. ``"SIGTERM"``) to stop, or ``None``.
+    every cycle and returns a reason (e.g. ``"SIGTERM"``) to stop, or ``None``. ``imu`` is the torso IMU, required
+    exactly when the config has an ``imu`` section; ``placer`` puts a floating base down at episode starts
+    (``None``: a person does). Both come from :func:`robot.hardware.open_robot`; ``imu`` must run on ``clock``.
     """
 
     def __init__(
@@ -342,6 +372,8 @@ class Controller:
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
         should_stop: Callable[[], str | None] = lambda: None,
+        imu: ImuSource | None = None,
+        placer: ScenePlacer | None = None,
     ) -> None:
         spec = task.spec
         expected = config.task_spec()
@@ -351,6 +383,11 @@ class Controller:
         if not math.isclose(spec.control_period, config.control_period_s, rel_tol=0, abs_tol=1e-12):
             raise UserError(f"the task's control period {spec.control_period} s differs from the hardware config's "
                             f"{config.control_period_s} s; build the task with config.task_spec()")
+        if config.imu is not None and imu is None:
+            raise UserError(f"{config.source} has an imu section: the controller needs the IMU to build the "
+                            f"{spec.name} observation and to watch the tilt (robot.hardware.open_robot gives it)")
+        if config.imu is None and imu is not None:
+            raise UserError(f"an IMU was given, but {config.source} has no imu section (its bounds and mounting)")
         self.policy = policy
         self.bus = bus
         self.task = task
@@ -360,6 +397,8 @@ class Controller:
         self.sleep = sleep
         self.log = logger if logger is not None else logging.getLogger("robot.controller")
         self.should_stop = should_stop
+        self.imu = imu
+        self.placer = placer
         self.limits = SafetyLimits(spec, config.low, config.high)
         self.state = PolicyState(self.limits)
         self.stats = LoopStats()
@@ -390,10 +429,17 @@ class Controller:
             self.stats.period_error_s.append(self._cycle_error)
         if self._cycle_overrun:
             self.stats.overruns += 1
+        # The IMU first: its sample is then never younger than the servos' reply it is logged with.
+        sample = self.imu.poll() if self.imu is not None else None
         try:
-            return self.bus.read()
+            reading = self.bus.read()
         except BusError as exc:
             raise ControllerStop(Stop("safety", f"bus failure while reading: {exc}", self.clock())) from exc
+        if self.imu is None:
+            return reading
+        if sample is None:
+            return replace(reading, base_quat=np.full(4, np.nan), base_angvel=np.full(3, np.nan))
+        return replace(reading, base_quat=sample.quat, base_angvel=sample.angvel, imu_time=sample.receive_time)
 
     def _check(self, reading: Reading) -> None:
         """A requested stop, then the watchdog: raises :class:`ControllerStop` to leave the loop."""
@@ -416,6 +462,34 @@ class Controller:
             if errors:
                 listing = ", ".join(f"{n}: {describe_hardware_error(e)}" for n, e in errors.items())
                 raise ControllerStop(Stop("safety", f"servo hardware error ({listing})", self.clock()))
+        if self.imu is not None:
+            self._check_imu_age(reading.time)
+            self._check_tilt(reading)
+
+    def _check_imu_age(self, now: float) -> None:
+        """IMU silence: no valid frame for longer than ``imu.max_silence_s``."""
+        if self.imu is None or self.config.imu is None:
+            return
+        counters = self.imu.counters
+        last = counters.last_receive_time
+        # Before the first frame the bound runs from the controller's start, as the servo watchdog's does.
+        age = now - (self._started if last is None else last)
+        limit = self.config.imu.max_silence_s
+        if age > limit:
+            shown = (f"no valid IMU frame in {age * 1e3:.0f} ms since the start" if last is None
+                     else f"no valid IMU frame for {age * 1e3:.0f} ms")
+            raise ControllerStop(Stop("safety", f"IMU silent: {shown} (limit {limit * 1e3:.0f} ms; "
+                                      f"{counters.describe()})", self.clock()))
+
+    def _check_tilt(self, reading: Reading) -> None:
+        """The torso tilted beyond ``imu.max_tilt_rad`` from upright."""
+        if self.config.imu is None or not np.all(np.isfinite(reading.base_quat)):
+            return  # no sample yet: the silence watchdog covers it
+        angle = tilt(reading.base_quat)
+        bound = self.config.imu.max_tilt_rad
+        if angle > bound:
+            raise ControllerStop(Stop("safety", f"tilt {angle:.3f} rad ({angle * DEG_PER_RAD:.0f} deg) beyond the "
+                                      f"bound {bound:.3f} rad ({bound * DEG_PER_RAD:.0f} deg)", self.clock()))
 
     def _check_age(self, now: float) -> None:
         last_ok = self.bus.counters.last_ok_time
@@ -430,7 +504,9 @@ class Controller:
 
     def _write(self, command: FloatArray) -> FloatArray:
         """Send a command (after checking the data is still fresh); returns what was sent."""
-        self._check_age(self.clock())
+        now = self.clock()
+        self._check_age(now)
+        self._check_imu_age(now)
         try:
             sent = self.bus.write(command)
         except HardwareFault as exc:
@@ -453,10 +529,12 @@ class Controller:
         return new
 
     # --- reset ----------------------------------------------------------------------------------
-    def _reset(self, target: FloatArray, passive_start: FloatArray, info: dict[str, Any]) -> Reading:
+    def _reset(self, target: FloatArray, passive_start: FloatArray, info: dict[str, Any],
+               placed_at: float | None = None) -> Reading:
         """The scripted reset: fingers to ``target``, then the resettable passive joints to ``passive_start``
-        (rad, task order); returns the episode's first reading."""
-        reading = self._reset_fingers(target, info)
+        (rad, task order); returns the episode's first reading. ``placed_at``: when a scene placer put the robot
+        at the start (see :meth:`_reset_fingers`)."""
+        reading = self._reset_fingers(target, info, placed_at)
         passive = self.task.spec.passive_joints
         driven = self.config.resettable_passive_joints
         report: dict[str, Any] = {
@@ -535,8 +613,14 @@ class Controller:
         except HardwareFault as exc:
             raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
 
-    def _reset_fingers(self, target: FloatArray, info: dict[str, Any]) -> Reading:
-        """Move the fingers to ``target`` through the safety filter; returns the settled reading."""
+    def _reset_fingers(self, target: FloatArray, info: dict[str, Any], placed_at: float | None = None) -> Reading:
+        """Move the fingers to ``target`` through the safety filter; returns the settled reading.
+
+        After a scene placement (at ``placed_at``) the joints are already at the start and the servos hold it, so
+        the reset is done once the command is the start and the IMU has a sample received at least a frame
+        period after the placement (an older one may show the robot before it was placed): weight-bearing
+        legs sag under load by more than the tolerance and would only wait out the timeout.
+        """
         s = self.settings
         self._timer.restart()
         t0 = self.clock()
@@ -551,10 +635,15 @@ class Controller:
             arrived = bool(np.array_equal(self.state.command, target))
             error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
             timed_out = self.clock() - t0 >= s.reset_timeout_s
-            if arrived and (error <= s.reset_tolerance_rad or timed_out):
-                info.update(reset_cycles=cycles, reset_error_rad=error, reset_settled=error <= s.reset_tolerance_rad,
+            if placed_at is None:
+                settled = error <= s.reset_tolerance_rad
+            else:
+                settled = not reading.stale and (self.config.imu is None or
+                                                 reading.imu_time >= placed_at + self.config.imu.frame_period_s)
+            if arrived and (settled or timed_out):
+                info.update(reset_cycles=cycles, reset_error_rad=error, reset_settled=settled,
                             reset_duration_s=self.clock() - t0)
-                if error > s.reset_tolerance_rad:
+                if not settled:
                     self.log.warning("reset did not settle within %.1f s (largest joint error %.3f rad); "
                                      "starting the episode from here", s.reset_timeout_s, error)
                 return reading
@@ -575,13 +664,20 @@ class Controller:
         start = task.sample_start(rng)
         goal = dict(start.goal)
         target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
-        log = _EpisodeLog(len(spec.reward_terms))
+        passive_start = np.asarray(start.passive_pos, dtype=np.float64)
+        log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None)
         info: dict[str, Any] = {}
         steps = self.episode_steps
         stop: Stop | None = None
+        imu_before = self.imu.counters if self.imu is not None else None
         try:
             try:
-                reading = self._reset(target, np.asarray(start.passive_pos, dtype=np.float64), info)
+                base_pose = start_base_pose(start)
+                placed_at = None
+                if base_pose is not None:
+                    info["base_reset"] = self._place(target, passive_start, base_pose)
+                    placed_at = self.clock() if info["base_reset"]["placed"] else None
+                reading = self._reset(target, passive_start, info, placed_at)
             finally:
                 info["reset_comm_errors"] = self._new_errors()
             self.state.start(target)
@@ -620,13 +716,33 @@ class Controller:
             if log.comm_errors:
                 log.comm_errors[-1] += self._new_errors()
             self.log.warning("stopping: %s", stop.describe())
+        if self.imu is not None and imu_before is not None:
+            info["imu"] = self.imu.counters.since(imu_before)
         self.episodes_run += 1
         return self._result(log, goal, target, info, steps, stop)
+
+    def _place(self, target: FloatArray, passive_start: FloatArray, base_pose: FloatArray) -> dict[str, Any]:
+        """Put a floating base down at the episode's start through the placer; what happened, for the meta."""
+        pose = [float(v) for v in base_pose]
+        if self.placer is None:
+            return {"placed": False, "base_pose": pose,
+                    "why": "no scene placement on this driver: a person places the robot, and the episode starts "
+                           "where it stands"}
+        try:
+            self.placer.place(target, passive_start, base_pose)
+        except Exception as exc:  # the emulator gone, a refused request: either way the start is unknown
+            raise ControllerStop(Stop("safety", f"scene placement failed: {type(exc).__name__}: {exc}",
+                                      self.clock())) from exc
+        # The placer left every servo holding the start pose: that is now the last command (the rate limit's
+        # reference, and what a safety stop holds or folds from), not what was sent before the placement.
+        self.state.command = target.copy()
+        self._have_command = True
+        return {"placed": True, "base_pose": pose}
 
     def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
         """The policy's action (NaN when not run) and the filtered command for one cycle."""
         n = self.limits.spec.n_joints
-        if reading.stale:
+        if reading.stale or (self.imu is not None and not np.all(np.isfinite(reading.base_quat))):
             return np.full(n, np.nan), self.state.hold(Hold.STALE_READING)
         try:
             raw = self.policy(obs)
@@ -667,10 +783,13 @@ class Controller:
 
     # --- stopping -------------------------------------------------------------------------------
     def shutdown(self, stop: Stop) -> bool:
-        """End the run: a safety stop holds the last safe command for ``safe_stop_hold_s`` first; then the
-        torque goes off. Returns whether the torque is off (a failure is logged, never raised)."""
+        """End the run: a safety stop holds the last safe command (or, with ``config.safe_pose_rad``, moves to the
+        safe pose rate-limited first) for ``safe_stop_hold_s``; then the torque goes off. Returns whether the
+        torque is off (a failure is logged, never raised)."""
         if stop.kind == "safety" and self._have_command:
             try:
+                if self.config.safe_pose_rad is not None:
+                    self._move_to_safe_pose()
                 self.bus.write(self.state.command)
             except BusError as exc:
                 self.log.error("could not hold the last command: %s", exc)
@@ -681,3 +800,22 @@ class Controller:
             self.log.error("could not turn the torque off: %s", exc)
             return False
         return True
+
+    def _move_to_safe_pose(self) -> None:
+        """Rate-limited steps from the last command to ``config.safe_pose_rad``, one write per control period.
+
+        No reading is needed or waited for (the stop may be a dead IMU or a failing bus): each goal lies within
+        ``max_step`` of the previous one and inside the limits, which the servos' own position loops follow.
+        A failed write raises :class:`BusError` to the caller, which goes on to turn the torque off."""
+        if self.config.safe_pose_rad is None:
+            return
+        target = clip_to_limits(np.asarray(self.config.safe_pose_rad, dtype=np.float64), self.limits)
+        steps = math.ceil(float(np.max(np.abs(target - self.state.command))) / self.limits.max_step) + 1
+        self.log.warning("moving to the safe pose (%d steps) before the torque goes off", steps)
+        for _ in range(steps):
+            if np.array_equal(self.state.command, target):
+                break
+            command = step_towards(target, self.state.command, self.limits)
+            self.state.command = target.copy() if np.allclose(command, target, rtol=0, atol=1e-12) else command
+            self.bus.write(self.state.command)
+            self.sleep(self.config.control_period_s)

@@ -272,6 +272,25 @@ class MockBus:
         self._connected = False
         self._torque = False
 
+    @property
+    def read_transactions(self) -> int:
+        """Read transactions so far, as the emulator counts them for cycle-triggered faults (retries included)."""
+        return self._cycle
+
+    def place(self, joint_pos: FloatArray, passive_pos: FloatArray) -> None:
+        """Put the joints (rad) and passive joints (rad) at rest at once, every goal at its new position: the
+        scene reset an emulated robot gets at an episode's start (see ``robot.hardware``)."""
+        q = np.asarray(joint_pos, dtype=np.float64)
+        p = np.asarray(passive_pos, dtype=np.float64)
+        if q.shape != self.q.shape or p.shape != self.passive_pos.shape:
+            raise ValueError(f"a placement has {self.q.size} joint and {self.passive_pos.size} passive positions; got "
+                             f"shapes {q.shape} and {p.shape}")
+        self._advance()
+        self.q, self.qd = q.copy(), np.zeros_like(q)
+        self.goal = self._codec.quantize_command(q)
+        self.passive_pos, self.passive_vel = p.copy(), np.zeros_like(p)
+        self.passive_goal = self.passive_pos.copy()
+
     def __enter__(self) -> MockBus:
         return self
 

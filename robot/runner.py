@@ -53,6 +53,8 @@ class RunSummary:
     """Whether the torque was turned off at the end."""
     log_dir: str
     """Where the episodes were written."""
+    imu: dict[str, Any] | None = None
+    """The IMU's counters over the run (frames, corrupt frames by kind, sequence gaps, ...); ``None`` without one."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,11 @@ class RunSummary:
         rate = "-" if self.success_rate is None else f"{self.success_rate:.0%}"
         ret = "-" if self.return_mean is None else f"{self.return_mean:.1f}"
         kinds = ", ".join(f"{k} {v}" for k, v in self.comm_errors_by_kind.items()) or "none"
+        imu = []
+        if self.imu is not None:
+            corrupt = sum(v for k, v in self.imu.items() if k.startswith("corrupt_"))
+            imu = [f"imu: {self.imu['frames']} frames, {corrupt} corrupt, {self.imu['gaps']} sequence gaps "
+                   f"({self.imu['frames_missed']} frames missed)"]
         return "\n".join([
             f"episodes: {self.episodes} complete ({self.episodes_logged} logged in {self.log_dir})",
             f"success rate: {rate}   mean return: {ret}",
@@ -76,6 +83,7 @@ class RunSummary:
             f"overruns {loop.get('overruns', 0)} of {loop.get('cycles', 0)} cycles",
             f"comm errors: {self.comm_errors} ({kinds}); stale reads {self.stale_reads}; "
             f"held actions {self.held_actions}",
+            *imu,
             f"stop: {self.stop_kind if self.stop_kind == 'completed' else self.stop_kind + ': ' + self.stop_reason}; "
             f"torque {'off' if self.torque_off else 'NOT confirmed off'}",
         ])
@@ -84,6 +92,10 @@ class RunSummary:
 def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[str, Any] | None = None) -> RunInfo:
     """The ``run.json`` of a deploy run on ``config``'s robot (``source``: the bus driver)."""
     spec = config.task_spec()
+    imu = {} if config.imu is None else {"imu": {
+        "port": config.imu.port, "baud": config.imu.baud, "rate_hz": config.imu.rate_hz,
+        "frame_version": config.imu.frame_version, "max_tilt_rad": config.imu.max_tilt_rad,
+        "max_silence_s": config.imu.max_silence_s, "mounting_quat": list(config.imu.mounting_quat)}}
     return RunInfo(
         task=spec.name,
         robot=spec.robot,
@@ -92,7 +104,7 @@ def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[s
         control_period=config.control_period_s,
         source=source,
         extra={"hardware_config": config.source, "episode_steps": episode_steps,
-               "resettable_passive_joints": list(config.resettable_passive_joints), **(extra or {})},
+               "resettable_passive_joints": list(config.resettable_passive_joints), **imu, **(extra or {})},
     )
 
 
@@ -103,6 +115,7 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
         raise ValueError(f"episodes must be >= 0; got {episodes}")
     successes: list[bool] = []
     returns: list[float] = []
+    imu_start = controller.imu.counters if controller.imu is not None else None
     logged = 0
     stop: Stop = COMPLETED
     torque_off = False
@@ -156,6 +169,7 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
         stop_reason=stop.reason,
         torque_off=torque_off,
         log_dir=str(writer.directory),
+        imu=None if controller.imu is None or imu_start is None else controller.imu.counters.since(imu_start),
     )
 
 

@@ -32,6 +32,16 @@ period_error       (T,)        s      actual minus nominal period of each cycle
 meta               ()          json   goal, success, stop_reason, reward term names, episode index
 =================  ==========  =====  ======================================================
 
+A robot with a torso IMU (a legged robot) adds, per reading:
+
+=================  ==========  =====  ======================================================
+base_quat          (T+1, 4)    -      torso orientation from the IMU (w, x, y, z; NaN before its first frame)
+base_angvel        (T+1, 3)    rad/s  torso angular velocity in the torso frame (IMU gyroscope)
+imu_age            (T+1,)      s      reading time minus the receive time of the IMU sample used
+=================  ==========  =====  ======================================================
+
+Logs without them (the claw's, older ones) read as before; readers look for them with ``name in episode.arrays``.
+
 Writers may add arrays and meta keys. The robot controller (``robot.runner``) adds
 ``command_filtered`` (T, J; rad, the safety filter's command before tick rounding), ``hold`` (T; 0 none,
 1 stale reading, 2 NaN/inf action) and ``overrun`` (T; 1 where the cycle missed its deadline), and the
@@ -59,6 +69,8 @@ RUN_FILE = "run.json"
 EPISODE_GLOB = "episode_*.npz"
 STEP_ARRAYS = ("action", "command", "reward", "reward_terms", "comm_errors", "cycle_time", "period_error")
 READING_ARRAYS = ("time", "joint_pos", "joint_vel", "joint_effort", "passive_pos", "passive_vel", "stale", "obs")
+BASE_ARRAYS: dict[str, tuple[int, ...]] = {"base_quat": (4,), "base_angvel": (3,), "imu_age": ()}
+"""Optional per-reading arrays of a robot with an IMU, with their shape per row."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,9 @@ def _check_shapes(arrays: Mapping[str, np.ndarray], info: RunInfo, where: str) -
     for k in STEP_ARRAYS:
         if np.asarray(arrays[k]).shape[0] != steps:
             raise ValueError(f"{where}: {k} has {np.asarray(arrays[k]).shape[0]} rows, expected {steps}")
+    for k, row in BASE_ARRAYS.items():
+        if k in arrays and np.asarray(arrays[k]).shape != (steps + 1, *row):
+            raise ValueError(f"{where}: {k} has shape {np.asarray(arrays[k]).shape}, expected {(steps + 1, *row)}")
     if np.asarray(arrays["joint_pos"]).shape[1:] != (len(info.joint_names),):
         raise ValueError(f"{where}: joint_pos has shape {np.asarray(arrays['joint_pos']).shape}, "
                          f"expected (T+1, {len(info.joint_names)})")

@@ -3,7 +3,7 @@
 The servos are the joints of the simulated robot: goal positions drive the simulation, present
 positions, velocities and currents come from it, quantized like the real encoders. See ``server``
 (timing), ``chain`` (instructions), ``servo`` (control table rules), ``physics`` (real-time stepping),
-``reality`` (the reality YAML) and ``faults`` (the fault spec).
+``reality`` (the reality YAML), ``faults`` (the fault spec) and ``imu`` (a legged robot's IMU on a second pty).
 """
 
 from robot.emulator.faults import NO_FAULTS, FaultSpec, faults_from_arg, load_faults, parse_faults

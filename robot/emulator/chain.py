@@ -35,6 +35,7 @@ from robot.emulator.faults import HARDWARE_BITS, Fate, FaultInjector, FaultSpec
 from robot.emulator.physics import RealTimePhysics
 from robot.emulator.reality import RealityConfig
 from robot.emulator.servo import EmulatedServo
+from sim.tasks.spec import FloatArray
 
 READ_INSTRUCTIONS = frozenset({Instruction.SYNC_READ, Instruction.FAST_SYNC_READ, Instruction.BULK_READ})
 """Instructions that count as one read cycle for cycle-triggered faults."""
@@ -83,7 +84,7 @@ class ServoChain:
         self.t_start = clock()
         self.rng = np.random.default_rng(reality.seed)
         self.baud_code = BAUD_CODES[config.baud]
-        self.servos = [EmulatedServo(i, self.baud_code) for i in config.all_ids]
+        self.servos = [EmulatedServo(i, self.baud_code, config.servo.model_number) for i in config.all_ids]
         self.n_joints = len(config.joints)
         self._scale = np.concatenate([self.codec.joint_scale, self.codec.encoder_scale])
         self._offset = np.concatenate([self.codec.joint_offset, self.codec.encoder_offset])
@@ -153,6 +154,22 @@ class ServoChain:
         for k, s in enumerate(self.servos):
             s.mem[_STATE_AT:_STATE_AT + n_s] = state_bytes[k * n_s:(k + 1) * n_s]
             s.mem[_TICKER_AT:_TICKER_AT + n_t] = ticker_bytes[k * n_t:(k + 1) * n_t]
+
+    def place(self, now: float, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
+        """Reset the scene: the robot at rest in this state (rad; a floating base's pose, position (m) and
+        quaternion (w, x, y, z), or ``None``), with every servo's goal at its new present position, so that the
+        servos hold the placed pose. What the controller of an emulated legged robot asks for at an episode's
+        start, where a human would put the real robot down; no servo could do it."""
+        self.physics.place(joint_pos, passive_pos, base_pose)
+        pos = joint_to_ticks(np.concatenate([np.asarray(joint_pos, dtype=np.float64),
+                                             np.asarray(passive_pos, dtype=np.float64)]), self._scale, self._offset)
+        for k, s in enumerate(self.servos):
+            s.set(Register.GOAL_POSITION, int(pos[k] + self._homing[k]))
+        self._sampled = False
+        self.refresh(now)
+        self._targets = np.full(self.n_joints, np.nan)  # forces the goals to the physics, even if unchanged
+        self._push_targets(now)
+        self.stats["placements"] += 1
 
     def _push_targets(self, now: float) -> None:
         """Send the servos' goals to the physics if any changed (NaN where torque is off): the joint servos'

@@ -10,6 +10,9 @@ commas, semicolons or spaces::
                         status, torque off) at WHEN; REBOOT clears it
     overheat=ID@WHEN    the same with the overheating bit (2); Present Temperature reads the limit
     silent=ID@WHEN      servo ID stops answering (and acting on) every instruction from WHEN on
+    imu_silent@WHEN     the IMU stops sending frames from WHEN on (config with an imu section)
+    imu_corrupt=P       each IMU frame is sent with a corrupted payload (its CRC fails) with probability P
+    imu_drop=P          each IMU frame is lost on the line with probability P (the receiver sees a sequence gap)
     seed=N              seed of the random draws (default 0)
 
     WHEN     := DURATION (time since the emulator started serving) | N cycle[s] (from the N-th read
@@ -17,6 +20,7 @@ commas, semicolons or spaces::
     DURATION := number with unit s, ms or us (2.5s, 40ms)
 
 Example: ``drop=0.01,late=0.005:8ms,overload=21@200cycles,seed=3``. Items may repeat (two overloads).
+The IMU's draws use a random stream of their own, so adding IMU faults leaves the servo faults' draws as they were.
 The YAML form holds the same things as a mapping::
 
     seed: 3
@@ -26,6 +30,9 @@ The YAML form holds the same things as a mapping::
     overload: [{id: 21, at_cycle: 200}]
     overheat: [{id: 31, at_s: 2.5}]
     silent: [{id: 12, at_s: 10.0}]
+    imu_silent: {at_s: 2.0}        # or {at_cycle: 20}
+    imu_corrupt: 0.05
+    imu_drop: 0.0
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ HARDWARE_BITS: dict[str, HardwareError] = {
 _DURATION_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 _DURATION = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(s|ms|us)$")
 _CYCLES = re.compile(r"^([0-9]+)cycles?$")
+IMU_SILENT = "imu_silent"
+IMU_PROBABILITY_KEYS = ("imu_corrupt", "imu_drop")
+_KNOWN_KEYS = f"drop, crc, late, {', '.join(SERVO_FAULT_KINDS)}, {IMU_SILENT}@WHEN, imu_corrupt, imu_drop, seed"
 
 
 @dataclass(frozen=True)
@@ -90,11 +100,25 @@ class FaultSpec:
     """Hardware errors and silent servos, each with its start."""
     seed: int = 0
     """Seed of the random draws, so a faulty run can be repeated."""
+    imu_corrupt: float = 0.0
+    """Probability that an IMU frame is sent with a corrupted payload (its CRC fails)."""
+    imu_drop: float = 0.0
+    """Probability that an IMU frame is lost on the line."""
+    imu_silent_at_s: float | None = None
+    """The IMU stops sending, this long after the emulator (or mock) started (s); ``None``: never (by time)."""
+    imu_silent_at_cycle: int | None = None
+    """The IMU stops sending from this read transaction of the servo bus on (1 = first); ``None``: never."""
 
     @property
     def any(self) -> bool:
         """Whether anything is injected."""
-        return bool(self.drop or self.crc or self.late or self.servo_faults)
+        return bool(self.drop or self.crc or self.late or self.servo_faults) or self.any_imu
+
+    @property
+    def any_imu(self) -> bool:
+        """Whether anything is injected into the IMU's stream."""
+        return bool(self.imu_corrupt or self.imu_drop or self.imu_silent_at_s is not None
+                    or self.imu_silent_at_cycle is not None)
 
     def describe(self) -> str:
         """The spec in the string syntax."""
@@ -108,6 +132,14 @@ class FaultSpec:
         for f in self.servo_faults:
             when = f"{f.at_s:g}s" if f.at_s is not None else f"{f.at_cycle}cycles"
             items.append(f"{f.kind}={f.id}@{when}")
+        if self.imu_silent_at_s is not None:
+            items.append(f"{IMU_SILENT}@{self.imu_silent_at_s:g}s")
+        if self.imu_silent_at_cycle is not None:
+            items.append(f"{IMU_SILENT}@{self.imu_silent_at_cycle}cycles")
+        if self.imu_corrupt:
+            items.append(f"imu_corrupt={self.imu_corrupt:g}")
+        if self.imu_drop:
+            items.append(f"imu_drop={self.imu_drop:g}")
         if self.seed:
             items.append(f"seed={self.seed}")
         return ",".join(items) or "none"
@@ -149,11 +181,13 @@ def parse_faults(text: str) -> FaultSpec:
         return NO_FAULTS
     values: dict[str, Any] = {"servo_faults": []}
     for item in items:
+        if item.startswith(IMU_SILENT):
+            values.update(_imu_silence(item))
+            continue
         key, sep, value = item.partition("=")
         if not sep or not value:
-            raise UserError(f"fault item {item!r} must look like key=value (keys: drop, crc, late, "
-                            f"{', '.join(SERVO_FAULT_KINDS)}, seed)")
-        if key in ("drop", "crc"):
+            raise UserError(f"fault item {item!r} must look like key=value or {IMU_SILENT}@WHEN (keys: {_KNOWN_KEYS})")
+        if key in ("drop", "crc", *IMU_PROBABILITY_KEYS):
             values[key] = _probability(value, key)
         elif key == "late":
             p, sep, delay = value.partition(":")
@@ -171,9 +205,23 @@ def parse_faults(text: str) -> FaultSpec:
                 raise UserError(f"fault seed must be a non-negative integer; got {value!r}")
             values["seed"] = int(value)
         else:
-            raise UserError(f"unknown fault {key!r}; known: drop, crc, late, {', '.join(SERVO_FAULT_KINDS)}, seed")
+            raise UserError(f"unknown fault {key!r}; known: {_KNOWN_KEYS}")
     values["servo_faults"] = tuple(values["servo_faults"])
     return FaultSpec(**values)
+
+
+def _imu_silence(item: str) -> dict[str, Any]:
+    """``imu_silent@2s`` / ``imu_silent@20cycles`` -> the FaultSpec fields."""
+    name, sep, when = item.partition("@")
+    if name != IMU_SILENT or not sep or not when:
+        raise UserError(f"fault {item!r} must be {IMU_SILENT}@WHEN (e.g. {IMU_SILENT}@2s or {IMU_SILENT}@20cycles)")
+    m = _CYCLES.match(when.strip())
+    if m:
+        cycle = int(m.group(1))
+        if cycle < 1:
+            raise UserError(f"fault {IMU_SILENT} cycle must be >= 1; got {when!r}")
+        return {"imu_silent_at_cycle": cycle, "imu_silent_at_s": None}
+    return {"imu_silent_at_s": _duration(when, f"{IMU_SILENT} time"), "imu_silent_at_cycle": None}
 
 
 def _servo_fault(kind: str, servo_id: int, when: str) -> ServoFault:
@@ -192,7 +240,7 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
         return NO_FAULTS
     if not isinstance(data, Mapping):
         raise UserError(f"{source}: a fault file must hold a mapping; got {type(data).__name__}")
-    known = {"drop", "crc", "late", "seed", *SERVO_FAULT_KINDS}
+    known = {"drop", "crc", "late", "seed", *SERVO_FAULT_KINDS, IMU_SILENT, *IMU_PROBABILITY_KEYS}
     for key in data:
         if key not in known:
             raise UserError(f"{source}: unknown fault {key!r}; known: {', '.join(sorted(known))}")
@@ -226,6 +274,22 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"{source}: field seed must be a non-negative integer; got {seed!r}")
+    silence = data.get(IMU_SILENT)
+    silent_at_s: float | None = None
+    silent_at_cycle: int | None = None
+    if silence is not None:
+        if not isinstance(silence, Mapping) or len(silence) != 1 or not set(silence) <= {"at_s", "at_cycle"}:
+            raise UserError(f"{source}: field {IMU_SILENT} must be {{at_s: S}} or {{at_cycle: N}}; got {silence!r}")
+        if "at_s" in silence:
+            value = silence["at_s"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
+                raise UserError(f"{source}: field {IMU_SILENT}.at_s must be a time >= 0 s; got {value!r}")
+            silent_at_s = float(value)
+        else:
+            value = silence["at_cycle"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{source}: field {IMU_SILENT}.at_cycle must be an integer >= 1; got {value!r}")
+            silent_at_cycle = value
     return FaultSpec(
         drop=_probability(data.get("drop", 0.0), f"{source}: drop"),
         crc=_probability(data.get("crc", 0.0), f"{source}: crc"),
@@ -233,6 +297,10 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
         late_delay_s=float(delay),
         servo_faults=tuple(faults),
         seed=seed,
+        imu_corrupt=_probability(data.get("imu_corrupt", 0.0), f"{source}: imu_corrupt"),
+        imu_drop=_probability(data.get("imu_drop", 0.0), f"{source}: imu_drop"),
+        imu_silent_at_s=silent_at_s,
+        imu_silent_at_cycle=silent_at_cycle,
     )
 
 
@@ -308,3 +376,47 @@ class FaultInjector:
                     self.silent.add(f.id)
                 out.append(f)
         return out
+
+
+@dataclass
+class ImuFaultInjector:
+    """The running state of a :class:`FaultSpec`'s IMU faults: silence, and the fate of every frame."""
+
+    spec: FaultSpec
+    """What to inject (only the ``imu_*`` fields are used)."""
+    rng: random.Random = field(init=False)
+    silent: bool = False
+    """Whether the IMU has gone silent (for good)."""
+
+    def __post_init__(self) -> None:
+        # A stream of its own: the servo faults' draws stay as they were without IMU faults.
+        self.rng = random.Random(f"imu-{self.spec.seed}")
+
+    def silent_now(self, elapsed_s: float, cycle: int) -> bool:
+        """Whether the IMU is silent at ``elapsed_s`` seconds and ``cycle`` read transactions."""
+        s = self.spec
+        if not self.silent and ((s.imu_silent_at_s is not None and elapsed_s >= s.imu_silent_at_s)
+                                or (s.imu_silent_at_cycle is not None and cycle >= s.imu_silent_at_cycle)):
+            self.silent = True
+        return self.silent
+
+    def fate(self) -> Fate:
+        """Draw the fate of the next frame (``dropped`` or ``corrupted``)."""
+        s = self.spec
+        if not (s.imu_drop or s.imu_corrupt):
+            return ON_TIME
+        if s.imu_drop and self.rng.random() < s.imu_drop:
+            return Fate(dropped=True)
+        if s.imu_corrupt and self.rng.random() < s.imu_corrupt:
+            return Fate(corrupted=True)
+        return ON_TIME
+
+
+CORRUPTED_FRAME_OFFSET = 12
+"""Byte of an IMU frame that a corruption flips: inside the orientation, so only the CRC can tell."""
+
+
+def corrupt_imu_frame(frame: bytes) -> bytes:
+    """``frame`` with one payload byte's bits flipped, as line noise would leave it."""
+    k = CORRUPTED_FRAME_OFFSET
+    return frame[:k] + bytes((frame[k] ^ 0xFF,)) + frame[k + 1:]

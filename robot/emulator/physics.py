@@ -100,6 +100,7 @@ class RealTimePhysics:
         clock: Callable[[], float],
         make: Callable[[str, Task, float], Engine] = make_engine,
         passive_servo: PassiveServoModel = XM430_PASSIVE_SERVO,
+        base_pose: FloatArray | None = None,
     ) -> None:
         self.engine = make(engine, task, timestep_s)
         self.params = ParameterSet(task.param_specs(), self.engine)
@@ -107,7 +108,8 @@ class RealTimePhysics:
         self.dt = self.engine.timestep
         self.latency_s = latency_s
         self._clock = clock
-        self.engine.reset(np.asarray(joint_pos, dtype=np.float64), np.asarray(passive_pos, dtype=np.float64))
+        self.engine.reset(np.asarray(joint_pos, dtype=np.float64), np.asarray(passive_pos, dtype=np.float64),
+                          base_pose)
         self._command = np.asarray(joint_pos, dtype=np.float64).copy()
         self._holding = np.ones(len(self._command), dtype=bool)
         self.passive_servo = passive_servo
@@ -201,6 +203,22 @@ class RealTimePhysics:
     def state(self) -> RobotState:
         """The state after the last step."""
         return self._state
+
+    def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
+        """Put the robot at rest in this state at once (the scene reset of ``ServoChain.place``): joints and passive
+        joints (rad), and a floating base's pose (position (m), quaternion (w, x, y, z); ``None`` = the scene's).
+
+        Targets still waiting out the latency are dropped; the motors then hold the placed joints (the caller
+        sets the servos' goals to match). The physics clock goes on: placing takes no simulated time.
+        """
+        joints = np.asarray(joint_pos, dtype=np.float64)
+        if joints.shape != self._command.shape:
+            raise ValueError(f"a placement has {self._command.size} joint positions, got shape {joints.shape}")
+        self.engine.reset(joints, np.asarray(passive_pos, dtype=np.float64), base_pose)
+        self._pending.clear()
+        self._command = joints.copy()
+        # A driven passive joint's servo torque (cleared by the reset) is recomputed before the next step anyway.
+        self._state = self.engine.read()
 
     def close(self) -> None:
         """Free the engine."""

@@ -5,7 +5,8 @@ one process the waiting client would hold the GIL and delay the emulator's answe
 interpreter's switch interval (5 ms). The child is a fresh interpreter (``python -m
 robot.emulator.child``, safe whatever threads the parent runs, and unlike multiprocessing's ``spawn`` it
 never re-imports the caller's ``__main__``); it talks to its owner over a socket pair: it receives the
-config, reality and faults, answers ready/path, stats and stop, and exits when the owner goes away.
+config, reality and faults, answers ready/paths, stats, scene placements and stop, and exits when the owner goes
+away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
+
 from robot.config import RobotConfig
 from robot.emulator.faults import NO_FAULTS, FaultSpec
 from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
 from s2r.errors import UserError
+from sim.tasks.spec import FloatArray
 
 START_TIMEOUT_S = 60.0
 """Longest wait for the child to load the physics and open its pty (s)."""
 STOP_TIMEOUT_S = 5.0
 """Longest wait for the child to exit after ``stop`` before it is terminated (s)."""
 STATS_TIMEOUT_S = 5.0
+PLACE_TIMEOUT_S = 5.0
+"""Longest wait for the child to confirm a scene placement (s)."""
 
 
 class EmulatorError(UserError):
@@ -36,15 +42,15 @@ def child_main(conn: Connection) -> None:
     """The child's body: receive what to emulate, open the pty, report the path, serve until told to stop."""
     try:
         config, reality, faults = conn.recv()
-        from robot.emulator.server import ChainServer, build_chain
+        from robot.emulator.server import build_server
 
-        server = ChainServer(build_chain(config, reality, faults))
+        server = build_server(config, reality, faults)
         path = server.open()
     except Exception as exc:  # reported to the owner, who raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", path))
+    conn.send(("ready", path, server.imu_path))
     try:
         server.serve(lambda: False, control=conn)
     finally:
@@ -55,7 +61,8 @@ def child_main(conn: Connection) -> None:
 class Emulator:
     """A servo-chain emulator of ``config``'s robot serving protocol 2.0 on a pty, in a child process.
 
-    Use as a context manager, or :meth:`start` / :meth:`stop`. ``port`` is the device path to open.
+    Use as a context manager, or :meth:`start` / :meth:`stop`. ``port`` is the device path to open, ``imu_port``
+    the IMU's when the config has one. It is also a scene placer (:meth:`place`) for the controller.
     """
 
     def __init__(self, config: RobotConfig, reality: RealityConfig | None = None,
@@ -66,11 +73,17 @@ class Emulator:
         self._process: Any = None
         self._conn: Connection | None = None
         self._port = ""
+        self._imu_port: str | None = None
 
     @property
     def port(self) -> str:
         """The pty slave path (``/dev/pts/N``); empty before :meth:`start`."""
         return self._port
+
+    @property
+    def imu_port(self) -> str | None:
+        """The IMU's pty slave path once started; ``None`` for a robot without an IMU (or before :meth:`start`)."""
+        return self._imu_port
 
     @property
     def running(self) -> bool:
@@ -93,7 +106,7 @@ class Emulator:
             self.stop()
             raise EmulatorError(f"the emulator did not start within {START_TIMEOUT_S:g} s")
         try:
-            status, value = parent.recv()
+            status, value, *rest = parent.recv()
         except EOFError:
             self.stop()
             raise EmulatorError("the emulator exited while starting") from None
@@ -101,6 +114,7 @@ class Emulator:
             self.stop()
             raise EmulatorError(f"the emulator could not start: {value}")
         self._port = value
+        self._imu_port = rest[0] if rest else None
         return value
 
     def stats(self) -> dict[str, float]:
@@ -111,7 +125,8 @@ class Emulator:
         refused); ``read_transactions`` SYNC_READ/FAST_SYNC_READ/BULK_READ received (= ``cycle``);
         ``read_transactions_faulted`` of them with at least one reply dropped or corrupted; ``replies``,
         ``dropped_replies``, ``corrupted_replies``, ``late_replies``; ``reboots``; ``fault_<kind>`` servo
-        faults started; ``partial_packets_dropped``; ``output_overflow_bytes``; ``physics_steps``,
+        faults started; ``partial_packets_dropped``; ``output_overflow_bytes``; ``placements`` (scene resets);
+        the IMU's ``imu_*`` counters (``robot.emulator.imu``) for a robot with one; ``physics_steps``,
         ``physics_lag_s`` (simulated time skipped because the host fell behind); ``handle_time_total_s``
         and ``handle_time_max_s`` (time spent acting on instructions).
         """
@@ -122,6 +137,21 @@ class Emulator:
             raise EmulatorError("the emulator did not answer a stats request")
         stats: dict[str, float] = self._conn.recv()
         return stats
+
+    def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
+        """Reset the emulated scene: the robot at rest with these joints and passive joints (rad) and, for a floating
+        base, this pose (position (m), quaternion (w, x, y, z)); its servos hold the placed joints. Returns once
+        the emulator has done it."""
+        if self._conn is None or not self.running:
+            raise EmulatorError("the emulator is not running")
+        pose = None if base_pose is None else np.asarray(base_pose, dtype=np.float64)
+        self._conn.send(("place", np.asarray(joint_pos, dtype=np.float64), np.asarray(passive_pos, dtype=np.float64),
+                         pose))
+        if not self._conn.poll(PLACE_TIMEOUT_S):
+            raise EmulatorError(f"the emulator did not confirm a scene placement within {PLACE_TIMEOUT_S:g} s")
+        status, detail = self._conn.recv()
+        if status != "placed":
+            raise EmulatorError(f"the emulator refused a scene placement: {detail}")
 
     def stop(self) -> None:
         """Stop the child (idempotent)."""

@@ -11,6 +11,8 @@ A reality YAML file (every field optional; defaults are the nominal simulation a
       tip_friction: 0.8
       action_latency: 0.01         # s from a goal position arriving to the motors acting on it
       obs_noise_std: 0.002         # rad, Gaussian noise on every position (joints and valve encoder)
+      base_orientation_noise_std: 0.01  # rad, a legged robot's IMU: random rotation of every orientation frame
+      base_angvel_noise_std: 0.02  # rad/s, Gaussian noise on every gyroscope axis of the IMU's frames
     velocity_noise_std_rad_s: 0.0  # Gaussian noise on Present Velocity
     current_noise_std_a: 0.0       # Gaussian noise on Present Current
     wire_time: true                # replies take 10 bits per byte at the config's baud (10 us at 1 Mbps)
@@ -38,6 +40,8 @@ from sim.engines import ENGINES, ParamSpec
 
 ACTION_LATENCY = "action_latency"
 OBS_NOISE = "obs_noise_std"
+IMU_ORIENTATION_NOISE = "base_orientation_noise_std"
+IMU_ANGVEL_NOISE = "base_angvel_noise_std"
 LOOP_ONLY_PARAMS = frozenset({"control_jitter_std"})
 """Task parameters that describe the controller's loop; the emulated robot has no such thing."""
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
@@ -73,6 +77,11 @@ class RealityConfig:
     """Passive-joint positions at power-on (rad); ``None`` = zeros."""
     seed: int = 0
     """Seed of the sensor noise."""
+    imu_orientation_noise_std_rad: float = 0.0
+    """Std of each component of a random rotation applied to every IMU orientation frame (rad);
+    ``base_orientation_noise_std``."""
+    imu_angvel_noise_std_rad_s: float = 0.0
+    """Gaussian noise on each gyroscope axis of every IMU frame (rad/s); ``base_angvel_noise_std``."""
 
 
 NOMINAL_REALITY = RealityConfig()
@@ -106,7 +115,9 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         data = {}
     if not isinstance(data, Mapping):
         raise UserError(f"{source}: a reality file must hold a mapping; got {type(data).__name__}")
-    fields = {f for f in RealityConfig.__dataclass_fields__ if f not in ("action_latency_s", "position_noise_std_rad")}
+    from_params = ("action_latency_s", "position_noise_std_rad", "imu_orientation_noise_std_rad",
+                   "imu_angvel_noise_std_rad_s")
+    fields = {f for f in RealityConfig.__dataclass_fields__ if f not in from_params}
     for key in data:
         if key not in fields:
             raise UserError(f"{source}: unknown field {key!r}; expected one of: {', '.join(sorted(fields))}")
@@ -163,6 +174,8 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
             raise UserError(f"{source}: params.{name}: {exc}") from None
     latency = params.pop(ACTION_LATENCY, 0.0)
     noise = params.pop(OBS_NOISE, 0.0)
+    imu_orientation_noise = params.pop(IMU_ORIENTATION_NOISE, 0.0)
+    imu_angvel_noise = params.pop(IMU_ANGVEL_NOISE, 0.0)
     spec = config.task_spec()
     return RealityConfig(
         engine=str(engine),
@@ -178,4 +191,6 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         initial_joint_pos_rad=vector("initial_joint_pos_rad", spec.n_joints),
         initial_passive_pos_rad=vector("initial_passive_pos_rad", len(spec.passive_joints)),
         seed=seed,
+        imu_orientation_noise_std_rad=imu_orientation_noise,
+        imu_angvel_noise_std_rad_s=imu_angvel_noise,
     )

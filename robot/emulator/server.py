@@ -6,6 +6,14 @@ next physics step falls due, to keep the physics on the wall clock, and polling 
 client is busy), decodes packets, lets the chain act on them, and writes each status packet when it would
 have finished arriving on a real line: after the instruction's own bytes, the servo's Return Delay Time and
 any injected delay, at 10 bits per byte at the config's baud.
+
+A robot with an ``imu`` section gets its IMU on a second pty (:class:`~robot.emulator.imu.EmulatedImu`), served by
+the same thread from the same physics: the loop also wakes when the next IMU frame falls due.
+
+The owner's control connection (see ``process``) takes ``("stats",)``, ``("stop",)`` and ``("place", joint_pos,
+passive_pos, base_pose)``: a scene reset (:meth:`ServoChain.place`), answered ``("placed", None)`` or
+``("error", message)``. Only the emulator driver's scene placement sends it: on the real robot a person puts the
+robot down.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from robot.dynamixel.protocol import Packet, PacketDecoder
 from robot.dynamixel.units import wire_time_s
 from robot.emulator.chain import ServoChain
 from robot.emulator.faults import FaultSpec
+from robot.emulator.imu import EmulatedImu
 from robot.emulator.physics import RealTimePhysics
 from robot.emulator.reality import RealityConfig
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
 from sim.engines import UnsupportedParameter
+from sim.tasks.base import start_base_pose
 
 IDLE_WAKE_S = 0.004
 """Longest wait for input before the physics is stepped to the wall clock anyway (s)."""
@@ -58,9 +68,16 @@ def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
     joints = np.array(reality.initial_joint_pos_rad if reality.initial_joint_pos_rad is not None else spec.reset)
     passive = np.array(reality.initial_passive_pos_rad if reality.initial_passive_pos_rad is not None
                        else np.zeros(len(spec.passive_joints)))
+    base_pose = None
+    if spec.base_joint is not None and reality.initial_joint_pos_rad is None:
+        # A legged robot powers on resting on the floor as an episode's start puts it, not dropped from the
+        # scene file's height.
+        start = task.sample_start(np.random.default_rng(reality.seed))
+        joints = np.clip(np.asarray(start.joint_pos, dtype=np.float64), config.low, config.high)
+        base_pose = start_base_pose(start)
     try:
         physics = RealTimePhysics(task, reality.engine, reality.physics_timestep_s, reality.params,
-                                  reality.action_latency_s, joints, passive, clock)
+                                  reality.action_latency_s, joints, passive, clock, base_pose=base_pose)
     except MissingExtra:
         raise
     except ImportError as exc:
@@ -70,12 +87,26 @@ def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
     return ServoChain(config, physics, reality, faults, clock)
 
 
-class ChainServer:
-    """A :class:`ServoChain` behind a pseudo-terminal."""
+def build_server(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
+                 clock: Callable[[], float] = time.monotonic) -> ChainServer:
+    """The server of ``config``'s robot: its servo chain, and its IMU when the config has one."""
+    if faults.any_imu and config.imu is None:
+        raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
+    chain = build_chain(config, reality, faults, clock)
+    imu = None
+    if config.imu is not None:
+        imu = EmulatedImu(config.imu, chain.physics.state, reality, faults, t_start=chain.t_start,
+                          cycle=lambda: chain.cycle)
+    return ChainServer(chain, imu=imu, clock=clock)
 
-    def __init__(self, chain: ServoChain, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+
+class ChainServer:
+    """A :class:`ServoChain` behind a pseudo-terminal, and the robot's IMU behind another when it has one."""
+
+    def __init__(self, chain: ServoChain, *, imu: EmulatedImu | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.chain = chain
+        self.imu = imu
         self.baud = chain.config.baud
         self.wire_time = chain.reality.wire_time
         self._clock = clock
@@ -98,14 +129,23 @@ class ChainServer:
         # The slave stays open here so the master never sees a hang-up between two clients.
         os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
+        if self.imu is not None:
+            self.imu.open()
         return self.path
 
+    @property
+    def imu_path(self) -> str | None:
+        """The IMU's pty slave path once :meth:`open` ran; ``None`` for a robot without an IMU."""
+        return self.imu.path if self.imu is not None else None
+
     def close(self) -> None:
-        """Close the pty and free the physics."""
+        """Close the ptys and free the physics."""
         for fd in (self._master, self._slave):
             if fd >= 0:
                 os.close(fd)
         self._master = self._slave = -1
+        if self.imu is not None:
+            self.imu.close()
         self.chain.physics.close()
 
     def stats(self) -> dict[str, float]:
@@ -116,11 +156,13 @@ class ChainServer:
         out["cycle"] = float(self.chain.cycle)
         out["handle_time_total_s"] = self.handle_time_total_s
         out["handle_time_max_s"] = self.handle_time_max_s
+        if self.imu is not None:
+            out.update({k: float(v) for k, v in self.imu.stats.items()})
         return out
 
     def serve(self, should_stop: Callable[[], bool], control: Any = None) -> None:
-        """Answer the line until ``should_stop()``; ``control`` is an optional multiprocessing connection
-        taking ``("stats",)`` (answered with :meth:`stats`) and ``("stop",)``."""
+        """Answer the line (and stream the IMU) until ``should_stop()``; ``control`` is an optional multiprocessing
+        connection taking ``("stats",)`` (answered with :meth:`stats`), ``("place", ...)`` and ``("stop",)``."""
         fds = [self._master] + ([control.fileno()] if control is not None else [])
         stop = False
         now = self._clock()
@@ -129,6 +171,8 @@ class ChainServer:
                 wait = 0.0  # the client is busy: poll, as a servo's always-on MCU would listen
             else:
                 wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
+                if self.imu is not None:
+                    wait = min(wait, max(0.0, self.imu.next_due() - now))
             ready, _, _ = select.select(fds, [], [], wait)
             now = self._clock()
             if self._master in ready:
@@ -145,7 +189,10 @@ class ChainServer:
                 self.chain.stats["partial_packets_dropped"] += 1
             if control is not None and control.fileno() in ready:
                 stop = self._control(control)
-            self.chain.idle(self._clock())
+            t = self._clock()
+            self.chain.idle(t)
+            if self.imu is not None:
+                self.imu.serve(t)
 
     def _control(self, control: Any) -> bool:
         try:
@@ -154,6 +201,15 @@ class ChainServer:
             return True  # the owner is gone
         if message == ("stats",):
             control.send(self.stats())
+            return False
+        if isinstance(message, tuple) and message and message[0] == "place":
+            try:
+                _, joint_pos, passive_pos, base_pose = message
+                self.chain.place(self._clock(), joint_pos, passive_pos, base_pose)
+            except (ValueError, TypeError) as exc:  # a bad request must not take the emulator down
+                control.send(("error", f"{type(exc).__name__}: {exc}"))
+            else:
+                control.send(("placed", None))
             return False
         return message == ("stop",)
 

@@ -1,4 +1,5 @@
-"""One emulated XM430-W350: its control table and what a servo does on READ, WRITE and REBOOT.
+"""One emulated XM430 (W350 or W210: one control table): its control table and what a servo does on READ, WRITE
+and REBOOT.
 
 Error numbers follow the e-manual: a register range that is not defined or is read-only is an access
 error, as is any EEPROM write while Torque Enable is 1; a write that covers part of a register is a
@@ -15,6 +16,7 @@ from robot.dynamixel.control_table import (
     EEPROM_END,
     REGISTER_AT,
     SPEC,
+    XM430_W350_MODEL_NUMBER,
     HardwareError,
     OperatingMode,
     Register,
@@ -39,10 +41,11 @@ _OPERATING_MODE_AT = SPEC[Register.OPERATING_MODE].address
 class EmulatedServo:
     """The control table of one servo, with the write rules of the real firmware."""
 
-    def __init__(self, servo_id: int, baud_code: int) -> None:
+    def __init__(self, servo_id: int, baud_code: int, model_number: int = XM430_W350_MODEL_NUMBER) -> None:
         self.mem = bytearray(CONTROL_TABLE_SIZE)
         for reg in Register:
             self.set(reg, SPEC[reg].default)
+        self.set(Register.MODEL_NUMBER, model_number)
         self.set(Register.ID, servo_id)
         self.set(Register.BAUD_RATE, baud_code)
         self.registered: tuple[int, bytes] | None = None

@@ -1,0 +1,161 @@
+"""Everything the controller talks to on one robot: the servo bus, the IMU when there is one, and scene placement.
+
+:func:`open_robot` makes them for a driver (``dynamixel``, ``emulator``, ``mock``; see ``robot.bus``) and hands them
+to the caller, who passes them to the :class:`~robot.controller.Controller` (dependency injection: the controller
+never knows which driver it runs on). A robot without an ``imu`` section gets exactly what
+:func:`robot.bus.make_bus` makes, and no IMU.
+
+Scene placement (:class:`ScenePlacer`) is the episode reset no servo can do: putting a legged robot's floating
+base back on the floor at the episode's start pose. The emulator (started by :func:`open_robot`, through its
+control connection) and the mock do it at once; on the real robot a person does it, so the ``dynamixel``
+driver has no placer, and neither has an emulator started elsewhere (``s2r emulate``), which has no control
+connection to this process. Without a placer the episode starts where the robot stands, and its log's meta says
+so (``base_reset``). Passive joints with a servo of their own (the claw's valve) are reset by that servo
+instead (``Bus.passive_driven``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from robot.bus import DRIVERS, Bus, make_bus
+from robot.config import AUTO_PORT, ImuConfig, RobotConfig
+from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
+from s2r.errors import UserError
+from sim.tasks.spec import FloatArray
+
+if TYPE_CHECKING:
+    from robot.emulator.faults import FaultSpec
+    from robot.emulator.reality import RealityConfig
+    from robot.imu.mock import MockImuStream
+    from robot.mock import MockBus
+
+
+class ScenePlacer(Protocol):
+    """Puts an emulated or mock robot down at an episode's start."""
+
+    def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
+        """The robot at rest with these joints and passive joints (rad) and this floating-base pose (position (m),
+        quaternion (w, x, y, z)); its servos hold the placed joints. Fails with an exception when it cannot."""
+        ...
+
+
+class MockScene:
+    """Scene placement on the mock: the mock bus's joints and the mock IMU's torso orientation."""
+
+    def __init__(self, bus: MockBus, imu: MockImuStream | None) -> None:
+        self.bus = bus
+        self.imu = imu
+
+    def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
+        self.bus.place(joint_pos, passive_pos)
+        if self.imu is not None and base_pose is not None:
+            self.imu.place(base_pose[3:])
+
+
+@dataclass
+class RobotIO:
+    """The bus, IMU and scene placer of one robot; :meth:`close` releases them (the IMU first)."""
+
+    bus: Bus
+    """The servo bus (not yet connected)."""
+    imu: ImuSource | None = None
+    """The torso IMU; ``None`` for a robot without one."""
+    placer: ScenePlacer | None = None
+    """Scene placement at episode starts; ``None`` where a person places the robot."""
+
+    def close(self) -> None:
+        try:
+            if self.imu is not None:
+                self.imu.close()
+        finally:
+            self.bus.close()
+
+    def __enter__(self) -> RobotIO:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_robot(
+    config: RobotConfig,
+    driver: str,
+    port: str | None = None,
+    *,
+    imu_port: str | None = None,
+    reality: RealityConfig | None = None,
+    faults: FaultSpec | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RobotIO:
+    """The bus (not yet connected), IMU and placer of ``config``'s robot on ``driver``.
+
+    ``port`` and ``reality``/``faults`` mean what they mean for :func:`robot.bus.make_bus`; ``imu_port`` overrides
+    ``config.imu.port`` (the second line of ``s2r emulate`` for an emulator started elsewhere); ``clock`` is the
+    mock's time source, also the IMU reader's.
+    """
+    if driver not in DRIVERS:
+        raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
+    imu_config = config.imu
+    if imu_config is None:
+        if imu_port is not None:
+            raise UserError(f"an IMU port was given, but {config.source} has no imu section")
+        if faults is not None and faults.any_imu:
+            raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
+        # No floating base (the config would need an IMU for one), so nothing to place either.
+        return RobotIO(make_bus(config, driver, port, reality=reality, faults=faults, clock=clock))
+
+    if driver == "mock":
+        from robot.imu.mock import MockImuStream
+        from robot.mock import MockBus
+
+        if imu_port is not None:
+            raise UserError("the mock driver has its own IMU; --imu-port applies to the emulator and dynamixel drivers")
+        mock = MockBus(config, faults=faults, clock=clock)
+        stream = MockImuStream(imu_config, clock=clock, faults=faults, cycle=lambda: mock.read_transactions)
+        return RobotIO(mock, ImuReader(stream, imu_config, clock=clock), MockScene(mock, stream))
+
+    if driver == "dynamixel":
+        path = imu_port or imu_config.port
+        if path == AUTO_PORT:
+            raise UserError(f"{config.source}: imu.port 'auto' means the emulator's or the mock's IMU; on the real "
+                            "robot name the IMU's serial device in imu.port or with --imu-port")
+        bus = make_bus(config, "dynamixel", port)
+        return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
+
+    # emulator
+    if port is not None:
+        path = imu_port or imu_config.port
+        if path == AUTO_PORT:
+            raise UserError(f"the emulator on {port} serves its IMU on the pty it printed on its second line: pass it "
+                            "with --imu-port")
+        bus = make_bus(config, "emulator", port, reality=reality, faults=faults)
+        return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
+    if imu_port is not None:
+        raise UserError("--imu-port needs --port: an emulator started here serves its own IMU")
+    from robot.dynamixel.bus import DynamixelBus
+    from robot.emulator import Emulator, EmulatorError
+
+    emulator = Emulator(config, reality=reality, faults=faults)
+    servo_path = emulator.start()
+    try:
+        bus = DynamixelBus(config, servo_path, on_close=emulator.stop)
+    except BaseException:
+        emulator.stop()
+        raise
+    if emulator.imu_port is None:
+        bus.close()
+        raise EmulatorError("the emulator of a robot with an imu section did not open an IMU port")
+    return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, clock, bus), emulator)
+
+
+def _serial_imu(path: str, imu: ImuConfig, clock: Callable[[], float], bus: Bus) -> ImuReader:
+    """An IMU reader on a serial device; the bus (and an emulator it owns) is closed if the port cannot open."""
+    try:
+        return ImuReader(SerialByteSource(path, imu.baud), imu, clock=clock)
+    except BaseException:
+        bus.close()
+        raise
