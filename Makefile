@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/s2r train --task dclaw-turn --steps 5000 --seed 0 --out runs/quickstart
-	$(BIN)/s2r eval runs/quickstart --episodes 10 --seed 1000
+	$(BIN)/s2r demo --seed 0 --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "export.cli",
     "robot.emulator.cli",
     "robot.cli",
+    "s2r.demo",
 )
 """Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""
 
