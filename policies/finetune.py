@@ -245,11 +245,12 @@ class Finetuner:
 def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_stop: Any = None,
              progress: bool = True) -> FinetuneSummary:
     """Run the fine-tuning described by ``cfg``; see the module docstring."""
-    from robot.bus import BusError, make_bus
+    from robot.bus import BusError
     from robot.cli import deploy_task
     from robot.config import load_config
     from robot.controller import Controller, ControllerSettings
     from robot.emulator.reality import load_reality
+    from robot.hardware import open_robot
     from robot.runner import run_info
     from robot.trajlog import TrajectoryWriter, episode_files, read_run
 
@@ -297,7 +298,8 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
         summary.policy = str(out / POLICY_NAME) if (out / POLICY_NAME).is_file() else None
         return summary
 
-    bus = make_bus(config, cfg.driver, cfg.port, reality=reality)
+    io = open_robot(config, cfg.driver, cfg.port, reality=reality)
+    bus = io.bus
     bar = _bar(cfg.episodes, done, progress)
     successes: list[bool] = []
     returns: list[float] = []
@@ -308,7 +310,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
             raise UserError(f"cannot start on the robot: {exc}") from exc
         settings = ControllerSettings(episode_steps=steps_per_episode)
         ctrl = Controller(tuner.explore, bus, task, config, settings=settings, logger=log,
-                          should_stop=should_stop or (lambda: None))
+                          should_stop=should_stop or (lambda: None), imu=io.imu, placer=io.placer)
         for k in range(done, cfg.episodes):
             torch.manual_seed(cfg.seed * 100_003 + k)  # exploration of episode k, whatever ran before
             result = ctrl.episode(np.random.default_rng([cfg.seed, k]))
@@ -348,7 +350,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     finally:
         if bar is not None:
             bar.close()
-        bus.close()
+        io.close()
     summary.success_rate = float(np.mean(successes)) if successes else None
     summary.return_mean = float(np.mean(returns)) if returns else None
     summary.update_time_s_max = max((e.update_time_s for e in summary.episodes), default=0.0)

@@ -283,12 +283,7 @@ class SweepWorker:
 
     def apply(self, values: Mapping[str, float]) -> None:
         """Set ``values`` from the nominal model and every other parameter back to nominal."""
-        params = self.sim.params
-        # Only parameters away from nominal are put back: resetting a mass recomputes model constants.
-        for name in params.names():
-            if name not in values and params.supported(name) and params.get(name) != params.nominal(name):
-                params.set(name, params.nominal(name))
-        params.set_many(values)
+        self.sim.params.assign(values)
 
     def close(self) -> None:
         self.env.close()

@@ -64,12 +64,7 @@ class RandomizedEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray])
 
     def apply(self, values: dict[str, float]) -> None:
         """Apply ``values`` from nominal: every parameter not in them goes back to its nominal value."""
-        params = self.sim.params
-        # Only parameters away from nominal are put back: resetting a mass recomputes model constants.
-        for name in params.names():
-            if name not in values and params.supported(name) and params.get(name) != params.nominal(name):
-                params.set(name, params.nominal(name))
-        params.set_many(values)
+        self.sim.params.assign(values)
         self.current_params = dict(values)
 
     def reset(

@@ -181,11 +181,11 @@ def demo_robot(out: Path) -> Path:
 def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path, seed: int,
            robot: Path) -> dict[str, Any]:
     """``episodes`` episodes of the ONNX ``policy`` on a fresh emulated robot with the shipped reality."""
-    from robot.bus import make_bus
     from robot.cli import deploy_task, load_deploy_policy
     from robot.config import load_config
     from robot.controller import COMPLETED, Controller
     from robot.emulator.reality import load_reality
+    from robot.hardware import open_robot
     from robot.runner import run_info
     from robot.trajlog import TrajectoryWriter
 
@@ -196,12 +196,13 @@ def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path
     writer = TrajectoryWriter(log_dir, run_info(config, "emulator", spec.episode_steps, {
         "policy": loaded.description, "task_variant": loaded.env_id, "seed": seed, "reality": str(REALITY)}))
     t0 = time.perf_counter()
-    bus = make_bus(config, "emulator", reality=load_reality(REALITY, config))
+    io = open_robot(config, "emulator", reality=load_reality(REALITY, config))
+    bus = io.bus
     successes, returns = [], []
     stop = None
     try:
         bus.connect()
-        ctrl = Controller(loaded.act, bus, task, config)
+        ctrl = Controller(loaded.act, bus, task, config, imu=io.imu, placer=io.placer)
         rng = np.random.default_rng(seed)
         with stages.bar(name, episodes, "ep") as bar:
             for _ in range(episodes):
@@ -218,7 +219,7 @@ def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path
         ctrl.shutdown(stop or COMPLETED)
         loop = ctrl.stats.summary()
     finally:
-        bus.close()
+        io.close()
     stages.times[name] = stages.times.get(name, 0.0) + time.perf_counter() - t0
     return {"episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else None,
             "return_mean": float(np.mean(returns)) if returns else None, "loop": loop,

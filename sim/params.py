@@ -59,6 +59,15 @@ class ParameterSet:
         for name, v in values.items():
             self.set(name, v)
 
+    def assign(self, values: Mapping[str, float]) -> None:
+        """Set ``values``, and every other supported parameter back to nominal: the model is then exactly
+        nominal plus ``values``, whatever was set before."""
+        # Only parameters away from nominal are put back: resetting a mass recomputes model constants.
+        for name in self.names():
+            if name not in values and self.supported(name) and self.get(name) != self.nominal(name):
+                self.set(name, self.nominal(name))
+        self.set_many(values)
+
     def reset(self) -> None:
         """Every parameter back to nominal."""
         for name, spec in self._specs.items():
