@@ -7,8 +7,8 @@ a fixed floor body and a free-base robot (see :mod:`sim.engines.pybullet_engine`
 carry the MJCF names and frames.
 
 Masses and inertias follow MuJoCo's rule for ``mass=`` geoms (uniform solids; a link's inertia is the sum
-of its geoms' about the link's centre of mass), as in :mod:`sim.models.dclaw_urdf`, whose mass and XML
-helpers this module shares. The torso's visual nose marker and the IMU site are massless in the MJCF and
+of its geoms' about the link's centre of mass), as in :mod:`sim.models.dclaw_urdf`; both take their mass and
+XML helpers from :mod:`sim.models.urdf`. The torso's visual nose marker and the IMU site are massless in the MJCF and
 left out here.
 
 Joint dynamics and friction follow the claw's conventions: ``<dynamics damping friction armature>``,
@@ -20,26 +20,8 @@ becomes a wide, thick box whose top face lies at z = 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-import numpy as np
-
-from sim.models.dclaw_urdf import (
-    MassProps,
-    _both,
-    _box,
-    _collision,
-    _contact,
-    _dynamics,
-    _fmt,
-    _inertial,
-    _origin,
-    _shape,
-    _visual,
-    capsule_props,
-    combine,
-    sphere_props,
-)
 from sim.models.dkitty import (
     BASE_JOINT,
     FLOOR,
@@ -48,6 +30,23 @@ from sim.models.dkitty import (
     NOMINAL_GEOMETRY,
     TORSO,
     KittyGeometry,
+)
+from sim.models.urdf import (
+    MassProps,
+    both,
+    box,
+    box_props,
+    capsule_props,
+    collision,
+    combine,
+    contact,
+    dynamics,
+    fmt,
+    inertial,
+    origin,
+    shape,
+    sphere_props,
+    visual,
 )
 
 FLOOR_COLLISION_HALF_SIZE_M = 10.0
@@ -72,13 +71,6 @@ _RGBA = {
 }
 
 
-def box_props(mass: float, size: Sequence[float], center: Sequence[float] = (0.0, 0.0, 0.0)) -> MassProps:
-    """A solid box of full side lengths ``size`` (m) and uniform density."""
-    x, y, z = (float(v) for v in size)
-    inertia = np.diag([y * y + z * z, x * x + z * z, x * x + y * y]) * mass / 12.0
-    return MassProps(mass, np.asarray(center, dtype=np.float64), inertia)
-
-
 def link_mass_props(g: KittyGeometry = NOMINAL_GEOMETRY) -> dict[str, MassProps]:
     """Mass properties of the torso and every leg link, by link name, exactly as the URDF states them."""
     props = {TORSO: box_props(g.torso_mass, (g.torso_length, g.torso_width, g.torso_height))}
@@ -101,35 +93,35 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
     ``joint_ranges`` maps each leg joint name to its (low, high) limit in rad, as for :func:`sim.models.dkitty.mjcf`.
     """
     props = link_mass_props(g)
-    materials = "".join(f'<material name="{k}"><color rgba="{_fmt(*v)}"/></material>' for k, v in _RGBA.items())
+    materials = "".join(f'<material name="{k}"><color rgba="{fmt(*v)}"/></material>' for k, v in _RGBA.items())
     floor_center = (0.0, 0.0, -FLOOR_COLLISION_THICKNESS_M / 2)
     floor = (
         f'<link name="{FLOOR}"><inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="0"/>'
         '<inertia ixx="0" ixy="0" ixz="0" iyy="0" iyz="0" izz="0"/></inertial>'
-        f"{_contact(g.foot_friction)}"
-        + _visual(FLOOR, _box((2 * FLOOR_VISUAL_HALF_SIZE_M, 2 * FLOOR_VISUAL_HALF_SIZE_M, 0.002)), "floor",
-                  (0.0, 0.0, -0.001))
-        + _collision(FLOOR, _box((2 * FLOOR_COLLISION_HALF_SIZE_M, 2 * FLOOR_COLLISION_HALF_SIZE_M,
-                                  FLOOR_COLLISION_THICKNESS_M)), floor_center)
+        f"{contact(g.foot_friction)}"
+        + visual(FLOOR, box((2 * FLOOR_VISUAL_HALF_SIZE_M, 2 * FLOOR_VISUAL_HALF_SIZE_M, 0.002)), "floor",
+                 (0.0, 0.0, -0.001))
+        + collision(FLOOR, box((2 * FLOOR_COLLISION_HALF_SIZE_M, 2 * FLOOR_COLLISION_HALF_SIZE_M,
+                                FLOOR_COLLISION_THICKNESS_M)), floor_center)
         + "</link>"
     )
-    torso_geom = _both("torso_geom", _box((g.torso_length, g.torso_width, g.torso_height)), "torso")
-    torso = f'<link name="{TORSO}">{_inertial(props[TORSO])}{_contact(MJCF_DEFAULT_FRICTION)}{torso_geom}</link>'
+    torso_geom = both("torso_geom", box((g.torso_length, g.torso_width, g.torso_height)), "torso")
+    torso = f'<link name="{TORSO}">{inertial(props[TORSO])}{contact(MJCF_DEFAULT_FRICTION)}{torso_geom}</link>'
     links = [floor, torso]
     joints = [f'<joint name="{BASE_JOINT}" type="floating"><parent link="{FLOOR}"/><child link="{TORSO}"/>'
-              f"{_origin((0.0, 0.0, g.start_height))}</joint>"]
-    dynamics = _dynamics(g.leg_damping, g.leg_frictionloss, g.leg_armature)
+              f"{origin((0.0, 0.0, g.start_height))}</joint>"]
+    leg_dynamics = dynamics(g.leg_damping, g.leg_frictionloss, g.leg_armature)
     for leg in LEGS:
         side = LEG_SIGNS[leg][1]
-        hip_geom = _both(f"{leg}_hip_geom", _shape("capsule", {"radius": g.hip_link_radius,
-                                                               "length": g.hip_link_length}),
-                         "link", (0.0, side * g.hip_link_length / 2, 0.0), CAPSULE_ALONG_Y_RPY)
-        thigh_geom = _both(f"{leg}_thigh_geom", _shape("capsule", {"radius": g.thigh_radius, "length": g.thigh_length}),
-                           "link", (0.0, 0.0, -g.thigh_length / 2))
-        shin_geom = (_both(f"{leg}_shin_geom", _shape("capsule", {"radius": g.shin_radius, "length": g.shin_length}),
-                           "link", (0.0, 0.0, -g.shin_length / 2))
-                     + _both(f"{leg}_foot", _shape("sphere", {"radius": g.foot_radius}), "foot",
-                             (0.0, 0.0, -g.shin_length)))
+        hip_geom = both(f"{leg}_hip_geom", shape("capsule", {"radius": g.hip_link_radius,
+                                                             "length": g.hip_link_length}),
+                        "link", (0.0, side * g.hip_link_length / 2, 0.0), CAPSULE_ALONG_Y_RPY)
+        thigh_geom = both(f"{leg}_thigh_geom", shape("capsule", {"radius": g.thigh_radius, "length": g.thigh_length}),
+                          "link", (0.0, 0.0, -g.thigh_length / 2))
+        shin_geom = (both(f"{leg}_shin_geom", shape("capsule", {"radius": g.shin_radius, "length": g.shin_length}),
+                          "link", (0.0, 0.0, -g.shin_length / 2))
+                     + both(f"{leg}_foot", shape("sphere", {"radius": g.foot_radius}), "foot",
+                            (0.0, 0.0, -g.shin_length)))
         chain = (
             ("hip", TORSO, g.hip_position(leg), (side, 0, 0), "hip_link", hip_geom, MJCF_DEFAULT_FRICTION),
             ("knee1", f"{leg}_hip_link", (0.0, side * g.hip_link_length, 0.0), (0, 1, 0), "thigh_link", thigh_geom,
@@ -140,12 +132,12 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
         for suffix, parent, xyz, axis, link_suffix, geoms, friction in chain:
             name, link = f"{leg}_{suffix}", f"{leg}_{link_suffix}"
             lo, hi = joint_ranges[name]
-            links.append(f'<link name="{link}">{_inertial(props[link])}{_contact(friction)}{geoms}</link>')
+            links.append(f'<link name="{link}">{inertial(props[link])}{contact(friction)}{geoms}</link>')
             joints.append(
                 f'<joint name="{name}" type="revolute"><parent link="{parent}"/><child link="{link}"/>'
-                f"{_origin(xyz)}<axis xyz=\"{_fmt(*axis)}\"/>"
+                f"{origin(xyz)}<axis xyz=\"{fmt(*axis)}\"/>"
                 f'<limit lower="{lo:.9g}" upper="{hi:.9g}" effort="{g.leg_force_limit:.9g}" '
-                f'velocity="{JOINT_VELOCITY_LIMIT_URDF_RAD_S:.9g}"/>{dynamics}</joint>'
+                f'velocity="{JOINT_VELOCITY_LIMIT_URDF_RAD_S:.9g}"/>{leg_dynamics}</joint>'
             )
     body = "\n  ".join([materials, *links, *joints])
     return f'<?xml version="1.0"?>\n<robot name="dkitty">\n  {body}\n</robot>\n'
