@@ -17,8 +17,11 @@ Runs already in ``--runs DIR/<method>`` with the requested step budget are reuse
 background, and the sweep repeated. ``--quick`` trains three tiny policies for a few thousand steps and
 sweeps a 3 x 3 grid: it checks the pipeline end to end in under a minute; its numbers mean nothing.
 
+Run directories: ``nominal``, ``random`` and ``epopt-EPS-N-W`` (one per ``--epopt EPS:N:W``; the first is the
+one the goal checks, more are reported next to it).
+
 Usage: python benchmarks/robustness.py [--quick] [--runs DIR] [--steps N] [--grid NAME=LO:HI:N]... [--episodes K]
-       [--workers W] [--seed S]
+       [--workers W] [--seed S] [--epopt EPS:N:W]...
 The last stdout line is one JSON object.
 """
 
@@ -28,36 +31,64 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = ROOT / "randomization" / "configs" / "dclaw.yaml"
-METHODS = ("nominal", "randomized", "epopt")
-RUN_NAMES = {"nominal": "nominal", "randomized": "random", "epopt": "epopt"}
-"""Run directory of each method inside ``--runs``."""
 DEFAULT_GRID = ("valve_damping=0.01:0.25:5", "finger_kp=2:6:5")
 QUICK_GRID = ("valve_damping=0.01:0.25:3", "finger_kp=2:6:3")
 DEFAULT_STEPS = 100_000
 QUICK_STEPS = 1_500
-EPOPT = {"epopt_eps": 0.1, "epopt_models": 20, "epopt_warmup": 25}
-"""EPOpt settings of the full run: 20 models per iteration (1,600 steps with the focus phase), the first 25
-iterations (40k steps, about when nominal training starts to succeed) with epsilon = 1."""
-QUICK_EPOPT = {"epopt_eps": 0.25, "epopt_models": 4, "epopt_warmup": 1}
+DEFAULT_EPOPT = ("0.3:20:38",)
+"""EPOpt settings EPS:MODELS:WARMUP of the full run: the worst 30 % of 20 models per iteration (1,600 steps with the
+focus phase), after 38 iterations (61k steps, once the task is learned under randomization) with epsilon = 1."""
+QUICK_EPOPT = ("0.25:4:1",)
 QUICK_NET = {"hidden": [32, 32], "batch_size": 64, "eval_episodes": 2, "warmup_steps": 500}
 
 
-def method_config(method: str, steps: int, seed: int, quick: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Method:
+    """One training recipe of the comparison."""
+
+    label: str
+    """Name in the output (``nominal``, ``randomized``, ``epopt`` or ``epopt EPS:N:W``)."""
+    run_name: str
+    """Run directory inside ``--runs``."""
+    randomized: bool
+    """Trains under the default distribution."""
+    epopt: tuple[float, int, int] | None = None
+    """EPOpt's (eps, models, warm-up iterations), or ``None``."""
+
+
+def parse_epopt(text: str) -> tuple[float, int, int]:
+    try:
+        eps, n, warm = text.split(":")
+        return float(eps), int(n), int(warm)
+    except ValueError:
+        raise SystemExit(f"--epopt {text!r} must be EPS:MODELS:WARMUP, e.g. 0.3:20:38") from None
+
+
+def methods(epopts: tuple[str, ...]) -> list[Method]:
+    out = [Method("nominal", "nominal", False), Method("randomized", "random", True)]
+    for k, text in enumerate(epopts):
+        eps, n, warm = parse_epopt(text)
+        out.append(Method("epopt" if k == 0 else f"epopt {text}", f"epopt-{eps:g}-{n}-{warm}", True, (eps, n, warm)))
+    return out
+
+
+def method_config(method: Method, steps: int, seed: int, quick: bool) -> dict[str, Any]:
     """The training config fields of one method."""
     from randomization.distributions import load_distribution
 
     fields: dict[str, Any] = {"task": "dclaw-turn", "steps": steps, "seed": seed}
     if quick:
         fields.update(QUICK_NET)
-    if method in ("randomized", "epopt"):
+    if method.randomized:
         fields["randomize"] = load_distribution(DISTRIBUTION, task="dclaw-turn").to_yaml_dict()
-    if method == "epopt":
-        fields.update(QUICK_EPOPT if quick else EPOPT)
+    if method.epopt is not None:
+        fields.update(dict(zip(("epopt_eps", "epopt_models", "epopt_warmup"), method.epopt, strict=True)))
     return fields
 
 
@@ -96,6 +127,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, help="episodes per cell (default 10, quick 2)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sweep worker processes")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sweeps use episode seeds 1000..)")
+    parser.add_argument("--epopt", action="append", metavar="EPS:N:W", help="EPOpt settings (repeatable; the first "
+                        f"is the one the goal checks; default {DEFAULT_EPOPT[0]})")
     args = parser.parse_args()
 
     from randomization.parallel import ExecutorConfig
@@ -109,19 +142,20 @@ def main() -> None:
     out: dict[str, Any] = {"benchmark": "robustness", "quick": args.quick, "task": "dclaw-turn", "steps": steps,
                            "seed": args.seed, "grid": list(grid), "episodes_per_cell": episodes,
                            "load_average_start": [round(x, 2) for x in os.getloadavg()], "methods": {}}
-    for method in METHODS:
+    for method in methods(tuple(args.epopt or (QUICK_EPOPT if args.quick else DEFAULT_EPOPT))):
         fields = method_config(method, steps, args.seed, args.quick)
-        best, info = trained_run(method, runs / RUN_NAMES[method], fields)
+        best, info = trained_run(method.label, runs / method.run_name, fields)
         result = run_sweep(best, grid, episodes, seed=1000, executor_config=ExecutorConfig(workers=args.workers))
-        json_path, png_path = write_sweep(result, runs / RUN_NAMES[method] / "sweep")
+        json_path, png_path = write_sweep(result, runs / method.run_name / "sweep")
         s = result.summary
-        print(f"{method}: mean success {s['mean_success']:.3f}, worst 10 % of cells {s['worst10_success']:.3f} "
+        print(f"{method.label}: mean success {s['mean_success']:.3f}, worst 10 % of cells {s['worst10_success']:.3f} "
               f"({s['cells']} cells) -> {png_path}", flush=True)
-        out["methods"][method] = {**info, "checkpoint": str(best), "mean_success": s["mean_success"],
-                                  "worst10_success": s["worst10_success"], "cells": s["cells"],
-                                  "worst10_cells": s["worst10_cells"], "sweep_json": str(json_path),
-                                  "heatmap": str(png_path), "sweep_time_s": round(result.wall_time_s, 1),
-                                  **({"epopt": EPOPT if not args.quick else QUICK_EPOPT} if method == "epopt" else {})}
+        out["methods"][method.label] = {
+            **info, "checkpoint": str(best), "mean_success": s["mean_success"], "worst10_success": s["worst10_success"],
+            "cells": s["cells"], "worst10_cells": s["worst10_cells"], "sweep_json": str(json_path),
+            "heatmap": str(png_path), "sweep_time_s": round(result.wall_time_s, 1),
+            **({"epopt": dict(zip(("eps", "models", "warmup_iterations"), method.epopt, strict=True))}
+               if method.epopt else {})}
     m = out["methods"]
     out["goal_epopt_ge_randomized_ge_nominal_worst10"] = (
         m["epopt"]["worst10_success"] >= m["randomized"]["worst10_success"] >= m["nominal"]["worst10_success"])
