@@ -107,6 +107,8 @@ class Row:
     success_rate: float | None
     return_mean: float | None
     episodes: int
+    note: str = ""
+    """Why a deployment ended early (its safety stop), or empty."""
 
 
 class Stages:
@@ -297,10 +299,16 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def table(rows: list[Row]) -> str:
     """The results as a Markdown table."""
-    lines = ["| stage | where | success | return | episodes |", "|---|---|---:|---:|---:|"]
+    lines = ["| stage | where | success | return | episodes | note |", "|---|---|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r.stage} | {r.where} | {_fmt(r.success_rate)} | {_fmt(r.return_mean, 1)} | {r.episodes} |")
+        lines.append(f"| {r.stage} | {r.where} | {_fmt(r.success_rate)} | {_fmt(r.return_mean, 1)} | {r.episodes} | "
+                     f"{r.note} |")
     return "\n".join(lines)
+
+
+def _stop_note(deployment: dict[str, Any]) -> str:
+    stop = deployment.get("stop")
+    return "" if not stop else f"stopped early: {stop}"
 
 
 def _verdict(first: float | None, final: float | None) -> str:
@@ -439,13 +447,14 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str
     rows = [
         Row("1. trained with randomization + EPOpt", "simulation (MuJoCo, nominal)", sim["success_rate"],
             sim["return_mean"], sim["episodes"]),
-        Row("2. first deployment", "emulated robot", first["success_rate"], first["return_mean"], first["episodes"]),
+        Row("2. first deployment", "emulated robot", first["success_rate"], first["return_mean"], first["episodes"],
+            _stop_note(first)),
         Row("3. after adaptation + retraining", "simulation (MuJoCo, nominal)", sim_adapted["success_rate"],
             sim_adapted["return_mean"], sim_adapted["episodes"]),
         Row("3. after adaptation + retraining", "emulated robot", adapted["success_rate"], adapted["return_mean"],
-            adapted["episodes"]),
+            adapted["episodes"], _stop_note(adapted)),
         Row(f"4. after fine-tuning ({tuned['episodes_done']} robot episodes)", "emulated robot",
-            final["success_rate"], final["return_mean"], final["episodes"]),
+            final["success_rate"], final["return_mean"], final["episodes"], _stop_note(final)),
     ]
     data["table"] = [asdict(r) for r in rows]
     data["stage_times_s"] = {k: round(v, 1) for k, v in stages.times.items()}
