@@ -2,10 +2,10 @@
 
 The server owns the master side of a pty in raw mode; a client (dynamixel-sdk's PortHandler) opens the
 slave path ``/dev/pts/N`` like a serial port. One thread does everything: it waits for bytes (waking when the
-next physics step falls due, to keep the physics on the wall clock, and polling without blocking while a
-client is busy), decodes packets, lets the chain act on them, and writes each status packet when it would
-have finished arriving on a real line: after the instruction's own bytes, the servo's Return Delay Time and
-any injected delay, at 10 bits per byte at the config's baud.
+next physics step falls due, to keep the physics on the wall clock), decodes packets, lets the chain act on
+them, and writes each status packet when it would have finished arriving on a real line: after the
+instruction's own bytes, the servo's Return Delay Time and any injected delay, at 10 bits per byte at the
+config's baud.
 
 A robot with an ``imu`` section gets its IMU on a second pty (:class:`~robot.emulator.imu.EmulatedImu`), served by
 the same thread from the same physics: the loop also wakes when the next IMU frame falls due.
@@ -46,10 +46,6 @@ PARTIAL_PACKET_TIMEOUT_S = 0.05
 """A partial packet older than this is dropped, so a garbled length cannot swallow later packets (s)."""
 WRITE_EARLY_S = 5e-6
 """A reply is written once it is due within this (s): the client's wake-up takes longer."""
-ACTIVE_SPIN_S = 0.005
-"""For this long after a request the loop polls the line without blocking (s): a process woken from a blocking
-wait starts 50-200 us late on a small or virtual machine, which a fast control loop sees as bus latency. A
-client at the claw's 10 Hz leaves it blocked most of the time."""
 SPIN_S = 0.0005
 """The last part of a wait for a reply's due time is spun, not slept (s)."""
 BATCH_GAP_S = 0.0005
@@ -167,12 +163,9 @@ class ChainServer:
         stop = False
         now = self._clock()
         while not stop and not should_stop():
-            if now - self._last_rx < ACTIVE_SPIN_S:
-                wait = 0.0  # the client is busy: poll, as a servo's always-on MCU would listen
-            else:
-                wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
-                if self.imu is not None:
-                    wait = min(wait, max(0.0, self.imu.next_due() - now))
+            wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
+            if self.imu is not None:
+                wait = min(wait, max(0.0, self.imu.next_due() - now))
             ready, _, _ = select.select(fds, [], [], wait)
             now = self._clock()
             if self._master in ready:
