@@ -109,7 +109,8 @@ def trained_run(method: str, run_dir: Path, fields: dict[str, Any]) -> tuple[Pat
             last = max((r["step"] for r in rows), default=0)
             if last >= fields["steps"]:
                 print(f"{method}: reusing {run_dir} ({last} steps)", flush=True)
-                return best, {"reused": True, "train_time_s": rows[-1].get("time_s")}
+                timed = [r["time_s"] for r in rows if r.get("time_s") is not None]
+                return best, {"reused": True, "train_time_s": timed[-1] if timed else None}
         raise SystemExit(f"{run_dir} holds a different or unfinished run; move it away or pick another --runs")
     print(f"{method}: training {fields['steps']} steps into {run_dir}", flush=True)
     summary = train(config_from_mapping(fields), run_dir, progress=False)
