@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from s2r.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,50 +183,39 @@ def demo_robot(out: Path) -> Path:
 
 def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path, seed: int,
            robot: Path) -> dict[str, Any]:
-    """``episodes`` episodes of the ONNX ``policy`` on a fresh emulated robot with the shipped reality."""
-    from robot.cli import deploy_task, load_deploy_policy
-    from robot.config import load_config
-    from robot.controller import COMPLETED, Controller
-    from robot.emulator.reality import load_reality
-    from robot.hardware import open_robot
-    from robot.runner import run_info
-    from robot.trajlog import TrajectoryWriter
+    """``episodes`` episodes of the ONNX ``policy`` on a fresh emulated robot with the shipped reality.
 
-    config = load_config(robot)
-    spec = config.task_spec()
-    loaded = load_deploy_policy(str(policy), spec, seed)
-    task = deploy_task(config.task, None, loaded.env_id, spec)
-    writer = TrajectoryWriter(log_dir, run_info(config, "emulator", spec.episode_steps, {
-        "policy": loaded.description, "task_variant": loaded.env_id, "seed": seed, "reality": str(REALITY)}))
+    Each deployment is ``s2r deploy`` in a process of its own, as a user runs it: the real-time loop then shares
+    nothing with this process, which has just trained (in-process deployments after training saw stalls of
+    hundreds of milliseconds that the watchdog rightly stopped; a fresh process ran the same policy cleanly).
+    The bar follows the episode files as they are written.
+    """
+    import subprocess
+
+    from robot.trajlog import episode_files
+
+    cmd = [sys.executable, "-m", "s2r.cli", "deploy", str(policy), "--robot", str(robot), "--driver", "emulator",
+           "--reality", str(REALITY), "--episodes", str(episodes), "--log-dir", str(log_dir), "--seed", str(seed),
+           "--json"]
     t0 = time.perf_counter()
-    io = open_robot(config, "emulator", reality=load_reality(REALITY, config))
-    bus = io.bus
-    successes, returns = [], []
-    stop = None
-    try:
-        bus.connect()
-        ctrl = Controller(loaded.act, bus, task, config, imu=io.imu, placer=io.placer)
-        rng = np.random.default_rng(seed)
-        with stages.bar(name, episodes, "ep") as bar:
-            for _ in range(episodes):
-                result = ctrl.episode(rng)
-                if result.steps:
-                    writer.write_episode(result.arrays, result.meta)
-                if result.stop is not None:
-                    stop = result.stop
-                    break
-                successes.append(result.success)
-                returns.append(result.episode_return)
-                bar.update(1)
-                bar.set_postfix({"success": f"{np.mean(successes):.2f}"}, refresh=False)
-        ctrl.shutdown(stop or COMPLETED)
-        loop = ctrl.stats.summary()
-    finally:
-        io.close()
+    with stages.bar(name, episodes, "ep") as bar, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            done = len(episode_files(log_dir)) if log_dir.is_dir() else 0
+            bar.update(done - bar.n)
+        out, err = proc.communicate()
+        if log_dir.is_dir():
+            bar.update(len(episode_files(log_dir)) - bar.n)
     stages.times[name] = stages.times.get(name, 0.0) + time.perf_counter() - t0
-    return {"episodes": len(successes), "success_rate": float(np.mean(successes)) if successes else None,
-            "return_mean": float(np.mean(returns)) if returns else None, "loop": loop,
-            "stop": None if stop is None else stop.describe(), "log_dir": str(log_dir)}
+    lines = out.strip().splitlines()
+    if proc.returncode not in (0, 3) or not lines:
+        raise UserError(f"s2r deploy failed (exit {proc.returncode}): {err.strip()[-500:]}")
+    result = json.loads(lines[-1])
+    return {"episodes": result["episodes"], "success_rate": result["success_rate"],
+            "return_mean": result["return_mean"], "loop": result["loop"],
+            "stop": None if result["stop_kind"] == "completed" else f"{result['stop_kind']}: {result['stop_reason']}",
+            "log_dir": str(log_dir)}
 
 
 def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int) -> dict[str, Any]:
