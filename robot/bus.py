@@ -20,7 +20,7 @@ from __future__ import annotations
 import glob
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -314,6 +314,13 @@ def drivable_passive_joints(config: RobotConfig, names: Sequence[str]) -> tuple[
     if len(set(names)) != len(names):
         raise ValueError(f"passive joint named twice: {', '.join(names)}")
     return tuple(names)
+
+
+def require_driven(names: Iterable[str], driving: set[str]) -> None:
+    """The check of :meth:`Bus.write_passive` for any bus: every named passive joint must be driven now."""
+    idle = [n for n in names if n not in driving]
+    if idle:
+        raise BusError(f"passive joint(s) {', '.join(idle)} not driven: write_passive only inside passive_driven")
 
 
 @contextmanager

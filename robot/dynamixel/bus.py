@@ -30,6 +30,7 @@ from robot.bus import (
     HardwareFault,
     Reading,
     passive_driven_block,
+    require_driven,
     torque_disabled_block,
 )
 from robot.config import RobotConfig
@@ -278,9 +279,7 @@ class DynamixelBus:
 
     def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
         self._require_connected()
-        idle = [n for n in goals_rad if n not in self._driving]
-        if idle:
-            raise BusError(f"passive joint(s) {', '.join(idle)} not driven: write_passive only inside passive_driven")
+        require_driven(goals_rad, self._driving)
         ids, ticks, sent = [], [], {}
         for name, angle in goals_rad.items():
             k = self._encoder_index[name]
