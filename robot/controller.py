@@ -20,7 +20,9 @@ T + 1 readings, T actions. The reset's last reading is the episode's first. The 
 2. every passive joint whose encoder the config marks ``resettable`` is driven to its start angle
    (``Bus.passive_driven``: its servo's torque is on only for this phase), its goal rate-limited to the
    encoder's ``reset_velocity_limit_rad_s``, until it settles; then its torque goes off and the episode
-   starts from the next reading. A passive joint that is not resettable stays where it is, the episode
+   starts from the next reading. A joint the task sees modulo a turn (``spec.periodic_passive``, the valve)
+   goes to the nearest angle equivalent to its start: at most half a turn, however many turns the last
+   episode made. A passive joint that is not resettable stays where it is, the episode
    starts from there, and the episode meta says so (``passive_reset``).
 
 A task with a floating base (a legged robot) also starts with its base at a pose (``start_base_pose``), which no
@@ -63,7 +65,7 @@ from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_ac
 from s2r.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
-from sim.tasks.actions import clip_action, normalize
+from sim.tasks.actions import clip_action, normalize, wrap_angle
 from sim.tasks.base import Task, start_base_pose, total_reward
 from sim.tasks.spec import FloatArray
 
@@ -554,6 +556,7 @@ class Controller:
         spec = self.task.spec
         index = np.array([spec.passive_joints.index(n) for n in names])
         aim = np.asarray(passive_start, dtype=np.float64)[index]
+        periodic = np.array([n in spec.periodic_passive for n in names])
         max_step = np.array([self.config.encoder(n).reset_velocity_limit_rad_s for n in names]) * \
             self.config.control_period_s
         t0 = self.clock()
@@ -570,11 +573,13 @@ class Controller:
                     cycles += 1
                     if not reading.stale:
                         pos = reading.passive_pos[index]
+                        if goal is None:
+                            goal = pos.copy()  # the servo holds where it is (goal = present when torque went on)
+                            # Unwinding every turn of the last episode at the reset speed took minutes.
+                            aim = np.where(periodic, pos + wrap_angle(aim - pos), aim)
                         error = float(np.max(np.abs(pos - aim)))
                         settled = (error <= s.reset_tolerance_rad
                                    and float(np.max(np.abs(reading.passive_vel[index]))) <= s.reset_settle_speed_rad_s)
-                        if goal is None:
-                            goal = pos.copy()  # the servo holds where it is (goal = present when torque went on)
                         if arrived_at is not None and (settled or self.clock() - arrived_at >= s.reset_timeout_s):
                             self._end_cycle()
                             break

@@ -33,6 +33,7 @@ from robot.runner import run_episodes, run_info
 from robot.trajlog import TrajectoryWriter, read_episodes, read_run
 from s2r.errors import UserError
 from sim.state import SimState
+from sim.tasks.actions import wrap_angle
 from sim.tasks.dclaw_turn import DClawTurn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,13 +104,15 @@ class WatchingBus:
 
 def mock_controller(config: RobotConfig, policy: Callable[[MockBus], Callable[[np.ndarray], np.ndarray]], *,
                     variant: str = "fixed", passive_pos: float = 0.0,
-                    should_stop: Callable[[MockBus], str | None] = lambda bus: None,
+                    should_stop: Callable[[MockBus], str | None] = lambda bus: None, periodic: bool = True,
                     ) -> tuple[Controller, WatchingBus, MockBus]:
     clk = FakeClock()
     inner = MockBus(config, clock=clk, passive_pos=np.array([passive_pos]))
     inner.connect()
     bus = WatchingBus(inner, ask_servos=False)
-    task = replace(DClawTurn(variant=variant), spec=config.task_spec())  # type: ignore[arg-type]
+    spec = config.task_spec()
+    spec = spec if periodic else replace(spec, periodic_passive=())
+    task = replace(DClawTurn(variant=variant), spec=spec)  # type: ignore[arg-type]
     ctrl = Controller(policy(inner), bus, task, config, settings=FAST_SETTINGS, clock=clk, sleep=clk.sleep,
                       should_stop=lambda: should_stop(inner))
     return ctrl, bus, inner
@@ -204,29 +207,45 @@ def test_only_a_resettable_encoder_may_be_driven() -> None:
 
 # --- the controller's reset (mock) -----------------------------------------------------------------------
 def test_each_episode_starts_at_the_start_angle_with_the_valve_servo_off(tmp_path: Path) -> None:
-    ctrl, bus, inner = mock_controller(CONFIG, turning_policy, passive_pos=2.5)
+    # Three turns and more off the start: the valve is seen modulo a turn, so it must not be unwound.
+    ctrl, bus, inner = mock_controller(CONFIG, turning_policy, passive_pos=20.3)
     writer = TrajectoryWriter(tmp_path, run_info(CONFIG, "mock", ctrl.episode_steps))
     summary = run_episodes(ctrl, writer, 3, np.random.default_rng(0))
     assert summary.stop_kind == "completed" and summary.episodes == 3
     assert read_run(tmp_path).extra["resettable_passive_joints"] == ["valve"]
     episodes = list(read_episodes(tmp_path))
-    for ep in episodes:
+    ends = [20.3] + [float(ep["passive_pos"][-1, 0]) for ep in episodes[:-1]]
+    starts = [6 * math.pi, 8 * math.pi, 10 * math.pi]  # the fixed variant's 0, whole turns on: 4 rad a turn is kept
+    for ep, start, previous_end in zip(episodes, starts, ends, strict=True):
         valve = ep["passive_pos"][:, 0]
-        assert valve[0] == pytest.approx(0.0, abs=TOLERANCE_RAD)  # the fixed variant starts at 0 ...
+        assert abs(start - previous_end) <= math.pi  # the nearest angle equivalent to 0 ...
+        assert valve[0] == pytest.approx(start, abs=TOLERANCE_RAD)  # ... is where the episode starts
         assert valve[-1] - valve[0] == pytest.approx(40 * TURN_PER_STEP_RAD, abs=RAD_PER_TICK)  # ... turned 4 rad
         report = ep.meta["passive_reset"]["valve"]
-        assert report["driven"] and report["settled"] and report["start_rad"] == 0.0
+        assert report["driven"] and report["settled"] and report["start_rad"] == pytest.approx(start, abs=1e-12)
         assert not any(bus.valve_on_at(ep["time"]))  # free for the whole episode
     assert any(on for _, on in bus.reads)  # ... and on during the resets: the check above can fail
     # each reset ramps the goal at the configured rate, from where the valve was to the start angle exactly
     limit = CONFIG.encoder("valve").reset_velocity_limit_rad_s * CONFIG.control_period_s
     assert len(bus.passive_goals) == 3
-    ends = [2.5] + [float(ep["passive_pos"][-1, 0]) for ep in episodes[:-1]]
-    for previous_end, goals in zip(ends, bus.passive_goals, strict=True):
+    for previous_end, goals, ep in zip(ends, bus.passive_goals, episodes, strict=True):
         ramp = np.diff([previous_end, *goals])
-        assert np.all(np.abs(ramp) <= limit + RAD_PER_TICK) and goals[-1] == 0.0
-        assert len(goals) == math.ceil(previous_end / limit)
+        assert np.all(np.abs(ramp) <= limit + RAD_PER_TICK)
+        assert goals[-1] == ep.meta["passive_reset"]["valve"]["start_rad"]
+        assert len(goals) == math.ceil(abs(goals[-1] - previous_end) / limit)
     assert not any(inner.passive_torque) and not inner.torque_status()["valve"]
+
+
+def test_a_valve_the_task_sees_in_absolute_angle_is_unwound_to_its_start() -> None:
+    ctrl, bus, _ = mock_controller(CONFIG, turning_policy, passive_pos=7.0, periodic=False)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert result.arrays["passive_pos"][0, 0] == pytest.approx(0.0, abs=TOLERANCE_RAD)
+    assert bus.passive_goals[0][-1] == 0.0 and result.meta["passive_reset"]["valve"]["start_rad"] == 0.0
+
+
+def test_periodic_passive_joints_must_be_passive_joints() -> None:
+    with pytest.raises(ValueError, match="periodic_passive \\['lid'\\] must name passive joints"):
+        replace(SPEC, periodic_passive=("lid",))
 
 
 def test_the_random_variant_starts_at_its_sampled_angle() -> None:
@@ -235,7 +254,9 @@ def test_the_random_variant_starts_at_its_sampled_angle() -> None:
     for _ in range(3):
         result: EpisodeResult = ctrl.episode(rng)
         start = ctrl.task.sample_start(replay)
-        assert result.arrays["passive_pos"][0, 0] == pytest.approx(start.passive_pos[0], abs=TOLERANCE_RAD)
+        # modulo a turn: the valve is not unwound
+        assert wrap_angle(result.arrays["passive_pos"][0, 0] - start.passive_pos[0]) == pytest.approx(
+            0.0, abs=TOLERANCE_RAD)
         assert result.meta["goal"] == start.goal
 
 

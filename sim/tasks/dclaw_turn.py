@@ -60,6 +60,7 @@ SPEC = TaskSpec(
     control_period=CONTROL_PERIOD_S,
     episode_duration=EPISODE_DURATION_S,
     passive_joints=("valve",),
+    periodic_passive=("valve",),
     obs_layout=OBS_LAYOUT,
     reward_terms=REWARD_TERMS,
 )

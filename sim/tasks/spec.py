@@ -107,6 +107,9 @@ class TaskSpec:
     """Names of the reward terms, in logging order; their sum is the reward."""
     extras: Mapping[str, float] = field(default_factory=dict)
     """Task-specific constants (thresholds, weights) with their unit in the key's doc."""
+    periodic_passive: tuple[str, ...] = ()
+    """Passive joints the task sees only modulo a full turn (cos/sin, wrapped errors): a valve that turns without
+    end. A reset brings each to the nearest angle equivalent to its start instead of unwinding every turn made."""
     base_joint: str | None = None
     """Free joint of a robot that is not fixed to the world (a legged robot's torso), looked up by name in the
     scene; its body carries the IMU and its state fills the ``base_*`` fields of a reading. ``None``: fixed base."""
@@ -119,6 +122,9 @@ class TaskSpec:
                 raise ValueError(f"TaskSpec {self.name}: {label} has {len(seq)} entries, expected {n}")
         if any(lo >= hi for lo, hi in zip(self.joint_low, self.joint_high, strict=True)):
             raise ValueError(f"TaskSpec {self.name}: every joint_low must be below joint_high")
+        if not set(self.periodic_passive) <= set(self.passive_joints):
+            raise ValueError(f"TaskSpec {self.name}: periodic_passive {list(self.periodic_passive)} must name passive "
+                             f"joints, expected a subset of {list(self.passive_joints)}")
         if not (self.control_period > 0 and math.isfinite(self.control_period)):
             raise ValueError(f"TaskSpec {self.name}: control_period must be a positive number of seconds, "
                              f"got {self.control_period!r}")
