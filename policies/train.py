@@ -33,6 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 
 from policies.checkpoint import (
     BEST_NAME,
@@ -60,6 +61,9 @@ TENSORBOARD_DIR = "tensorboard"
 CURVE_NAME = "learning_curve.png"
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes during training are seeded ``seed + EVAL_SEED_OFFSET + i`` (the same every time)."""
+EVALUATION_FIELDS = ("task", "engine", "env_kwargs", "randomize", "eval_episodes", "seed")
+"""Config fields that decide what an evaluation measures: best.pt is only compared across evaluations that share
+them."""
 PROGRESS_EVERY_STEPS = 50
 """Environment steps between progress-bar refreshes."""
 RECENT_EPISODES = 20
@@ -573,9 +577,25 @@ class Trainer:
         if not self.run.last.is_file():
             raise UserError(f"cannot resume: {str(self.run.last)!r} does not exist")
         self.load_training(self.run.last, self.run.replay if self.cfg.save_replay else None)
+        changed = self._evaluation_changes()
+        if changed:
+            # best.pt's score was measured on other evaluation episodes; it says nothing about this run's. Left
+            # alone, a resume under an adapted distribution kept handing out the policy from before it.
+            self.state.best_success = self.state.best_return = -math.inf
+            print(f"s2r train: {', '.join(changed)} changed on resume: the next evaluation replaces best.pt",
+                  file=sys.stderr)
         self.rows = [r for r in _read_rows(self.run.metrics) if r.get("step", 0) <= self.state.step]
         _write_rows_atomic(self.run.metrics, self.rows)
         self._reset_interval()
+
+    def _evaluation_changes(self) -> list[str]:
+        """Config fields that decide the evaluation episodes and differ from the run's saved ``config.yaml``."""
+        assert self.run is not None
+        if not self.run.config.is_file():
+            return []
+        saved = yaml.safe_load(self.run.config.read_text()) or {}
+        now = yaml.safe_load(dump_config(self.cfg)) or {}
+        return [k for k in EVALUATION_FIELDS if saved.get(k) != now.get(k)]
 
     def load_training(self, path: Path, replay: Path | None = None) -> None:
         """Learner, counters and observation statistics from the checkpoint ``path`` (which must hold training

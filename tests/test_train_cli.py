@@ -20,6 +20,7 @@ from policies.config import config_from_mapping
 from policies.train import Trainer
 from s2r.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=2", "--set", "log_interval=100"]
 
 
@@ -128,6 +129,32 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
     last = torch.load(run / "last.pt", weights_only=True)
     assert last["step"] == 400 and last["training"]["loop"]["updates"] == 300
     assert last["config"]["seed"] == 1  # from the run's config.yaml
+
+
+def test_a_resume_under_another_distribution_starts_best_pt_afresh(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "claw"
+    fixed = ROOT / "randomization" / "configs" / "dclaw.yaml"
+    args = ["train", "--task", "dclaw-turn", "--steps", "80", "--out", str(run), "--quiet", *TINY,
+            "--set", "warmup_steps=40", "--set", "eval_interval=80", "--randomize", str(fixed)]
+    code, out, _ = _run(args, capsys)
+    assert code == 0, out
+    # A run that does no better than the first evaluation keeps the old best.pt unless the evaluation changed:
+    # here it has (another distribution), so the resumed run's own evaluation must replace it.
+    narrow = yaml.safe_load(fixed.read_text())
+    narrow["parameters"] = {"valve_damping": {"dist": "uniform", "low": 0.2, "high": 0.25}}
+    posterior = tmp_path / "posterior.yaml"
+    posterior.write_text(yaml.safe_dump(narrow))
+    state = torch.load(run / "last.pt", weights_only=True)["training"]["loop"]
+    assert state["best_success"] >= 0.0  # an evaluation was scored
+    code, out, err = _run(["train", "--out", str(run), "--resume", "--steps", "120", "--quiet",
+                           "--randomize", str(posterior)], capsys)
+    assert code == 0, out
+    assert "randomize changed on resume: the next evaluation replaces best.pt" in err
+    assert torch.load(run / "best.pt", weights_only=True)["step"] == 120
+    # Resuming under the same distribution keeps comparing against the best so far.
+    code, out, err = _run(["train", "--out", str(run), "--resume", "--steps", "160", "--quiet"], capsys)
+    assert code == 0 and "changed on resume" not in err
 
 
 def test_td3_and_the_claw_task_log_success_and_reward_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
