@@ -104,12 +104,16 @@ class ControllerSettings:
     """Longest wait for a reset phase to settle (s): from the start of the finger move, and for a driven passive
     joint from when its rate-limited goal reached the start angle. After it the episode starts from where
     things are (logged in the meta)."""
+    reset_agree_rad: float = 1.0
+    """A driven passive joint's reset starts from two consecutive readings this close together (rad): the ramp
+    starts at the reading, and one glitched reading (an emulated valve once read 1604 rad between two of 3.1)
+    would otherwise send the servo that far."""
     episode_steps: int | None = None
     """Policy steps per episode; ``None`` is the task's ``episode_steps`` (fewer only for smoke tests)."""
 
     def __post_init__(self) -> None:
         for name in ("spin_s", "safe_stop_hold_s", "reset_tolerance_rad", "reset_settle_speed_rad_s",
-                     "reset_timeout_s"):
+                     "reset_timeout_s", "reset_agree_rad"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"controller setting {name} must be a finite number >= 0; got {value!r}")
@@ -561,6 +565,7 @@ class Controller:
             self.config.control_period_s
         t0 = self.clock()
         goal: FloatArray | None = None
+        previous: FloatArray | None = None
         arrived_at: float | None = None
         cycles = 0
         error = math.inf
@@ -574,6 +579,13 @@ class Controller:
                     if not reading.stale:
                         pos = reading.passive_pos[index]
                         if goal is None:
+                            agree = previous is not None and float(np.max(np.abs(pos - previous))) <= s.reset_agree_rad
+                            previous = pos.copy()
+                            if not agree:
+                                self._end_cycle()
+                                if self.clock() - t0 >= s.reset_timeout_s:
+                                    break
+                                continue
                             goal = pos.copy()  # the servo holds where it is (goal = present when torque went on)
                             # Unwinding every turn of the last episode at the reset speed took minutes.
                             aim = np.where(periodic, pos + wrap_angle(aim - pos), aim)

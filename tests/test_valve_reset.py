@@ -102,14 +102,29 @@ class WatchingBus:
         return [by_time[float(t)] for t in times]
 
 
+class GlitchingBus(WatchingBus):
+    """The first valve reading while its servo is on is 1604 rad off (as an emulated valve once read)."""
+
+    def __init__(self, inner: MockBus) -> None:
+        super().__init__(inner, ask_servos=False)
+        self.glitched = False
+
+    def read(self) -> Reading:
+        reading = super().read()
+        if self.reads[-1][1] and not self.glitched:
+            self.glitched = True
+            return replace(reading, passive_pos=reading.passive_pos + 1604.0)
+        return reading
+
+
 def mock_controller(config: RobotConfig, policy: Callable[[MockBus], Callable[[np.ndarray], np.ndarray]], *,
                     variant: str = "fixed", passive_pos: float = 0.0,
                     should_stop: Callable[[MockBus], str | None] = lambda bus: None, periodic: bool = True,
-                    ) -> tuple[Controller, WatchingBus, MockBus]:
+                    glitch: bool = False) -> tuple[Controller, WatchingBus, MockBus]:
     clk = FakeClock()
     inner = MockBus(config, clock=clk, passive_pos=np.array([passive_pos]))
     inner.connect()
-    bus = WatchingBus(inner, ask_servos=False)
+    bus = GlitchingBus(inner) if glitch else WatchingBus(inner, ask_servos=False)
     spec = config.task_spec()
     spec = spec if periodic else replace(spec, periodic_passive=())
     task = replace(DClawTurn(variant=variant), spec=spec)  # type: ignore[arg-type]
@@ -241,6 +256,16 @@ def test_a_valve_the_task_sees_in_absolute_angle_is_unwound_to_its_start() -> No
     result = ctrl.episode(np.random.default_rng(0))
     assert result.arrays["passive_pos"][0, 0] == pytest.approx(0.0, abs=TOLERANCE_RAD)
     assert bus.passive_goals[0][-1] == 0.0 and result.meta["passive_reset"]["valve"]["start_rad"] == 0.0
+
+
+def test_a_glitched_reading_never_becomes_the_valve_reset_goal() -> None:
+    ctrl, bus, _ = mock_controller(CONFIG, turning_policy, passive_pos=2.5, glitch=True)
+    assert isinstance(bus, GlitchingBus)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert bus.glitched
+    goals = bus.passive_goals[0]
+    assert max(abs(g) for g in goals) <= 2.5 and goals[-1] == 0.0  # from where the valve is, not 1606.5 rad
+    assert result.arrays["passive_pos"][0, 0] == pytest.approx(0.0, abs=TOLERANCE_RAD)
 
 
 def test_periodic_passive_joints_must_be_passive_joints() -> None:
