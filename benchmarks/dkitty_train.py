@@ -1,0 +1,130 @@
+"""D'Kitty training: steps and wall-clock time to a policy, its simulation success, and the same policy deployed.
+
+Trains SAC on ``dkitty-stand`` (or ``dkitty-walk``) from the shipped config ``policies/configs/dkitty_<task>.yaml``
+into ``--runs DIR/<task>`` (a finished run with the same config is reused, so the expensive part can run in the
+background with ``s2r train`` first), exports ``best.pt`` to ONNX, evaluates the ONNX policy over 50 simulation
+episodes, and with ``--deploy N`` runs it for N episodes on the servo emulator (MuJoCo-backed, nominal reality,
+``s2r deploy`` in its own process as a user runs it). Goals: stand >= 0.9 success in simulation, walk >= 0.7,
+and the deployed stand policy within 15 points of its simulation success.
+
+A slow benchmark (hours of CPU for the full budget), not part of the test suite. ``--quick`` trains a tiny
+policy for a thousand steps and deploys it for one episode: it checks the pipeline end to end in under a
+minute; its numbers mean nothing.
+
+Usage: python benchmarks/dkitty_train.py [--quick] [--task stand|walk] [--runs DIR] [--steps N] [--episodes K]
+       [--deploy N]
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ROBOT = ROOT / "hardware_configs" / "dkitty.yaml"
+GOALS = {"stand": 0.9, "walk": 0.7}
+"""Simulation success each task must reach (fraction of evaluation episodes)."""
+DEPLOY_GAP_POINTS = 0.15
+"""Largest difference between deployed and simulation success of the stand policy (fraction)."""
+QUICK = {"steps": 1_000, "hidden": [32, 32], "batch_size": 64, "warmup_steps": 300, "eval_episodes": 1,
+         "eval_interval": 500}
+EVAL_SEED = 10_000
+"""First seed of the final evaluation, away from the training evaluations' seeds."""
+
+
+def trained_run(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Train into ``run_dir`` unless a finished run with the same fields is there; steps and time either way."""
+    import yaml
+
+    from policies.config import config_from_mapping
+    from policies.train import train
+
+    saved = run_dir / "config.yaml"
+    metrics = run_dir / "metrics.jsonl"
+    if saved.is_file() and metrics.is_file():
+        old = yaml.safe_load(saved.read_text())
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        last = max((r["step"] for r in rows), default=0)
+        if any(old.get(k) != v for k, v in fields.items()) or last < fields["steps"]:
+            raise SystemExit(f"{run_dir} holds a different or unfinished run; move it away, resume it with "
+                             f"`s2r train --out {run_dir} --resume`, or pick another --runs")
+        timed = [r["time_s"] for r in rows if r.get("time_s") is not None]
+        print(f"reusing {run_dir} ({last} steps)", flush=True)
+        return {"reused": True, "steps": last, "train_time_s": timed[-1] if timed else None}
+    print(f"training {fields['steps']} steps into {run_dir}", flush=True)
+    summary = train(config_from_mapping(fields), run_dir, progress=False)
+    return {"reused": False, "steps": summary["steps"], "train_time_s": summary["train_time_s"]}
+
+
+def deploy(policy: Path, episodes: int, log_dir: Path) -> dict[str, Any]:
+    """``s2r deploy`` of ``policy`` on a fresh emulator (nominal reality); its JSON summary."""
+    cmd = [sys.executable, "-m", "s2r.cli", "deploy", str(policy), "--robot", str(ROBOT), "--driver", "emulator",
+           "--episodes", str(episodes), "--log-dir", str(log_dir), "--seed", str(EVAL_SEED), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode not in (0, 3) or not lines:
+        raise SystemExit(f"s2r deploy failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run and one deployed episode (< 1 min)")
+    parser.add_argument("--task", choices=sorted(GOALS), default="stand", help="which D'Kitty task (default stand)")
+    parser.add_argument("--runs", type=Path, help="directory of the run (default runs/dkitty, quick: "
+                        "runs/dkitty-quick)")
+    parser.add_argument("--steps", type=int, help="environment steps (default: the shipped config's)")
+    parser.add_argument("--episodes", type=int, help="simulation evaluation episodes (default 50, quick 2)")
+    parser.add_argument("--deploy", type=int, help="episodes on the emulator (default 0, quick 1; stand only)")
+    args = parser.parse_args()
+
+    import yaml
+
+    from export.onnx_export import ExportConfig, export_policy
+    from export.onnx_policy import evaluate_onnx
+
+    fields: dict[str, Any] = yaml.safe_load((ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml").read_text())
+    if args.quick:
+        fields.update(QUICK)
+    if args.steps:
+        fields["steps"] = args.steps
+    runs = args.runs or ROOT / "runs" / ("dkitty-quick" if args.quick else "dkitty")
+    episodes = args.episodes or (2 if args.quick else 50)
+    deploy_episodes = args.deploy if args.deploy is not None else (1 if args.quick else 0)
+    if deploy_episodes and args.task != "stand":
+        raise SystemExit("--deploy needs --task stand: walking on the robot needs a position source")
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"benchmark": "dkitty_train", "quick": args.quick, "task": f"dkitty-{args.task}",
+                           "seed": fields.get("seed", 0), "cpus": os.cpu_count(),
+                           "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    run_dir = runs / args.task
+    out["train"] = trained_run(run_dir, fields)
+    onnx = export_policy(run_dir / "best.pt", run_dir / "policy.onnx", ExportConfig(samples=200)).path
+    sim = evaluate_onnx(onnx, episodes, EVAL_SEED)
+    out["sim"] = {k: sim[k] for k in ("episodes", "success_rate", "return_mean", "return_std")}
+    out["goal_sim_success"] = GOALS[args.task]
+    out["sim_goal_met"] = sim["success_rate"] >= GOALS[args.task]
+    print(f"simulation: success {sim['success_rate']:.2f} over {episodes} episodes "
+          f"(goal {GOALS[args.task]:.2f})", flush=True)
+    if deploy_episodes:
+        robot = deploy(onnx, deploy_episodes, run_dir / "deploy")
+        out["robot"] = {k: robot[k] for k in ("episodes", "success_rate", "return_mean", "stop_kind", "stop_reason")}
+        gap = abs(robot["success_rate"] - sim["success_rate"])
+        out["deploy_gap_points"] = round(100 * gap, 1)
+        out["deploy_goal_met"] = robot["stop_kind"] == "completed" and gap <= DEPLOY_GAP_POINTS + 1e-9
+        print(f"emulated robot: success {robot['success_rate']:.2f} over {robot['episodes']} episodes "
+              f"({robot['stop_kind']}), {100 * gap:.0f} points from simulation", flush=True)
+    out["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
