@@ -107,7 +107,7 @@ def main() -> None:
                            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     run_dir = runs / args.task
     out["train"] = trained_run(run_dir, fields)
-    onnx = export_policy(run_dir / "best.pt", run_dir / "policy.onnx", ExportConfig(samples=200)).path
+    onnx = export_policy(run_dir / "best.pt", run_dir / "policy.onnx", ExportConfig()).path
     sim = evaluate_onnx(onnx, episodes, EVAL_SEED)
     out["sim"] = {k: sim[k] for k in ("episodes", "success_rate", "return_mean", "return_std")}
     out["goal_sim_success"] = GOALS[args.task]

@@ -66,7 +66,7 @@ from s2r.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
 from sim.tasks.actions import clip_action, normalize, wrap_angle
-from sim.tasks.base import Task, start_base_pose, total_reward
+from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:
@@ -698,6 +698,8 @@ class Controller:
             finally:
                 info["reset_comm_errors"] = self._new_errors()
             self.state.start(target)
+            # The actions before and after the step whose reward is due: the action-rate term's input.
+            stepped = (self.state.last_action, self.state.last_action)
             for k in range(steps + 1):
                 if k > 0:
                     reading = self._begin_cycle()
@@ -711,6 +713,7 @@ class Controller:
                         self._end_cycle()
                         log.comm_errors[-1] += self._new_errors()
                         break
+                    before = self.state.last_action
                     action, f = self._decide(reading, obs)
                     sent = self._write(f.command)
                     duration = self._end_cycle()
@@ -725,9 +728,10 @@ class Controller:
                 finally:
                     if k > 0:
                         # The previous step's reward, after this cycle's write: off the read-to-write path.
-                        terms = task.reward_terms(reading.state(), goal)
+                        terms = step_reward_terms(task, reading.state(), goal, stepped[1], stepped[0])
                         log.terms.append(np.array([terms[name] for name in spec.reward_terms]))
                         log.rewards.append(total_reward(terms))
+                stepped = (before, self.state.last_action)
         except ControllerStop as exc:
             stop = exc.stop
             if log.comm_errors:

@@ -23,7 +23,7 @@ from sim.params import ParameterSet
 from sim.rotations import quat_from_rotvec, quat_mul
 from sim.state import RobotState, SimState
 from sim.tasks.actions import action_to_command, clip_action, normalize
-from sim.tasks.base import Task, start_base_pose, total_reward
+from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
 
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
@@ -98,13 +98,14 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         command = action_to_command(a, self._command, self.spec_)
         self._push()
         self._advance(command, self._substeps_this_period())
+        previous_action = self._last_action
         self._command = command
         self._last_action = a
         self._steps += 1
 
         state = self.engine.read()
         obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
-        terms = self.task.reward_terms(state, self._goal)
+        terms = step_reward_terms(self.task, state, self._goal, a, previous_action)
         truncated = self._steps >= self.spec_.episode_steps
         info = {
             "reward_terms": terms,
@@ -125,13 +126,16 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # --- state access (likelihoods, resets from logged states) ---------------------------------
     def get_sim_state(self) -> SimState:
-        """A snapshot of the simulator, exact on the same engine."""
-        return self.engine.get_state()
+        """A snapshot of the simulator and the last action, exact on the same engine."""
+        return replace(self.engine.get_state(), last_action=self._last_action.copy())
 
     def set_sim_state(self, state: SimState) -> None:
-        """Restore a snapshot; the command in it becomes the previous command for rate limiting."""
+        """Restore a snapshot; the command in it becomes the previous command for rate limiting, and its last action
+        (else the command normalized, as at a reset) the previous action."""
         self.engine.set_state(state)
         self._command = np.asarray(state.command, dtype=np.float64).copy()
+        self._last_action = (clip_action(normalize(self._command, self.spec_.low, self.spec_.high))
+                             if state.last_action is None else np.asarray(state.last_action, dtype=np.float64).copy())
         self._pending.clear()
         self._pushed = ()
 

@@ -68,3 +68,6 @@ class SimState:
     """Position targets currently applied to the actuators (rad)."""
     physics: FloatArray | None = None
     """Engine-specific full state for exact restores; ``None`` when built from a reading."""
+    last_action: FloatArray | None = None
+    """The env's last applied normalized action (the observation's ``last_action``, the action-rate term's
+    reference); ``None``, as an engine gives it: the command normalized, as at a reset."""

@@ -27,11 +27,13 @@ from sim.tasks.actions import normalize
 from sim.tasks.dkitty import (
     CROUCH_POSE_RAD,
     STAND_POSE_RAD,
+    STAND_SPEC,
     DKittyStand,
     DKittyWalk,
     height_above_feet,
     standing_height,
 )
+from sim.tasks.spec import ACTION_RATE_TERM
 
 STAND_ID = "s2r/DKittyStandFixed-v0"
 WALK_ID = "s2r/DKittyWalkFixed-v0"
@@ -175,6 +177,22 @@ def test_stand_task_rises_from_its_crouched_start(engine: str, make_env: Maker) 
         successes.append(info["success"])
     assert successes[-1] and all(successes[-10:])
     assert rewards[-1] > rewards[0] + 1.0
+
+
+def test_stand_reward_charges_the_change_of_action(make_env: Maker) -> None:
+    env = make_env(STAND_ID, "mujoco")
+    obs, _ = env.reset(seed=SEED)
+    start = obs[STAND_SPEC.obs_layout.slice("last_action")].astype(np.float64)
+    weight = STAND_SPEC.action_rate_weight
+    assert weight > 0.0
+    stand = _action(env, STAND_POSE_RAD)
+    rates = []
+    for action in (stand, stand, -stand, -stand):
+        _, _, _, _, info = env.step(action)
+        rates.append(info["reward_terms"][ACTION_RATE_TERM])
+    assert rates[0] == pytest.approx(-weight * float(np.sum((stand - start) ** 2)))
+    assert rates[1] == 0.0 and rates[3] == 0.0
+    assert rates[2] == pytest.approx(-weight * float(np.sum((2 * stand) ** 2)))
 
 
 def test_scripted_crouch_lowers_the_torso_on_both_engines(make_env: Maker) -> None:

@@ -32,8 +32,9 @@ from s2r.errors import UserError
 from sim.rotations import quat_from_rotvec, tilt, yaw_of
 from sim.state import RobotState
 from sim.tasks.actions import clip_action
+from sim.tasks.base import step_reward_terms, total_reward
 from sim.tasks.dkitty import DKittyStand
-from sim.tasks.spec import FloatArray
+from sim.tasks.spec import ACTION_RATE_TERM, FloatArray
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "hardware_configs" / "dkitty.yaml"
@@ -183,12 +184,19 @@ def test_observation_is_the_tasks_from_servos_and_imu() -> None:
     task = task_for(CONFIG)
     limits = SafetyLimits.from_config(CONFIG)
     last_action = episode_start_action(np.asarray(result.meta["start_command"]), limits)
+    previous_action = last_action
     for k in range(t + 1):
         state = RobotState(a["time"][k], a["joint_pos"][k], a["joint_vel"][k], np.zeros(0), np.zeros(0),
                            base_quat=a["base_quat"][k], base_angvel=a["base_angvel"][k])
         np.testing.assert_array_equal(a["obs"][k], task.observe(state, last_action, {}))
+        if k > 0:
+            # The reward of step k-1, action-rate term included, as the sim env computes it.
+            terms = step_reward_terms(task, state, {}, last_action, previous_action)
+            np.testing.assert_array_equal(a["reward_terms"][k - 1], [terms[n] for n in task.spec.reward_terms])
+            assert a["reward"][k - 1] == total_reward(terms)
+            assert terms[ACTION_RATE_TERM] < 0.0  # a random policy jitters
         if k < t:
-            last_action = clip_action(a["action"][k])
+            previous_action, last_action = last_action, clip_action(a["action"][k])
     # The mock placed the torso level at the start's heading: the IMU says so.
     start_pose = np.asarray(result.meta["base_reset"]["base_pose"])
     assert result.meta["base_reset"]["placed"] is True

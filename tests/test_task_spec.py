@@ -22,7 +22,7 @@ from sim.tasks.actions import (
     wrap_angle,
 )
 from sim.tasks.dclaw_turn import SPEC, DClawTurn
-from sim.tasks.spec import ObsField, ObsLayout
+from sim.tasks.spec import ACTION_RATE_TERM, ObsField, ObsLayout
 
 N = SPEC.n_joints
 TOL = 1e-12
@@ -151,6 +151,11 @@ def test_with_control_period_changes_episode_steps_and_max_step() -> None:
         ({"control_period": 0.0}, "control_period"),
         ({"control_period": float("nan")}, "control_period"),
         ({"episode_duration": 0.01}, "episode_duration"),
+        ({"action_rate_weight": -0.1, "reward_terms": (*SPEC.reward_terms, ACTION_RATE_TERM)}, "action_rate_weight"),
+        ({"action_rate_weight": float("inf"), "reward_terms": (*SPEC.reward_terms, ACTION_RATE_TERM)},
+         "action_rate_weight"),
+        ({"action_rate_weight": 0.5}, "reward_terms must list 'action_rate'"),
+        ({"reward_terms": (*SPEC.reward_terms, ACTION_RATE_TERM)}, "reward_terms must list 'action_rate'"),
     ],
 )
 def test_task_spec_rejects_inconsistent_fields(change: dict[str, object], needle: str) -> None:

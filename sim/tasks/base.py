@@ -8,7 +8,7 @@ import numpy as np
 
 from sim.engines.base import ParamSpec
 from sim.state import RobotState
-from sim.tasks.spec import FloatArray, TaskSpec
+from sim.tasks.spec import ACTION_RATE_TERM, FloatArray, TaskSpec
 
 
 class EpisodeStartLike(Protocol):
@@ -76,3 +76,16 @@ def start_base_pose(start: EpisodeStartLike) -> FloatArray | None:
 def total_reward(terms: dict[str, float]) -> float:
     """The one place reward terms are summed."""
     return float(sum(terms.values()))
+
+
+def step_reward_terms(task: Task, state: RobotState, goal: dict[str, float], action: FloatArray,
+                      previous_action: FloatArray) -> dict[str, float]:
+    """The named reward terms of one step, the same in the sim env and on the robot: the task's own terms of the
+    state reached, and the spec's ``action_rate`` cost of going from ``previous_action`` to ``action`` (both the
+    normalized actions as applied, clipped to [-1, 1]) where the spec weighs it."""
+    terms = task.reward_terms(state, goal)
+    weight = task.spec.action_rate_weight
+    if weight > 0.0:
+        change = np.asarray(action, dtype=np.float64) - np.asarray(previous_action, dtype=np.float64)
+        terms[ACTION_RATE_TERM] = -weight * float(change @ change)
+    return terms

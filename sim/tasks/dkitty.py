@@ -41,7 +41,7 @@ from sim.models.dkitty import (
 )
 from sim.rotations import gravity_in_body, quat_from_yaw, quat_to_matrix, tilt, upright, yaw_of
 from sim.state import RobotState
-from sim.tasks.spec import FloatArray, ObsField, ObsLayout, TaskSpec
+from sim.tasks.spec import ACTION_RATE_TERM, FloatArray, ObsField, ObsLayout, TaskSpec
 
 JOINT_NAMES = leg_joint_names()
 _RANGE_BY_SUFFIX_RAD = {"hip": (-0.5, 0.28), "knee1": (0.0, math.pi / 2), "knee2": (-2.0, 0.0)}
@@ -98,6 +98,9 @@ JOINT_VEL_WEIGHT = 0.01
 STAND_JOINT_VEL_WEIGHT = 0.1
 """Per rad/s of the joint-velocity norm (stand). A policy that has risen must hold still; at 0.01 SAC kept the
 legs twitching by ~0.3 rad around the pose (0-30 % success at 150k steps), outside the success band."""
+STAND_ACTION_RATE_WEIGHT = 1.0
+"""Per unit of the squared change of the 12 normalized actions between steps (stand): the cost of jitter, which
+the state alone hides when the servos do not follow a target that flips every period."""
 BASE_ANGVEL_WEIGHT = 0.05
 STAND_BONUS = 2.0
 TARGET_DIST_WEIGHT_PER_M = 1.0
@@ -119,7 +122,7 @@ WALK_OBS_LAYOUT = ObsLayout((
     ObsField("target_error", 2, "m", "target minus torso position on the floor, in the heading frame (x along the "
                                      "torso's heading, y to its left); needs a position source on hardware"),
 ))
-STAND_REWARD_TERMS = ("upright", "height", "pose", "joint_vel", "base_angvel", "success_bonus")
+STAND_REWARD_TERMS = ("upright", "height", "pose", "joint_vel", "base_angvel", "success_bonus", ACTION_RATE_TERM)
 WALK_REWARD_TERMS = ("target_dist", "progress", "heading", "upright", "joint_vel", "success_bonus")
 
 
@@ -150,7 +153,7 @@ def resting_base_pose(joint_pos: FloatArray, yaw: float, g: KittyGeometry = NOMI
 
 
 def _spec(name: str, reset: tuple[float, ...], duration: float, layout: ObsLayout, terms: tuple[str, ...],
-          extras: dict[str, float]) -> TaskSpec:
+          extras: dict[str, float], action_rate_weight: float = 0.0) -> TaskSpec:
     return TaskSpec(
         name=name,
         robot="dkitty",
@@ -173,10 +176,12 @@ def _spec(name: str, reset: tuple[float, ...], duration: float, layout: ObsLayou
             **extras,
         },
         base_joint=BASE_JOINT,
+        action_rate_weight=action_rate_weight,
     )
 
 
-STAND_SPEC = _spec("dkitty-stand", CROUCH_POSE_RAD, STAND_EPISODE_S, STAND_OBS_LAYOUT, STAND_REWARD_TERMS, {})
+STAND_SPEC = _spec("dkitty-stand", CROUCH_POSE_RAD, STAND_EPISODE_S, STAND_OBS_LAYOUT, STAND_REWARD_TERMS, {},
+                   STAND_ACTION_RATE_WEIGHT)
 WALK_SPEC = _spec("dkitty-walk", STAND_POSE_RAD, WALK_EPISODE_S, WALK_OBS_LAYOUT, WALK_REWARD_TERMS,
                   {"target_distance_m": TARGET_DISTANCE_M, "success_radius_m": SUCCESS_RADIUS_M})
 

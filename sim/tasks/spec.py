@@ -77,6 +77,10 @@ class ObsLayout:
         return np.concatenate(parts).astype(np.float32)
 
 
+ACTION_RATE_TERM = "action_rate"
+"""Name of the reward term that :attr:`TaskSpec.action_rate_weight` adds."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Joints, limits, timing and observation layout of one task; shared by sim and robot."""
@@ -113,6 +117,11 @@ class TaskSpec:
     base_joint: str | None = None
     """Free joint of a robot that is not fixed to the world (a legged robot's torso), looked up by name in the
     scene; its body carries the IMU and its state fills the ``base_*`` fields of a reading. ``None``: fixed base."""
+    action_rate_weight: float = 0.0
+    """Cost per unit of the squared change of the normalized action from one step to the next (1 / action²).
+    Above 0 the task's reward gets the term ``"action_rate"`` (:func:`sim.tasks.base.step_reward_terms`), which
+    ``reward_terms`` must then list; it keeps a policy from jittering its targets where the state alone does
+    not show it."""
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -130,6 +139,12 @@ class TaskSpec:
                              f"got {self.control_period!r}")
         if self.episode_duration < self.control_period:
             raise ValueError(f"TaskSpec {self.name}: episode_duration must be at least one control period")
+        if not (self.action_rate_weight >= 0.0 and math.isfinite(self.action_rate_weight)):
+            raise ValueError(f"TaskSpec {self.name}: action_rate_weight must be a finite number >= 0, "
+                             f"got {self.action_rate_weight!r}")
+        if (self.action_rate_weight > 0.0) != (ACTION_RATE_TERM in self.reward_terms):
+            raise ValueError(f"TaskSpec {self.name}: reward_terms must list {ACTION_RATE_TERM!r} exactly when "
+                             f"action_rate_weight is above 0 (it is {self.action_rate_weight})")
 
     @property
     def n_joints(self) -> int:
