@@ -428,14 +428,15 @@ def adapt(
     """Adapt ``prior`` to the trajectory logs in ``logs`` (checked against ``task``); see the module doc."""
     env_id = resolve_env_id(task)
     try:
-        spec = make_task(env_id).spec
+        the_task = make_task(env_id)
     except KeyError:
         raise UserError(f"unknown task {task!r}") from None
+    spec = the_task.spec
     specs = {s.name: s for s in task_param_specs(task)}
     if task_spec_name(prior.task) != spec.name:
         raise UserError(f"the prior is a distribution for task {prior.task!r}, not {task!r}")
     split_prior(prior, specs)
-    info, episodes = load_logged_episodes(logs, spec)
+    info, episodes = load_logged_episodes(logs, spec, the_task)
     available = sum(int(e.usable.sum()) for e in episodes)
     if config.max_transitions is not None:
         episodes = thin_transitions(episodes, config.max_transitions)

@@ -1,9 +1,9 @@
 """Log-likelihood of logged robot transitions under the simulator at given parameter values.
 
 For every logged control step t the simulator is put in the logged state (joint and valve positions
-and velocities at reading t), the logged commands are replayed for one control period, and the
-simulated next state is compared with reading t+1. The engine is driven directly
-(``engine.set_command`` / ``engine.step``) rather than through ``env.step``: the log holds the
+and velocities at reading t; a floating base as in :func:`base_trajectory`), the logged commands are
+replayed for one control period, and the simulated next state is compared with reading t+1. The
+engine is driven directly (``engine.set_command`` / ``engine.step``) rather than through ``env.step``: the log holds the
 commands that were actually sent (after rate limiting and the safety filter), not normalized actions,
 and the period actually taken (``period_error``) sets the number of substeps. An ``action_latency``
 is replayed exactly as the env applies it: each command takes effect that long after its period
@@ -30,8 +30,9 @@ import numpy as np
 from robot.trajlog import RunInfo, episode_files, read_episodes, read_run
 from s2r.errors import UserError
 from sim.env import SimEnv
-from sim.state import SimState
+from sim.state import RobotState, SimState
 from sim.tasks.actions import wrap_angle
+from sim.tasks.base import Task, base_height
 from sim.tasks.spec import FloatArray, TaskSpec
 
 LIKELIHOOD_PARAM_KINDS_ENV = frozenset({"action_latency"})
@@ -71,6 +72,10 @@ class LoggedEpisode:
     """(T,) duration of each control period as run (s)."""
     usable: np.ndarray
     """(T,) bool: both readings of the transition are fresh (not stale)."""
+    base_qpos: FloatArray | None = None
+    """(T+1, 7) floating-base position (m) and orientation (w, x, y, z) per reading; ``None`` for a fixed base."""
+    base_qvel: FloatArray | None = None
+    """(T+1, 6) floating-base linear velocity (m/s, world) and angular velocity (rad/s, body); ``None`` if fixed."""
 
     @property
     def steps(self) -> int:
@@ -92,8 +97,42 @@ def check_run(info: RunInfo, spec: TaskSpec, directory: str | os.PathLike[str]) 
         raise UserError(f"{directory}: control period {info.control_period!r} is not a positive duration")
 
 
-def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec) -> tuple[RunInfo, list[LoggedEpisode]]:
-    """The run info and episodes of a log directory, checked against ``spec``; problems are ``UserError``."""
+def base_trajectory(task: Task, arrays: Mapping[str, np.ndarray], period: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The floating base's (T+1, 7) positions and orientations and (T+1, 6) velocities over a logged episode.
+
+    Orientation and angular velocity are the IMU's (``base_quat``, ``base_angvel``). Position and linear
+    velocity are the logged ``base_pos``/``base_linvel`` where a position source gave them. Without one, the
+    floor's plane is all that matters: the base sits over the origin at the height the task estimates from
+    joint angles and orientation (feet on the floor), and moves with the backward difference of that height.
+    """
+    quat = np.asarray(arrays["base_quat"], dtype=np.float64)
+    angvel = np.asarray(arrays["base_angvel"], dtype=np.float64)
+    if "base_pos" in arrays:
+        pos = np.asarray(arrays["base_pos"], dtype=np.float64)
+    else:
+        pos = np.zeros((quat.shape[0], 3))
+        joint_pos = np.asarray(arrays["joint_pos"], dtype=np.float64)
+        empty = np.zeros(0)
+        for k in range(quat.shape[0]):
+            state = RobotState(0.0, joint_pos[k], empty, empty, empty, base_quat=quat[k], base_angvel=angvel[k])
+            pos[k, 2] = base_height(task, state)
+    if "base_linvel" in arrays:
+        linvel = np.asarray(arrays["base_linvel"], dtype=np.float64)
+    else:
+        linvel = np.zeros_like(pos)
+        linvel[1:] = np.diff(pos, axis=0) / np.asarray(period, dtype=np.float64)[:, None]
+    return np.concatenate([pos, quat], axis=1), np.concatenate([linvel, angvel], axis=1)
+
+
+def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec,
+                         task: Task | None = None) -> tuple[RunInfo, list[LoggedEpisode]]:
+    """The run info and episodes of a log directory, checked against ``spec``; problems are ``UserError``.
+
+    A robot with a floating base (``spec.base_joint``) needs its IMU arrays in the logs and ``task`` to estimate
+    what the IMU does not measure (:func:`base_trajectory`).
+    """
+    if spec.base_joint is not None and task is None:
+        raise ValueError(f"{spec.name} has a floating base: load_logged_episodes needs its task")
     info = read_run(directory)
     check_run(info, spec, directory)
     if not episode_files(directory):
@@ -111,12 +150,21 @@ def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec) -> t
         arrays = [np.asarray(ep[k], dtype=np.float64)
                   for k in ("joint_pos", "joint_vel", "passive_pos", "passive_vel", "command")]
         finite = np.all(np.isfinite(np.concatenate(arrays[:4], axis=1)), axis=1)
+        period = info.control_period + np.asarray(ep["period_error"], dtype=np.float64)
+        base_qpos = base_qvel = None
+        if task is not None and spec.base_joint is not None:
+            missing = [k for k in ("base_quat", "base_angvel") if k not in ep.arrays]
+            if missing:
+                raise UserError(f"{where}: no {' or '.join(missing)}; {spec.name} has a floating base whose "
+                                "orientation and angular velocity come from the IMU")
+            base_qpos, base_qvel = base_trajectory(task, ep.arrays, period)
+            finite &= np.all(np.isfinite(base_qpos), axis=1) & np.all(np.isfinite(base_qvel), axis=1)
         fresh = ~stale & finite
         out.append(LoggedEpisode(
             joint_pos=arrays[0], joint_vel=arrays[1], passive_pos=arrays[2], passive_vel=arrays[3],
-            command=arrays[4],
-            period=info.control_period + np.asarray(ep["period_error"], dtype=np.float64),
+            command=arrays[4], period=period,
             usable=fresh[:-1] & fresh[1:] & np.all(np.isfinite(arrays[4]), axis=1),
+            base_qpos=base_qpos, base_qvel=base_qvel,
         ))
     if sum(int(e.usable.sum()) for e in out) == 0:
         raise UserError(f"{directory}: no usable transitions (every episode is empty or its readings are stale)")
@@ -204,9 +252,11 @@ class TransitionReplay:
             before_first = ep.joint_pos[0]
             for t in np.flatnonzero(ep.usable):
                 prev = ep.command[t - 1] if t > 0 else before_first
+                base_q = () if ep.base_qpos is None else (ep.base_qpos[t],)
+                base_v = () if ep.base_qvel is None else (ep.base_qvel[t],)
                 self.env.set_sim_state(SimState(
-                    qpos=np.concatenate([ep.joint_pos[t], ep.passive_pos[t]]),
-                    qvel=np.concatenate([ep.joint_vel[t], ep.passive_vel[t]]),
+                    qpos=np.concatenate([ep.joint_pos[t], ep.passive_pos[t], *base_q]),
+                    qvel=np.concatenate([ep.joint_vel[t], ep.passive_vel[t], *base_v]),
                     command=prev,
                 ))
                 for substeps, j in command_segments(clock, delay, int(t)):

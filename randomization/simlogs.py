@@ -135,6 +135,9 @@ def _noisy_reading(state: RobotState, cfg: SimLogConfig, rng: np.random.Generato
         passive_pos=noise(state.passive_pos, cfg.position_noise_std),
         passive_vel=noise(state.passive_vel, cfg.velocity_noise_std),
         joint_effort=state.joint_effort.copy(),
+        # A floating base's IMU fields, as a robot logs them; its position needs a tracker, which robots lack.
+        base_quat=state.base_quat.copy(),
+        base_angvel=state.base_angvel.copy(),
     )
 
 
@@ -240,6 +243,10 @@ def _record_episode(
         # Simulated time per step differs from the nominal period only under control-period jitter.
         "period_error": np.diff(times) - spec.control_period,
     }
+    if readings[0].has_base:
+        arrays["base_quat"] = np.array([r.base_quat for r in readings])
+        arrays["base_angvel"] = np.array([r.base_angvel for r in readings])
+        arrays["imu_age"] = np.zeros(steps + 1)
     writer.write_episode(arrays, {
         "goal": env.goal, "success": success, "stop_reason": "time_limit",
         "reward_terms": list(spec.reward_terms),

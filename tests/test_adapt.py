@@ -33,8 +33,9 @@ from randomization.likelihood import (
 )
 from randomization.parallel import EnvSetup, EpisodeRequest, ExecutorConfig, open_executor, run_random_episode
 from randomization.simlogs import SimLogConfig, record_sim_logs
-from robot.trajlog import RunInfo, TrajectoryWriter, episode_files
+from robot.trajlog import RunInfo, TrajectoryWriter, episode_files, read_episodes
 from s2r.errors import UserError
+from sim import make_task, resolve_env_id
 from sim.tasks.actions import normalize
 from sim.tasks.dclaw_turn import SPEC
 
@@ -358,3 +359,38 @@ def test_executor_config_is_checked() -> None:
         ExecutorConfig(workers=0)
     with pytest.raises(UserError, match="auto"):
         ExecutorConfig(ray=" ")
+
+
+# --- a floating base: the quadruped, with no position source ---------------------------------------------
+KITTY_TRUTH = {"leg_kp": 3.5, "leg_damping": 0.2}
+"""The "real" quadruped: 0.7x the nominal 5 N m/rad servo gain and 2x the nominal 0.1 N m s/rad joint damping."""
+
+
+def test_adaptation_recovers_the_quadrupeds_leg_gain_and_damping_from_imu_logs(tmp_path: Path) -> None:
+    """Its logs hold what the robot measures (servos and IMU, no torso position), as a deployment writes them; the
+    replay puts the torso where the task's height estimate says."""
+    record_sim_logs(tmp_path, SimLogConfig(task="dkitty-stand", params=KITTY_TRUTH, episodes=2, seed=0),
+                    policy="random")
+    first = next(iter(read_episodes(tmp_path)))
+    assert "base_quat" in first.arrays and "base_angvel" in first.arrays and "base_pos" not in first.arrays
+    prior = parse_distribution({"task": "dkitty-stand", "parameters": {
+        "leg_kp": {"dist": "uniform", "low": 2.0, "high": 8.0},
+        "leg_damping": {"dist": "log_uniform", "low": 0.05, "high": 0.4}}}, "prior")
+    result = run_adapt(prior, tmp_path, AdaptConfig(iterations=5, samples=32, max_transitions=100, seed=0),
+                       task="dkitty-stand")
+    for name, truth in KITTY_TRUTH.items():
+        (_, prior_std), (mean, std) = result.prior_moments[name], result.posterior_moments[name]
+        print(f"{name}: truth {truth}; posterior {mean:.4g} ± {std:.3g} (prior std {prior_std:.3g})")
+        assert abs(mean - truth) <= 0.1 * truth
+        assert std <= prior_std / 3.0
+
+
+def test_quadruped_logs_without_imu_arrays_are_a_user_error(tmp_path: Path) -> None:
+    record_sim_logs(tmp_path, SimLogConfig(task="dkitty-stand", episodes=1, seed=0), policy="random")
+    for path in episode_files(tmp_path):
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "base_angvel"}
+        np.savez(path, **arrays)
+    task = make_task(resolve_env_id("dkitty-stand"))
+    with pytest.raises(UserError, match="no base_angvel; dkitty-stand has a floating base"):
+        load_logged_episodes(tmp_path, task.spec, task)

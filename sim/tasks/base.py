@@ -73,6 +73,19 @@ def start_base_pose(start: EpisodeStartLike) -> FloatArray | None:
     return arr
 
 
+def base_height(task: Task, state: RobotState) -> float:
+    """Height of a floating base's origin above the floor (m), estimated by the task from joint angles and the IMU.
+
+    A task whose robot has a floating base and must run without a position source gives ``height(state)``;
+    anything that needs the base's position then (replaying logged transitions in simulation) asks here.
+    """
+    height = getattr(task, "height", None)
+    if height is None:
+        raise ValueError(f"task {task.spec.name} has a floating base but no height(state) estimate: its logs need the "
+                         "base position (base_pos) from a position source")
+    return float(height(state))
+
+
 def total_reward(terms: dict[str, float]) -> float:
     """The one place reward terms are summed."""
     return float(sum(terms.values()))
