@@ -1,0 +1,78 @@
+"""Every `s2r` command on the quadruped, through the same code paths as the claw: train, eval, export, sweep,
+deploy (mock bus and IMU), adapt from the deployment's logs, fine-tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from robot.trajlog import read_episodes
+from s2r.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1", "--set", "warmup_steps=100",
+        "--quiet"]
+FAST_PERIOD_S = 0.02
+"""The robot's control period in these tests (s): the task's 0.1 s would make each 80-step episode take 8 s."""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kitty") / "stand"
+    assert main(["train", "--task", "dkitty-stand", "--steps", "300", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = yaml.safe_load((ROOT / "hardware_configs" / "dkitty.yaml").read_text())
+    data["control_period_s"] = FAST_PERIOD_S
+    data["control_period_override"] = True
+    path = tmp_path_factory.mktemp("robot") / "dkitty-fast.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    out: dict[str, object] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return out
+
+
+def test_every_command_runs_the_quadruped(run: Path, fast_robot: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
+    assert _json_out(capsys)["episodes"] == 1
+
+    onnx = tmp_path / "stand.onnx"
+    assert main(["export", str(run), "--out", str(onnx), "--json"]) == 0
+    capsys.readouterr()
+    assert onnx.is_file()
+
+    assert main(["sweep", str(onnx), "--grid", "leg_kp=4:6:2", "--episodes", "1", "--out", str(tmp_path / "sweep"),
+                 "--json"]) == 0
+    assert _json_out(capsys)["cells"] == 2
+
+    logs = tmp_path / "deploy"
+    assert main(["deploy", str(onnx), "--robot", str(fast_robot), "--driver", "mock", "--episodes", "2",
+                 "--log-dir", str(logs), "--json"]) == 0
+    deployed = _json_out(capsys)
+    assert deployed["stop_kind"] == "completed" and deployed["episodes"] == 2
+    episodes = list(read_episodes(logs))
+    assert len(episodes) == 2 and all(np.all(np.isfinite(e.arrays["base_quat"])) for e in episodes)
+
+    posterior = tmp_path / "adapt" / "posterior.yaml"
+    assert main(["adapt", "--task", "dkitty-stand", "--prior", str(ROOT / "randomization" / "configs" / "dkitty.yaml"),
+                 "--logs", str(logs), "--out", str(posterior), "--iterations", "1", "--samples", "4",
+                 "--max-transitions", "20"]) == 0
+    capsys.readouterr()
+    fitted = yaml.safe_load(posterior.read_text())
+    assert fitted["task"] == "dkitty-stand" and "leg_kp" in fitted["joint"]["names"]
+
+    assert main(["finetune", str(run), "--robot", str(fast_robot), "--driver", "mock", "--episodes", "1",
+                 "--out", str(tmp_path / "ft"), "--quiet", "--json"]) == 0
+    tuned = _json_out(capsys)
+    assert tuned["episodes_done"] == 1 and tuned["stop_kind"] == "completed"
