@@ -37,6 +37,7 @@ import numpy as np
 from robot.bus import Bus, make_bus
 from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings
+from robot.emulator.reality import RealityConfig
 from sim.tasks.dclaw_turn import DClawTurn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,9 @@ GOAL_FULL_CYCLE_P50_US = 1000.0
 GOAL_RATE_HZ = 500.0
 BENCH_REPLY_SPIN_S = 0.002
 """Reply spin of the benchmark's bus (s)."""
+BENCH_LINE_POLL_S = 0.012
+"""How long the benchmark's emulator watches the line after each request before sleeping (s): a little more than
+the 100 Hz period, so it is awake for every request of the 100 Hz and faster runs, as servos are (RealityConfig)."""
 FAST_BAUD = 4_000_000
 """Fastest standard rate of an XM430-W350 and a U2D2 (bit/s; Baud Rate register value 6)."""
 
@@ -170,7 +174,12 @@ def main() -> None:
     parser.add_argument("--baud", type=int, action="append", help="bus baud rate (repeatable; default: the "
                         "config's and 4 Mbps, the fastest an XM430 and a U2D2 run at). The emulator replies at 10 "
                         "bits per byte of it: a fast sync read of 10 servos is 148 bytes, 1.5 ms at 1 Mbps")
+    parser.add_argument("--line-poll-s", type=float, default=BENCH_LINE_POLL_S,
+                        help=f"the emulator's line poll after each request (s; default {BENCH_LINE_POLL_S}; 0 = sleep "
+                        "in select at once, the emulator's default)")
     args = parser.parse_args()
+    if not args.line_poll_s >= 0.0:
+        parser.error(f"--line-poll-s must be a number of seconds >= 0, got {args.line_poll_s}")
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     search_s = args.search_seconds or (2.0 if args.quick else 10.0)
     cycles = 300 if args.quick else 3000
@@ -190,12 +199,14 @@ def main() -> None:
 
     out: dict[str, Any] = {"benchmark": "control_loop", "quick": args.quick, "seconds_per_rate": seconds,
                            "search_seconds": search_s, "bauds": bauds,
-                           "fast_sync_read": config.fast_sync_read, "cpu_count": os.cpu_count(),
+                           "fast_sync_read": config.fast_sync_read, "emulator_line_poll_s": args.line_poll_s,
+                           "cpu_count": os.cpu_count(),
                            "python": platform.python_version(), "load_average_start": load_start,
                            "policy": policy_name, "policy_inference": pct_us(t_policy)}
     runs = [("emulator", b) for b in bauds] + ([] if args.skip_mock else [("mock", config.baud)])
     for driver, baud in runs:
-        bus = make_bus(replace(config, baud=baud), driver)
+        reality = RealityConfig(line_poll_s=args.line_poll_s) if driver == "emulator" else None
+        bus = make_bus(replace(config, baud=baud), driver, reality=reality)
         label = f"{driver} {baud} baud" if driver == "emulator" else driver
         try:
             bus.connect()

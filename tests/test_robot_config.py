@@ -156,6 +156,10 @@ def test_reality_named_parameters_and_errors() -> None:
         reality_from_mapping({"latency": 0.01}, cfg)
     with pytest.raises(UserError, match="initial_joint_pos_rad must be a list of 9"):
         reality_from_mapping({"initial_joint_pos_rad": [0.0, 1.0]}, cfg)
+    assert reality_from_mapping({"line_poll_s": 0.012}, cfg).line_poll_s == 0.012
+    assert reality_from_mapping({}, cfg).line_poll_s == 0.0
+    with pytest.raises(UserError, match="field line_poll_s must be a finite number >= 0"):
+        reality_from_mapping({"line_poll_s": -0.001}, cfg)
 
 
 # --- faults ---------------------------------------------------------------------------------------

@@ -82,6 +82,11 @@ class RealityConfig:
     ``base_orientation_noise_std``."""
     imu_angvel_noise_std_rad_s: float = 0.0
     """Gaussian noise on each gyroscope axis of every IMU frame (rad/s); ``base_angvel_noise_std``."""
+    line_poll_s: float = 0.0
+    """After each request, watch the line without blocking for this long (s) before sleeping in ``select`` again.
+    Real servos are never late to notice a packet; a process woken from ``select`` on a small VM starts 50-200 us
+    late. 0 (the default) never spins: on a shared machine a spinning emulator starves the loop it serves. The
+    control-loop benchmark sets it to a little more than one control period, giving the emulator a core."""
 
 
 NOMINAL_REALITY = RealityConfig()
@@ -193,4 +198,5 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         seed=seed,
         imu_orientation_noise_std_rad=imu_orientation_noise,
         imu_angvel_noise_std_rad_s=imu_angvel_noise,
+        line_poll_s=number("line_poll_s", 0.0),
     )

@@ -105,6 +105,7 @@ class ChainServer:
         self.imu = imu
         self.baud = chain.config.baud
         self.wire_time = chain.reality.wire_time
+        self.line_poll_s = chain.reality.line_poll_s
         self._clock = clock
         self._sleep = sleep
         self._decoder = PacketDecoder()
@@ -166,6 +167,8 @@ class ChainServer:
             wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
             if self.imu is not None:
                 wait = min(wait, max(0.0, self.imu.next_due() - now))
+            if now - self._last_rx < self.line_poll_s:
+                wait = 0.0
             ready, _, _ = select.select(fds, [], [], wait)
             now = self._clock()
             if self._master in ready:
