@@ -12,7 +12,7 @@ policy for a thousand steps and deploys it for one episode: it checks the pipeli
 minute; its numbers mean nothing.
 
 Usage: python benchmarks/dkitty_train.py [--quick] [--task stand|walk] [--runs DIR] [--steps N] [--episodes K]
-       [--deploy N]
+       [--deploy N] [--randomize FILE]
 The last stdout line is one JSON object.
 """
 
@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="environment steps (default: the shipped config's)")
     parser.add_argument("--episodes", type=int, help="simulation evaluation episodes (default 50, quick 2)")
     parser.add_argument("--deploy", type=int, help="episodes on the emulator (default 0, quick 1; stand only)")
+    parser.add_argument("--randomize", metavar="FILE", help="train under this parameter distribution (e.g. "
+                        "randomization/configs/dkitty.yaml); the evaluations stay nominal")
     args = parser.parse_args()
 
     import yaml
@@ -96,6 +98,10 @@ def main() -> None:
         fields.update(QUICK)
     if args.steps:
         fields["steps"] = args.steps
+    if args.randomize:
+        from randomization.distributions import load_distribution
+
+        fields["randomize"] = load_distribution(args.randomize, task=fields["task"]).to_yaml_dict()
     runs = args.runs or ROOT / "runs" / ("dkitty-quick" if args.quick else "dkitty")
     episodes = args.episodes or (2 if args.quick else 50)
     deploy_episodes = args.deploy if args.deploy is not None else (1 if args.quick else 0)
@@ -103,6 +109,7 @@ def main() -> None:
         raise SystemExit("--deploy needs --task stand: walking on the robot needs a position source")
     t0 = time.perf_counter()
     out: dict[str, Any] = {"benchmark": "dkitty_train", "quick": args.quick, "task": f"dkitty-{args.task}",
+                           "randomize": args.randomize,
                            "seed": fields.get("seed", 0), "cpus": os.cpu_count(),
                            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     run_dir = runs / args.task
