@@ -65,7 +65,7 @@ from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_ac
 from s2r.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
-from sim.tasks.actions import clip_action, normalize, wrap_angle
+from sim.tasks.actions import start_action, wrap_angle
 from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
 
@@ -258,9 +258,8 @@ class PolicyState:
 
 
 def episode_start_action(command: FloatArray, limits: SafetyLimits) -> FloatArray:
-    """``last_action`` at the start of an episode: the start command normalized (``SimEnv.reset``)."""
-    spec = limits.spec
-    return clip_action(normalize(command, spec.low, spec.high))
+    """``last_action`` at the start of an episode, as in ``SimEnv.reset`` (:func:`sim.tasks.actions.start_action`)."""
+    return start_action(command, limits.spec)
 
 
 def check_policy(policy: Policy, obs_size: int, n_joints: int) -> None:

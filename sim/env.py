@@ -22,7 +22,7 @@ from sim.engines import Engine, make_engine
 from sim.params import ParameterSet
 from sim.rotations import quat_from_rotvec, quat_mul
 from sim.state import RobotState, SimState
-from sim.tasks.actions import action_to_command, clip_action, normalize
+from sim.tasks.actions import action_to_command, clip_action, start_action
 from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
 
@@ -84,7 +84,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
         self._pushed = ()
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
-        self._last_action = clip_action(normalize(self._command, self.spec_.low, self.spec_.high))
+        self._last_action = start_action(self._command, self.spec_)
         self._goal = dict(start.goal)
         self._steps = 0
         self._substep_clock = 0
@@ -134,8 +134,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         (else the command normalized, as at a reset) the previous action."""
         self.engine.set_state(state)
         self._command = np.asarray(state.command, dtype=np.float64).copy()
-        self._last_action = (clip_action(normalize(self._command, self.spec_.low, self.spec_.high))
-                             if state.last_action is None else np.asarray(state.last_action, dtype=np.float64).copy())
+        self._last_action = (start_action(self._command, self.spec_) if state.last_action is None
+                             else np.asarray(state.last_action, dtype=np.float64).copy())
         self._pending.clear()
         self._pushed = ()
 

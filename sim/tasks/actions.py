@@ -39,6 +39,12 @@ def clip_action(action: FloatArray) -> FloatArray:
     return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
 
 
+def start_action(command: FloatArray, spec: TaskSpec) -> FloatArray:
+    """The ``last_action`` an episode starts with (and a restore without one): its start command, normalized and
+    clipped to [-1, 1]. The sim env and the robot controller both start from it."""
+    return clip_action(normalize(command, spec.low, spec.high))
+
+
 def action_to_command(action: FloatArray, previous_command: FloatArray, spec: TaskSpec) -> FloatArray:
     """Joint targets (rad) for a normalized ``action``, given the command sent one period earlier.
 
