@@ -9,32 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_runs import ROOT, TINY_TRAIN, fast_robot_config
 
 from robot.trajlog import read_episodes
 from s2r.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1", "--set", "warmup_steps=100",
-        "--quiet"]
-FAST_PERIOD_S = 0.02
-"""The robot's control period in these tests (s): the task's 0.1 s would make each 80-step episode take 8 s."""
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("kitty") / "stand"
-    assert main(["train", "--task", "dkitty-stand", "--steps", "300", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--task", "dkitty-stand", "--steps", "300", "--out", str(out), *TINY_TRAIN]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = yaml.safe_load((ROOT / "hardware_configs" / "dkitty.yaml").read_text())
-    data["control_period_s"] = FAST_PERIOD_S
-    data["control_period_override"] = True
-    path = tmp_path_factory.mktemp("robot") / "dkitty-fast.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return fast_robot_config("dkitty", tmp_path_factory.mktemp("robot"))
 
 
 def _json_out(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

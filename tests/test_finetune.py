@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from cli_runs import TINY_TRAIN, fast_robot_config
 
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
@@ -22,28 +22,19 @@ from robot.trajlog import episode_files, read_episodes
 from s2r.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1", "--set", "warmup_steps=100",
-        "--quiet"]
-FAST_PERIOD_S = 0.02
-"""The tests' control period (s): the claw's 0.1 s would make each episode take 4 s."""
 
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("finetune") / "run"
-    assert main(["train", "--task", "dclaw-turn", "--steps", "300", "--out", str(run), *TINY]) == 0
+    assert main(["train", "--task", "dclaw-turn", "--steps", "300", "--out", str(run), *TINY_TRAIN]) == 0
     return run
 
 
 @pytest.fixture(scope="module")
 def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
-    data["control_period_s"] = FAST_PERIOD_S
-    data["control_period_override"] = True
-    data["latency_timer_s"] = 0.004  # a packet timeout clear of a loaded test machine's hiccups
-    path = tmp_path_factory.mktemp("robot") / "dclaw-fast.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    # A packet timeout clear of a loaded test machine's hiccups.
+    return fast_robot_config("dclaw", tmp_path_factory.mktemp("robot"), latency_timer_s=0.004)
 
 
 def _finetune_args(run: Path, robot: Path, out: Path, episodes: int, *extra: str) -> list[str]:
