@@ -26,6 +26,8 @@ from robot.dynamixel.control_table import (
 from robot.dynamixel.protocol import PacketDecoder, encode_instruction
 from robot.dynamixel.units import joint_to_ticks, ticks_to_joint
 from robot.emulator import Emulator, RealityConfig, parse_faults
+from robot.emulator.faults import FaultSpec
+from robot.emulator.server import build_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "hardware_configs" / "dclaw.yaml")
@@ -48,6 +50,16 @@ def port(emulator: Emulator) -> Iterator[sdk.PortHandler]:
     for i in CONFIG.joint_ids:  # leave every servo as found: torque off
         PH.write1ByteTxRx(p, i, Register.TORQUE_ENABLE.address, 0)
     p.closePort()
+
+
+class FakeClock:
+    """Time that stands still unless moved (s)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
 
 
 def read_reg(port: sdk.PortHandler, servo_id: int, reg: Register) -> int:
@@ -144,6 +156,33 @@ def test_byte_stuffing_in_both_directions(port: sdk.PortHandler) -> None:
         assert abs(read_reg(port, 50, Register.PRESENT_POSITION) - (before + value)) <= 2
     finally:
         assert write_reg(port, 50, Register.HOMING_OFFSET, 0) == 0
+
+
+def test_a_new_homing_offset_shows_in_the_next_read_within_one_physics_step() -> None:
+    """A servo applies a homing offset at once; the emulator's registers must not wait for its next physics
+    step (on a fast host the read came inside the same 2.5 ms step and returned the old position)."""
+    clock = FakeClock()
+    chain = build_chain(CONFIG, RealityConfig(), FaultSpec(), clock)
+    decoder = PacketDecoder()
+
+    def send(instruction: Instruction, params: bytes) -> bytes:
+        (packet,) = decoder.feed(encode_instruction(50, instruction, params))
+        (reply,) = chain.handle(packet, clock())
+        (status,) = PacketDecoder().feed(reply.packet)
+        assert status.params[0] == 0, status
+        return status.params[1:]
+
+    def present_position() -> int:
+        address, size = Register.PRESENT_POSITION.address, Register.PRESENT_POSITION.size
+        return decode(Register.PRESENT_POSITION, send(Instruction.READ, bytes((address, 0, size, 0))))
+
+    try:
+        before = present_position()
+        offset = 1000
+        send(Instruction.WRITE, bytes((Register.HOMING_OFFSET.address, 0)) + encode(Register.HOMING_OFFSET, offset))
+        assert present_position() == before + offset  # same instant: no physics step between
+    finally:
+        chain.physics.close()
 
 
 def test_a_packet_with_a_bad_crc_is_ignored(emulator: Emulator, port: sdk.PortHandler) -> None:

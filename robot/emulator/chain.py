@@ -200,6 +200,9 @@ class ServoChain:
         self._homing = np.array([s.get(Register.HOMING_OFFSET) for s in self.servos])
         self._torque = np.array([s.torque_on for s in self.servos])
         self._threshold = np.array([s.get(Register.MOVING_THRESHOLD) for s in self.servos])
+        # The present registers hold the homing offset and the torque state too: a servo applies a new one at
+        # once, so the next read resamples instead of waiting for the next physics step.
+        self._sampled = False
 
     def _answering(self, servo_id: int) -> EmulatedServo | None:
         """The servo with this ID if it hears the line (right baud rate, not silent)."""
