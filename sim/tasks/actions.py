@@ -23,20 +23,25 @@ def normalize(q: FloatArray, low: FloatArray, high: FloatArray) -> FloatArray:
     return (np.asarray(q, dtype=np.float64) - (high + low) / 2.0) / ((high - low) / 2.0)
 
 
-def clip_to_range(q: FloatArray, low: FloatArray, high: FloatArray) -> FloatArray:
-    """Clamp joint values into [low, high]."""
+def clip_to_range(q: FloatArray, low: FloatArray | float, high: FloatArray | float) -> FloatArray:
+    """Clamp joint values into [low, high] (NaN stays NaN).
+
+    ``np.minimum(np.maximum(...))`` rather than ``np.clip``: the same result for a handful of joints at a
+    quarter of the cost (about 1 us against 4 us of Python dispatch), and these run several times per control
+    cycle and per simulation step.
+    """
     return np.minimum(np.maximum(np.asarray(q, dtype=np.float64), low), high)
 
 
 def rate_limit(target: FloatArray, previous: FloatArray, max_step: float) -> FloatArray:
     """Move from ``previous`` towards ``target`` by at most ``max_step`` (rad) per joint."""
     prev = np.asarray(previous, dtype=np.float64)
-    return prev + np.clip(np.asarray(target, dtype=np.float64) - prev, -max_step, max_step)
+    return prev + clip_to_range(np.asarray(target, dtype=np.float64) - prev, -max_step, max_step)
 
 
 def clip_action(action: FloatArray) -> FloatArray:
     """Clamp a normalized action into [-1, 1]."""
-    return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    return clip_to_range(action, -1.0, 1.0)
 
 
 def start_action(command: FloatArray, spec: TaskSpec) -> FloatArray:
