@@ -8,6 +8,12 @@ Measured, for each baud rate (``--baud``, repeatable; default the config's 1 Mbp
 - ``rates``: period error (absolute, p50/p99) and cycle time at 10, 100 and 500 Hz, ``--seconds`` each.
 - ``max_rate_no_overrun_hz``: the highest of a ladder of rates whose run of ``--search-seconds`` had no overrun.
 - ``goals``: the three targets checked on that run.
+- ``platform``: what the host allows any loop, whatever its code: ``pty_echo``, a request of the read's size
+  answered at once with a reply of its size by a second process over a pty (both poll, no wire time, nothing of
+  s2r), paced at 500 Hz, with how many round trips took longer than the 2 ms period; and per run
+  ``steal_ms``, the CPU time the hypervisor took from this virtual machine while it ran (Linux /proc/stat,
+  every CPU together; ``null`` elsewhere). A round trip of the bare pty over 2 ms, or steal in bursts of
+  milliseconds, is an overrun at 500 Hz that no change to the loop can remove.
 
 The emulator sends every reply when it would have finished arriving on a real line at that baud (10 bits per
 byte): at 1 Mbps the read's 172 bytes alone take 1.7 ms, so a 1 ms cycle needs 4 Mbps (the fastest standard
@@ -27,6 +33,7 @@ import json
 import os
 import platform
 import time
+import tty
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +63,11 @@ BENCH_REPLY_SPIN_S = 0.002
 BENCH_LINE_POLL_S = 0.012
 """How long the benchmark's emulator watches the line after each request before sleeping (s): a little more than
 the 100 Hz period, so it is awake for every request of the 100 Hz and faster runs, as servos are (RealityConfig)."""
+PTY_ECHO_REQUEST_BYTES = 24
+"""A FAST_SYNC_READ of the 10-byte block from 10 servos (instruction packet, bytes)."""
+PTY_ECHO_REPLY_BYTES = 148
+"""Its combined reply (bytes)."""
+PTY_ECHO_PERIOD_S = 1.0 / GOAL_RATE_HZ
 FAST_BAUD = 4_000_000
 """Fastest standard rate of an XM430-W350 and a U2D2 (bit/s; Baud Rate register value 6)."""
 
@@ -110,6 +122,78 @@ def pct_us(samples_s: list[float]) -> dict[str, float]:
             "max_us": round(float(a.max()), 1)}
 
 
+def cpu_steal_s() -> float | None:
+    """CPU time the hypervisor has taken from this machine since boot, all CPUs together (s); ``None`` where
+    /proc/stat does not say (not Linux, or not a virtual machine that reports it)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_since(start: float | None) -> float | None:
+    """Steal time since ``start`` (a :func:`cpu_steal_s` reading), in ms."""
+    now = cpu_steal_s()
+    return None if start is None or now is None else round((now - start) * 1e3, 1)
+
+
+def pty_echo(cycles: int) -> dict[str, Any]:
+    """Round trips of a bare pty between two processes that both poll: the floor any bus round trip through the
+    emulator stands on, and its tail (see the module docstring)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    pid = os.fork()
+    if pid == 0:  # the echoing child: only os calls, then _exit, so nothing of the parent's state runs here
+        try:
+            os.close(slave)
+            os.set_blocking(master, False)
+            reply = bytes(PTY_ECHO_REPLY_BYTES)
+            pending = 0
+            while True:
+                try:
+                    data = os.read(master, 4096)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                pending += len(data)
+                if pending >= PTY_ECHO_REQUEST_BYTES:
+                    pending -= PTY_ECHO_REQUEST_BYTES
+                    os.write(master, reply)
+        except OSError:
+            pass
+        os._exit(0)
+    os.close(master)
+    os.set_blocking(slave, False)
+    request = bytes(PTY_ECHO_REQUEST_BYTES)
+    samples = []
+    steal0 = cpu_steal_s()
+    try:
+        for _ in range(cycles):
+            t0 = time.perf_counter()
+            os.write(slave, request)
+            got = 0
+            while got < PTY_ECHO_REPLY_BYTES:
+                try:
+                    got += len(os.read(slave, 4096))
+                except BlockingIOError:
+                    if time.perf_counter() - t0 > 1.0:
+                        raise RuntimeError("the pty echo child stopped answering") from None
+            samples.append(time.perf_counter() - t0)
+            while time.perf_counter() < t0 + PTY_ECHO_PERIOD_S:
+                pass
+    finally:
+        os.close(slave)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    over = int(np.sum(np.asarray(samples) > PTY_ECHO_PERIOD_S))
+    return {**pct_us(samples), "cycles": cycles, "over_500hz_period": over, "steal_ms": steal_since(steal0)}
+
+
 def roundtrip(bus: Bus, cycles: int) -> dict[str, Any]:
     command = bus.config.task_spec().reset
     samples = []
@@ -128,15 +212,17 @@ def run_at(bus: Bus, base: RobotConfig, policy: Policy, rate_hz: float, seconds:
     task = replace(DClawTurn(), spec=config.task_spec())
     steps = max(1, round(seconds * rate_hz))
     ctrl = Controller(policy, bus, task, config, settings=ControllerSettings(episode_steps=steps))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, steal0 = time.process_time(), time.perf_counter(), cpu_steal_s()
     result = ctrl.episode(np.random.default_rng(0))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    steal = steal_since(steal0)
     return {
         "rate_hz": rate_hz,
         **ctrl.stats.summary(),
         "episode_cycles": result.steps + 1,
         "stop": None if result.stop is None else result.stop.describe(),
         "cpu_percent": round(100.0 * cpu / wall, 1),
+        "steal_ms": steal,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -147,8 +233,9 @@ def max_rate(bus: Bus, base: RobotConfig, policy: Policy, seconds: float) -> tup
     for rate in LADDER_HZ:
         r = run_at(bus, base, policy, rate, seconds)
         tried.append({k: r[k] for k in ("rate_hz", "overruns", "cycles", "period_error_p99_us", "cycle_time_p99_us",
-                                        "stop")})
-        print(f"  {rate} Hz: overruns {r['overruns']} of {r['cycles']}, period error p99 {r['period_error_p99_us']} us")
+                                        "steal_ms", "stop")})
+        print(f"  {rate} Hz: overruns {r['overruns']} of {r['cycles']}, period error p99 "
+              f"{r['period_error_p99_us']} us, steal {r['steal_ms']} ms")
         if r["overruns"] or r["stop"]:
             break
         best = float(rate)
@@ -203,6 +290,9 @@ def main() -> None:
                            "cpu_count": os.cpu_count(),
                            "python": platform.python_version(), "load_average_start": load_start,
                            "policy": policy_name, "policy_inference": pct_us(t_policy)}
+    echo = pty_echo(cycles)
+    out["platform"] = {"pty_echo": echo}
+    print(f"bare pty echo ({PTY_ECHO_REQUEST_BYTES} B -> {PTY_ECHO_REPLY_BYTES} B, both polling): {echo}")
     runs = [("emulator", b) for b in bauds] + ([] if args.skip_mock else [("mock", config.baud)])
     for driver, baud in runs:
         reality = RealityConfig(line_poll_s=args.line_poll_s) if driver == "emulator" else None
@@ -222,7 +312,7 @@ def main() -> None:
                 print(f"{label} {rate} Hz: period error p50 {r['period_error_p50_us']} us, p99 "
                       f"{r['period_error_p99_us']} us; cycle p50 {r['cycle_time_p50_us']} us, p99 "
                       f"{r['cycle_time_p99_us']} us; overruns {r['overruns']} of {r['cycles']}; "
-                      f"cpu {r['cpu_percent']}%")
+                      f"cpu {r['cpu_percent']}%, steal {r['steal_ms']} ms")
             full = section["rates"]["100"]
             section["full_cycle"] = {"p50_us": full["cycle_time_p50_us"], "p99_us": full["cycle_time_p99_us"],
                                      "rate_hz": 100}
