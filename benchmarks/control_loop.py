@@ -290,7 +290,7 @@ def main() -> None:
                            "cpu_count": os.cpu_count(),
                            "python": platform.python_version(), "load_average_start": load_start,
                            "policy": policy_name, "policy_inference": pct_us(t_policy)}
-    echo = pty_echo(cycles)
+    echo = pty_echo(round(search_s * GOAL_RATE_HZ))  # as long as the ladder's 500 Hz step
     out["platform"] = {"pty_echo": echo}
     print(f"bare pty echo ({PTY_ECHO_REQUEST_BYTES} B -> {PTY_ECHO_REPLY_BYTES} B, both polling): {echo}")
     runs = [("emulator", b) for b in bauds] + ([] if args.skip_mock else [("mock", config.baud)])
