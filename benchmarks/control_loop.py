@@ -13,7 +13,9 @@ Measured, for each baud rate (``--baud``, repeatable; default the config's 1 Mbp
   s2r), paced at 500 Hz, with how many round trips took longer than the 2 ms period; and per run
   ``steal_ms``, the CPU time the hypervisor took from this virtual machine while it ran (Linux /proc/stat,
   every CPU together; ``null`` elsewhere). A round trip of the bare pty over 2 ms, or steal in bursts of
-  milliseconds, is an overrun at 500 Hz that no change to the loop can remove.
+  milliseconds, is an overrun at 500 Hz that no change to the loop can remove. ``sleep_overshoot``: how late
+  ``time.sleep`` of 1 ms wakes up (the loop sleeps before every deadline; the emulator, by default, between
+  requests).
 
 The emulator sends every reply when it would have finished arriving on a real line at that baud (10 bits per
 byte): at 1 Mbps the read's 172 bytes alone take 1.7 ms, so a 1 ms cycle needs 4 Mbps (the fastest standard
@@ -68,6 +70,8 @@ PTY_ECHO_REQUEST_BYTES = 24
 PTY_ECHO_REPLY_BYTES = 148
 """Its combined reply (bytes)."""
 PTY_ECHO_PERIOD_S = 1.0 / GOAL_RATE_HZ
+SLEEP_PROBE_S = 0.001
+SLEEP_PROBE_NAPS = 500
 FAST_BAUD = 4_000_000
 """Fastest standard rate of an XM430-W350 and a U2D2 (bit/s; Baud Rate register value 6)."""
 
@@ -139,6 +143,16 @@ def steal_since(start: float | None) -> float | None:
     """Steal time since ``start`` (a :func:`cpu_steal_s` reading), in ms."""
     now = cpu_steal_s()
     return None if start is None or now is None else round((now - start) * 1e3, 1)
+
+
+def sleep_overshoot(naps: int) -> dict[str, Any]:
+    """How late a ``time.sleep`` of ``SLEEP_PROBE_S`` returns (an idle process's wake-up latency)."""
+    late = []
+    for _ in range(naps):
+        t0 = time.perf_counter()
+        time.sleep(SLEEP_PROBE_S)
+        late.append(time.perf_counter() - t0 - SLEEP_PROBE_S)
+    return {**pct_us(late), "naps": naps, "sleep_us": SLEEP_PROBE_S * 1e6}
 
 
 def pty_echo(cycles: int) -> dict[str, Any]:
@@ -291,7 +305,9 @@ def main() -> None:
                            "python": platform.python_version(), "load_average_start": load_start,
                            "policy": policy_name, "policy_inference": pct_us(t_policy)}
     echo = pty_echo(round(search_s * GOAL_RATE_HZ))  # as long as the ladder's 500 Hz step
-    out["platform"] = {"pty_echo": echo}
+    naps = sleep_overshoot(SLEEP_PROBE_NAPS)
+    out["platform"] = {"pty_echo": echo, "sleep_overshoot": naps}
+    print(f"time.sleep(1 ms) overshoot: {naps}")
     print(f"bare pty echo ({PTY_ECHO_REQUEST_BYTES} B -> {PTY_ECHO_REPLY_BYTES} B, both polling): {echo}")
     runs = [("emulator", b) for b in bauds] + ([] if args.skip_mock else [("mock", config.baud)])
     for driver, baud in runs:
