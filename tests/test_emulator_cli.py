@@ -17,6 +17,9 @@ from robot.emulator import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOT = str(ROOT / "hardware_configs" / "dclaw.yaml")
+PING_LATENCY_TIMER_S = 0.1
+"""The one ping's latency timer (s), so a packet timeout of about 200 ms: the test counts exactly one instruction,
+so it cannot retry, and a busy VM has woken the emulator tens of ms late."""
 
 
 def test_register_adds_emulate() -> None:
@@ -37,7 +40,7 @@ def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path
         assert proc.stdout is not None
         path = proc.stdout.readline().strip()
         assert path.startswith("/dev/pts/")
-        port = TunedPortHandler(path, 0.004)
+        port = TunedPortHandler(path, PING_LATENCY_TIMER_S)
         assert port.openPort() and port.setBaudRate(1_000_000)
         model, result, _ = sdk.PacketHandler(2.0).ping(port, 50)
         port.closePort()
