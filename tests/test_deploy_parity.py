@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from busy_machine import LATENCY_TIMER_S
 
 from robot.bus import make_bus
 from robot.config import config_from_mapping, load_config
@@ -47,8 +48,6 @@ RUN_ENV = "S2R_PARITY_RUN"
 DEFAULT_RUN = ROOT / "runs" / "claw-sac-s0"
 LOADED_MACHINE_MAX_DATA_AGE_S = 2.0
 """The parity run's data-age bound (s): a busy machine stalls the loop or the emulator for a few hundred ms."""
-LOADED_MACHINE_LATENCY_TIMER_S = 0.01
-"""The parity run's latency timer (s): a longer packet timeout, so a late reply is not a timeout."""
 
 
 def sweep(obs: np.ndarray) -> np.ndarray:
@@ -63,7 +62,7 @@ def sweep(obs: np.ndarray) -> np.ndarray:
 def test_the_emulator_replays_the_simulation(tmp_path: Path) -> None:
     # The shipped config, with the bus timeouts and the watchdog's data age relaxed for a loaded test machine.
     data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["latency_timer_s"] = 0.004
+    data["latency_timer_s"] = LATENCY_TIMER_S
     data["watchdog"]["max_data_age_s"] = 2.0
     config = config_from_mapping(data, source="parity test config")
     bus = make_bus(config, "emulator")
@@ -149,7 +148,7 @@ def test_an_exported_policy_deploys_on_the_emulator_as_it_evaluates_in_simulatio
     # overshoot by tens of ms, and a 250 ms data-age stop would end the run without saying anything of the policy.
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["watchdog"]["max_data_age_s"] = LOADED_MACHINE_MAX_DATA_AGE_S
-    data["latency_timer_s"] = LOADED_MACHINE_LATENCY_TIMER_S
+    data["latency_timer_s"] = LATENCY_TIMER_S
     robot_config = tmp_path / "dclaw-loaded-machine.yaml"
     robot_config.write_text(yaml.safe_dump(data, sort_keys=False))
     args = parser.parse_args(["deploy", str(onnx), "--robot", str(robot_config), "--driver", "emulator",

@@ -11,6 +11,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
+from busy_machine import LATENCY_TIMER_S
 from sdk_recording import fast_state_blocks
 
 from robot.bus import Bus, BusError, Reading, make_bus
@@ -22,13 +23,11 @@ from robot.emulator import Emulator, parse_faults
 from robot.mock import MockBus
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_LATENCY_TIMER_S = 0.004
-"""A latency timer that keeps the packet timeout (about 10 ms) clear of a loaded CI machine's hiccups."""
 
 
 def config(**overrides: Any) -> RobotConfig:
     data = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
-    data["latency_timer_s"] = TEST_LATENCY_TIMER_S
+    data["latency_timer_s"] = LATENCY_TIMER_S
     data.update(overrides)
     return config_from_mapping(data, source="test")
 
@@ -80,7 +79,7 @@ def emulator() -> Iterator[Emulator]:
 
 
 def raw_port(path: str) -> sdk.PortHandler:
-    port = TunedPortHandler(path, TEST_LATENCY_TIMER_S)
+    port = TunedPortHandler(path, LATENCY_TIMER_S)
     assert port.openPort() and port.setBaudRate(CONFIG.baud)
     return port
 
@@ -163,7 +162,7 @@ def test_close_turns_the_torque_off(emulator: Emulator) -> None:
 
 def test_unknown_servo_fails_connect_and_is_counted(emulator: Emulator) -> None:
     data = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
-    data["latency_timer_s"] = TEST_LATENCY_TIMER_S
+    data["latency_timer_s"] = LATENCY_TIMER_S
     data["encoders"]["valve"]["id"] = 51
     cfg = config_from_mapping(data, "test")
     bus = DynamixelBus(cfg, emulator.port)
@@ -197,7 +196,7 @@ def test_every_dropped_or_corrupted_reply_is_counted(fast: bool, rates: str) -> 
     # Faults strike replies: a fast sync read has one per cycle, a sync read one per servo.
     n_cycles = 300
     faults = parse_faults(f"{rates},seed=11")
-    patient = config(latency_timer_s=0.01, fast_sync_read=fast)  # a timeout of about 25 ms: only injected faults fail
+    patient = config(fast_sync_read=fast)  # a timeout of about 100 ms: only injected faults fail
     with Emulator(patient, faults=faults) as emu:
         bus = DynamixelBus(patient, emu.port)
         bus.connect()

@@ -9,6 +9,7 @@ from pathlib import Path
 import dynamixel_sdk as sdk
 import numpy as np
 import pytest
+from busy_machine import LATENCY_TIMER_S
 
 from robot.config import RobotConfig, load_config
 from robot.dynamixel.bus import TunedPortHandler
@@ -32,9 +33,6 @@ from robot.emulator.server import build_chain
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "hardware_configs" / "dclaw.yaml")
 PH = sdk.PacketHandler(2.0)
-PORT_LATENCY_TIMER_S = 0.05
-"""Latency timer of the tests' ports (s): a packet timeout of about 100 ms (2 * 50 + 2 ms), clear of the tens of ms
-a busy VM can wake the emulator late; a test that expects a timeout waits that long."""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def port(emulator: Emulator) -> Iterator[sdk.PortHandler]:
-    p = TunedPortHandler(emulator.port, PORT_LATENCY_TIMER_S)
+    p = TunedPortHandler(emulator.port, LATENCY_TIMER_S)
     assert p.openPort() and p.setBaudRate(CONFIG.baud)
     yield p
     for i in CONFIG.joint_ids:  # leave every servo as found: torque off
@@ -251,7 +249,7 @@ def test_goal_positions_drive_the_simulated_claw_in_real_time(emulator: Emulator
 def test_overload_sets_the_alert_and_reboot_clears_it() -> None:
     cfg: RobotConfig = CONFIG
     with Emulator(cfg, faults=parse_faults("overload=21@2cycles")) as emu:
-        port = TunedPortHandler(emu.port, PORT_LATENCY_TIMER_S)
+        port = TunedPortHandler(emu.port, LATENCY_TIMER_S)
         assert port.openPort() and port.setBaudRate(cfg.baud)
         assert write_reg(port, 21, Register.TORQUE_ENABLE, 1) == 0
         group = sdk.GroupSyncRead(port, PH, Register.HARDWARE_ERROR_STATUS.address, 1)
@@ -278,7 +276,7 @@ def test_the_emulator_runs_on_pybullet_with_a_reality_file() -> None:
     reality = load_reality(ROOT / "robot" / "emulator" / "examples" / "reality_dclaw.yaml", CONFIG)
     reality = RealityConfig(**{**reality.__dict__, "engine": "pybullet"})
     with Emulator(CONFIG, reality=reality) as emu:
-        port = TunedPortHandler(emu.port, PORT_LATENCY_TIMER_S)
+        port = TunedPortHandler(emu.port, LATENCY_TIMER_S)
         assert port.openPort() and port.setBaudRate(CONFIG.baud)
         valve = ticks_to_joint(read_reg(port, 50, Register.PRESENT_POSITION), 1.0, 0.0)
         port.closePort()

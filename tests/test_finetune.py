@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from busy_machine import LATENCY_TIMER_S
 from cli_runs import TINY_TRAIN, fast_robot_config
 
 from export.onnx_policy import OnnxPolicy
@@ -34,7 +35,7 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A packet timeout clear of a loaded test machine's hiccups.
-    return fast_robot_config("dclaw", tmp_path_factory.mktemp("robot"), latency_timer_s=0.004)
+    return fast_robot_config("dclaw", tmp_path_factory.mktemp("robot"), latency_timer_s=LATENCY_TIMER_S)
 
 
 def usable_transitions(logs: Path, episodes: int) -> list[int]:

@@ -18,6 +18,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
+from busy_machine import LATENCY_TIMER_S
 from sdk_recording import fast_state_blocks
 
 from robot.bus import Bus, BusError, Reading, make_bus
@@ -386,7 +387,7 @@ class WriteLog:
 
 def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> None:
     data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["latency_timer_s"] = 0.004  # a packet timeout clear of a loaded test machine's hiccups
+    data["latency_timer_s"] = LATENCY_TIMER_S
     config = config_from_mapping(data, source="test config")
     valve_id = config.encoder("valve").id
     recorder = WriteLog()
@@ -426,7 +427,7 @@ def fast_config() -> RobotConfig:
     data["control_period_s"] = 0.02
     data["control_period_override"] = True
     data["watchdog"]["max_data_age_s"] = 2.0  # a loaded test machine may stall a process for a while
-    data["latency_timer_s"] = 0.004
+    data["latency_timer_s"] = LATENCY_TIMER_S
     return config_from_mapping(data, source="fast test config")
 
 
