@@ -7,12 +7,20 @@ from typing import Any
 
 import yaml
 
+from s2r.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1",
               "--set", "warmup_steps=100", "--quiet"]
 """`s2r train` flags for a run that only has to exist: small networks, one evaluation episode, no progress bar."""
 FAST_PERIOD_S = 0.02
 """The tests' robot control period (s): the tasks' 0.1 s would make every episode take seconds."""
+
+
+def train_tiny(task: str, out: Path) -> Path:
+    """A 300-step ``s2r train`` run of ``task`` with ``TINY_TRAIN`` in ``out``; its path."""
+    assert main(["train", "--task", task, "--steps", "300", "--out", str(out), *TINY_TRAIN]) == 0
+    return out
 
 
 def fast_robot_config(robot: str, directory: Path, **overrides: Any) -> Path:

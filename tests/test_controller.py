@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
 from robot.bus import Bus, Reading, make_bus
 from robot.config import RobotConfig, config_from_mapping, load_config
@@ -380,7 +380,7 @@ def test_dropped_replies_through_the_emulator(tmp_path: Path) -> None:
     # a loaded test machine may stall a process for a while: only dropped replies may stop this run
     # Plain sync reads: ten replies a cycle, so 1 % drops several in 180 cycles, while three failed attempts in a row
     # (which a fast read's single reply at a higher rate makes likely during a reset) stay improbable.
-    config = config_with(control_period_s=0.01, control_period_override=True, max_data_age_s=2.0,
+    config = config_with(control_period_s=0.01, control_period_override=True, max_data_age_s=MAX_DATA_AGE_S,
                          fast_sync_read=False, latency_timer_s=LATENCY_TIMER_S)
     bus = make_bus(config, "emulator", faults=parse_faults("drop=0.01,seed=2"))
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
 from robot.cli import EXIT_SAFETY_STOP, load_deploy_policy, register
 from robot.config import load_config
@@ -37,7 +37,7 @@ def fast_config(tmp_path: Path) -> Path:
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["control_period_s"] = FAST_PERIOD_S
     data["control_period_override"] = True
-    data["watchdog"]["max_data_age_s"] = 2.0  # a loaded test machine may stall a process for a while
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
     data["latency_timer_s"] = LATENCY_TIMER_S
     path = tmp_path / "fast.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

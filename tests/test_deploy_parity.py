@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
 from robot.bus import make_bus
 from robot.config import config_from_mapping, load_config
@@ -52,8 +52,6 @@ PARITY_EPISODES = 20
 RUN_ENV = "S2R_PARITY_RUN"
 """Environment variable naming the trained claw run (or checkpoint) the slow test exports; default below."""
 DEFAULT_RUN = ROOT / "runs" / "claw-sac-s0"
-LOADED_MACHINE_MAX_DATA_AGE_S = 2.0
-"""The parity run's data-age bound (s): a busy machine stalls the loop or the emulator for a few hundred ms."""
 
 
 def sweep(obs: np.ndarray) -> np.ndarray:
@@ -71,7 +69,7 @@ def test_the_emulator_replays_the_simulation(tmp_path: Path) -> None:
     # compares timing.
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["latency_timer_s"] = REPLAY_LATENCY_TIMER_S
-    data["watchdog"]["max_data_age_s"] = 2.0
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
     config = config_from_mapping(data, source="parity test config")
     # The simulation steps exactly one period between readings; the emulator, whatever the host allows. A run in
     # which the host woke the loop late is no measure of the emulator's physics: run again (a few times at most).
@@ -169,7 +167,7 @@ def test_an_exported_policy_deploys_on_the_emulator_as_it_evaluates_in_simulatio
     # Parity is the point here, not the watchdog (the fault tests cover it): on a shared 2-core VM a sleep can
     # overshoot by tens of ms, and a 250 ms data-age stop would end the run without saying anything of the policy.
     data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["watchdog"]["max_data_age_s"] = LOADED_MACHINE_MAX_DATA_AGE_S
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
     data["latency_timer_s"] = LATENCY_TIMER_S
     robot_config = tmp_path / "dclaw-loaded-machine.yaml"
     robot_config.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import ROOT, TINY_TRAIN, fast_robot_config
+from cli_runs import ROOT, fast_robot_config, train_tiny
 
 from robot.trajlog import read_episodes
 from s2r.cli import main
@@ -17,9 +17,7 @@ from s2r.cli import main
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("kitty") / "stand"
-    assert main(["train", "--task", "dkitty-stand", "--steps", "300", "--out", str(out), *TINY_TRAIN]) == 0
-    return out
+    return train_tiny("dkitty-stand", tmp_path_factory.mktemp("kitty") / "stand")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
 from robot.cli import EXIT_SAFETY_STOP, register
 from robot.config import RobotConfig, config_from_mapping, load_config
@@ -315,8 +315,8 @@ def deploy(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     return code, out, err
 
 
-LOADED_MACHINE = {"watchdog.max_data_age_s": 2.0, "imu.max_silence_s": 2.0, "latency_timer_s": LATENCY_TIMER_S,
-                  "retries.connect": 6}
+LOADED_MACHINE = {"watchdog.max_data_age_s": MAX_DATA_AGE_S, "imu.max_silence_s": 2.0,
+                  "latency_timer_s": LATENCY_TIMER_S, "retries.connect": 6}
 """Bounds a busy 2-core test machine cannot trip by stalling a process for a while (the emulator's replies then
 come late: a longer packet timeout, more attempts while connecting)."""
 

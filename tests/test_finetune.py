@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from busy_machine import LATENCY_TIMER_S
-from cli_runs import TINY_TRAIN, fast_robot_config
+from cli_runs import fast_robot_config, train_tiny
 
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("finetune") / "run"
-    assert main(["train", "--task", "dclaw-turn", "--steps", "300", "--out", str(run), *TINY_TRAIN]) == 0
-    return run
+    return train_tiny("dclaw-turn", tmp_path_factory.mktemp("finetune") / "run")
 
 
 @pytest.fixture(scope="module")

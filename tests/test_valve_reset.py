@@ -18,7 +18,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 from sdk_recording import fast_state_blocks
 
 from robot.bus import Bus, BusError, Reading, make_bus
@@ -426,7 +426,7 @@ def fast_config() -> RobotConfig:
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["control_period_s"] = 0.02
     data["control_period_override"] = True
-    data["watchdog"]["max_data_age_s"] = 2.0  # a loaded test machine may stall a process for a while
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
     data["latency_timer_s"] = LATENCY_TIMER_S
     return config_from_mapping(data, source="fast test config")
 
