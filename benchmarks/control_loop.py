@@ -34,6 +34,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import time
 import tty
 from collections.abc import Callable
@@ -202,7 +203,7 @@ def pty_echo(cycles: int) -> dict[str, Any]:
                 pass
     finally:
         os.close(slave)
-        os.kill(pid, 9)
+        os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     over = int(np.sum(np.asarray(samples) > PTY_ECHO_PERIOD_S))
     return {**pct_us(samples), "cycles": cycles, "over_500hz_period": over, "steal_ms": steal_since(steal0)}

@@ -15,6 +15,7 @@ from robot.dynamixel.units import (
     ticks_to_joint,
     velocity_units_to_joint,
 )
+from sim.tasks.actions import clip_to_range
 
 
 class ServoCodec:
@@ -47,8 +48,8 @@ class ServoCodec:
             raise ValueError(f"command has shape {cmd.shape}, expected ({self.n_joints},)")
         if not np.all(np.isfinite(cmd)):
             raise ValueError(f"command has non-finite values: {cmd}")
-        # minimum(maximum()) rather than np.clip: the same clamp without its Python dispatch, on every write.
-        ticks = joint_to_ticks(np.minimum(np.maximum(cmd, self.low), self.high), self.joint_scale, self.joint_offset)
+        ticks = joint_to_ticks(clip_to_range(cmd, self.low, self.high), self.joint_scale, self.joint_offset)
+        # Integer ticks, so not clip_to_range (which works in float): the same clamp, without np.clip's dispatch.
         return np.minimum(np.maximum(ticks, self.tick_low), self.tick_high)
 
     def joint_rad(self, ticks: IntArray) -> FloatArray:
