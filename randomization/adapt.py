@@ -73,6 +73,7 @@ from randomization.likelihood import (
     thin_transitions,
 )
 from randomization.parallel import Executor, ExecutorConfig, open_executor
+from robot.trajlog import OnSkip
 from s2r.errors import UserError
 from sim import make_task, resolve_env_id
 from sim.engines.base import ParamSpec
@@ -424,8 +425,13 @@ def adapt(
     task: str = "dclaw-turn",
     engine: str = "mujoco",
     executor: ExecutorConfig | None = None,
+    strict: bool = False,
+    on_skip: OnSkip | None = None,
 ) -> AdaptResult:
-    """Adapt ``prior`` to the trajectory logs in ``logs`` (checked against ``task``); see the module doc."""
+    """Adapt ``prior`` to the trajectory logs in ``logs`` (checked against ``task``); see the module doc.
+
+    A damaged episode file is skipped and reported to ``on_skip``, or with ``strict`` is an error.
+    """
     env_id = resolve_env_id(task)
     try:
         the_task = make_task(env_id)
@@ -436,7 +442,7 @@ def adapt(
     if task_spec_name(prior.task) != spec.name:
         raise UserError(f"the prior is a distribution for task {prior.task!r}, not {task!r}")
     split_prior(prior, specs)
-    info, episodes = load_logged_episodes(logs, spec, the_task)
+    info, episodes = load_logged_episodes(logs, spec, the_task, strict=strict, on_skip=on_skip)
     available = sum(int(e.usable.sum()) for e in episodes)
     if config.max_transitions is not None:
         episodes = thin_transitions(episodes, config.max_transitions)

@@ -14,6 +14,7 @@ from randomization.adapt import AdaptConfig, adapt, output_paths, write_outputs
 from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
+from robot.trajlog import SkippedFile
 from s2r.errors import UserError
 from sim import TASK_IDS
 from sim.engines import ENGINES
@@ -31,9 +32,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         max_transitions=args.max_transitions,
     )
     executor = ExecutorConfig(workers=args.workers, ray=args.ray)
-    result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor)
+    skipped: list[SkippedFile] = []
+
+    def on_skip(file: SkippedFile) -> None:
+        skipped.append(file)
+        print(f"s2r adapt: warning: {file}", file=sys.stderr)
+
+    result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor,
+                   strict=args.strict, on_skip=on_skip)
     extra: dict[str, Any] = {
         "task": args.task, "prior": str(args.prior), "logs": str(args.logs), "engine": args.engine,
+        "skipped_files": [{"path": str(f.path), "problem": f.problem} for f in skipped],
         "config": {"iterations": config.iterations, "samples": config.samples, "seed": config.seed,
                    "ess_fraction": config.ess_fraction, "proposal_inflation": config.proposal_inflation,
                    "min_std_fraction": config.min_std_fraction, "max_transitions": config.max_transitions},
@@ -144,6 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ess-fraction", type=float, default=defaults.ess_fraction,
                    help="effective sample size kept by tempering, as a fraction of --samples")
     a.add_argument("--max-transitions", type=int, help="score at most this many logged transitions (default: all)")
+    a.add_argument("--strict", action="store_true",
+                   help="fail on the first damaged episode file instead of skipping it with a warning")
     a.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser(

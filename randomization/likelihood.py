@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from robot.trajlog import RunInfo, episode_files, read_episodes, read_run
+from robot.trajlog import OnSkip, RunInfo, episode_files, read_episodes, read_run
 from s2r.errors import UserError
 from sim.env import SimEnv
 from sim.state import RobotState, SimState
@@ -124,12 +124,15 @@ def base_trajectory(task: Task, arrays: Mapping[str, np.ndarray], period: FloatA
     return np.concatenate([pos, quat], axis=1), np.concatenate([linvel, angvel], axis=1)
 
 
-def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec,
-                         task: Task | None = None) -> tuple[RunInfo, list[LoggedEpisode]]:
+def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec, task: Task | None = None, *,
+                         strict: bool = False, on_skip: OnSkip | None = None) -> tuple[RunInfo, list[LoggedEpisode]]:
     """The run info and episodes of a log directory, checked against ``spec``; problems are ``UserError``.
 
-    A robot with a floating base (``spec.base_joint``) needs its IMU arrays in the logs and ``task`` to estimate
-    what the IMU does not measure (:func:`base_trajectory`).
+    A damaged episode file is skipped and reported to ``on_skip``, or with ``strict`` is an error
+    (:func:`robot.trajlog.read_episodes`). Each episode is replayed at its own control period (its meta's), so a
+    directory holding episodes of several periods is replayed right. A robot with a floating base
+    (``spec.base_joint``) needs its IMU arrays in the logs and ``task`` to estimate what the IMU does not measure
+    (:func:`base_trajectory`).
     """
     if spec.base_joint is not None and task is None:
         raise ValueError(f"{spec.name} has a floating base: load_logged_episodes needs its task")
@@ -138,19 +141,14 @@ def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec,
     if not episode_files(directory):
         raise UserError(f"{directory} holds no finished episodes (episode_*.npz)")
     out = []
-    n_passive = len(spec.passive_joints)
-    for ep in read_episodes(directory):
+    # read_episodes checks every array's columns against run.json, which check_run matched to the spec.
+    for ep in read_episodes(directory, strict=strict, on_skip=on_skip):
         where = f"{directory}: episode {ep.index}"
-        for name in ("passive_pos", "passive_vel"):
-            if ep[name].shape[1:] != (n_passive,):
-                raise UserError(f"{where}: {name} has shape {ep[name].shape}, expected (T+1, {n_passive})")
-        if ep["joint_vel"].shape[1:] != (spec.n_joints,) or ep["command"].shape[1:] != (spec.n_joints,):
-            raise UserError(f"{where}: joint_vel or command does not have {spec.n_joints} columns")
         stale = np.asarray(ep["stale"]).astype(bool)
         arrays = [np.asarray(ep[k], dtype=np.float64)
                   for k in ("joint_pos", "joint_vel", "passive_pos", "passive_vel", "command")]
         finite = np.all(np.isfinite(np.concatenate(arrays[:4], axis=1)), axis=1)
-        period = info.control_period + np.asarray(ep["period_error"], dtype=np.float64)
+        period = ep.control_period + np.asarray(ep["period_error"], dtype=np.float64)
         base_qpos = base_qvel = None
         if task is not None and spec.base_joint is not None:
             missing = [k for k in ("base_quat", "base_angvel") if k not in ep.arrays]
@@ -306,7 +304,8 @@ class ReplaySetup:
     engine: str
     """Physics engine to replay on."""
     control_period: float
-    """Control period of the logs (s)."""
+    """Control period of the replay env (s): the run's. It sets the physics step only; each episode is replayed
+    for its own logged periods (:attr:`LoggedEpisode.period`)."""
     episodes: tuple[LoggedEpisode, ...]
     """The logged episodes."""
     def __call__(self) -> TransitionReplay:

@@ -22,7 +22,7 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 
-from robot.trajlog import RunInfo, TrajectoryWriter
+from robot.trajlog import RunInfo, TrajectoryWriter, config_hash
 from s2r.errors import UserError
 from sim import resolve_env_id
 from sim.env import SimEnv
@@ -181,9 +181,13 @@ def record_sim_logs(
             "policy": policy_name, "seed": config.seed,
             "position_noise_std": config.position_noise_std, "velocity_noise_std": config.velocity_noise_std,
         },
+        # What shapes the logged physics and readings (not the policy or seed): one simulated robot per directory.
+        config_hash=config_hash({"engine": config.engine, "params": env.params.values(),
+                                 "position_noise_std": config.position_noise_std,
+                                 "velocity_noise_std": config.velocity_noise_std}),
     )
-    writer = TrajectoryWriter(directory, info)
     try:
+        writer = TrajectoryWriter(directory, info)
         for ep in range(config.episodes):
             if policy == "scripted":
                 act: Policy = ScriptedTurn(spec)

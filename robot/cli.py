@@ -79,6 +79,8 @@ def register(sub: Any) -> None:
     d.add_argument("log_dir", metavar="LOG_DIR", help="a log directory written by `s2r deploy` (or sim logs)")
     d.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
     d.add_argument("--include-partial", action="store_true", help="also use episodes that were stopped early")
+    d.add_argument("--strict", action="store_true",
+                   help="fail on the first damaged episode file instead of skipping it with a warning")
     d.add_argument("--json", action="store_true", help="print a JSON summary")
     d.set_defaults(func=run_dataset)
 
@@ -256,12 +258,21 @@ def run_deploy(args: argparse.Namespace) -> int:
 def run_dataset(args: argparse.Namespace) -> int:
     """``s2r trajlog-dataset``; returns the exit code."""
     from robot.dataset import save_dataset, trajlog_to_dataset
+    from robot.trajlog import SkippedFile
 
-    data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial)
+    skipped: list[SkippedFile] = []
+
+    def on_skip(file: SkippedFile) -> None:
+        skipped.append(file)
+        print(f"s2r trajlog-dataset: warning: {file}", file=sys.stderr)
+
+    data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
+                              on_skip=on_skip)
     path = save_dataset(data, args.out)
     n = int(data["rewards"].shape[0])
     if args.json:
-        print(json.dumps({"out": str(path), "transitions": n, "episodes": int(data["timeouts"].sum())}))
+        print(json.dumps({"out": str(path), "transitions": n, "episodes": int(data["timeouts"].sum()),
+                          "skipped_files": [{"path": str(f.path), "problem": f.problem} for f in skipped]}))
     else:
         print(f"wrote {n} transitions to {path}")
     return 0

@@ -22,17 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-from robot.trajlog import read_episodes
+from robot.trajlog import OnSkip, read_episodes
 from s2r.errors import UserError
 from sim.tasks.actions import clip_action
 
 DATASET_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode")
 
 
-def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool = False) -> dict[str, np.ndarray]:
-    """Every usable transition of a log directory (see the module docstring)."""
+def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool = False, *, strict: bool = False,
+                       on_skip: OnSkip | None = None) -> dict[str, np.ndarray]:
+    """Every usable transition of a log directory (see the module docstring).
+
+    A damaged episode file is skipped and reported to ``on_skip``, or with ``strict`` is an error
+    (:func:`robot.trajlog.read_episodes`).
+    """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in DATASET_KEYS}
-    for ep in read_episodes(directory):
+    for ep in read_episodes(directory, strict=strict, on_skip=on_skip):
         if not include_partial and ep.meta.get("complete") is False:
             continue
         t = ep.steps

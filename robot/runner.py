@@ -16,7 +16,7 @@ import numpy as np
 
 from robot.config import RobotConfig
 from robot.controller import COMPLETED, Controller, Stop
-from robot.trajlog import RunInfo, TrajectoryWriter
+from robot.trajlog import RunInfo, TrajectoryWriter, config_hash
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[s
         source=source,
         extra={"hardware_config": config.source, "episode_steps": episode_steps,
                "resettable_passive_joints": list(config.resettable_passive_joints), **imu, **(extra or {})},
+        # The config's contents, not where it was loaded from: appending needs the same calibration and limits.
+        config_hash=config_hash({k: v for k, v in asdict(config).items() if k != "source"}),
     )
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
@@ -32,10 +34,12 @@ from randomization.likelihood import (
     load_logged_episodes,
 )
 from randomization.parallel import EnvSetup, EpisodeRequest, ExecutorConfig, open_executor, run_random_episode
-from randomization.simlogs import SimLogConfig, record_sim_logs
+from randomization.simlogs import ScriptedTurn, SimLogConfig, _record_episode, record_sim_logs
 from robot.trajlog import RunInfo, TrajectoryWriter, episode_files, read_episodes
+from s2r.cli import main as s2r_main
 from s2r.errors import UserError
 from sim import make_task, resolve_env_id
+from sim.env import SimEnv
 from sim.tasks.actions import normalize
 from sim.tasks.dclaw_turn import SPEC
 
@@ -161,6 +165,29 @@ def test_replay_reproduces_the_simulator_exactly_at_the_true_parameters(tmp_path
     replay.close()
 
 
+def test_each_episode_is_replayed_at_its_own_control_period(tmp_path: Path) -> None:
+    truth = {"action_latency": 0.03, "finger_kp": 3.0}
+    quiet = SimLogConfig(params=truth, episodes=1, seed=2, position_noise_std=0.0, velocity_noise_std=0.0)
+    mixed = tmp_path / "mixed"
+    record_sim_logs(mixed, quiet)  # at the task's period, 0.1 s: run.json says 0.1
+    fast = tmp_path / "fast"  # the same robot at 0.05 s, merged into the directory by hand
+    env = gym.make(ENV_ID, engine="mujoco", control_period=0.05).unwrapped
+    assert isinstance(env, SimEnv)
+    env.params.set_many(truth)
+    writer = TrajectoryWriter(fast, RunInfo("dclaw-turn", "dclaw", SPEC.joint_names, SPEC.passive_joints, 0.05, "sim"))
+    _record_episode(env, ScriptedTurn(SPEC), writer, quiet, np.random.default_rng(0), 3)
+    env.close()
+    shutil.copy(fast / "episode_000000.npz", mixed / "episode_000001.npz")
+
+    info, episodes = load_logged_episodes(mixed, SPEC)
+    assert info.control_period == 0.1
+    np.testing.assert_allclose(episodes[0].period, 0.1, atol=1e-9)
+    np.testing.assert_allclose(episodes[1].period, 0.05, atol=1e-9)
+    replay = ReplaySetup(ENV_ID, "mujoco", info.control_period, tuple(episodes))()
+    assert evaluate_sample(replay, truth).max() < 1e-20  # both episodes exactly, each at its own period
+    replay.close()
+
+
 def test_gaussian_log_likelihood() -> None:
     ms = np.array([[0.04, 1.0], [np.nan, 1.0]])
     sigma = np.array([0.2, 1.0])
@@ -257,6 +284,25 @@ def test_empty_missing_and_truncated_logs_are_clear_errors(tmp_path: Path, prior
         _cli(_adapt_argv(prior_file, truncated, out))
     with pytest.raises(UserError, match=r"must name a \.yaml file"):
         _cli(_adapt_argv(prior_file, truncated, tmp_path / "o.txt"))
+
+
+def test_adapt_skips_a_damaged_episode_with_a_warning_and_strict_fails(
+        tmp_path: Path, prior_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs"
+    record_sim_logs(logs, SimLogConfig(episodes=2))
+    damaged = episode_files(logs)[1]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    out = tmp_path / "o.yaml"
+    assert s2r_main(_adapt_argv(prior_file, logs, out)) == 0
+    err = capsys.readouterr().err
+    assert f"s2r adapt: warning: skipped {damaged}: episode file {damaged} is damaged or truncated" in err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["episodes"] == 1 and [f["path"] for f in report["skipped_files"]] == [str(damaged)]
+    strict_out = tmp_path / "strict.yaml"
+    assert s2r_main(_adapt_argv(prior_file, logs, strict_out, "--strict")) == 2
+    err = capsys.readouterr().err
+    assert f"s2r adapt: error: episode file {damaged} is damaged or truncated" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("strict.*"))
 
 
 def test_logs_of_another_robot_or_task_are_refused(tmp_path: Path, prior_file: Path) -> None:
