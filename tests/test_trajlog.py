@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from busy_machine import MAX_DATA_AGE_S
 
 from robot.trajlog import (
     RunInfo,
@@ -27,6 +29,7 @@ from robot.trajlog import (
 from s2r.cli import main as s2r_main
 from s2r.errors import UserError
 
+CLAW_CONFIG = Path(__file__).resolve().parents[1] / "hardware_configs" / "dclaw.yaml"
 INFO = RunInfo("dclaw-turn", "dclaw", tuple(f"j{i}" for i in range(9)), ("valve",), 0.1, "sim")
 
 
@@ -177,6 +180,37 @@ def test_an_episode_is_read_at_its_own_period_and_source(tmp_path: Path) -> None
     shutil.copy(fast / "episode_000000.npz", mixed / "episode_000001.npz")  # merged by hand
     assert [(e.index, e.control_period, e.source) for e in read_episodes(mixed)] == [
         (0, 0.1, "sim"), (1, 0.05, "emulator")]
+
+
+def _claw_config(path: Path, period_s: float) -> Path:
+    data = yaml.safe_load(CLAW_CONFIG.read_text())
+    data.update(control_period_s=period_s, control_period_override=True)
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_deploy_refuses_to_append_another_source_period_or_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs"
+    fast = _claw_config(tmp_path / "fast.yaml", 0.01)
+
+    def deploy(config: Path, driver: str) -> int:
+        return s2r_main(["deploy", "scripted:random", "--robot", str(config), "--driver", driver, "--episodes", "1",
+                         "--episode-steps", "3", "--log-dir", str(logs)])
+
+    assert deploy(fast, "mock") == 0
+    digest = _digest(logs / "episode_000000.npz")
+    capsys.readouterr()
+    assert deploy(fast, "emulator") == 2  # refused before any emulator starts
+    assert "refusing to add episodes recorded differently (source 'mock' there, 'emulator' here)" in \
+        capsys.readouterr().err
+    assert deploy(_claw_config(tmp_path / "slow.yaml", 0.02), "mock") == 2
+    err = capsys.readouterr().err
+    assert "control_period 0.01 there, 0.02 here" in err and "config_hash" in err and "Traceback" not in err
+    assert deploy(_claw_config(tmp_path / "copy.yaml", 0.01), "mock") == 0  # same contents elsewhere: one config
+    assert [p.name for p in episode_files(logs)] == ["episode_000000.npz", "episode_000001.npz"]
+    assert _digest(logs / "episode_000000.npz") == digest
 
 
 # --- temporary files of a killed writer -----------------------------------------------------------------
