@@ -321,6 +321,10 @@ def _read_run_file(run_file: Path) -> RunInfo:
     return RunInfo.from_json(data, str(run_file))
 
 
+MAX_NAME_COLLISIONS = 100
+"""Episode names in a row another writer may take before a write gives up (-)."""
+
+
 class TrajectoryWriter:
     """Writes ``run.json`` once and each finished episode atomically, never over an existing file."""
 
@@ -379,26 +383,31 @@ class TrajectoryWriter:
     def write_episode(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
         """Validate shapes and write one finished episode; returns its path.
 
-        An existing file of the same name (another writer in the same directory) is a ``UserError``; it is
-        never replaced.
+        An existing file of the same name (another writer in the same directory) is never replaced: the episode
+        takes the next free index instead, since data the robot produced must not be lost either.
         """
         _check_shapes(arrays, self.info, f"episode {self._next}")
-        path = self.directory / f"episode_{self._next:06d}.npz"
         payload = {k: np.asarray(v) for k, v in arrays.items()}
-        payload["meta"] = np.array(json.dumps({
-            **meta, "index": self._next, "control_period": self.info.control_period, "source": self.info.source,
-            "config_hash": self.info.config_hash,
-        }))
         # numpy's stub types **kwds as if they could be its allow_pickle flag; they are array names here.
         savez: Any = np.savez_compressed
-        try:
-            write_new_file(path, lambda fh: savez(fh, **payload))
-        except FileExistsError:
-            raise UserError(f"{path} already exists (another writer in {self.directory}?); "
-                            "refusing to overwrite it") from None
-        self._next += 1
-        self._count += 1
-        return path
+        for _ in range(MAX_NAME_COLLISIONS):
+            path = self.directory / f"episode_{self._next:06d}.npz"
+            payload["meta"] = np.array(json.dumps({
+                **meta, "index": self._next, "control_period": self.info.control_period,
+                "source": self.info.source, "config_hash": self.info.config_hash,
+            }))
+            try:
+                write_new_file(path, lambda fh: savez(fh, **payload))
+            except FileExistsError:
+                log.warning("%s exists (another writer in %s?); writing the episode under the next index",
+                            path, self.directory)
+                self._next = max([self._next, *(episode_index(q) for q in episode_files(self.directory))]) + 1
+                continue
+            self._next += 1
+            self._count += 1
+            return path
+        raise UserError(f"{self.directory}: {MAX_NAME_COLLISIONS} episode names in a row were taken by another "
+                        "writer; refusing to go on")
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray], info: RunInfo, where: str) -> None:

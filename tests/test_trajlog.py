@@ -123,14 +123,15 @@ def test_a_gap_in_the_indices_is_not_refilled_and_no_episode_is_overwritten(tmp_
     assert [(e.index, e.meta["n"]) for e in read_episodes(tmp_path)] == [(0, 0), (2, 2), (3, 3)]
 
 
-def test_an_existing_final_name_is_refused_and_kept(tmp_path: Path) -> None:
+def test_an_existing_final_name_is_kept_and_the_episode_takes_the_next_index(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     first, second = TrajectoryWriter(tmp_path, INFO), TrajectoryWriter(tmp_path, INFO)  # both will write index 0
     path = first.write_episode(_episode(2, rng), {"by": "first"})
     digest = _digest(path)
-    with pytest.raises(UserError, match=r"episode_000000\.npz already exists .*refusing to overwrite"):
-        second.write_episode(_episode(4, rng), {"by": "second"})
-    assert _digest(path) == digest and [e.meta["by"] for e in read_episodes(tmp_path)] == ["first"]
+    moved = second.write_episode(_episode(4, rng), {"by": "second"})
+    assert moved.name == "episode_000001.npz" and second.next_index == 2
+    assert _digest(path) == digest
+    assert [(e.index, e.meta["by"]) for e in read_episodes(tmp_path)] == [(0, "first"), (1, "second")]
     assert temp_files(tmp_path) == []
 
 
