@@ -28,6 +28,7 @@ from robot.dynamixel.protocol import (
     crc16,
     encode_fast_sync_status,
     encode_instruction,
+    encode_status,
     parse_fast_sync_status,
     stuff,
 )
@@ -212,6 +213,10 @@ def test_a_bad_segment_fails_only_that_servo() -> None:
     swapped = encode_fast_sync_status([(0, 13 if i == 12 else i, d) for i, d in zip(ids, data, strict=True)])
     result = parse_fast_sync_status(swapped, ids, STATE_BLOCK_SIZE)
     assert [s.failure for s in result] == [None, None, "corrupt: segment of ID 13", None]
+    # Another servo's own status packet (a late reply) holds none of the data asked for.
+    late = encode_status(20, 0, bytes(STATE_BLOCK_SIZE))
+    assert {s.failure for s in parse_fast_sync_status(late, ids, STATE_BLOCK_SIZE)} == {
+        "short_data: a status packet of ID 20, not the combined one"}
     # A reply cut short keeps the segments before the cut.
     cut = parse_fast_sync_status(good[:FAST_STATUS_HEAD + 2 * seg + 3], ids, STATE_BLOCK_SIZE)
     assert [s.failure is None for s in cut] == [True, True, False, False]

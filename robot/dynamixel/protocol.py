@@ -214,14 +214,18 @@ def parse_fast_sync_status(packet: bytes | bytearray, ids: list[int] | tuple[int
     """
     seg_len = data_length + FAST_SEGMENT_OVERHEAD
     raw = bytes(packet)
-    head_ok = (len(raw) >= FAST_STATUS_HEAD and raw[:4] == HEADER and raw[4] == 0xFE
-               and raw[7] == Instruction.STATUS)
+    head: str | None = None
+    if len(raw) < FAST_STATUS_HEAD or raw[:4] != HEADER or raw[7] != Instruction.STATUS:
+        head = "corrupt: not a FAST_SYNC_READ status packet"
+    elif raw[4] != 0xFE:
+        # A whole status packet of one servo (a late reply to an earlier request): the combined one is missing.
+        head = f"short_data: a status packet of ID {raw[4]}, not the combined one"
     out = []
     for k, servo_id in enumerate(ids):
         start = FAST_STATUS_HEAD + k * seg_len
         end = start + seg_len
-        if not head_ok:
-            out.append(FastSegment(servo_id, 0, b"", "corrupt: not a FAST_SYNC_READ status packet"))
+        if head is not None:
+            out.append(FastSegment(servo_id, 0, b"", head))
             continue
         if len(raw) < end:
             out.append(FastSegment(servo_id, 0, b"", f"short_data: reply cut at {len(raw)} of {end} bytes"))
