@@ -410,6 +410,17 @@ def test_fuzz_a_damaged_fast_reply_never_yields_a_wrong_value(
         assert all(s.failure is None for s in result)
 
 
+@FUZZ
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\xff\xff\xfd\x00", b"\xff\xff\xfd\xfd",
+                                                                  b"\x03\x00", b"\xff\xff"])), max_size=20))
+def test_fuzz_the_packet_decoder_never_raises_on_any_bytes(pieces: list[bytes]) -> None:
+    decoder = PacketDecoder()
+    for piece in pieces:
+        for p in decoder.feed(piece):
+            assert len(p.raw) >= 10 and p.raw[:4] == b"\xff\xff\xfd\x00"
+    assert decoder.pending <= sum(len(x) for x in pieces)
+
+
 _instruction = st.tuples(st.integers(0, 0xFE), st.sampled_from([0x01, 0x02, 0x03, 0x55, 0x82, 0x83, 0x8A]),
                          st.lists(st.sampled_from([0x00, 0xFD, 0xFF, 0xFF, 0x12]), max_size=24).map(bytes))
 
