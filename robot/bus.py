@@ -42,13 +42,15 @@ Driver = Literal["dynamixel", "mock", "emulator"]
 DRIVERS: tuple[str, ...] = ("dynamixel", "mock", "emulator")
 SERIAL_BY_ID_GLOB = "/dev/serial/by-id/*"
 
-ERROR_KINDS = ("timeout", "corrupt", "tx_fail", "port_busy", "status_error", "short_data", "other")
+ERROR_KINDS = ("timeout", "corrupt", "tx_fail", "port_busy", "status_error", "short_data", "implausible", "other")
 """Kinds of failed transactions counted in :attr:`Bus.comm_errors`:
 
 ``timeout`` no (complete) status packet in time; ``corrupt`` a status packet with a bad CRC or garbled;
 ``tx_fail`` the instruction could not be written to the port; ``port_busy`` the port was in use;
 ``status_error`` a servo answered with an error number in ERR (range, length, access, ...);
-``short_data`` a status packet with fewer data bytes than asked for; ``other`` any other SDK result."""
+``short_data`` a status packet with fewer data bytes than asked for; ``implausible`` a reply that checked out
+but reads a joint or encoder outside its physical range (``robot.dynamixel.calibration``); ``other`` any other
+SDK result."""
 
 
 class BusError(RuntimeError):

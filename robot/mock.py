@@ -167,6 +167,11 @@ class MockBus:
             torque_nm = np.where(self._servo_torque, self._stiffness * (self.goal - self.q), 0.0)
             cur = current_units_to_a(current_a_to_units(torque_nm / TORQUE_NM_PER_A))
             ppos = self._codec.quantize_encoder_pos(self.passive_pos)
+            problem = self._codec.implausible(pos, ppos)
+            if problem is not None:  # the Dynamixel bus's check, so a test can play a robot outside its range
+                self._book.error("implausible")
+                last_error = f"implausible ({problem})"
+                continue
             pvel = np.rint(self.passive_vel / RAD_S_PER_VELOCITY_UNIT) * RAD_S_PER_VELOCITY_UNIT
             alerts = tuple(self._names[i] for i in self._ids if i in self._errors)
             reading = Reading(t, t, pos, vel, cur, ppos, pvel, True, attempt, last_error, alerts)

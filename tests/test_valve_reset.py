@@ -368,13 +368,13 @@ class WriteLog:
                              decode(Register.PRESENT_POSITION, bytes(data), 6)))
         return data, result, error
 
-    def fastSyncReadRx(self, port: Any, dxl_id: int, length: int) -> Any:
-        data, result, error = self.inner.fastSyncReadRx(port, dxl_id, length)
-        if result == sdk.COMM_SUCCESS:
-            for i, block in fast_state_blocks(data, length):
+    def rxPacket(self, port: Any, fast: bool) -> Any:
+        packet, result = self.inner.rxPacket(port, fast)
+        if fast and result == sdk.COMM_SUCCESS:
+            for i, block in fast_state_blocks(packet):
                 self.log.append(("present", i, Register.PRESENT_POSITION.address,
                                  decode(Register.PRESENT_POSITION, block, 6)))
-        return data, result, error
+        return packet, result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -46,6 +46,7 @@ from robot.dynamixel.control_table import (
     decode,
     encode,
 )
+from robot.dynamixel.protocol import parse_fast_sync_status
 from robot.dynamixel.units import (
     A_PER_CURRENT_UNIT,
     FloatArray,
@@ -75,8 +76,6 @@ DRAIN_QUIET_MARGIN_S = 0.001
 """Quiet time after a failed transaction, beyond two latency-timer periods, before a retry (s)."""
 DRAIN_LONGEST_FACTOR = 10
 """A drain gives up after this many quiet times, however busy the line (a babbling device)."""
-FAST_SEGMENT_OVERHEAD_BYTES = 4
-"""Bytes around each servo's data in a FAST_SYNC_READ reply: its error, its ID and a CRC (e-manual)."""
 WRITE_TIMEOUT_S = 0.05
 """Longest wait for room in the port's output buffer before a packet counts as not sent (s)."""
 POLL_WAIT_S = 0.0005
@@ -456,6 +455,10 @@ class DynamixelBus:
             pos = block["position"].astype(np.int64)
             jp, jv, jc = self._codec.joint_state(cur[:n_j], vel[:n_j], pos[:n_j])
             pp, pv = self._codec.encoder_state(vel[n_j:], pos[n_j:])
+            implausible = self._implausible(jp, pp)
+            if implausible is not None:
+                last_error = implausible
+                continue
             reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
             return reading, pos
         return Reading.failed(n_j, n_p, t_request, self._clock(), attempts, last_error), None
@@ -482,30 +485,36 @@ class DynamixelBus:
         return blocks, alerts, None
 
     def _receive_fast_blocks(self) -> tuple[list[bytes], list[str], str | None]:
-        """The combined status of one FAST_SYNC_READ: per servo ERR, ID, the block and a CRC, in ID order."""
-        seg = STATE_BLOCK_SIZE + FAST_SEGMENT_OVERHEAD_BYTES
-        data, result, _ = self._ph.fastSyncReadRx(self._port, sdk.BROADCAST_ID, seg * len(self._ids))
-        kind: str | None = None
-        if result != sdk.COMM_SUCCESS:
-            kind = sdk_error_kind(result)
-        elif len(data) != seg * len(self._ids):
-            kind = "short_data"
-        if kind is not None:
+        """The combined status of one FAST_SYNC_READ, every servo's segment checked on its own (ID and CRC, see
+        :func:`parse_fast_sync_status`): the blocks in ID order, or the failure (counted once) naming each servo
+        whose segment was bad; a bad segment is never read at a shifted offset.
+
+        The raw packet comes from the SDK's ``rxPacket`` rather than ``fastSyncReadRx``, which drops a packet whose
+        final CRC fails and would hide which segments were still right.
+        """
+        packet, result = self._ph.rxPacket(self._port, True)
+        segments = parse_fast_sync_status(packet, self._ids, STATE_BLOCK_SIZE)
+        bad = [seg for seg in segments if seg.failure is not None]
+        if not packet or (result != sdk.COMM_SUCCESS and not bad):
+            kind = sdk_error_kind(result)  # nothing arrived, or more than the segments asked for
             self._failed(kind)
             return [], [], f"{kind} (fast sync read)"
+        if bad:
+            # Only a whole reading can be stale (the controller holds on a stale one), so one bad segment fails
+            # the attempt; the retry is a plain sync read, whose per-servo replies are checked on their own too.
+            kind = "short_data" if all(str(seg.failure).startswith("short_data") for seg in bad) else "corrupt"
+            self._failed(kind)
+            detail = "; ".join(f"{self._label(seg.servo_id)}: {seg.failure}" for seg in bad)
+            return [], [], f"{kind} (fast sync read: {detail})"
         blocks: list[bytes] = []
         alerts: list[str] = []
-        for k, i in enumerate(self._ids):
-            error, servo_id = data[k * seg], data[k * seg + 1]
-            if servo_id != i:
-                self._failed("corrupt")
-                return blocks, alerts, f"corrupt (fast sync read: ID {servo_id} where {self._label(i)} belongs)"
-            if error & STATUS_ERROR_MASK:
+        for seg in segments:
+            if seg.error & STATUS_ERROR_MASK:
                 self._failed("status_error")
-                return blocks, alerts, f"status_error ({self._label(i)})"
-            if error & ALERT_BIT:
-                alerts.append(self._names[i])
-            blocks.append(bytes(data[k * seg + 2:k * seg + 2 + STATE_BLOCK_SIZE]))
+                return [], [], f"status_error ({self._label(seg.servo_id)})"
+            if seg.error & ALERT_BIT:
+                alerts.append(self._names[seg.servo_id])
+            blocks.append(seg.data)
         return blocks, alerts, None
 
     def _present_ticks(self) -> IntArray:
@@ -517,11 +526,21 @@ class DynamixelBus:
         return ticks
 
     def _enable_torque(self, servo_ids: Iterable[int]) -> None:
-        """Goal = present position first, so enabling torque cannot jump to a stale goal; then torque on."""
+        """Goal = present position first, so enabling torque cannot jump to a stale goal; then torque on.
+
+        The present position comes from a checked reading only (segment CRCs, plausible ranges) and a joint's
+        goal is clamped into its limit ticks: a servo in position mode refuses a goal outside them, and would keep
+        its old one.
+        """
         ids = list(servo_ids)
         present = self._present_ticks()
         index = {i: k for k, i in enumerate(self._ids)}
-        ticks = np.array([present[index[i]] for i in ids])
+        ticks = np.array([present[index[i]] for i in ids], dtype=np.int64)
+        joint = {j.id: k for k, j in enumerate(self.config.joints)}
+        for n, i in enumerate(ids):
+            if i in joint:
+                k = joint[i]
+                ticks[n] = min(max(int(ticks[n]), int(self._codec.tick_low[k])), int(self._codec.tick_high[k]))
         self._write_goal_ticks(ids, ticks)
         for i in ids:
             self._write(i, Register.TORQUE_ENABLE, 1, self.config.retries.write)
@@ -607,6 +626,15 @@ class DynamixelBus:
             time.sleep(REBOOT_POLL_S)
 
     # --- helpers ----------------------------------------------------------------------------------
+    def _implausible(self, joint_pos: FloatArray, passive_pos: FloatArray) -> str | None:
+        """``None`` when every position lies in its physical range; else the failure, counted as ``implausible``
+        (a finished transaction: nothing to drain)."""
+        problem = self._codec.implausible(joint_pos, passive_pos)
+        if problem is None:
+            return None
+        self._book.error("implausible")
+        return f"implausible ({problem})"
+
     def _failed(self, kind: str) -> None:
         """Count a failed transaction and let the rest of its replies pass before anything is retried."""
         self._book.error(kind)

@@ -17,6 +17,14 @@ from robot.dynamixel.units import (
 )
 from sim.tasks.actions import clip_to_range
 
+JOINT_PLAUSIBLE_MARGIN_RAD = 0.5
+"""How far outside its configured limits a joint may read before the reading is rejected as implausible (rad):
+room for a joint pushed past a limit under load, backlash, or one left past it by hand with the torque off. A
+misread register lies far outside (a byte shifted into Present Position reads hundreds of rad)."""
+ENCODER_PLAUSIBLE_TICKS = (Register.GOAL_POSITION.spec.low, Register.GOAL_POSITION.spec.high)
+"""Present Position (ticks) an encoder servo can report: the X-series' multi-turn range of +-256 turns (ROBOTIS
+e-manual, XM430-W350, Goal Position(116) in Extended Position Control Mode: -1,048,575 ~ 1,048,575)."""
+
 
 class ServoCodec:
     """Converts commands and readings of every joint and encoder of one config; pure apart from its arrays."""
@@ -40,6 +48,17 @@ class ServoCodec:
         """Smallest goal (ticks) per joint: the Min Position Limit written to the servo."""
         self.tick_high: IntArray = np.array([p[1] for p in pairs], dtype=np.int64)
         """Largest goal (ticks) per joint: the Max Position Limit."""
+        self._joint_labels = [f"{j.name}, id {j.id}" for j in config.joints]
+        self._encoder_labels = [f"{e.name}, id {e.id}" for e in config.encoders]
+        self.plausible_low: FloatArray = self.low - JOINT_PLAUSIBLE_MARGIN_RAD
+        """Lowest joint reading taken as real (rad): the lower limit less ``JOINT_PLAUSIBLE_MARGIN_RAD``."""
+        self.plausible_high: FloatArray = self.high + JOINT_PLAUSIBLE_MARGIN_RAD
+        """Highest joint reading taken as real (rad)."""
+        ends = ticks_to_joint(np.array(ENCODER_PLAUSIBLE_TICKS)[:, None], self.encoder_scale, self.encoder_offset)
+        self.encoder_plausible_low: FloatArray = ends.min(axis=0)
+        """Lowest encoder reading taken as real (rad): ``ENCODER_PLAUSIBLE_TICKS`` through the calibration."""
+        self.encoder_plausible_high: FloatArray = ends.max(axis=0)
+        """Highest encoder reading taken as real (rad)."""
 
     def command_ticks(self, command_rad: FloatArray) -> IntArray:
         """Goal positions (ticks) for joint targets (rad): clamped to the limits, rounded to a tick."""
@@ -87,6 +106,22 @@ class ServoCodec:
     def passive_rad(self, index: int, ticks: int) -> float:
         """Angle (rad) of passive joint ``index`` at raw position ``ticks``."""
         return float(ticks_to_joint(ticks, self.encoder_scale[index], self.encoder_offset[index]))
+
+    def implausible(self, joint_pos_rad: FloatArray, passive_pos_rad: FloatArray) -> str | None:
+        """``None`` when every joint and encoder reading (rad) lies in its physical range (``plausible_low`` ..
+        ``plausible_high``, ``encoder_plausible_low`` .. ``encoder_plausible_high``); else which do not and why. NaN
+        counts as outside. Pure."""
+        j = np.asarray(joint_pos_rad, dtype=np.float64)
+        p = np.asarray(passive_pos_rad, dtype=np.float64)
+        bad_j = np.flatnonzero(~((j >= self.plausible_low) & (j <= self.plausible_high)))
+        bad_p = np.flatnonzero(~((p >= self.encoder_plausible_low) & (p <= self.encoder_plausible_high)))
+        if not bad_j.size and not bad_p.size:
+            return None
+        parts = [f"{self._joint_labels[k]}: {j[k]:.6g} rad outside [{self.plausible_low[k]:.6g}, "
+                 f"{self.plausible_high[k]:.6g}]" for k in bad_j]
+        parts += [f"{self._encoder_labels[k]}: {p[k]:.6g} rad outside [{self.encoder_plausible_low[k]:.6g}, "
+                  f"{self.encoder_plausible_high[k]:.6g}]" for k in bad_p]
+        return "; ".join(parts)
 
     def joint_state(self, current_units: IntArray, velocity_units: IntArray,
                     position_ticks: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -6,7 +6,8 @@ craft raw bytes. Packet layout (``shared/reference/dynamixel-protocol.md``)::
     instruction: FF FF FD 00 | ID | LEN_L LEN_H | INST | params | CRC_L CRC_H    LEN = len(params) + 3
     status:      FF FF FD 00 | ID | LEN_L LEN_H | 0x55 | ERR | params | CRC_L CRC_H
 
-LEN and the CRC cover the stuffed body: after every FF FF FD inside INST..params an extra FD is sent.
+LEN and the CRC cover the stuffed body: after every FF FF FD inside INST..params an extra FD is sent. The one
+exception is the combined status of FAST_SYNC_READ, which is never stuffed (see ``parse_fast_sync_status``).
 """
 
 from __future__ import annotations
@@ -149,3 +150,95 @@ class PacketDecoder:
             crc_ok = crc16(raw[:-2]) == (raw[-2] | (raw[-1] << 8))
             body = unstuff(raw[7:-2])
             packets.append(Packet(raw[4], body[0], body[1:], crc_ok, raw))
+
+
+# --- FAST_SYNC_READ status ----------------------------------------------------------------------------------
+# ROBOTIS e-manual, Protocol 2.0, "Fast Sync Read (0x8A)"
+# (https://emanual.robotis.com/docs/en/dxl/protocol2/#fast-sync-read-0x8a): every servo appends its segment
+# (ERR, ID, data, CRC) to ONE status packet from the broadcast ID; the first segment's ERR is the packet's ERR.
+# "Fast Sync Read Status Packet does not perform Byte Stuffing(0xFD) process" (a note in that section), and
+# dynamixel-sdk's rxPacket(port, fast_option=True) accordingly skips removeStuffing. Each segment's CRC is the
+# packet's CRC-16 run from the header up to the end of that segment's data, earlier segments' CRC bytes
+# included, so the last one is the packet's CRC (the section's example, ids 3, 7 and 4, checks out this way).
+FAST_SEGMENT_OVERHEAD = 4
+"""Bytes around each servo's data in a FAST_SYNC_READ status: ERR, ID and the CRC (2)."""
+FAST_STATUS_HEAD = 8
+"""Header (4), ID, LEN (2) and INST in front of the first segment."""
+
+
+def fast_status_length(n_servos: int, data_length: int) -> int:
+    """The LEN field of a FAST_SYNC_READ status of ``n_servos`` segments of ``data_length`` bytes each."""
+    return 1 + n_servos * (data_length + FAST_SEGMENT_OVERHEAD)
+
+
+def encode_fast_sync_status(segments: list[tuple[int, int, bytes]]) -> bytes:
+    """The combined status a chain of servos sends for FAST_SYNC_READ: ``segments`` are (ERR, ID, data) in the
+    requested order, all data of one length. Not stuffed (see the e-manual note above)."""
+    length = 1 + sum(len(data) + FAST_SEGMENT_OVERHEAD for _, _, data in segments)
+    out = bytearray(HEADER + bytes((0xFE, length & 0xFF, length >> 8, Instruction.STATUS)))
+    crc = crc16(out)
+    for k, (error, servo_id, data) in enumerate(segments):
+        seg = bytes((error, servo_id)) + bytes(data)
+        out += seg
+        crc = crc16(seg, crc)
+        tail = bytes((crc & 0xFF, crc >> 8))
+        out += tail
+        if k < len(segments) - 1:
+            crc = crc16(tail, crc)  # the next servo's CRC runs on over this one
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class FastSegment:
+    """One servo's part of a FAST_SYNC_READ status, checked on its own."""
+
+    servo_id: int
+    """The ID that was asked for at this position."""
+    error: int
+    """The segment's ERR byte (meaningful only when ``failure`` is ``None``)."""
+    data: bytes
+    """The servo's data bytes; empty when ``failure`` is set."""
+    failure: str | None
+    """``None`` when the segment's CRC and ID are right; else why not (``"corrupt: ..."``, ``"short_data: ..."``):
+    the data is then unknown, never a guess."""
+
+
+def parse_fast_sync_status(packet: bytes | bytearray, ids: list[int] | tuple[int, ...],
+                           data_length: int) -> tuple[FastSegment, ...]:
+    """Check every segment of a received FAST_SYNC_READ status (raw bytes as on the wire) on its own.
+
+    Segment ``k`` sits at a fixed offset (no stuffing shifts it) and is right when its ID is ``ids[k]`` and its
+    CRC matches: the first segment's over the header and itself, a later one's continued from the CRC bytes
+    received before it. So a bad segment fails that servo only, and a packet cut short or damaged further on
+    leaves the segments before the damage valid. Never raises; pure.
+    """
+    seg_len = data_length + FAST_SEGMENT_OVERHEAD
+    raw = bytes(packet)
+    head: str | None = None
+    if len(raw) < FAST_STATUS_HEAD or raw[:4] != HEADER or raw[7] != Instruction.STATUS:
+        head = "corrupt: not a FAST_SYNC_READ status packet"
+    elif raw[4] != 0xFE:
+        # A whole status packet of one servo (a late reply to an earlier request): the combined one is missing.
+        head = f"short_data: a status packet of ID {raw[4]}, not the combined one"
+    out = []
+    for k, servo_id in enumerate(ids):
+        start = FAST_STATUS_HEAD + k * seg_len
+        end = start + seg_len
+        if head is not None:
+            out.append(FastSegment(servo_id, 0, b"", head))
+            continue
+        if len(raw) < end:
+            out.append(FastSegment(servo_id, 0, b"", f"short_data: reply cut at {len(raw)} of {end} bytes"))
+            continue
+        got = raw[end - 2] | (raw[end - 1] << 8)
+        if k == 0:
+            crc = crc16(raw[:end - 2])
+        else:
+            crc = crc16(raw[start - 2:end - 2], raw[start - 2] | (raw[start - 1] << 8))
+        if crc != got:
+            out.append(FastSegment(servo_id, 0, b"", "corrupt: segment CRC mismatch"))
+        elif raw[start + 1] != servo_id:
+            out.append(FastSegment(servo_id, 0, b"", f"corrupt: segment of ID {raw[start + 1]}"))
+        else:
+            out.append(FastSegment(servo_id, raw[start], raw[start + 2:end - 2], None))
+    return tuple(out)

@@ -22,7 +22,7 @@ from robot.dynamixel.control_table import (
     Register,
     StatusError,
 )
-from robot.dynamixel.protocol import Packet, crc16, encode_status, stuff
+from robot.dynamixel.protocol import Packet, encode_fast_sync_status, encode_status
 from robot.dynamixel.units import (
     S_PER_RETURN_DELAY_UNIT,
     TORQUE_NM_PER_A,
@@ -346,47 +346,22 @@ class ServoChain:
         return out
 
     def _fast_sync_read(self, address: int, length: int, ids: list[int]) -> list[tuple[int, bytes]]:
-        """One combined status: per servo ERR, ID, data and a CRC (the last one is the packet's CRC)."""
+        """One combined status: per servo ERR, ID, data and a running CRC (the last one is the packet's CRC).
+
+        Not byte-stuffed, with LEN counting exactly the bytes sent, as the firmware does (ROBOTIS e-manual,
+        Protocol 2.0, "Fast Sync Read (0x8A)", https://emanual.robotis.com/docs/en/dxl/protocol2/#fast-sync-read-0x8a:
+        "Fast Sync Read Status Packet does not perform Byte Stuffing(0xFD) process"); dynamixel-sdk's
+        rxPacket(port, True) does not unstuff it either.
+        """
         found = [self._answering(i) for i in ids]
         servos = [s for s in found if s is not None]
         if not ids or len(servos) != len(ids):
             return []  # a missing servo breaks the chained reply; the client sees nothing
-        head = bytearray(b"\xff\xff\xfd\x00") + bytes((BROADCAST_ID, 0, 0))
-        body = bytearray((Instruction.STATUS,))
         segments = []
         for s in servos:
             error, data = s.read(address, length)
-            segments.append(bytes((s.status_error(error), s.id)) + (data if not error else bytes(length)))
-        if b"\xff\xff\xfd" not in b"\xfd".join(segments):
-            return [(BROADCAST_ID, self._fast_reply_unstuffed(head, segments))]
-        for k, seg in enumerate(segments):
-            body += seg
-            if k < len(segments) - 1:
-                crc = crc16(head + stuff(bytes(body)))
-                body += bytes((crc & 0xFF, crc >> 8))
-        stuffed = stuff(bytes(body))
-        n = len(stuffed) + 2
-        head[5], head[6] = n & 0xFF, n >> 8
-        packet = bytes(head) + stuffed
-        crc = crc16(packet)
-        return [(BROADCAST_ID, packet + bytes((crc & 0xFF, crc >> 8)))]
-
-    @staticmethod
-    def _fast_reply_unstuffed(head: bytearray, segments: list[bytes]) -> bytes:
-        """The combined status when no byte needs stuffing: each CRC continues the previous one (O(n))."""
-        n = 1 + sum(len(seg) + 2 for seg in segments)
-        head[5], head[6] = n & 0xFF, n >> 8
-        out = bytearray(head)
-        out.append(Instruction.STATUS)
-        crc = crc16(out)
-        for k, seg in enumerate(segments):
-            out += seg
-            crc = crc16(seg, crc)
-            tail = bytes((crc & 0xFF, crc >> 8))
-            out += tail
-            if k < len(segments) - 1:
-                crc = crc16(tail, crc)  # the next CRC covers this one too
-        return bytes(out)
+            segments.append((s.status_error(error), s.id, data if not error else bytes(length)))
+        return [(BROADCAST_ID, encode_fast_sync_status(segments))]
 
     def _sync_write(self, params: bytes) -> None:
         if len(params) < 4:
