@@ -533,3 +533,37 @@ def test_a_requested_stop_acts_within_one_control_period(at_cycle: int) -> None:
     (result,) = [ctrl.episode(np.random.default_rng(0))]
     assert result.stop is not None and result.stop.kind == "requested"
     assert 0 < result.stop.time - cycles["asked"] <= CONFIG.control_period_s + 1e-9
+
+
+def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their_bus_watchdog(tmp_path: Path) -> None:
+    data = loaded_machine_config(control_period_s=0.01, control_period_override=True)
+    config_path = tmp_path / "fast.yaml"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = config_from_mapping(data, source=str(config_path))
+    logs = tmp_path / "logs"
+    with Emulator(config) as emulator:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(config_path), "--driver",
+             "emulator", "--port", emulator.port, "--episodes", "100000", "--episode-steps", "200", "--log-dir",
+             str(logs)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not (logs.is_dir() and len(episode_files(logs)) >= 1):  # the second episode has started
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "no episode in time"
+                time.sleep(0.02)
+            time.sleep(0.5)  # into its policy steps (the reset takes a few cycles)
+            before = emulator.stats().get("bus_watchdog_stops", 0)
+            proc.send_signal(signal.SIGKILL)  # the host dies: nothing turns the torque off
+            proc.communicate(timeout=WAIT_S)
+            time.sleep(bus_watchdog_s(config) + 0.5)
+            stats = emulator.stats()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert before == 0
+    assert stats["bus_watchdog_stops"] == len(config.joints)  # every joint servo stopped itself
