@@ -120,7 +120,7 @@ def _finetune(args: argparse.Namespace) -> int:
     import signal
 
     from policies.finetune import FinetuneConfig, finetune
-    from robot.cli import EXIT_SAFETY_STOP, StopRequest
+    from robot.cli import StopRequest, deploy_exit_code
     from robot.controller import SAFETY_STOP_KINDS
 
     cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
@@ -143,7 +143,7 @@ def _finetune(args: argparse.Namespace) -> int:
               f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
     if summary.stop_kind in SAFETY_STOP_KINDS:
         print(f"s2r finetune: {summary.stop_kind.replace('_', ' ')} stop: {summary.stop_reason}", file=sys.stderr)
-        return EXIT_SAFETY_STOP
+        return deploy_exit_code(summary.stop_kind, torque_off=True)  # 3 or 4, as s2r deploy
     return 0
 
 
