@@ -120,7 +120,8 @@ def _finetune(args: argparse.Namespace) -> int:
     import signal
 
     from policies.finetune import FinetuneConfig, finetune
-    from robot.cli import EXIT_SAFETY_STOP, StopRequest
+    from robot.cli import StopRequest, deploy_exit_code
+    from robot.controller import SAFETY_STOP_KINDS
 
     cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
                          reality=Path(args.reality) if args.reality else None, episodes=args.episodes,
@@ -140,9 +141,9 @@ def _finetune(args: argparse.Namespace) -> int:
         print(f"fine-tuned {summary.episodes_done} episodes in total ({len(summary.episodes)} this run): success "
               f"{rate}, longest update pause {summary.update_time_s_max:.2f} s between episodes; "
               f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
-    if summary.stop_kind == "safety":
-        print(f"s2r finetune: safety stop: {summary.stop_reason}", file=sys.stderr)
-        return EXIT_SAFETY_STOP
+    if summary.stop_kind in SAFETY_STOP_KINDS:
+        print(f"s2r finetune: {summary.stop_kind.replace('_', ' ')} stop: {summary.stop_reason}", file=sys.stderr)
+        return deploy_exit_code(summary.stop_kind, torque_off=True)  # 3 or 4, as s2r deploy
     return 0
 
 

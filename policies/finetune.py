@@ -298,7 +298,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
         summary.policy = str(out / POLICY_NAME) if (out / POLICY_NAME).is_file() else None
         return summary
 
-    io = open_robot(config, cfg.driver, cfg.port, reality=reality)
+    io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop)
     bus = io.bus
     bar = _bar(cfg.episodes, done, progress)
     successes: list[bool] = []

@@ -57,6 +57,16 @@ class BusError(RuntimeError):
     """The bus could not do what was asked (no answer after the retries, a servo refused, not connected)."""
 
 
+class PortLost(BusError):
+    """The serial line itself is gone (a USB cable pulled, the emulator's process dead): the OS refused a read,
+    write, flush or close of the port. No retry can help; the controller stops with the kind ``port_lost``."""
+
+
+def port_lost(port: str, what: str, exc: BaseException) -> PortLost:
+    """The :class:`PortLost` for an OS error (``OSError`` or ``termios.error``) while doing ``what`` on ``port``."""
+    return PortLost(f"serial port {port} lost while {what}: {type(exc).__name__}: {exc}")
+
+
 class HardwareFault(BusError):
     """Servos report hardware errors (overload, overheating, ...); :meth:`Bus.reboot` clears them."""
 
@@ -264,6 +274,13 @@ class Bus(Protocol):
         """Torque Enable as every servo reports it now (joint and encoder name -> on), in one transaction."""
         ...
 
+    def set_bus_watchdog(self, timeout_s: float) -> None:
+        """Arm every joint servo's own watchdog: it stops (holds where it is) when no instruction reaches it for
+        ``timeout_s`` (s; rounded up to the servo's step, at most its longest) with its torque on, so a host that
+        dies mid-episode leaves no servo chasing its last goal. 0 disarms it and clears a watchdog stop (which
+        refuses goals until then); :meth:`connect` clears it too. Raises :class:`BusError` when a servo refuses."""
+        ...
+
     def hardware_errors(self) -> dict[str, HardwareError]:
         """Hardware Error Status of every servo, for those that report one (name -> bits)."""
         ...
@@ -368,12 +385,15 @@ def make_bus(
     reality: RealityConfig | None = None,
     faults: FaultSpec | None = None,
     clock: Callable[[], float] = time.monotonic,
+    interrupt: Callable[[], object] | None = None,
 ) -> Bus:
     """A bus for ``config``; not yet connected.
 
     ``driver="emulator"`` without a port starts an emulator (with ``reality`` and ``faults``) that stops when
     the bus closes; with a port (e.g. from ``s2r emulate``) it connects to that one. ``port`` overrides
-    ``config.port``. ``faults`` also applies to the mock; ``clock`` is the mock's time source.
+    ``config.port``. ``faults`` also applies to the mock; ``clock`` is the mock's time source. ``interrupt``
+    (e.g. a stop request's poll) ends a Dynamixel bus's read retries once it returns something true, so a
+    requested stop waits for one transaction, not every retry; the mock's reads take no time.
     """
     if driver == "mock":
         from robot.mock import MockBus
@@ -382,7 +402,7 @@ def make_bus(
     if driver == "dynamixel":
         from robot.dynamixel.bus import DynamixelBus
 
-        return DynamixelBus(config, resolve_port(port or config.port))
+        return DynamixelBus(config, resolve_port(port or config.port), interrupt=interrupt)
     if driver == "emulator":
         from robot.dynamixel.bus import DynamixelBus
 
@@ -390,13 +410,13 @@ def make_bus(
             if reality is not None or faults is not None:
                 raise UserError("reality and faults apply to an emulator the bus starts itself; the emulator on "
                                 f"{port} was started with its own (s2r emulate --reality/--faults)")
-            return DynamixelBus(config, port)
+            return DynamixelBus(config, port, interrupt=interrupt)
         from robot.emulator import Emulator
 
         emulator = Emulator(config, reality=reality, faults=faults)
         path = emulator.start()
         try:
-            return DynamixelBus(config, path, on_close=emulator.stop)
+            return DynamixelBus(config, path, on_close=emulator.stop, interrupt=interrupt)
         except BaseException:
             emulator.stop()
             raise

@@ -1,8 +1,12 @@
 """``s2r deploy``: run a policy on the robot (or the emulator, or the mock) for N episodes, logging each.
 
-Exit codes: 0 when every episode ran or a stop was requested (SIGINT/SIGTERM: torque off, logs
-flushed); :data:`EXIT_SAFETY_STOP` when the watchdog, a servo hardware error, a bus or a policy
-failure stopped the robot (the reason is printed); 2 for bad input (the ``s2r`` main's UserError).
+Exit codes (:func:`deploy_exit_code`): 0 when every episode ran or a stop was requested (SIGINT/SIGTERM)
+and the torque is confirmed off, logs flushed; :data:`EXIT_SAFETY_STOP` (3) when the watchdog, a servo
+hardware error, a bus or a policy failure, or too many held actions stopped the robot (the reason is
+printed); :data:`EXIT_PORT_LOST` (4) when the servos' or the IMU's serial port went away mid-run (the
+summary and every episode, the one in progress included, are still written); :data:`EXIT_TORQUE_NOT_OFF`
+(5) when the run ended otherwise but the torque-off was not confirmed by the servos; 2 for bad input
+(the ``s2r`` main's UserError).
 
 Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset file (``robot.dataset``).
 """
@@ -29,6 +33,11 @@ from sim.tasks.spec import TaskSpec
 
 EXIT_SAFETY_STOP = 3
 """Exit status of ``s2r deploy`` when a safety stop ended the run."""
+EXIT_PORT_LOST = 4
+"""Exit status of ``s2r deploy`` when the servos' or the IMU's serial port was lost (stop kind ``port_lost``)."""
+EXIT_TORQUE_NOT_OFF = 5
+"""Exit status of ``s2r deploy`` when the run ended without a failure but the torque-off was not confirmed: the
+servos may still be powered."""
 SCRIPTED_PREFIX = "scripted:"
 SCRIPTED_POLICIES = ("hold", "zero", "random")
 """``scripted:hold`` keeps the joints where the reset put them; ``scripted:zero`` moves them to the middle of
@@ -44,7 +53,8 @@ def register(sub: Any) -> None:
         description="Run a policy at the hardware config's control rate: scripted reset, then one episode of "
         "policy steps, N times; each episode is written to --log-dir as soon as it ends. SIGINT/SIGTERM stop "
         "the run (torque off, logs flushed, exit 0); a safety stop (watchdog, servo hardware error, bus or "
-        f"policy failure) holds, turns the torque off and exits {EXIT_SAFETY_STOP}.",
+        f"policy failure, too many held actions) holds, turns the torque off and exits {EXIT_SAFETY_STOP}; a lost "
+        f"serial port exits {EXIT_PORT_LOST}; a torque-off the servos did not confirm exits {EXIT_TORQUE_NOT_OFF}.",
     )
     p.add_argument("policy", metavar="POLICY",
                    help="an exported policy (.onnx), a checkpoint (.pt) or training run directory, or "
@@ -231,7 +241,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     previous = _install(request.handle)
     try:
         io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
-                        faults=faults)
+                        faults=faults, interrupt=request.poll)
         try:
             try:
                 io.bus.connect()
@@ -249,10 +259,23 @@ def run_deploy(args: argparse.Namespace) -> int:
         print(json.dumps({**summary.to_json(), "policy": loaded.description, "driver": args.driver}))
     else:
         print(summary.describe())
-    if summary.stop_kind == "safety":
+    code = deploy_exit_code(summary.stop_kind, summary.torque_off)
+    if summary.stop_kind == "port_lost":
+        print(f"s2r deploy: port lost: {summary.stop_reason}", file=sys.stderr)
+    elif summary.stop_kind == "safety":
         print(f"s2r deploy: safety stop: {summary.stop_reason}", file=sys.stderr)
+    if not summary.torque_off:
+        print("s2r deploy: the torque-off was NOT confirmed: the servos may still be powered", file=sys.stderr)
+    return code
+
+
+def deploy_exit_code(stop_kind: str, torque_off: bool) -> int:
+    """The exit status of a run that stopped with ``stop_kind`` (see the module docstring)."""
+    if stop_kind == "port_lost":
+        return EXIT_PORT_LOST
+    if stop_kind == "safety":
         return EXIT_SAFETY_STOP
-    return 0
+    return 0 if torque_off else EXIT_TORQUE_NOT_OFF
 
 
 def run_dataset(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from robot.dynamixel.control_table import (
     OperatingMode,
     Register,
 )
+from robot.dynamixel.timing import BITS_PER_BYTE_ON_WIRE, state_read_attempt_s
 from robot.dynamixel.units import (
     A_PER_CURRENT_UNIT,
     MAX_POSITION_TICK,
@@ -53,8 +54,9 @@ DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S = 2.0
 _MAX_LATENCY_TIMER_S = 0.255
 _MAX_REPLY_SPIN_S = 0.01
 """Longest configurable spin while waiting for a reply (s): beyond it the CPU is better given back."""
-BITS_PER_BYTE_ON_WIRE = 10
-"""A serial byte takes a start bit, 8 data bits and a stop bit."""
+MAX_RETRIES = 20
+"""Most extra attempts of a write or of a connect step (-): a servo that did not answer 21 times in a row is not
+there, and every attempt is time in which nothing else reaches the bus."""
 MAX_IMU_LINE_USE = 0.9
 """Largest share of the IMU line's capacity its frames may take (-): a full line delays every frame."""
 MAX_IMU_RATE_HZ = 2000.0
@@ -401,6 +403,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     if not (max_age > 0 and math.isfinite(max_age)):
         wd.fail("max_data_age_s", "a positive number of seconds", max_age)
     wd.done()
+    _check_read_deadline(root, retries, max_age, period, baud, len(ids), latency_timer, return_delay)
     imu = _imu(root, spec, period)
     safe_pose = _safe_pose(root, joints)
     root.done()
@@ -411,6 +414,29 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
         imu=imu, safe_pose_rad=safe_pose,
     )
+
+
+def _check_read_deadline(root: _Node, retries: RetryConfig, max_age_s: float, period_s: float, baud: int,
+                         n_servos: int, latency_timer_s: float, return_delay_s: float) -> None:
+    """Retries and watchdog bounds that can work together: the data-age bound covers at least one control period
+    (a good reading arrives once per period at best), and every configured attempt of the state read, each failing
+    at worst (:func:`robot.dynamixel.timing.state_read_attempt_s`), fits in it: the bus gives a read up at that
+    bound, so retries beyond it would be configured but never run, and before it a read must not block a stop."""
+    if max_age_s < period_s:
+        root.fail("watchdog.max_data_age_s", f"at least the control period {period_s:g} s (a good reading comes at "
+                  "most once per period)", max_age_s)
+    attempt_s = state_read_attempt_s(baud, n_servos, latency_timer_s, return_delay_s)
+    worst_s = (1 + retries.read) * attempt_s
+    if worst_s > max_age_s:
+        fit = max(0, math.floor(max_age_s / attempt_s) - 1)
+        root.fail("retries.read", f"at most {fit}: {1 + retries.read} failing state reads of {n_servos} servos take up "
+                  f"to {worst_s:.3f} s ({attempt_s * 1e3:.1f} ms each at {baud} bit/s with a "
+                  f"{latency_timer_s * 1e3:g} ms latency timer, the drain after each included), more than "
+                  f"watchdog.max_data_age_s {max_age_s:g} s; lower retries.read or raise the data-age bound",
+                  retries.read)
+    for key in ("write", "connect"):
+        if getattr(retries, key) > MAX_RETRIES:
+            root.fail(f"retries.{key}", f"an integer in [0, {MAX_RETRIES}]", getattr(retries, key))
 
 
 def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | None:

@@ -40,8 +40,15 @@ failed reads, data older than a bound (both from ``config.watchdog``), a servo h
 failure or a policy failure; with an IMU also on a torso tilt beyond ``imu.max_tilt_rad`` and on no valid IMU
 frame for ``imu.max_silence_s``. A config with a ``safe_pose_rad`` moves there (rate-limited, one write per
 period, no reads needed) instead of holding, before the torque goes off. A requested stop (``should_stop``
-returns a reason, e.g. from a signal handler in the command line layer) turns the torque off. Nothing here
-installs signal handlers.
+returns a reason, e.g. from a signal handler in the command line layer) turns the torque off, also cutting a
+safety stop's hold short. Nothing here installs signal handlers. More than ``max_held_fraction`` of the newest
+``held_window`` cycles refusing a NaN or infinite action is a safety stop too. A serial port that goes away (the
+servos' or the IMU's: :class:`robot.bus.PortLost`) stops the run as ``port_lost``: the hold is tried (the IMU's
+line may be the lost one) and the torque-off cannot be confirmed when the servos' line is gone.
+
+During each episode (from before its reset to its last step) the servos' own Bus Watchdog is armed
+(:func:`bus_watchdog_s`): should the host die, every servo stops where it is within that time. A host that left
+the bus silent for longer (a stall between two cycles) stops the run, as the servos have stopped.
 
 Every time is on ``clock`` (s, monotonic), which must be the bus's clock: the data age compares the
 two. Tests pass a fake clock and a ``sleep`` that advances it, so a loop runs in zero time.
@@ -52,6 +59,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,8 +67,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from robot.bus import Bus, BusError, HardwareFault, Reading, describe_hardware_error
+from robot.bus import Bus, BusError, HardwareFault, PortLost, Reading, describe_hardware_error
 from robot.config import RobotConfig
+from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_UNITS, S_PER_BUS_WATCHDOG_UNIT
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
 from s2r.errors import UserError
 from sim.rotations import tilt
@@ -75,8 +84,13 @@ if TYPE_CHECKING:
 
 Policy = Callable[[NDArray[np.float32]], Any]
 """Observation (float32, shape (O,)) in, normalized action (J,) out."""
-StopKind = Literal["completed", "requested", "safety"]
+StopKind = Literal["completed", "requested", "safety", "port_lost"]
+SAFETY_STOP_KINDS: tuple[StopKind, ...] = ("safety", "port_lost")
+"""Stops that mean the robot was made safe because something failed (the command line exits non-zero)."""
 
+BUS_WATCHDOG_MARGIN_PERIODS = 3
+"""The servos' Bus Watchdog is armed for the watchdog's data-age bound plus this many control periods (periods):
+never before the controller itself would have stopped on a silent bus, soon after a dead host."""
 TIME_EPSILON_S = 1e-9
 """A deadline this close counts as reached (s): clocks tick in nanoseconds, and a fake clock's sum of
 sleeps can land one rounding step short of the deadline."""
@@ -110,6 +124,14 @@ class ControllerSettings:
     would otherwise send the servo that far."""
     episode_steps: int | None = None
     """Policy steps per episode; ``None`` is the task's ``episode_steps`` (fewer only for smoke tests)."""
+    held_window: int = 10
+    """Policy cycles (the newest, within one episode) over which held commands are counted (cycles)."""
+    max_held_fraction: float = 0.5
+    """A safety stop once more than this fraction (-) of ``held_window`` cycles refused the policy's action for a NaN
+    or an infinity (and held the previous command): a robot that mostly holds is not being controlled by its policy,
+    and a policy that outputs NaN every step would otherwise run every episode to "completed". With the defaults it
+    stops at the 6th such cycle in a row. Cycles held for a stale reading or a missing IMU sample do not count:
+    the configured watchdogs (failed reads, data age, IMU silence) bound those."""
 
     def __post_init__(self) -> None:
         for name in ("spin_s", "safe_stop_hold_s", "reset_tolerance_rad", "reset_settle_speed_rad_s",
@@ -119,6 +141,10 @@ class ControllerSettings:
                 raise UserError(f"controller setting {name} must be a finite number >= 0; got {value!r}")
         if self.episode_steps is not None and self.episode_steps < 1:
             raise UserError(f"episode steps must be >= 1; got {self.episode_steps}")
+        if self.held_window < 1:
+            raise UserError(f"controller setting held_window must be an integer >= 1; got {self.held_window!r}")
+        if not 0.0 <= self.max_held_fraction < 1.0:
+            raise UserError(f"controller setting max_held_fraction must be in [0, 1); got {self.max_held_fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -126,8 +152,11 @@ class Stop:
     """Why the run stopped."""
 
     kind: StopKind
-    """``completed`` (every episode ran), ``requested`` (SIGINT/SIGTERM, the caller's ``should_stop``) or
-    ``safety`` (watchdog, hardware error, bus or policy failure, tilt, IMU silence)."""
+    """``completed`` (every episode ran), ``requested`` (SIGINT/SIGTERM, the caller's ``should_stop``),
+    ``safety`` (watchdog, hardware error, bus or policy failure, tilt, IMU silence, too many held actions) or
+    ``port_lost`` (the servos' or the IMU's serial port is gone: a cable pulled, the emulator's process dead; the
+    hold is still tried, for the IMU's line may be the lost one, but with the servos' line gone nothing reaches
+    them and the torque-off cannot be confirmed)."""
     reason: str
     """In words, e.g. ``"watchdog: 3 consecutive failed reads (last: timeout (f1_mid, id 21))"``."""
     time: float = math.nan
@@ -136,6 +165,20 @@ class Stop:
     def describe(self) -> str:
         """``"completed"``, ``"requested: SIGTERM"``, ``"safety: watchdog: ..."``."""
         return self.kind if self.kind == "completed" else f"{self.kind}: {self.reason}"
+
+
+def bus_watchdog_s(config: RobotConfig) -> float:
+    """How long the servos' own Bus Watchdog waits for an instruction during an episode (s): see
+    :data:`BUS_WATCHDOG_MARGIN_PERIODS`; at most the register's longest, 2.54 s."""
+    return min(BUS_WATCHDOG_MAX_UNITS * S_PER_BUS_WATCHDOG_UNIT,
+               config.watchdog.max_data_age_s + BUS_WATCHDOG_MARGIN_PERIODS * config.control_period_s)
+
+
+def bus_stop(exc: BusError, what: str, time: float) -> Stop:
+    """The stop for a bus failure while doing ``what``: ``port_lost`` when the port itself is gone, else ``safety``."""
+    if isinstance(exc, PortLost):
+        return Stop("port_lost", f"{what}: {exc}", time)
+    return Stop("safety", f"bus failure while {what}: {exc}", time)
 
 
 COMPLETED = Stop("completed", "every episode ran")
@@ -419,6 +462,10 @@ class Controller:
         self._cycle_start = math.nan
         self._cycle_error = math.nan
         self._cycle_overrun = False
+        self._watchdog_s = 0.0
+        """The servos' Bus Watchdog time while it is armed (s); 0 while it is not."""
+        self._last_bus_io = clock()
+        """When the last read or write through the bus ended (s): the servos' watchdog times from there."""
 
     @property
     def episode_steps(self) -> int:
@@ -434,12 +481,17 @@ class Controller:
             self.stats.period_error_s.append(self._cycle_error)
         if self._cycle_overrun:
             self.stats.overruns += 1
+        silent = self.clock() - self._last_bus_io
+        if self._watchdog_s and silent > self._watchdog_s:
+            raise ControllerStop(Stop("safety", f"the host left the bus silent for {silent:.3f} s, past the servos' "
+                                      f"bus watchdog ({self._watchdog_s:g} s): they have stopped", self.clock()))
         # The IMU first: its sample is then never younger than the servos' reply it is logged with.
-        sample = self.imu.poll() if self.imu is not None else None
         try:
+            sample = self.imu.poll() if self.imu is not None else None
             reading = self.bus.read()
-        except BusError as exc:
-            raise ControllerStop(Stop("safety", f"bus failure while reading: {exc}", self.clock())) from exc
+        except BusError as exc:  # PortLost from the IMU's line too
+            raise ControllerStop(bus_stop(exc, "reading", self.clock())) from exc
+        self._last_bus_io = self.clock()
         if self.imu is None:
             return reading
         if sample is None:
@@ -460,6 +512,8 @@ class Controller:
         if reading.alerts:
             try:
                 errors = self.bus.hardware_errors()
+            except PortLost as exc:
+                raise ControllerStop(bus_stop(exc, "reading the hardware error status", self.clock())) from exc
             except BusError as exc:
                 raise ControllerStop(Stop("safety", f"servos {', '.join(reading.alerts)} raised the hardware "
                                           f"alert and their error status cannot be read: {exc}",
@@ -517,7 +571,8 @@ class Controller:
         except HardwareFault as exc:
             raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
         except BusError as exc:
-            raise ControllerStop(Stop("safety", f"bus failure while writing: {exc}", self.clock())) from exc
+            raise ControllerStop(bus_stop(exc, "writing", self.clock())) from exc
+        self._last_bus_io = self.clock()
         self._have_command = True
         return sent
 
@@ -603,8 +658,7 @@ class Controller:
                                 arrived_at = self.clock()
                     self._end_cycle()
         except BusError as exc:
-            raise ControllerStop(Stop("safety", f"bus failure while driving {', '.join(names)} for the reset: "
-                                      f"{exc}", self.clock())) from exc
+            raise ControllerStop(bus_stop(exc, f"driving {', '.join(names)} for the reset", self.clock())) from exc
         if not settled:
             self.log.warning("%s did not settle at the start within %.1f s (largest error %.3f rad); starting the "
                              "episode from here", ", ".join(names), s.reset_timeout_s, error)
@@ -628,6 +682,7 @@ class Controller:
             self.bus.write_passive(goals)
         except HardwareFault as exc:
             raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
+        self._last_bus_io = self.clock()
 
     def _reset_fingers(self, target: FloatArray, info: dict[str, Any], placed_at: float | None = None) -> Reading:
         """Move the fingers to ``target`` through the safety filter; returns the settled reading.
@@ -686,8 +741,12 @@ class Controller:
         steps = self.episode_steps
         stop: Stop | None = None
         imu_before = self.imu.counters if self.imu is not None else None
+        recent_holds: deque[bool] = deque(maxlen=self.settings.held_window)
         try:
             try:
+                # Before a placement too, so the reset's first cycle comes as soon after it as without the arming;
+                # a placement longer than the watchdog (it sends the servos nothing) is the stall stop below.
+                self._arm_bus_watchdog()
                 base_pose = start_base_pose(start)
                 placed_at = None
                 if base_pose is not None:
@@ -714,6 +773,8 @@ class Controller:
                         break
                     before = self.state.last_action
                     action, f = self._decide(reading, obs)
+                    recent_holds.append(f.hold == Hold.NON_FINITE_ACTION)
+                    self._check_holds(recent_holds)
                     sent = self._write(f.command)
                     duration = self._end_cycle()
                     log.actions.append(action)
@@ -736,10 +797,42 @@ class Controller:
             if log.comm_errors:
                 log.comm_errors[-1] += self._new_errors()
             self.log.warning("stopping: %s", stop.describe())
+        self._disarm_bus_watchdog()
         if self.imu is not None and imu_before is not None:
             info["imu"] = self.imu.counters.since(imu_before)
         self.episodes_run += 1
         return self._result(log, goal, target, info, steps, stop)
+
+    def _arm_bus_watchdog(self) -> None:
+        """Arm the servos' Bus Watchdog for the episode: a host that dies leaves no servo chasing its last goal."""
+        timeout = bus_watchdog_s(self.config)
+        try:
+            self.bus.set_bus_watchdog(timeout)
+        except BusError as exc:
+            raise ControllerStop(bus_stop(exc, "arming the servos' bus watchdog", self.clock())) from exc
+        self._last_bus_io = self.clock()
+        self._watchdog_s = timeout
+
+    def _disarm_bus_watchdog(self) -> None:
+        """Disarm it between episodes (log writing and learning leave the bus silent); a failure is logged only: the
+        torque-off that follows a stop does not need it, and the next connect clears it."""
+        if not self._watchdog_s:
+            return
+        self._watchdog_s = 0.0
+        try:
+            self.bus.set_bus_watchdog(0.0)
+        except BusError as exc:
+            self.log.error("could not disarm the servos' bus watchdog: %s", exc)
+
+    def _check_holds(self, recent: deque[bool]) -> None:
+        """A safety stop when more than ``max_held_fraction`` of the newest ``held_window`` cycles refused the policy's
+        action (``recent``: one flag per cycle, newest last)."""
+        s = self.settings
+        held = sum(recent)
+        if held > s.max_held_fraction * s.held_window:
+            raise ControllerStop(Stop("safety", f"held actions: the policy's output was NaN or infinite in {held} of "
+                                      f"the last {len(recent)} cycles (limit {s.max_held_fraction:g} of "
+                                      f"{s.held_window} cycles)", self.clock()))
 
     def _place(self, target: FloatArray, passive_start: FloatArray, base_pose: FloatArray) -> dict[str, Any]:
         """Put a floating base down at the episode's start through the placer; what happened, for the meta."""
@@ -806,20 +899,37 @@ class Controller:
         """End the run: a safety stop holds the last safe command (or, with ``config.safe_pose_rad``, moves to the
         safe pose rate-limited first) for ``safe_stop_hold_s``; then the torque goes off. Returns whether the
         torque is off (a failure is logged, never raised)."""
-        if stop.kind == "safety" and self._have_command:
+        # A lost port may be the IMU's, with the servos still reachable: hold (or fold) as for any safety stop.
+        if stop.kind in SAFETY_STOP_KINDS and self._have_command:
+            held = True
             try:
                 if self.config.safe_pose_rad is not None:
                     self._move_to_safe_pose()
                 self.bus.write(self.state.command)
             except BusError as exc:
                 self.log.error("could not hold the last command: %s", exc)
-            self.sleep(self.settings.safe_stop_hold_s)
+                held = not isinstance(exc, PortLost)  # nothing holds on a dead line: waiting only delays the exit
+            if held:
+                self._hold(self.settings.safe_stop_hold_s)
         try:
             self.bus.torque(False)
         except BusError as exc:
             self.log.error("could not turn the torque off: %s", exc)
             return False
         return True
+
+    def _hold(self, duration_s: float) -> None:
+        """Sleep ``duration_s`` in control periods, cut short by a requested stop (the person asking for the torque
+        to go off now is obeyed within one period)."""
+        end = self.clock() + duration_s
+        while True:
+            remaining = end - self.clock()
+            if remaining <= TIME_EPSILON_S:
+                return
+            if self.should_stop() is not None:
+                self.log.warning("stop requested during the safety hold: the torque goes off now")
+                return
+            self.sleep(min(remaining, self.config.control_period_s))
 
     def _move_to_safe_pose(self) -> None:
         """Rate-limited steps from the last command to ``config.safe_pose_rad``, one write per control period.

@@ -90,12 +90,14 @@ def open_robot(
     reality: RealityConfig | None = None,
     faults: FaultSpec | None = None,
     clock: Callable[[], float] = time.monotonic,
+    interrupt: Callable[[], object] | None = None,
 ) -> RobotIO:
     """The bus (not yet connected), IMU and placer of ``config``'s robot on ``driver``.
 
     ``port`` and ``reality``/``faults`` mean what they mean for :func:`robot.bus.make_bus`; ``imu_port`` overrides
     ``config.imu.port`` (the second line of ``s2r emulate`` for an emulator started elsewhere); ``clock`` is the
-    mock's time source, also the IMU reader's.
+    mock's time source, also the IMU reader's; ``interrupt`` ends a Dynamixel bus's read retries (see
+    :func:`robot.bus.make_bus`).
     """
     if driver not in DRIVERS:
         raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
@@ -106,7 +108,8 @@ def open_robot(
         if faults is not None and faults.any_imu:
             raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
         # No floating base (the config would need an IMU for one), so nothing to place either.
-        return RobotIO(make_bus(config, driver, port, reality=reality, faults=faults, clock=clock))
+        return RobotIO(make_bus(config, driver, port, reality=reality, faults=faults, clock=clock,
+                                interrupt=interrupt))
 
     if driver == "mock":
         from robot.imu.mock import MockImuStream
@@ -123,7 +126,7 @@ def open_robot(
         if path == AUTO_PORT:
             raise UserError(f"{config.source}: imu.port 'auto' means the emulator's or the mock's IMU; on the real "
                             "robot name the IMU's serial device in imu.port or with --imu-port")
-        bus = make_bus(config, "dynamixel", port)
+        bus = make_bus(config, "dynamixel", port, interrupt=interrupt)
         return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
 
     # emulator
@@ -132,7 +135,7 @@ def open_robot(
         if path == AUTO_PORT:
             raise UserError(f"the emulator on {port} serves its IMU on the pty it printed on its second line: pass it "
                             "with --imu-port")
-        bus = make_bus(config, "emulator", port, reality=reality, faults=faults)
+        bus = make_bus(config, "emulator", port, reality=reality, faults=faults, interrupt=interrupt)
         return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
     if imu_port is not None:
         raise UserError("--imu-port needs --port: an emulator started here serves its own IMU")
@@ -142,7 +145,7 @@ def open_robot(
     emulator = Emulator(config, reality=reality, faults=faults)
     servo_path = emulator.start()
     try:
-        bus = DynamixelBus(config, servo_path, on_close=emulator.stop)
+        bus = DynamixelBus(config, servo_path, on_close=emulator.stop, interrupt=interrupt)
     except BaseException:
         emulator.stop()
         raise

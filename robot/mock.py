@@ -30,7 +30,7 @@ from robot.bus import (
 )
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
-from robot.dynamixel.control_table import HardwareError
+from robot.dynamixel.control_table import S_PER_BUS_WATCHDOG_UNIT, HardwareError, bus_watchdog_units
 from robot.dynamixel.units import (
     RAD_S_PER_VELOCITY_UNIT,
     TORQUE_NM_PER_A,
@@ -112,6 +112,10 @@ class MockBus:
         self._cycle = 0
         self._connected = False
         self._torque = False
+        self.bus_watchdog_s = 0.0
+        """The armed Bus Watchdog time (s); 0 off."""
+        self.bus_watchdog_expired = False
+        """Whether the Bus Watchdog stopped the servos (goals ignored until it is set again)."""
         reply_s = len(self._ids) * (wire_time_s(STATUS_BYTES, config.baud) + config.return_delay_s)
         self._timeout_s = reply_s + 2.0 * config.latency_timer_s + SDK_TIMEOUT_MARGIN_S
         """When a late reply counts as missing: the same packet timeout as the Dynamixel bus (s)."""
@@ -182,7 +186,8 @@ class MockBus:
         self._require_connected()
         sent = self._codec.quantize_command(command_rad)
         self._advance()
-        self.goal = sent.copy()
+        if not self.bus_watchdog_expired:  # a stopped servo refuses goals; a sync write hears nothing back
+            self.goal = sent.copy()
         self._book.writes += 1
         return sent
 
@@ -267,6 +272,15 @@ class MockBus:
         if self._connected and self._torque and joints:
             self._enable(joints)
 
+    def set_bus_watchdog(self, timeout_s: float) -> None:
+        """As the servos' Bus Watchdog: a gap between two calls longer than the timeout (rounded as the register
+        rounds it) with torque on stops every joint where it is, and its goals are ignored until this is called
+        with 0 (or a new timeout) again."""
+        self._require_connected()
+        self._advance()
+        self.bus_watchdog_s = bus_watchdog_units(timeout_s) * S_PER_BUS_WATCHDOG_UNIT
+        self.bus_watchdog_expired = False
+
     def close(self) -> None:
         if self._connected:
             self._advance()
@@ -331,6 +345,10 @@ class MockBus:
     def _advance(self) -> float:
         """Integrate the servos up to ``clock()`` and start due faults; returns the time."""
         now = self._clock()
+        if (self.bus_watchdog_s > 0 and not self.bus_watchdog_expired and now - self._t > self.bus_watchdog_s
+                and self._servo_torque.any()):
+            self.bus_watchdog_expired = True  # stopped where the last call left them
+            self.goal = np.where(self._servo_torque, self.q, self.goal)
         dt = max(0.0, now - self._t)
         self._t = max(self._t, now)
         if dt > 0:

@@ -46,11 +46,11 @@ class RunSummary:
     held_actions: int
     """Policy outputs refused by the safety filter for a NaN or infinity."""
     stop_kind: str
-    """``completed``, ``requested`` or ``safety``."""
+    """``completed``, ``requested``, ``safety`` or ``port_lost`` (see :class:`robot.controller.Stop`)."""
     stop_reason: str
     """Why the run ended, in words."""
     torque_off: bool
-    """Whether the torque was turned off at the end."""
+    """Whether the servos confirmed the torque off at the end (``s2r deploy`` exits non-zero when not)."""
     log_dir: str
     """Where the episodes were written."""
     imu: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 from sdk_recording import fast_state_blocks
 
 from robot.bus import Bus, BusError, Reading, make_bus
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def config(**overrides: Any) -> RobotConfig:
     data = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
     data["latency_timer_s"] = LATENCY_TIMER_S
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S  # three 205 ms read attempts must fit in it
     data.update(overrides)
     return config_from_mapping(data, source="test")
 
@@ -163,6 +164,7 @@ def test_close_turns_the_torque_off(emulator: Emulator) -> None:
 def test_unknown_servo_fails_connect_and_is_counted(emulator: Emulator) -> None:
     data = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
     data["latency_timer_s"] = LATENCY_TIMER_S
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
     data["encoders"]["valve"]["id"] = 51
     cfg = config_from_mapping(data, "test")
     bus = DynamixelBus(cfg, emulator.port)

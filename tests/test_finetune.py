@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from busy_machine import LATENCY_TIMER_S
+from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 from cli_runs import fast_robot_config, train_tiny
 
 from export.onnx_policy import OnnxPolicy
@@ -33,7 +33,8 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A packet timeout clear of a loaded test machine's hiccups.
-    return fast_robot_config("dclaw", tmp_path_factory.mktemp("robot"), latency_timer_s=LATENCY_TIMER_S)
+    return fast_robot_config("dclaw", tmp_path_factory.mktemp("robot"), latency_timer_s=LATENCY_TIMER_S,
+                             watchdog={"max_consecutive_failed_reads": 3, "max_data_age_s": MAX_DATA_AGE_S})
 
 
 def usable_transitions(logs: Path, episodes: int) -> list[int]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from robot.bus import PortLost
 from robot.config import ImuConfig
 from robot.emulator.faults import faults_from_mapping, parse_faults
 from robot.emulator.imu import EmulatedImu
@@ -175,7 +176,7 @@ def test_reader_undoes_the_timestamp_wrap() -> None:
     assert sample is not None and sample.device_time_s == pytest.approx((2**32 + 4000) * 1e-6)
 
 
-def test_a_failing_line_is_counted_not_raised() -> None:
+def test_a_failing_line_is_counted_and_raised_as_a_lost_port() -> None:
     class Broken:
         def read(self) -> bytes:
             raise OSError("EIO")
@@ -184,7 +185,11 @@ def test_a_failing_line_is_counted_not_raised() -> None:
             pass
 
     reader = ImuReader(Broken(), IMU)
-    assert reader.poll() is None and reader.counters.read_errors == 1
+    with pytest.raises(PortLost, match="EIO"):
+        reader.poll()
+    assert reader.counters.read_errors == 1
+    with pytest.raises(PortLost):  # it does not come back
+        reader.poll()
 
 
 def test_serial_source_on_a_pty_discards_what_came_before_it_opened() -> None:

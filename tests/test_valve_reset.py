@@ -388,6 +388,7 @@ class WriteLog:
 def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> None:
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["latency_timer_s"] = LATENCY_TIMER_S
+    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S  # three 205 ms read attempts must fit in it
     config = config_from_mapping(data, source="test config")
     valve_id = config.encoder("valve").id
     recorder = WriteLog()

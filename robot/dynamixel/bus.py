@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -28,8 +29,10 @@ from robot.bus import (
     BusError,
     CounterBook,
     HardwareFault,
+    PortLost,
     Reading,
     passive_driven_block,
+    port_lost,
     require_driven,
     torque_disabled_block,
 )
@@ -43,10 +46,17 @@ from robot.dynamixel.control_table import (
     HardwareError,
     OperatingMode,
     Register,
+    bus_watchdog_units,
     decode,
     encode,
 )
 from robot.dynamixel.protocol import parse_fast_sync_status
+from robot.dynamixel.timing import (
+    DRAIN_LONGEST_FACTOR,
+    SDK_TIMEOUT_MARGIN_S,
+    drain_quiet_s,
+    state_read_attempt_s,
+)
 from robot.dynamixel.units import (
     A_PER_CURRENT_UNIT,
     FloatArray,
@@ -56,6 +66,7 @@ from robot.dynamixel.units import (
 )
 from s2r.errors import UserError
 
+MS_PER_S = 1000.0
 SDK_ERROR_KIND = {
     sdk.COMM_RX_TIMEOUT: "timeout",
     sdk.COMM_RX_CORRUPT: "corrupt",
@@ -70,12 +81,6 @@ REBOOT_WAIT_S = 2.0
 """Longest wait for a rebooted servo to answer PING again (s)."""
 REBOOT_POLL_S = 0.01
 """Pause between PINGs while waiting for a rebooted servo (s)."""
-SDK_TIMEOUT_MARGIN_MS = 2.0
-"""dynamixel-sdk's fixed margin in its packet timeout (ms)."""
-DRAIN_QUIET_MARGIN_S = 0.001
-"""Quiet time after a failed transaction, beyond two latency-timer periods, before a retry (s)."""
-DRAIN_LONGEST_FACTOR = 10
-"""A drain gives up after this many quiet times, however busy the line (a babbling device)."""
 WRITE_TIMEOUT_S = 0.05
 """Longest wait for room in the port's output buffer before a packet counts as not sent (s)."""
 POLL_WAIT_S = 0.0005
@@ -101,43 +106,99 @@ class TunedPortHandler(sdk.PortHandler):
         """Return delays of every servo added up (ms): a sync read waits for each of them in turn."""
         self.spin_s = spin_s
         """How long after a request the wait for its reply spins before it blocks in ``select`` (s)."""
+        self.lost: PortLost | None = None
+        """Why the port is gone, once the OS refused it; every later use raises it again."""
+
+    # The SDK sets ``is_using`` first in every transaction, so raising here stops any use of a lost port before
+    # it reaches the dead descriptor (and before a transaction the loss interrupted could report "port busy").
+    @property
+    def is_using(self) -> bool:
+        if self.lost is not None:
+            raise self.lost
+        return self._is_using
+
+    @is_using.setter
+    def is_using(self, value: bool) -> None:
+        self._is_using = value
+
+    def _lose(self, what: str, exc: BaseException) -> PortLost:
+        """Remember the port as lost (the first cause is kept) and return the error to raise."""
+        if self.lost is None:
+            self.lost = port_lost(self.port_name, what, exc)
+        return self.lost
+
+    def _require_alive(self) -> None:
+        if self.lost is not None:
+            raise self.lost
 
     def readPort(self, length: int) -> bytes:
-        fd = self.ser.fileno()
+        self._require_alive()
         try:
-            data = os.read(fd, length) if length > 0 else b""
-        except BlockingIOError:
-            data = b""
-        if not data and length > 0:
-            if self.getCurrentTime() - self.packet_start_time < self.spin_s * 1000.0:  # SDK times are in ms
-                return data  # the SDK polls again at once: a spinning core answers faster than one woken up
-            select.select([fd], [], [], POLL_WAIT_S)
+            fd = self.ser.fileno()
             try:
-                data = os.read(fd, length)
+                data = os.read(fd, length) if length > 0 else b""
             except BlockingIOError:
                 data = b""
+            if not data and length > 0:
+                if self.getCurrentTime() - self.packet_start_time < self.spin_s * 1000.0:  # SDK times are in ms
+                    return data  # the SDK polls again at once: a spinning core answers faster than one woken up
+                select.select([fd], [], [], POLL_WAIT_S)
+                try:
+                    data = os.read(fd, length)
+                except BlockingIOError:
+                    data = b""
+        except (OSError, ValueError) as exc:  # ValueError: pyserial's fileno() after its port was closed
+            raise self._lose("reading", exc) from exc
         return data
 
     def writePort(self, packet: Sequence[int]) -> int:
         """Write the packet straight to the descriptor: pyserial's write adds tens of microseconds of Python
         per packet, twice per control cycle."""
+        self._require_alive()
         data = memoryview(bytes(packet))
-        fd = self.ser.fileno()
         written = 0
         give_up = time.monotonic() + WRITE_TIMEOUT_S
-        while written < len(data):
-            try:
-                written += os.write(fd, data[written:])
-            except BlockingIOError:
-                if time.monotonic() > give_up:
-                    break  # the SDK reports the short write as a failed transmission
-                select.select([], [fd], [], POLL_WAIT_S)
+        try:
+            fd = self.ser.fileno()
+            while written < len(data):
+                try:
+                    written += os.write(fd, data[written:])
+                except BlockingIOError:
+                    if time.monotonic() > give_up:
+                        break  # the SDK reports the short write as a failed transmission
+                    select.select([], [fd], [], POLL_WAIT_S)
+        except (OSError, ValueError) as exc:
+            raise self._lose("writing", exc) from exc
         return written
+
+    def clearPort(self) -> None:
+        self._require_alive()
+        try:
+            super().clearPort()
+        except (OSError, termios.error, ValueError) as exc:  # tcflush on a pty whose master is gone: termios.error
+            raise self._lose("flushing its input", exc) from exc
+
+    def getBytesAvailable(self) -> int:
+        self._require_alive()
+        try:
+            return int(super().getBytesAvailable())
+        except (OSError, termios.error, ValueError) as exc:
+            raise self._lose("asking for waiting bytes", exc) from exc
+
+    def closePort(self) -> None:
+        """Close the descriptor; quiet on a lost port, whose close can fail as its flush did (nothing is left to
+        release but the descriptor, which pyserial drops either way)."""
+        try:
+            super().closePort()
+        except (OSError, termios.error, ValueError):
+            if self.lost is None:
+                raise
+            self.is_open = False
 
     def setPacketTimeout(self, packet_length: int) -> None:
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = (self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms
-                               + SDK_TIMEOUT_MARGIN_MS + self.reply_delays_ms)
+                               + SDK_TIMEOUT_MARGIN_S * MS_PER_S + self.reply_delays_ms)
 
     def drain(self, quiet_s: float, longest_s: float) -> int:
         """Discard input until the line has been quiet for ``quiet_s`` (at most ``longest_s``); bytes dropped.
@@ -145,13 +206,17 @@ class TunedPortHandler(sdk.PortHandler):
         After a failed transaction the rest of its replies may still be on their way; a retry must not take
         one of them for its own answer.
         """
+        self._require_alive()
         dropped = 0
         end = time.monotonic() + longest_s
-        while time.monotonic() < end:
-            ready, _, _ = select.select([self.ser.fileno()], [], [], quiet_s)
-            if not ready:
-                break
-            dropped += len(self.ser.read(self.ser.in_waiting or 1))
+        try:
+            while time.monotonic() < end:
+                ready, _, _ = select.select([self.ser.fileno()], [], [], quiet_s)
+                if not ready:
+                    break
+                dropped += len(self.ser.read(self.ser.in_waiting or 1))
+        except (OSError, termios.error, ValueError) as exc:  # serial.SerialException is an OSError
+            raise self._lose("draining", exc) from exc
         self.clearPort()
         return dropped
 
@@ -165,8 +230,9 @@ class DynamixelBus:
     """The servo bus of one robot on a serial port (or an emulator's pseudo-terminal); see :class:`robot.bus.Bus`.
 
     ``port_handler``/``packet_handler`` replace the SDK objects (tests pass recording wrappers);
-    ``on_close`` runs after the port is closed (e.g. stopping an emulator the bus owns). Not thread-safe:
-    one loop owns the bus.
+    ``on_close`` runs after the port is closed (e.g. stopping an emulator the bus owns); ``interrupt`` is polled
+    before each retry of a state read, and a true result gives the read up (stale), so a requested stop acts
+    after one transaction instead of every retry. Not thread-safe: one loop owns the bus.
     """
 
     def __init__(
@@ -178,6 +244,7 @@ class DynamixelBus:
         packet_handler: Any = None,
         on_close: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        interrupt: Callable[[], object] | None = None,
     ) -> None:
         if config.protocol != 2.0:
             raise UserError(f"{config.source}: protocol {config.protocol} is not supported; expected 2.0")
@@ -189,6 +256,7 @@ class DynamixelBus:
         self._ph = packet_handler if packet_handler is not None else sdk.PacketHandler(2.0)
         self._on_close = on_close
         self._clock = clock
+        self._interrupt = interrupt
         self._book = CounterBook()
         self._opened = False
         self._connected = False
@@ -211,6 +279,12 @@ class DynamixelBus:
                                               Register.GOAL_POSITION.size)
         self._encoder_index = {e.name: k for k, e in enumerate(config.encoders)}
         self._driving: set[str] = set()
+        self._watchdog_armed = False
+        self._read_deadline: float | None = None
+        """While a state read runs: when it must be done (s, ``clock``)."""
+        self._attempt_s = state_read_attempt_s(config.baud, len(self._ids), config.latency_timer_s,
+                                               config.return_delay_s)
+        """The longest one failing state-read attempt takes, its drain included (s)."""
 
     # --- Bus protocol --------------------------------------------------------------------------
     @property
@@ -244,6 +318,10 @@ class DynamixelBus:
         if errors:
             raise HardwareFault(errors)
         self._apply_settings()
+        # A host that died with the watchdog armed left it armed, or expired (goals refused until cleared).
+        for i in self._ids:
+            self._ensure(i, Register.BUS_WATCHDOG, 0, n)
+        self._watchdog_armed = False
         self._connected = True
         if torque_on:
             self.torque(True)
@@ -293,6 +371,13 @@ class DynamixelBus:
         self._require_open()
         values = self._sync_read_registers(self._torque_read, Register.TORQUE_ENABLE, "torque enable")
         return {self._names[i]: v == 1 for i, v in values.items()}
+
+    def set_bus_watchdog(self, timeout_s: float) -> None:
+        self._require_connected()
+        units = bus_watchdog_units(timeout_s)
+        for i in self._ids:
+            self._write(i, Register.BUS_WATCHDOG, units, self.config.retries.write)
+        self._watchdog_armed = units > 0
 
     def _enable_passive(self, names: tuple[str, ...]) -> None:
         self._require_connected()
@@ -348,6 +433,11 @@ class DynamixelBus:
 
     def close(self) -> None:
         try:
+            if self._connected and self._watchdog_armed:
+                try:
+                    self.set_bus_watchdog(0.0)  # the next connect finds it off, and nothing stops mid-close
+                except BusError:
+                    pass  # counted already; the torque goes off next either way
             if self._connected and (self._torque or self._driving):
                 try:
                     self.torque(False)
@@ -431,8 +521,19 @@ class DynamixelBus:
         n_j, n_p = self._n_joints, len(self.config.encoders)
         attempts = 1 + self.config.retries.read
         t_request = self._clock()
+        # The read's deadline is the watchdog's data-age bound: a retry that could not finish by then is not
+        # started (the config validator makes every configured retry fit, so only a stalled host gets here).
+        self._read_deadline = t_request + self.config.watchdog.max_data_age_s
         last_error: str | None = None
         for attempt in range(1, attempts + 1):
+            if attempt > 1 and self._clock() + self._attempt_s > self._read_deadline:
+                last_error = f"{last_error}; read deadline of {self.config.watchdog.max_data_age_s:g} s reached"
+                attempts = attempt - 1
+                break
+            if attempt > 1 and self._interrupt is not None and self._interrupt():
+                last_error = f"{last_error}; retries given up for a requested stop"
+                attempts = attempt - 1
+                break
             # A failed fast read cannot say which servo broke the chained reply; the retries are plain sync
             # reads, whose per-servo replies name it.
             fast = self.config.fast_sync_read and attempt == 1
@@ -460,7 +561,9 @@ class DynamixelBus:
                 last_error = implausible
                 continue
             reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
+            self._read_deadline = None
             return reading, pos
+        self._read_deadline = None
         return Reading.failed(n_j, n_p, t_request, self._clock(), attempts, last_error), None
 
     def _receive_blocks(self) -> tuple[list[bytes], list[str], str | None]:
@@ -638,10 +741,13 @@ class DynamixelBus:
     def _failed(self, kind: str) -> None:
         """Count a failed transaction and let the rest of its replies pass before anything is retried."""
         self._book.error(kind)
-        quiet = 2.0 * self.config.latency_timer_s + DRAIN_QUIET_MARGIN_S
+        quiet = drain_quiet_s(self.config.latency_timer_s)
+        longest = DRAIN_LONGEST_FACTOR * quiet
+        if self._read_deadline is not None:  # a babbling line must not hold a state read past its deadline
+            longest = max(quiet, min(longest, self._read_deadline - self._clock()))
         drain = getattr(self._port, "drain", None)
         if drain is not None:
-            drain(quiet, DRAIN_LONGEST_FACTOR * quiet)
+            drain(quiet, longest)
         else:
             self._port.clearPort()
 

@@ -8,6 +8,7 @@ are EEPROM: a servo refuses to write them while Torque Enable is 1.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +102,28 @@ BAUD_CODES: dict[int, int] = {
 dynamixel-sdk's PortHandler cannot open a port at that rate."""
 
 
+S_PER_BUS_WATCHDOG_UNIT = 0.020
+"""Unit of Bus Watchdog (98) (s). E-manual, XM430-W350 "Bus Watchdog (98)" (firmware v38 and later): while Torque
+Enable is 1 the servo times the interval between instruction packets (any instruction of the protocol); when it
+exceeds the register's value it stops (position modes hold where they are), the register reads
+:data:`BUS_WATCHDOG_ERROR`, and Goal PWM/Current/Velocity/Position become read-only: a write of one is answered
+with the Data Range Error. Writing 0 disarms it and clears the error."""
+BUS_WATCHDOG_ERROR = -1
+"""Bus Watchdog (98) after it expired ("Bus Watchdog Error", e-manual)."""
+BUS_WATCHDOG_MAX_UNITS = 127
+"""Longest Bus Watchdog time (units of 20 ms, so 2.54 s)."""
+
+
+def bus_watchdog_units(timeout_s: float) -> int:
+    """Bus Watchdog (98) register value for a timeout (s): rounded up to its 20 ms step, at most its longest; 0 off."""
+    if not timeout_s >= 0:
+        raise ValueError(f"a bus watchdog timeout must be >= 0 s; got {timeout_s!r}")
+    if timeout_s == 0:
+        return 0
+    # Less a nanosecond: a whole number of steps must not round up one step for a float error.
+    return min(BUS_WATCHDOG_MAX_UNITS, max(1, math.ceil((timeout_s - 1e-9) / S_PER_BUS_WATCHDOG_UNIT)))
+
+
 @dataclass(frozen=True)
 class RegisterSpec:
     """One control-table entry."""
@@ -185,8 +208,9 @@ class Register(enum.Enum):
     POSITION_P_GAIN = _r(84, 2, 800, 0, 16383)
     FEEDFORWARD_2ND_GAIN = _r(88, 2, 0, 0, 16383)
     FEEDFORWARD_1ST_GAIN = _r(90, 2, 0, 0, 16383)
-    BUS_WATCHDOG = _r(98, 1, 0, 0, 127)
-    """Unit 20 ms."""
+    BUS_WATCHDOG = _r(98, 1, 0, 0, 127, signed=True)
+    """Unit 20 ms (:data:`S_PER_BUS_WATCHDOG_UNIT`); 0 off (and clears the error), 1..127 armed,
+    :data:`BUS_WATCHDOG_ERROR` after it expired."""
     GOAL_PWM = _r(100, 2, 0, -885, 885, signed=True)
     GOAL_CURRENT = _r(102, 2, 0, -1193, 1193, signed=True)
     """Unit 2.69 mA."""

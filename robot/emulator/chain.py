@@ -17,6 +17,8 @@ from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import (
     BAUD_CODES,
     BROADCAST_ID,
+    BUS_WATCHDOG_MAX_UNITS,
+    S_PER_BUS_WATCHDOG_UNIT,
     STATE_BLOCK_DTYPE,
     Instruction,
     Register,
@@ -95,7 +97,9 @@ class ServoChain:
         self._targets = np.full(self.n_joints, np.nan)
         self._passive_targets = np.full(len(config.encoders), np.nan)
         self._by_id: dict[int, EmulatedServo] = {}
-        self._homing = self._torque = self._threshold = np.zeros(0)
+        self._homing = self._torque = self._threshold = self._watchdog_s = np.zeros(0)
+        self._last_instruction = clock()
+        """When the servos last received an instruction packet (s): what their Bus Watchdogs time."""
         self._reindex()
         self._sampled = False
         self.refresh(clock())
@@ -108,6 +112,18 @@ class ServoChain:
         pending."""
         self.refresh(now)
         self._start_faults(now)
+        self._bus_watchdog(now)
+
+    def _bus_watchdog(self, now: float) -> None:
+        """Stop every servo whose armed Bus Watchdog has run out with its torque on (e-manual, Bus Watchdog (98))."""
+        expired = (self._watchdog_s > 0) & (now - self._last_instruction > self._watchdog_s) & (self._torque != 0)
+        if not expired.any():
+            return
+        for k in np.flatnonzero(expired):
+            self.servos[k].bus_watchdog_expired()
+        self.stats["bus_watchdog_stops"] += int(expired.sum())
+        self._reindex()
+        self._push_targets(now)
 
     def refresh(self, now: float) -> None:
         """Advance the physics to ``now``; when it stepped, the present registers of every servo from it,
@@ -200,6 +216,9 @@ class ServoChain:
         self._homing = np.array([s.get(Register.HOMING_OFFSET) for s in self.servos])
         self._torque = np.array([s.torque_on for s in self.servos])
         self._threshold = np.array([s.get(Register.MOVING_THRESHOLD) for s in self.servos])
+        units = np.array([s.get(Register.BUS_WATCHDOG) for s in self.servos])
+        self._watchdog_s = np.where((units >= 1) & (units <= BUS_WATCHDOG_MAX_UNITS),
+                                    units * S_PER_BUS_WATCHDOG_UNIT, 0.0)
         # The present registers hold the homing offset and the torque state too: a servo applies a new one at
         # once, so the next read resamples instead of waiting for the next physics step.
         self._sampled = False
@@ -220,6 +239,8 @@ class ServoChain:
             # A real servo drops a packet with a bad CRC without answering.
             self.stats["crc_errors_received"] += 1
             return []
+        self._bus_watchdog(now)  # a packet after the timeout comes too late for it
+        self._last_instruction = now
         inst = packet.instruction
         if inst in READ_INSTRUCTIONS:
             self.cycle += 1
@@ -403,7 +424,7 @@ class ServoChain:
 
 
 _SETTINGS_INDEXED = (Register.ID, Register.BAUD_RATE, Register.HOMING_OFFSET, Register.MOVING_THRESHOLD,
-                     Register.TORQUE_ENABLE)
+                     Register.TORQUE_ENABLE, Register.BUS_WATCHDOG)
 """Registers :meth:`ServoChain._reindex` reads back."""
 
 

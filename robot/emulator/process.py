@@ -86,6 +86,11 @@ class Emulator:
         return self._imu_port
 
     @property
+    def pid(self) -> int | None:
+        """The child's process ID (``None`` before :meth:`start`): what a test kills to pull the cable."""
+        return None if self._process is None else int(self._process.pid)
+
+    @property
     def running(self) -> bool:
         """Whether the child process is alive."""
         return self._process is not None and self._process.poll() is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from robot.dynamixel.control_table import (
     ALERT_BIT,
+    BUS_WATCHDOG_ERROR,
     CONTROL_TABLE_SIZE,
     EEPROM_END,
     REGISTER_AT,
@@ -36,6 +37,8 @@ OVERHEATED_C = 80
 _EMULATED_MODE_VALUES = frozenset(int(m) for m in EMULATED_MODES)
 _POSITION_LIMITED_VALUES = frozenset(int(m) for m in POSITION_LIMITED_MODES)
 _OPERATING_MODE_AT = SPEC[Register.OPERATING_MODE].address
+GOAL_REGISTERS = frozenset({Register.GOAL_PWM, Register.GOAL_CURRENT, Register.GOAL_VELOCITY, Register.GOAL_POSITION})
+"""The Goal Values a Bus Watchdog Error makes read-only (e-manual, Bus Watchdog (98))."""
 
 
 class EmulatedServo:
@@ -129,6 +132,8 @@ class EmulatedServo:
         s = SPEC[reg]
         if not s.low <= value <= s.high:
             return StatusError.DATA_RANGE
+        if reg in GOAL_REGISTERS and self.get(Register.BUS_WATCHDOG) == BUS_WATCHDOG_ERROR:
+            return StatusError.DATA_RANGE
         if reg is Register.OPERATING_MODE and value not in _EMULATED_MODE_VALUES:
             return StatusError.DATA_RANGE
         if reg is Register.TORQUE_ENABLE and value == 1 and self.hardware_error & self.get(Register.SHUTDOWN):
@@ -145,6 +150,12 @@ class EmulatedServo:
         if address <= a and a + reg.size <= address + len(data):
             return decode(reg, data, a - address)
         return self.get(reg)
+
+    def bus_watchdog_expired(self) -> None:
+        """The Bus Watchdog ran out with torque on: stop where it is and report the error (e-manual, Bus Watchdog
+        (98)); its goals are refused until the register is written 0."""
+        self.set(Register.GOAL_POSITION, self.get(Register.PRESENT_POSITION))
+        self.set(Register.BUS_WATCHDOG, BUS_WATCHDOG_ERROR)
 
     def raise_hardware_error(self, bits: HardwareError) -> None:
         """Set hardware error bits; those in the Shutdown register switch the torque off."""

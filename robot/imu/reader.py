@@ -3,9 +3,10 @@
 The IMU streams frames on its own (``robot.imu.protocol``); nothing is ever requested. The controller calls
 :meth:`ImuReader.poll` once per cycle: it takes every byte that has arrived, decodes the frames, and keeps the
 newest valid one as an :class:`ImuSample` in the torso frame (``imu.mounting_quat`` applied) with the host time
-of the poll that received it. Corrupt frames, sequence gaps and read errors are counted, never raised: a
-device that stops sending valid frames shows as a sample that stops getting younger, which the controller's
-silence watchdog turns into a safety stop.
+of the poll that received it. Corrupt frames and sequence gaps are counted, never raised: a device that stops
+sending valid frames shows as a sample that stops getting younger, which the controller's silence watchdog turns
+into a safety stop. A line the OS refuses to read (the device unplugged, the emulator's process gone) is counted
+and raised as :class:`robot.bus.PortLost`: it does not come back, and the controller stops as ``port_lost``.
 
 The receive time is the poll's time, so a sample's age as logged (reading time - receive time) understates
 its true age by at most the time the frame waited in the OS buffer: with a device streaming faster than the
@@ -14,8 +15,10 @@ control rate, one frame period.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from robot.bus import PortLost, port_lost
 from robot.config import ImuConfig
 from robot.imu.mounting import sensor_to_torso
 from robot.imu.protocol import (
@@ -80,7 +84,11 @@ class SerialByteSource:
             except BlockingIOError:
                 break
             if not data:
-                break
+                if not select.select([self._fd], [], [], 0)[0]:
+                    break  # nothing waiting
+                data = os.read(self._fd, READ_CHUNK_BYTES)  # bytes may have come in since the empty read
+                if not data:  # ready yet empty: hung up (as pyserial judges a disconnected device)
+                    raise OSError(errno.EIO, f"the IMU port {self.path} hung up (device disconnected)")
             chunks.append(data)
             total += len(data)
         return b"".join(chunks)
@@ -88,7 +96,10 @@ class SerialByteSource:
     def close(self) -> None:
         if self._fd is not None:
             self._fd = None
-            self._serial.close()
+            try:
+                self._serial.close()
+            except OSError:
+                pass  # a line already gone: nothing is left to release but the descriptor, dropped either way
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,8 @@ class ImuSource(Protocol):
     """What the controller needs from the IMU; :class:`ImuReader` implements it."""
 
     def poll(self) -> ImuSample | None:
-        """Take what has arrived; the newest valid sample so far (``None`` before the first)."""
+        """Take what has arrived; the newest valid sample so far (``None`` before the first). Raises
+        :class:`robot.bus.PortLost` when the line is gone."""
         ...
 
     @property
@@ -183,6 +195,7 @@ class ImuReader:
         self._mount = np.asarray(config.mounting_quat, dtype=np.float64)
         self._latest: ImuSample | None = None
         self._read_errors = 0
+        self._lost: PortLost | None = None
         self._last_stamp: int | None = None
         self._wraps = 0
 
@@ -192,11 +205,14 @@ class ImuReader:
         return self._latest
 
     def poll(self) -> ImuSample | None:
+        if self._lost is not None:
+            raise self._lost
         try:
             data = self.source.read()
-        except OSError:
+        except OSError as exc:
             self._read_errors += 1
-            return self._latest
+            self._lost = port_lost(getattr(self.source, "path", "of the IMU"), "reading the IMU", exc)
+            raise self._lost from exc
         if not data:
             return self._latest
         now = self._clock()
