@@ -33,7 +33,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 
 from policies.checkpoint import (
     BEST_NAME,
@@ -54,6 +53,7 @@ from policies.replay import Batch, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.errors import UserError
+from s2r.yamlfile import load_yaml
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -593,8 +593,11 @@ class Trainer:
         assert self.run is not None
         if not self.run.config.is_file():
             return []
-        saved = yaml.safe_load(self.run.config.read_text()) or {}
-        now = yaml.safe_load(dump_config(self.cfg)) or {}
+        saved = load_yaml(self.run.config.read_text(), f"the run's {str(self.run.config)!r}") or {}
+        if not isinstance(saved, dict):
+            raise UserError(f"cannot resume: the run's {str(self.run.config)!r} must hold a mapping of config fields, "
+                            f"got {type(saved).__name__}")
+        now = load_yaml(dump_config(self.cfg)) or {}
         return [k for k in EVALUATION_FIELDS if saved.get(k) != now.get(k)]
 
     def load_training(self, path: Path, replay: Path | None = None) -> None:

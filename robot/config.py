@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from robot.dynamixel.control_table import (
     BAUD_CODES,
@@ -37,6 +36,7 @@ from robot.dynamixel.units import (
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
 from s2r.errors import UserError
+from s2r.yamlfile import read_yaml_file
 from sim.tasks.spec import FloatArray, TaskSpec
 
 AUTO_PORT = "auto"
@@ -313,22 +313,11 @@ def base_task_spec(task: str) -> TaskSpec:
 # --- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path) -> RobotConfig:
     """Load and validate a hardware config YAML file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UserError(f"hardware config {str(p)!r} not found") from None
-    except OSError as exc:
-        raise UserError(f"cannot read hardware config {str(p)!r}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"hardware config {str(p)!r} is not valid YAML: {exc}") from None
-    return config_from_mapping(data, source=str(p))
+    return config_from_mapping(read_yaml_file(path, "hardware config"), source=str(path))
 
 
 def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
-    """Validate an already-parsed config (e.g. ``yaml.safe_load`` output) into a :class:`RobotConfig`."""
+    """Validate an already-parsed config (e.g. ``s2r.yamlfile.load_yaml`` output) into a :class:`RobotConfig`."""
     root = _Node(data, "", source)
     robot = root.text("robot")
     task = root.text("task")
@@ -373,6 +362,9 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     override = root.flag("control_period_override", False)
     if not (period > 0 and math.isfinite(period)):
         root.fail("control_period_s", "a positive number of seconds", period)
+    if period > spec.episode_duration:
+        root.fail("control_period_s", f"a period no longer than the task's episode of {spec.episode_duration:g} s "
+                  "(an episode holds at least one control period)", period)
     if not override and not math.isclose(period, spec.control_period, rel_tol=0, abs_tol=1e-12):
         root.fail("control_period_s", f"the task's control period {spec.control_period} s (set "
                   "control_period_override: true to run the loop at another period)", period)
