@@ -499,12 +499,15 @@ def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur:
             if t_lo < 0 or t_hi > MAX_POSITION_TICK:
                 j.fail("offset_rad", "a calibration that maps the joint limits into one servo turn "
                        f"(0..{MAX_POSITION_TICK} ticks); they map to {t_lo}..{t_hi}", offset)
+        # The registers hold whole units, and a limit that rounds to 0 leaves a servo that cannot move.
         vel = j.number("velocity_limit_rad_s", default_vel)
-        if not 0 < vel <= vel_top:
-            j.fail("velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", vel)
+        if not RAD_S_PER_VELOCITY_UNIT <= vel <= vel_top:
+            j.fail("velocity_limit_rad_s", f"a speed in [{RAD_S_PER_VELOCITY_UNIT:.4g}, {vel_top:.4g}] rad/s (at least "
+                   "one unit of the Velocity Limit register)", vel)
         cur = j.number("current_limit_a", default_cur)
-        if not 0 < cur <= cur_top:
-            j.fail("current_limit_a", f"a current in (0, {cur_top:.4g}] A", cur)
+        if not A_PER_CURRENT_UNIT <= cur <= cur_top:
+            j.fail("current_limit_a", f"a current in [{A_PER_CURRENT_UNIT:.4g}, {cur_top:.4g}] A (at least one unit of "
+                   "the Current Limit register)", cur)
         j.done()
         out.append(JointConfig(name, servo_id, scale, offset, low, high, vel, cur))
     return tuple(out)
@@ -522,8 +525,10 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
         servo_id, scale, offset = e.servo_id("id"), e.scale("scale"), e.number("offset_rad", 0.0)
         resettable = e.flag("resettable", False)
         speed = e.number("reset_velocity_limit_rad_s", DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S)
-        if not 0 < speed <= vel_top:
-            e.fail("reset_velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", speed)
+        # Slower than one velocity unit, a reset would crawl for minutes or never settle.
+        if not RAD_S_PER_VELOCITY_UNIT <= speed <= vel_top:
+            e.fail("reset_velocity_limit_rad_s", f"a speed in [{RAD_S_PER_VELOCITY_UNIT:.4g}, {vel_top:.4g}] rad/s "
+                   "(at least one unit of the Velocity Limit register)", speed)
         if not resettable and "reset_velocity_limit_rad_s" in e.data:
             e.fail("reset_velocity_limit_rad_s", "absent unless resettable is true (the encoder is never driven)",
                    speed)

@@ -130,6 +130,15 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
      r"field latency_timer_s must be a finite number"),
     ("hardware: joints as a list", lambda: config_from_mapping(_hardware(joints=[])),
      r"field joints must be a mapping"),
+    ("hardware: a velocity limit below one register unit", lambda: config_from_mapping(
+        _hardware(joint_defaults__velocity_limit_rad_s=1e-300)),
+     r"field joints\.f0_top\.velocity_limit_rad_s must be a speed in \[0\.02398, .*at least one unit"),
+    ("hardware: a current limit below one register unit", lambda: config_from_mapping(
+        _hardware(joints__f1_mid__current_limit_a=0.001)),
+     r"field joints\.f1_mid\.current_limit_a must be a current in \[0\.00269, "),
+    ("hardware: a valve reset slower than one register unit", lambda: config_from_mapping(
+        _hardware(encoders__valve__reset_velocity_limit_rad_s=1e-6)),
+     r"field encoders\.valve\.reset_velocity_limit_rad_s must be a speed in \[0\.02398, "),
     ("reality: NaN noise", lambda: reality_from_mapping({"velocity_noise_std_rad_s": NAN}, CONFIG),
      r"field velocity_noise_std_rad_s must be a finite number"),
     ("reality: a physics step longer than the control period",
@@ -215,8 +224,17 @@ HOSTILE_CLI: list[tuple[str, list[str], str]] = [
      r"config field 'env_kwargs': .*physics_timestep must be a positive number"),
     ("train: a NaN learning rate", ["train", "--set", "lr=.nan", "--steps", "10", "--out", "{tmp}/run"],
      r"config field 'lr': expected a finite number"),
-    ("train: a negative seed", ["train", "--seed", "-1", "--steps", "10", "--out", "{tmp}/run"],
+    ("train: a negative seed", ["train", "--set", "seed=-1", "--steps", "10", "--out", "{tmp}/run"],
      r"config field 'seed' must be >= 0"),
+    ("train: an output directory that is a file", ["train", "--steps", "10", "--out", "{tmp}/empty.yaml"],
+     r"empty\.yaml"),
+    ("deploy: a log directory that is a file", ["deploy", "--robot", str(DCLAW_YAML), "--driver", "mock",
+                                                "--episodes", "1", "--log-dir", "{tmp}/empty.yaml", "scripted:hold"],
+     r"empty\.yaml"),
+    ("deploy: a fault on a servo the robot does not have",
+     ["deploy", "--robot", str(DCLAW_YAML), "--driver", "mock", "--faults", "silent=99@1s", "--episodes", "1",
+      "--log-dir", "{tmp}/logs", "scripted:hold"],
+     r"--faults names servo ID\(s\) 99, which .*dclaw\.yaml does not have; its IDs: 10, 11"),
     ("train: an empty randomization", ["train", "--randomize", "{tmp}/empty.yaml", "--steps", "10",
                                        "--out", "{tmp}/run"],
      r"parameters must be a mapping"),
@@ -255,3 +273,18 @@ def test_a_hostile_cli_run_exits_2_with_one_line(what: str, tmp_path: Path,
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(pattern, err), err
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--steps", "10"], ["deploy", "--robot", "r.yaml", "--driver", "mock", "--episodes", "1", "--log-dir",
+                                "logs", "scripted:hold"],
+    ["simlogs", "--task", "dclaw-turn", "--out", "logs"], ["sweep", "--episodes", "1", "run"],
+    ["adapt", "--task", "dclaw-turn", "--prior", "p.yaml", "--logs", "logs", "--out", "o.yaml"],
+    ["eval", "run"], ["finetune", "--robot", "r.yaml", "--episodes", "1", "run"],
+    ["render", "--task", "dclaw-turn", "--out", "r.gif"], ["demo"],
+])
+def test_a_negative_seed_is_refused_by_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--seed", "-1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "argument --seed: expected an integer >= 0" in err and "Traceback" not in err
