@@ -161,7 +161,10 @@ def _duration(text: str, where: str) -> float:
     m = _DURATION.match(text.strip())
     if not m:
         raise UserError(f"fault {where} must be a duration like 5ms, 0.5s or 800us; got {text!r}")
-    return float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+    seconds = float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+    if not math.isfinite(seconds):  # 1e400s parses as infinity
+        raise UserError(f"fault {where} must be a finite duration like 5ms, 0.5s or 800us; got {text!r}")
+    return seconds
 
 
 def _servo_id(value: Any, where: str) -> int:
