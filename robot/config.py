@@ -499,6 +499,10 @@ def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur:
             if t_lo < 0 or t_hi > MAX_POSITION_TICK:
                 j.fail("offset_rad", "a calibration that maps the joint limits into one servo turn "
                        f"(0..{MAX_POSITION_TICK} ticks); they map to {t_lo}..{t_hi}", offset)
+            if t_hi <= t_lo:
+                # Rounded inwards, the limits met: the servo's position limits would leave it no travel.
+                j.fail("scale", "a calibration scale that maps the joint's range onto more than one servo tick "
+                       f"(usually 1 or -1); [{low:.6g}, {high:.6g}] rad maps to {t_lo}..{t_hi}", scale)
         # The registers hold whole units, and a limit that rounds to 0 leaves a servo that cannot move.
         vel = j.number("velocity_limit_rad_s", default_vel)
         if not RAD_S_PER_VELOCITY_UNIT <= vel <= vel_top:

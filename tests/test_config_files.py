@@ -130,6 +130,8 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
      r"field latency_timer_s must be a finite number"),
     ("hardware: joints as a list", lambda: config_from_mapping(_hardware(joints=[])),
      r"field joints must be a mapping"),
+    ("hardware: a scale that leaves no travel", lambda: config_from_mapping(_hardware(joints__f0_top__scale=1e300)),
+     r"field joints\.f0_top\.scale must be a calibration scale that maps the joint's range onto more than one"),
     ("hardware: a velocity limit below one register unit", lambda: config_from_mapping(
         _hardware(joint_defaults__velocity_limit_rad_s=1e-300)),
      r"field joints\.f0_top\.velocity_limit_rad_s must be a speed in \[0\.02398, .*at least one unit"),
@@ -238,6 +240,12 @@ HOSTILE_CLI: list[tuple[str, list[str], str]] = [
      r"config field 'hidden': networks of widths \[10000000000000\] do not fit in memory"),
     ("train: far more threads than cores", ["train", "--set", "threads=100000", "--steps", "10", "--out", "{tmp}/run"],
      r"config field 'threads' must be at most \d+ \(4 per CPU"),
+    ("train: a repeated key in the config file", ["train", "--config", "{tmp}/dup.yaml", "--steps", "10",
+                                                  "--out", "{tmp}/run"],
+     r"config file .*dup\.yaml': key 'lr' appears twice in one mapping \(lines 1 and 3\)"),
+    ("train: a repeated key in the randomization file", ["train", "--randomize", "{tmp}/dup.yaml", "--steps", "10",
+                                                         "--out", "{tmp}/run"],
+     r"randomization file .*dup\.yaml': key 'lr' appears twice"),
     ("train: a NaN learning rate", ["train", "--set", "lr=.nan", "--steps", "10", "--out", "{tmp}/run"],
      r"config field 'lr': expected a finite number"),
     ("train: a negative seed", ["train", "--set", "seed=-1", "--steps", "10", "--out", "{tmp}/run"],
@@ -271,6 +279,7 @@ HOSTILE_CLI: list[tuple[str, list[str], str]] = [
 
 def _hostile_files(tmp: Path) -> None:
     (tmp / "empty.yaml").write_text("task: dclaw-turn\nparameters: []\n")
+    (tmp / "dup.yaml").write_text("lr: 0.001\nsteps: 10\nlr: 0.1\n")
     (tmp / "inf.yaml").write_text("task: dclaw-turn\nparameters:\n"
                                   "  valve_damping: {dist: uniform, low: 0, high: .inf}\n")
     slow = yaml.safe_load(DCLAW_YAML.read_text()) | {"control_period_s": 3600.0, "control_period_override": True}
