@@ -14,6 +14,7 @@ import yaml
 
 from policies.config import config_from_mapping as train_config_from_mapping
 from policies.config import load_config_file, parse_overrides
+from randomization.adapt import AdaptConfig
 from randomization.distributions import load_distribution, parse_distribution
 from robot.config import config_from_mapping, load_config
 from robot.emulator.faults import faults_from_arg, faults_from_mapping
@@ -179,6 +180,10 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
     ("training: a negative seed", lambda: train_config_from_mapping({"seed": -1}), r"config field 'seed' must be >= 0"),
     ("training: a string where a number goes", lambda: train_config_from_mapping({"steps": "many"}),
      r"config field 'steps': expected int"),
+    ("adaptation: an infinite proposal inflation", lambda: AdaptConfig(proposal_inflation=INF),
+     r"proposal_inflation must be a finite number >= 1"),
+    ("adaptation: an infinite noise floor fraction", lambda: AdaptConfig(min_std_fraction=INF),
+     r"min_std_fraction must be a finite number above 0"),
     ("randomization: empty parameters", lambda: parse_distribution({"task": "dclaw-turn", "parameters": []}, "r.yaml"),
      r"r\.yaml: parameters must be a mapping"),
     ("randomization: no parameter", lambda: parse_distribution({"task": "dclaw-turn", "parameters": {}}, "r.yaml"),
