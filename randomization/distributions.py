@@ -519,8 +519,7 @@ def joint_gaussian(
     scale = float(np.max(np.abs(c))) or 1.0
     if not np.allclose(c, c.T, rtol=1e-9, atol=1e-12 * scale):
         raise UserError(f"{where}.cov must be symmetric")
-    with np.errstate(over="ignore"):
-        c = 0.5 * c + 0.5 * c.T
+    c = 0.5 * c + 0.5 * c.T  # halved first: c + c.T overflows for entries near the largest float
     smallest = float(np.linalg.eigvalsh(c).min())
     if smallest <= 0.0:
         raise UserError(f"{where}.cov must be positive definite (a covariance with positive variances); "
