@@ -41,15 +41,14 @@ EVAL_SEED = 10_000
 
 def trained_run(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
     """Train into ``run_dir`` unless a finished run with the same fields is there; steps and time either way."""
-    import yaml
-
     from policies.config import config_from_mapping
     from policies.train import train
+    from s2r.yamlfile import load_yaml
 
     saved = run_dir / "config.yaml"
     metrics = run_dir / "metrics.jsonl"
     if saved.is_file() and metrics.is_file():
-        old = yaml.safe_load(saved.read_text())
+        old = load_yaml(saved.read_text(), str(saved))
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         last = max((r["step"] for r in rows), default=0)
         if any(old.get(k) != v for k, v in fields.items()) or last < fields["steps"]:
@@ -88,12 +87,12 @@ def main() -> None:
                         "randomization/configs/dkitty.yaml); the evaluations stay nominal")
     args = parser.parse_args()
 
-    import yaml
-
     from export.onnx_export import ExportConfig, export_policy
     from export.onnx_policy import evaluate_onnx
+    from s2r.yamlfile import load_yaml
 
-    fields: dict[str, Any] = yaml.safe_load((ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml").read_text())
+    shipped = ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml"
+    fields: dict[str, Any] = load_yaml(shipped.read_text(), str(shipped))
     if args.quick:
         fields.update(QUICK)
     if args.steps:

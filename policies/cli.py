@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from s2r import cliargs
 from s2r.errors import UserError
 
 DEFAULT_EVAL_EPISODES = 50
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epopt-warmup", type=int, metavar="K", help="EPOpt: first K iterations keep every model "
                    "(epsilon = 1; default 5)")
     p.add_argument("--steps", type=int, help="environment steps in total (default 150000)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=cliargs.seed, help="random seed (default 0)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--updates-per-step", type=float, default=1.0, help="gradient steps per real transition (1)")
     f.add_argument("--sim-fraction", type=float, default=0.5,
                    help="share of each batch from the simulation replay (0.5; 0 = real only)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=cliargs.seed, default=0)
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_finetune)
@@ -84,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("path", metavar="RUN_DIR|CHECKPOINT|POLICY.onnx")
     e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help=f"default {DEFAULT_EVAL_EPISODES}")
     e.add_argument("--engine", help="physics engine (default: the one trained on)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    e.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode (default 0)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_eval)
 

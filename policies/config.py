@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -12,6 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from s2r.errors import UserError
+from s2r.yamlfile import load_yaml, read_yaml_file
 
 Algo = Literal["sac", "td3"]
 ALGOS: tuple[Algo, ...] = ("sac", "td3")
@@ -170,8 +172,12 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return int(value)
         raise bad
     if hint is float:
+        # No float field of a training run has a meaning for NaN or infinity (a NaN learning rate trained
+        # on NaN weights without a word).
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            if math.isfinite(value):
+                return float(value)
+            raise UserError(f"config field {name!r}: expected a finite number, got {value!r}")
         raise bad
     if hint is str:
         if isinstance(value, str):
@@ -222,6 +228,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise UserError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
     if not cfg.task:
         raise UserError("config field 'task' must not be empty")
+    if cfg.seed < 0:
+        raise UserError(f"config field 'seed' must be >= 0 (numpy refuses a negative seed), got {cfg.seed}")
     return cfg
 
 
@@ -237,14 +245,7 @@ def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None
 def load_config_file(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML mapping of config fields over ``base``."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+    data = read_yaml_file(p, "config file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -260,10 +261,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise UserError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        out[key] = load_yaml(raw, f"--set {key} value {raw!r}") if raw.strip() else ""
     return out
 
 

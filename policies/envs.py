@@ -37,6 +37,12 @@ def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] 
         raise UserError(f"cannot make environment {env_id!r}: {exc}") from exc
     except TypeError as exc:
         raise UserError(f"environment {env_id!r} rejected the arguments {sorted(kwargs)}: {exc}") from exc
+    except (ValueError, KeyError) as exc:
+        # A value the environment cannot run with (a control period longer than the episode, an unknown
+        # parameter name): the user's env_kwargs, since every other argument is checked before this.
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise UserError(f"config field 'env_kwargs': environment {env_id!r} cannot run with {kwargs}: {reason}"
+                        ) from exc
     obs_space, act_space = env.observation_space, env.action_space
     if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
         env.close()

@@ -33,7 +33,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 
 from policies.checkpoint import (
     BEST_NAME,
@@ -54,6 +53,7 @@ from policies.replay import Batch, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.errors import UserError
+from s2r.yamlfile import load_yaml
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -70,6 +70,14 @@ RECENT_EPISODES = 20
 """Training episodes averaged for the progress bar."""
 NORM_BATCH = 32
 """Observations folded into the running statistics at a time (per-step numpy calls cost more)."""
+MAX_THREADS_PER_CPU = 4
+"""Most torch threads per CPU a config may ask for (-): beyond a few per core they only contend."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed (torch's CPU allocator raises a plain ``RuntimeError``)."""
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -224,6 +232,11 @@ class Trainer:
         assert cfg.warmup_steps is not None and cfg.eval_interval is not None and cfg.threads is not None
         self.run = run
         self.progress = progress
+        cpus = os.cpu_count() or 1
+        if cfg.threads > MAX_THREADS_PER_CPU * cpus:
+            # torch crashed the process (SIGSEGV) at 100000 threads; no run gains from far more threads than cores.
+            raise UserError(f"config field 'threads' must be at most {MAX_THREADS_PER_CPU * cpus} "
+                            f"({MAX_THREADS_PER_CPU} per CPU of this machine's {cpus}), got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.distribution = self._distribution()
@@ -239,8 +252,20 @@ class Trainer:
         self.action_high = np.asarray(act_space.high, dtype=np.float64)
         self._env_low = np.asarray(act_space.low)
         self._env_high = np.asarray(act_space.high)
-        self.learner = build_learner(cfg, self.obs_dim, self.act_dim, self.device)
-        self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2)
+        try:
+            self.learner = build_learner(cfg, self.obs_dim, self.act_dim, self.device)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise UserError(f"config field 'hidden': networks of widths {list(cfg.hidden)} do not fit in memory "
+                            f"({exc})") from None
+        try:
+            self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise UserError(f"config field 'buffer_size': a replay buffer of {cfg.buffer_size} transitions does not "
+                            f"fit in memory ({exc})") from None
         self.obs_stats = RunningMeanStd.zeros(self.obs_dim)
         self._pending_obs = np.zeros((NORM_BATCH, self.obs_dim))
         self._n_pending = 0
@@ -593,8 +618,11 @@ class Trainer:
         assert self.run is not None
         if not self.run.config.is_file():
             return []
-        saved = yaml.safe_load(self.run.config.read_text()) or {}
-        now = yaml.safe_load(dump_config(self.cfg)) or {}
+        saved = load_yaml(self.run.config.read_text(), f"the run's {str(self.run.config)!r}") or {}
+        if not isinstance(saved, dict):
+            raise UserError(f"cannot resume: the run's {str(self.run.config)!r} must hold a mapping of config fields, "
+                            f"got {type(saved).__name__}")
+        now = load_yaml(dump_config(self.cfg)) or {}
         return [k for k in EVALUATION_FIELDS if saved.get(k) != now.get(k)]
 
     def load_training(self, path: Path, replay: Path | None = None) -> None:

@@ -117,12 +117,14 @@ class AdaptConfig:
             raise UserError(f"samples must be at least 2, got {self.samples}")
         if not 0.0 < self.ess_fraction <= 1.0:
             raise UserError(f"ess_fraction must be in (0, 1], got {self.ess_fraction}")
-        if not self.proposal_inflation >= 1.0:
-            raise UserError(f"proposal_inflation must be at least 1, got {self.proposal_inflation}")
+        if not 1.0 <= self.proposal_inflation < math.inf:
+            raise UserError(f"proposal_inflation must be a finite number >= 1, got {self.proposal_inflation}")
         if self.max_transitions is not None and self.max_transitions < 1:
             raise UserError(f"max_transitions must be at least 1, got {self.max_transitions}")
-        if not self.min_std_fraction > 0.0:
-            raise UserError(f"min_std_fraction must be positive, got {self.min_std_fraction}")
+        if not 0.0 < self.min_std_fraction < math.inf:
+            raise UserError(f"min_std_fraction must be a finite number above 0, got {self.min_std_fraction}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (numpy refuses a negative seed), got {self.seed}")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
 from robot.trajlog import SkippedFile
+from s2r import cliargs
 from s2r.errors import UserError
 from sim import TASK_IDS
 from sim.engines import ENGINES
@@ -146,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--iterations", type=int, default=defaults.iterations, help="sampling-and-fitting rounds")
     a.add_argument("--samples", type=int, default=defaults.samples, help="parameter samples per round")
     a.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine for the replay")
-    a.add_argument("--seed", type=int, default=defaults.seed, help="seed of the parameter draws")
+    a.add_argument("--seed", type=cliargs.seed, default=defaults.seed, help="seed of the parameter draws")
     a.add_argument("--workers", type=int, default=_workers_default(),
                    help="local worker processes (default: one per CPU; 1 runs in this process), or Ray actors")
     a.add_argument("--ray", metavar="auto|ADDRESS", help="run the simulations on a Ray cluster (needs s2r[ray])")
@@ -170,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a parameter value of the simulated robot (repeatable); others stay nominal")
     s.add_argument("--policy", default="scripted", help="'scripted' (default), 'random', or a checkpoint/.onnx file")
     s.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine")
-    s.add_argument("--seed", type=int, default=0, help="seed of the resets, random actions and sensor noise")
+    s.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the resets, random actions and sensor noise")
     s.add_argument("--position-noise", type=float, default=sim_defaults.position_noise_std,
                    help="std of the noise on logged angles (rad)")
     s.add_argument("--velocity-noise", type=float, default=sim_defaults.velocity_noise_std,
@@ -199,6 +200,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--workers", type=int, default=_workers_default(),
                    help="local worker processes (default: one per CPU; 1 runs in this process), or Ray actors")
     w.add_argument("--ray", metavar="auto|ADDRESS", help="run the episodes on a Ray cluster (needs s2r[ray])")
-    w.add_argument("--seed", type=int, default=0, help="seed of the first episode of every cell (default 0)")
+    w.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode of every cell (default 0)")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object, last on stdout")
     w.set_defaults(func=cmd_sweep)

@@ -38,6 +38,7 @@ import numpy as np
 import yaml
 
 from s2r.errors import UserError
+from s2r.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
 from sim.engines.base import ParamSpec
 from sim.tasks.spec import FloatArray
@@ -425,6 +426,14 @@ def _number(value: Any, where: str) -> float:
     return v
 
 
+def _finite(value: Any, where: str, why: str) -> float:
+    """A number that must be finite (a mean, the bounds of a uniform draw); ``why`` says why in the error."""
+    v = _number(value, where)
+    if not math.isfinite(v):
+        raise UserError(f"{where} must be a finite number ({why}), got {v:g}")
+    return v
+
+
 def _check_keys(entry: Mapping[str, Any], required: Sequence[str], optional: Sequence[str], where: str) -> None:
     missing = [k for k in required if k not in entry]
     if missing:
@@ -458,7 +467,9 @@ def _parse_marginal(entry: Any, spec: ParamSpec, where: str) -> Marginal:
         raise UserError(f"{where}.dist is {kind!r}; expected one of {', '.join(DIST_KINDS)}")
     if kind in ("uniform", "log_uniform"):
         _check_keys(entry, ("dist", "low", "high"), (), where)
-        low, high = _number(entry["low"], f"{where}.low"), _number(entry["high"], f"{where}.high")
+        # A uniform draw needs a finite width: numpy overflows on an infinite one.
+        why = f"{kind} draws between two finite bounds"
+        low, high = _finite(entry["low"], f"{where}.low", why), _finite(entry["high"], f"{where}.high", why)
         _check_bounds(low, high, spec, where)
         if kind == "uniform":
             return Uniform(low, high)
@@ -467,14 +478,15 @@ def _parse_marginal(entry: Any, spec: ParamSpec, where: str) -> Marginal:
         return LogUniform(low, high)
     if kind == "normal":
         _check_keys(entry, ("dist", "mean", "std"), (), where)
-        dist = TruncatedNormal(_number(entry["mean"], f"{where}.mean"), _positive_std(entry["std"], f"{where}.std"),
-                               spec.low, spec.high, explicit_bounds=False)
+        dist = TruncatedNormal(_finite(entry["mean"], f"{where}.mean", "the centre of the Gaussian"),
+                               _positive_std(entry["std"], f"{where}.std"), spec.low, spec.high, explicit_bounds=False)
     else:
         _check_keys(entry, ("dist", "mean", "std", "low", "high"), (), where)
         low, high = _number(entry["low"], f"{where}.low"), _number(entry["high"], f"{where}.high")
         _check_bounds(low, high, spec, where)
-        dist = TruncatedNormal(_number(entry["mean"], f"{where}.mean"), _positive_std(entry["std"], f"{where}.std"),
-                               low, high)
+        # An infinite bound is a one-sided truncation, which the truncated normal handles; the mean is not.
+        dist = TruncatedNormal(_finite(entry["mean"], f"{where}.mean", "the centre of the Gaussian"),
+                               _positive_std(entry["std"], f"{where}.std"), low, high)
     if dist.mass < MIN_RANGE_MASS:
         raise UserError(f"{where}: the Gaussian has almost no probability inside [{dist.low:g}, {dist.high:g}]; "
                         "move its mean into the range")
@@ -497,6 +509,8 @@ def joint_gaussian(
     if n == 0:
         raise UserError(f"{where}.names must list at least one parameter")
     m = _vector(mean, n, f"{where}.mean")
+    if not np.all(np.isfinite(m)):
+        raise UserError(f"{where}.mean must be finite (the centre of the Gaussian), got {m.tolist()}")
     if not isinstance(cov, Sequence | np.ndarray) or len(cov) != n:
         raise UserError(f"{where}.cov must be a {n}x{n} matrix (a list of {n} rows), got {cov!r}")
     c = np.stack([_vector(row, n, f"{where}.cov[{i}]") for i, row in enumerate(cov)])
@@ -505,7 +519,7 @@ def joint_gaussian(
     scale = float(np.max(np.abs(c))) or 1.0
     if not np.allclose(c, c.T, rtol=1e-9, atol=1e-12 * scale):
         raise UserError(f"{where}.cov must be symmetric")
-    c = 0.5 * (c + c.T)
+    c = 0.5 * c + 0.5 * c.T  # halved first: c + c.T overflows for entries near the largest float
     smallest = float(np.linalg.eigvalsh(c).min())
     if smallest <= 0.0:
         raise UserError(f"{where}.cov must be positive definite (a covariance with positive variances); "
@@ -547,9 +561,11 @@ def parse_distribution(data: Any, where: str = "distribution", task: str | None 
         if theirs != set(specs):
             raise UserError(f"{where} is a distribution for task {file_task!r}, whose parameters differ from "
                             f"those of {task!r}")
-    raw = data.get("parameters") or {}
+    raw = data.get("parameters")
+    if raw is None:
+        raw = {}
     if not isinstance(raw, Mapping):
-        raise UserError(f"{where}: parameters must be a mapping of parameter name to distribution")
+        raise UserError(f"{where}: parameters must be a mapping of parameter name to distribution, got {raw!r}")
     marginals: dict[str, Marginal] = {}
     for name, entry in raw.items():
         _known(specs, name, file_task, f"{where}: parameters")
@@ -562,14 +578,19 @@ def parse_distribution(data: Any, where: str = "distribution", task: str | None 
             raise UserError(f"{jw} must be a mapping with names, mean, cov")
         _check_keys(j, ("names", "mean", "cov"), ("low", "high"), jw)
         names = j["names"]
-        if not isinstance(names, Sequence) or isinstance(names, str):
-            raise UserError(f"{jw}.names must be a list of parameter names")
+        if not isinstance(names, Sequence) or isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{jw}.names must be a list of parameter names, got {names!r}")
         for name in names:
             _known(specs, name, file_task, f"{jw}.names")
         dup = sorted({n for n in names if n in marginals or list(names).count(n) > 1})
         if dup:
             raise UserError(f"{jw}.names: {', '.join(dup)} appear(s) more than once across parameters and joint")
         joint = joint_gaussian(list(names), j["mean"], j["cov"], specs, j.get("low"), j.get("high"), jw)
+    if not marginals and joint is None:
+        # An empty file trained on the nominal model without a word; training on nominal is leaving
+        # the distribution out, not an empty one.
+        raise UserError(f"{where}: parameters must name at least one parameter (or give a joint Gaussian); "
+                        f"known parameters of {file_task!r}: {', '.join(specs)}")
     return ParameterDistribution(file_task, marginals, joint)
 
 
@@ -578,10 +599,7 @@ def load_distribution(path: str | os.PathLike[str], task: str | None = None) -> 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"randomization file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p} is not valid YAML ({exc})") from None
+    data = read_yaml_file(p, "randomization file")
     return parse_distribution(data, str(p), task)
 
 

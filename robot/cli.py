@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robot.controller import Controller, ControllerSettings, Policy, check_policy
+from s2r import cliargs
 from s2r.errors import UserError
 from sim.tasks.base import Task
 from sim.tasks.spec import TaskSpec
@@ -72,7 +73,7 @@ def register(sub: Any) -> None:
                    "or a spec such as 'drop=0.01,silent=21@5s' or, with an IMU, 'imu_silent@2s,imu_corrupt=0.05'")
     p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
     p.add_argument("--log-dir", required=True, metavar="DIR", help="directory for run.json and episode files")
-    p.add_argument("--seed", type=int, default=0, help="seed of the episode starts and goals (default 0)")
+    p.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episode starts and goals (default 0)")
     p.add_argument("--task", metavar="NAME", help="task variant for the goals (e.g. dclaw-turn-random); default: "
                    "the one the policy was trained on when its file says, else the hardware config's task")
     p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
@@ -220,6 +221,12 @@ def run_deploy(args: argparse.Namespace) -> int:
         raise UserError("--faults applies to the emulator and mock drivers only")
     reality = load_reality(args.reality, config) if args.reality else None
     faults = faults_from_arg(args.faults) if args.faults else None
+    if faults is not None:
+        # A fault on a servo the robot does not have would never start, and the run would look fault-free.
+        unknown = sorted({f.id for f in faults.servo_faults} - set(config.all_ids))
+        if unknown:
+            raise UserError(f"--faults names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} does "
+                            f"not have; its IDs: {', '.join(map(str, config.all_ids))}")
     settings = ControllerSettings(episode_steps=args.episode_steps)
     loaded = load_deploy_policy(args.policy, spec, args.seed, period_override=config.control_period_override)
     task = deploy_task(config.task, args.task, loaded.env_id, spec)

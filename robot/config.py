@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from robot.dynamixel.control_table import (
     BAUD_CODES,
@@ -38,6 +37,7 @@ from robot.dynamixel.units import (
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
 from s2r.errors import UserError
+from s2r.yamlfile import read_yaml_file
 from sim.tasks.spec import FloatArray, TaskSpec
 
 AUTO_PORT = "auto"
@@ -315,22 +315,11 @@ def base_task_spec(task: str) -> TaskSpec:
 # --- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path) -> RobotConfig:
     """Load and validate a hardware config YAML file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UserError(f"hardware config {str(p)!r} not found") from None
-    except OSError as exc:
-        raise UserError(f"cannot read hardware config {str(p)!r}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"hardware config {str(p)!r} is not valid YAML: {exc}") from None
-    return config_from_mapping(data, source=str(p))
+    return config_from_mapping(read_yaml_file(path, "hardware config"), source=str(path))
 
 
 def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
-    """Validate an already-parsed config (e.g. ``yaml.safe_load`` output) into a :class:`RobotConfig`."""
+    """Validate an already-parsed config (e.g. ``s2r.yamlfile.load_yaml`` output) into a :class:`RobotConfig`."""
     root = _Node(data, "", source)
     robot = root.text("robot")
     task = root.text("task")
@@ -375,6 +364,9 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     override = root.flag("control_period_override", False)
     if not (period > 0 and math.isfinite(period)):
         root.fail("control_period_s", "a positive number of seconds", period)
+    if period > spec.episode_duration:
+        root.fail("control_period_s", f"a period no longer than the task's episode of {spec.episode_duration:g} s "
+                  "(an episode holds at least one control period)", period)
     if not override and not math.isclose(period, spec.control_period, rel_tol=0, abs_tol=1e-12):
         root.fail("control_period_s", f"the task's control period {spec.control_period} s (set "
                   "control_period_override: true to run the loop at another period)", period)
@@ -533,12 +525,19 @@ def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur:
             if t_lo < 0 or t_hi > MAX_POSITION_TICK:
                 j.fail("offset_rad", "a calibration that maps the joint limits into one servo turn "
                        f"(0..{MAX_POSITION_TICK} ticks); they map to {t_lo}..{t_hi}", offset)
+            if t_hi <= t_lo:
+                # Rounded inwards, the limits met: the servo's position limits would leave it no travel.
+                j.fail("scale", "a calibration scale that maps the joint's range onto more than one servo tick "
+                       f"(usually 1 or -1); [{low:.6g}, {high:.6g}] rad maps to {t_lo}..{t_hi}", scale)
+        # The registers hold whole units, and a limit that rounds to 0 leaves a servo that cannot move.
         vel = j.number("velocity_limit_rad_s", default_vel)
-        if not 0 < vel <= vel_top:
-            j.fail("velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", vel)
+        if not RAD_S_PER_VELOCITY_UNIT <= vel <= vel_top:
+            j.fail("velocity_limit_rad_s", f"a speed in [{RAD_S_PER_VELOCITY_UNIT:.4g}, {vel_top:.4g}] rad/s (at least "
+                   "one unit of the Velocity Limit register)", vel)
         cur = j.number("current_limit_a", default_cur)
-        if not 0 < cur <= cur_top:
-            j.fail("current_limit_a", f"a current in (0, {cur_top:.4g}] A", cur)
+        if not A_PER_CURRENT_UNIT <= cur <= cur_top:
+            j.fail("current_limit_a", f"a current in [{A_PER_CURRENT_UNIT:.4g}, {cur_top:.4g}] A (at least one unit of "
+                   "the Current Limit register)", cur)
         j.done()
         out.append(JointConfig(name, servo_id, scale, offset, low, high, vel, cur))
     return tuple(out)
@@ -556,8 +555,10 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
         servo_id, scale, offset = e.servo_id("id"), e.scale("scale"), e.number("offset_rad", 0.0)
         resettable = e.flag("resettable", False)
         speed = e.number("reset_velocity_limit_rad_s", DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S)
-        if not 0 < speed <= vel_top:
-            e.fail("reset_velocity_limit_rad_s", f"a speed in (0, {vel_top:.4g}] rad/s", speed)
+        # Slower than one velocity unit, a reset would crawl for minutes or never settle.
+        if not RAD_S_PER_VELOCITY_UNIT <= speed <= vel_top:
+            e.fail("reset_velocity_limit_rad_s", f"a speed in [{RAD_S_PER_VELOCITY_UNIT:.4g}, {vel_top:.4g}] rad/s "
+                   "(at least one unit of the Velocity Limit register)", speed)
         if not resettable and "reset_velocity_limit_rad_s" in e.data:
             e.fail("reset_velocity_limit_rad_s", "absent unless resettable is true (the encoder is never driven)",
                    speed)

@@ -25,6 +25,9 @@ COMMAND_MODULES = (
     "s2r.demo",
 )
 """Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+"""Errors of a path given on the command line (an output directory that is a file, a port one may not open): the
+user's to fix, so a one-line message and exit 2, not a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (UserError, MissingExtra, FileNotFoundError) as exc:
+    except (UserError, MissingExtra, *PATH_ERRORS) as exc:
         print(f"s2r {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return code

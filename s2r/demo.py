@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from s2r import cliargs
 from s2r.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,7 +464,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, numbers mean nothing")
     p.add_argument("--out", type=Path, help="output directory (default runs/demo, quick: runs/demo-quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cliargs.seed, default=0)
     p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)

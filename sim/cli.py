@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from s2r import cliargs
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
 from s2r.policy_files import load_policy_file
@@ -211,7 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--task", required=True, help=f"task name ({tasks}) or gymnasium id")
     r.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine (default: mujoco)")
     r.add_argument("--policy", help="checkpoint or .onnx file; without it actions are seeded uniform random")
-    r.add_argument("--seed", type=int, default=0, help="seed of the first reset and of the random actions")
+    r.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first reset and of the random actions")
     r.add_argument("--episodes", type=int, default=1, help="episodes to record (default: 1)")
     r.add_argument("--width", type=int, default=DEFAULT_RENDER_WIDTH_PX, help="frame width in pixels")
     r.add_argument("--height", type=int, default=DEFAULT_RENDER_HEIGHT_PX, help="frame height in pixels")

@@ -45,10 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from robot.dynamixel.control_table import MAX_ID, HardwareError
 from s2r.errors import UserError
+from s2r.yamlfile import read_yaml_file
 
 ServoFaultKind = Literal["overload", "overheat", "silent"]
 SERVO_FAULT_KINDS: tuple[str, ...] = ("overload", "overheat", "silent")
@@ -162,7 +161,10 @@ def _duration(text: str, where: str) -> float:
     m = _DURATION.match(text.strip())
     if not m:
         raise UserError(f"fault {where} must be a duration like 5ms, 0.5s or 800us; got {text!r}")
-    return float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+    seconds = float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+    if not math.isfinite(seconds):  # 1e400s parses as infinity
+        raise UserError(f"fault {where} must be a finite duration like 5ms, 0.5s or 800us; got {text!r}")
+    return seconds
 
 
 def _servo_id(value: Any, where: str) -> int:
@@ -244,7 +246,9 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
     for key in data:
         if key not in known:
             raise UserError(f"{source}: unknown fault {key!r}; known: {', '.join(sorted(known))}")
-    late = data.get("late") or {}
+    late = data.get("late")
+    if late is None:
+        late = {}
     if not isinstance(late, Mapping) or set(late) - {"probability", "delay_s"}:
         raise UserError(f"{source}: field late must be a mapping with probability and delay_s; got {late!r}")
     delay = late.get("delay_s", 0.0)
@@ -252,7 +256,9 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
         raise UserError(f"{source}: field late.delay_s must be a duration >= 0 s; got {delay!r}")
     faults: list[ServoFault] = []
     for kind in SERVO_FAULT_KINDS:
-        entries = data.get(kind) or []
+        entries = data.get(kind)
+        if entries is None:
+            entries = []
         if not isinstance(entries, list):
             raise UserError(f"{source}: field {kind} must be a list of {{id, at_s | at_cycle}}; got {entries!r}")
         for k, e in enumerate(entries):
@@ -263,8 +269,8 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
             servo_id = _servo_id(e["id"], f"{where}.id")
             if "at_s" in e:
                 at_s = e["at_s"]
-                if isinstance(at_s, bool) or not isinstance(at_s, int | float) or not at_s >= 0:
-                    raise UserError(f"{source}: field {where}.at_s must be a time >= 0 s; got {at_s!r}")
+                if isinstance(at_s, bool) or not isinstance(at_s, int | float) or not 0 <= at_s < math.inf:
+                    raise UserError(f"{source}: field {where}.at_s must be a finite time >= 0 s; got {at_s!r}")
                 faults.append(ServoFault(kind, servo_id, at_s=float(at_s)))  # type: ignore[arg-type]
             else:
                 cycle = e["at_cycle"]
@@ -306,14 +312,7 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
 
 def load_faults(path: str | Path) -> FaultSpec:
     """A :class:`FaultSpec` from a YAML file."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read fault file {str(p)!r}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"fault file {str(p)!r} is not valid YAML: {exc}") from None
-    return faults_from_mapping(data, source=str(p))
+    return faults_from_mapping(read_yaml_file(path, "fault file"), source=str(path))
 
 
 def faults_from_arg(arg: str | None) -> FaultSpec:

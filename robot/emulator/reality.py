@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from robot.config import RobotConfig
 from s2r.errors import UserError
+from s2r.yamlfile import read_yaml_file
 from sim.engines import ENGINES, ParamSpec
 
 ACTION_LATENCY = "action_latency"
@@ -94,16 +93,7 @@ NOMINAL_REALITY = RealityConfig()
 
 def load_reality(path: str | Path, config: RobotConfig) -> RealityConfig:
     """Load and validate a reality YAML file for the robot of ``config`` (its task's parameter names)."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"reality file {str(p)!r} not found") from None
-    except OSError as exc:
-        raise UserError(f"cannot read reality file {str(p)!r}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"reality file {str(p)!r} is not valid YAML: {exc}") from None
-    return reality_from_mapping(data, config, source=str(p))
+    return reality_from_mapping(read_yaml_file(path, "reality file"), config, source=str(path))
 
 
 def task_param_specs(config: RobotConfig) -> tuple[ParamSpec, ...]:
@@ -155,14 +145,18 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
     if engine not in ENGINES:
         raise fail("engine", f"one of {', '.join(ENGINES)}")
     timestep = number("physics_timestep_s", DEFAULT_PHYSICS_TIMESTEP_S)
-    if timestep <= 0:
-        raise fail("physics_timestep_s", "a positive number of seconds")
+    # A step longer than the control period would leave whole commands unseen by the physics.
+    if not 0 < timestep <= config.control_period_s:
+        raise fail("physics_timestep_s", f"a positive number of seconds, at most the control period "
+                   f"{config.control_period_s:g} s")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise fail("seed", "a non-negative integer")
 
     specs = {s.name: s for s in task_param_specs(config)}
-    raw = data.get("params") or {}
+    raw = data.get("params")
+    if raw is None:
+        raw = {}
     if not isinstance(raw, Mapping):
         raise fail("params", "a mapping of parameter names to values")
     params: dict[str, float] = {}
@@ -173,6 +167,8 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         if name not in specs:
             raise UserError(f"{source}: unknown parameter params.{name}; known parameters of {config.task}: "
                             f"{', '.join(n for n in specs if n not in LOOP_ONLY_PARAMS)}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{source}: params.{name} must be a number in {specs[name].unit}; got {value!r}")
         try:
             params[str(name)] = specs[name].validate(value)
         except (TypeError, ValueError) as exc:
@@ -182,6 +178,13 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
     imu_orientation_noise = params.pop(IMU_ORIENTATION_NOISE, 0.0)
     imu_angvel_noise = params.pop(IMU_ANGVEL_NOISE, 0.0)
     spec = config.task_spec()
+    initial_joints = vector("initial_joint_pos_rad", spec.n_joints)
+    if initial_joints is not None:
+        # The servos power on where the robot was left, which is inside the joints' travel.
+        for k, (q, lo, hi) in enumerate(zip(initial_joints, spec.joint_low, spec.joint_high, strict=True)):
+            if not lo <= q <= hi:
+                raise UserError(f"{source}: field initial_joint_pos_rad[{k}] must be an angle of "
+                                f"{spec.joint_names[k]} inside the task's range [{lo:.6g}, {hi:.6g}] rad; got {q!r}")
     return RealityConfig(
         engine=str(engine),
         physics_timestep_s=timestep,
@@ -193,7 +196,7 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         wire_time=flag("wire_time", True),
         return_delay=flag("return_delay", True),
         reply_latency_s=number("reply_latency_s", 0.0),
-        initial_joint_pos_rad=vector("initial_joint_pos_rad", spec.n_joints),
+        initial_joint_pos_rad=initial_joints,
         initial_passive_pos_rad=vector("initial_passive_pos_rad", len(spec.passive_joints)),
         seed=seed,
         imu_orientation_noise_std_rad=imu_orientation_noise,

@@ -129,6 +129,13 @@ class TaskSpec:
                            ("reset_pose", self.reset_pose)):
             if len(seq) != n:
                 raise ValueError(f"TaskSpec {self.name}: {label} has {len(seq)} entries, expected {n}")
+        for label, values in (("joint_low", self.joint_low), ("joint_high", self.joint_high),
+                              ("reset_pose", self.reset_pose), ("extras", tuple(self.extras.values()))):
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"TaskSpec {self.name}: every {label} value must be a finite number, got {values}")
+        if not (self.joint_velocity_limit > 0 and math.isfinite(self.joint_velocity_limit)):
+            raise ValueError(f"TaskSpec {self.name}: joint_velocity_limit must be a positive number of rad/s, "
+                             f"got {self.joint_velocity_limit!r}")
         if any(lo >= hi for lo, hi in zip(self.joint_low, self.joint_high, strict=True)):
             raise ValueError(f"TaskSpec {self.name}: every joint_low must be below joint_high")
         if not set(self.periodic_passive) <= set(self.passive_joints):
@@ -137,8 +144,9 @@ class TaskSpec:
         if not (self.control_period > 0 and math.isfinite(self.control_period)):
             raise ValueError(f"TaskSpec {self.name}: control_period must be a positive number of seconds, "
                              f"got {self.control_period!r}")
-        if self.episode_duration < self.control_period:
-            raise ValueError(f"TaskSpec {self.name}: episode_duration must be at least one control period")
+        if not math.isfinite(self.episode_duration) or self.episode_duration < self.control_period:
+            raise ValueError(f"TaskSpec {self.name}: episode_duration must be a finite number of seconds holding at "
+                             f"least one control period ({self.control_period!r} s), got {self.episode_duration!r}")
         if not (self.action_rate_weight >= 0.0 and math.isfinite(self.action_rate_weight)):
             raise ValueError(f"TaskSpec {self.name}: action_rate_weight must be a finite number >= 0, "
                              f"got {self.action_rate_weight!r}")
@@ -182,6 +190,8 @@ class TaskSpec:
         The step is shortened from ``physics_timestep`` so that a whole number of substeps spans
         exactly one control period.
         """
+        if not (physics_timestep > 0 and math.isfinite(physics_timestep)):
+            raise ValueError(f"physics_timestep must be a positive number of seconds, got {physics_timestep!r}")
         n = max(1, math.ceil(self.control_period / physics_timestep - 1e-9))
         return n, self.control_period / n
 
