@@ -798,6 +798,11 @@ class Controller:
                 log.comm_errors[-1] += self._new_errors()
             self.log.warning("stopping: %s", stop.describe())
         self._disarm_bus_watchdog()
+        # The disarming's errors belong to this episode too: every counted error is in some episode's log.
+        if log.comm_errors:
+            log.comm_errors[-1] += self._new_errors()
+        else:
+            info["reset_comm_errors"] += self._new_errors()
         if self.imu is not None and imu_before is not None:
             info["imu"] = self.imu.counters.since(imu_before)
         self.episodes_run += 1
