@@ -144,8 +144,9 @@ def _finetune(args: argparse.Namespace) -> int:
               f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
     if summary.stop_kind in SAFETY_STOP_KINDS:
         print(f"s2r finetune: {summary.stop_kind.replace('_', ' ')} stop: {summary.stop_reason}", file=sys.stderr)
-        return deploy_exit_code(summary.stop_kind, torque_off=True)  # 3 or 4, as s2r deploy
-    return 0
+    if not summary.torque_off:
+        print("s2r finetune: the torque-off was NOT confirmed: the servos may still be powered", file=sys.stderr)
+    return deploy_exit_code(summary.stop_kind, summary.torque_off)  # as s2r deploy: 3, 4, or 5
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:

@@ -127,6 +127,9 @@ class FinetuneSummary:
     update_time_s_max: float = 0.0
     stop_kind: str = "completed"
     stop_reason: str = ""
+    torque_off: bool = True
+    """Whether the servos confirmed the torque off at the end (``s2r finetune`` exits non-zero when not, as
+    ``s2r deploy`` does)."""
     policy: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -318,7 +321,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
                 writer.write_episode(result.arrays, result.meta)
             if result.stop is not None:
                 summary.stop_kind, summary.stop_reason = result.stop.kind, result.stop.reason
-                ctrl.shutdown(result.stop)
+                summary.torque_off = ctrl.shutdown(result.stop)
                 break
             new = transitions_from_logs(logs)
             added = 0 if new is None else len(new["rewards"]) - len(tuner.real)
@@ -345,7 +348,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
                 bar.set_postfix({"success": f"{np.mean(successes):.2f}", "return": f"{result.episode_return:.0f}"},
                                 refresh=False)
         else:
-            ctrl.shutdown(_completed())
+            summary.torque_off = ctrl.shutdown(_completed())
         summary.loop = ctrl.stats.summary()
     finally:
         if bar is not None:
