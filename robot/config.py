@@ -27,9 +27,10 @@ from robot.dynamixel.control_table import (
     OperatingMode,
     Register,
 )
-from robot.dynamixel.timing import BITS_PER_BYTE_ON_WIRE, state_read_attempt_s
+from robot.dynamixel.timing import state_read_attempt_s
 from robot.dynamixel.units import (
     A_PER_CURRENT_UNIT,
+    BIT_TIME_PER_BYTE,
     MAX_POSITION_TICK,
     RAD_S_PER_VELOCITY_UNIT,
     S_PER_RETURN_DELAY_UNIT,
@@ -452,10 +453,10 @@ def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | No
         node.fail("rate_hz", f"a rate in [{1.0 / control_period_s:g}, {MAX_IMU_RATE_HZ:g}] Hz (at least one frame per "
                   f"control period of {control_period_s:g} s)", rate)
     baud = node.integer("baud")
-    need = FRAME_BYTES[version] * BITS_PER_BYTE_ON_WIRE * rate / MAX_IMU_LINE_USE
+    need = FRAME_BYTES[version] * BIT_TIME_PER_BYTE * rate / MAX_IMU_LINE_USE
     if not baud >= need:
         node.fail("baud", f"a line rate of at least {math.ceil(need)} bit/s, to carry {rate:g} frames/s of "
-                  f"{FRAME_BYTES[version]} bytes with {BITS_PER_BYTE_ON_WIRE} bits per byte at "
+                  f"{FRAME_BYTES[version]} bytes with {BIT_TIME_PER_BYTE} bits per byte at "
                   f"{MAX_IMU_LINE_USE:.0%} line use", baud)
     task_tilt = spec.extras.get("max_tilt_rad")
     top = math.pi if task_tilt is None else float(task_tilt)

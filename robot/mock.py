@@ -30,13 +30,13 @@ from robot.bus import (
 )
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
-from robot.dynamixel.control_table import S_PER_BUS_WATCHDOG_UNIT, HardwareError, bus_watchdog_units
+from robot.dynamixel.control_table import S_PER_BUS_WATCHDOG_UNIT, STATE_BLOCK_SIZE, HardwareError, bus_watchdog_units
+from robot.dynamixel.timing import STATUS_OVERHEAD_BYTES, packet_timeout_s
 from robot.dynamixel.units import (
     RAD_S_PER_VELOCITY_UNIT,
     TORQUE_NM_PER_A,
     current_a_to_units,
     current_units_to_a,
-    wire_time_s,
 )
 from robot.emulator.faults import HARDWARE_BITS, NO_FAULTS, FaultInjector, FaultSpec
 from sim.tasks.spec import FloatArray
@@ -45,9 +45,6 @@ DEFAULT_TIME_CONSTANT_S = 0.05
 """Time constant of the first-order position response (s)."""
 DEFAULT_STIFFNESS_NM_PER_RAD = 4.0
 """Servo stiffness used to report a current from the tracking error (N m/rad, the sim's finger_kp)."""
-STATUS_BYTES = 21
-"""Bytes of one status packet of the 10-byte state block."""
-SDK_TIMEOUT_MARGIN_S = 0.002
 PASSIVE_SERVO_SPEED_RAD_S = 4.8
 """Top speed of a driven passive joint's servo (rad/s): an XM430-W350's no-load speed, 46 rpm at 12 V."""
 
@@ -116,8 +113,9 @@ class MockBus:
         """The armed Bus Watchdog time (s); 0 off."""
         self.bus_watchdog_expired = False
         """Whether the Bus Watchdog stopped the servos (goals ignored until it is set again)."""
-        reply_s = len(self._ids) * (wire_time_s(STATUS_BYTES, config.baud) + config.return_delay_s)
-        self._timeout_s = reply_s + 2.0 * config.latency_timer_s + SDK_TIMEOUT_MARGIN_S
+        n = len(self._ids)
+        self._timeout_s = packet_timeout_s(config.baud, n * (STATUS_OVERHEAD_BYTES + STATE_BLOCK_SIZE),
+                                           config.latency_timer_s, n * config.return_delay_s)
         """When a late reply counts as missing: the same packet timeout as the Dynamixel bus (s)."""
 
     # --- Bus protocol ------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ numbers in and out (no config), so the config can use them without importing the
 from __future__ import annotations
 
 from robot.dynamixel.control_table import STATE_BLOCK_SIZE
+from robot.dynamixel.units import wire_time_s
 
-BITS_PER_BYTE_ON_WIRE = 10
-"""A serial byte takes a start bit, 8 data bits and a stop bit."""
 SDK_TIMEOUT_MARGIN_S = 0.002
 """dynamixel-sdk's fixed margin in its packet timeout (s)."""
 DRAIN_QUIET_MARGIN_S = 0.001
@@ -24,15 +23,10 @@ SYNC_READ_OVERHEAD_BYTES = 14
 CRC (2) (e-manual, protocol 2.0)."""
 
 
-def byte_time_s(baud: int) -> float:
-    """Time one byte takes on the wire (s)."""
-    return BITS_PER_BYTE_ON_WIRE / baud
-
-
 def packet_timeout_s(baud: int, n_bytes: int, latency_timer_s: float, reply_delays_s: float) -> float:
     """The wait for ``n_bytes`` of replies before a transaction times out (s): as ``TunedPortHandler`` computes it
     (the bytes' wire time, two latency-timer periods, the SDK's margin, every servo's return delay)."""
-    return n_bytes * byte_time_s(baud) + 2.0 * latency_timer_s + SDK_TIMEOUT_MARGIN_S + reply_delays_s
+    return wire_time_s(n_bytes, baud) + 2.0 * latency_timer_s + SDK_TIMEOUT_MARGIN_S + reply_delays_s
 
 
 def drain_quiet_s(latency_timer_s: float) -> float:
@@ -45,7 +39,7 @@ def state_read_attempt_s(baud: int, n_servos: int, latency_timer_s: float, retur
     timeout for every servo's status packet (a plain sync read waits longer than a fast one), then the drain on a
     line gone quiet. A babbling line drains longer (up to ``DRAIN_LONGEST_FACTOR`` quiet times), which the bus
     cuts at the read's deadline instead."""
-    request = (SYNC_READ_OVERHEAD_BYTES + n_servos) * byte_time_s(baud)
+    request = wire_time_s(SYNC_READ_OVERHEAD_BYTES + n_servos, baud)
     replies = n_servos * (STATUS_OVERHEAD_BYTES + STATE_BLOCK_SIZE)
     return (request + packet_timeout_s(baud, replies, latency_timer_s, n_servos * return_delay_s)
             + drain_quiet_s(latency_timer_s))
