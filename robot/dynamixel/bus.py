@@ -53,8 +53,8 @@ from robot.dynamixel.control_table import (
 from robot.dynamixel.protocol import parse_fast_sync_status
 from robot.dynamixel.timing import (
     DRAIN_LONGEST_FACTOR,
-    SDK_TIMEOUT_MARGIN_S,
     drain_quiet_s,
+    packet_timeout_s,
     state_read_attempt_s,
 )
 from robot.dynamixel.units import (
@@ -101,9 +101,9 @@ class TunedPortHandler(sdk.PortHandler):
     def __init__(self, port_name: str, latency_timer_s: float, reply_delays_s: float = 0.0,
                  spin_s: float = 0.0) -> None:
         super().__init__(port_name)
-        self.latency_timer_ms = latency_timer_s * 1000.0
-        self.reply_delays_ms = reply_delays_s * 1000.0
-        """Return delays of every servo added up (ms): a sync read waits for each of them in turn."""
+        self.latency_timer_s = latency_timer_s
+        self.reply_delays_s = reply_delays_s
+        """Return delays of every servo added up (s): a sync read waits for each of them in turn."""
         self.spin_s = spin_s
         """How long after a request the wait for its reply spins before it blocks in ``select`` (s)."""
         self.lost: PortLost | None = None
@@ -197,8 +197,9 @@ class TunedPortHandler(sdk.PortHandler):
 
     def setPacketTimeout(self, packet_length: int) -> None:
         self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = (self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms
-                               + SDK_TIMEOUT_MARGIN_S * MS_PER_S + self.reply_delays_ms)
+        # The SDK keeps its times in ms.
+        self.packet_timeout = MS_PER_S * packet_timeout_s(self.baudrate, packet_length, self.latency_timer_s,
+                                                          self.reply_delays_s)
 
     def drain(self, quiet_s: float, longest_s: float) -> int:
         """Discard input until the line has been quiet for ``quiet_s`` (at most ``longest_s``); bytes dropped.
