@@ -519,15 +519,23 @@ class DynamixelBus:
     def _read_state(self) -> tuple[Reading, IntArray | None]:
         """One state read with retries: the reading, and every servo's Present Position (ticks, in ``all_ids``
         order) when it worked."""
-        n_j, n_p = self._n_joints, len(self.config.encoders)
-        attempts = 1 + self.config.retries.read
         t_request = self._clock()
         # The read's deadline is the watchdog's data-age bound: a retry that could not finish by then is not
         # started (the config validator makes every configured retry fit, so only a stalled host gets here).
         self._read_deadline = t_request + self.config.watchdog.max_data_age_s
+        try:
+            return self._read_state_attempts(t_request, self._read_deadline)
+        finally:
+            self._read_deadline = None  # also when the port is lost mid-read: later drains are not cut short
+
+    def _read_state_attempts(self, t_request: float, deadline: float) -> tuple[Reading, IntArray | None]:
+        """The attempts of :meth:`_read_state`, the first at ``t_request``, none started that could not end by
+        ``deadline`` (s, ``clock``)."""
+        n_j, n_p = self._n_joints, len(self.config.encoders)
+        attempts = 1 + self.config.retries.read
         last_error: str | None = None
         for attempt in range(1, attempts + 1):
-            if attempt > 1 and self._clock() + self._attempt_s > self._read_deadline:
+            if attempt > 1 and self._clock() + self._attempt_s > deadline:
                 last_error = f"{last_error}; read deadline of {self.config.watchdog.max_data_age_s:g} s reached"
                 attempts = attempt - 1
                 break
@@ -562,9 +570,7 @@ class DynamixelBus:
                 last_error = implausible
                 continue
             reading = Reading(t_done, t_request, jp, jv, jc, pp, pv, True, attempt, last_error, tuple(alerts))
-            self._read_deadline = None
             return reading, pos
-        self._read_deadline = None
         return Reading.failed(n_j, n_p, t_request, self._clock(), attempts, last_error), None
 
     def _receive_blocks(self) -> tuple[list[bytes], list[str], str | None]:
