@@ -644,14 +644,9 @@ class DynamixelBus:
         """
         ids = list(servo_ids)
         present = self._present_ticks()
+        present[:self._n_joints] = self._codec.clamp_joint_ticks(present[:self._n_joints])  # all_ids: joints first
         index = {i: k for k, i in enumerate(self._ids)}
-        ticks = np.array([present[index[i]] for i in ids], dtype=np.int64)
-        joint = {j.id: k for k, j in enumerate(self.config.joints)}
-        for n, i in enumerate(ids):
-            if i in joint:
-                k = joint[i]
-                ticks[n] = min(max(int(ticks[n]), int(self._codec.tick_low[k])), int(self._codec.tick_high[k]))
-        self._write_goal_ticks(ids, ticks)
+        self._write_goal_ticks(ids, present[[index[i] for i in ids]])
         for i in ids:
             self._write(i, Register.TORQUE_ENABLE, 1, self.config.retries.write)
 

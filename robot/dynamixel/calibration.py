@@ -68,6 +68,11 @@ class ServoCodec:
         if not np.all(np.isfinite(cmd)):
             raise ValueError(f"command has non-finite values: {cmd}")
         ticks = joint_to_ticks(clip_to_range(cmd, self.low, self.high), self.joint_scale, self.joint_offset)
+        return self.clamp_joint_ticks(ticks)
+
+    def clamp_joint_ticks(self, ticks: IntArray) -> IntArray:
+        """Joint-servo positions (ticks, joint order) clamped into ``tick_low`` .. ``tick_high``: the position
+        limits written to the servos, which refuse a goal outside them."""
         # Integer ticks, so not clip_to_range (which works in float): the same clamp, without np.clip's dispatch.
         return np.minimum(np.maximum(ticks, self.tick_low), self.tick_high)
 
