@@ -166,11 +166,6 @@ FAST_STATUS_HEAD = 8
 """Header (4), ID, LEN (2) and INST in front of the first segment."""
 
 
-def fast_status_length(n_servos: int, data_length: int) -> int:
-    """The LEN field of a FAST_SYNC_READ status of ``n_servos`` segments of ``data_length`` bytes each."""
-    return 1 + n_servos * (data_length + FAST_SEGMENT_OVERHEAD)
-
-
 def encode_fast_sync_status(segments: list[tuple[int, int, bytes]]) -> bytes:
     """The combined status a chain of servos sends for FAST_SYNC_READ: ``segments`` are (ERR, ID, data) in the
     requested order, all data of one length. Not stuffed (see the e-manual note above)."""
