@@ -769,7 +769,6 @@ class Controller:
                         self._check(reading)
                     if k == steps:
                         self._end_cycle()
-                        log.comm_errors[-1] += self._new_errors()
                         break
                     before = self.state.last_action
                     action, f = self._decide(reading, obs)
@@ -794,11 +793,10 @@ class Controller:
                 stepped = (before, self.state.last_action)
         except ControllerStop as exc:
             stop = exc.stop
-            if log.comm_errors:
-                log.comm_errors[-1] += self._new_errors()
             self.log.warning("stopping: %s", stop.describe())
         self._disarm_bus_watchdog()
-        # The disarming's errors belong to this episode too: every counted error is in some episode's log.
+        # Errors after the last logged step (the final reading, a stop, the disarming) go to that step, or to the
+        # reset when no step was logged: every counted error is in some episode's log.
         if log.comm_errors:
             log.comm_errors[-1] += self._new_errors()
         else:
