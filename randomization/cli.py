@@ -14,7 +14,7 @@ from randomization.adapt import AdaptConfig, adapt, output_paths, write_outputs
 from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
-from robot.trajlog import SkippedFile
+from robot.trajlog import SkipLog
 from s2r import cliargs
 from s2r.errors import UserError
 from sim import TASK_IDS
@@ -33,17 +33,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         max_transitions=args.max_transitions,
     )
     executor = ExecutorConfig(workers=args.workers, ray=args.ray)
-    skipped: list[SkippedFile] = []
-
-    def on_skip(file: SkippedFile) -> None:
-        skipped.append(file)
-        print(f"s2r adapt: warning: {file}", file=sys.stderr)
-
+    skipped = SkipLog("s2r adapt")
     result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor,
-                   strict=args.strict, on_skip=on_skip)
+                   strict=args.strict, on_skip=skipped)
     extra: dict[str, Any] = {
         "task": args.task, "prior": str(args.prior), "logs": str(args.logs), "engine": args.engine,
-        "skipped_files": [{"path": str(f.path), "problem": f.problem} for f in skipped],
+        "skipped_files": skipped.to_json(),
         "config": {"iterations": config.iterations, "samples": config.samples, "seed": config.seed,
                    "ess_fraction": config.ess_fraction, "proposal_inflation": config.proposal_inflation,
                    "min_std_fraction": config.min_std_fraction, "max_transitions": config.max_transitions},

@@ -288,21 +288,16 @@ def deploy_exit_code(stop_kind: str, torque_off: bool) -> int:
 def run_dataset(args: argparse.Namespace) -> int:
     """``s2r trajlog-dataset``; returns the exit code."""
     from robot.dataset import save_dataset, trajlog_to_dataset
-    from robot.trajlog import SkippedFile
+    from robot.trajlog import SkipLog
 
-    skipped: list[SkippedFile] = []
-
-    def on_skip(file: SkippedFile) -> None:
-        skipped.append(file)
-        print(f"s2r trajlog-dataset: warning: {file}", file=sys.stderr)
-
+    skipped = SkipLog("s2r trajlog-dataset")
     data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
-                              on_skip=on_skip)
+                              on_skip=skipped)
     path = save_dataset(data, args.out)
     n = int(data["rewards"].shape[0])
     if args.json:
         print(json.dumps({"out": str(path), "transitions": n, "episodes": int(data["timeouts"].sum()),
-                          "skipped_files": [{"path": str(f.path), "problem": f.problem} for f in skipped]}))
+                          "skipped_files": skipped.to_json()}))
     else:
         print(f"wrote {n} transitions to {path}")
     return 0

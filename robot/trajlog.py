@@ -74,6 +74,7 @@ import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -236,6 +237,24 @@ class SkippedFileWarning(UserWarning):
 
 OnSkip = Callable[[SkippedFile], None]
 """Told about each file a reader leaves out."""
+
+
+@dataclass
+class SkipLog:
+    """An ``on_skip`` for a command line: keeps every skipped file and prints each to stderr as a warning of
+    ``prog``, for the command's summary (:meth:`to_json`)."""
+
+    prog: str
+    """The command, e.g. ``"s2r adapt"``."""
+    files: list[SkippedFile] = field(default_factory=list)
+    """The files skipped so far."""
+
+    def __call__(self, skipped: SkippedFile) -> None:
+        self.files.append(skipped)
+        print(f"{self.prog}: warning: {skipped}", file=sys.stderr)
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [{"path": str(f.path), "problem": f.problem} for f in self.files]
 
 
 def _warn_skipped(skipped: SkippedFile) -> None:
