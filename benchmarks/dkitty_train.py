@@ -43,12 +43,12 @@ def trained_run(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
     """Train into ``run_dir`` unless a finished run with the same fields is there; steps and time either way."""
     from policies.config import config_from_mapping
     from policies.train import train
-    from s2r.yamlfile import load_yaml
+    from s2r.yamlfile import read_yaml_file
 
     saved = run_dir / "config.yaml"
     metrics = run_dir / "metrics.jsonl"
     if saved.is_file() and metrics.is_file():
-        old = load_yaml(saved.read_text(), str(saved))
+        old = read_yaml_file(saved, "saved training config")
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         last = max((r["step"] for r in rows), default=0)
         if any(old.get(k) != v for k, v in fields.items()) or last < fields["steps"]:
@@ -89,10 +89,10 @@ def main() -> None:
 
     from export.onnx_export import ExportConfig, export_policy
     from export.onnx_policy import evaluate_onnx
-    from s2r.yamlfile import load_yaml
+    from s2r.yamlfile import read_yaml_file
 
     shipped = ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml"
-    fields: dict[str, Any] = load_yaml(shipped.read_text(), str(shipped))
+    fields: dict[str, Any] = read_yaml_file(shipped, "training config")
     if args.quick:
         fields.update(QUICK)
     if args.steps:

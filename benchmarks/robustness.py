@@ -96,12 +96,12 @@ def trained_run(method: str, run_dir: Path, fields: dict[str, Any]) -> tuple[Pat
     """``run_dir``'s best checkpoint, training it first unless a finished run with the same budget is there."""
     from policies.config import config_from_mapping
     from policies.train import train
-    from s2r.yamlfile import load_yaml
+    from s2r.yamlfile import read_yaml_file
 
     best = run_dir / "best.pt"
     saved = run_dir / "config.yaml"
     if best.is_file() and saved.is_file():
-        old = load_yaml(saved.read_text(), str(saved))
+        old = read_yaml_file(saved, "saved training config")
         same = all(old.get(k) == v for k, v in fields.items() if k != "randomize")
         if same and (old.get("randomize") is None) == (fields.get("randomize") is None):
             rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -53,7 +53,7 @@ from policies.replay import Batch, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.errors import UserError
-from s2r.yamlfile import load_yaml
+from s2r.yamlfile import load_yaml, read_yaml_file
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -618,7 +618,7 @@ class Trainer:
         assert self.run is not None
         if not self.run.config.is_file():
             return []
-        saved = load_yaml(self.run.config.read_text(), f"the run's {str(self.run.config)!r}") or {}
+        saved = read_yaml_file(self.run.config, "the run's config") or {}
         if not isinstance(saved, dict):
             raise UserError(f"cannot resume: the run's {str(self.run.config)!r} must hold a mapping of config fields, "
                             f"got {type(saved).__name__}")
