@@ -25,10 +25,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -78,6 +79,20 @@ def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation that failed (torch's CPU allocator raises a plain ``RuntimeError``)."""
     return isinstance(exc, MemoryError | torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+_T = TypeVar("_T")
+
+
+def _allocate(build: Callable[[], _T], field: str, too_big: str) -> _T:
+    """``build()``, with an allocation that fails a ``UserError`` naming the config ``field`` (``too_big`` says
+    what did not fit)."""
+    try:
+        return build()
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise UserError(f"config field {field!r}: {too_big} in memory ({exc})") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -252,20 +267,11 @@ class Trainer:
         self.action_high = np.asarray(act_space.high, dtype=np.float64)
         self._env_low = np.asarray(act_space.low)
         self._env_high = np.asarray(act_space.high)
-        try:
-            self.learner = build_learner(cfg, self.obs_dim, self.act_dim, self.device)
-        except (MemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
-                raise
-            raise UserError(f"config field 'hidden': networks of widths {list(cfg.hidden)} do not fit in memory "
-                            f"({exc})") from None
-        try:
-            self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2)
-        except (MemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
-                raise
-            raise UserError(f"config field 'buffer_size': a replay buffer of {cfg.buffer_size} transitions does not "
-                            f"fit in memory ({exc})") from None
+        self.learner = _allocate(lambda: build_learner(cfg, self.obs_dim, self.act_dim, self.device), "hidden",
+                                 f"networks of widths {list(cfg.hidden)} do not fit")
+        self.buffer = _allocate(
+            lambda: ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2),
+            "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
         self.obs_stats = RunningMeanStd.zeros(self.obs_dim)
         self._pending_obs = np.zeros((NORM_BATCH, self.obs_dim))
         self._n_pending = 0
