@@ -275,10 +275,11 @@ class Bus(Protocol):
         ...
 
     def set_bus_watchdog(self, timeout_s: float) -> None:
-        """Arm every joint servo's own watchdog: it stops (holds where it is) when no instruction reaches it for
-        ``timeout_s`` (s; rounded up to the servo's step, at most its longest) with its torque on, so a host that
-        dies mid-episode leaves no servo chasing its last goal. 0 disarms it and clears a watchdog stop (which
-        refuses goals until then); :meth:`connect` clears it too. Raises :class:`BusError` when a servo refuses."""
+        """Arm every servo's own watchdog (the encoders' too, which acts while a reset drives them): it stops (holds
+        where it is) when no instruction reaches it for ``timeout_s`` (s; rounded up to the servo's step, at most its
+        longest) with its torque on, so a host that dies mid-episode leaves no servo chasing its last goal. 0 disarms
+        it and clears a watchdog stop (which refuses goals until then); :meth:`connect` clears it too. Raises
+        :class:`BusError` when a servo refuses."""
         ...
 
     def hardware_errors(self) -> dict[str, HardwareError]:
