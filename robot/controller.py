@@ -174,10 +174,13 @@ def bus_watchdog_s(config: RobotConfig) -> float:
                config.watchdog.max_data_age_s + BUS_WATCHDOG_MARGIN_PERIODS * config.control_period_s)
 
 
-def bus_stop(exc: BusError, what: str, time: float) -> Stop:
-    """The stop for a bus failure while doing ``what``: ``port_lost`` when the port itself is gone, else ``safety``."""
+def bus_stop(exc: BusError, what: str, time: float, request: str | None = None) -> Stop:
+    """The stop for a bus failure while doing ``what``: ``port_lost`` when the port itself is gone; ``requested``
+    when a stop was asked for (``request``), since the bus gives its retries up for one; else ``safety``."""
     if isinstance(exc, PortLost):
         return Stop("port_lost", f"{what}: {exc}", time)
+    if request is not None:
+        return Stop("requested", f"{request} (while {what}: {exc})", time)
     return Stop("safety", f"bus failure while {what}: {exc}", time)
 
 
@@ -490,13 +493,17 @@ class Controller:
             sample = self.imu.poll() if self.imu is not None else None
             reading = self.bus.read()
         except BusError as exc:  # PortLost from the IMU's line too
-            raise ControllerStop(bus_stop(exc, "reading", self.clock())) from exc
+            raise self._bus_stop(exc, "reading") from exc
         self._last_bus_io = self.clock()
         if self.imu is None:
             return reading
         if sample is None:
             return replace(reading, base_quat=np.full(4, np.nan), base_angvel=np.full(3, np.nan))
         return replace(reading, base_quat=sample.quat, base_angvel=sample.angvel, imu_time=sample.receive_time)
+
+    def _bus_stop(self, exc: BusError, what: str) -> ControllerStop:
+        """Leave the loop for a bus failure while doing ``what`` (see :func:`bus_stop`)."""
+        return ControllerStop(bus_stop(exc, what, self.clock(), self.should_stop()))
 
     def _check(self, reading: Reading) -> None:
         """A requested stop, then the watchdog: raises :class:`ControllerStop` to leave the loop."""
@@ -513,7 +520,7 @@ class Controller:
             try:
                 errors = self.bus.hardware_errors()
             except PortLost as exc:
-                raise ControllerStop(bus_stop(exc, "reading the hardware error status", self.clock())) from exc
+                raise self._bus_stop(exc, "reading the hardware error status") from exc
             except BusError as exc:
                 raise ControllerStop(Stop("safety", f"servos {', '.join(reading.alerts)} raised the hardware "
                                           f"alert and their error status cannot be read: {exc}",
@@ -571,7 +578,7 @@ class Controller:
         except HardwareFault as exc:
             raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
         except BusError as exc:
-            raise ControllerStop(bus_stop(exc, "writing", self.clock())) from exc
+            raise self._bus_stop(exc, "writing") from exc
         self._last_bus_io = self.clock()
         self._have_command = True
         return sent
@@ -658,7 +665,7 @@ class Controller:
                                 arrived_at = self.clock()
                     self._end_cycle()
         except BusError as exc:
-            raise ControllerStop(bus_stop(exc, f"driving {', '.join(names)} for the reset", self.clock())) from exc
+            raise self._bus_stop(exc, f"driving {', '.join(names)} for the reset") from exc
         if not settled:
             self.log.warning("%s did not settle at the start within %.1f s (largest error %.3f rad); starting the "
                              "episode from here", ", ".join(names), s.reset_timeout_s, error)
@@ -812,7 +819,7 @@ class Controller:
         try:
             self.bus.set_bus_watchdog(timeout)
         except BusError as exc:
-            raise ControllerStop(bus_stop(exc, "arming the servos' bus watchdog", self.clock())) from exc
+            raise self._bus_stop(exc, "arming the servos' bus watchdog") from exc
         self._last_bus_io = self.clock()
         self._watchdog_s = timeout
 

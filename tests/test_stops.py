@@ -29,7 +29,7 @@ from test_controller import (
     task_for,
 )
 
-from robot.bus import PortLost
+from robot.bus import BusError, PortLost
 from robot.cli import EXIT_PORT_LOST, EXIT_SAFETY_STOP, EXIT_TORQUE_NOT_OFF, deploy_exit_code
 from robot.config import config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings, Stop, bus_watchdog_s
@@ -567,3 +567,24 @@ def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their
                 proc.communicate()
     assert before == 0
     assert stats["bus_watchdog_stops"] == len(config.joints)  # every joint servo stopped itself
+
+
+class ArmingFailsBus(MockBus):
+    """A mock whose Bus Watchdog cannot be armed: the bus fails while a stop may have been asked for."""
+
+    def set_bus_watchdog(self, timeout_s: float) -> None:
+        if timeout_s > 0:
+            raise BusError("no answer from f0_top, id 10 writing BUS_WATCHDOG: retries given up for a requested stop")
+        super().set_bus_watchdog(timeout_s)
+
+
+@pytest.mark.parametrize(("request_", "kind"), [("SIGINT", "requested"), (None, "safety")])
+def test_a_bus_failure_during_a_requested_stop_is_the_requested_stop(request_: str | None, kind: str) -> None:
+    clock = FakeClock()
+    bus = ArmingFailsBus(CONFIG, clock=clock)
+    bus.connect()
+    ctrl = Controller(random_policy(), bus, task_for(CONFIG), CONFIG, settings=FAST_SETTINGS, clock=clock,
+                      sleep=clock.sleep, should_stop=lambda: request_)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert result.stop is not None and result.stop.kind == kind
+    assert "arming the servos' bus watchdog" in result.stop.reason
