@@ -22,6 +22,7 @@ import numpy as np
 
 from robot.dynamixel.control_table import (
     BAUD_CODES,
+    BUS_WATCHDOG_MAX_S,
     MAX_ID,
     SAME_TABLE_MODELS,
     OperatingMode,
@@ -50,6 +51,8 @@ _OPERATING_MODES = {
     "current_based_position": OperatingMode.CURRENT_BASED_POSITION,
 }
 _LIMIT_TOLERANCE_RAD = 1e-9
+MAX_CONTROL_PERIOD_S = BUS_WATCHDOG_MAX_S / 2
+"""Longest control period (s): the servos' Bus Watchdog must outlast a cycle and a late one after it."""
 DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S = 2.0
 """Default rate limit of a passive joint driven during a reset (rad/s), a little under the task's finger limit."""
 _MAX_LATENCY_TIMER_S = 0.255
@@ -368,6 +371,10 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     if period > spec.episode_duration:
         root.fail("control_period_s", f"a period no longer than the task's episode of {spec.episode_duration:g} s "
                   "(an episode holds at least one control period)", period)
+    if period > MAX_CONTROL_PERIOD_S:
+        # The servos' Bus Watchdog, armed during episodes, stops them after its longest time without an instruction.
+        root.fail("control_period_s", f"a period of at most {MAX_CONTROL_PERIOD_S:g} s (half the servos' longest bus "
+                  f"watchdog, {BUS_WATCHDOG_MAX_S:g} s, so that one late cycle does not stop them)", period)
     if not override and not math.isclose(period, spec.control_period, rel_tol=0, abs_tol=1e-12):
         root.fail("control_period_s", f"the task's control period {spec.control_period} s (set "
                   "control_period_override: true to run the loop at another period)", period)

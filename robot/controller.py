@@ -69,7 +69,7 @@ from numpy.typing import NDArray
 
 from robot.bus import Bus, BusError, HardwareFault, PortLost, Reading, describe_hardware_error
 from robot.config import RobotConfig
-from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_UNITS, S_PER_BUS_WATCHDOG_UNIT
+from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
 from s2r.errors import UserError
 from sim.rotations import tilt
@@ -170,8 +170,8 @@ class Stop:
 def bus_watchdog_s(config: RobotConfig) -> float:
     """How long the servos' own Bus Watchdog waits for an instruction during an episode (s): see
     :data:`BUS_WATCHDOG_MARGIN_PERIODS`; at most the register's longest, 2.54 s."""
-    return min(BUS_WATCHDOG_MAX_UNITS * S_PER_BUS_WATCHDOG_UNIT,
-               config.watchdog.max_data_age_s + BUS_WATCHDOG_MARGIN_PERIODS * config.control_period_s)
+    wanted = config.watchdog.max_data_age_s + BUS_WATCHDOG_MARGIN_PERIODS * config.control_period_s
+    return min(BUS_WATCHDOG_MAX_S, wanted)
 
 
 def bus_stop(exc: BusError, what: str, time: float, request: str | None = None) -> Stop:

@@ -123,6 +123,9 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
     ("hardware: an hour-long control period", lambda: config_from_mapping(
         _hardware(control_period_s=3600.0, control_period_override=True)),
      r"field control_period_s must be a period no longer than the task's episode of 4 s"),
+    ("hardware: a period the servos' bus watchdog cannot outlast", lambda: config_from_mapping(
+        _hardware(control_period_s=2.0, control_period_override=True)),
+     r"field control_period_s must be a period of at most 1\.27 s \(half the servos' longest bus watchdog"),
     ("hardware: NaN data age", lambda: config_from_mapping(_hardware(watchdog__max_data_age_s=NAN)),
      r"field watchdog\.max_data_age_s must be a finite number"),
     ("hardware: infinite offset", lambda: config_from_mapping(_hardware(joints__f0_top__offset_rad=INF)),

@@ -112,6 +112,8 @@ BUS_WATCHDOG_ERROR = -1
 """Bus Watchdog (98) after it expired ("Bus Watchdog Error", e-manual)."""
 BUS_WATCHDOG_MAX_UNITS = 127
 """Longest Bus Watchdog time (units of 20 ms, so 2.54 s)."""
+BUS_WATCHDOG_MAX_S = BUS_WATCHDOG_MAX_UNITS * S_PER_BUS_WATCHDOG_UNIT
+"""Longest Bus Watchdog time (s)."""
 
 
 def bus_watchdog_units(timeout_s: float) -> int:
