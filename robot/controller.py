@@ -689,6 +689,9 @@ class Controller:
             self.bus.write_passive(goals)
         except HardwareFault as exc:
             raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
+        except ValueError as exc:  # a goal beyond the Goal Position register (a valve turned ~256 times one way)
+            raise ControllerStop(Stop("safety", f"cannot drive {', '.join(goals)} for the reset: {exc}",
+                                      self.clock())) from exc
         self._last_bus_io = self.clock()
 
     def _reset_fingers(self, target: FloatArray, info: dict[str, Any], placed_at: float | None = None) -> Reading:

@@ -588,3 +588,21 @@ def test_a_bus_failure_during_a_requested_stop_is_the_requested_stop(request_: s
     result = ctrl.episode(np.random.default_rng(0))
     assert result.stop is not None and result.stop.kind == kind
     assert "arming the servos' bus watchdog" in result.stop.reason
+
+
+class FarTurnedValveBus(MockBus):
+    """A mock whose valve goal would lie beyond the Goal Position register, as after ~256 turns one way."""
+
+    def write_passive(self, goals_rad: Any) -> dict[str, float]:
+        return super().write_passive({name: 1700.0 for name in goals_rad})  # 270 turns: outside +-256
+
+
+def test_a_reset_goal_beyond_the_register_is_a_safety_stop_not_a_traceback() -> None:
+    clock = FakeClock()
+    bus = FarTurnedValveBus(CONFIG, clock=clock)
+    bus.connect()
+    ctrl = Controller(random_policy(), bus, task_for(CONFIG), CONFIG, settings=FAST_SETTINGS, clock=clock,
+                      sleep=clock.sleep)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert result.stop is not None and result.stop.kind == "safety"
+    assert "cannot drive valve for the reset" in result.stop.reason and "Goal Position range" in result.stop.reason
