@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -223,8 +224,6 @@ def test_one_sided_truncations_stay_allowed() -> None:
     dist = parse_distribution({"task": "dclaw-turn", "parameters": {
         "valve_damping": {"dist": "truncated_normal", "mean": 0.1, "std": 0.05, "low": 0.0, "high": INF}},
         "joint": {"names": ["finger_kp"], "mean": [4.0], "cov": [[0.25]], "high": [INF]}})
-    import numpy as np
-
     assert np.isfinite(dist.sample_array(np.random.default_rng(0), 100)).all()
 
 
