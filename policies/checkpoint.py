@@ -44,7 +44,7 @@ class Checkpoint:
     """A loaded checkpoint (see the module docstring for the file layout)."""
 
     algo: str
-    """``sac`` or ``td3``."""
+    """``crossq``, ``sac`` or ``td3``."""
     env_id: str
     """Gymnasium id trained on."""
     task: str

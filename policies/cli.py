@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from policies.config import ALGOS
 from s2r import cliargs
 from s2r.errors import UserError
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", help="short task name (dclaw-turn) or any gymnasium id with Box spaces (Pendulum-v1)")
     p.add_argument("--engine", help="physics engine of s2r tasks: mujoco (default) or pybullet")
-    p.add_argument("--algo", choices=("sac", "td3"), help="learner (default sac)")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default crossq; sac and td3 stay selectable)")
     p.add_argument("--config", metavar="FILE", help="YAML file of config fields (see policies/config.py)")
     p.add_argument(
         "--set",

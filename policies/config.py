@@ -15,8 +15,16 @@ import yaml
 from s2r.errors import UserError
 from s2r.yamlfile import load_yaml, read_yaml_file
 
-Algo = Literal["sac", "td3"]
-ALGOS: tuple[Algo, ...] = ("sac", "td3")
+Algo = Literal["sac", "td3", "crossq"]
+ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq")
+
+
+SAC_LR = 3e-4
+"""Adam learning rate of SAC and TD3 (Haarnoja et al. 2018, Fujimoto et al. 2018)."""
+CROSSQ_LR = 1e-3
+"""Adam learning rate of CrossQ (Bhatt et al. 2024, and sb3-contrib's default)."""
+CROSSQ_POLICY_DELAY = 3
+"""Critic updates per actor update in CrossQ (the paper's and sb3-contrib's)."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +38,8 @@ class TrainConfig:
     """Physics engine of our ``s2r/`` environments (``mujoco`` or ``pybullet``); ignored for other ids."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gym.make``."""
-    algo: Algo = "sac"
-    """Learner: ``sac`` or ``td3``."""
+    algo: Algo = "crossq"
+    """Learner: ``crossq`` (SAC with batch-renormalized critics and no target network), ``sac`` or ``td3``."""
     steps: int = 150_000
     """Environment steps to train for (in total, across resumes)."""
     seed: int = 0
@@ -48,11 +56,16 @@ class TrainConfig:
     """EPOpt: first iterations that keep every probed model (epsilon = 1)."""
 
     hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer widths of actor and critics."""
+    """Hidden layer widths of the actor (and of the critics unless ``critic_hidden`` says otherwise)."""
+    critic_hidden: tuple[int, ...] | None = None
+    """Hidden layer widths of the critics; auto: ``hidden``. CrossQ's paper widens its critics (2048 units,
+    sb3-contrib 1024); on a 2-core CPU a 1024-wide critic costs about 15x a 256-wide one per update, and 256 units
+    already learn the claw within 25k steps (``benchmarks/sample_efficiency.py``)."""
     activation: Literal["relu", "tanh"] = "relu"
     """Hidden activation of actor and critics."""
-    lr: float = 3e-4
-    """Adam learning rate of actor, critics and temperature."""
+    lr: float | None = None
+    """Adam learning rate of actor, critics and temperature; auto: 1e-3 for ``crossq`` (the paper's), 3e-4
+    otherwise."""
     batch_size: int = 256
     """Transitions per gradient step."""
     buffer_size: int = 1_000_000
@@ -73,8 +86,8 @@ class TrainConfig:
     target_entropy: float | None = None
     """SAC: entropy target (nats); auto: ``-act_dim``."""
 
-    policy_delay: int = 2
-    """TD3: critic updates per actor update."""
+    policy_delay: int | None = None
+    """TD3 and CrossQ: critic updates per actor update; auto: 2 for ``td3``, 3 for ``crossq``."""
     target_noise: float = 0.2
     """TD3: std of the target-policy smoothing noise (normalized action units)."""
     target_noise_clip: float = 0.5
@@ -115,8 +128,15 @@ class TrainConfig:
         episodes = self.eval_episodes
         if episodes is None:
             episodes = 50 if (env_id or self.task).startswith(("s2r/", "dclaw")) else 10
+        crossq = self.algo == "crossq"
+        critic_hidden = self.critic_hidden if self.critic_hidden is not None else self.hidden
+        lr = self.lr if self.lr is not None else (CROSSQ_LR if crossq else SAC_LR)
+        delay = self.policy_delay if self.policy_delay is not None else (CROSSQ_POLICY_DELAY if crossq else 2)
         return dataclasses.replace(
             self,
+            critic_hidden=critic_hidden,
+            lr=lr,
+            policy_delay=delay,
             warmup_steps=warmup,
             eval_interval=interval,
             threads=threads,
@@ -200,7 +220,7 @@ _HINTS = get_type_hints(TrainConfig)
 def _validate(cfg: TrainConfig) -> TrainConfig:
     positive = ("steps", "batch_size", "buffer_size", "updates_per_step", "log_interval")
     for name in (*positive, "policy_delay"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"config field {name!r} must be at least 1, got {getattr(cfg, name)}")
     for name in ("warmup_steps", "eval_interval", "threads", "eval_episodes"):
         v = getattr(cfg, name)
@@ -214,14 +234,16 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.epopt_models < 1 or cfg.epopt_warmup < 0:
         raise UserError(f"config fields 'epopt_models' must be >= 1 and 'epopt_warmup' >= 0, got "
                         f"{cfg.epopt_models} and {cfg.epopt_warmup}")
-    if not cfg.hidden or any(h < 1 for h in cfg.hidden):
-        raise UserError(f"config field 'hidden' must be a non-empty list of positive widths, got {list(cfg.hidden)}")
+    for name in ("hidden", "critic_hidden"):
+        widths = getattr(cfg, name)
+        if widths is not None and (not widths or any(h < 1 for h in widths)):
+            raise UserError(f"config field {name!r} must be a non-empty list of positive widths, got {list(widths)}")
     if not 0.0 < cfg.gamma <= 1.0:
         raise UserError(f"config field 'gamma' must be in (0, 1], got {cfg.gamma}")
     if not 0.0 <= cfg.tau <= 1.0:
         raise UserError(f"config field 'tau' must be in [0, 1], got {cfg.tau}")
     for name in ("lr", "init_alpha", "obs_norm_clip"):
-        if getattr(cfg, name) <= 0:
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise UserError(f"config field {name!r} must be positive, got {getattr(cfg, name)}")
     for name in ("target_noise", "target_noise_clip", "exploration_noise"):
         if getattr(cfg, name) < 0:

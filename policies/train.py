@@ -45,6 +45,7 @@ from policies.checkpoint import (
     save_checkpoint,
 )
 from policies.config import TrainConfig, dump_config
+from policies.crossq import CROSSQ_BETA1, CrossQLearner, CrossQParams, make_crossq_model
 from policies.envs import make_env, resolve_task, to_env_action
 from policies.evaluate import evaluate_env
 from policies.networks import ObsNormalizer, PolicyModule
@@ -109,8 +110,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device) -> Learner:
-    """A fresh SAC or TD3 learner as the config says."""
+    """A fresh learner as the (resolved) config says."""
     hidden = tuple(cfg.hidden)
+    assert cfg.lr is not None and cfg.policy_delay is not None and cfg.critic_hidden is not None
+    if cfg.algo == "crossq":
+        crossq = make_crossq_model(obs_dim, act_dim, hidden, tuple(cfg.critic_hidden), cfg.activation, cfg.lr,
+                                   CROSSQ_BETA1, cfg.init_alpha, device, cfg.seed)
+        return CrossQLearner(crossq, CrossQParams(cfg.gamma, cfg.policy_delay, cfg.target_entropy,
+                                                  cfg.autotune_alpha))
     if cfg.algo == "sac":
         model = make_sac_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, cfg.init_alpha, device, cfg.seed)
         return SACLearner(model, SACParams(cfg.gamma, cfg.tau, cfg.target_entropy, cfg.autotune_alpha))

@@ -110,7 +110,7 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
     assert (run / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("last.pt", "best.pt"):
         data = torch.load(run / name, weights_only=True)
-        assert data["algo"] == "sac" and data["env_id"] == "Pendulum-v1" and data["step"] in (200, 300)
+        assert data["algo"] == "crossq" and data["env_id"] == "Pendulum-v1" and data["step"] in (200, 300)
     assert torch.load(run / "best.pt", weights_only=True)["training"] is None
 
     code, out, _ = _run(["eval", str(run), "--episodes", "2", "--json"], capsys)

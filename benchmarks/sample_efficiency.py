@@ -1,0 +1,249 @@
+"""Sample efficiency on the claw: environment steps to 0.9 success, ours against SB3's SAC and sb3-contrib's CrossQ.
+
+Every learner trains on ``dclaw-turn`` under the shipped randomization (``randomization/configs/dclaw.yaml``,
+one draw per episode, the same wrapper for all) with one torch thread, and is evaluated every
+``--eval-every`` steps on ``--episodes`` deterministic episodes of the *nominal* claw (the same seeded episodes
+for every learner). Learners:
+
+- ``s2r-crossq``: our CrossQ (``s2r train``'s default learner), through the real training loop;
+- ``s2r-sac``: our SAC with its defaults;
+- ``sb3-sac``: Stable-Baselines3's SAC with its defaults;
+- ``sb3-crossq``: sb3-contrib's CrossQ with its defaults (critics of 2x1024 units).
+
+Reported per learner and seed: the success at every evaluation, the first step where it reached 0.9
+(``null`` if never), whether it stayed at or above 0.8 at every later evaluation, and the training wall time
+(evaluations excluded). The summary gives, per learner, the seeds that reached 0.9 and the median steps and
+seconds to get there. ``--jsonl FILE`` appends one line per finished run, so long sweeps can be split across
+invocations and read back with ``--from-jsonl``.
+
+Prints progress lines, then one JSON object as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.config import TrainConfig
+from policies.envs import make_env
+from policies.evaluate import evaluate_env
+from policies.train import Trainer
+from randomization.distributions import parse_distribution
+from randomization.wrapper import RandomizedEnv
+from s2r.yamlfile import read_yaml_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "dclaw-turn"
+PRIOR = ROOT / "randomization" / "configs" / "dclaw.yaml"
+LEARNERS = ("s2r-crossq", "s2r-sac", "sb3-sac", "sb3-crossq")
+TARGET = 0.9
+"""Success that counts as learned (issue 15: >= 0.9 within 30k steps)."""
+STABLE = 0.8
+"""Every evaluation after reaching ``TARGET`` must stay at or above this."""
+EVAL_SEED = 10_000
+"""Seed of the first evaluation episode (the same episodes for every learner and every evaluation)."""
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class Run:
+    """One learner being trained: ``advance(k)`` trains to ``k`` steps, ``policy()`` is its deterministic policy."""
+
+    def advance(self, step: int) -> None:
+        raise NotImplementedError
+
+    def policy(self) -> Policy:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class OursRun(Run):
+    def __init__(self, algo: str, seed: int, steps: int, randomize: dict[str, Any], warmup: int | None) -> None:
+        cfg = TrainConfig(task=TASK, algo=algo, seed=seed, steps=steps, randomize=randomize, threads=1,
+                          device="cpu", warmup_steps=warmup)  # type: ignore[arg-type]
+        self.trainer = Trainer(cfg)
+
+    def advance(self, step: int) -> None:
+        self.trainer.run_until(step)
+
+    def policy(self) -> Policy:
+        self.trainer.flush_observations()
+        module = self.trainer.policy_module()
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out: np.ndarray = module(torch.from_numpy(obs)[None])[0].numpy()
+            return out
+
+        return act
+
+    def close(self) -> None:
+        self.trainer.close()
+
+
+class SB3Run(Run):
+    def __init__(self, algo: str, seed: int, randomize: dict[str, Any], warmup: int | None) -> None:
+        env = RandomizedEnv(make_env(self._env_id()), parse_distribution(randomize, str(PRIOR), task=TASK), seed + 4)
+        kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
+        if warmup is not None:
+            kwargs["learning_starts"] = warmup
+        if algo == "crossq":
+            from sb3_contrib import CrossQ
+
+            self.model: Any = CrossQ("MlpPolicy", env, **kwargs)
+        else:
+            from stable_baselines3 import SAC
+
+            self.model = SAC("MlpPolicy", env, **kwargs)
+        self.done = 0
+
+    @staticmethod
+    def _env_id() -> str:
+        from policies.envs import resolve_task
+
+        return resolve_task(TASK)
+
+    def advance(self, step: int) -> None:
+        if step > self.done:
+            self.model.learn(step - self.done, reset_num_timesteps=False)
+            self.done = step
+
+    def policy(self) -> Policy:
+        model = self.model
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            out: np.ndarray = model.predict(obs, deterministic=True)[0]
+            return out
+
+        return act
+
+    def close(self) -> None:
+        self.model.get_env().close()
+
+
+def make_run(learner: str, seed: int, steps: int, randomize: dict[str, Any], warmup: int | None) -> Run:
+    lib, algo = learner.split("-", 1)
+    if lib == "s2r":
+        return OursRun(algo, seed, steps, randomize, warmup)
+    return SB3Run(algo, seed, randomize, warmup)
+
+
+def measure(learner: str, seed: int, steps: int, every: int, episodes: int, randomize: dict[str, Any],
+            warmup: int | None) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    run = make_run(learner, seed, steps, randomize, warmup)
+    eval_env = make_env(SB3Run._env_id())
+    curve: list[dict[str, Any]] = []
+    train_s = 0.0
+    try:
+        for step in range(every, steps + 1, every):
+            t0 = time.perf_counter()
+            run.advance(step)
+            train_s += time.perf_counter() - t0
+            result = evaluate_env(run.policy(), eval_env, episodes, EVAL_SEED)
+            curve.append({"step": step, "success": result["success_rate"], "train_s": round(train_s, 1)})
+            print(f"{learner:10s} seed={seed} step={step:6d} success={result['success_rate']:.2f} "
+                  f"train={train_s:6.0f}s", flush=True)
+    finally:
+        run.close()
+        eval_env.close()
+    return summarize_run(learner, seed, curve)
+
+
+def summarize_run(learner: str, seed: int, curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steps (and seconds) to ``TARGET``, and whether every later evaluation stayed at or above ``STABLE``."""
+    reached = next((i for i, c in enumerate(curve) if c["success"] >= TARGET), None)
+    return {
+        "learner": learner,
+        "seed": seed,
+        "curve": curve,
+        "steps_to_target": None if reached is None else curve[reached]["step"],
+        "seconds_to_target": None if reached is None else curve[reached]["train_s"],
+        "stable_after_target": None if reached is None else all(c["success"] >= STABLE for c in curve[reached:]),
+        "train_s": curve[-1]["train_s"] if curve else 0.0,
+        "success_at": {str(c["step"]): c["success"] for c in curve},
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for learner in sorted({r["learner"] for r in runs}):
+        mine = [r for r in runs if r["learner"] == learner]
+        hit = [r for r in mine if r["steps_to_target"] is not None]
+        out[learner] = {
+            "seeds": [r["seed"] for r in mine],
+            "seeds_reaching_target": [r["seed"] for r in hit],
+            "median_steps_to_target": float(np.median([r["steps_to_target"] for r in hit])) if hit else None,
+            "median_seconds_to_target": float(np.median([r["seconds_to_target"] for r in hit])) if hit else None,
+            "all_stable": all(r["stable_after_target"] for r in hit) if hit else None,
+            "median_train_s": float(np.median([r["train_s"] for r in mine])),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few hundred steps, one seed (a smoke run, < 1 min)")
+    parser.add_argument("--learners", nargs="+", choices=LEARNERS, default=list(LEARNERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, help="environment steps per run (default 30000)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 5000)")
+    parser.add_argument("--episodes", type=int, help="nominal episodes per evaluation (default 50)")
+    parser.add_argument("--jsonl", type=Path, help="append one line per finished run to this file")
+    parser.add_argument("--from-jsonl", type=Path, nargs="+", help="summarize runs recorded earlier; train nothing")
+    args = parser.parse_args()
+    steps = args.steps or (400 if args.quick else 30_000)
+    every = args.eval_every or (200 if args.quick else 5000)
+    episodes = args.episodes or (5 if args.quick else 50)
+    warmup = 100 if args.quick else None
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    randomize = read_yaml_file(PRIOR, "randomization config")
+
+    runs: list[dict[str, Any]] = []
+    if args.from_jsonl:
+        for path in args.from_jsonl:
+            runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        for seed in seeds:
+            for learner in args.learners:
+                result = measure(learner, seed, steps, every, episodes, randomize, warmup)
+                runs.append(result)
+                if args.jsonl is not None:
+                    with args.jsonl.open("a") as f:
+                        f.write(json.dumps(result) + "\n")
+
+    import stable_baselines3
+
+    summary = {
+        "benchmark": "sample_efficiency",
+        "task": TASK,
+        "randomization": str(PRIOR.relative_to(ROOT)),
+        "unit": "environment steps (and training seconds, one torch thread) to deterministic success >= 0.9 "
+                "on nominal episodes",
+        "quick": bool(args.quick),
+        "steps": steps,
+        "eval_every": every,
+        "eval_episodes": episodes,
+        "torch": torch.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "learners": summarize(runs),
+        "runs": runs,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
