@@ -9,8 +9,8 @@ so it loads with ``torch.load(weights_only=True)``. Keys (format ``s2r-offpolicy
 - ``obs_norm``: ``enabled``, ``mean``, ``var`` (float64), ``count``, ``clip``, ``eps``;
 - ``action_space``: ``low``, ``high`` (float64; the policy's [-1, 1] maps linearly onto them);
 - ``eval``: the evaluation that triggered the save, or ``None``;
-- ``training``: learner state for ``--resume`` (critics, targets, optimizers, temperature, RNG),
-  present in ``last`` only.
+- ``training``: learner state for ``--resume`` and ``s2r finetune`` (critics, targets, optimizers,
+  temperature, RNG), in ``last.pt`` and ``best.pt`` (``best.pt`` files of older runs hold none).
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ DEFAULT_EVAL_EPISODES = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train`` and ``eval``."""
+    """Add ``train``, ``finetune`` and ``eval``."""
+    from policies.finetune_config import FinetuneConfig
+
+    defaults = FinetuneConfig(run_dir=Path(), robot=Path())
     p = sub.add_parser(
         "train",
         help="train a policy in simulation with SAC or TD3",
@@ -54,11 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser(
         "finetune",
-        help="continue SAC on the robot (or its emulator) from a simulation run",
-        description="Fine-tune a simulation run on the robot: episodes through the real-time controller with the "
-        "safety filter on, gradient steps between episodes on real transitions (mixed with the run's simulation "
-        "replay), a checkpoint and a verified ONNX after every episode, every episode logged like s2r deploy. "
-        "Writes RUN_DIR/finetune/ (logs/, last.pt, policy.onnx, onnx/, finetune.json); --resume continues "
+        help="continue SAC (or TD3) on the robot (or its emulator) from the deployed policy of a run",
+        description="Fine-tune the policy s2r export/deploy take from RUN_DIR (best.pt, else last.pt) on the robot, "
+        "through the real-time controller with the safety filter on. The deployed policy (the incumbent) is "
+        "measured first; then rounds of exploration episodes (gradient steps between episodes on half-real, "
+        "half-simulation batches, the critics warmed up on real transitions before the actor moves) and a "
+        "measurement of the round's candidate. A candidate replaces the incumbent only when Fisher's exact test, "
+        "one-sided, finds it better at --confidence; policy.onnx is always the incumbent. Writes "
+        "RUN_DIR/finetune/ (logs/, last.pt, policy.onnx, onnx/, candidates/, finetune.json); --resume continues "
         "after a crash with every completed episode.",
     )
     f.add_argument("run_dir", metavar="RUN_DIR")
@@ -66,12 +72,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator")
     f.add_argument("--port", help="serial device (or an emulator's pty) instead of the config's")
     f.add_argument("--reality", metavar="FILE", help="reality of the emulator this run starts")
-    f.add_argument("--episodes", type=int, required=True, help="real episodes in total (across resumes)")
+    f.add_argument("--episodes", type=int, required=True,
+                   help="real episodes in total, of every kind (across resumes)")
     f.add_argument("--out", metavar="DIR", help="output directory (default RUN_DIR/finetune)")
-    f.add_argument("--resume", action="store_true", help="continue the run in --out")
-    f.add_argument("--updates-per-step", type=float, default=1.0, help="gradient steps per real transition (1)")
-    f.add_argument("--sim-fraction", type=float, default=0.5,
-                   help="share of each batch from the simulation replay (0.5; 0 = real only)")
+    f.add_argument("--resume", action="store_true", help="continue the run in --out (with the same schedule)")
+    f.add_argument("--updates-per-step", type=float, default=defaults.updates_per_step,
+                   help=f"gradient steps per real transition of an exploration episode ({defaults.updates_per_step:g})")
+    f.add_argument("--critic-warmup", type=int, default=defaults.critic_warmup,
+                   help=f"critic-only gradient steps before the actor's first ({defaults.critic_warmup})")
+    f.add_argument("--sim-fraction", type=float, default=defaults.sim_fraction,
+                   help=f"share of each batch from the simulation replay ({defaults.sim_fraction:g}; 0 = real only)")
+    f.add_argument("--incumbent-episodes", type=int, default=defaults.incumbent_episodes,
+                   help=f"episodes measuring the deployed policy first ({defaults.incumbent_episodes})")
+    f.add_argument("--explore-episodes", type=int, default=defaults.explore_episodes,
+                   help=f"exploration episodes per round ({defaults.explore_episodes})")
+    f.add_argument("--gate-episodes", type=int, default=defaults.gate_episodes,
+                   help=f"episodes measuring each round's candidate ({defaults.gate_episodes})")
+    f.add_argument("--reeval-episodes", type=int, default=defaults.reeval_episodes,
+                   help=f"episodes measuring the incumbent again each round ({defaults.reeval_episodes})")
+    f.add_argument("--confidence", type=float, default=defaults.confidence,
+                   help=f"confidence of the test a candidate must pass ({defaults.confidence:g})")
     f.add_argument("--seed", type=cliargs.seed, default=0)
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,14 +141,18 @@ def _train(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     import signal
 
-    from policies.finetune import FinetuneConfig, finetune
+    from policies.finetune import finetune
+    from policies.finetune_config import FinetuneConfig
     from robot.cli import StopRequest, deploy_exit_code
     from robot.controller import SAFETY_STOP_KINDS
 
     cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
                          reality=Path(args.reality) if args.reality else None, episodes=args.episodes,
                          out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
-                         sim_fraction=args.sim_fraction, seed=args.seed, resume=args.resume)
+                         critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
+                         resume=args.resume, incumbent_episodes=args.incumbent_episodes,
+                         explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
+                         reeval_episodes=args.reeval_episodes, confidence=args.confidence)
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -139,9 +163,13 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_json()))
     else:
+        gate = summary.gate
         rate = "-" if summary.success_rate is None else f"{summary.success_rate:.2f}"
-        print(f"fine-tuned {summary.episodes_done} episodes in total ({len(summary.episodes)} this run): success "
-              f"{rate}, longest update pause {summary.update_time_s_max:.2f} s between episodes; "
+        replaced = sum(d["replaced"] for d in gate["decisions"])
+        print(f"fine-tuned {summary.episodes_done} episodes in total ({len(summary.episodes)} this run): incumbent "
+              f"{gate['incumbent']} with success {rate} over {gate['incumbent_episodes']} robot episodes; "
+              f"{len(gate['decisions'])} candidates tested ({gate['confidence']:g} confidence), {replaced} replaced "
+              f"it; longest update pause {summary.update_time_s_max:.2f} s between episodes; "
               f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
     if summary.stop_kind in SAFETY_STOP_KINDS:
         print(f"s2r finetune: {summary.stop_kind.replace('_', ' ')} stop: {summary.stop_reason}", file=sys.stderr)

@@ -19,8 +19,12 @@ class Learner(Protocol):
     actor: Actor
     """The policy network (input: normalized observations)."""
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step; losses and statistics as Python floats."""
+    def update(self, batch: Batch, update_actor: bool = True) -> dict[str, float]:
+        """One gradient step; losses and statistics as Python floats.
+
+        ``update_actor=False`` steps the critics (and their targets) only: the actor, its target and the
+        temperature keep every bit, optimizer moments included, so a critic can be warmed up on new data before
+        the policy it evaluates moves."""
         ...
 
     def explore(self, obs: Tensor) -> Tensor:
@@ -71,17 +75,25 @@ class FusedAdam:
         self._fused = device.type in ("cpu", "cuda") if fused is None else fused
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One Adam step from the current ``.grad`` of every parameter."""
+    def step(self, only: slice | None = None) -> None:
+        """One Adam step from the current ``.grad`` of every parameter, or of ``self.params[only]`` alone.
+
+        With ``only`` the other parameters and their moments are left untouched (a zero gradient would still
+        move them through the momentum). The step counter is shared, so it counts partial steps too; its bias
+        correction is already ~1 after the thousands of steps of a simulation run, where partial steps are used.
+        """
         self._step.add_(1.0)
+        sel = slice(None) if only is None else only
+        params, grads = self.params[sel], self.grads[sel]
+        exp_avgs, exp_avg_sqs = self.exp_avgs[sel], self.exp_avg_sqs[sel]
         if self._fused:
             torch._fused_adam_(
-                self.params,
-                self.grads,
-                self.exp_avgs,
-                self.exp_avg_sqs,
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
                 [],
-                self._steps,
+                self._steps[sel],
                 amsgrad=False,
                 lr=self.lr,
                 beta1=self.betas[0],
@@ -93,7 +105,7 @@ class FusedAdam:
             return
         bias1 = 1.0 - self.betas[0] ** float(self._step)
         bias2 = 1.0 - self.betas[1] ** float(self._step)
-        for p, g, m, v in zip(self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, strict=True):
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
             m.lerp_(g, 1.0 - self.betas[0])
             v.mul_(self.betas[1]).addcmul_(g, g, value=1.0 - self.betas[1])
             denom = (v / bias2).sqrt_().add_(self.eps)

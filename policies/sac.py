@@ -10,6 +10,9 @@ critic, actor and temperature steps are taken together):
 - temperature: ``-mean(log_alpha * (log pi(a|s) + target_entropy))`` (SB3's form);
 - Polyak averaging of the target critic with rate ``tau``.
 
+A critic-only update (``update_actor=False``, :func:`sac_critic_update`) takes the critic step and the Polyak
+step alone: Adam steps the critic's parameters only, so the actor and ``log_alpha`` keep every bit.
+
 The log-probability of the squashed action uses the exact, numerically stable correction
 ``log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))``.
 
@@ -122,6 +125,48 @@ def squashed_sample(mu: Tensor, log_std: Tensor, eps: Tensor) -> tuple[Tensor, T
     return a, logp, u
 
 
+def _soft_target(model: SACModel, batch: Batch, params: SACParams, next_a: Tensor, next_logp: Tensor,
+                 alpha: float) -> Tensor:
+    """``y = r + gamma * (1 - terminated) * (min_k Q'_k(s', a') - alpha * log pi(a'|s'))``."""
+    target = model.critic_target
+    xt = torch.cat([batch.next_obs, next_a], 1)
+    q_next = mlp_forward(xt, target.weights, target.biases, target.activation, model.workspace, "target")[-1]
+    v_next = torch.minimum(q_next[0], q_next[1]).sub_(next_logp, alpha=alpha)
+    return torch.addcmul(batch.rewards, torch.rsub(batch.terminated, 1.0), v_next, value=params.gamma)
+
+
+def _critic_params(model: SACModel) -> slice:
+    """Where the critic's parameters sit in ``model.opt`` (after the actor's, before ``log_alpha``)."""
+    n_actor = sum(1 for _ in model.actor.parameters())
+    return slice(n_actor, n_actor + sum(1 for _ in model.critic.parameters()))
+
+
+@torch.no_grad()
+def sac_critic_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, float]:
+    """The critic step of :func:`sac_update` alone (the same target), and the target critic's Polyak step."""
+    actor, critic = model.actor, model.critic
+    n = batch.obs.shape[0]
+    act_dim = actor.act_dim
+    alpha = float(model.log_alpha.exp())
+    z = mlp_forward(batch.next_obs, actor.weights, actor.biases, actor.activation, model.workspace, "actor_next")[-1]
+    log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+    eps = torch.randn(log_std.shape, generator=model.generator, dtype=z.dtype, device=z.device)
+    a_next, logp_next, _ = squashed_sample(z[:, :act_dim], log_std, eps)
+    y = _soft_target(model, batch, params, a_next, logp_next, alpha)
+    xc = torch.cat([batch.obs, batch.actions], 1)
+    c_outs = mlp_forward(xc, critic.weights, critic.biases, critic.activation, model.workspace, "critic_data")
+    q = c_outs[-1]
+    grad_q = torch.sub(q, y)
+    critic_loss = grad_q.square().sum() * (0.5 / n)
+    grad_q.mul_(1.0 / n)
+    mlp_backward(grad_q, c_outs, critic.weights, critic.activation, grads_of(critic.weights),
+                 grads_of(critic.biases), ws=model.workspace, key="critic_data")
+    model.opt.step(only=_critic_params(model))
+    polyak_(model.critic_target, critic, params.tau)
+    stats = torch.stack([critic_loss, q.mean()]).tolist()
+    return {"critic_loss": stats[0], "q_mean": stats[1], "alpha": alpha}
+
+
 @torch.no_grad()
 def sac_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, float]:
     """One SAC gradient step on ``batch``; returns losses and statistics as Python floats."""
@@ -144,10 +189,7 @@ def sac_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, fl
     a_pi, logp_pi = a_all[:n], logp_all[:n]
 
     # Soft target from the target critic at (s', a').
-    xt = torch.cat([batch.next_obs, a_all[n:]], 1)
-    q_next = mlp_forward(xt, target.weights, target.biases, target.activation, ws, "target")[-1]
-    v_next = torch.minimum(q_next[0], q_next[1]).sub_(logp_all[n:], alpha=alpha)
-    y = torch.addcmul(batch.rewards, torch.rsub(batch.terminated, 1.0), v_next, value=params.gamma)
+    y = _soft_target(model, batch, params, a_all[n:], logp_all[n:], alpha)
 
     # Twin critic on [(s, a); (s, a_pi)] in one pass.
     xc = torch.cat([torch.cat([batch.obs, batch.actions], 1), torch.cat([batch.obs, a_pi], 1)])
@@ -224,7 +266,9 @@ class SACLearner:
         self.params = params
         self.actor = model.actor
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch, update_actor: bool = True) -> dict[str, float]:
+        if not update_actor:
+            return sac_critic_update(self.model, batch, self.params)
         return sac_update(self.model, batch, self.params)
 
     @torch.no_grad()

@@ -7,6 +7,10 @@
   both target networks (delayed policy updates);
 - the deterministic actor's action is ``tanh`` of its output.
 
+A critic-only update (``update_actor=False``) takes the critic step of every update and the critic target's
+Polyak step on the usual every-``policy_delay``-th schedule; the actor, its target and the actor's optimizer
+keep every bit.
+
 As in :mod:`policies.sac`, all gradients of one update come from the same parameters, and the twin
 critic runs once on ``[(s, a); (s, mu(s))]`` when the actor is updated.
 """
@@ -89,14 +93,16 @@ def make_td3_model(
 
 
 @torch.no_grad()
-def td3_update(model: TD3Model, batch: Batch, params: TD3Params) -> dict[str, float]:
-    """One TD3 step (critic always, actor and targets every ``policy_delay``-th call)."""
+def td3_update(model: TD3Model, batch: Batch, params: TD3Params, update_actor: bool = True) -> dict[str, float]:
+    """One TD3 step (critic always, actor and targets every ``policy_delay``-th call; with ``update_actor=False``
+    the critic target only on those calls)."""
     actor, critic = model.actor, model.critic
     n = batch.obs.shape[0]
     obs_dim = actor.obs_dim
     inv_n = 1.0 / n
     ws = model.workspace
-    policy_step = model.updates % params.policy_delay == 0
+    delayed_step = model.updates % params.policy_delay == 0
+    policy_step = delayed_step and update_actor
     model.updates += 1
 
     # Smoothed target action and the clipped double-Q target.
@@ -163,6 +169,8 @@ def td3_update(model: TD3Model, batch: Batch, params: TD3Params) -> dict[str, fl
             key="critic",
         )
         model.critic_opt.step()
+        if delayed_step:
+            polyak_(model.critic_target, critic, params.tau)
     values = torch.stack(stats).tolist()
     out = {"critic_loss": values[0], "q_mean": values[1]}
     if policy_step:
@@ -181,8 +189,8 @@ class TD3Learner:
         self.actor = model.actor
         self.exploration_noise = exploration_noise
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        return td3_update(self.model, batch, self.params)
+    def update(self, batch: Batch, update_actor: bool = True) -> dict[str, float]:
+        return td3_update(self.model, batch, self.params, update_actor)
 
     @torch.no_grad()
     def explore(self, obs: Tensor) -> Tensor:

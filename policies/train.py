@@ -591,14 +591,19 @@ class Trainer:
         )
 
     def save(self, with_best: bool = False) -> None:
-        """Write ``last.pt`` (+ ``replay.pt``), and ``best.pt`` when asked."""
+        """Write ``last.pt`` (+ ``replay.pt``), and ``best.pt`` when asked.
+
+        ``best.pt`` carries the training state too (critics, temperature, optimizers; the replay stays in
+        ``replay.pt``): it is the policy ``s2r export RUN_DIR`` and ``s2r deploy`` take, so ``s2r finetune``
+        continues from it, the policy that was deployed, rather than from ``last.pt``."""
         if self.run is None:
             return
-        save_checkpoint(self.run.last, self.checkpoint(training=True))
+        ckpt = self.checkpoint(training=True)
+        save_checkpoint(self.run.last, ckpt)
         if self.cfg.save_replay:
             save_atomic(self.buffer.state_dict(), self.run.replay)
         if with_best:
-            save_checkpoint(self.run.best, self.checkpoint(training=False))
+            save_checkpoint(self.run.best, ckpt)
 
     def plot(self) -> None:
         """Write the learning curve (training and evaluation return, evaluation success)."""
@@ -677,6 +682,19 @@ class Trainer:
                 print(
                     f"s2r train: warning: replay buffer not restored ({exc}); refilling from scratch", file=sys.stderr
                 )
+
+    def load_policy(self, ckpt: Checkpoint) -> None:
+        """The actor and observation statistics of ``ckpt`` (a policy of this config's algorithm and spaces) in
+        place of the learner's, leaving the rest of the training state as it is."""
+        if (ckpt.algo, ckpt.obs_dim, ckpt.act_dim) != (self.cfg.algo, self.obs_dim, self.act_dim):
+            raise UserError(f"the policy is {ckpt.algo} (obs {ckpt.obs_dim}, act {ckpt.act_dim}); the learner is "
+                            f"{self.cfg.algo} (obs {self.obs_dim}, act {self.act_dim})")
+        try:
+            load_module_state(self.learner.actor, ckpt.actor_state, "actor")
+        except ValueError as exc:
+            raise UserError(f"cannot load the policy: {exc}") from exc
+        self.obs_stats = RunningMeanStd(ckpt.obs_mean.copy(), ckpt.obs_var.copy(), ckpt.obs_count)
+        self._refresh_normalization()
 
     # --- whole run ------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:

@@ -8,7 +8,9 @@ Stages (each shows a progress bar; every number in the report comes from this ru
    PyBullet physics, perturbed parameters, latency, sensor noise) is not the training simulator;
 4. **adapt** the source distribution's physical parameters to the deployment logs (``s2r adapt``);
 5. **retrain**: continue the run under the posterior, then export and deploy again;
-6. **fine-tune** on the emulated robot (``s2r finetune``), then deploy the fine-tuned policy.
+6. **fine-tune** on the emulated robot (``s2r finetune``) from the retrained run's deployed policy, then deploy
+   the policy fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better
+   (:mod:`policies.gate`).
 
 Then a robustness sweep of the retrained policy in simulation, a rollout GIF, ``OUT/report.md`` (the table,
 the plots, the seed and the budget) and ``OUT/demo.json``. ``--quick`` runs the same stages on tiny budgets
@@ -73,7 +75,8 @@ class DemoBudget:
     adapt_samples: int
     """Parameter samples per round."""
     finetune_episodes: int
-    """Episodes of fine-tuning on the emulated robot."""
+    """Episodes of fine-tuning on the emulated robot, of every kind: with ``s2r finetune``'s default schedule the
+    first 10 measure the incumbent, and each later 14 (4 exploring, 10 measuring the candidate) decide a round."""
     sweep_grid: tuple[str, ...]
     """Robustness sweep axes (``NAME=LO:HI:N``)."""
     sweep_episodes: int

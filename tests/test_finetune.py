@@ -1,5 +1,6 @@
-"""``s2r finetune``: learning from real episodes between them, per-episode checkpoints and ONNX, and a resume
-after SIGKILL that keeps every completed episode's log and transitions."""
+"""``s2r finetune`` on the emulated claw: the incumbent measured, learning between exploration episodes, the
+candidate frozen, exported and measured, a checkpoint after every episode, and a resume after SIGKILL that keeps
+every completed episode's log and transitions (the gate's decisions themselves: ``test_finetune_gate.py``)."""
 
 from __future__ import annotations
 
@@ -44,33 +45,45 @@ def usable_transitions(logs: Path, episodes: int) -> list[int]:
     return [int(np.sum(episode == k)) for k in range(episodes)]
 
 
+SMALL_ROUNDS = ["--incumbent-episodes", "1", "--explore-episodes", "1", "--gate-episodes", "1",
+                "--critic-warmup", "5", "--updates-per-step", "1"]
+"""Episodes 0: the incumbent, 1: exploration, 2: the candidate, 3: exploration, ..."""
+
+
 def _finetune_args(run: Path, robot: Path, out: Path, episodes: int, *extra: str) -> list[str]:
     return ["finetune", str(run), "--robot", str(robot), "--driver", "emulator", "--episodes", str(episodes),
-            "--out", str(out), "--quiet", "--json", *extra]
+            "--out", str(out), "--quiet", "--json", *SMALL_ROUNDS, *extra]
 
 
-def test_finetune_learns_between_episodes_and_exports_every_episode(
+def test_finetune_measures_the_incumbent_learns_and_measures_the_candidate(
         sim_run: Path, fast_robot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ft"
-    before = load_checkpoint(sim_run / "last.pt")
-    assert main(_finetune_args(sim_run, fast_robot, out, 2)) == 0
+    before = load_checkpoint(sim_run / "best.pt")  # the deployed policy
+    assert main(_finetune_args(sim_run, fast_robot, out, 3)) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["episodes_done"] == 2 and summary["stop_kind"] == "completed"
+    assert summary["episodes_done"] == 3 and summary["stop_kind"] == "completed"
+    assert [e["kind"] for e in summary["episodes"]] == ["eval-incumbent", "explore", "eval-candidate"]
     steps = [e["steps"] for e in summary["episodes"]]
-    usable = usable_transitions(out / "logs", 2)
+    usable = usable_transitions(out / "logs", 3)
     assert all(0 < u <= n for u, n in zip(usable, steps, strict=True))
-    assert [e["real_transitions"] for e in summary["episodes"]] == [usable[0], usable[0] + usable[1]]
-    assert all(e["updates"] == e["steps"] for e in summary["episodes"])  # 1 update per control step
-    # every episode: a checkpoint with the new learner, a verified ONNX file, and a deploy-format log
+    assert [e["real_transitions"] for e in summary["episodes"]] == list(np.cumsum(usable))
+    # the critic warm-up after the incumbent's episodes, 1 update per step after exploring, none while measuring
+    assert [e["updates"] for e in summary["episodes"]] == [5, steps[1], 0]
     after = load_checkpoint(out / "last.pt")
-    assert after.training is not None and after.training["finetune"]["episodes_done"] == 2
+    assert after.training is not None and after.training["finetune"]["episodes_done"] == 3
     moved = any(not np.array_equal(before.actor_state[k].numpy(), after.actor_state[k].numpy())
                 for k in before.actor_state)
     assert moved, "the actor did not change"
-    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["episode_000000.onnx", "episode_000001.onnx"]
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["deployed.onnx", "round_001.onnx"]
+    assert summary["episodes"][2]["onnx"] == str(out / "onnx" / "round_001.onnx")
+    (decision,) = summary["gate"]["decisions"]
+    assert not decision["replaced"]  # one episode each is never evidence
+    assert (out / "policy.onnx").read_bytes() == (out / "onnx" / "deployed.onnx").read_bytes()
     assert OnnxPolicy(out / "policy.onnx").info is not None
+    assert json.loads((out / "finetune.json").read_text())["history"] == summary["history"]
     episodes = list(read_episodes(out / "logs"))
-    assert len(episodes) == 2 and all(ep.meta["complete"] for ep in episodes)
+    assert len(episodes) == 3 and all(ep.meta["complete"] for ep in episodes)
+    assert [ep.meta["finetune"]["kind"] for ep in episodes] == ["eval-incumbent", "explore", "eval-candidate"]
 
 
 def test_finetune_resumes_after_sigkill_with_every_completed_episode(
@@ -102,13 +115,17 @@ def test_finetune_resumes_after_sigkill_with_every_completed_episode(
     for name, data in kept.items():
         assert (logs / name).read_bytes() == data, f"{name} changed"
     assert [p.name for p in episode_files(logs)] == [f"episode_{k:06d}.npz" for k in range(4)]
-    assert (out / "onnx" / "episode_000003.onnx").is_file()
+    assert (out / "onnx" / "round_001.onnx").is_file()
+    assert [h["kind"] for h in summary["history"]] == ["eval-incumbent", "explore", "eval-candidate", "explore"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--sim-fraction", "1.5"], "--sim-fraction must be in"),
     (["--episodes", "-1"], "--episodes must be >= 0"),
     (["--reality", "x.yaml", "--driver", "mock"], "--reality applies to the emulator driver only"),
+    (["--gate-episodes", "0"], "--gate-episodes must be at least 1"),
+    (["--confidence", "1"], "--confidence must be in (0, 1)"),
+    (["--critic-warmup", "-1"], "--critic-warmup must be >= 0"),
 ])
 def test_bad_finetune_arguments_exit_2(sim_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        extra: list[str], message: str) -> None:

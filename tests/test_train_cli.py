@@ -111,7 +111,9 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("last.pt", "best.pt"):
         data = torch.load(run / name, weights_only=True)
         assert data["algo"] == "crossq" and data["env_id"] == "Pendulum-v1" and data["step"] in (200, 300)
-    assert torch.load(run / "best.pt", weights_only=True)["training"] is None
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert set(best["training"]) == {"learner", "loop"}  # what s2r finetune continues from; no replay
+    assert best["training"]["loop"]["step"] == best["step"]
 
     code, out, _ = _run(["eval", str(run), "--episodes", "2", "--json"], capsys)
     assert code == 0

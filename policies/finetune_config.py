@@ -1,0 +1,81 @@
+"""The settings of ``s2r finetune`` (:mod:`policies.finetune`), importable without torch (the CLI reads the
+defaults for its help)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from policies.gate import DEFAULT_CONFIDENCE, Schedule
+from s2r.errors import UserError
+
+DEFAULT_OUT = "finetune"
+"""Output directory inside the run directory unless ``--out`` says otherwise."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run on a robot."""
+
+    run_dir: Path
+    """The simulation run whose deployed checkpoint (``best.pt``, else ``last.pt``) fine-tuning starts from."""
+    robot: Path
+    """Hardware config of the robot (``hardware_configs/dclaw.yaml``)."""
+    driver: str = "emulator"
+    """Bus driver: ``emulator``, ``dynamixel`` or ``mock``."""
+    port: str | None = None
+    """Serial device (or an emulator's pty) instead of the config's."""
+    reality: Path | None = None
+    """Reality file of an emulator this run starts itself."""
+    episodes: int = 10
+    """Real episodes in total, of every kind, across resumes."""
+    out: Path | None = None
+    """Output directory; default ``RUN_DIR/finetune``."""
+    updates_per_step: float = 4.0
+    """Gradient steps per real transition of an exploration episode (run before the next episode)."""
+    critic_warmup: int = 500
+    """Critic-only gradient steps before the actor's first, on the robot transitions gathered so far."""
+    sim_fraction: float = 0.5
+    """Share of each batch drawn from the simulation replay (0 = real transitions only)."""
+    batch_size: int | None = None
+    """Transitions per gradient step; default the simulation run's."""
+    seed: int = 0
+    """Seed of the episodes' start states and of exploration."""
+    resume: bool = False
+    """Continue the run in ``out``."""
+    incumbent_episodes: int = 10
+    """Episodes measuring the deployed policy before the first round."""
+    explore_episodes: int = 4
+    """Exploration episodes per round."""
+    gate_episodes: int = 10
+    """Episodes measuring each round's candidate."""
+    reeval_episodes: int = 0
+    """Episodes measuring the incumbent again in each round (before the candidate's)."""
+    confidence: float = DEFAULT_CONFIDENCE
+    """Confidence of the one-sided test a candidate must pass to replace the incumbent."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 0:
+            raise UserError(f"--episodes must be >= 0, got {self.episodes}")
+        if not 0.0 <= self.sim_fraction < 1.0:
+            raise UserError(f"--sim-fraction must be in [0, 1), got {self.sim_fraction}")
+        if not (self.updates_per_step >= 0 and math.isfinite(self.updates_per_step)):
+            raise UserError(f"--updates-per-step must be a finite number >= 0, got {self.updates_per_step}")
+        if self.critic_warmup < 0:
+            raise UserError(f"--critic-warmup must be >= 0, got {self.critic_warmup}")
+        if not 0.0 < self.confidence < 1.0:
+            raise UserError(f"--confidence must be in (0, 1), got {self.confidence}")
+        for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.reeval_episodes < 0:
+            raise UserError(f"--reeval-episodes must be >= 0, got {self.reeval_episodes}")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else self.run_dir / DEFAULT_OUT
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.incumbent_episodes, self.explore_episodes, self.gate_episodes, self.reeval_episodes)
