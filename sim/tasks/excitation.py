@@ -17,6 +17,9 @@ For the claw the slow sweeps through the middle of the ranges also bring the fin
 spokes and turn it, so the valve's parameters leave a trace too (see ``randomization.adapt``'s notes on
 which parameter is identified from what).
 
+On a legged robot the legs sweep most of their ranges too, with no regard for balance: run it with the
+robot hung in a harness, feet free.
+
 The signal is a pure function of the step index and the seed: ``s2r deploy scripted:excite --seed S`` and
 the in-process simulated logs replay the same targets.
 """
