@@ -7,7 +7,8 @@ The multi-sine is smooth and designed:
 - each joint follows a sum of sines whose frequencies no other joint uses (an interleaved, log-spaced grid),
   so the joints' responses are separable, in time and in frequency;
 - the low frequencies carry the joints slowly across most of their ranges, changing the gravity and contact
-  loads the servos hold against (at rest, the tracking error under a load depends on the servo gain, not on the damping);
+  loads the servos hold against (at rest, the tracking error under a load depends on the servo gain, not on
+  the damping);
 - the high frequencies make the zero-order-held command jump every control period, so each period also
   shows a step response (damping, inertia, latency);
 - the amplitudes keep every target inside the limits with a margin and the slope under the task's joint
