@@ -76,6 +76,8 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
         record_sim_logs(args.out, config, "scripted")
     elif args.policy == "random":
         record_sim_logs(args.out, config, "random")
+    elif args.policy == "excite":
+        record_sim_logs(args.out, config, "excite")
     else:
         from sim.cli import load_policy_file
 
@@ -164,7 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--episodes", type=int, default=sim_defaults.episodes, help="episodes to record")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter value of the simulated robot (repeatable); others stay nominal")
-    s.add_argument("--policy", default="scripted", help="'scripted' (default), 'random', or a checkpoint/.onnx file")
+    s.add_argument("--policy", default="scripted",
+                   help="'scripted' (default), 'random', 'excite' (the multi-sine of `s2r deploy scripted:excite`), "
+                   "or a checkpoint/.onnx file")
     s.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine")
     s.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the resets, random actions and sensor noise")
     s.add_argument("--position-noise", type=float, default=sim_defaults.position_noise_std,

@@ -28,6 +28,7 @@ from sim import resolve_env_id
 from sim.env import SimEnv
 from sim.state import RobotState
 from sim.tasks.actions import normalize
+from sim.tasks.excitation import ExcitePolicy, MultiSine
 from sim.tasks.spec import FloatArray, TaskSpec
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -162,11 +163,13 @@ def make_env(task: str, engine: str, params: Mapping[str, float] | None = None) 
 def record_sim_logs(
     directory: str | os.PathLike[str],
     config: SimLogConfig,
-    policy: Policy | Literal["scripted", "random"] = "scripted",
+    policy: Policy | Literal["scripted", "random", "excite"] = "scripted",
 ) -> Path:
     """Roll ``policy`` out for ``config.episodes`` episodes and write them as a trajectory log; returns the directory.
 
-    ``"scripted"`` restarts :class:`ScriptedTurn` every episode; ``"random"`` draws seeded uniform actions.
+    ``"scripted"`` restarts :class:`ScriptedTurn` every episode; ``"random"`` draws seeded uniform actions;
+    ``"excite"`` is ``s2r deploy scripted:excite``'s multi-sine (:mod:`sim.tasks.excitation`) seeded by
+    ``config.seed``, continuing across episodes as it does on the robot.
     """
     env = make_env(config.task, config.engine, config.params)
     spec = env.spec_
@@ -186,6 +189,7 @@ def record_sim_logs(
                                  "position_noise_std": config.position_noise_std,
                                  "velocity_noise_std": config.velocity_noise_std}),
     )
+    excite = ExcitePolicy(MultiSine(spec, config.seed)) if policy == "excite" else None
     try:
         writer = TrajectoryWriter(directory, info)
         for ep in range(config.episodes):
@@ -193,10 +197,12 @@ def record_sim_logs(
                 act: Policy = ScriptedTurn(spec)
             elif policy == "random":
                 act = random_actions(spec.n_joints, action_rng)
+            elif excite is not None:
+                act = excite
             elif callable(policy):
                 act = policy
             else:
-                raise UserError(f"policy must be a callable, 'scripted' or 'random', got {policy!r}")
+                raise UserError(f"policy must be a callable, 'scripted', 'random' or 'excite', got {policy!r}")
             _record_episode(env, act, writer, config, noise_rng, config.seed + ep)
     finally:
         env.close()

@@ -30,7 +30,8 @@ from robot.controller import Controller, ControllerSettings, Policy, check_polic
 from s2r import cliargs
 from s2r.errors import UserError
 from sim.tasks.base import Task
-from sim.tasks.spec import TaskSpec
+from sim.tasks.excitation import ExcitePolicy, MultiSine
+from sim.tasks.spec import FloatArray, TaskSpec
 
 EXIT_SAFETY_STOP = 3
 """Exit status of ``s2r deploy`` when a safety stop ended the run."""
@@ -40,9 +41,11 @@ EXIT_TORQUE_NOT_OFF = 5
 """Exit status of ``s2r deploy`` when the run ended without a failure but the torque-off was not confirmed: the
 servos may still be powered."""
 SCRIPTED_PREFIX = "scripted:"
-SCRIPTED_POLICIES = ("hold", "zero", "random")
+SCRIPTED_POLICIES = ("hold", "zero", "random", "excite")
 """``scripted:hold`` keeps the joints where the reset put them; ``scripted:zero`` moves them to the middle of
-their ranges; ``scripted:random`` draws uniform actions in [-1, 1] (seeded by ``--seed``)."""
+their ranges; ``scripted:random`` draws uniform actions in [-1, 1] (seeded by ``--seed``); ``scripted:excite``
+drives every joint along its own multi-sine inside the joint limits and under the velocity limit, for system
+identification with ``s2r adapt`` (:mod:`sim.tasks.excitation`; the phases are seeded by ``--seed``)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -59,7 +62,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("policy", metavar="POLICY",
                    help="an exported policy (.onnx), a checkpoint (.pt) or training run directory, or "
-                   f"{', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)} for bring-up and tests")
+                   f"{', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)} for bring-up and tests; "
+                   "scripted:excite moves each joint along its own multi-sine (distinct frequencies, inside the "
+                   "joint limits, under the velocity limit, phases seeded by --seed): the episodes to log for "
+                   "`s2r adapt`")
     p.add_argument("--robot", required=True, metavar="YAML", help="hardware config, e.g. hardware_configs/dclaw.yaml")
     p.add_argument("--driver", required=True, choices=("emulator", "dynamixel", "mock"),
                    help="emulator: a physics-backed servo emulator (started here unless --port); dynamixel: the "
@@ -109,15 +115,17 @@ class LoadedPolicy:
     """Gymnasium id the policy was trained on, when its file records it."""
 
 
-def load_deploy_policy(source: str, spec: TaskSpec, seed: int, *, period_override: bool = False) -> LoadedPolicy:
+def load_deploy_policy(source: str, spec: TaskSpec, seed: int, *, period_override: bool = False,
+                       limits: tuple[FloatArray, FloatArray] | None = None) -> LoadedPolicy:
     """The one place deploy turns its POLICY argument into a callable (ONNX, checkpoint or scripted).
 
     An ONNX file must carry s2r metadata that matches ``spec`` (task, joints, observation layout,
     control period); ``period_override`` (the config's explicit ``control_period_override``) lets
-    the control period alone differ.
+    the control period alone differ. ``limits`` (the hardware config's joint limits, rad) bound
+    ``scripted:excite``; without them it keeps inside the task's ranges.
     """
     if source.startswith(SCRIPTED_PREFIX):
-        return LoadedPolicy(scripted_policy(source[len(SCRIPTED_PREFIX):], spec, seed), source, None)
+        return LoadedPolicy(scripted_policy(source[len(SCRIPTED_PREFIX):], spec, seed, limits), source, None)
     path = Path(source)
     if not path.exists():
         raise UserError(f"no policy at {source!r}: expected an .onnx file, a checkpoint (.pt), a training run "
@@ -150,8 +158,9 @@ def _load_onnx(path: Path, spec: TaskSpec, period_override: bool) -> LoadedPolic
     return LoadedPolicy(policy.act, f"onnx {path}", info.env_id if info is not None else None)
 
 
-def scripted_policy(name: str, spec: TaskSpec, seed: int) -> Policy:
-    """A policy for bring-up and tests (see :data:`SCRIPTED_POLICIES`)."""
+def scripted_policy(name: str, spec: TaskSpec, seed: int,
+                    limits: tuple[FloatArray, FloatArray] | None = None) -> Policy:
+    """A policy for bring-up, tests and system identification (see :data:`SCRIPTED_POLICIES`)."""
     n = spec.n_joints
     if name == "zero":
         return lambda obs: np.zeros(n)
@@ -164,6 +173,9 @@ def scripted_policy(name: str, spec: TaskSpec, seed: int) -> Policy:
     if name == "random":
         rng = np.random.default_rng(seed)
         return lambda obs: rng.uniform(-1.0, 1.0, n)
+    if name == "excite":
+        low, high = limits if limits is not None else (spec.low, spec.high)
+        return ExcitePolicy(MultiSine(spec, seed, low=low, high=high))
     raise UserError(f"unknown scripted policy {name!r}; expected one of {', '.join(SCRIPTED_POLICIES)}")
 
 
@@ -228,7 +240,8 @@ def run_deploy(args: argparse.Namespace) -> int:
             raise UserError(f"--faults names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} does "
                             f"not have; its IDs: {', '.join(map(str, config.all_ids))}")
     settings = ControllerSettings(episode_steps=args.episode_steps)
-    loaded = load_deploy_policy(args.policy, spec, args.seed, period_override=config.control_period_override)
+    loaded = load_deploy_policy(args.policy, spec, args.seed, period_override=config.control_period_override,
+                                limits=(config.low, config.high))
     task = deploy_task(config.task, args.task, loaded.env_id, spec)
     check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
     steps = settings.episode_steps or spec.episode_steps

@@ -6,7 +6,9 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 2. **export** the deterministic actor to ONNX (verified against PyTorch);
 3. **deploy** it on the emulated robot, whose reality (``hardware_configs/reality/dclaw_pybullet_gap.yaml``:
    PyBullet physics, perturbed parameters, latency, sensor noise) is not the training simulator;
-4. **adapt** the source distribution's physical parameters to the deployment logs (``s2r adapt``);
+4. **adapt** the source distribution's physical parameters (``s2r adapt``) to up to five episodes of
+   ``scripted:excite`` run on the robot for the purpose (per-joint multi-sines: system identification needs
+   motions that excite the servos and turn the valve, which a half-trained policy's episodes need not do);
 5. **retrain**: continue the run under the posterior, then export and deploy again;
 6. **fine-tune** on the emulated robot (``s2r finetune``) from the retrained run's deployed policy, then deploy
    the policy fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better
@@ -15,6 +17,10 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 Then a robustness sweep of the retrained policy in simulation, a rollout GIF, ``OUT/report.md`` (the table,
 the plots, the seed and the budget) and ``OUT/demo.json``. ``--quick`` runs the same stages on tiny budgets
 (a smoke test of the pipeline; its numbers mean nothing).
+
+The robot stages (deployments, excitation, fine-tuning) run on the emulator with the shipped reality by
+default; ``--reality FILE`` gives the emulator another one, and ``--driver dynamixel --robot YAML [--port DEV]``
+runs them on real servos. The report says which.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ few milliseconds late there is the host's hiccup, not a bus fault."""
 REALITY = ROOT / "hardware_configs" / "reality" / "dclaw_pybullet_gap.yaml"
 PRIOR = ROOT / "randomization" / "configs" / "dclaw.yaml"
 TASK = "dclaw-turn"
+EXCITE_EPISODES_MAX = 5
+"""Most ``scripted:excite`` episodes the adaptation stage runs (the budget's ``deploy_episodes`` if fewer): five
+identify the claw's servo gain and damping, tip friction and valve damping (``randomization.adapt``)."""
+DRIVERS = ("emulator", "dynamixel")
+"""Where the demo's robot stages run: the servo emulator (default) or real Dynamixel servos."""
 REPORT_NAME = "report.md"
 JSON_NAME = "demo.json"
 
@@ -115,6 +126,58 @@ class Row:
     """Why a deployment ended early (its safety stop), or empty."""
 
 
+@dataclass(frozen=True)
+class DemoRobot:
+    """The robot the demo's robot stages run on."""
+
+    config: Path
+    """Hardware config as given (default ``hardware_configs/dclaw.yaml``)."""
+    driver: str
+    """``emulator`` or ``dynamixel``."""
+    port: str | None = None
+    """Serial device instead of the config's (or the pty of a running ``s2r emulate``)."""
+    reality: Path | None = None
+    """Reality file of the emulator the demo starts; ``None`` on real servos or a running ``s2r emulate``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": str(self.config), "driver": self.driver, "port": self.port,
+                "reality": None if self.reality is None else str(self.reality)}
+
+
+def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path | None) -> DemoRobot:
+    """The validated robot of ``s2r demo``'s flags; every problem is a ``UserError`` before anything runs."""
+    from robot.config import load_config
+    from robot.emulator.reality import load_reality
+
+    if driver not in DRIVERS:
+        raise UserError(f"--driver {driver!r}: expected one of {', '.join(DRIVERS)}")
+    config_path = robot or HARDWARE_CONFIG
+    if not config_path.is_file():
+        raise UserError(f"--robot {str(config_path)!r}: no such file; expected a hardware config YAML such as "
+                        f"{rel_root(HARDWARE_CONFIG)}")
+    config = load_config(config_path)
+    task = config.task_spec().name
+    if task != TASK:
+        raise UserError(f"--robot {str(config_path)!r} is a {config.robot} for task {task!r}; the demo trains, "
+                        f"adapts and fine-tunes the claw's {TASK!r}")
+    if driver == "dynamixel":
+        if reality is not None:
+            raise UserError("--reality describes the emulated robot; it does not apply with --driver dynamixel")
+        return DemoRobot(config_path, driver, port, None)
+    if port is not None:
+        # An emulator on a port is a running `s2r emulate`, which was given its reality when it started.
+        if reality is not None:
+            raise UserError("--reality applies to the emulator the demo starts; with --port the running "
+                            "`s2r emulate` has its own reality")
+        return DemoRobot(config_path, driver, port, None)
+    reality_path = reality or REALITY
+    if not reality_path.is_file():
+        raise UserError(f"--reality {str(reality_path)!r}: no such file; expected a reality YAML such as "
+                        f"{rel_root(REALITY)}")
+    load_reality(reality_path, config)  # refuses a bad file now, not after twenty minutes of training
+    return DemoRobot(config_path, driver, port, reality_path)
+
+
 class Stages:
     """Progress output: one bar per stage on stderr (or nothing with ``quiet``)."""
 
@@ -177,21 +240,28 @@ def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[st
     return dict(stages.run("sim eval", lambda: evaluate_onnx(policy, episodes, seed, "mujoco")))
 
 
-def demo_robot(out: Path) -> Path:
-    """``OUT/robot.yaml``: the claw's hardware config with the demo's latency timer (see DEMO_LATENCY_TIMER_S)."""
-    text = HARDWARE_CONFIG.read_text()
+def demo_robot(out: Path, target: DemoRobot) -> Path:
+    """The hardware config the robot stages use: on the emulator ``OUT/robot.yaml``, the config with the demo's
+    latency timer (see DEMO_LATENCY_TIMER_S); real servos get their config unchanged."""
+    if target.driver != "emulator":
+        return target.config
+    source = target.config
+    text = source.read_text()
     text, n = re.subn(r"^latency_timer_s:.*$", f"latency_timer_s: {DEMO_LATENCY_TIMER_S}  # s2r demo: a shared CPU",
                       text, flags=re.MULTILINE)
     if n != 1:
-        raise UserError(f"{HARDWARE_CONFIG} has no single latency_timer_s line to adjust")
+        raise UserError(f"{source} has no single latency_timer_s line to adjust")
     path = out / "robot.yaml"
-    path.write_text(f"# {HARDWARE_CONFIG.name} as s2r demo runs it (only latency_timer_s differs)\n" + text)
+    tmp = out / ".robot.yaml.tmp"
+    tmp.write_text(f"# {source.name} as s2r demo runs it (only latency_timer_s differs)\n" + text)
+    tmp.replace(path)
     return path
 
 
-def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path, seed: int,
-           robot: Path) -> dict[str, Any]:
-    """``episodes`` episodes of the ONNX ``policy`` on a fresh emulated robot with the shipped reality.
+def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir: Path, seed: int,
+           robot: Path, target: DemoRobot) -> dict[str, Any]:
+    """``episodes`` episodes of ``policy`` (an ONNX file or a scripted policy) on ``target``: a fresh emulated
+    robot with its reality, or the real servos.
 
     Each deployment is ``s2r deploy`` in a process of its own, as a user runs it: the real-time loop then shares
     nothing with this process, which has just trained (in-process deployments after training saw stalls of
@@ -202,9 +272,12 @@ def deploy(stages: Stages, name: str, policy: Path, episodes: int, log_dir: Path
 
     from robot.trajlog import episode_files
 
-    cmd = [sys.executable, "-m", "s2r.cli", "deploy", str(policy), "--robot", str(robot), "--driver", "emulator",
-           "--reality", str(REALITY), "--episodes", str(episodes), "--log-dir", str(log_dir), "--seed", str(seed),
-           "--json"]
+    cmd = [sys.executable, "-m", "s2r.cli", "deploy", str(policy), "--robot", str(robot), "--driver", target.driver,
+           "--episodes", str(episodes), "--log-dir", str(log_dir), "--seed", str(seed), "--json"]
+    if target.reality is not None:
+        cmd += ["--reality", str(target.reality)]
+    if target.port is not None:
+        cmd += ["--port", target.port]
     t0 = time.perf_counter()
     with stages.bar(name, episodes, "ep") as bar, subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
@@ -246,10 +319,11 @@ def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int)
             "episodes": result.episodes, "transitions": result.transitions}
 
 
-def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: int, robot: Path) -> dict[str, Any]:
+def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: int, robot: Path,
+              target: DemoRobot) -> dict[str, Any]:
     from policies.finetune import FinetuneConfig, finetune
 
-    cfg = FinetuneConfig(run_dir=run, robot=robot, driver="emulator", reality=REALITY,
+    cfg = FinetuneConfig(run_dir=run, robot=robot, driver=target.driver, port=target.port, reality=target.reality,
                          episodes=budget.finetune_episodes, out=out, seed=seed)
     summary = stages.timed("finetune", lambda: finetune(cfg, progress=not stages.quiet))
     if summary.policy is None:
@@ -328,20 +402,24 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
         "# s2r demo report",
         "",
         f"Seed {data['seed']}, {'quick' if data['quick'] else 'full'} budget, {data['wall_time_s']:.0f} s on "
-        f"{data['host']['cpu_count']} CPU(s). Robot: `{rel_root(HARDWARE_CONFIG)}` (with a "
-        f"{DEMO_LATENCY_TIMER_S * 1e3:g} ms latency timer for a shared CPU) on the servo emulator with the reality "
-        f"`{rel_root(REALITY)}` (PyBullet physics and perturbed parameters: not the MuJoCo training simulator).",
+        f"{data['host']['cpu_count']} CPU(s). {robot_sentence(data['robot'])}",
         "Every number below was measured by this run.",
         "",
         table(rows),
         "",
-        f"Control loop on the emulated robot (last deployment): cycle time p50 {_fmt(loop.get('cycle_time_p50_us'), 0)}"
-        f" us, p99 {_fmt(loop.get('cycle_time_p99_us'), 0)} us; period error p99 "
+        f"Control loop on the {data['robot']['where']} (last deployment): cycle time p50 "
+        f"{_fmt(loop.get('cycle_time_p50_us'), 0)} us, p99 {_fmt(loop.get('cycle_time_p99_us'), 0)} us; "
+        "period error p99 "
         f"{_fmt(loop.get('period_error_p99_us'), 0)} us; overruns {loop.get('overruns')}.",
         "",
         _verdict(data["deploy"]["first"]["success_rate"], data["deploy"]["finetuned"]["success_rate"]),
         "",
         "## Adaptation (prior → posterior, mean ± std)",
+        "",
+        f"From {data['adapt']['episodes']} episode(s) of {_logs_from(data['adapt']['logs_from'])} "
+        f"({data['adapt']['transitions']} transitions) on the {data['robot']['where']}"
+        f"{_excite_note(data['adapt']['excite'])}; the parameters five excitation episodes identify are named in "
+        "`randomization/adapt.py`.",
         "",
         "| parameter | prior | posterior | informed by the logs |",
         "|---|---|---|---|",
@@ -385,6 +463,30 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
     return path
 
 
+def _logs_from(source: str) -> str:
+    return f"`{source}`" if source.startswith("scripted:") else source
+
+
+def _excite_note(excite: dict[str, Any]) -> str:
+    return f" (the excitation run ended early: {excite['stop']})" if excite.get("stop") else ""
+
+
+def robot_sentence(robot: dict[str, Any]) -> str:
+    """The report's sentence on which robot, driver and reality ran (``robot`` as in ``demo.json``)."""
+    config = rel_root(Path(robot["config"]))
+    if robot["driver"] == "emulator" and robot["reality"] is None:
+        return (f"Robot: `{config}` (with a {DEMO_LATENCY_TIMER_S * 1e3:g} ms latency timer for a shared CPU) on "
+                f"the running servo emulator at `{robot['port']}` (its reality was set when it started).")
+    if robot["driver"] == "emulator":
+        reality = Path(robot["reality"])
+        shipped = " (PyBullet physics and perturbed parameters: not the MuJoCo training simulator)" \
+            if reality.resolve() == REALITY.resolve() else ""
+        return (f"Robot: `{config}` (with a {DEMO_LATENCY_TIMER_S * 1e3:g} ms latency timer for a shared CPU) on "
+                f"the servo emulator with the reality `{rel_root(reality)}`{shipped}.")
+    port = f" on port `{robot['port']}`" if robot["port"] else ""
+    return f"Robot: `{config}` on real Dynamixel servos{port} (driver `dynamixel`)."
+
+
 def rel_root(p: Path) -> str:
     try:
         return str(p.relative_to(ROOT))
@@ -392,8 +494,9 @@ def rel_root(p: Path) -> str:
         return str(p)
 
 
-def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str, Any]:
-    """Every stage into ``out`` (which must not hold an earlier demo); returns the run's data."""
+def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: DemoRobot | None = None) -> dict[str, Any]:
+    """Every stage into ``out`` (which must not hold an earlier demo) with the robot stages on ``target`` (default:
+    the emulated claw with the shipped reality); returns the run's data."""
     import os
 
     from randomization.distributions import load_distribution
@@ -405,7 +508,10 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str
     data: dict[str, Any] = {"seed": seed, "quick": quick, "budget": asdict(budget),
                             "host": {"cpu_count": os.cpu_count(), "load_average_start": list(os.getloadavg())}}
     prior = load_distribution(PRIOR, task=TASK).to_yaml_dict()
-    robot = demo_robot(out)
+    target = target or demo_target(None, "emulator", None, None)
+    robot = demo_robot(out, target)
+    where = "emulated robot" if target.driver == "emulator" else "real robot"
+    data["robot"] = {**target.to_json(), "where": where, "config_used": str(robot)}
 
     train_dir, retrain_dir = out / "train", out / "retrain"
     summary = _train(stages, "train", _train_fields(budget, seed, prior, budget.train_steps), train_dir, False)
@@ -413,9 +519,18 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str
                      "curve": str(train_dir / "learning_curve.png")}
     sim_policy = _export(stages, train_dir, out / "policy_sim.onnx", seed)
     sim = _sim_eval(stages, sim_policy, budget.eval_episodes, seed)
-    first = deploy(stages, "deploy", sim_policy, budget.deploy_episodes, out / "deploy_first", seed, robot)
+    first = deploy(stages, "deploy", sim_policy, budget.deploy_episodes, out / "deploy_first", seed, robot, target)
 
-    adapt = _adapt(stages, budget, out / "deploy_first", out / "adapt" / "posterior.yaml", seed)
+    # The adaptation's data: episodes run to identify the robot, not the policy's, which may barely move it.
+    excite = deploy(stages, "excite", "scripted:excite", min(EXCITE_EPISODES_MAX, budget.deploy_episodes),
+                    out / "excite", seed, robot, target)
+    if excite["episodes"] > 0:
+        logs, logs_from = out / "excite", "scripted:excite"
+    else:  # stopped before its first episode ended: the policy's episodes are what there is
+        logs, logs_from = out / "deploy_first", f"the first deployment (the excitation stopped: {excite['stop']})"
+    adapt = _adapt(stages, budget, logs, out / "adapt" / "posterior.yaml", seed)
+    adapt["excite"] = excite
+    adapt["logs_from"] = logs_from
     posterior = load_distribution(adapt["posterior"], task=TASK).to_yaml_dict()
     shutil.copytree(train_dir, retrain_dir)
     if (retrain_dir / "tensorboard").exists():
@@ -426,11 +541,12 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str
                        "train_time_s": summary["train_time_s"], "curve": str(retrain_dir / "learning_curve.png")}
     adapted_policy = _export(stages, retrain_dir, out / "policy_adapted.onnx", seed)
     sim_adapted = _sim_eval(stages, adapted_policy, budget.eval_episodes, seed)
-    adapted = deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / "deploy_adapted", seed, robot)
+    adapted = deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / "deploy_adapted", seed, robot,
+                     target)
 
-    tuned = _finetune(stages, budget, retrain_dir, out / "finetune", seed, robot)
+    tuned = _finetune(stages, budget, retrain_dir, out / "finetune", seed, robot, target)
     final = deploy(stages, "deploy", Path(tuned["policy"]), budget.deploy_episodes, out / "deploy_finetuned", seed,
-                   robot)
+                   robot, target)
 
     data["adapt"] = adapt
     data["finetune"] = {k: tuned[k] for k in ("episodes_done", "success_rate", "return_mean", "update_time_s_max",
@@ -442,13 +558,13 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False) -> dict[str
     rows = [
         Row("1. trained with randomization" + (" + EPOpt" if budget.epopt_eps is not None else ""), "simulation (MuJoCo, nominal)", sim["success_rate"],
             sim["return_mean"], sim["episodes"]),
-        Row("2. first deployment", "emulated robot", first["success_rate"], first["return_mean"], first["episodes"],
+        Row("2. first deployment", where, first["success_rate"], first["return_mean"], first["episodes"],
             _stop_note(first)),
         Row("3. after adaptation + retraining", "simulation (MuJoCo, nominal)", sim_adapted["success_rate"],
             sim_adapted["return_mean"], sim_adapted["episodes"]),
-        Row("3. after adaptation + retraining", "emulated robot", adapted["success_rate"], adapted["return_mean"],
+        Row("3. after adaptation + retraining", where, adapted["success_rate"], adapted["return_mean"],
             adapted["episodes"], _stop_note(adapted)),
-        Row(f"4. after fine-tuning ({tuned['episodes_done']} robot episodes)", "emulated robot",
+        Row(f"4. after fine-tuning ({tuned['episodes_done']} robot episodes)", where,
             final["success_rate"], final["return_mean"], final["episodes"], _stop_note(final)),
     ]
     data["table"] = [asdict(r) for r in rows]
@@ -474,21 +590,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=cliargs.seed, default=0)
     p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--reality", type=Path, metavar="FILE",
+                   help=f"reality file of the emulated robot (default {rel_root(REALITY)}); see "
+                   "robot/emulator/reality.py for the format")
+    p.add_argument("--driver", choices=DRIVERS, default="emulator",
+                   help="where the robot stages (deployments, excitation, fine-tuning) run: the servo emulator "
+                   "(default) or real Dynamixel servos")
+    p.add_argument("--robot", type=Path, metavar="YAML",
+                   help=f"hardware config of the claw (default {rel_root(HARDWARE_CONFIG)})")
+    p.add_argument("--port", metavar="DEV", help="serial device instead of the config's (or the pty of a running "
+                   "`s2r emulate`)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    target = demo_target(args.robot, args.driver, args.port, args.reality)
     out: Path = args.out or Path("runs") / ("demo-quick" if args.quick else "demo")
     if out.exists() and any(out.iterdir()):
         if not args.force:
             raise UserError(f"{str(out)!r} already holds a demo; pass --force to replace it or pick another --out")
         shutil.rmtree(out)
-    data = run_demo(out, args.quick, args.seed, quiet=args.quiet)
+    data = run_demo(out, args.quick, args.seed, quiet=args.quiet, target=target)
     rows = [Row(**r) for r in data["table"]]
     loop = data["deploy"]["finetuned"]["loop"]
     print(f"s2r demo ({'quick' if args.quick else 'full'} budget, seed {args.seed}) in {data['wall_time_s']:.0f} s")
     print(table(rows))
-    print(f"control loop on the emulated robot: cycle p50 {_fmt(loop.get('cycle_time_p50_us'), 0)} us, p99 "
+    print(f"control loop on the {data['robot']['where']}: cycle p50 {_fmt(loop.get('cycle_time_p50_us'), 0)} us, p99 "
           f"{_fmt(loop.get('cycle_time_p99_us'), 0)} us; period error p99 {_fmt(loop.get('period_error_p99_us'), 0)}"
           f" us; overruns {loop.get('overruns')}")
     print(_verdict(data["deploy"]["first"]["success_rate"], data["deploy"]["finetuned"]["success_rate"]))

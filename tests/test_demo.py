@@ -1,4 +1,5 @@
-"""``s2r demo --quick``: every stage of the story runs on the emulated claw and the report holds the run's numbers."""
+"""``s2r demo``: every stage of the story runs on the emulated claw and the report holds the run's numbers (--quick);
+the robot flags (``--reality``, ``--driver``, ``--robot``, ``--port``) are checked before anything runs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from s2r.cli import main
+from s2r.demo import HARDWARE_CONFIG, REALITY, ROOT, DemoRobot, demo_robot, demo_target, robot_sentence
+from s2r.errors import UserError
 
 
 def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
@@ -24,7 +27,15 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
         assert d["episodes"] == data["budget"]["deploy_episodes"] and d["stop"] is None
         assert len(list(Path(d["log_dir"]).glob("episode_*.npz"))) == d["episodes"]
     assert data["finetune"]["episodes_done"] == 1
-    assert Path(data["adapt"]["posterior"]).is_file() and data["adapt"]["episodes"] == 2
+    # the adaptation ran on episodes of scripted:excite (min(5, deploy_episodes) of them), deployed for it on the
+    # same robot; a busy machine may stop that run early (the bus times out), which the report then says
+    excite = data["adapt"]["excite"]
+    logged = len(list(Path(excite["log_dir"]).glob("episode_*.npz")))
+    assert Path(data["adapt"]["posterior"]).is_file() and data["adapt"]["logs_from"] == "scripted:excite"
+    assert data["adapt"]["episodes"] == excite["episodes"] == logged and 1 <= logged <= 2
+    assert excite["stop"] is None or logged < 2
+    # ... which the report names: the default robot, the emulator with the shipped reality
+    assert data["robot"]["driver"] == "emulator" and Path(data["robot"]["reality"]) == REALITY
     # the report's table is the run's table, and every figure it links exists
     report = (out / "report.md").read_text()
     for row in data["table"]:
@@ -37,6 +48,8 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
         assert Path(data["sweep"][key]).is_file()
     assert Path(data["gif"]["gif"]).is_file()
     assert "Seed 3" in report
+    assert "on the servo emulator with the reality `hardware_configs/reality/dclaw_pybullet_gap.yaml`" in report
+    assert "episode(s) of `scripted:excite`" in report
 
 
 def test_demo_refuses_to_overwrite_an_earlier_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,3 +59,51 @@ def test_demo_refuses_to_overwrite_an_earlier_one(tmp_path: Path, capsys: pytest
     assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 2
     assert "already holds a demo; pass --force" in capsys.readouterr().err
     assert (out / "demo.json").read_text() == "{}"
+
+
+# --- --reality, --driver, --robot, --port ------------------------------------------------------------------
+def test_a_bad_reality_file_is_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: mujoco\nparams:\n  finger_kp: -1\n")
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--reality", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "finger_kp" in err and str(bad) in err
+    assert not out.exists()  # refused before training started
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--reality", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "--reality" in err and "no such file" in err
+
+
+def test_driver_robot_and_port_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--driver", "dynamixel", "--reality", str(REALITY)]) == 2
+    assert "does not apply with --driver dynamixel" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(out), "--robot", str(ROOT / "hardware_configs" / "dkitty.yaml")]) == 2
+    assert "the demo trains, adapts and fine-tunes the claw's 'dclaw-turn'" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(out), "--robot", str(tmp_path / "none.yaml")]) == 2
+    assert "--robot" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--quick", "--out", str(out), "--driver", "mock"])
+    assert not out.exists()
+
+
+def test_the_robot_flags_reach_every_robot_stage(tmp_path: Path) -> None:
+    real = demo_target(None, "dynamixel", "/dev/ttyUSB3", None)
+    assert real == DemoRobot(HARDWARE_CONFIG, "dynamixel", "/dev/ttyUSB3", None)
+    assert demo_robot(tmp_path, real) == HARDWARE_CONFIG  # real servos: the config as given
+    assert "real Dynamixel servos on port `/dev/ttyUSB3`" in robot_sentence({**real.to_json(), "where": "real robot"})
+    running = demo_target(None, "emulator", "/dev/pts/7", None)  # a running `s2r emulate`: its own reality
+    assert running.reality is None and running.port == "/dev/pts/7"
+    with pytest.raises(UserError, match="the running `s2r emulate` has its own reality"):
+        demo_target(None, "emulator", "/dev/pts/7", REALITY)
+    reality = tmp_path / "other.yaml"
+    reality.write_text("engine: mujoco\nparams:\n  finger_kp: 2.6\n")
+    emulated = demo_target(None, "emulator", None, reality)
+    assert emulated.reality == reality and emulated.driver == "emulator"
+    robot = demo_robot(tmp_path, emulated)
+    assert robot == tmp_path / "robot.yaml" and "latency_timer_s: 0.004" in robot.read_text()
+    report = json.loads(json.dumps(emulated.to_json()))
+    assert report == {"config": str(HARDWARE_CONFIG), "driver": "emulator", "port": None, "reality": str(reality)}
+    # the default is the emulated claw with the shipped reality
+    assert demo_target(None, "emulator", None, None) == DemoRobot(HARDWARE_CONFIG, "emulator", None, REALITY)
