@@ -169,9 +169,9 @@ def make_crossq_model(obs_dim: int, act_dim: int, hidden: tuple[int, ...], criti
         actor=actor,
         critic=critic,
         log_alpha=log_alpha,
-        actor_opt=torch.optim.Adam(actor.parameters(), lr, betas=betas),
-        critic_opt=torch.optim.Adam(critic.parameters(), lr, betas=betas),
-        alpha_opt=torch.optim.Adam([log_alpha], lr, betas=betas),
+        actor_opt=torch.optim.Adam(actor.parameters(), lr, betas=betas, fused=True),
+        critic_opt=torch.optim.Adam(critic.parameters(), lr, betas=betas, fused=True),
+        alpha_opt=torch.optim.Adam([log_alpha], lr, betas=betas, fused=True),
         generator=torch.Generator(device=device).manual_seed(seed + 1),
     )
 

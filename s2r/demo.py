@@ -102,7 +102,7 @@ FULL = DemoBudget(
     # setting that was measured: EPOpt's hard-model focus is off (epopt_eps=None).
     algo="crossq", train_steps=30_000, retrain_steps=10_000, hidden=(256, 256), batch_size=256, warmup_steps=3_000,
     epopt_eps=None, epopt_models=10, epopt_warmup=0, eval_episodes=50, deploy_episodes=20,
-    adapt_iterations=3, adapt_samples=32, finetune_episodes=24,
+    adapt_iterations=12, adapt_samples=60, finetune_episodes=24,
     sweep_grid=("valve_damping=0.01:0.25:5", "finger_kp=2:6:5"), sweep_episodes=2,
 )
 QUICK = DemoBudget(
