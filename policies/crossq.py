@@ -20,6 +20,7 @@ batch renormalization's backward is long, and its cost is dominated by the wide 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,7 @@ class RenormTwinCritic(nn.Module):
         self.norms = nn.ModuleList(BatchRenorm(TWINS, n) for n in sizes[:-1])
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialization, as in sb3-contrib
             self.weights.append(nn.Parameter(torch.empty(TWINS, fan_in, fan_out).uniform_(-bound, bound,
                                                                                             generator=generator)))
@@ -200,7 +201,7 @@ def crossq_update(model: CrossQModel, batch: Batch, params: CrossQParams, update
     q_all = critic(torch.cat([batch.obs, batch.next_obs]), torch.cat([batch.actions, next_a]))
     q, q_next = q_all[:, :n], q_all[:, n:].detach()
     v_next = torch.minimum(q_next[0], q_next[1]) - alpha * next_logp
-    y = batch.rewards + params.gamma * (1.0 - batch.terminated) * v_next
+    y = batch.rewards + batch.discount(params.gamma) * (1.0 - batch.terminated) * v_next
     critic_loss = 0.5 * (q - y).square().mean(dim=(1, 2)).sum()
     model.critic_opt.zero_grad(set_to_none=True)
     critic_loss.backward()

@@ -233,8 +233,7 @@ class Finetuner:
         if not n_sim:
             return real
         sim = t.sample(t.buffer, n_sim)
-        return Batch(*(torch.cat([getattr(real, f), getattr(sim, f)]) for f in
-                       ("obs", "actions", "rewards", "next_obs", "terminated")))
+        return Batch.concat([real, sim])
 
     def warm_up_critic(self) -> tuple[int, float]:
         """``critic_warmup`` critic-only steps (once); returns (steps taken, seconds)."""

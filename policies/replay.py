@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,58 @@ class Batch:
     terminated: Tensor
     """``[B, 1]``: 1.0 where the episode ended by termination (no bootstrapping), 0.0 otherwise —
     including time-limit truncation, which must bootstrap."""
+    horizon: Tensor | None = None
+    """``[B, 1]``: environment steps from ``obs`` to ``next_obs`` for multi-step transitions (the bootstrap is
+    discounted by ``gamma ** horizon`` and ``rewards`` holds the discounted sum over those steps); ``None`` when
+    every transition is one step."""
+
+    def discount(self, gamma: float) -> Tensor | float:
+        """The discount of each transition's bootstrap term: ``gamma ** horizon``, or ``gamma``."""
+        return gamma if self.horizon is None else torch.pow(gamma, self.horizon)
+
+    @staticmethod
+    def concat(parts: list[Batch]) -> Batch:
+        """The rows of ``parts`` as one batch (one-step parts get horizon 1 when another part is multi-step)."""
+        def cat(name: str) -> Tensor:
+            return torch.cat([getattr(b, name) for b in parts])
+
+        horizon = None
+        if any(b.horizon is not None for b in parts):
+            horizon = torch.cat([b.horizon if b.horizon is not None else torch.ones_like(b.rewards) for b in parts])
+        return Batch(cat("obs"), cat("actions"), cat("rewards"), cat("next_obs"), cat("terminated"), horizon)
+
+
+class NStepReturns:
+    """Folds an episode's consecutive one-step transitions into ``n``-step ones (n-step returns, as in Rainbow and
+    D4PG): ``(s_t, a_t, sum_{i<k} gamma^i r_{t+i}, s_{t+k}, terminated, k)`` with ``k = n``, or fewer steps where
+    the episode ends first. Bootstrapping ``n`` steps ahead carries a reward back ``n`` times faster per update."""
+
+    def __init__(self, n: int, gamma: float) -> None:
+        if n < 1:
+            raise ValueError(f"n-step returns need n >= 1, got {n}")
+        self.n = n
+        self.gamma = gamma
+        self.pending: deque[tuple[np.ndarray, np.ndarray, float]] = deque()
+
+    def push(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+             episode_end: bool) -> list[tuple[np.ndarray, np.ndarray, float, np.ndarray, bool, int]]:
+        """Add one step; returns the transitions it completes (every pending one at the episode's end)."""
+        self.pending.append((np.array(obs, copy=True), np.array(action, copy=True), float(reward)))
+        out = []
+        if terminated or episode_end:
+            while self.pending:
+                out.append(self._fold(next_obs, terminated))
+                self.pending.popleft()
+        elif len(self.pending) == self.n:
+            out.append(self._fold(next_obs, False))
+            self.pending.popleft()
+        return out
+
+    def _fold(self, next_obs: np.ndarray, terminated: bool) -> tuple[np.ndarray, np.ndarray, float, np.ndarray,
+                                                                     bool, int]:
+        ret = sum(self.gamma**i * r for i, (_, _, r) in enumerate(self.pending))
+        obs, action, _ = self.pending[0]
+        return obs, action, ret, next_obs, terminated, len(self.pending)
 
 
 class ReplayBuffer:
@@ -46,6 +99,9 @@ class ReplayBuffer:
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
         # actions, reward and the termination flag share one array: one gather per sample.
         self.act_rew_term = np.zeros((capacity, act_dim + 2), np.float32)
+        self.horizon = np.ones((capacity, 1), np.float32)
+        self.multi_step = False
+        """Whether any stored transition spans more than one step (batches then carry ``horizon``)."""
         self.pos = 0
         self.size = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -57,9 +113,13 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
-        """Store one transition (overwriting the oldest once full)."""
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+            horizon: int = 1) -> None:
+        """Store one transition of ``horizon`` environment steps (overwriting the oldest once full)."""
         i = self.pos
+        self.horizon[i] = horizon
+        if horizon != 1:
+            self.multi_step = True
         self.obs[i] = obs
         self.next_obs[i] = next_obs
         row = self.act_rew_term[i]
@@ -89,6 +149,7 @@ class ReplayBuffer:
             rewards=art[:, a : a + 1],
             next_obs=both[batch_size:],
             terminated=art[:, a + 1 : a + 2],
+            horizon=torch.from_numpy(self.horizon[idx.numpy()]).to(self.device) if self.multi_step else None,
         )
 
     def state_dict(self) -> dict[str, object]:
@@ -98,6 +159,7 @@ class ReplayBuffer:
             "obs": torch.from_numpy(self.obs[:n].copy()),
             "next_obs": torch.from_numpy(self.next_obs[:n].copy()),
             "act_rew_term": torch.from_numpy(self.act_rew_term[:n].copy()),
+            "horizon": torch.from_numpy(self.horizon[:n].copy()),
             "pos": self.pos,
             "size": n,
             "generator": self.generator.get_state(),
@@ -120,6 +182,9 @@ class ReplayBuffer:
         self.obs[:size] = obs.numpy()
         self.next_obs[:size] = nxt.numpy()
         self.act_rew_term[:size] = art.numpy()
+        horizon = state.get("horizon")  # absent in replay files written before n-step returns: all one step
+        self.horizon[:size] = horizon.numpy() if isinstance(horizon, Tensor) else 1.0
+        self.multi_step = bool((self.horizon[:size] != 1.0).any())
         self.size = size
         self.pos = int(state["pos"]) % self.capacity  # type: ignore[call-overload]
         gen = state.get("generator")

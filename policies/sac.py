@@ -132,6 +132,9 @@ def _soft_target(model: SACModel, batch: Batch, params: SACParams, next_a: Tenso
     xt = torch.cat([batch.next_obs, next_a], 1)
     q_next = mlp_forward(xt, target.weights, target.biases, target.activation, model.workspace, "target")[-1]
     v_next = torch.minimum(q_next[0], q_next[1]).sub_(next_logp, alpha=alpha)
+    if batch.horizon is not None:
+        v_next = v_next * batch.discount(params.gamma)
+        return torch.addcmul(batch.rewards, torch.rsub(batch.terminated, 1.0), v_next)
     return torch.addcmul(batch.rewards, torch.rsub(batch.terminated, 1.0), v_next, value=params.gamma)
 
 

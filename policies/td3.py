@@ -115,7 +115,7 @@ def td3_update(model: TD3Model, batch: Batch, params: TD3Params, update_actor: b
     xt = torch.cat([batch.next_obs, a_next], 1)
     q_next = mlp_forward(xt, target.weights, target.biases, target.activation, ws, "target")[-1]
     not_done = torch.rsub(batch.terminated, 1.0)
-    y = torch.addcmul(batch.rewards, not_done, torch.minimum(q_next[0], q_next[1]), value=params.gamma)
+    y = torch.addcmul(batch.rewards, not_done, torch.minimum(q_next[0], q_next[1]).mul_(batch.discount(params.gamma)))
 
     data_rows = torch.cat([batch.obs, batch.actions], 1)
     if policy_step:

@@ -51,7 +51,7 @@ from policies.evaluate import evaluate_env
 from policies.networks import ObsNormalizer, PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
 from policies.offpolicy import Learner, load_module_state
-from policies.replay import Batch, ReplayBuffer
+from policies.replay import Batch, NStepReturns, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.errors import UserError
@@ -113,6 +113,7 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.de
     """A fresh learner as the (resolved) config says."""
     hidden = tuple(cfg.hidden)
     assert cfg.lr is not None and cfg.policy_delay is not None and cfg.critic_hidden is not None
+    assert cfg.gamma is not None
     if cfg.algo == "crossq":
         crossq = make_crossq_model(obs_dim, act_dim, hidden, tuple(cfg.critic_hidden), cfg.activation, cfg.lr,
                                    CROSSQ_BETA1, cfg.init_alpha, device, cfg.seed)
@@ -279,6 +280,9 @@ class Trainer:
         self.buffer = _allocate(
             lambda: ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2),
             "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
+        assert cfg.gamma is not None
+        self._nstep = NStepReturns(cfg.n_step, cfg.gamma) if cfg.n_step > 1 else None
+        """Folds steps into n-step transitions (transitions of an episode cut by a resume are not stored)."""
         self.obs_stats = RunningMeanStd.zeros(self.obs_dim)
         self._pending_obs = np.zeros((NORM_BATCH, self.obs_dim))
         self._n_pending = 0
@@ -390,6 +394,7 @@ class Trainer:
             self._stepper = EnvStepper(self.env, threaded=cfg.overlap_env)
         stepper = self._stepper
         learner, buffer, st = self.learner, self.buffer, self.state
+        nstep = self._nstep
         batch_size, updates_per_step = cfg.batch_size, cfg.updates_per_step
         bar = self._bar
         t_start = time.perf_counter()
@@ -412,7 +417,12 @@ class Trainer:
                         self._update_counts += 1
                     st.updates += updates_per_step
                 res = stepper.result()
-                buffer.add(obs, action, res.reward, res.obs, res.terminated)
+                if nstep is None:
+                    buffer.add(obs, action, res.reward, res.obs, res.terminated)
+                else:
+                    for transition in nstep.push(obs, action, res.reward, res.obs, res.terminated,
+                                                 res.reset_obs is not None):
+                        buffer.add(*transition)
                 st.step += 1
                 self._episode_return += res.reward
                 self._episode_len += 1

@@ -556,8 +556,8 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     data["sweep"] = _sweep(stages, budget, adapted_policy, out / "sweep")
     data["gif"] = _gif(stages, Path(tuned["policy"]), out / "rollout.gif", seed)
     rows = [
-        Row("1. trained with randomization" + (" + EPOpt" if budget.epopt_eps is not None else ""), "simulation (MuJoCo, nominal)", sim["success_rate"],
-            sim["return_mean"], sim["episodes"]),
+        Row("1. trained with randomization" + (" + EPOpt" if budget.epopt_eps is not None else ""),
+            "simulation (MuJoCo, nominal)", sim["success_rate"], sim["return_mean"], sim["episodes"]),
         Row("2. first deployment", where, first["success_rate"], first["return_mean"], first["episodes"],
             _stop_note(first)),
         Row("3. after adaptation + retraining", "simulation (MuJoCo, nominal)", sim_adapted["success_rate"],
