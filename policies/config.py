@@ -179,9 +179,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:
+            return _coerce(name, value, options[0])  # its own message (a NaN says "finite")
+        for arg in options:
             try:
                 return _coerce(name, value, arg)
             except UserError:
