@@ -23,9 +23,6 @@ CLAW_GAMMA = 0.95
 """Discount on the claw: a horizon of 1 / (1 - 0.95) = 20 steps (2 s), half its 4 s episode. Measured with
 CrossQ under the shipped randomization, seed 1: 0.96 success at 20k steps with 0.95, 0.02 at 30k with 0.99
 (``benchmarks/sample_efficiency.py``)."""
-CLAW_N_STEP = 3
-"""n-step returns on the claw. Measured with CrossQ and gamma 0.95, seed 2: 1.00 success at 20k steps with 3-step
-returns, 0.06 at 30k with one-step ones (``benchmarks/sample_efficiency.py``)."""
 DEFAULT_GAMMA = 0.99
 """Discount elsewhere (SAC's and SB3's default)."""
 SAC_LR = 3e-4
@@ -85,9 +82,8 @@ class TrainConfig:
     """Gradient steps per environment step once learning has started."""
     gamma: float | None = None
     """Discount per environment step; auto: ``CLAW_GAMMA`` on the claw's tasks, 0.99 otherwise."""
-    n_step: int | None = None
-    """Steps of each return before bootstrapping (n-step returns; 1 is the one-step TD target); auto:
-    ``CLAW_N_STEP`` on the claw's tasks, 1 otherwise."""
+    n_step: int = 1
+    """Steps of each return before bootstrapping (n-step returns; 1 is the one-step TD target)."""
     tau: float = 0.005
     """Polyak rate of the target networks."""
 
@@ -141,9 +137,9 @@ class TrainConfig:
         if episodes is None:
             episodes = 50 if (env_id or self.task).startswith(("s2r/", "dclaw")) else 10
         crossq = self.algo == "crossq"
-        claw = "dclaw" in (env_id or self.task).lower()
-        gamma = self.gamma if self.gamma is not None else (CLAW_GAMMA if claw else DEFAULT_GAMMA)
-        n_step = self.n_step if self.n_step is not None else (CLAW_N_STEP if claw else 1)
+        gamma = self.gamma
+        if gamma is None:
+            gamma = CLAW_GAMMA if "dclaw" in (env_id or self.task).lower() else DEFAULT_GAMMA
         critic_hidden = self.critic_hidden if self.critic_hidden is not None else self.hidden
         lr = self.lr if self.lr is not None else (CROSSQ_LR if crossq else SAC_LR)
         delay = self.policy_delay if self.policy_delay is not None else (CROSSQ_POLICY_DELAY if crossq else 2)
@@ -151,7 +147,6 @@ class TrainConfig:
             self,
             critic_hidden=critic_hidden,
             gamma=gamma,
-            n_step=n_step,
             lr=lr,
             policy_delay=delay,
             warmup_steps=warmup,
@@ -236,8 +231,8 @@ _HINTS = get_type_hints(TrainConfig)
 
 
 def _validate(cfg: TrainConfig) -> TrainConfig:
-    positive = ("steps", "batch_size", "buffer_size", "updates_per_step", "log_interval")
-    for name in (*positive, "policy_delay", "n_step"):
+    positive = ("steps", "batch_size", "buffer_size", "updates_per_step", "log_interval", "n_step")
+    for name in (*positive, "policy_delay"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"config field {name!r} must be at least 1, got {getattr(cfg, name)}")
     for name in ("warmup_steps", "eval_interval", "threads", "eval_episodes"):

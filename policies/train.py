@@ -280,7 +280,7 @@ class Trainer:
         self.buffer = _allocate(
             lambda: ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2),
             "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
-        assert cfg.gamma is not None and cfg.n_step is not None
+        assert cfg.gamma is not None
         self._nstep = NStepReturns(cfg.n_step, cfg.gamma) if cfg.n_step > 1 else None
         """Folds steps into n-step transitions (transitions of an episode cut by a resume are not stored)."""
         self.obs_stats = RunningMeanStd.zeros(self.obs_dim)
