@@ -17,7 +17,7 @@ PENDULUM_SOLVED_RETURN = -200.0
 @pytest.mark.timeout(1800)
 def test_sac_solves_pendulum_within_15k_steps(tmp_path: Path) -> None:
     cfg = config_from_mapping(
-        {"task": "Pendulum-v1", "steps": 15_000, "seed": 0, "eval_interval": 1000, "eval_episodes": 10}
+        {"task": "Pendulum-v1", "algo": "sac", "steps": 15_000, "seed": 0, "eval_interval": 1000, "eval_episodes": 10}
     )
     summary = train(cfg, tmp_path / "pendulum", progress=False)
     assert summary["steps"] == 15_000
