@@ -110,7 +110,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device) -> Learner:
-    """A fresh learner as the (resolved) config says."""
+    """A fresh learner as the config says (its auto fields resolved)."""
+    cfg = cfg.resolved()
     hidden = tuple(cfg.hidden)
     assert cfg.lr is not None and cfg.policy_delay is not None and cfg.critic_hidden is not None
     assert cfg.gamma is not None
