@@ -28,7 +28,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -55,20 +55,17 @@ EVAL_SEED = 10_000
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-class Run:
+class Run(Protocol):
     """One learner being trained: ``advance(k)`` trains to ``k`` steps, ``policy()`` is its deterministic policy."""
 
-    def advance(self, step: int) -> None:
-        raise NotImplementedError
+    def advance(self, step: int) -> None: ...
 
-    def policy(self) -> Policy:
-        raise NotImplementedError
+    def policy(self) -> Policy: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
-class OursRun(Run):
+class OursRun:
     def __init__(self, algo: str, seed: int, steps: int, randomize: dict[str, Any], warmup: int | None) -> None:
         cfg = TrainConfig(task=TASK, algo=algo, seed=seed, steps=steps, randomize=randomize, threads=1,
                           device="cpu", warmup_steps=warmup)  # type: ignore[arg-type]
@@ -92,7 +89,7 @@ class OursRun(Run):
         self.trainer.close()
 
 
-class SB3Run(Run):
+class SB3Run:
     def __init__(self, algo: str, seed: int, randomize: dict[str, Any], warmup: int | None) -> None:
         env = RandomizedEnv(make_env(self._env_id()), parse_distribution(randomize, str(PRIOR), task=TASK), seed + 4)
         kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
