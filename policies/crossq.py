@@ -247,7 +247,12 @@ class CrossQLearner:
 
     @torch.no_grad()
     def explore(self, obs: Tensor) -> Tensor:
-        return _sample(self.model, obs)[0]
+        # The same draw as _sample, without the log-probability nobody reads on the environment's hot path.
+        z = self.actor(obs)
+        act_dim = self.actor.act_dim
+        log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+        eps = torch.randn(log_std.shape, generator=self.model.generator, dtype=z.dtype, device=z.device)
+        return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
 
     def training_state(self) -> dict[str, Any]:
         m = self.model
