@@ -1,8 +1,8 @@
 """The X-series control table (XM430-W350, model number 1020) and the protocol 2.0 codes.
 
-Source: ROBOTIS e-manual, "XM430-W350-T/R" control table (firmware v45 and later) and "Protocol 2.0";
-the facts used here are collected in ``shared/reference/dynamixel-protocol.md``. Addresses below 64
-are EEPROM: a servo refuses to write them while Torque Enable is 1.
+Source: ROBOTIS e-manual, "XM430-W350-T/R" control table (firmware v45 and later,
+https://emanual.robotis.com/docs/en/dxl/x/xm430-w350/) and "Protocol 2.0"
+(https://emanual.robotis.com/docs/en/dxl/protocol2/). Addresses below 64 are EEPROM: a servo refuses to write them while Torque Enable is 1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Protocol 2.0 packet codec: CRC-16, byte stuffing, encoding and an incremental decoder.
 
 The bus itself talks through dynamixel-sdk; this codec is the servo side (the emulator) and lets tests
-craft raw bytes. Packet layout (``shared/reference/dynamixel-protocol.md``)::
+craft raw bytes. Packet layout (ROBOTIS e-manual, "Protocol 2.0", https://emanual.robotis.com/docs/en/dxl/protocol2/)::
 
     instruction: FF FF FD 00 | ID | LEN_L LEN_H | INST | params | CRC_L CRC_H    LEN = len(params) + 3
     status:      FF FF FD 00 | ID | LEN_L LEN_H | 0x55 | ERR | params | CRC_L CRC_H

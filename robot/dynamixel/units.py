@@ -1,6 +1,7 @@
 """Servo units <-> SI units, and the per-joint calibration.
 
-Calibration convention (``shared/reference/robots.md``): ``joint = raw_rad * scale + offset``, where
+Calibration convention (ROBEL's, Ahn et al. 2019, "ROBEL: Robotics Benchmarks for Learning with Low-Cost
+Robots", CoRL): ``joint = raw_rad * scale + offset``, where
 ``raw_rad`` is the servo's own angle with 2048 ticks = 0 rad. Every function here is pure and works on
 scalars or numpy arrays.
 """

@@ -1,6 +1,7 @@
 """D'Claw valve turn: the task spec, observation, reward terms and success, used by sim and robot.
 
-Reference: ROBEL (Ahn et al. 2019) D'Claw turn task; facts in ``shared/reference/robots.md``.
+Reference: ROBEL (Ahn et al. 2019, "ROBEL: Robotics Benchmarks for Learning with Low-Cost Robots", CoRL), the
+D'Claw turn task.
 The observation (21 values) is joint positions (9), cos/sin of the valve angle (2), the last
 normalized action (9) and the signed target error wrapped to [-pi, pi] (1).
 """

@@ -1,6 +1,7 @@
 """D'Kitty-like quadruped: stand and walk tasks (spec, observation, reward terms, success), for sim and robot.
 
-Reference: ROBEL (Ahn et al. 2019) D'Kitty stand and walk; facts in ``shared/reference/robots.md``.
+Reference: ROBEL (Ahn et al. 2019, "ROBEL: Robotics Benchmarks for Learning with Low-Cost Robots", CoRL), the
+D'Kitty stand and walk tasks.
 
 Observation: only what a real robot measures with its twelve servos and an IMU on the torso, so the robot
 controller builds it from a hardware :class:`~sim.state.RobotState` with the same code: the gravity
