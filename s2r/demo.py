@@ -9,10 +9,11 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 4. **adapt** the source distribution's physical parameters (``s2r adapt``) to up to five episodes of
    ``scripted:excite`` run on the robot for the purpose (per-joint multi-sines: system identification needs
    motions that excite the servos and turn the valve, which a half-trained policy's episodes need not do);
-5. **retrain**: continue the run under the posterior, then export and deploy again;
-6. **fine-tune** on the emulated robot (``s2r finetune``) from the retrained run's deployed policy, then deploy
-   the policy fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better
-   (:mod:`policies.gate`).
+5. **retrain**: continue the run under the posterior, then export and deploy again. The retrained policy goes into
+   service only when it beats the first one on the robot, by fine-tuning's test (:mod:`policies.gate`): a
+   posterior fitted through another engine's physics can be confidently wrong, and the robot has the last word;
+6. **fine-tune** on the emulated robot (``s2r finetune``) from the policy in service, then deploy the policy
+   fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better.
 
 Then a robustness sweep of the retrained policy in simulation, a rollout GIF, ``OUT/report.md`` (the table,
 the plots, the seed and the budget) and ``OUT/demo.json``. ``--quick`` runs the same stages on tiny budgets
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from policies.gate import TEST_NAME, Decision, decide
 from s2r import cliargs
 from s2r.errors import UserError
 
@@ -380,6 +382,30 @@ def _stop_note(deployment: dict[str, Any]) -> str:
     return "" if not stop else f"stopped early: {stop}"
 
 
+def count_successes(deployment: dict[str, Any]) -> int:
+    """Successful episodes of a deployment (its rate times its completed episodes)."""
+    rate = deployment["success_rate"]
+    return 0 if rate is None else round(rate * deployment["episodes"])
+
+
+def retrained_serves(first: dict[str, Any], adapted: dict[str, Any]) -> Decision:
+    """Whether the retrained policy replaces the first one in service: fine-tuning's rule (:func:`policies.gate.decide`
+    at its default confidence) on the two deployments' robot episodes."""
+    return decide(0, count_successes(adapted), adapted["episodes"], "first deployment", count_successes(first),
+                  first["episodes"])
+
+
+def _service_note(decision: Decision) -> str:
+    verb = "replaces" if decision.replaced else "does not replace"
+    return (f"{verb} the first policy in service ({decision.candidate_successes}/{decision.candidate_episodes} vs "
+            f"{decision.incumbent_successes}/{decision.incumbent_episodes}, one-sided Fisher p = "
+            f"{decision.p_value:.2g})")
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
 def _verdict(first: float | None, final: float | None) -> str:
     if first is None or final is None:
         return "A deployment did not complete, so the before/after comparison is missing (see demo.json)."
@@ -544,11 +570,15 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     adapted = deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / "deploy_adapted", seed, robot,
                      target)
 
-    tuned = _finetune(stages, budget, retrain_dir, out / "finetune", seed, robot, target)
+    stage3 = retrained_serves(first, adapted)
+    serving_dir = retrain_dir if stage3.replaced else train_dir
+    tuned = _finetune(stages, budget, serving_dir, out / "finetune", seed, robot, target)
     final = deploy(stages, "deploy", Path(tuned["policy"]), budget.deploy_episodes, out / "deploy_finetuned", seed,
                    robot, target)
 
     data["adapt"] = adapt
+    data["in_service_after_retraining"] = {"policy": "retrained" if stage3.replaced else "first",
+                                           "run_dir": str(serving_dir), "test": TEST_NAME, **asdict(stage3)}
     data["finetune"] = {k: tuned[k] for k in ("episodes_done", "success_rate", "return_mean", "update_time_s_max",
                                              "policy", "loop")}
     data["sim"] = {"first": sim, "adapted": sim_adapted}
@@ -563,7 +593,7 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
         Row("3. after adaptation + retraining", "simulation (MuJoCo, nominal)", sim_adapted["success_rate"],
             sim_adapted["return_mean"], sim_adapted["episodes"]),
         Row("3. after adaptation + retraining", where, adapted["success_rate"], adapted["return_mean"],
-            adapted["episodes"], _stop_note(adapted)),
+            adapted["episodes"], _join(_stop_note(adapted), _service_note(stage3))),
         Row(f"4. after fine-tuning ({tuned['episodes_done']} robot episodes)", where,
             final["success_rate"], final["return_mean"], final["episodes"], _stop_note(final)),
     ]
