@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from s2r.cli import main
-from s2r.demo import (HARDWARE_CONFIG, REALITY, ROOT, DemoRobot, demo_robot, demo_target, retrained_serves,
-                      robot_sentence)
+from s2r.demo import (
+    HARDWARE_CONFIG,
+    REALITY,
+    ROOT,
+    DemoRobot,
+    demo_robot,
+    demo_target,
+    retrained_serves,
+    robot_sentence,
+)
 from s2r.errors import UserError
 
 
