@@ -129,6 +129,12 @@ class LockstepPortHandler(TunedPortHandler):
         self.received = 0
         """Bytes read from the emulator so far."""
 
+    def setupPort(self, cflag_baud: int) -> bool:
+        """Open (the SDK flushes what was waiting): bytes the emulator wrote before are not this port's to read."""
+        ok = bool(super().setupPort(cflag_baud))
+        self.received = self.clock.servo_bytes
+        return ok
+
     def getCurrentTime(self) -> float:
         return self.clock.now() * MS_PER_S  # the SDK keeps its times in ms
 
