@@ -24,6 +24,7 @@ import socket
 from multiprocessing.connection import Connection
 from typing import Any
 
+from robot.bus import PortLost
 from robot.dynamixel.bus import MS_PER_S, TunedPortHandler
 from s2r.errors import UserError
 
@@ -37,8 +38,8 @@ TIMEOUT_MARGIN_S = 1e-6
 exceeds the timeout."""
 
 
-class LockstepError(UserError):
-    """The emulator stopped answering a lock-step request, or its bytes never arrived."""
+class LockstepError(PortLost):
+    """The lock-step emulator is gone or stopped answering: to the controller, a line that went away (``port_lost``)."""
 
 
 class LockstepClock:
@@ -59,32 +60,53 @@ class LockstepClock:
         """Bytes the emulator has written to the IMU pty so far (as of the last advance)."""
         self.advances = 0
         """Advance requests sent."""
+        self.lost: LockstepError | None = None
+        """Why the emulator is unreachable, once it is; every later advance raises it again."""
 
     def now(self) -> float:
         """Simulated time (s)."""
         return self._t
 
     def sleep(self, duration_s: float) -> None:
-        """Let ``duration_s`` of simulated time pass (replies falling due meanwhile wait in the port's buffer)."""
-        self.advance(self._t + max(0.0, duration_s), until_reply=False)
+        """Let ``duration_s`` of simulated time pass (replies falling due meanwhile wait in the port's buffer). With
+        the emulator gone, time passes here alone: the bus's next use reports the loss, as after a pulled cable."""
+        target = self._t + max(0.0, duration_s)
+        try:
+            self.advance(target, until_reply=False)
+        except LockstepError:
+            self._t = target
 
     def sync(self) -> None:
         """Have the emulator act on every byte written so far, without letting time pass."""
         self.advance(self._t, until_reply=False)
 
     def advance(self, target_s: float, until_reply: bool) -> None:
-        """Advance to ``target_s`` (s), or only until the emulator writes a reply when ``until_reply``."""
+        """Advance to ``target_s`` (s), or only until the emulator writes a reply when ``until_reply``. Raises
+        :class:`LockstepError` (a :class:`~robot.bus.PortLost`) once the emulator is gone or stops answering."""
+        if self.lost is not None:
+            raise self.lost
         self.advances += 1
         try:
             self._conn.send(("advance", max(target_s, self._t), self.written, until_reply))
             if not self._conn.poll(ADVANCE_TIMEOUT_S):
-                raise LockstepError(f"the lock-step emulator did not answer an advance within {ADVANCE_TIMEOUT_S:g} s")
+                raise TimeoutError(f"no answer to an advance within {ADVANCE_TIMEOUT_S:g} s")
             status, t, servo_bytes, imu_bytes = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise LockstepError(f"the lock-step emulator is gone ({type(exc).__name__}: {exc})") from exc
-        if status != "at":
-            raise LockstepError(f"the lock-step emulator answered {status!r} to an advance")
+            if status != "at":
+                raise ValueError(f"it answered {status!r} to an advance")
+        except (EOFError, OSError, ValueError) as exc:
+            self.lost = LockstepError(f"the lock-step emulator is lost: {type(exc).__name__}: {exc}")
+            raise self.lost from exc
         self._t, self.servo_bytes, self.imu_bytes = float(t), int(servo_bytes), int(imu_bytes)
+
+    def stats(self) -> dict[str, float]:
+        """The emulator's counters (``Emulator.stats``), asked on the time channel."""
+        if self.lost is not None:
+            raise self.lost
+        self._conn.send(("stats",))
+        if not self._conn.poll(ADVANCE_TIMEOUT_S):
+            raise LockstepError("the lock-step emulator did not answer a stats request")
+        stats: dict[str, float] = self._conn.recv()
+        return stats
 
     def close(self) -> None:
         """Hang up (an emulator of ``s2r emulate --lockstep`` then waits for its next client)."""
@@ -135,6 +157,14 @@ class LockstepPortHandler(TunedPortHandler):
         self.received = self.clock.servo_bytes
         return ok
 
+    def _advance(self, target_s: float, until_reply: bool) -> None:
+        try:
+            self.clock.advance(target_s, until_reply)
+        except LockstepError as exc:
+            if self.lost is None:
+                self.lost = exc
+            raise
+
     def getCurrentTime(self) -> float:
         return self.clock.now() * MS_PER_S  # the SDK keeps its times in ms
 
@@ -160,10 +190,8 @@ class LockstepPortHandler(TunedPortHandler):
             return b""
         if self.received >= self.clock.servo_bytes:
             deadline_s = (self.packet_start_time + self.packet_timeout) / MS_PER_S + TIMEOUT_MARGIN_S
-            if deadline_s > self.clock.now():
-                self.clock.advance(deadline_s, until_reply=True)
-            else:
-                self.clock.sync()  # a read past its deadline still sends what was written
+            # a read past its deadline still has the emulator act on what was written
+            self._advance(max(deadline_s, self.clock.now()), until_reply=True)
             if self.received >= self.clock.servo_bytes:
                 return b""  # nothing came by the deadline: the SDK now finds the timeout
         return self._take(length)
@@ -186,7 +214,7 @@ class LockstepPortHandler(TunedPortHandler):
         end = self.clock.now() + longest_s
         dropped = self._discard_unread()
         while self.clock.now() < end:
-            self.clock.advance(min(self.clock.now() + quiet_s, end), until_reply=True)
+            self._advance(min(self.clock.now() + quiet_s, end), until_reply=True)
             if self.received >= self.clock.servo_bytes:
                 break  # quiet for quiet_s
             dropped += self._discard_unread()
