@@ -237,6 +237,13 @@ class ChainServer:
         # Byte totals count from this client's start: an earlier client's bytes are not its business.
         read0, written0 = self.bytes_read, self.bytes_written
         imu0 = self.imu.bytes_written if self.imu is not None else 0
+        try:
+            self._serve_client(time_, control, should_stop, poll_s, read0, written0, imu0)
+        finally:
+            self._discard_input()  # what a client killed between a write and its announcement left behind
+
+    def _serve_client(self, time_: SimTime, control: Any, should_stop: Callable[[], bool], poll_s: float,
+                      read0: int, written0: int, imu0: int) -> None:
         while not should_stop():
             if not control.poll(poll_s):
                 continue
@@ -249,9 +256,27 @@ class ChainServer:
                 self._consume(read0 + int(written), time_.t)
                 self._advance(time_, float(target), bool(until_reply))
                 imu_bytes = self.imu.bytes_written - imu0 if self.imu is not None else 0
-                control.send(("at", time_.t, self.bytes_written - written0, imu_bytes))
-            elif self._act(control, message):
-                return
+                try:
+                    control.send(("at", time_.t, self.bytes_written - written0, imu_bytes))
+                except OSError:
+                    return  # the client is gone (killed while it waited)
+            else:
+                try:
+                    if self._act(control, message):
+                        return
+                except OSError:
+                    return
+
+    def _discard_input(self) -> None:
+        while select.select([self._master], [], [], 0)[0]:
+            try:
+                data = os.read(self._master, READ_CHUNK_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            self.bytes_read += len(data)
+        self._decoder.clear()
 
     def _consume(self, written: int, now: float) -> None:
         """Read the client's bytes up to its running total ``written`` and act on the packets, all at ``now``."""
@@ -282,7 +307,7 @@ class ChainServer:
             if queue:
                 nxt = min(nxt, queue[0][0])
             time_.t = t = max(t, nxt)
-            self.chain.idle(t)
+            self.chain.idle(t, sample=False)
             if self.imu is not None:
                 self.imu.serve(t)
             if self._decoder.pending and t - self._last_rx > PARTIAL_PACKET_TIMEOUT_S:
