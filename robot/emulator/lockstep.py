@@ -26,6 +26,7 @@ from typing import Any
 
 from robot.bus import PortLost
 from robot.dynamixel.bus import MS_PER_S, TunedPortHandler
+from robot.imu.reader import SerialByteSource
 from s2r.errors import UserError
 
 ADVANCE_TIMEOUT_S = 60.0
@@ -222,23 +223,15 @@ class LockstepPortHandler(TunedPortHandler):
         return dropped
 
 
-class LockstepByteSource:
+class LockstepByteSource(SerialByteSource):
     """An IMU line on a lock-step emulator (a :class:`~robot.imu.reader.ByteSource`): each read returns exactly the
     bytes the emulator has written since the last, however late the pty hands them over. Bytes written before it
     was opened are discarded (old samples, as :class:`~robot.imu.reader.SerialByteSource` discards them); it must be
     opened between two advances, when the emulator writes nothing."""
 
     def __init__(self, path: str, baud: int, clock: LockstepClock) -> None:
-        import serial
-
-        try:
-            self._serial = serial.Serial(path, baud, timeout=0)
-        except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
-            raise UserError(f"cannot open the IMU's serial port {path!r} at {baud} bit/s: {exc}") from None
-        self.path = path
+        super().__init__(path, baud)
         self.clock = clock
-        self._serial.reset_input_buffer()
-        self._fd: int | None = self._serial.fileno()
         self.received = clock.imu_bytes
 
     def read(self) -> bytes:
@@ -250,12 +243,3 @@ class LockstepByteSource:
             self.received += len(data)
             chunks.append(data)
         return b"".join(chunks)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            self._fd = None
-            try:
-                self._serial.close()
-            except OSError:
-                pass
-
