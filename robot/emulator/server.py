@@ -296,8 +296,9 @@ class ChainServer:
 
     def _advance(self, time_: SimTime, target: float, until_reply: bool) -> None:
         """Walk simulated time to ``target`` (or to the first reply written, with ``until_reply``) event by event:
-        each physics step (what the real-time loop wakes for: time-triggered faults, the servos' Bus Watchdog and
-        the present registers all advance at its rate), each IMU frame, each reply batch."""
+        each physics step (what the real-time loop wakes for: time-triggered faults and the servos' Bus Watchdog are
+        checked at its rate; the present registers are sampled from the latest step when read), each IMU frame, each
+        reply batch."""
         physics, queue = self.chain.physics, self._queue
         while True:
             t = time_.t
