@@ -29,6 +29,20 @@ def test_register_adds_emulate() -> None:
     assert args.func is cli.run and args.faults == "drop=0.1" and args.reality is None
 
 
+def stop_for_stats(proc: subprocess.Popen[str], sig: signal.Signals) -> dict[str, float]:
+    """Stop a running ``s2r emulate`` with ``sig``; its counters, once it exited 0 (killed if it does not exit)."""
+    proc.send_signal(sig)
+    try:
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    stats: dict[str, float] = json.loads(err.strip().splitlines()[-1])["emulator_stats"]
+    return stats
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path: Path) -> None:
     reality = tmp_path / "reality.yaml"
@@ -45,13 +59,8 @@ def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path
         model, result, _ = sdk.PacketHandler(2.0).ping(port, 50)
         port.closePort()
         assert (model, result) == (1020, sdk.COMM_SUCCESS)
-        proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0
-    stats = json.loads(err.strip().splitlines()[-1])["emulator_stats"]
+        stats = stop_for_stats(proc, sig)
     assert stats["instructions"] == 1 and stats["replies"] == 1
 
 
@@ -88,11 +97,6 @@ def test_lockstep_prints_its_time_socket_and_serves_one_client_after_another() -
             assert (model, result) == (1020, sdk.COMM_SUCCESS) and clock.now() > t0
             port.closePort()
             clock.close()
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0
-    stats = json.loads(err.strip().splitlines()[-1])["emulator_stats"]
+        stats = stop_for_stats(proc, signal.SIGTERM)
     assert stats["instructions"] == 2 and stats["replies"] == 2 and stats["physics_lag_s"] == 0.0
