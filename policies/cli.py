@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator")
     f.add_argument("--port", help="serial device (or an emulator's pty) instead of the config's")
     f.add_argument("--reality", metavar="FILE", help="reality of the emulator this run starts")
+    f.add_argument("--lockstep", action="store_true", help="run the emulator this run starts in simulated time "
+                   "(deterministic for a seed, faster than real time); the default is real time")
     f.add_argument("--episodes", type=int, required=True,
                    help="real episodes in total, of every kind (across resumes)")
     f.add_argument("--out", metavar="DIR", help="output directory (default RUN_DIR/finetune)")
@@ -147,7 +149,8 @@ def _finetune(args: argparse.Namespace) -> int:
     from robot.controller import SAFETY_STOP_KINDS
 
     cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
-                         reality=Path(args.reality) if args.reality else None, episodes=args.episodes,
+                         reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
+                         episodes=args.episodes,
                          out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
                          critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
                          resume=args.resume, incumbent_episodes=args.incumbent_episodes,

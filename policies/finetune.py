@@ -383,7 +383,8 @@ class ControllerSession:
         from robot.hardware import open_robot
 
         reality = load_reality(cfg.reality, config) if cfg.reality is not None else None
-        self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop)
+        self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop,
+                             lockstep=cfg.lockstep)
         try:
             self.io.bus.connect()
         except BusError as exc:
@@ -393,9 +394,10 @@ class ControllerSession:
             self.io.close()
             raise
         self.switch = _PolicySwitch(lambda obs: None)
-        self.ctrl = Controller(self.switch, self.io.bus, task, config,
-                               settings=ControllerSettings(episode_steps=task.spec.episode_steps), logger=log,
-                               should_stop=should_stop, imu=self.io.imu, placer=self.io.placer)
+        settings = self.io.controller_settings(ControllerSettings(episode_steps=task.spec.episode_steps))
+        self.ctrl = Controller(self.switch, self.io.bus, task, config, settings=settings, logger=log,
+                               should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
+                               sleep=self.io.sleep)
 
     def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> Any:
         self.switch.current = policy

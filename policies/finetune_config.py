@@ -28,6 +28,9 @@ class FinetuneConfig:
     """Serial device (or an emulator's pty) instead of the config's."""
     reality: Path | None = None
     """Reality file of an emulator this run starts itself."""
+    lockstep: bool = False
+    """Run the emulator this run starts in simulated time (``robot.emulator.lockstep``): deterministic, and not paced
+    by the wall clock. The emulator driver without ``port`` only."""
     episodes: int = 10
     """Real episodes in total, of every kind, across resumes."""
     out: Path | None = None
@@ -69,6 +72,9 @@ class FinetuneConfig:
         for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lockstep and (self.driver != "emulator" or self.port is not None):
+            raise UserError("--lockstep runs an emulator this run starts in simulated time: it needs --driver emulator "
+                            "and no --port")
         if self.reeval_episodes < 0:
             raise UserError(f"--reeval-episodes must be >= 0, got {self.reeval_episodes}")
 

@@ -77,6 +77,11 @@ def register(sub: Any) -> None:
     p.add_argument("--reality", metavar="YAML", help="reality file for the emulator started here")
     p.add_argument("--faults", metavar="SPEC", help="faults to inject (emulator started here, or mock): a YAML file "
                    "or a spec such as 'drop=0.01,silent=21@5s' or, with an IMU, 'imu_silent@2s,imu_corrupt=0.05'")
+    p.add_argument("--lockstep", action="store_true",
+                   help="emulator driver: run in the emulator's simulated time (deterministic for a seed, faster than "
+                   "real time); the default is real time")
+    p.add_argument("--clock-socket", metavar="PATH", help="with --lockstep and --port: the time socket a running "
+                   "`s2r emulate --lockstep` printed on its last line")
     p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
     p.add_argument("--log-dir", required=True, metavar="DIR", help="directory for run.json and episode files")
     p.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episode starts and goals (default 0)")
@@ -248,6 +253,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     writer = TrajectoryWriter(args.log_dir, run_info(config, args.driver, steps, {
         "policy": loaded.description, "task_variant": args.task or loaded.env_id or config.task,
         "seed": args.seed, "reality": args.reality, "faults": faults.describe() if faults else None,
+        "lockstep": args.lockstep,
     }))
     logger = logging.getLogger("robot.deploy")
     if not logger.handlers:
@@ -261,14 +267,15 @@ def run_deploy(args: argparse.Namespace) -> int:
     previous = _install(request.handle)
     try:
         io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
-                        faults=faults, interrupt=request.poll)
+                        faults=faults, interrupt=request.poll, lockstep=args.lockstep, clock_socket=args.clock_socket)
         try:
             try:
                 io.bus.connect()
             except BusError as exc:
                 raise UserError(f"cannot start on the robot: {exc}") from exc
-            controller = Controller(loaded.act, io.bus, task, config, settings=settings, logger=logger,
-                                    should_stop=request.poll, imu=io.imu, placer=io.placer)
+            controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
+                                    logger=logger, should_stop=request.poll, imu=io.imu, placer=io.placer,
+                                    clock=io.clock, sleep=io.sleep)
             summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
         finally:
             io.close()

@@ -12,13 +12,18 @@ driver has no placer, and neither has an emulator started elsewhere (``s2r emula
 connection to this process. Without a placer the episode starts where the robot stands, and its log's meta says
 so (``base_reset``). Passive joints with a servo of their own (the claw's valve) are reset by that servo
 instead (``Bus.passive_driven``).
+
+``lockstep=True`` (the emulator driver only) runs the emulator in simulated time (``robot.emulator.lockstep``): the
+:class:`RobotIO`'s ``clock`` and ``sleep`` are then the emulator's, and the controller must take them. An emulator
+started here is told so through its control connection; one started elsewhere (``s2r emulate --lockstep``) through
+the time socket it printed (``clock_socket``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from robot.bus import DRIVERS, Bus, make_bus
@@ -28,6 +33,7 @@ from s2r.errors import UserError
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:
+    from robot.controller import ControllerSettings
     from robot.emulator.faults import FaultSpec
     from robot.emulator.reality import RealityConfig
     from robot.imu.mock import MockImuStream
@@ -66,6 +72,17 @@ class RobotIO:
     """The torso IMU; ``None`` for a robot without one."""
     placer: ScenePlacer | None = None
     """Scene placement at episode starts; ``None`` where a person places the robot."""
+    clock: Callable[[], float] = time.monotonic
+    """The time the bus and IMU run on (s): the controller's ``clock``. The emulator's simulated time in lock-step."""
+    sleep: Callable[[float], None] = time.sleep
+    """How the controller waits (s): in lock-step, letting simulated time pass."""
+    lockstep: bool = False
+    """Whether ``clock`` is a lock-step emulator's simulated time (the controller must not spin on it)."""
+
+    def controller_settings(self, settings: ControllerSettings) -> ControllerSettings:
+        """``settings`` for a controller on this robot's clock: in lock-step it must not spin, as simulated time
+        moves only when it sleeps."""
+        return replace(settings, spin_s=0.0) if self.lockstep else settings
 
     def close(self) -> None:
         try:
@@ -91,16 +108,26 @@ def open_robot(
     faults: FaultSpec | None = None,
     clock: Callable[[], float] = time.monotonic,
     interrupt: Callable[[], object] | None = None,
+    lockstep: bool = False,
+    clock_socket: str | None = None,
 ) -> RobotIO:
     """The bus (not yet connected), IMU and placer of ``config``'s robot on ``driver``.
 
     ``port`` and ``reality``/``faults`` mean what they mean for :func:`robot.bus.make_bus`; ``imu_port`` overrides
     ``config.imu.port`` (the second line of ``s2r emulate`` for an emulator started elsewhere); ``clock`` is the
     mock's time source, also the IMU reader's; ``interrupt`` ends a Dynamixel bus's read retries (see
-    :func:`robot.bus.make_bus`).
+    :func:`robot.bus.make_bus`). ``lockstep`` runs an emulator in simulated time (module docstring); with ``port``
+    it needs the time socket that ``s2r emulate --lockstep`` printed (``clock_socket``).
     """
     if driver not in DRIVERS:
         raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
+    if clock_socket is not None and not lockstep:
+        raise UserError("a lock-step time socket needs lock-step (--lockstep)")
+    if lockstep:
+        if driver != "emulator":
+            raise UserError(f"lock-step runs the emulator in simulated time; the {driver} driver runs in real time "
+                            "(use --driver emulator, or drop --lockstep)")
+        return _open_lockstep(config, port, imu_port, reality, faults, interrupt, clock_socket)
     imu_config = config.imu
     if imu_config is None:
         if imu_port is not None:
@@ -153,6 +180,58 @@ def open_robot(
         bus.close()
         raise EmulatorError("the emulator of a robot with an imu section did not open an IMU port")
     return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, clock, bus), emulator)
+
+
+def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, reality: RealityConfig | None,
+                   faults: FaultSpec | None, interrupt: Callable[[], object] | None,
+                   clock_socket: str | None) -> RobotIO:
+    """The emulator driver in lock-step: an emulator started here, or the one on ``port`` driven through
+    ``clock_socket``."""
+    from robot.dynamixel.bus import DynamixelBus
+    from robot.emulator import Emulator, EmulatorError
+    from robot.emulator.lockstep import LockstepByteSource, LockstepClock, LockstepPortHandler, connect_clock
+
+    emulator: Emulator | None = None
+    if port is not None:
+        if reality is not None or faults is not None:
+            raise UserError("reality and faults apply to an emulator started here; the emulator on "
+                            f"{port} was started with its own (s2r emulate --reality/--faults)")
+        if clock_socket is None:
+            raise UserError(f"the lock-step emulator on {port} is driven through the time socket it printed "
+                            "(s2r emulate --lockstep): pass it with --clock-socket")
+        if config.imu is not None and imu_port is None:
+            raise UserError(f"the emulator on {port} serves its IMU on the pty it printed on its second line: pass "
+                            "it with --imu-port")
+        clock: LockstepClock = connect_clock(clock_socket)
+        servo_path, on_close = port, clock.close
+    else:
+        if imu_port is not None:
+            raise UserError("--imu-port needs --port: an emulator started here serves its own IMU")
+        if clock_socket is not None:
+            raise UserError("--clock-socket needs --port: an emulator started here is driven directly")
+        emulator = Emulator(config, reality=reality, faults=faults, lockstep=True)
+        servo_path = emulator.start()
+        clock, on_close = emulator.clock, emulator.stop
+        imu_port = emulator.imu_port
+    try:
+        handler = LockstepPortHandler(servo_path, config.latency_timer_s, len(config.all_ids) * config.return_delay_s,
+                                      clock)
+        bus = DynamixelBus(config, servo_path, port_handler=handler, on_close=on_close, clock=clock.now,
+                           sleep=clock.sleep, interrupt=interrupt)
+    except BaseException:
+        on_close()
+        raise
+    imu = None
+    if config.imu is not None:
+        if imu_port is None:
+            bus.close()
+            raise EmulatorError("the emulator of a robot with an imu section did not open an IMU port")
+        try:
+            imu = ImuReader(LockstepByteSource(imu_port, config.imu.baud, clock), config.imu, clock=clock.now)
+        except BaseException:
+            bus.close()
+            raise
+    return RobotIO(bus, imu, emulator, clock=clock.now, sleep=clock.sleep, lockstep=True)
 
 
 def _serial_imu(path: str, imu: ImuConfig, clock: Callable[[], float], bus: Bus) -> ImuReader:

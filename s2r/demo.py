@@ -21,7 +21,9 @@ the plots, the seed and the budget) and ``OUT/demo.json``. ``--quick`` runs the 
 
 The robot stages (deployments, excitation, fine-tuning) run on the emulator with the shipped reality by
 default; ``--reality FILE`` gives the emulator another one, and ``--driver dynamixel --robot YAML [--port DEV]``
-runs them on real servos. The report says which.
+runs them on real servos. The report says which. An emulator the demo starts runs in lock-step
+(``robot.emulator.lockstep``: simulated time, deterministic for a seed, faster than real time, at the config's own
+latency timer); ``--no-lockstep`` runs it in real time, as a real robot runs.
 """
 
 from __future__ import annotations
@@ -140,14 +142,18 @@ class DemoRobot:
     """Serial device instead of the config's (or the pty of a running ``s2r emulate``)."""
     reality: Path | None = None
     """Reality file of the emulator the demo starts; ``None`` on real servos or a running ``s2r emulate``."""
+    lockstep: bool = False
+    """Whether the emulator the demo starts runs in simulated time (``s2r deploy --lockstep``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"config": str(self.config), "driver": self.driver, "port": self.port,
-                "reality": None if self.reality is None else str(self.reality)}
+                "reality": None if self.reality is None else str(self.reality), "lockstep": self.lockstep}
 
 
-def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path | None) -> DemoRobot:
-    """The validated robot of ``s2r demo``'s flags; every problem is a ``UserError`` before anything runs."""
+def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path | None,
+                lockstep: bool | None = None) -> DemoRobot:
+    """The validated robot of ``s2r demo``'s flags; every problem is a ``UserError`` before anything runs.
+    ``lockstep`` ``None`` means lock-step wherever the demo starts the emulator itself."""
     from robot.config import load_config
     from robot.emulator.reality import load_reality
 
@@ -162,6 +168,9 @@ def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path
     if task != TASK:
         raise UserError(f"--robot {str(config_path)!r} is a {config.robot} for task {task!r}; the demo trains, "
                         f"adapts and fine-tunes the claw's {TASK!r}")
+    if lockstep and (driver != "emulator" or port is not None):
+        raise UserError("--lockstep runs an emulator the demo starts in simulated time: it needs --driver emulator "
+                        "and no --port")
     if driver == "dynamixel":
         if reality is not None:
             raise UserError("--reality describes the emulated robot; it does not apply with --driver dynamixel")
@@ -177,7 +186,7 @@ def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path
         raise UserError(f"--reality {str(reality_path)!r}: no such file; expected a reality YAML such as "
                         f"{rel_root(REALITY)}")
     load_reality(reality_path, config)  # refuses a bad file now, not after twenty minutes of training
-    return DemoRobot(config_path, driver, port, reality_path)
+    return DemoRobot(config_path, driver, port, reality_path, lockstep=lockstep is not False)
 
 
 class Stages:
@@ -244,8 +253,9 @@ def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[st
 
 def demo_robot(out: Path, target: DemoRobot) -> Path:
     """The hardware config the robot stages use: on the emulator ``OUT/robot.yaml``, the config with the demo's
-    latency timer (see DEMO_LATENCY_TIMER_S); real servos get their config unchanged."""
-    if target.driver != "emulator":
+    latency timer (see DEMO_LATENCY_TIMER_S); real servos, and a lock-step emulator (no host to be late), get their
+    config unchanged."""
+    if target.driver != "emulator" or target.lockstep:
         return target.config
     source = target.config
     text = source.read_text()
@@ -280,6 +290,8 @@ def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir
         cmd += ["--reality", str(target.reality)]
     if target.port is not None:
         cmd += ["--port", target.port]
+    if target.lockstep:
+        cmd.append("--lockstep")
     t0 = time.perf_counter()
     with stages.bar(name, episodes, "ep") as bar, subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
@@ -326,7 +338,7 @@ def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: in
     from policies.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(run_dir=run, robot=robot, driver=target.driver, port=target.port, reality=target.reality,
-                         episodes=budget.finetune_episodes, out=out, seed=seed)
+                         lockstep=target.lockstep, episodes=budget.finetune_episodes, out=out, seed=seed)
     summary = stages.timed("finetune", lambda: finetune(cfg, progress=not stages.quiet))
     if summary.policy is None:
         raise UserError(f"fine-tuning wrote no policy ({summary.stop_kind}: {summary.stop_reason})")
@@ -507,6 +519,9 @@ def robot_sentence(robot: dict[str, Any]) -> str:
         reality = Path(robot["reality"])
         shipped = " (PyBullet physics and perturbed parameters: not the MuJoCo training simulator)" \
             if reality.resolve() == REALITY.resolve() else ""
+        if robot.get("lockstep"):
+            return (f"Robot: `{config}` on the servo emulator in lock-step (simulated time) with the reality "
+                    f"`{rel_root(reality)}`{shipped}.")
         return (f"Robot: `{config}` (with a {DEMO_LATENCY_TIMER_S * 1e3:g} ms latency timer for a shared CPU) on "
                 f"the servo emulator with the reality `{rel_root(reality)}`{shipped}.")
     port = f" on port `{robot['port']}`" if robot["port"] else ""
@@ -630,11 +645,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"hardware config of the claw (default {rel_root(HARDWARE_CONFIG)})")
     p.add_argument("--port", metavar="DEV", help="serial device instead of the config's (or the pty of a running "
                    "`s2r emulate`)")
+    p.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the emulator the demo starts in simulated time (the default with --driver emulator and "
+                   "no --port: deterministic, faster than real time); --no-lockstep runs it in real time")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    target = demo_target(args.robot, args.driver, args.port, args.reality)
+    target = demo_target(args.robot, args.driver, args.port, args.reality, args.lockstep)
     out: Path = args.out or Path("runs") / ("demo-quick" if args.quick else "demo")
     if out.exists() and any(out.iterdir()):
         if not args.force:

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
-from robot.bus import Bus, Reading, make_bus
+from robot.bus import Bus, Reading
 from robot.config import RobotConfig, config_from_mapping, load_config
 from robot.controller import (
     Controller,
@@ -26,6 +25,7 @@ from robot.controller import (
 )
 from robot.dynamixel.units import TORQUE_NM_PER_A
 from robot.emulator.faults import parse_faults
+from robot.hardware import open_robot
 from robot.mock import MockBus
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.safety import Hold, SafetyLimits
@@ -375,25 +375,30 @@ def test_observation_and_command_match_the_sim_env(variant: str) -> None:
         env.close()
 
 
-# --- one short real-time run through the emulator -------------------------------------------------------
+# --- one short run through the emulator, in lock-step at the shipped limits -------------------------------
 def test_dropped_replies_through_the_emulator(tmp_path: Path) -> None:
-    # a loaded test machine may stall a process for a while: only dropped replies may stop this run
     # Plain sync reads: ten replies a cycle, so 1 % drops several in 180 cycles, while three failed attempts in a row
     # (which a fast read's single reply at a higher rate makes likely during a reset) stay improbable.
-    config = config_with(control_period_s=0.01, control_period_override=True, max_data_age_s=MAX_DATA_AGE_S,
-                         fast_sync_read=False, latency_timer_s=LATENCY_TIMER_S)
-    bus = make_bus(config, "emulator", faults=parse_faults("drop=0.01,seed=2"))
+    config = config_with(fast_sync_read=False)
+    io = open_robot(config, "emulator", faults=parse_faults("drop=0.01,seed=2"), lockstep=True)
+    bus = io.bus
     try:
         bus.connect()
         ctrl = Controller(random_policy(4, scale=3.0), bus, task_for(config), config,
-                          settings=ControllerSettings(episode_steps=60))
+                          settings=io.controller_settings(ControllerSettings(episode_steps=60)), clock=io.clock,
+                          sleep=io.sleep)
         writer = TrajectoryWriter(tmp_path, run_info(config, "emulator", 60))
         summary = run_episodes(ctrl, writer, 3, np.random.default_rng(0))
         counters = bus.counters
     finally:
-        bus.close()
+        io.close()
     assert summary.stop_kind == "completed", summary.stop_reason
     assert summary.episodes == 3 and summary.loop["cycles"] >= 180
+    # every cycle started exactly one control period of the emulator's time after the last (retries included): no
+    # host can be late in lock-step
+    for ep in read_episodes(tmp_path):
+        errors = ep["period_error"][np.isfinite(ep["period_error"])]
+        assert errors.size >= 59 and np.abs(errors).max() < 1e-9 and not ep["overrun"].any()
     assert summary.comm_errors == counters.total_comm_errors > 0
     episodes = list(read_episodes(tmp_path))
     logged = sum(int(ep["comm_errors"].sum()) + ep.meta["reset_comm_errors"] for ep in episodes)

@@ -41,14 +41,14 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
     assert service["policy"] == ("retrained" if service["replaced"] else "first")
     assert Path(service["run_dir"]).name == ("retrain" if service["replaced"] else "train")
     # the adaptation ran on episodes of scripted:excite (min(5, deploy_episodes) of them), deployed for it on the
-    # same robot; a busy machine may stop that run early (the bus times out), which the report then says
+    # same robot; in lock-step a busy machine cannot stop that run early
     excite = data["adapt"]["excite"]
     logged = len(list(Path(excite["log_dir"]).glob("episode_*.npz")))
     assert Path(data["adapt"]["posterior"]).is_file() and data["adapt"]["logs_from"] == "scripted:excite"
-    assert data["adapt"]["episodes"] == excite["episodes"] == logged and 1 <= logged <= 2
-    assert excite["stop"] is None or logged < 2
-    # ... which the report names: the default robot, the emulator with the shipped reality
+    assert data["adapt"]["episodes"] == excite["episodes"] == logged == 2 and excite["stop"] is None
+    # ... which the report names: the default robot, the emulator in lock-step with the shipped reality
     assert data["robot"]["driver"] == "emulator" and Path(data["robot"]["reality"]) == REALITY
+    assert data["robot"]["lockstep"] is True and data["robot"]["config_used"] == str(HARDWARE_CONFIG)
     # the report's table is the run's table, and every figure it links exists
     report = (out / "report.md").read_text()
     for row in data["table"]:
@@ -61,7 +61,8 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
         assert Path(data["sweep"][key]).is_file()
     assert Path(data["gif"]["gif"]).is_file()
     assert "Seed 3" in report
-    assert "on the servo emulator with the reality `hardware_configs/reality/dclaw_pybullet_gap.yaml`" in report
+    assert ("on the servo emulator in lock-step (simulated time) with the reality "
+            "`hardware_configs/reality/dclaw_pybullet_gap.yaml`") in report
     assert "episode(s) of `scripted:excite`" in report
 
 
@@ -113,13 +114,23 @@ def test_the_robot_flags_reach_every_robot_stage(tmp_path: Path) -> None:
     reality = tmp_path / "other.yaml"
     reality.write_text("engine: mujoco\nparams:\n  finger_kp: 2.6\n")
     emulated = demo_target(None, "emulator", None, reality)
-    assert emulated.reality == reality and emulated.driver == "emulator"
-    robot = demo_robot(tmp_path, emulated)
+    assert emulated.reality == reality and emulated.driver == "emulator" and emulated.lockstep
+    assert demo_robot(tmp_path, emulated) == HARDWARE_CONFIG  # lock-step: no host to be late, the shipped timer
+    real_time = demo_target(None, "emulator", None, reality, lockstep=False)
+    assert not real_time.lockstep
+    robot = demo_robot(tmp_path, real_time)
     assert robot == tmp_path / "robot.yaml" and "latency_timer_s: 0.004" in robot.read_text()
     report = json.loads(json.dumps(emulated.to_json()))
-    assert report == {"config": str(HARDWARE_CONFIG), "driver": "emulator", "port": None, "reality": str(reality)}
-    # the default is the emulated claw with the shipped reality
-    assert demo_target(None, "emulator", None, None) == DemoRobot(HARDWARE_CONFIG, "emulator", None, REALITY)
+    assert report == {"config": str(HARDWARE_CONFIG), "driver": "emulator", "port": None, "reality": str(reality),
+                      "lockstep": True}
+    assert "in lock-step" in robot_sentence({**report, "where": "emulated robot"})
+    assert "in lock-step" not in robot_sentence({**real_time.to_json(), "where": "emulated robot"})
+    for driver, port in (("dynamixel", None), ("emulator", "/dev/pts/7")):
+        with pytest.raises(UserError, match="--lockstep runs an emulator the demo starts"):
+            demo_target(None, driver, port, None, lockstep=True)
+    # the default is the emulated claw with the shipped reality, in lock-step
+    assert demo_target(None, "emulator", None, None) == DemoRobot(HARDWARE_CONFIG, "emulator", None, REALITY,
+                                                                 lockstep=True)
 
 
 def _deployment(successes: int, episodes: int) -> dict[str, object]:

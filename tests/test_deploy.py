@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
 from robot.cli import EXIT_SAFETY_STOP, load_deploy_policy, register
 from robot.config import load_config
@@ -29,16 +28,18 @@ CONFIG_PATH = ROOT / "hardware_configs" / "dclaw.yaml"
 SPEC = load_config(CONFIG_PATH).task_spec()
 FAST_PERIOD_S = 0.01
 SIGNAL_WAIT_S = 60.0
+MOCK_DATA_AGE_S = 2.0
+"""The data-age bound of the real-time mock runs here (s): they test signals, exit codes and logs in real time on a
+shared 2-core VM, where a process can stall past the shipped 250 ms; the emulator runs in lock-step instead."""
 
 
 @pytest.fixture
 def fast_config(tmp_path: Path) -> Path:
-    """The claw config at a 10 ms control period, so real-time runs are short."""
+    """The claw config at a 10 ms control period, so real-time mock runs are short."""
     data = yaml.safe_load(CONFIG_PATH.read_text())
     data["control_period_s"] = FAST_PERIOD_S
     data["control_period_override"] = True
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
-    data["latency_timer_s"] = LATENCY_TIMER_S
+    data["watchdog"]["max_data_age_s"] = MOCK_DATA_AGE_S
     path = tmp_path / "fast.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -80,13 +81,14 @@ def test_safety_stop_exits_non_zero_with_the_reason(tmp_path: Path, fast_config:
     assert "stop: safety" in out
 
 
-def test_deploy_on_the_emulator(tmp_path: Path, fast_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_on_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logs = tmp_path / "logs"
-    code, out, _ = deploy(["scripted:zero", "--robot", str(fast_config), "--driver", "emulator", "--episodes", "2",
-                           "--episode-steps", "15", "--log-dir", str(logs), "--json"], capsys)
+    code, out, _ = deploy(["scripted:zero", "--robot", str(CONFIG_PATH), "--driver", "emulator", "--lockstep",
+                           "--episodes", "2", "--episode-steps", "15", "--log-dir", str(logs), "--json"], capsys)
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["torque_off"] and summary["driver"] == "emulator"
+    assert summary["comm_errors"] == 0 and read_run(logs).extra["lockstep"] is True
     episodes = list(read_episodes(logs))
     # scripted:zero drives every joint towards the middle of its range (0 rad): the emulated fingers follow
     bent = [k for k, name in enumerate(SPEC.joint_names) if not name.endswith("_top")]
@@ -103,6 +105,14 @@ def test_bad_input_is_a_user_error(tmp_path: Path, fast_config: Path, capsys: py
         deploy([str(tmp_path / "missing.onnx"), "--driver", "mock", *base], capsys)
     with pytest.raises(UserError, match="--reality applies to the emulator"):
         deploy(["scripted:hold", "--driver", "mock", "--reality", str(fast_config), *base], capsys)
+    with pytest.raises(UserError, match="lock-step runs the emulator in simulated time; the mock driver"):
+        deploy(["scripted:hold", "--driver", "mock", "--lockstep", *base], capsys)
+    emulated = [*base[:-1], str(tmp_path / "emulated")]
+    with pytest.raises(UserError, match="pass it with --clock-socket"):
+        deploy(["scripted:hold", "--driver", "emulator", "--port", "/dev/null", "--lockstep", *emulated], capsys)
+    with pytest.raises(UserError, match="a lock-step time socket needs lock-step"):
+        deploy(["scripted:hold", "--driver", "emulator", "--port", "/dev/null", "--clock-socket", "/x", *emulated],
+               capsys)
     with pytest.raises(UserError, match="unknown task"):
         deploy(["scripted:hold", "--driver", "mock", "--task", "s2r/Nope-v0", *base], capsys)
 

@@ -1,9 +1,12 @@
 """Deploy ≈ eval: the robot path (controller, Dynamixel bus, emulator) reproduces the simulation it was trained in.
 
-Fast: the same actions from the same start give the same commands and, within a small tolerance, the same
-trajectory on the emulator as in ``SimEnv`` -- including the second episode, which starts after the scripted
-reset drove the valve back. Slow: an exported trained policy's success rate on the emulator is within 10 points
-of its ``s2r eval``-style evaluation in simulation (issue #5's done-when).
+The emulator runs in lock-step at the shipped config (``robot.emulator.lockstep``): every control period advances
+its physics by exactly that period, whatever the host, so these tests never skip. Fast: the same actions from the
+same start give the same commands and, within a small tolerance, the same trajectory on the emulator as in
+``SimEnv`` -- including the second episode, which starts after the scripted reset drove the valve back; and on a
+nominal MuJoCo reality with no noise and no latency (no bus time either), deployed episodes match
+``policies.evaluate`` (what ``s2r eval`` runs) on the same seeds. Slow: an exported trained policy's success rate
+on the emulator is within 10 points of its ``s2r eval``-style evaluation in simulation (issue #5's done-when).
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
 
-from robot.bus import make_bus
-from robot.config import config_from_mapping, load_config
+from robot.config import load_config
 from robot.controller import Controller, ControllerSettings
+from robot.emulator.reality import RealityConfig
+from robot.hardware import open_robot
 from robot.runner import run_episodes, run_info
 from robot.trajlog import TrajectoryWriter, read_episodes
 from sim.env import SimEnv
@@ -40,12 +43,16 @@ VALVE_TOLERANCE_RAD = 0.05
 threshold. What remains is real: the emulator applies a command a few ms after its reading, not at once."""
 JOINT_TOLERANCE_RAD = 0.05
 """Largest finger-joint difference (rad)."""
-REPLAY_TIMING_TOLERANCE_S = 0.01
-"""Largest error of a reading interval against the control period, and largest cycle time, of a run the replay
-compares (s): the valve turns about 0.03 rad in 10 ms of the sweep."""
-REPLAY_ATTEMPTS = 3
-REPLAY_LATENCY_TIMER_S = 0.004
-"""The replay's latency timer (s): a packet timeout of about 10 ms."""
+PARITY_SEEDS = 6
+"""Episodes (seeds 0, 1, ...) of the deploy-vs-eval test."""
+RETURN_TOLERANCE = 1.5
+"""Largest difference of an episode's return between the emulator and the simulation (about 0.3 % of these
+returns; measured up to 0.61). What remains: the robot reads whole encoder ticks and sends whole ticks, and its
+scripted reset leaves the fingers where their servos hold them (about 8 ticks from the simulator's start pose,
+under the fingers' weight) where the simulator places them exactly."""
+FINAL_VALVE_TOLERANCE_RAD = 0.01
+"""Largest difference of the valve's final angle (rad; measured up to 0.0035): a tenth of the success threshold, so
+success can differ only for a valve ending within this of the threshold."""
 PARITY_POINTS = 0.10
 """Issue #5: the success rate on the emulator is within 10 points of the one in simulation."""
 PARITY_EPISODES = 20
@@ -64,39 +71,27 @@ def sweep(obs: np.ndarray) -> np.ndarray:
 
 
 def test_the_emulator_replays_the_simulation(tmp_path: Path) -> None:
-    # The shipped config, with the watchdog's data age relaxed for a loaded test machine. The latency timer stays
-    # short: a late reply should cost a quick retry, not the 100 ms wait of the other tests' timer, as the replay
-    # compares timing.
-    data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["latency_timer_s"] = REPLAY_LATENCY_TIMER_S
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
-    config = config_from_mapping(data, source="parity test config")
-    # The simulation steps exactly one period between readings; the emulator, whatever the host allows. A run in
-    # which the host woke the loop late is no measure of the emulator's physics: run again (a few times at most).
-    late: list[str] = []
-    for attempt in range(REPLAY_ATTEMPTS):
-        logs = tmp_path / f"attempt-{attempt}"
-        bus = make_bus(config, "emulator")
-        try:
-            bus.connect()
-            task = replace(DClawTurn(), spec=config.task_spec())
-            ctrl = Controller(sweep, bus, task, config, settings=ControllerSettings(episode_steps=SWEEP_STEPS))
-            summary = run_episodes(ctrl, TrajectoryWriter(logs, run_info(config, "emulator", SWEEP_STEPS)), 2,
-                                   np.random.default_rng(3))
-        finally:
-            bus.close()
-        assert summary.stop_kind == "completed", summary.stop_reason
-        episodes = list(read_episodes(logs))
-        assert len(episodes) == 2
-        off = max(max(np.max(np.abs(np.diff(ep["time"]) - config.control_period_s)), np.max(ep["cycle_time"]))
-                  for ep in episodes)
-        if off <= REPLAY_TIMING_TOLERANCE_S:
-            break
-        late.append(f"{off * 1e3:.0f} ms")
-    else:
-        # Not a failure of the emulator or the controller: the comparison needs a loop that ran on time.
-        pytest.skip(f"the host ran the loop off time in all {REPLAY_ATTEMPTS} attempts (worst reading-interval "
-                    f"error or cycle time: {', '.join(late)}; tolerance {REPLAY_TIMING_TOLERANCE_S * 1e3:.0f} ms)")
+    # The shipped config, in lock-step: the simulation steps exactly one period between readings, and so does the
+    # emulator, however busy the host.
+    config = CONFIG
+    logs = tmp_path / "logs"
+    io = open_robot(config, "emulator", lockstep=True)
+    try:
+        io.bus.connect()
+        task = replace(DClawTurn(), spec=config.task_spec())
+        ctrl = Controller(sweep, io.bus, task, config,
+                          settings=io.controller_settings(ControllerSettings(episode_steps=SWEEP_STEPS)),
+                          clock=io.clock, sleep=io.sleep)
+        summary = run_episodes(ctrl, TrajectoryWriter(logs, run_info(config, "emulator", SWEEP_STEPS)), 2,
+                               np.random.default_rng(3))
+    finally:
+        io.close()
+    assert summary.stop_kind == "completed", summary.stop_reason
+    assert summary.comm_errors == 0
+    episodes = list(read_episodes(logs))
+    assert len(episodes) == 2
+    for ep in episodes:  # readings exactly one period apart: one sync read's time on the wire, every cycle
+        np.testing.assert_allclose(np.diff(ep["time"]), config.control_period_s, rtol=0, atol=1e-9)
     # the second episode started at the fixed variant's valve angle again, after the first one turned it forwards:
     # the reset brought it back from above, where a servo that stops short leaves it on the wrong side of 0
     assert episodes[0]["passive_pos"][-1, 0] > 0.3
@@ -134,6 +129,56 @@ def test_the_emulator_replays_the_simulation(tmp_path: Path) -> None:
         env.close()
 
 
+def turn_policy(obs: np.ndarray) -> np.ndarray:
+    """A deterministic closed-loop policy that also reads the target: the sweep, its direction the target's."""
+    action = np.tile([0.0, -0.85, 0.3], 3)
+    last = np.asarray(obs[SPEC.obs_layout.slice("last_action")], dtype=np.float64)
+    direction = 1.0 if float(obs[SPEC.obs_layout.slice("target_error")][0]) > 0 else -1.0
+    action[0::3] = np.clip(last[0::3] - 0.04 * direction, -1.0, 1.0)
+    return action
+
+
+@pytest.mark.parametrize("policy", [sweep, turn_policy], ids=["sweep", "turn"])
+def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any) -> None:
+    """Issue #16: on a nominal MuJoCo reality with zero noise and latency, in lock-step at the shipped limits, each
+    deployed episode matches ``policies.evaluate`` (``s2r eval``) of the same seed: success identical, the return
+    and the valve's final angle within tick quantization (see the tolerances)."""
+    from policies.envs import make_env
+    from policies.evaluate import run_episodes as eval_episodes
+    from sim import resolve_env_id
+    from sim.tasks import make_task
+
+    env_id = resolve_env_id("dclaw-turn-random")  # random starts and targets: each seed its own episode
+    env = make_env(env_id, "mujoco", None)
+    try:
+        sim = eval_episodes(policy, env, PARITY_SEEDS, seed=0)
+        final = []
+        for k in range(PARITY_SEEDS):  # the valve's final angle of each simulated episode
+            obs, _ = env.reset(seed=k)
+            while True:
+                obs, _, terminated, truncated, _ = env.step(policy(np.asarray(obs, dtype=np.float32)))
+                if terminated or truncated:
+                    break
+            final.append(float(env.unwrapped.read().passive_pos[0]))  # type: ignore[attr-defined]
+    finally:
+        env.close()
+    nominal = RealityConfig(wire_time=False, return_delay=False)  # no bus time: the command acts at the reading
+    assert nominal.engine == "mujoco" and not nominal.params and nominal.action_latency_s == 0.0
+    assert nominal.position_noise_std_rad == 0.0 and nominal.velocity_noise_std_rad_s == 0.0
+    with open_robot(CONFIG, "emulator", reality=nominal, lockstep=True) as io:
+        io.bus.connect()
+        ctrl = Controller(policy, io.bus, make_task(env_id), CONFIG, settings=io.controller_settings(
+            ControllerSettings()), clock=io.clock, sleep=io.sleep)
+        robot = [ctrl.episode(np.random.default_rng(k)) for k in range(PARITY_SEEDS)]
+        assert io.bus.counters.total_comm_errors == 0
+    assert [r.complete for r in robot] == [True] * PARITY_SEEDS
+    assert [r.success for r in robot] == sim["successes"]
+    returns = np.array([r.episode_return for r in robot])
+    assert np.abs(returns - np.array(sim["returns"])).max() <= RETURN_TOLERANCE, (returns, sim["returns"])
+    robot_final = np.array([r.arrays["passive_pos"][-1, 0] for r in robot])
+    assert np.abs(robot_final - np.array(final)).max() <= FINAL_VALVE_TOLERANCE_RAD, (robot_final, final)
+
+
 # --- the done-when of issue #5 ------------------------------------------------------------------------------
 def _trained_run() -> Path:
     """The trained claw run (or checkpoint) to export, or a skip saying how to make one."""
@@ -164,14 +209,8 @@ def test_an_exported_policy_deploys_on_the_emulator_as_it_evaluates_in_simulatio
     parser = argparse.ArgumentParser(prog="s2r")
     register(parser.add_subparsers(dest="command", required=True))
     logs = tmp_path / "deploy-logs"
-    # Parity is the point here, not the watchdog (the fault tests cover it): on a shared 2-core VM a sleep can
-    # overshoot by tens of ms, and a 250 ms data-age stop would end the run without saying anything of the policy.
-    data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
-    data["latency_timer_s"] = LATENCY_TIMER_S
-    robot_config = tmp_path / "dclaw-loaded-machine.yaml"
-    robot_config.write_text(yaml.safe_dump(data, sort_keys=False))
-    args = parser.parse_args(["deploy", str(onnx), "--robot", str(robot_config), "--driver", "emulator",
+    # The shipped config in lock-step: a busy machine cannot stop the run.
+    args = parser.parse_args(["deploy", str(onnx), "--robot", str(CONFIG_PATH), "--driver", "emulator", "--lockstep",
                               "--episodes", str(PARITY_EPISODES), "--log-dir", str(logs), "--json"])
     assert args.func(args) == 0
     robot = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
+from lockstep_emulator import lockstep_bus
 from test_controller import (
     CONFIG,
     CONFIG_PATH,
@@ -56,13 +56,24 @@ from s2r.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 60.0
+SLOW_LINE_LATENCY_TIMER_S = 0.05
+"""The read-deadline arithmetic tests (on a fake clock) take a slow line: a 50 ms latency timer, so 205 ms per
+failing read attempt ..."""
+SLOW_LINE_DATA_AGE_S = 2.0
+"""... and a 2 s data-age bound, so the attempts that fit are easy to count."""
 
 
-def loaded_machine_config(**changes: Any) -> dict[str, Any]:
-    """The claw config as the emulator tests run it (50 ms latency timer, 2 s data age), with top-level changes."""
+def shipped_config(**changes: Any) -> dict[str, Any]:
+    """The shipped claw config, with top-level changes."""
     data: dict[str, Any] = yaml.safe_load(CONFIG_PATH.read_text())
-    data["latency_timer_s"] = LATENCY_TIMER_S
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
+    data.update(changes)
+    return data
+
+
+def slow_line_config(**changes: Any) -> dict[str, Any]:
+    """The claw config on a slow line (SLOW_LINE_*), with top-level changes: numbers for the fake-clock tests."""
+    data = shipped_config(latency_timer_s=SLOW_LINE_LATENCY_TIMER_S)
+    data["watchdog"] = {**data["watchdog"], "max_data_age_s": SLOW_LINE_DATA_AGE_S}
     data.update(changes)
     return data
 
@@ -71,7 +82,7 @@ def loaded_machine_config(**changes: Any) -> dict[str, Any]:
 def test_a_dead_pty_is_a_lost_port_every_time_and_closes_quietly() -> None:
     master, slave = os.openpty()
     path = os.ttyname(slave)
-    port = TunedPortHandler(path, LATENCY_TIMER_S)
+    port = TunedPortHandler(path, CONFIG.latency_timer_s)
     try:
         assert port.openPort()
     finally:
@@ -107,10 +118,10 @@ def test_an_imu_line_whose_other_end_died_is_a_lost_port_and_closes_quietly() ->
 
 
 def test_a_killed_emulator_is_a_lost_port_on_the_bus_which_closes_quietly() -> None:
-    config = config_from_mapping(loaded_machine_config(), source="test config")
-    emulator = Emulator(config)
-    port = emulator.start()
-    bus = DynamixelBus(config, port, on_close=emulator.stop)
+    config = config_from_mapping(shipped_config(), source="test config")
+    emulator = Emulator(config, lockstep=True)
+    emulator.start()
+    bus = lockstep_bus(config, emulator, on_close=emulator.stop)
     try:
         bus.connect()
         assert bus.read().ok
@@ -201,7 +212,7 @@ def test_a_lost_imu_port_is_a_port_lost_stop_that_still_folds_the_legs(tmp_path:
 def _deploy_on_the_emulator(config: Path, logs: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(config), "--driver",
-         "emulator", "--episodes", "100000", "--episode-steps", "10", "--log-dir", str(logs), "--json"],
+         "emulator", "--lockstep", "--episodes", "100000", "--episode-steps", "10", "--log-dir", str(logs), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -213,11 +224,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_deploy_whose_emulator_dies_exits_port_lost_with_a_summary_and_its_episodes(tmp_path: Path) -> None:
-    config = tmp_path / "fast.yaml"
-    config.write_text(yaml.safe_dump(loaded_machine_config(control_period_s=0.01, control_period_override=True),
-                                     sort_keys=False))
     logs = tmp_path / "logs"
-    proc = _deploy_on_the_emulator(config, logs)
+    proc = _deploy_on_the_emulator(CONFIG_PATH, logs)
     try:
         deadline = time.monotonic() + WAIT_S
         while not (logs.is_dir() and len(episode_files(logs)) >= 2):
@@ -341,7 +349,7 @@ class QuietPort:
 
 
 def test_a_state_read_starts_no_attempt_it_cannot_finish_by_the_data_age_bound() -> None:
-    config = config_from_mapping(loaded_machine_config(retries={"read": 8, "write": 2, "connect": 3}), "test config")
+    config = config_from_mapping(slow_line_config(retries={"read": 8, "write": 2, "connect": 3}), "test config")
     clock = FakeClock()
     host = StalledHost(clock, stall_s=0.5)
     bus = DynamixelBus(config, "/dev/null", port_handler=QuietPort(), packet_handler=host, clock=clock)
@@ -352,11 +360,11 @@ def test_a_state_read_starts_no_attempt_it_cannot_finish_by_the_data_age_bound()
     # attempts start at 0, 0.5, 1.0 and 1.5 s; one at 2.0 s could not end by 2 s (nor could one at 1.5 + 0.205)
     assert attempt_s == pytest.approx(0.205, abs=0.001)
     assert host.attempts == reading.attempts == 4
-    assert clock() - start <= MAX_DATA_AGE_S
+    assert clock() - start <= SLOW_LINE_DATA_AGE_S
 
 
 def test_a_read_that_fits_makes_every_attempt() -> None:
-    config = config_from_mapping(loaded_machine_config(), "test config")
+    config = config_from_mapping(slow_line_config(), "test config")
     clock = FakeClock()
     host = StalledHost(clock, stall_s=0.1)
     bus = DynamixelBus(config, "/dev/null", port_handler=QuietPort(), packet_handler=host, clock=clock)
@@ -375,7 +383,7 @@ def test_a_read_that_fits_makes_every_attempt() -> None:
     ({"latency_timer_s": 0.05, "watchdog": {"max_data_age_s": 0.25}}, r"retries.read must be at most 0"),
 ])
 def test_retries_that_cannot_fit_the_data_age_bound_are_refused(changes: dict[str, Any], message: str) -> None:
-    data = loaded_machine_config()
+    data = slow_line_config()
     for key, value in changes.items():
         if isinstance(value, dict):
             data[key] = {**data[key], **value}
@@ -388,7 +396,7 @@ def test_retries_that_cannot_fit_the_data_age_bound_are_refused(changes: dict[st
 def test_the_shipped_and_test_configs_fit() -> None:
     for name in ("dclaw", "dkitty"):
         load_config(ROOT / "hardware_configs" / f"{name}.yaml")
-    config_from_mapping(loaded_machine_config(), "test config")
+    config_from_mapping(slow_line_config(), "test config")
     assert CONFIG.retries.read == 2
 
 
@@ -437,24 +445,27 @@ def test_bus_watchdog_units_round_up_to_the_register_step() -> None:
 
 
 def test_a_dynamixel_bus_whose_host_goes_quiet_leaves_the_emulated_servos_stopped() -> None:
-    config = config_from_mapping(loaded_machine_config(), source="test config")
-    with Emulator(config) as emulator:
-        bus = DynamixelBus(config, emulator.port)
+    config = CONFIG
+    with Emulator(config, lockstep=True) as emulator:
+        bus = lockstep_bus(config, emulator)
+        sleep = emulator.clock.sleep
         try:
             bus.connect()
             start = bus.read()
             assert start.ok
             target = np.clip(start.joint_pos + 0.3, config.low, config.high)
             bus.set_bus_watchdog(0.1)
-            time.sleep(0.4)  # the host hangs
+            sleep(0.09)
+            assert emulator.stats().get("bus_watchdog_stops", 0) == 0
+            sleep(0.31)  # the host hangs
             assert emulator.stats()["bus_watchdog_stops"] == len(config.joints)
             bus.write(target)  # refused by every servo (a sync write hears nothing back)
-            time.sleep(0.3)
+            sleep(0.3)
             stopped = bus.read()
             np.testing.assert_allclose(stopped.joint_pos, start.joint_pos, atol=0.02)
             bus.set_bus_watchdog(0.0)  # clears the error: goals are taken again
             bus.write(target)
-            time.sleep(0.5)
+            sleep(0.5)
             moved = bus.read()
             np.testing.assert_allclose(moved.joint_pos, target, atol=0.05)
         finally:
@@ -500,7 +511,7 @@ def test_a_host_stall_past_the_bus_watchdog_is_a_safety_stop() -> None:
 
 
 def test_a_requested_stop_gives_a_state_read_up_after_one_transaction() -> None:
-    config = config_from_mapping(loaded_machine_config(retries={"read": 8, "write": 2, "connect": 3}), "test config")
+    config = config_from_mapping(slow_line_config(retries={"read": 8, "write": 2, "connect": 3}), "test config")
     clock = FakeClock()
     host = StalledHost(clock, stall_s=0.2)
     asked = {"stop": False}
@@ -536,35 +547,45 @@ def test_a_requested_stop_acts_within_one_control_period(at_cycle: int) -> None:
 
 
 def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their_bus_watchdog(tmp_path: Path) -> None:
-    data = loaded_machine_config(control_period_s=0.01, control_period_override=True)
-    config_path = tmp_path / "fast.yaml"
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    config = config_from_mapping(data, source=str(config_path))
+    # `s2r emulate --lockstep` in a process of its own, driven by a `s2r deploy` in another through its time socket:
+    # once the deploy is killed, time moves only when this test moves it, on the same socket.
+    from robot.emulator.lockstep import connect_clock
+
+    config = CONFIG
     logs = tmp_path / "logs"
-    with Emulator(config) as emulator:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    emulate = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", str(CONFIG_PATH),
+                                "--lockstep"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    proc: subprocess.Popen[str] | None = None
+    try:
+        assert emulate.stdout is not None
+        port, socket_path = emulate.stdout.readline().strip(), emulate.stdout.readline().strip()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(config_path), "--driver",
-             "emulator", "--port", emulator.port, "--episodes", "100000", "--episode-steps", "200", "--log-dir",
-             str(logs)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            deadline = time.monotonic() + WAIT_S
-            while not (logs.is_dir() and len(episode_files(logs)) >= 1):  # the second episode has started
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline, "no episode in time"
-                time.sleep(0.02)
-            time.sleep(0.5)  # into its policy steps (the reset takes a few cycles)
-            before = emulator.stats().get("bus_watchdog_stops", 0)
-            proc.send_signal(signal.SIGKILL)  # the host dies: nothing turns the torque off
-            proc.communicate(timeout=WAIT_S)
-            time.sleep(bus_watchdog_s(config) + 0.5)
-            stats = emulator.stats()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(CONFIG_PATH), "--driver",
+             "emulator", "--port", port, "--lockstep", "--clock-socket", socket_path, "--episodes", "100000",
+             "--episode-steps", "200", "--log-dir", str(logs)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + WAIT_S
+        while not (logs.is_dir() and len(episode_files(logs)) >= 1):  # the second episode has started
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no episode in time"
+            time.sleep(0.02)
+        # into the second episode (20 s of simulated time, over a second of wall time here), where the servos'
+        # watchdog is armed; between two episodes it is not
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)  # the host dies: nothing turns the torque off
+        proc.communicate(timeout=WAIT_S)
+        clock = connect_clock(socket_path)  # the dead host's hang-up ended its session; this is the next
+        before = clock.stats().get("bus_watchdog_stops", 0)
+        clock.sleep(bus_watchdog_s(config) + 0.01)  # the last instruction came at or before the present time
+        stats = clock.stats()
+        clock.close()
+    finally:
+        for p in (proc, emulate):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
     assert before == 0
     assert stats["bus_watchdog_stops"] == len(config.joints)  # every joint servo stopped itself
 

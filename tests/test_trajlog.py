@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from busy_machine import MAX_DATA_AGE_S
 
 from robot.trajlog import (
     RunInfo,
@@ -183,10 +182,15 @@ def test_an_episode_is_read_at_its_own_period_and_source(tmp_path: Path) -> None
         (0, 0.1, "sim"), (1, 0.05, "emulator")]
 
 
+MOCK_DATA_AGE_S = 2.0
+"""The data-age bound of the real-time mock runs here (s): they test what a log directory accepts, on a shared 2-core
+VM where a process can stall past the shipped 250 ms."""
+
+
 def _claw_config(path: Path, period_s: float) -> Path:
     data = yaml.safe_load(CLAW_CONFIG.read_text())
     data.update(control_period_s=period_s, control_period_override=True)
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
+    data["watchdog"]["max_data_age_s"] = MOCK_DATA_AGE_S
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -7,7 +7,6 @@ the emulator), the emulator's servo torque on the valve (both engines), and the 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -18,17 +17,17 @@ import dynamixel_sdk as sdk
 import numpy as np
 import pytest
 import yaml
-from busy_machine import LATENCY_TIMER_S, MAX_DATA_AGE_S
+from lockstep_emulator import lockstep_bus
 from sdk_recording import fast_state_blocks
 
-from robot.bus import Bus, BusError, Reading, make_bus
+from robot.bus import Bus, BusError, Reading
 from robot.config import DEFAULT_PASSIVE_RESET_VELOCITY_RAD_S, RobotConfig, config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings, EpisodeResult
-from robot.dynamixel.bus import DynamixelBus
 from robot.dynamixel.control_table import STATE_BLOCK_SIZE, OperatingMode, Register, decode
 from robot.dynamixel.units import RAD_PER_TICK
 from robot.emulator import Emulator, RealityConfig
 from robot.emulator.physics import XM430_TORQUE_LIMIT_NM, RealTimePhysics
+from robot.hardware import open_robot
 from robot.mock import MockBus
 from robot.runner import run_episodes, run_info
 from robot.trajlog import TrajectoryWriter, read_episodes, read_run
@@ -386,14 +385,11 @@ class WriteLog:
 
 
 def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> None:
-    data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["latency_timer_s"] = LATENCY_TIMER_S
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S  # three 205 ms read attempts must fit in it
-    config = config_from_mapping(data, source="test config")
+    config = load_config(CONFIG_PATH)
     valve_id = config.encoder("valve").id
     recorder = WriteLog()
-    with Emulator(config, RealityConfig(initial_passive_pos_rad=(0.8,))) as emu:
-        bus = DynamixelBus(config, emu.port, packet_handler=recorder)
+    with Emulator(config, RealityConfig(initial_passive_pos_rad=(0.8,)), lockstep=True) as emu:
+        bus = lockstep_bus(config, emu, packet_handler=recorder)
         try:
             bus.connect()
             mode = recorder.writes_to(valve_id, Register.OPERATING_MODE)
@@ -407,7 +403,7 @@ def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> Non
                 assert torque_on[1] == 1 and goal[1] == present  # goal = present, then torque on: no jump
                 for angle in np.linspace(0.8, -0.4, 7)[1:]:
                     sent = bus.write_passive({"valve": float(angle)})
-                    time.sleep(0.1)
+                    emu.clock.sleep(0.1)
                 assert bus.read().passive_pos[0] == pytest.approx(sent["valve"], abs=RAD_PER_TICK)
             assert bus.torque_status()["valve"] is False
             with pytest.raises(RuntimeError, match="inside"), bus.passive_driven("valve"):
@@ -421,21 +417,11 @@ def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> Non
             bus.close()
 
 
-@pytest.fixture
-def fast_config() -> RobotConfig:
-    """The claw at a 20 ms control period, so a real-time run is short."""
-    data = yaml.safe_load(CONFIG_PATH.read_text())
-    data["control_period_s"] = 0.02
-    data["control_period_override"] = True
-    data["watchdog"]["max_data_age_s"] = MAX_DATA_AGE_S
-    data["latency_timer_s"] = LATENCY_TIMER_S
-    return config_from_mapping(data, source="fast test config")
-
-
-def test_on_the_emulator_a_turned_valve_is_reset_and_free_during_episodes(tmp_path: Path,
-                                                                          fast_config: RobotConfig) -> None:
+def test_on_the_emulator_a_turned_valve_is_reset_and_free_during_episodes(tmp_path: Path) -> None:
     # The valve was left at 1.5 rad; the scripted policy sweeps the top joints, which turns it again.
-    inner = make_bus(fast_config, "emulator", reality=RealityConfig(initial_passive_pos_rad=(1.5,)))
+    config = load_config(CONFIG_PATH)
+    io = open_robot(config, "emulator", reality=RealityConfig(initial_passive_pos_rad=(1.5,)), lockstep=True)
+    inner = io.bus
     bus = WatchingBus(inner, ask_servos=True)
     last = SPEC.obs_layout.slice("last_action")
     hold = np.tile([0.0, -0.75, 0.47], 3)  # fingertips lowered towards the spokes
@@ -447,13 +433,14 @@ def test_on_the_emulator_a_turned_valve_is_reset_and_free_during_episodes(tmp_pa
 
     try:
         inner.connect()
-        task = replace(DClawTurn(), spec=fast_config.task_spec())
-        ctrl = Controller(sweep, bus, task, fast_config, settings=ControllerSettings(episode_steps=25))
-        summary = run_episodes(ctrl, TrajectoryWriter(tmp_path, run_info(fast_config, "emulator", 25)), 2,
+        task = replace(DClawTurn(), spec=config.task_spec())
+        settings = io.controller_settings(ControllerSettings(episode_steps=25))
+        ctrl = Controller(sweep, bus, task, config, settings=settings, clock=io.clock, sleep=io.sleep)
+        summary = run_episodes(ctrl, TrajectoryWriter(tmp_path, run_info(config, "emulator", 25)), 2,
                                np.random.default_rng(0))
         status = inner.torque_status()
     finally:
-        inner.close()
+        io.close()
     assert summary.stop_kind == "completed", summary.stop_reason
     episodes = list(read_episodes(tmp_path))
     assert len(episodes) == 2

@@ -233,7 +233,8 @@ class DynamixelBus:
     ``port_handler``/``packet_handler`` replace the SDK objects (tests pass recording wrappers);
     ``on_close`` runs after the port is closed (e.g. stopping an emulator the bus owns); ``interrupt`` is polled
     before each retry of a state read, and a true result gives the read up (stale), so a requested stop acts
-    after one transaction instead of every retry. Not thread-safe: one loop owns the bus.
+    after one transaction instead of every retry. ``clock`` and ``sleep`` are the bus's time (a lock-step emulator's
+    simulated time with its port handler). Not thread-safe: one loop owns the bus.
     """
 
     def __init__(
@@ -245,6 +246,7 @@ class DynamixelBus:
         packet_handler: Any = None,
         on_close: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         interrupt: Callable[[], object] | None = None,
     ) -> None:
         if config.protocol != 2.0:
@@ -257,6 +259,7 @@ class DynamixelBus:
         self._ph = packet_handler if packet_handler is not None else sdk.PacketHandler(2.0)
         self._on_close = on_close
         self._clock = clock
+        self._sleep = sleep
         self._interrupt = interrupt
         self._book = CounterBook()
         self._opened = False
@@ -728,7 +731,7 @@ class DynamixelBus:
                 return
             if self._clock() > deadline:
                 raise BusError(f"{self._label(servo_id)} did not answer within {REBOOT_WAIT_S} s of REBOOT")
-            time.sleep(REBOOT_POLL_S)
+            self._sleep(REBOOT_POLL_S)
 
     # --- helpers ----------------------------------------------------------------------------------
     def _implausible(self, joint_pos: FloatArray, passive_pos: FloatArray) -> str | None:

@@ -107,10 +107,15 @@ class ServoChain:
             s.set(Register.GOAL_POSITION, s.get(Register.PRESENT_POSITION))
 
     # --- physics coupling ------------------------------------------------------------------------
-    def idle(self, now: float) -> None:
+    def idle(self, now: float, sample: bool = True) -> None:
         """Advance the physics (and the present registers) and start time-triggered faults while no request is
-        pending."""
-        self.refresh(now)
+        pending. ``sample=False`` leaves the present registers to be sampled when something next needs them (a read,
+        a Bus Watchdog stop): the same values, as they are a sample of the latest physics step either way, without
+        the cost of sampling every step (lock-step, where no host is waiting)."""
+        if sample:
+            self.refresh(now)
+        elif self.physics.advance_to(now):
+            self._sampled = False
         self._start_faults(now)
         self._bus_watchdog(now)
 
@@ -119,6 +124,7 @@ class ServoChain:
         expired = (self._watchdog_s > 0) & (now - self._last_instruction > self._watchdog_s) & (self._torque != 0)
         if not expired.any():
             return
+        self.refresh(now)  # the servos stop at their present positions
         for k in np.flatnonzero(expired):
             self.servos[k].bus_watchdog_expired()
         self.stats["bus_watchdog_stops"] += int(expired.sum())

@@ -6,6 +6,13 @@ The first line on stdout is the servos' device path to open (``/dev/pts/N``). A 
 once; the emulator then serves until SIGINT or SIGTERM and exits 0, printing its counters to stderr. Also
 runnable as ``python -m robot.emulator.cli --robot hardware_configs/dclaw.yaml``.
 
+``--lockstep`` serves in simulated time (``robot.emulator.server``, "Lock-step"): time stands still until a client
+moves it. A last line then names the time socket, a Unix socket that takes one client at a time; the client speaks
+``multiprocessing.connection`` framing (pickled tuples) on it: ``("advance", t_target, bytes_written,
+until_reply)`` answered ``("at", t, servo_bytes, imu_bytes)``, and ``("stats",)``. ``s2r deploy --driver emulator
+--port LINE1 [--imu-port LINE2] --lockstep --clock-socket LAST_LINE`` is such a client
+(``robot.emulator.lockstep.connect_clock``); a client that hangs up leaves the emulator waiting for the next one.
+
 An emulator started here has no owner to ask for scene placements, so a legged robot's episodes start where
 the previous one left it (as on the real robot without a person to put it down); ``s2r deploy --driver emulator``
 without ``--port`` starts its own emulator, which places the robot at every episode's start.
@@ -15,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -48,16 +59,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="faults to inject: a YAML file or a spec such as 'drop=0.01,crc=0.005,late=0.01:5ms,"
                    "overload=21@2s,overheat=31@100cycles,silent=12@10s,seed=1' (IMU: imu_silent@2s, "
                    "imu_corrupt=0.05, imu_drop=0.01)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="serve in simulated time, moved by a client through the time socket printed last")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    from robot.emulator.server import build_server
+    from robot.emulator.server import SimTime, build_server
 
     config = load_config(args.robot)
     reality = load_reality(args.reality, config) if args.reality else NOMINAL_REALITY
     faults = faults_from_arg(args.faults)
-    server = build_server(config, reality, faults)
+    sim_time = SimTime() if args.lockstep else None
+    server = (build_server(config, reality, faults, clock=sim_time) if sim_time is not None
+              else build_server(config, reality, faults))
     stop = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -69,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         lines = [server.open()]
         if server.imu_path is not None:
             lines.append(server.imu_path)
-        print("\n".join(lines), flush=True)
-        server.serve(lambda: stop)
+        if sim_time is None:
+            print("\n".join(lines), flush=True)
+            server.serve(lambda: stop)
+        else:
+            _serve_lockstep(server, sim_time, lines, lambda: stop)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -78,6 +96,38 @@ def run(args: argparse.Namespace) -> int:
         server.close()
     print(json.dumps({"emulator_stats": stats, "faults": faults.describe()}), file=sys.stderr)
     return 0
+
+
+ACCEPT_POLL_S = 0.2
+"""How often a lock-step emulator waiting for a client checks for SIGINT/SIGTERM (s)."""
+
+
+def _serve_lockstep(server: Any, sim_time: Any, lines: list[str], should_stop: Any) -> None:
+    """Print the device lines and the time socket, then serve one lock-step client after another."""
+    folder = tempfile.mkdtemp(prefix="s2r-lockstep-")
+    path = os.path.join(folder, "clock.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(1)
+        listener.settimeout(ACCEPT_POLL_S)
+        print("\n".join([*lines, path]), flush=True)
+        while not should_stop():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            client.setblocking(True)
+            conn = Connection(client.detach())
+            try:
+                server.serve_lockstep(sim_time, conn, should_stop)
+            finally:
+                conn.close()
+    finally:
+        listener.close()
+        if os.path.exists(path):
+            os.unlink(path)
+        os.rmdir(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

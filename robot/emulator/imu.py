@@ -46,6 +46,8 @@ class EmulatedImu:
         self._master = -1
         self._slave = -1
         self.path = ""
+        self.bytes_written = 0
+        """Bytes written to the pty (a lock-step client waits for this many)."""
         self.stats: Counter[str] = Counter()
         """``imu_frames`` sent (corrupted included), ``imu_corrupted``, ``imu_dropped``, ``imu_silent`` (1 once
         silent), ``imu_frames_merged``, ``imu_overflow_bytes``."""
@@ -109,5 +111,6 @@ class EmulatedImu:
             n = os.write(self._master, frame)
         except BlockingIOError:
             n = 0  # nobody reads the slave and its buffer is full: lost, as on an open line
+        self.bytes_written += n
         if n < len(frame):
             self.stats["imu_overflow_bytes"] += len(frame) - n

@@ -7,6 +7,10 @@ robot.emulator.child``, safe whatever threads the parent runs, and unlike multip
 never re-imports the caller's ``__main__``); it talks to its owner over a socket pair: it receives the
 config, reality and faults, answers ready/paths, stats, scene placements and stop, and exits when the owner goes
 away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`).
+
+An emulator started with ``lockstep=True`` serves in simulated time (``ChainServer.serve_lockstep``): its
+:attr:`Emulator.clock` is the :class:`~robot.emulator.lockstep.LockstepClock` that moves that time, on the same
+connection.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +28,9 @@ from robot.emulator.faults import NO_FAULTS, FaultSpec
 from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
 from s2r.errors import UserError
 from sim.tasks.spec import FloatArray
+
+if TYPE_CHECKING:
+    from robot.emulator.lockstep import LockstepClock
 
 START_TIMEOUT_S = 60.0
 """Longest wait for the child to load the physics and open its pty (s)."""
@@ -41,10 +48,12 @@ class EmulatorError(UserError):
 def child_main(conn: Connection) -> None:
     """The child's body: receive what to emulate, open the pty, report the path, serve until told to stop."""
     try:
-        config, reality, faults = conn.recv()
-        from robot.emulator.server import build_server
+        config, reality, faults, lockstep = conn.recv()
+        from robot.emulator.server import SimTime, build_server
 
-        server = build_server(config, reality, faults)
+        sim_time = SimTime() if lockstep else None
+        server = (build_server(config, reality, faults, clock=sim_time) if sim_time is not None
+                  else build_server(config, reality, faults))
         path = server.open()
     except Exception as exc:  # reported to the owner, who raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -52,7 +61,10 @@ def child_main(conn: Connection) -> None:
         return
     conn.send(("ready", path, server.imu_path))
     try:
-        server.serve(lambda: False, control=conn)
+        if sim_time is not None:
+            server.serve_lockstep(sim_time, conn)
+        else:
+            server.serve(lambda: False, control=conn)
     finally:
         server.close()
         conn.close()
@@ -62,14 +74,17 @@ class Emulator:
     """A servo-chain emulator of ``config``'s robot serving protocol 2.0 on a pty, in a child process.
 
     Use as a context manager, or :meth:`start` / :meth:`stop`. ``port`` is the device path to open, ``imu_port``
-    the IMU's when the config has one. It is also a scene placer (:meth:`place`) for the controller.
+    the IMU's when the config has one. It is also a scene placer (:meth:`place`) for the controller. With
+    ``lockstep`` it runs in simulated time, which :attr:`clock` moves.
     """
 
     def __init__(self, config: RobotConfig, reality: RealityConfig | None = None,
-                 faults: FaultSpec | None = None) -> None:
+                 faults: FaultSpec | None = None, *, lockstep: bool = False) -> None:
         self.config = config
         self.reality = reality if reality is not None else NOMINAL_REALITY
         self.faults = faults if faults is not None else NO_FAULTS
+        self.lockstep = lockstep
+        self._clock: LockstepClock | None = None
         self._process: Any = None
         self._conn: Connection | None = None
         self._port = ""
@@ -84,6 +99,13 @@ class Emulator:
     def imu_port(self) -> str | None:
         """The IMU's pty slave path once started; ``None`` for a robot without an IMU (or before :meth:`start`)."""
         return self._imu_port
+
+    @property
+    def clock(self) -> LockstepClock:
+        """The simulated time of a lock-step emulator once started (its ``now`` and ``sleep`` are the controller's)."""
+        if self._clock is None:
+            raise EmulatorError("only a started lock-step emulator has a clock")
+        return self._clock
 
     @property
     def pid(self) -> int | None:
@@ -106,7 +128,7 @@ class Emulator:
         child_sock.close()
         parent = Connection(parent_sock.detach())
         self._process, self._conn = process, parent
-        parent.send((self.config, self.reality, self.faults))
+        parent.send((self.config, self.reality, self.faults, self.lockstep))
         if not parent.poll(START_TIMEOUT_S):
             self.stop()
             raise EmulatorError(f"the emulator did not start within {START_TIMEOUT_S:g} s")
@@ -120,6 +142,10 @@ class Emulator:
             raise EmulatorError(f"the emulator could not start: {value}")
         self._port = value
         self._imu_port = rest[0] if rest else None
+        if self.lockstep:
+            from robot.emulator.lockstep import LockstepClock
+
+            self._clock = LockstepClock(parent)
         return value
 
     def stats(self) -> dict[str, float]:
@@ -161,7 +187,7 @@ class Emulator:
     def stop(self) -> None:
         """Stop the child (idempotent)."""
         conn, process = self._conn, self._process
-        self._conn, self._process = None, None
+        self._conn, self._process, self._clock = None, None, None
         if conn is not None:
             try:
                 conn.send(("stop",))

@@ -14,6 +14,19 @@ The owner's control connection (see ``process``) takes ``("stats",)``, ``("stop"
 passive_pos, base_pose)``: a scene reset (:meth:`ServoChain.place`), answered ``("placed", None)`` or
 ``("error", message)``. Only the emulator driver's scene placement sends it: on the real robot a person puts the
 robot down.
+
+**Lock-step** (:meth:`ChainServer.serve_lockstep`, PX4 SITL's lockstep): time is simulated and only the client moves
+it. The server's clock is a :class:`SimTime` that the loop sets; nothing happens between two requests. The client
+writes instruction packets to the pty as usual, then asks for time with ``("advance", t_target, bytes_written,
+until_reply)`` on the control connection: the server first reads exactly ``bytes_written`` (the client's running
+total of bytes written to the pty) and acts on those packets at the present simulated time, scheduling each status
+packet when it would have finished arriving (the same wire time, return delay and injected delay as in real
+time); then it walks simulated time forward event by event (every physics step, every IMU frame, every reply due),
+writing what falls due, until ``t_target``, or until the first reply is written when ``until_reply`` is true (a
+client waiting for one). It answers ``("at", t, servo_bytes, imu_bytes)``: the simulated time reached and the
+running totals of bytes written to the servo and IMU ptys, so the client knows how many bytes to wait for (a pty
+hands bytes over asynchronously, so "nothing readable yet" does not mean "nothing sent"). A client that finds no
+reply and nothing unread knows none is coming before ``t_target`` and times out there, in simulated time.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import os
 import select
 import time
 import tty
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +65,22 @@ SPIN_S = 0.0005
 BATCH_GAP_S = 0.0005
 """Packets due closer together than this are written in one go (s)."""
 READ_CHUNK_BYTES = 65536
+CONSUME_TIMEOUT_S = 10.0
+"""Lock-step: longest wait for bytes the client says it wrote to reach the pty (s of wall time)."""
+
+
+class SimTime:
+    """The lock-step server's clock: simulated time (s) that only :meth:`ChainServer.serve_lockstep` moves."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class LockstepProtocolError(UserError):
+    """A lock-step client broke the protocol (e.g. announced bytes it never wrote)."""
 
 
 def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
@@ -114,6 +144,12 @@ class ChainServer:
         self._line_free = 0.0
         self._last_rx = 0.0
         self.path = ""
+        self.bytes_read = 0
+        """Bytes read from the client (lock-step: what its ``bytes_written`` totals count)."""
+        self.bytes_written = 0
+        """Bytes written to the client."""
+        self._queue: deque[tuple[float, bytes]] = deque()
+        """Lock-step: reply batches not yet due, (due time, bytes)."""
         self.handle_time_total_s = 0.0
         """Time spent acting on instructions, replies not included (s)."""
         self.handle_time_max_s = 0.0
@@ -177,6 +213,7 @@ class ChainServer:
                 except (BlockingIOError, InterruptedError):
                     data = b""
                 if data:
+                    self.bytes_read += len(data)
                     self._last_rx = now
                     for packet in self._decoder.feed(data):
                         self._serve_packet(packet, now)
@@ -190,11 +227,109 @@ class ChainServer:
             if self.imu is not None:
                 self.imu.serve(t)
 
+    def serve_lockstep(self, time_: SimTime, control: Any, should_stop: Callable[[], bool] = lambda: False,
+                       poll_s: float = 0.1) -> None:
+        """Serve in lock-step (see the module docstring) until ``("stop",)``, the client going away or
+        ``should_stop()`` (checked every ``poll_s`` of wall time while no request comes). ``time_`` must be the
+        clock this server, its chain and its physics were built with."""
+        if self._clock is not time_:
+            raise ValueError("a lock-step server must run on the SimTime it serves")
+        # Byte totals count from this client's start: an earlier client's bytes are not its business.
+        read0, written0 = self.bytes_read, self.bytes_written
+        imu0 = self.imu.bytes_written if self.imu is not None else 0
+        try:
+            self._serve_client(time_, control, should_stop, poll_s, read0, written0, imu0)
+        finally:
+            self._discard_input()  # what a client killed between a write and its announcement left behind
+
+    def _serve_client(self, time_: SimTime, control: Any, should_stop: Callable[[], bool], poll_s: float,
+                      read0: int, written0: int, imu0: int) -> None:
+        while not should_stop():
+            if not control.poll(poll_s):
+                continue
+            try:
+                message = control.recv()
+            except (EOFError, OSError):
+                return  # the client is gone
+            if isinstance(message, tuple) and len(message) == 4 and message[0] == "advance":
+                _, target, written, until_reply = message
+                self._consume(read0 + int(written), time_.t)
+                self._advance(time_, float(target), bool(until_reply))
+                imu_bytes = self.imu.bytes_written - imu0 if self.imu is not None else 0
+                try:
+                    control.send(("at", time_.t, self.bytes_written - written0, imu_bytes))
+                except OSError:
+                    return  # the client is gone (killed while it waited)
+            else:
+                try:
+                    if self._act(control, message):
+                        return
+                except OSError:
+                    return
+
+    def _discard_input(self) -> None:
+        while select.select([self._master], [], [], 0)[0]:
+            try:
+                data = os.read(self._master, READ_CHUNK_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            self.bytes_read += len(data)
+        self._decoder.clear()
+
+    def _consume(self, written: int, now: float) -> None:
+        """Read the client's bytes up to its running total ``written`` and act on the packets, all at ``now``."""
+        while self.bytes_read < written:
+            ready, _, _ = select.select([self._master], [], [], CONSUME_TIMEOUT_S)
+            if not ready:
+                raise LockstepProtocolError(f"a lock-step client announced {written} bytes written; "
+                                            f"{self.bytes_read} arrived within {CONSUME_TIMEOUT_S:g} s")
+            try:
+                data = os.read(self._master, written - self.bytes_read)
+            except (BlockingIOError, InterruptedError):
+                continue
+            self.bytes_read += len(data)
+            self._last_rx = now
+            for packet in self._decoder.feed(data):
+                self._queue.extend(self._schedule(packet, now, now))
+
+    def _advance(self, time_: SimTime, target: float, until_reply: bool) -> None:
+        """Walk simulated time to ``target`` (or to the first reply written, with ``until_reply``) event by event:
+        each physics step (what the real-time loop wakes for: time-triggered faults and the servos' Bus Watchdog are
+        checked at its rate; the present registers are sampled from the latest step when read), each IMU frame, each
+        reply batch."""
+        physics, queue = self.chain.physics, self._queue
+        while True:
+            t = time_.t
+            nxt = min(target, physics.next_step_due())
+            if self.imu is not None:
+                nxt = min(nxt, self.imu.next_due())
+            if queue:
+                nxt = min(nxt, queue[0][0])
+            time_.t = t = max(t, nxt)
+            self.chain.idle(t, sample=False)
+            if self.imu is not None:
+                self.imu.serve(t)
+            if self._decoder.pending and t - self._last_rx > PARTIAL_PACKET_TIMEOUT_S:
+                self._decoder.clear()
+                self.chain.stats["partial_packets_dropped"] += 1
+            wrote = False
+            while queue and queue[0][0] <= t:
+                self._write(queue.popleft()[1])
+                wrote = True
+            if t >= target or (until_reply and wrote):
+                return
+
     def _control(self, control: Any) -> bool:
         try:
             message = control.recv()
         except (EOFError, OSError):
             return True  # the owner is gone
+        return self._act(control, message)
+
+    def _act(self, control: Any, message: Any) -> bool:
+        """Act on one control message; whether it was ``("stop",)``."""
         if message == ("stats",):
             control.send(self.stats())
             return False
@@ -213,9 +348,22 @@ class ChainServer:
         return wire_time_s(n_bytes, self.baud) if self.wire_time else 0.0
 
     def _serve_packet(self, packet: Packet, arrived: float) -> None:
-        start = self._clock()
-        replies = self.chain.handle(packet, start)
-        took = self._clock() - start
+        for due, data in self._schedule(packet, arrived, self._clock()):
+            self._wait_until(due)
+            self._write(data)
+
+    def _schedule(self, packet: Packet, arrived: float, now: float) -> list[tuple[float, bytes]]:
+        """Act on ``packet`` (at ``now``; it arrived at ``arrived``) and return its status packets in write batches:
+        (when the batch has finished arriving, its bytes).
+
+        The line carries the instruction, then each reply after its servo's delay; packets that follow each other
+        closely (less than ``BATCH_GAP_S`` apart, e.g. the replies of a sync read) go out together when the last of
+        them is due: every sleep is a chance for a loaded host to wake the emulator late, and the client waits for
+        all of them anyway. A packet an injected fault delays starts a batch of its own.
+        """
+        start = time.perf_counter()
+        replies = self.chain.handle(packet, now)
+        took = time.perf_counter() - start
         self.handle_time_total_s += took
         self.handle_time_max_s = max(self.handle_time_max_s, took)
         t = max(arrived, self._line_free) + self._wire(len(packet.raw))
@@ -225,24 +373,15 @@ class ChainServer:
             if not r.dropped:
                 due.append((t, r.packet))
         self._line_free = t
-        self._send(due)
-
-    def _send(self, due: list[tuple[float, bytes]]) -> None:
-        """Write the packets when they would have finished arriving.
-
-        Packets that follow each other closely (less than ``BATCH_GAP_S`` apart, e.g. the replies of a sync
-        read) go out together when the last of them is due: every sleep is a chance for a loaded host to
-        wake the emulator late, and the client waits for all of them anyway. A packet an injected fault
-        delays starts a batch of its own.
-        """
+        batches: list[tuple[float, bytes]] = []
         k = 0
         while k < len(due):
             end = k + 1
             while end < len(due) and due[end][0] - due[end - 1][0] < BATCH_GAP_S:
                 end += 1
-            self._wait_until(due[end - 1][0])
-            self._write(b"".join(p for _, p in due[k:end]))
+            batches.append((due[end - 1][0], b"".join(p for _, p in due[k:end])))
             k = end
+        return batches
 
     def _wait_until(self, t: float) -> None:
         """Sleep until ``SPIN_S`` before ``t``, then spin: a reply due within a millisecond would otherwise be
@@ -262,4 +401,5 @@ class ChainServer:
                 # Nobody reads the slave and its buffer is full: the bytes are lost, as on an open line.
                 self.chain.stats["output_overflow_bytes"] += len(view)
                 return
+            self.bytes_written += n
             view = view[n:]
