@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from export.onnx_policy import OnnxPolicy
 from robot.config import load_config
 from robot.controller import Controller, ControllerSettings
 from robot.emulator.reality import RealityConfig
@@ -53,6 +54,9 @@ under the fingers' weight) where the simulator places them exactly."""
 FINAL_VALVE_TOLERANCE_RAD = 0.01
 """Largest difference of the valve's final angle (rad; measured up to 0.0035): a tenth of the success threshold, so
 success can differ only for a valve ending within this of the threshold."""
+TRAINED_RETURN_FRACTION = 0.15
+"""Largest return difference of the trained policy's episodes, as a fraction of the largest return (measured: 0.10,
+seed 1)."""
 PARITY_POINTS = 0.10
 """Issue #5: the success rate on the emulator is within 10 points of the one in simulation."""
 PARITY_EPISODES = 20
@@ -138,8 +142,25 @@ def turn_policy(obs: np.ndarray) -> np.ndarray:
     return action
 
 
-@pytest.mark.parametrize("policy", [sweep, turn_policy], ids=["sweep", "turn"])
-def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any) -> None:
+TRAINED_POLICY = ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx"
+"""A trained claw policy (see ``tests/data/README.md``): it turns the fixed-target valve, so the parity test compares
+successes, not only failures."""
+
+
+def trained_policy(obs: np.ndarray) -> np.ndarray:
+    """The trained policy's deterministic action (loaded once)."""
+    global _TRAINED
+    if _TRAINED is None:
+        _TRAINED = OnnxPolicy(TRAINED_POLICY)
+    return _TRAINED.act(np.asarray(obs, dtype=np.float32))
+
+
+_TRAINED: OnnxPolicy | None = None
+
+
+@pytest.mark.parametrize(("policy", "task"), [(sweep, "dclaw-turn-random"), (turn_policy, "dclaw-turn-random"),
+                                              (trained_policy, "dclaw-turn")], ids=["sweep", "turn", "trained"])
+def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any, task: str) -> None:
     """Issue #16: on a nominal MuJoCo reality with zero noise and latency, in lock-step at the shipped limits, each
     deployed episode matches ``policies.evaluate`` (``s2r eval``) of the same seed: success identical, the return
     and the valve's final angle within tick quantization (see the tolerances)."""
@@ -148,7 +169,7 @@ def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any) -> None:
     from sim import resolve_env_id
     from sim.tasks import make_task
 
-    env_id = resolve_env_id("dclaw-turn-random")  # random starts and targets: each seed its own episode
+    env_id = resolve_env_id(task)  # random starts and targets, or the fixed task's reset noise: one episode per seed
     env = make_env(env_id, "mujoco", None)
     try:
         sim = eval_episodes(policy, env, PARITY_SEEDS, seed=0)
@@ -173,9 +194,17 @@ def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any) -> None:
         assert io.bus.counters.total_comm_errors == 0
     assert [r.complete for r in robot] == [True] * PARITY_SEEDS
     assert [r.success for r in robot] == sim["successes"]
+    if policy is trained_policy:  # success is compared where there is some
+        assert all(sim["successes"])
     returns = np.array([r.episode_return for r in robot])
-    assert np.abs(returns - np.array(sim["returns"])).max() <= RETURN_TOLERANCE, (returns, sim["returns"])
     robot_final = np.array([r.arrays["passive_pos"][-1, 0] for r in robot])
+    if policy is trained_policy:
+        # A trained policy's feedback amplifies the robot's whole-tick readings and its start pose (see
+        # RETURN_TOLERANCE) through the valve's contacts: the episodes still succeed alike, but the paths differ.
+        bound = TRAINED_RETURN_FRACTION * np.abs(sim["returns"]).max()
+        assert np.abs(returns - np.array(sim["returns"])).max() <= bound, (returns, sim["returns"])
+        return
+    assert np.abs(returns - np.array(sim["returns"])).max() <= RETURN_TOLERANCE, (returns, sim["returns"])
     assert np.abs(robot_final - np.array(final)).max() <= FINAL_VALVE_TOLERANCE_RAD, (robot_final, final)
 
 
