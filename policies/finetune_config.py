@@ -72,9 +72,9 @@ class FinetuneConfig:
         for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lockstep and (self.driver != "emulator" or self.port is not None):
-            raise UserError("--lockstep runs an emulator this run starts in simulated time: it needs --driver emulator "
-                            "and no --port")
+        if self.lockstep and (self.driver not in ("emulator", "mock") or self.port is not None):
+            raise UserError("--lockstep runs a simulated robot this run starts (an emulator or the mock) in simulated "
+                            "time: it needs --driver emulator or mock, and no --port")
         if self.reeval_episodes < 0:
             raise UserError(f"--reeval-episodes must be >= 0, got {self.reeval_episodes}")
 

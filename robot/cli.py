@@ -78,8 +78,8 @@ def register(sub: Any) -> None:
     p.add_argument("--faults", metavar="SPEC", help="faults to inject (emulator started here, or mock): a YAML file "
                    "or a spec such as 'drop=0.01,silent=21@5s' or, with an IMU, 'imu_silent@2s,imu_corrupt=0.05'")
     p.add_argument("--lockstep", action="store_true",
-                   help="emulator driver: run in the emulator's simulated time (deterministic for a seed, faster than "
-                   "real time); the default is real time")
+                   help="emulator or mock driver: run in the robot's simulated time (deterministic for a seed, faster "
+                   "than real time); the default is real time")
     p.add_argument("--clock-socket", metavar="PATH", help="with --lockstep and --port: the time socket a running "
                    "`s2r emulate --lockstep` printed on its last line")
     p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
@@ -224,7 +224,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     from robot.config import load_config
     from robot.emulator.faults import faults_from_arg
     from robot.emulator.reality import load_reality
-    from robot.hardware import open_robot
+    from robot.hardware import check_driver_options, open_robot
     from robot.runner import run_episodes, run_info
     from robot.trajlog import TrajectoryWriter
 
@@ -236,6 +236,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         raise UserError("--reality applies to the emulator driver only")
     if args.faults and args.driver == "dynamixel":
         raise UserError("--faults applies to the emulator and mock drivers only")
+    check_driver_options(args.driver, args.lockstep, args.clock_socket)
     reality = load_reality(args.reality, config) if args.reality else None
     faults = faults_from_arg(args.faults) if args.faults else None
     if faults is not None:

@@ -62,6 +62,21 @@ class MockScene:
             self.imu.place(base_pose[3:])
 
 
+class SimulatedTime:
+    """The mock's lock-step clock (s): it starts at 0 and moves only when something sleeps on it, so a mock run takes
+    no wall time and ends the same on any host."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        """Let ``dt`` seconds pass (a negative wait passes no time)."""
+        self.t += max(0.0, dt)
+
+
 @dataclass
 class RobotIO:
     """The bus, IMU and scene placer of one robot; :meth:`close` releases them (the IMU first)."""
@@ -98,6 +113,23 @@ class RobotIO:
         self.close()
 
 
+def check_driver_options(driver: str, lockstep: bool, clock_socket: str | None) -> None:
+    """Refuse a driver, lock-step and time-socket combination that cannot run (a command checks this before it writes
+    anything; :func:`open_robot` checks it again)."""
+    if driver not in DRIVERS:
+        raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
+    if clock_socket is not None and not lockstep:
+        raise UserError("a lock-step time socket needs lock-step (--lockstep)")
+    if not lockstep:
+        return
+    if driver == "mock" and clock_socket is not None:
+        raise UserError("a lock-step time socket belongs to a running `s2r emulate --lockstep`; the mock has its own "
+                        "simulated time (drop --clock-socket)")
+    if driver not in ("emulator", "mock"):
+        raise UserError(f"lock-step runs a simulated robot in simulated time; the {driver} driver runs in real time "
+                        "(use --driver emulator or mock, or drop --lockstep)")
+
+
 def open_robot(
     config: RobotConfig,
     driver: str,
@@ -119,14 +151,14 @@ def open_robot(
     :func:`robot.bus.make_bus`). ``lockstep`` runs an emulator in simulated time (module docstring); with ``port``
     it needs the time socket that ``s2r emulate --lockstep`` printed (``clock_socket``).
     """
-    if driver not in DRIVERS:
-        raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
-    if clock_socket is not None and not lockstep:
-        raise UserError("a lock-step time socket needs lock-step (--lockstep)")
+    check_driver_options(driver, lockstep, clock_socket)
     if lockstep:
-        if driver != "emulator":
-            raise UserError(f"lock-step runs the emulator in simulated time; the {driver} driver runs in real time "
-                            "(use --driver emulator, or drop --lockstep)")
+        if driver == "mock":
+            # The mock integrates its servos up to any clock reading, so lock-step is a clock only sleeps move.
+            sim_time = SimulatedTime()
+            io = open_robot(config, "mock", port, imu_port=imu_port, faults=faults, clock=sim_time,
+                            interrupt=interrupt)
+            return replace(io, clock=sim_time, sleep=sim_time.sleep, lockstep=True)
         return _open_lockstep(config, port, imu_port, reality, faults, interrupt, clock_socket)
     imu_config = config.imu
     if imu_config is None:

@@ -45,7 +45,7 @@ def test_every_command_runs_the_quadruped(run: Path, fast_robot: Path, tmp_path:
     assert _json_out(capsys)["cells"] == 2
 
     logs = tmp_path / "deploy"
-    assert main(["deploy", str(onnx), "--robot", str(fast_robot), "--driver", "mock", "--episodes", "2",
+    assert main(["deploy", str(onnx), "--robot", str(fast_robot), "--driver", "mock", "--lockstep", "--episodes", "2",
                  "--log-dir", str(logs), "--json"]) == 0
     deployed = _json_out(capsys)
     assert deployed["stop_kind"] == "completed" and deployed["episodes"] == 2
@@ -60,7 +60,7 @@ def test_every_command_runs_the_quadruped(run: Path, fast_robot: Path, tmp_path:
     fitted = yaml.safe_load(posterior.read_text())
     assert fitted["task"] == "dkitty-stand" and "leg_kp" in fitted["joint"]["names"]
 
-    assert main(["finetune", str(run), "--robot", str(fast_robot), "--driver", "mock", "--episodes", "1",
+    assert main(["finetune", str(run), "--robot", str(fast_robot), "--driver", "mock", "--lockstep", "--episodes", "1",
                  "--out", str(tmp_path / "ft"), "--quiet", "--json"]) == 0
     tuned = _json_out(capsys)
     assert tuned["episodes_done"] == 1 and tuned["stop_kind"] == "completed"

@@ -122,11 +122,6 @@ def test_bad_config_is_refused() -> None:
         MultiSine(CLAW, 0, low=CLAW.high, high=CLAW.low)
 
 
-MOCK_DATA_AGE_S = 2.0
-"""The data-age bound of the real-time mock run here (s): it checks the signal sent, on a shared 2-core VM where a
-process can stall past the shipped 250 ms."""
-
-
 def test_simulated_logs_and_a_mock_deployment_run_the_signal(tmp_path: Path) -> None:
     """``s2r simlogs --policy excite`` and ``s2r deploy scripted:excite`` send the multi-sine's targets, rate-limited
     only while an episode's start pose catches up with it, and the signal runs on across episodes."""
@@ -142,12 +137,11 @@ def test_simulated_logs_and_a_mock_deployment_run_the_signal(tmp_path: Path) -> 
             previous = command[t]
     config = yaml.safe_load((ROOT / "hardware_configs" / "dclaw.yaml").read_text())
     config["control_period_s"], config["control_period_override"] = 0.01, True
-    config["watchdog"]["max_data_age_s"] = MOCK_DATA_AGE_S
     robot = tmp_path / "robot.yaml"
     robot.write_text(yaml.safe_dump(config, sort_keys=False))
     logs = tmp_path / "deploy"
-    assert s2r_main(["deploy", "scripted:excite", "--robot", str(robot), "--driver", "mock", "--episodes", "2",
-                     "--episode-steps", "30", "--log-dir", str(logs), "--seed", "2"]) == 0
+    assert s2r_main(["deploy", "scripted:excite", "--robot", str(robot), "--driver", "mock", "--lockstep",
+                     "--episodes", "2", "--episode-steps", "30", "--log-dir", str(logs), "--seed", "2"]) == 0
     assert read_run(logs).extra["policy"] == "scripted:excite"
     hw = load_config(robot)
     for ep in read_episodes(logs):

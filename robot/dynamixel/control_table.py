@@ -2,7 +2,8 @@
 
 Source: ROBOTIS e-manual, "XM430-W350-T/R" control table (firmware v45 and later,
 https://emanual.robotis.com/docs/en/dxl/x/xm430-w350/) and "Protocol 2.0"
-(https://emanual.robotis.com/docs/en/dxl/protocol2/). Addresses below 64 are EEPROM: a servo refuses to write them while Torque Enable is 1.
+(https://emanual.robotis.com/docs/en/dxl/protocol2/). Addresses below 64 are EEPROM: a servo refuses to write
+them while Torque Enable is 1.
 """
 
 from __future__ import annotations
