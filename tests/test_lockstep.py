@@ -156,12 +156,17 @@ def test_the_imu_streams_exactly_its_rate_in_simulated_time() -> None:
             assert t - period - 1e-9 <= sample.device_time_s <= t and sample.receive_time == t
 
 
-def test_lockstep_needs_the_emulator_driver() -> None:
+def test_lockstep_needs_a_simulated_robot() -> None:
     from s2r.errors import UserError
 
-    for driver in ("mock", "dynamixel"):
-        with pytest.raises(UserError, match=f"the {driver} driver runs in real time"):
-            open_robot(CLAW, driver, lockstep=True)
+    with pytest.raises(UserError, match="the dynamixel driver runs in real time"):
+        open_robot(CLAW, "dynamixel", lockstep=True)
+    with pytest.raises(UserError, match="the mock has its own simulated time"):
+        open_robot(CLAW, "mock", lockstep=True, clock_socket="/tmp/nothing.sock")
+    with open_robot(CLAW, "mock", lockstep=True) as io:  # the mock's lock-step: a clock only sleeps move
+        assert io.lockstep and io.clock() == 0.0
+        io.sleep(0.25)
+        assert io.clock() == 0.25
     with pytest.raises(UserError, match="--clock-socket needs --port"):
         open_robot(CLAW, "emulator", lockstep=True, clock_socket="/tmp/nothing.sock")
     with pytest.raises(UserError, match="cannot connect to the lock-step emulator's time socket"):
