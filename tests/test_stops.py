@@ -587,7 +587,9 @@ def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their
                 p.kill()
                 p.communicate()
     assert before == 0
-    assert stats["bus_watchdog_stops"] == len(config.joints)  # every joint servo stopped itself
+    # Every joint servo stopped itself, and the valve's servo too when the kill came while the valve reset drove it
+    # (the kill lands at a wall-clock moment: on a loaded host still in the second episode's reset).
+    assert len(config.joints) <= stats["bus_watchdog_stops"] <= len(config.all_ids)
 
 
 class ArmingFailsBus(MockBus):
