@@ -114,7 +114,7 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.de
     cfg = cfg.resolved()
     hidden = tuple(cfg.hidden)
     assert cfg.lr is not None and cfg.policy_delay is not None and cfg.critic_hidden is not None
-    assert cfg.gamma is not None
+    assert cfg.gamma is not None and cfg.init_alpha is not None
     if cfg.algo == "crossq":
         crossq = make_crossq_model(obs_dim, act_dim, hidden, tuple(cfg.critic_hidden), cfg.activation, cfg.lr,
                                    CROSSQ_BETA1, cfg.init_alpha, device, cfg.seed)
