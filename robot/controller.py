@@ -255,9 +255,15 @@ class RateTimer:
             if remaining < -TIME_EPSILON_S:
                 overrun = True
             else:
+                last = math.nan
                 while remaining > TIME_EPSILON_S:
-                    if remaining > self._spin_s:
+                    if remaining == last:
+                        # A clock that stood still since the last look moves only when slept on (a lock-step
+                        # clock, or a sleep too short to move it): spinning, or sleeping short, would never end.
+                        self._sleep(remaining)
+                    elif remaining > self._spin_s:
                         self._sleep(remaining - self._spin_s)
+                    last = remaining
                     remaining = self._deadline - clock()
         start = clock()
         error = math.nan if self._last_start is None else (start - self._last_start) - self.period_s

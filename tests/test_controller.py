@@ -273,6 +273,18 @@ def test_rate_timer_sleeps_then_spins() -> None:
     assert np.median(np.abs(errors)) < 0.002
 
 
+def test_rate_timer_on_a_clock_that_moves_only_when_slept_on_keeps_the_period() -> None:
+    """A lock-step clock stands still while spun on: the timer sleeps the rest instead of spinning forever, and every
+    cycle starts exactly one period after the last, whatever ``spin_s`` says."""
+    from robot.controller import RateTimer
+
+    clock = FakeClock()
+    timer = RateTimer(0.1, clock, clock.sleep, spin_s=0.0003)
+    timer.wait()
+    starts = [timer.wait()[0] for _ in range(5)]
+    np.testing.assert_allclose(np.diff(starts), 0.1, atol=1e-9)
+
+
 # --- resets and episodes --------------------------------------------------------------------------------
 class RecordingBus:
     """A bus that records every command written (wraps another bus)."""

@@ -21,7 +21,6 @@ from lockstep_emulator import FACTORY_RETURN_DELAY_S, lockstep_port
 
 from robot.bus import BusError
 from robot.config import load_config
-from robot.dynamixel.control_table import Register
 from robot.dynamixel.timing import packet_timeout_s
 from robot.dynamixel.units import wire_time_s
 from robot.emulator import Emulator, parse_faults
@@ -171,4 +170,31 @@ def test_lockstep_needs_a_simulated_robot() -> None:
         open_robot(CLAW, "emulator", lockstep=True, clock_socket="/tmp/nothing.sock")
     with pytest.raises(UserError, match="cannot connect to the lock-step emulator's time socket"):
         open_robot(CLAW, "emulator", "/dev/null", lockstep=True, clock_socket="/nonexistent/clock.sock")
-    assert Register.PRESENT_POSITION.size == 4  # the register the bus's state block reads
+
+
+def test_a_client_that_breaks_the_protocol_ends_only_its_own_session() -> None:
+    """`s2r emulate --lockstep` serves one client after another: a malformed request ends that client's session
+    (counted), and the next client starts from a clean line at the present simulated time."""
+    from multiprocessing import Pipe
+
+    from robot.emulator.faults import NO_FAULTS
+    from robot.emulator.reality import NOMINAL_REALITY
+    from robot.emulator.server import SimTime, build_server
+
+    time_ = SimTime()
+    server = build_server(CLAW, NOMINAL_REALITY, NO_FAULTS, clock=time_)
+    server.open()
+    try:
+        client, end = Pipe()
+        client.send(("advance", 0.05, 0, False))
+        client.send(("advance", "soon", 0, False))  # not a time
+        server.serve_lockstep(time_, end)  # returns: the session is over, the emulator is not
+        assert client.recv() == ("at", 0.05, 0, 0)
+        assert server.stats()["lockstep_protocol_errors"] == 1
+        client, end = Pipe()
+        client.send(("advance", 0.1, 0, False))
+        client.close()  # the session ends when the client goes away, after its request
+        server.serve_lockstep(time_, end)
+        assert time_.t == pytest.approx(0.1)
+    finally:
+        server.close()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import select
+import sys
 import time
 import tty
 from collections import deque
@@ -54,6 +55,9 @@ from s2r.extras import MissingExtra
 from sim.engines import UnsupportedParameter
 from sim.tasks.base import start_base_pose
 
+SESSION_QUIET_S = 0.05
+"""Between two lock-step clients, the pty must be quiet this long (wall time) before the next one is served: bytes a
+killed client wrote may still be in flight."""
 IDLE_WAKE_S = 0.004
 """Longest wait for input before the physics is stepped to the wall clock anyway (s)."""
 PARTIAL_PACKET_TIMEOUT_S = 0.05
@@ -239,8 +243,16 @@ class ChainServer:
         imu0 = self.imu.bytes_written if self.imu is not None else 0
         try:
             self._serve_client(time_, control, should_stop, poll_s, read0, written0, imu0)
+        except (LockstepProtocolError, ValueError, TypeError) as exc:
+            # A client that breaks the protocol ends its own session, not the emulator another client may use next.
+            self.chain.stats["lockstep_protocol_errors"] += 1
+            print(f"s2r emulate: lock-step session ended: {exc}", file=sys.stderr, flush=True)
         finally:
-            self._discard_input()  # what a client killed between a write and its announcement left behind
+            # Nothing of this session reaches the next: replies still scheduled, the line's occupancy, and the bytes a
+            # client killed between a write and its announcement left behind (some may still be on their way).
+            self._queue.clear()
+            self._line_free = time_.t
+            self._discard_input(quiet_s=SESSION_QUIET_S)
 
     def _serve_client(self, time_: SimTime, control: Any, should_stop: Callable[[], bool], poll_s: float,
                       read0: int, written0: int, imu0: int) -> None:
@@ -267,8 +279,9 @@ class ChainServer:
                 except OSError:
                     return
 
-    def _discard_input(self) -> None:
-        while select.select([self._master], [], [], 0)[0]:
+    def _discard_input(self, quiet_s: float = 0.0) -> None:
+        """Drop the pty's unread input until it has been quiet for ``quiet_s`` (wall time)."""
+        while select.select([self._master], [], [], quiet_s)[0]:
             try:
                 data = os.read(self._master, READ_CHUNK_BYTES)
             except (BlockingIOError, InterruptedError):
