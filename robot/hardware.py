@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from robot.bus import DRIVERS, Bus, make_bus
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
+from robot.simtime import SimTime
 from s2r.errors import UserError
 from sim.tasks.spec import FloatArray
 
@@ -60,21 +61,6 @@ class MockScene:
         self.bus.place(joint_pos, passive_pos)
         if self.imu is not None and base_pose is not None:
             self.imu.place(base_pose[3:])
-
-
-class SimulatedTime:
-    """The mock's lock-step clock (s): it starts at 0 and moves only when something sleeps on it, so a mock run takes
-    no wall time and ends the same on any host."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        """Let ``dt`` seconds pass (a negative wait passes no time)."""
-        self.t += max(0.0, dt)
 
 
 @dataclass
@@ -155,7 +141,7 @@ def open_robot(
     if lockstep:
         if driver == "mock":
             # The mock integrates its servos up to any clock reading, so lock-step is a clock only sleeps move.
-            sim_time = SimulatedTime()
+            sim_time = SimTime()
             io = open_robot(config, "mock", port, imu_port=imu_port, faults=faults, clock=sim_time,
                             interrupt=interrupt)
             return replace(io, clock=sim_time, sleep=sim_time.sleep, lockstep=True)

@@ -179,7 +179,8 @@ def test_a_client_that_breaks_the_protocol_ends_only_its_own_session() -> None:
 
     from robot.emulator.faults import NO_FAULTS
     from robot.emulator.reality import NOMINAL_REALITY
-    from robot.emulator.server import SimTime, build_server
+    from robot.emulator.server import build_server
+    from robot.simtime import SimTime
 
     time_ = SimTime()
     server = build_server(CLAW, NOMINAL_REALITY, NO_FAULTS, clock=time_)

@@ -65,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    from robot.emulator.server import SimTime, build_server
+    from robot.emulator.server import build_server
+    from robot.simtime import SimTime
 
     config = load_config(args.robot)
     reality = load_reality(args.reality, config) if args.reality else NOMINAL_REALITY

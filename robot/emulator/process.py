@@ -26,6 +26,7 @@ import numpy as np
 from robot.config import RobotConfig
 from robot.emulator.faults import NO_FAULTS, FaultSpec
 from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
+from robot.simtime import SimTime
 from s2r.errors import UserError
 from sim.tasks.spec import FloatArray
 
@@ -49,7 +50,7 @@ def child_main(conn: Connection) -> None:
     """The child's body: receive what to emulate, open the pty, report the path, serve until told to stop."""
     try:
         config, reality, faults, lockstep = conn.recv()
-        from robot.emulator.server import SimTime, build_server
+        from robot.emulator.server import build_server
 
         sim_time = SimTime() if lockstep else None
         server = (build_server(config, reality, faults, clock=sim_time) if sim_time is not None

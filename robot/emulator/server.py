@@ -50,6 +50,7 @@ from robot.emulator.faults import FaultSpec
 from robot.emulator.imu import EmulatedImu
 from robot.emulator.physics import RealTimePhysics
 from robot.emulator.reality import RealityConfig
+from robot.simtime import SimTime
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
 from sim.engines import UnsupportedParameter
@@ -71,16 +72,6 @@ BATCH_GAP_S = 0.0005
 READ_CHUNK_BYTES = 65536
 CONSUME_TIMEOUT_S = 10.0
 """Lock-step: longest wait for bytes the client says it wrote to reach the pty (s of wall time)."""
-
-
-class SimTime:
-    """The lock-step server's clock: simulated time (s) that only :meth:`ChainServer.serve_lockstep` moves."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class LockstepProtocolError(UserError):
