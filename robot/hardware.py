@@ -13,8 +13,9 @@ connection to this process. Without a placer the episode starts where the robot 
 so (``base_reset``). Passive joints with a servo of their own (the claw's valve) are reset by that servo
 instead (``Bus.passive_driven``).
 
-``lockstep=True`` (the emulator driver only) runs the emulator in simulated time (``robot.emulator.lockstep``): the
-:class:`RobotIO`'s ``clock`` and ``sleep`` are then the emulator's, and the controller must take them. An emulator
+``lockstep=True`` (the emulator and mock drivers) runs the robot in simulated time: the emulator's
+(``robot.emulator.lockstep``), or for the mock a clock only sleeps move (``robot.simtime``). The :class:`RobotIO`'s
+``clock`` and ``sleep`` are then that time's, and the controller must take them. An emulator
 started here is told so through its control connection; one started elsewhere (``s2r emulate --lockstep``) through
 the time socket it printed (``clock_socket``).
 """
