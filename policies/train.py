@@ -412,10 +412,12 @@ class Trainer:
                 if st.step >= cfg.warmup_steps and len(buffer) >= batch_size:
                     for _ in range(updates_per_step):
                         stats = learner.update(buffer.sample(batch_size, self._t_mean, self._t_inv_std, self._clip))
-                        acc = self._update_sums
+                        # Per key: the actor's and temperature's statistics come from every policy_delay-th
+                        # update only, and averaging them over all updates understated them that many times.
+                        acc, counts = self._update_sums, self._update_counts
                         for k, v in stats.items():
                             acc[k] = acc.get(k, 0.0) + v
-                        self._update_counts += 1
+                            counts[k] = counts.get(k, 0) + 1
                     st.updates += updates_per_step
                 res = stepper.result()
                 if nstep is None:
@@ -462,7 +464,7 @@ class Trainer:
     def _reset_interval(self) -> None:
         self._interval: dict[str, Any] = {"returns": [], "lengths": [], "successes": [], "terms": {}}
         self._update_sums: dict[str, float] = {}
-        self._update_counts = 0
+        self._update_counts: dict[str, int] = {}
         self._interval_t0 = time.perf_counter()
         self._interval_step0 = self.state.step
         self._eval_time_in_interval = 0.0
@@ -510,9 +512,8 @@ class Trainer:
             row["success_rate"] = float(np.mean(succ)) if succ else None
             for k, v in iv["terms"].items():
                 row[f"reward_terms/{k}"] = float(np.mean(v))
-        if self._update_counts:
-            for k, v in self._update_sums.items():
-                row[k] = v / self._update_counts
+        for k, v in self._update_sums.items():
+            row[k] = v / self._update_counts[k]
         if self.epopt is not None:
             row.update({f"epopt/{k}": v for k, v in self.epopt.schedule.last.items()})
         self._write_row(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,11 @@ import torch
 from policies.checkpoint import load_checkpoint
 from policies.config import config_from_mapping
 from policies.crossq import (
+    BRN_D_MAX,
     BRN_EPS,
+    BRN_R_MAX,
+    BRN_WARMUP,
+    BatchRenorm,
     CrossQLearner,
     CrossQParams,
     RenormTwinCritic,
@@ -51,6 +56,41 @@ def test_training_mode_normalizes_each_member_by_its_batch_and_inference_uses_ru
     before = norm.running_mean.clone()
     norm(y)
     assert torch.equal(norm.running_mean, before)  # inference never changes the statistics
+
+
+def _reference_batch_renorm(norm: BatchRenorm, x: torch.Tensor, renorm: bool) -> torch.Tensor:
+    """Batch renormalization's training-mode formula, differentiated by autograd (the fused backward's oracle)."""
+    mean = x.mean(1, keepdim=True)
+    std = torch.sqrt((x - mean).square().mean(1, keepdim=True) + BRN_EPS)
+    x_hat = (x - mean) / std
+    if renorm:
+        running_std = torch.sqrt(norm.running_var + BRN_EPS)
+        r = (std / running_std).clamp(1.0 / BRN_R_MAX, BRN_R_MAX).detach()
+        d = ((mean - norm.running_mean) / running_std).clamp(-BRN_D_MAX, BRN_D_MAX).detach()
+        x_hat = x_hat * r + d
+    return x_hat * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("renorm", [False, True])
+def test_the_fused_batch_renorm_backward_matches_autograd(renorm: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    norm = BatchRenorm(2, 6).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(2, 1, 6, generator=g, dtype=torch.float64) + 0.5)
+        norm.bias.copy_(torch.randn(2, 1, 6, generator=g, dtype=torch.float64))
+        # Running statistics far enough from the batch's that r and d are clipped in some features.
+        norm.running_mean.copy_(torch.randn(2, 1, 6, generator=g, dtype=torch.float64) * 3)
+        norm.running_var.copy_(torch.rand(2, 1, 6, generator=g, dtype=torch.float64) * 4 + 0.05)
+        norm.steps.fill_(BRN_WARMUP if renorm else 0)
+    x = (torch.randn(2, 9, 6, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_(True)
+    upstream = torch.randn(2, 9, 6, generator=g, dtype=torch.float64)
+    expected = _reference_batch_renorm(norm, x, renorm)
+    want = torch.autograd.grad((expected * upstream).sum(), [x, norm.weight, norm.bias])
+    out = norm(x)
+    got = torch.autograd.grad((out * upstream).sum(), [x, norm.weight, norm.bias])
+    assert torch.allclose(out, expected, atol=1e-12)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
 
 
 def test_critic_only_updates_leave_actor_and_temperature_bitwise_unchanged() -> None:
@@ -145,3 +185,40 @@ def test_a_resumed_crossq_trainer_restores_its_critic(tmp_path: Path) -> None:
             assert torch.equal(trainer.learner.model.critic.state_dict()[k], v)  # type: ignore[attr-defined]
     finally:
         trainer.close()
+
+
+class RecordingLearner:
+    """Passes every call to the learner and keeps the statistics each update returned."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.stats: list[dict[str, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update(self, batch: Batch, update_actor: bool = True) -> dict[str, float]:
+        out: dict[str, float] = self.inner.update(batch, update_actor)
+        self.stats.append(out)
+        return out
+
+
+def test_the_logged_actor_statistics_average_the_updates_that_moved_the_actor() -> None:
+    """With policy_delay 3 only every third update reports the actor's loss and entropy; the training row's
+    average is over those, not over every update (which understated them threefold)."""
+    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "crossq", "steps": 200, "warmup_steps": 64,
+                               "hidden": [16], "critic_hidden": [16], "batch_size": 16, "policy_delay": 3,
+                               "overlap_env": False})
+    trainer = Trainer(cfg)
+    try:
+        recorder = RecordingLearner(trainer.learner)
+        trainer.learner = recorder  # type: ignore[assignment]
+        trainer.run_until(200)
+        trainer.log_train_row()
+    finally:
+        trainer.close()
+    row = trainer.rows[-1]
+    for key in ("critic_loss", "entropy", "actor_loss"):
+        values = [s[key] for s in recorder.stats if key in s]
+        assert values and row[key] == pytest.approx(np.mean(values), rel=1e-9)
+    assert len([s for s in recorder.stats if "entropy" in s]) < len(recorder.stats) / 2  # the check above can fail
