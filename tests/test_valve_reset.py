@@ -251,6 +251,49 @@ def test_each_episode_starts_at_the_start_angle_with_the_valve_servo_off(tmp_pat
     assert not any(inner.passive_torque) and not inner.torque_status()["valve"]
 
 
+class SpokeBus(WatchingBus):
+    """A spoke holds the first finger's distal joint 0.3 rad short of its start pose until the valve has been
+    driven back in the reset: where the last episode left a spoke under a fingertip."""
+
+    BLOCKED_RAD = 0.3
+
+    def __init__(self, inner: MockBus) -> None:
+        super().__init__(inner, ask_servos=False)
+        self.valve_reset = False
+        self.blocked_reads = 0
+        """Readings in which the spoke held the finger more than the reset tolerance short of its start."""
+
+    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
+        self.valve_reset = True
+        return super().passive_driven(*names)
+
+    def read(self) -> Reading:
+        reading = super().read()
+        if self.valve_reset:
+            return reading
+        pos = reading.joint_pos.copy()
+        pos[2] = min(pos[2], SPEC.reset[2] - self.BLOCKED_RAD)
+        self.blocked_reads += int(SPEC.reset[2] - pos[2] > TOLERANCE_RAD)
+        return replace(reading, joint_pos=pos)
+
+
+def test_a_finger_resting_on_a_spoke_settles_once_the_valve_is_reset() -> None:
+    """The valve's reset comes before the fingers' settling is judged: waiting for the blocked finger first
+    ran out the reset timeout and warned, although the episode then started in place."""
+    clk = FakeClock()
+    inner = MockBus(CONFIG, clock=clk, passive_pos=np.array([2.5]))
+    inner.connect()
+    bus = SpokeBus(inner)
+    task = DClawTurn(variant="fixed")
+    ctrl = Controller(turning_policy(inner), bus, task, CONFIG, settings=FAST_SETTINGS, clock=clk, sleep=clk.sleep)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert bus.blocked_reads > 0  # the controller saw the finger held off its start
+    assert result.meta["reset_settled"] and result.meta["reset_error_rad"] <= TOLERANCE_RAD
+    assert result.meta["reset_duration_s"] < FAST_SETTINGS.reset_timeout_s / 2
+    assert result.meta["passive_reset"]["valve"]["settled"]
+    assert result.arrays["joint_pos"][0, 2] == pytest.approx(result.arrays["command"][0, 2], abs=TOLERANCE_RAD)
+
+
 def test_a_valve_the_task_sees_in_absolute_angle_is_unwound_to_its_start() -> None:
     ctrl, bus, _ = mock_controller(CONFIG, turning_policy, passive_pos=7.0, periodic=False)
     result = ctrl.episode(np.random.default_rng(0))
