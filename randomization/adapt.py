@@ -111,6 +111,12 @@ BETA_BISECTION_STEPS = 40
 """Bisection steps (in log beta) between two neighbouring grid points."""
 PLOT_DRAWS = 20_000
 """Draws per distribution for the prior/posterior histograms."""
+PRIOR_EDGE_FRACTION = 0.05
+"""A posterior mean this close to a bound of the prior's support (as a fraction of its width) is *at the prior's
+edge*: the data pull the parameter beyond what the prior allows (see :func:`prior_edges`)."""
+PRIOR_EDGE_NARROWING = 3.0
+"""... when the posterior std is also this many times narrower than the prior's (a confident pull, not a flat
+likelihood that left the parameter wherever the prior put it)."""
 IDENTIFIED_BY_EXCITATION = ("finger_kp", "finger_damping", "tip_friction", "valve_damping")
 """The D'Claw parameters that five ``scripted:excite`` episodes identify (posterior mean within 10 % of the
 truth and std at least 3x narrower than ``randomization/configs/dclaw.yaml``'s; see the module docstring)."""
@@ -213,6 +219,36 @@ class AdaptResult:
     """Usable transitions in the logs."""
     episodes: int
     """Logged episodes used."""
+    prior_edges: dict[str, str] = field(default_factory=dict)
+    """Adapted parameters whose posterior is at the prior's edge (``"low"`` or ``"high"``); see
+    :func:`prior_edges`."""
+
+
+def prior_edges(prior: ParameterDistribution, posterior_moments: dict[str, tuple[float, float]],
+                names: Sequence[str], specs: dict[str, ParamSpec]) -> dict[str, str]:
+    """The parameters whose posterior sits confidently at a bound of the prior's support, ``{name: "low" |
+    "high"}``.
+
+    Such a posterior is not an identification: the likelihood keeps rising past the bound, so the simulator
+    explains the robot better with a value the prior rules out, or with none at all (another engine's contacts,
+    an unmodelled effect); the prior then clips it. A bound that is the parameter's own physical limit (a
+    latency of 0) is not a prior's edge and is never flagged."""
+    support = prior.support()
+    prior_mom = prior.moments()
+    out: dict[str, str] = {}
+    for n in names:
+        lo, hi = support[n]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            continue
+        (qm, qs), ps = posterior_moments[n], prior_mom[n][1]
+        if qs * PRIOR_EDGE_NARROWING > ps:
+            continue
+        edge = PRIOR_EDGE_FRACTION * (hi - lo)
+        if qm - lo <= edge and lo > specs[n].low:
+            out[n] = "low"
+        elif hi - qm <= edge and hi < specs[n].high:
+            out[n] = "high"
+    return out
 
 
 def adaptable(spec: ParamSpec) -> bool:
@@ -440,14 +476,16 @@ def run_adaptation(
     posterior = ParameterDistribution(prior.task, {n: prior.marginals[n] for n in passed}, posterior_joint)
     ms_mean = evaluate([as_dict(posterior_joint.mean)])[0]
     sigma = fit_noise_std(ms_mean, floor)
+    posterior_moments = posterior.moments()
     return AdaptResult(
         names=names, mean=mean, cov=cov, posterior=posterior,
         prior_moments={n: prior_mom[n] for n in prior.names()},
-        posterior_moments=posterior.moments(),
+        posterior_moments=posterior_moments,
         passed_through=passed, iterations=tuple(reports),
         noise_std={d: float(v) for d, v in zip(dims, sigma, strict=True)},
         log_likelihood_at_mean=float(gaussian_log_likelihood(ms_mean, transitions, sigma)),
         transitions=transitions, transitions_available=transitions, episodes=episodes,
+        prior_edges=prior_edges(prior, posterior_moments, names, specs),
     )
 
 
@@ -495,6 +533,17 @@ def _batch_evaluator(ex: Executor[Any]) -> Callable[[list[dict[str, float]]], li
 
 
 # --- outputs -------------------------------------------------------------------------------------
+def edge_warning(result: AdaptResult) -> str | None:
+    """A sentence on the parameters at the prior's edge, or ``None``."""
+    if not result.prior_edges:
+        return None
+    listed = ", ".join(f"{n} (at its {side} bound)" for n, side in result.prior_edges.items())
+    return (f"{listed}: the logs pull these past the prior, which clips them, so the posterior is not an "
+            "identification. The simulator cannot explain the robot inside the prior: check the model and the "
+            "logs (another engine's contacts, an unmodelled effect, a wrong calibration), or widen the prior if "
+            "the value is plausible.")
+
+
 def result_json(result: AdaptResult, specs: dict[str, ParamSpec], extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON report: prior and posterior per parameter, per-iteration ESS and likelihoods, noise scale."""
     params = {}
@@ -505,6 +554,7 @@ def result_json(result: AdaptResult, specs: dict[str, ParamSpec], extra: dict[st
             "unit": specs[n].unit, "nominal": specs[n].nominal, "adapted": n in result.names,
             "prior_mean": pm, "prior_std": ps, "posterior_mean": qm, "posterior_std": qs,
             "posterior_std_over_prior": qs / ps if ps > 0 else None,
+            "at_prior_edge": result.prior_edges.get(n),
         }
     return {
         **extra,
@@ -520,6 +570,7 @@ def result_json(result: AdaptResult, specs: dict[str, ParamSpec], extra: dict[st
         "posterior_gaussian": {
             "names": list(result.names), "mean": result.mean.tolist(), "cov": result.cov.tolist(),
         },
+        "at_prior_edge": edge_warning(result),
         "iterations": [asdict(r) for r in result.iterations],
         "final_beta": result.iterations[-1].beta,
         "noise_model": "independent Gaussian per state dimension on the next state; each round's std is the "

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from randomization.adapt import AdaptConfig, adapt, output_paths, write_outputs
+from randomization.adapt import AdaptConfig, adapt, edge_warning, output_paths, write_outputs
 from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
@@ -54,6 +54,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         (pm, ps), (qm, qs) = result.prior_moments[n], result.posterior_moments[n]
         note = "" if n in result.names else "  (not informed by the logs; prior kept)"
         print(f"  {n:20s} prior {pm:.4g} ± {ps:.3g}  ->  posterior {qm:.4g} ± {qs:.3g} {units[n]}{note}")
+    warning = edge_warning(result)
+    if warning is not None:
+        print(f"s2r adapt: warning: {warning}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -392,6 +392,15 @@ class ParameterDistribution:
                 out[name] = (float(mu), float(sd))
         return out
 
+    def support(self) -> dict[str, tuple[float, float]]:
+        """``{name: (low, high)}``: where each randomized parameter can be drawn (infinite where unbounded)."""
+        out = {name: (float(getattr(m, "low", -math.inf)), float(getattr(m, "high", math.inf)))
+               for name, m in self.marginals.items()}
+        if self.joint is not None:
+            for name, lo, hi in zip(self.joint.names, self.joint.low, self.joint.high, strict=True):
+                out[name] = (float(lo), float(hi))
+        return out
+
     def to_yaml_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"task": self.task, "parameters": {n: m.to_yaml() for n, m in self.marginals.items()}}
         if self.joint is not None:

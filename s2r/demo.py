@@ -315,7 +315,7 @@ def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir
 
 
 def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int) -> dict[str, Any]:
-    from randomization.adapt import AdaptConfig, adapt, write_outputs
+    from randomization.adapt import AdaptConfig, adapt, edge_warning, write_outputs
     from randomization.distributions import load_distribution
     from randomization.parallel import ExecutorConfig
 
@@ -331,7 +331,8 @@ def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int)
     moments = {n: {"prior": list(result.prior_moments[n]), "posterior": list(result.posterior_moments[n]),
                    "informed": n in result.names} for n in (*result.names, *result.passed_through)}
     return {"posterior": str(paths[0]), "report": str(paths[1]), "plot": str(paths[2]), "moments": moments,
-            "episodes": result.episodes, "transitions": result.transitions}
+            "episodes": result.episodes, "transitions": result.transitions, "at_prior_edge": result.prior_edges,
+            "warning": edge_warning(result)}
 
 
 def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: int, robot: Path,
@@ -465,6 +466,8 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
         *[f"| {n} | {m['prior'][0]:.4g} ± {m['prior'][1]:.3g} | {m['posterior'][0]:.4g} ± {m['posterior'][1]:.3g} | "
           f"{'yes' if m['informed'] else 'no (prior kept)'} |" for n, m in adapt.items()],
         "",
+        *([f"**Not an identification:** {data['adapt']['warning']} The robot's test decides whether the policy "
+           "retrained under it serves.", ""] if data["adapt"].get("warning") else []),
         f"![prior vs posterior]({rel(data['adapt']['plot'])})",
         "",
         "## Learning curves",

@@ -21,11 +21,12 @@ from randomization.adapt import (
     AdaptResult,
     choose_beta,
     effective_sample_size,
+    prior_edges,
     weighted_gaussian,
 )
 from randomization.adapt import adapt as run_adapt
 from randomization.cli import register
-from randomization.distributions import load_distribution, parse_distribution
+from randomization.distributions import load_distribution, parse_distribution, task_param_specs
 from randomization.likelihood import (
     ReplaySetup,
     command_segments,
@@ -141,6 +142,25 @@ def test_parameters_the_data_cannot_identify_keep_the_prior(tmp_path: Path) -> N
 
 
 # --- the replay likelihood ---------------------------------------------------------------------------
+def test_a_confident_posterior_at_a_bound_of_the_prior_is_flagged_and_a_physical_bound_is_not() -> None:
+    prior = parse_distribution({"task": "dclaw-turn", "parameters": {
+        "finger_kp": {"dist": "uniform", "low": 2.0, "high": 6.0},
+        "valve_damping": {"dist": "log_uniform", "low": 0.01, "high": 0.25},
+        "tip_friction": {"dist": "uniform", "low": 0.8, "high": 1.2},
+        "action_latency": {"dist": "uniform", "low": 0.0, "high": 0.04},
+    }}, "test prior")
+    specs = {s.name: s for s in task_param_specs("dclaw-turn")}
+    names = ("finger_kp", "valve_damping", "tip_friction", "action_latency")
+    # What the demo's adaptation gave on the PyBullet reality: the servo gain pressed against the prior's 2.
+    posterior = {"finger_kp": (2.017, 0.018), "valve_damping": (0.24, 0.002), "tip_friction": (0.81, 0.1),
+                 "action_latency": (0.0004, 0.0003)}
+    # finger_kp low; valve_damping high; tip_friction is at its bound but barely narrowed (the likelihood is flat
+    # in it, not pulling); the latency's 0 is the parameter's own limit, not the prior's choice.
+    assert prior_edges(prior, posterior, names, specs) == {"finger_kp": "low", "valve_damping": "high"}
+    inside = {**posterior, "finger_kp": (2.6, 0.05), "valve_damping": (0.12, 0.01)}
+    assert prior_edges(prior, inside, names, specs) == {}
+
+
 def test_command_segments_replay_latency() -> None:
     clock = [0, 40, 80, 120]
     assert command_segments(clock, 0, 1) == [(40, 1)]
