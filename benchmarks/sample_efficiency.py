@@ -8,7 +8,9 @@ for every learner). Learners:
 - ``s2r-crossq``: our CrossQ (``s2r train``'s default learner), through the real training loop;
 - ``s2r-sac``: our SAC with its defaults;
 - ``sb3-sac``: Stable-Baselines3's SAC with its defaults;
-- ``sb3-crossq``: sb3-contrib's CrossQ with its defaults (critics of 2x1024 units).
+- ``sb3-crossq``: sb3-contrib's CrossQ with its defaults (critics of 2x1024 units);
+- ``sb3-crossq256``: the same with critics of 2x256 units, ours: the algorithms side by side at one network
+  size (sb3-contrib's default critic costs about ten times the update time on a CPU).
 
 Reported per learner and seed: the success at every evaluation, the first step where it reached 0.9
 (``null`` if never), whether it stayed at or above 0.8 at every later evaluation, and the training wall time
@@ -44,7 +46,7 @@ from s2r.yamlfile import read_yaml_file
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "dclaw-turn"
 PRIOR = ROOT / "randomization" / "configs" / "dclaw.yaml"
-LEARNERS = ("s2r-crossq", "s2r-sac", "sb3-sac", "sb3-crossq")
+LEARNERS = ("s2r-crossq", "s2r-sac", "sb3-sac", "sb3-crossq", "sb3-crossq256")
 TARGET = 0.9
 """Success that counts as learned (issue 15: >= 0.9 within 30k steps)."""
 STABLE = 0.8
@@ -95,9 +97,11 @@ class SB3Run:
         kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
         if warmup is not None:
             kwargs["learning_starts"] = warmup
-        if algo == "crossq":
+        if algo.startswith("crossq"):
             from sb3_contrib import CrossQ
 
+            if algo == "crossq256":
+                kwargs["policy_kwargs"] = {"net_arch": {"pi": [256, 256], "qf": [256, 256]}}
             self.model: Any = CrossQ("MlpPolicy", env, **kwargs)
         else:
             from stable_baselines3 import SAC
