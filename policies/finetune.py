@@ -151,8 +151,11 @@ def build_trainer(cfg: FinetuneConfig, resume_state: Path | None = None) -> tupl
 
     deployed = deployed_checkpoint(cfg.run_dir)
     source = load_checkpoint(deployed)
-    # The robot is the only world now: no simulated randomization or model mining.
-    train_cfg = config_from_mapping({k: v for k, v in source.config.items() if k not in ("randomize", "epopt_eps")})
+    # The robot is the only world now: no simulated randomization or model mining. No weight averaging either: the
+    # deployed policy (an average, if the run averaged) is where the actor starts, and a round's few hundred
+    # updates are the candidate itself.
+    train_cfg = config_from_mapping({**{k: v for k, v in source.config.items() if k not in ("randomize", "epopt_eps")},
+                                     "policy_average": 0.0})
     trainer = Trainer(train_cfg)
     sim_replay = cfg.run_dir / REPLAY_NAME if cfg.sim_fraction > 0 else None
     start = {"checkpoint": str(deployed), "sha256": sha256_of(deployed), "training_state_from": str(deployed)}

@@ -15,6 +15,7 @@ therefore samples from every transition but the one in flight.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -254,6 +255,7 @@ class Trainer:
         self.env_id = resolve_task(cfg.task)
         self.cfg = cfg = cfg.resolved(self.env_id)
         assert cfg.warmup_steps is not None and cfg.eval_interval is not None and cfg.threads is not None
+        assert cfg.policy_average is not None
         self.run = run
         self.progress = progress
         cpus = os.cpu_count() or 1
@@ -278,6 +280,15 @@ class Trainer:
         self._env_high = np.asarray(act_space.high)
         self.learner = _allocate(lambda: build_learner(cfg, self.obs_dim, self.act_dim, self.device), "hidden",
                                  f"networks of widths {list(cfg.hidden)} do not fit")
+        self.policy_actor = self.learner.actor
+        """The policy evaluated, checkpointed and exported: the learner's actor, or with ``policy_average`` the
+        Polyak average of its weights."""
+        self._averaged: tuple[list[torch.Tensor], list[torch.Tensor], float] | None = None
+        """(the policy's parameters, the online actor's, the rate) when averaging."""
+        if cfg.policy_average > 0:
+            self.policy_actor = copy.deepcopy(self.learner.actor).requires_grad_(False)
+            self._averaged = (list(self.policy_actor.parameters()), list(self.learner.actor.parameters()),
+                              cfg.policy_average)
         self.buffer = _allocate(
             lambda: ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device, cfg.seed + 2),
             "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
@@ -377,7 +388,7 @@ class Trainer:
             )
         else:
             norm = ObsNormalizer(torch.zeros(self.obs_dim), torch.ones(self.obs_dim), math.inf, 0.0)
-        return PolicyModule(norm.to(self.device), self.learner.actor).eval()
+        return PolicyModule(norm.to(self.device), self.policy_actor).eval()
 
     # --- the loop --------------------------------------------------------------------------------
     def _start_episode(self, seed: int | None) -> None:
@@ -419,6 +430,9 @@ class Trainer:
                             acc[k] = acc.get(k, 0.0) + v
                             counts[k] = counts.get(k, 0) + 1
                     st.updates += updates_per_step
+                    if self._averaged is not None:
+                        with torch.no_grad():
+                            torch._foreach_lerp_(*self._averaged)
                 res = stepper.result()
                 if nstep is None:
                     buffer.add(obs, action, res.reward, res.obs, res.terminated)
@@ -577,6 +591,8 @@ class Trainer:
             if self.epopt is not None:
                 loop["epopt_iteration"] = self.epopt.schedule.iteration
             state = {"learner": self.learner.training_state(), "loop": loop}
+            if self.policy_actor is not self.learner.actor:
+                state["online_actor"] = self.learner.actor.state_dict()
         return Checkpoint(
             algo=cfg.algo,
             env_id=self.env_id,
@@ -588,8 +604,8 @@ class Trainer:
             act_dim=self.act_dim,
             hidden=tuple(cfg.hidden),
             activation=cfg.activation,
-            stochastic=self.learner.actor.stochastic,
-            actor_state=self.learner.actor.state_dict(),
+            stochastic=self.policy_actor.stochastic,
+            actor_state=self.policy_actor.state_dict(),
             obs_norm=cfg.obs_norm,
             obs_mean=self.obs_stats.mean.copy(),
             obs_var=self.obs_stats.var.copy(),
@@ -673,7 +689,10 @@ class Trainer:
                 f"the config asks for {self.cfg.algo} on {self.env_id} (obs {self.obs_dim}, act {self.act_dim})"
             )
         try:
-            load_module_state(self.learner.actor, ckpt.actor_state, "actor")
+            load_module_state(self.policy_actor, ckpt.actor_state, "actor")
+            if self.policy_actor is not self.learner.actor:
+                # A checkpoint of a run without averaging holds one actor: the average starts there.
+                load_module_state(self.learner.actor, ckpt.training.get("online_actor", ckpt.actor_state), "actor")
             self.learner.load_training_state(ckpt.training["learner"])
             loop = ckpt.training["loop"]
             self.state = LoopState(**{f.name: loop[f.name] for f in dataclasses.fields(LoopState)})
@@ -702,7 +721,8 @@ class Trainer:
             raise UserError(f"the policy is {ckpt.algo} (obs {ckpt.obs_dim}, act {ckpt.act_dim}); the learner is "
                             f"{self.cfg.algo} (obs {self.obs_dim}, act {self.act_dim})")
         try:
-            load_module_state(self.learner.actor, ckpt.actor_state, "actor")
+            for actor in {id(a): a for a in (self.learner.actor, self.policy_actor)}.values():
+                load_module_state(actor, ckpt.actor_state, "actor")
         except ValueError as exc:
             raise UserError(f"cannot load the policy: {exc}") from exc
         self.obs_stats = RunningMeanStd(ckpt.obs_mean.copy(), ckpt.obs_var.copy(), ckpt.obs_count)

@@ -392,6 +392,29 @@ class ParameterDistribution:
                 out[name] = (float(mu), float(sd))
         return out
 
+    def marginal(self, name: str) -> Marginal:
+        """``name``'s own distribution: its marginal, or the joint Gaussian's one-dimensional block."""
+        if name in self.marginals:
+            return self.marginals[name]
+        if self.joint is None or name not in self.joint.names:
+            raise KeyError(f"{name!r} is not randomized here (it has {', '.join(self.names()) or 'nothing'})")
+        i = self.joint.names.index(name)
+        return TruncatedNormal(float(self.joint.loc[i]), math.sqrt(float(self.joint.cov[i, i])),
+                               float(self.joint.low[i]), float(self.joint.high[i]))
+
+    def with_prior_for(self, prior: ParameterDistribution, names: Sequence[str]) -> ParameterDistribution:
+        """This distribution with ``names`` back on ``prior``'s distributions of them; the joint Gaussian keeps
+        the other parameters' block of its mean and covariance (their marginal, ignoring the truncation of the
+        dropped ones)."""
+        joint = self.joint
+        if joint is not None:
+            keep = [i for i, n in enumerate(joint.names) if n not in names]
+            joint = None if not keep else JointGaussian(
+                tuple(joint.names[i] for i in keep), joint.loc[keep], joint.cov[np.ix_(keep, keep)],
+                joint.low[keep], joint.high[keep])
+        marginals = {n: m for n, m in self.marginals.items() if n not in names}
+        return ParameterDistribution(self.task, {**marginals, **{n: prior.marginal(n) for n in names}}, joint)
+
     def support(self) -> dict[str, tuple[float, float]]:
         """``{name: (low, high)}``: where each randomized parameter can be drawn (infinite where unbounded)."""
         out = {name: (float(getattr(m, "low", -math.inf)), float(getattr(m, "high", math.inf)))

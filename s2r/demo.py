@@ -9,7 +9,9 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 4. **adapt** the source distribution's physical parameters (``s2r adapt``) to up to five episodes of
    ``scripted:excite`` run on the robot for the purpose (per-joint multi-sines: system identification needs
    motions that excite the servos and turn the valve, which a half-trained policy's episodes need not do);
-5. **retrain**: continue the run under the posterior, then export and deploy again. The retrained policy goes into
+5. **retrain**: continue the run under the posterior, then export and deploy again. A parameter the adaptation
+   flags as pressed against the prior's edge (:func:`randomization.adapt.prior_edges`: not an identification)
+   keeps its prior for the retraining. The retrained policy goes into
    service only when it beats the first one on the robot, by fine-tuning's test (:mod:`policies.gate`): a
    posterior fitted through another engine's physics can be confidently wrong, and the robot has the last word;
 6. **fine-tune** on the emulated robot (``s2r finetune``) from the policy in service, then deploy the policy
@@ -466,8 +468,9 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
         *[f"| {n} | {m['prior'][0]:.4g} ± {m['prior'][1]:.3g} | {m['posterior'][0]:.4g} ± {m['posterior'][1]:.3g} | "
           f"{'yes' if m['informed'] else 'no (prior kept)'} |" for n, m in adapt.items()],
         "",
-        *([f"**Not an identification:** {data['adapt']['warning']} The robot's test decides whether the policy "
-           "retrained under it serves.", ""] if data["adapt"].get("warning") else []),
+        *([f"**Not an identification:** {data['adapt']['warning']} Retraining kept the prior for "
+           f"{', '.join(data['adapt']['prior_kept_for'])}; the robot's test decides whether the retrained policy "
+           "serves.", ""] if data["adapt"].get("warning") else []),
         f"![prior vs posterior]({rel(data['adapt']['plot'])})",
         "",
         "## Learning curves",
@@ -544,7 +547,7 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     the emulated claw with the shipped reality); returns the run's data."""
     import os
 
-    from randomization.distributions import load_distribution
+    from randomization.distributions import load_distribution, save_distribution
 
     budget = QUICK if quick else FULL
     stages = Stages(quiet)
@@ -576,7 +579,16 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     adapt = _adapt(stages, budget, logs, out / "adapt" / "posterior.yaml", seed)
     adapt["excite"] = excite
     adapt["logs_from"] = logs_from
-    posterior = load_distribution(adapt["posterior"], task=TASK).to_yaml_dict()
+    retrain_under = load_distribution(adapt["posterior"], task=TASK)
+    if adapt["at_prior_edge"]:
+        # Parameters pressed against the prior's edge were not identified (the report says why): retraining
+        # keeps the prior for them rather than train on a value the robot's data say is wrong.
+        retrain_under = retrain_under.with_prior_for(load_distribution(PRIOR, task=TASK), list(adapt["at_prior_edge"]))
+        adapt["retrained_under"] = str(out / "adapt" / "retrain.yaml")
+        save_distribution(retrain_under, adapt["retrained_under"],
+                          "The posterior with the parameters at the prior's edge back on the prior.\n")
+    adapt["prior_kept_for"] = sorted(adapt["at_prior_edge"])
+    posterior = retrain_under.to_yaml_dict()
     shutil.copytree(train_dir, retrain_dir)
     if (retrain_dir / "tensorboard").exists():
         shutil.rmtree(retrain_dir / "tensorboard")  # its event files would mix both runs' curves

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies.checkpoint import load_checkpoint
+from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.config import config_from_mapping
 from policies.crossq import (
     BRN_D_MAX,
@@ -147,8 +148,9 @@ def test_crossq_is_the_default_learner_and_fills_its_auto_fields() -> None:
     cfg = config_from_mapping({}).resolved()
     assert cfg.algo == "crossq"
     assert cfg.lr == 1e-3 and cfg.policy_delay == 3 and cfg.critic_hidden == cfg.hidden
+    assert cfg.policy_average == 0.002
     sac = config_from_mapping({"algo": "sac", "hidden": [64, 64]}).resolved()
-    assert sac.lr == 3e-4 and sac.critic_hidden == (64, 64)
+    assert sac.lr == 3e-4 and sac.critic_hidden == (64, 64) and sac.policy_average == 0.0
 
 
 def test_a_crossq_run_exports_to_the_same_onnx_contract(tmp_path: Path) -> None:
@@ -222,3 +224,37 @@ def test_the_logged_actor_statistics_average_the_updates_that_moved_the_actor() 
         values = [s[key] for s in recorder.stats if key in s]
         assert values and row[key] == pytest.approx(np.mean(values), rel=1e-9)
     assert len([s for s in recorder.stats if "entropy" in s]) < len(recorder.stats) / 2  # the check above can fail
+
+
+def _actor_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_the_averaged_policy_follows_the_actor_without_changing_its_learning_and_survives_a_resume(
+        tmp_path: Path) -> None:
+    base = {"task": "Pendulum-v1", "algo": "crossq", "steps": 200, "warmup_steps": 64, "hidden": [16],
+            "critic_hidden": [16], "batch_size": 16, "overlap_env": False}
+    plain = Trainer(config_from_mapping({**base, "policy_average": 0.0}))
+    averaged = Trainer(config_from_mapping({**base, "policy_average": 0.05}))
+    try:
+        assert plain.policy_actor is plain.learner.actor
+        start = copy.deepcopy(averaged.policy_actor)
+        for trainer in (plain, averaged):
+            trainer.run_until(200)
+        # The average never feeds back: the online actors learned bit for bit the same.
+        assert _actor_equal(plain.learner.actor, averaged.learner.actor)
+        policy, online = averaged.policy_actor, averaged.learner.actor
+        assert not _actor_equal(policy, online) and not _actor_equal(policy, start)
+        # What is evaluated and checkpointed is the average; a resume restores both.
+        ckpt = averaged.checkpoint(training=True)
+        assert all(torch.equal(v, policy.state_dict()[k]) for k, v in ckpt.actor_state.items())
+        save_checkpoint(tmp_path / "last.pt", ckpt)
+        resumed = Trainer(config_from_mapping({**base, "policy_average": 0.05}))
+        try:
+            resumed.load_training(tmp_path / "last.pt")
+            assert _actor_equal(resumed.policy_actor, policy) and _actor_equal(resumed.learner.actor, online)
+        finally:
+            resumed.close()
+    finally:
+        plain.close()
+        averaged.close()

@@ -338,3 +338,20 @@ def test_simulated_logs_refuse_bad_values(tmp_path: Path) -> None:
         record_sim_logs(tmp_path, SimLogConfig(params={"nope": 1.0}, episodes=1))
     with pytest.raises(UserError, match="episodes must be at least 1"):
         SimLogConfig(episodes=0)
+
+
+def test_a_posterior_with_some_parameters_back_on_the_prior_keeps_the_rest_of_the_joint_block() -> None:
+    prior = ParameterDistribution("dclaw-turn", {"finger_kp": Uniform(2.0, 6.0), "valve_damping": Uniform(0.01, 0.25),
+                                                 "tip_friction": Uniform(0.8, 1.2)})
+    cov = np.array([[0.01, 0.002, 0.0], [0.002, 0.04, 0.001], [0.0, 0.001, 0.0025]])
+    posterior = ParameterDistribution("dclaw-turn", {}, JointGaussian(
+        ("finger_kp", "valve_damping", "tip_friction"), np.array([2.01, 0.1, 1.0]), cov,
+        np.array([0.0, 0.0, 0.0]), np.array([np.inf, np.inf, np.inf])))
+    mixed = posterior.with_prior_for(prior, ["finger_kp"])
+    assert mixed.marginals == {"finger_kp": Uniform(2.0, 6.0)}
+    assert mixed.joint is not None and mixed.joint.names == ("valve_damping", "tip_friction")
+    assert np.array_equal(mixed.joint.cov, cov[1:, 1:]) and np.array_equal(mixed.joint.loc, [0.1, 1.0])
+    assert set(mixed.names()) == set(posterior.names())
+    everything = posterior.with_prior_for(prior, ["finger_kp", "valve_damping", "tip_friction"])
+    assert everything.joint is None and everything.marginals == prior.marginals
+    assert posterior.marginal("tip_friction").std == pytest.approx(0.05, rel=1e-3)  # the joint's own block

@@ -112,7 +112,8 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
         data = torch.load(run / name, weights_only=True)
         assert data["algo"] == "crossq" and data["env_id"] == "Pendulum-v1" and data["step"] in (200, 300)
     best = torch.load(run / "best.pt", weights_only=True)
-    assert set(best["training"]) == {"learner", "loop"}  # what s2r finetune continues from; no replay
+    # what s2r finetune continues from (with the online actor beside the averaged policy); no replay
+    assert set(best["training"]) == {"learner", "loop", "online_actor"}
     assert best["training"]["loop"]["step"] == best["step"]
 
     code, out, _ = _run(["eval", str(run), "--episodes", "2", "--json"], capsys)
