@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from randomization.adapt import AdaptConfig, adapt, edge_warning, output_paths, write_outputs
@@ -17,6 +16,7 @@ from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
 from robot.trajlog import SkipLog
 from s2r import cliargs
 from s2r.errors import UserError
+from s2r.policy_files import load_policy
 from sim import TASK_IDS
 from sim.engines import ENGINES
 
@@ -82,9 +82,7 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
     elif args.policy == "excite":
         record_sim_logs(args.out, config, "excite")
     else:
-        from sim.cli import load_policy_file
-
-        policy: Policy = load_policy_file(Path(args.policy))
+        policy: Policy = load_policy(args.policy).act
         record_sim_logs(args.out, config, policy)
     print(f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}")
     return 0

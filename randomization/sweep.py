@@ -13,11 +13,9 @@ on the backend or the worker count. Results are summarized by :func:`robustness_
 success over cells and the mean of the worst 10 % of cells) and written as ``sweep.json`` and a
 heatmap ``sweep.png`` (:func:`write_sweep`).
 
-The policy and the episode loop are those of ``s2r eval`` (:func:`s2r.policy_files.load_policy_file`,
+The policy and the episode loop are those of ``s2r eval`` (:func:`s2r.policy_files.load_policy`,
 :func:`policies.evaluate.run_episodes`), so the nominal cell of a sweep reproduces ``s2r eval`` on the
-same seeds. ``policies`` and ``export`` are imported only inside the functions that need them, as
-:mod:`s2r.policy_files` does, so that importing this module loads neither torch nor onnxruntime and
-``randomization`` keeps building on ``sim`` alone.
+same seeds.
 """
 
 from __future__ import annotations
@@ -36,11 +34,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from randomization.distributions import task_param_specs, write_atomic
+from policies.evaluate import run_episodes
+from randomization.distributions import task_param_specs
 from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
+from s2r.atomicio import write_bytes_atomic, write_text_atomic
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
-from s2r.policy_files import load_policy_file
+from s2r.policy_files import load_policy
 from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
 from sim.env import SimEnv
@@ -205,47 +205,18 @@ class PolicySource:
     obs_size: int = 0
     """Observation length the policy takes."""
     action_size: int = 0
-    """Action length the policy returns."""
-    normalized_output: bool = True
-    """False for an ONNX file that outputs actions in the env's bounds rather than in [-1, 1]."""
+    """Action length the policy returns (normalized whatever the file's output, as ``load_policy`` gives it)."""
 
 
 def resolve_policy(path: str | Path) -> PolicySource:
     """Read what ``path`` (checkpoint, run directory or ``.onnx``) is and was trained on; bad input is a UserError."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"policy {str(p)!r} does not exist (expected a checkpoint, a run directory holding "
-                        "best.pt or last.pt, or an exported .onnx file)")
-    if p.suffix.lower() == ".onnx":
-        from export.metadata import ACTION_NORMALIZED
-        from export.onnx_policy import OnnxPolicy
-
-        onnx = OnnxPolicy(p)
-        info = onnx.info
-        if info is None:
-            return PolicySource(str(p), "onnx", None, "mujoco", {}, onnx.obs_size, onnx.action_size, True)
-        return PolicySource(str(p), "onnx", info.env_id, info.engine, dict(info.env_kwargs), onnx.obs_size,
-                            onnx.action_size, info.action_output == ACTION_NORMALIZED)
-    from policies.checkpoint import load_checkpoint, resolve_checkpoint_path
-
-    file = resolve_checkpoint_path(p)
-    ckpt = load_checkpoint(file)
-    return PolicySource(str(file), "checkpoint", ckpt.env_id, ckpt.engine, dict(ckpt.config.get("env_kwargs") or {}),
-                        ckpt.obs_dim, ckpt.act_dim, True)
+    loaded = load_policy(path)
+    return PolicySource(str(loaded.path), loaded.kind, loaded.env_id, loaded.engine, dict(loaded.env_kwargs),
+                        loaded.obs_size or 0, loaded.action_size or 0)
 
 
 def _load_policy(source: PolicySource) -> Policy:
-    policy = load_policy_file(Path(source.path))
-    if source.normalized_output:
-        return policy
-    # The episode loop (as in `s2r eval`) maps normalized actions onto the env's bounds itself.
-    onnx: Any = policy
-
-    def normalized(obs: np.ndarray) -> np.ndarray:
-        out: np.ndarray = onnx.to_normalized(onnx.act(obs))
-        return out
-
-    return normalized
+    return load_policy(source.path).act
 
 
 # --- the workers -------------------------------------------------------------------------------------------
@@ -321,8 +292,6 @@ class EpisodeOutcome:
 
 def run_policy_episode(worker: SweepWorker, request: EpisodeRequest) -> EpisodeOutcome:
     """One deterministic policy episode seeded ``request.seed`` with ``request.params`` applied from nominal."""
-    from policies.evaluate import run_episodes
-
     worker.apply(request.params)
     stats = run_episodes(worker.policy, worker.env, 1, request.seed)
     success = stats["successes"][0]
@@ -592,8 +561,8 @@ def write_sweep(result: SweepResult, out: str | Path) -> tuple[Path, Path]:
     """Write ``sweep.json`` and ``sweep.png`` into the directory ``out``, each atomically; returns their paths."""
     directory = check_out_dir(out)
     json_path, png_path = directory / JSON_NAME, directory / PNG_NAME
-    write_atomic(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
-    write_atomic(png_path, plot_sweep_png(result))
+    write_text_atomic(json_path, json.dumps(result.to_json(), indent=2) + "\n")
+    write_bytes_atomic(png_path, plot_sweep_png(result))
     return json_path, png_path
 
 
