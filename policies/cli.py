@@ -10,7 +10,7 @@ from typing import Any
 
 from policies.config import ALGOS
 from s2r import cliargs
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
 from s2r.policy_files import evaluate_policy, load_policy
 
 DEFAULT_EVAL_EPISODES = 50
@@ -149,14 +149,17 @@ def _finetune(args: argparse.Namespace) -> int:
     from robot.cli import StopRequest, deploy_exit_code
     from robot.controller import SAFETY_STOP_KINDS
 
-    cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
-                         reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
-                         episodes=args.episodes,
-                         out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
-                         critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
-                         resume=args.resume, incumbent_episodes=args.incumbent_episodes,
-                         explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
-                         reeval_episodes=args.reeval_episodes, confidence=args.confidence)
+    try:
+        cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
+                             reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
+                             episodes=args.episodes,
+                             out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
+                             critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
+                             resume=args.resume, incumbent_episodes=args.incumbent_episodes,
+                             explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
+                             reeval_episodes=args.reeval_episodes, confidence=args.confidence)
+    except ParameterError as exc:
+        raise exc.as_flag() from None
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -38,7 +38,7 @@ from policies.evaluate import run_episodes
 from randomization.distributions import task_param_specs
 from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
 from s2r.atomicio import write_bytes_atomic, write_text_atomic
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
 from s2r.extras import MissingExtra
 from s2r.policy_files import load_policy
 from sim import resolve_env_id
@@ -110,16 +110,17 @@ def parse_grid_axis(text: str) -> GridAxis:
     example = "e.g. valve_damping=0.01:0.3:5"
     m = _GRID_RE.match(text)
     if m is None:
-        raise UserError(f"--grid {text!r} must look like NAME=LO:HI:N, {example}")
+        raise UserError(f"grid axis {text!r} must look like NAME=LO:HI:N, {example}")
     name, lo_text, hi_text, n_text = (g.strip() for g in m.groups())
     try:
         lo, hi = float(lo_text), float(hi_text)
     except ValueError:
-        raise UserError(f"--grid {text!r}: LO ({lo_text!r}) and HI ({hi_text!r}) must be numbers, {example}") from None
+        raise UserError(f"grid axis {text!r}: LO ({lo_text!r}) and HI ({hi_text!r}) must be numbers, "
+                        f"{example}") from None
     try:
         n = int(n_text)
     except ValueError:
-        raise UserError(f"--grid {text!r}: N ({n_text!r}) must be a whole number of values, {example}") from None
+        raise UserError(f"grid axis {text!r}: N ({n_text!r}) must be a whole number of values, {example}") from None
     return GridAxis(name, lo, hi, n)
 
 
@@ -418,7 +419,7 @@ def run_sweep(
     the number of episodes are not started. Every input is checked before any worker starts.
     """
     if episodes < 1:
-        raise UserError(f"--episodes must be at least 1, got {episodes}")
+        raise ParameterError("episodes", f"must be at least 1, got {episodes}", "sweep")
     axes = [parse_grid_axis(a) if isinstance(a, str) else a for a in grid]
     check_axis_count(axes)  # before the policy is loaded: the cheapest mistake to report
     source = resolve_policy(policy_path)
@@ -494,7 +495,7 @@ def check_out_dir(out: str | Path) -> Path:
     """``out`` as a directory to write into; an existing file there is a :class:`UserError`."""
     p = Path(out)
     if p.exists() and not p.is_dir():
-        raise UserError(f"--out {str(p)!r} is a file; expected a directory (created if missing) for "
+        raise UserError(f"sweep output {str(p)!r} is a file; expected a directory (created if missing) for "
                         f"{JSON_NAME} and {PNG_NAME}")
     return p
 
