@@ -38,6 +38,7 @@ import yaml
 
 from s2r.atomicio import write_text_atomic
 from s2r.errors import UserError
+from s2r.resources import shipped_file
 from s2r.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
 from sim.engines.base import ParamSpec
@@ -624,8 +625,8 @@ def save_distribution(dist: ParameterDistribution, path: str | os.PathLike[str],
     write_text_atomic(path, dump_distribution_yaml(dist, header))
 
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-"""Default randomization files shipped with the package."""
+CONFIGS = "randomization.configs"
+"""The package of the default randomization files (``<robot>.yaml``)."""
 
 
 def default_config(task: str) -> Path:
@@ -634,7 +635,7 @@ def default_config(task: str) -> Path:
         robot = make_task(resolve_env_id(task)).spec.robot
     except KeyError:
         raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
-    path = CONFIG_DIR / f"{robot}.yaml"
-    if not path.is_file():
-        raise UserError(f"no default randomization file for task {task!r} (looked for {path})")
-    return path
+    try:
+        return shipped_file(CONFIGS, f"{robot}.yaml")
+    except UserError as exc:
+        raise UserError(f"no default randomization file for task {task!r}: {exc}") from None

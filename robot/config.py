@@ -39,6 +39,7 @@ from robot.dynamixel.units import (
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
 from s2r.errors import UserError
+from s2r.resources import config_path
 from s2r.yamlfile import read_yaml_file
 from sim.tasks.spec import FloatArray, TaskSpec
 
@@ -318,8 +319,11 @@ def base_task_spec(task: str) -> TaskSpec:
 
 # --- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path) -> RobotConfig:
-    """Load and validate a hardware config YAML file."""
-    return config_from_mapping(read_yaml_file(path, "hardware config"), source=str(path))
+    """Load and validate a hardware config YAML file: ``path``, or a shipped config by name (``dclaw``) or by its
+    path in the repository (``hardware_configs/dclaw.yaml``) from any directory (:func:`s2r.resources.config_path`)."""
+    file = config_path(path)
+    source = str(path if file == Path(path) else file)
+    return config_from_mapping(read_yaml_file(file, "hardware config"), source=source)
 
 
 def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:

@@ -43,15 +43,17 @@ from policies.gate import TEST_NAME, Decision, decide
 from s2r import cliargs
 from s2r.atomicio import write_text_atomic
 from s2r.errors import UserError
+from s2r.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
 
-ROOT = Path(__file__).resolve().parents[1]
-HARDWARE_CONFIG = ROOT / "hardware_configs" / "dclaw.yaml"
+HARDWARE_CONFIG = shipped_file(HARDWARE_CONFIGS, "dclaw.yaml")
+ROOT = HARDWARE_CONFIG.parents[1]
+"""Where the packages are (a checkout, or site-packages): files under it are shown relative to it."""
 DEMO_LATENCY_TIMER_S = 0.004
 """The demo's packet timeouts assume a 4 ms latency timer instead of the config's 1 ms (about 10 ms instead of
 4 ms per missing reply): the emulated robot shares two cores with training and sweep workers, and a reply a
 few milliseconds late there is the host's hiccup, not a bus fault."""
-REALITY = ROOT / "hardware_configs" / "reality" / "dclaw_pybullet_gap.yaml"
-PRIOR = ROOT / "randomization" / "configs" / "dclaw.yaml"
+REALITY = shipped_file(HARDWARE_CONFIGS, REALITY_DIR, "dclaw_pybullet_gap.yaml")
+PRIOR = shipped_file("randomization.configs", "dclaw.yaml")
 TASK = "dclaw-turn"
 EXCITE_EPISODES_MAX = 5
 """Most ``scripted:excite`` episodes the adaptation stage runs (the budget's ``deploy_episodes`` if fewer): five
