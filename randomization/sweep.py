@@ -34,6 +34,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import sim  # noqa: F401  (registers the s2r/ ids)
 from policies.evaluate import run_episodes
 from randomization.distributions import task_param_specs
 from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
@@ -223,8 +224,6 @@ def _load_policy(source: PolicySource) -> Policy:
 # --- the workers -------------------------------------------------------------------------------------------
 def make_sweep_env(env_id: str, engine: str, env_kwargs: Mapping[str, Any]) -> tuple[gym.Env, SimEnv]:
     """The env (with gymnasium's wrappers, as ``s2r eval`` makes it) and the :class:`SimEnv` inside it."""
-    import sim  # noqa: F401  (registers the s2r/ ids)
-
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     try:

@@ -28,7 +28,10 @@ import numpy as np
 from robot.controller import Controller, ControllerSettings, check_policy
 from s2r import cliargs
 from s2r.errors import UserError
+from s2r.extras import MissingExtra
 from s2r.policy_files import SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
+from sim import resolve_env_id
+from sim.tasks import make_task
 from sim.tasks.base import Task
 from sim.tasks.spec import TaskSpec
 
@@ -102,9 +105,6 @@ def register(sub: Any) -> None:
 
 def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
     """The task the episodes use: its goals from the requested (or the policy's) variant, its spec the config's."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     name = requested or policy_env_id or config_task
     try:
         task = make_task(resolve_env_id(name))
@@ -242,8 +242,6 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m robot.cli deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
-    from s2r.extras import MissingExtra
-
     parser = argparse.ArgumentParser(prog="python -m robot.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)

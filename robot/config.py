@@ -41,6 +41,8 @@ from s2r.errors import UserError
 from s2r.fields import Fields
 from s2r.resources import config_path
 from s2r.yamlfile import read_yaml_file
+from sim import resolve_env_id
+from sim.tasks import make_task
 from sim.tasks.spec import FloatArray, TaskSpec
 
 AUTO_PORT = "auto"
@@ -308,9 +310,6 @@ class RobotConfig:
 
 def base_task_spec(task: str) -> TaskSpec:
     """The unmodified spec of a task named on the command line or in a config."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     try:
         return make_task(resolve_env_id(task)).spec
     except KeyError as exc:

@@ -36,7 +36,9 @@ from s2r.errors import UserError
 from s2r.fields import Fields
 from s2r.resources import REALITY_DIR, config_path
 from s2r.yamlfile import read_yaml_file
+from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
+from sim.tasks import make_task
 
 ACTION_LATENCY = "action_latency"
 OBS_NOISE = "obs_noise_std"
@@ -102,9 +104,6 @@ def load_reality(path: str | Path, config: RobotConfig) -> RealityConfig:
 
 def task_param_specs(config: RobotConfig) -> tuple[ParamSpec, ...]:
     """The named parameters of the config's task."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     return make_task(resolve_env_id(config.task)).param_specs()
 
 
