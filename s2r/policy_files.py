@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 
 from export.metadata import ACTION_NORMALIZED
 from export.onnx_policy import OnnxPolicy
-from policies.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
 from policies.evaluate import evaluate
 from s2r.errors import UserError
 from sim.tasks.excitation import ExcitePolicy, MultiSine
@@ -90,6 +89,14 @@ def load_policy(source: str | os.PathLike[str], *, spec: TaskSpec | None = None,
         raise UserError(f"policy {text!r} does not exist: expected {EXPECTED}")
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, spec, period_override)
+    return _load_checkpoint(path)
+
+
+def _load_checkpoint(path: Path) -> LoadedPolicy:
+    # torch is imported here, not with this module: every s2r command imports it (for its --help, 1.8 s more), and
+    # a deploy of an ONNX file runs on the robot without torch in its process.
+    from policies.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
+
     file = resolve_checkpoint_path(path)
     ckpt = load_checkpoint(file)
     return LoadedPolicy(policy_from_checkpoint(ckpt), "checkpoint",

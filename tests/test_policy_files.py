@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,8 @@ from robot.config import load_config
 from s2r.errors import UserError
 from s2r.policy_files import SCRIPTED_POLICIES, load_policy
 
-SPEC = load_config("hardware_configs/dclaw.yaml").task_spec()
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = load_config(ROOT / "hardware_configs" / "dclaw.yaml").task_spec()
 
 
 def test_a_missing_file_names_the_path_and_every_accepted_kind(tmp_path: Path) -> None:
@@ -44,3 +47,11 @@ def test_scripted_policies_act_on_the_task() -> None:
     assert np.array_equal(zero.act(obs), np.zeros(SPEC.n_joints))
     random = load_policy("scripted:random", spec=SPEC, seed=3).act(obs)
     assert random.shape == (SPEC.n_joints,) and np.all(np.abs(random) <= 1.0)
+
+
+def test_the_command_line_and_an_onnx_deploy_load_no_torch() -> None:
+    # Every s2r command builds the whole parser; torch would add about 2 s to each and sit in the robot's process.
+    code = ("import sys; from s2r import cli; cli.build_parser(); import s2r.policy_files, robot.cli; "
+            "assert 'torch' not in sys.modules, 'torch'; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
