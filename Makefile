@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench-quick
+.PHONY: setup demo test lint install-check bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# A non-editable install: the wheel carries the configs, and s2r deploys from an empty directory (about a minute).
+install-check: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_install.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

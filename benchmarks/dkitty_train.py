@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from export.onnx_export import ExportConfig, export_policy
-    from export.onnx_policy import evaluate_onnx
+    from s2r.policy_files import evaluate_policy_file
     from s2r.yamlfile import read_yaml_file
 
     shipped = ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml"
@@ -114,7 +114,7 @@ def main() -> None:
     run_dir = runs / args.task
     out["train"] = trained_run(run_dir, fields)
     onnx = export_policy(run_dir / "best.pt", run_dir / "policy.onnx", ExportConfig()).path
-    sim = evaluate_onnx(onnx, episodes, EVAL_SEED)
+    sim = evaluate_policy_file(onnx, episodes, EVAL_SEED)
     out["sim"] = {k: sim[k] for k in ("episodes", "success_rate", "return_mean", "return_std")}
     out["goal_sim_success"] = GOALS[args.task]
     out["sim_goal_met"] = sim["success_rate"] >= GOALS[args.task]

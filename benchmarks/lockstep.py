@@ -33,18 +33,18 @@ ROBOTS = {"claw": ("dclaw.yaml", "random"), "quadruped": ("dkitty.yaml", "hold")
 
 
 def run_robot(config_file: str, policy_name: str, episodes: int, seed: int) -> dict[str, Any]:
-    from robot.cli import load_deploy_policy
     from robot.config import load_config
     from robot.controller import Controller, ControllerSettings
     from robot.hardware import open_robot
     from robot.runner import run_episodes, run_info
     from robot.trajlog import TrajectoryWriter
+    from s2r.policy_files import load_policy
     from sim import resolve_env_id
     from sim.tasks import make_task
 
     config = load_config(ROOT / "hardware_configs" / config_file)
     spec = config.task_spec()
-    policy = load_deploy_policy(f"scripted:{policy_name}", spec, seed, limits=(config.low, config.high))
+    policy = load_policy(f"scripted:{policy_name}", spec=spec, seed=seed, limits=(config.low, config.high))
     task = make_task(resolve_env_id(config.task))
     log = logging.getLogger("benchmarks.lockstep")
     log.addHandler(logging.NullHandler())

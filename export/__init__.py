@@ -1,7 +1,8 @@
 """ONNX export of trained actors and the onnxruntime policy the robot runs.
 
-``import export`` stays light (no torch, no onnxruntime): :class:`OnnxPolicy` and
-:func:`evaluate_onnx` are imported on first use; the exporter lives in :mod:`export.onnx_export`.
+``import export`` stays light (no torch, no onnxruntime): :class:`OnnxPolicy` is imported on first use; the
+exporter lives in :mod:`export.onnx_export`. Commands load and evaluate a policy file through
+:mod:`s2r.policy_files`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from export.onnx_policy import OnnxPolicy, evaluate_onnx
+    from export.onnx_policy import OnnxPolicy
 
-__all__ = ["OnnxPolicy", "evaluate_onnx"]
+__all__ = ["OnnxPolicy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,7 @@ from export.metadata import (
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
 from policies.envs import S2R_PREFIX, make_env, to_env_action
+from s2r.atomicio import atomic_path
 from s2r.errors import UserError
 from sim.tasks.spec import TaskSpec
 
@@ -414,8 +415,7 @@ def export_policy(
     model.producer_version = s2r.__version__
     onnx.checker.check_model(model)
 
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
         verification = verify(module, OnnxPolicy(tmp), obs, n_random, episodes, cfg.tolerance)
         if not verification.passed:
@@ -423,10 +423,6 @@ def export_policy(
                 f"export of {str(ckpt_path)!r} failed verification: onnxruntime and PyTorch differ by up to "
                 f"{verification.max_abs_diff:.3g} (limit {cfg.tolerance:g}) over {verification.samples} observations; "
                 f"no file was written", verification)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return ExportResult(out_path, ckpt_path, meta, verification, opset, model.ir_version,
                         time.perf_counter() - start)

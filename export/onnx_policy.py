@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from export.metadata import ACTION_ENV_BOUNDS, ACTION_NORMALIZED, PolicyMetadata, has_s2r_metadata, parse_metadata
+from export.metadata import ACTION_NORMALIZED, PolicyMetadata, has_s2r_metadata, parse_metadata
 from s2r.errors import UserError
 
 if TYPE_CHECKING:
@@ -226,30 +226,3 @@ def _names_text(names: tuple[str, ...]) -> str:
 
 def _layout_text(blocks: list[tuple[str, int, int]]) -> str:
     return "[" + ", ".join(f"{n}[{a}:{b}]" for n, a, b in blocks) + "]"
-
-
-def evaluate_onnx(
-    path: str | os.PathLike[str], episodes: int, seed: int, engine: str | None = None
-) -> dict[str, Any]:
-    """Evaluate an exported file in simulation through :class:`OnnxPolicy`, the object the robot runs.
-
-    The environment is the metadata's ``env_id`` (with its ``env_kwargs``) on ``engine`` (default:
-    the one trained on); episodes are seeded ``seed, seed + 1, ...`` as in :func:`policies.evaluate.evaluate`,
-    so the result matches ``s2r eval`` of the checkpoint on the same seeds.
-    """
-    from policies.evaluate import evaluate
-
-    policy = OnnxPolicy(path)
-    info = policy.info
-    if info is None:
-        raise UserError(f"cannot evaluate {str(path)!r}: it carries no s2r metadata naming its environment "
-                        "(export it with `s2r export`)")
-    if episodes < 1:
-        raise UserError(f"episodes must be at least 1, got {episodes}")
-    if info.action_output == ACTION_ENV_BOUNDS:
-        # evaluate() maps normalized actions onto the env's bounds itself; hand it the normalized action.
-        def normalized(obs: NDArray[np.float32]) -> NDArray[np.float32]:
-            return policy.to_normalized(policy.act(obs))
-
-        return evaluate(normalized, info.env_id, episodes, seed, engine or info.engine, info.env_kwargs or None)
-    return evaluate(policy.act, info.env_id, episodes, seed, engine or info.engine, info.env_kwargs or None)

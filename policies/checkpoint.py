@@ -27,6 +27,7 @@ from torch import Tensor
 
 from policies.networks import ACTIVATIONS, Activation, Actor, ObsNormalizer, PolicyModule
 from policies.offpolicy import load_module_state
+from s2r.atomicio import atomic_path
 from s2r.errors import UserError
 
 CHECKPOINT_FORMAT = "s2r-offpolicy"
@@ -234,27 +235,18 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary name in the same directory, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """``torch.save`` of ``obj`` to ``path`` atomically (:func:`s2r.atomicio.atomic_path`)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def load_policy(path: str | os.PathLike[str], device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The deterministic policy (``tanh`` of the mean) of a checkpoint file or run directory.
-
-    The returned function maps a float32 observation ``[obs_dim]`` or a batch ``[N, obs_dim]`` to
-    normalized actions in [-1, 1] of the same leading shape.
-    """
-    return policy_from_checkpoint(load_checkpoint(path), device)
 
 
 def policy_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """See :func:`load_policy`."""
+    """The deterministic policy (``tanh`` of the mean) of ``ckpt``.
+
+    The returned function maps a float32 observation ``[obs_dim]`` or a batch ``[N, obs_dim]`` to
+    normalized actions in [-1, 1] of the same leading shape. Commands load a policy file through
+    :func:`s2r.policy_files.load_policy`.
+    """
     module = ckpt.policy_module().to(device)
     obs_dim = ckpt.obs_dim
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from policies.config import ALGOS
 from s2r import cliargs
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
+from s2r.policy_files import evaluate_policy, load_policy
 
 DEFAULT_EVAL_EPISODES = 50
 
@@ -148,14 +149,17 @@ def _finetune(args: argparse.Namespace) -> int:
     from robot.cli import StopRequest, deploy_exit_code
     from robot.controller import SAFETY_STOP_KINDS
 
-    cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
-                         reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
-                         episodes=args.episodes,
-                         out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
-                         critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
-                         resume=args.resume, incumbent_episodes=args.incumbent_episodes,
-                         explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
-                         reeval_episodes=args.reeval_episodes, confidence=args.confidence)
+    try:
+        cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
+                             reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
+                             episodes=args.episodes,
+                             out=Path(args.out) if args.out else None, updates_per_step=args.updates_per_step,
+                             critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
+                             resume=args.resume, incumbent_episodes=args.incumbent_episodes,
+                             explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
+                             reeval_episodes=args.reeval_episodes, confidence=args.confidence)
+    except ParameterError as exc:
+        raise exc.as_flag() from None
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -193,26 +197,6 @@ def _print_train_summary(summary: dict[str, Any]) -> None:
     print(f"run directory: {run_dir}")
 
 
-def _eval_onnx(args: argparse.Namespace) -> int:
-    """The exported file through ``OnnxPolicy``, the same policy object the robot controller runs."""
-    from export.onnx_policy import OnnxPolicy, evaluate_onnx
-
-    info = OnnxPolicy(args.path).info
-    if info is None:
-        raise UserError(f"{args.path!r} carries no s2r metadata (export it with `s2r export`)")
-    result = evaluate_onnx(args.path, args.episodes, args.seed, args.engine)
-    engine = args.engine or info.engine
-    if args.json:
-        print(json.dumps({**result, "policy": args.path, "env_id": info.env_id, "engine": engine,
-                          "step": info.training_steps}))
-    else:
-        print(f"{args.path} (onnx, {info.algo}, step {info.training_steps}) on {info.env_id} [{engine}], "
-              f"seeds {args.seed}..{args.seed + args.episodes - 1}:")
-        print(f"  {_describe(result)}")
-    sys.stdout.flush()
-    return 0
-
-
 def _describe(ev: dict[str, Any]) -> str:
     text = f"return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over {ev['episodes']} episodes"
     if ev.get("success_rate") is not None:
@@ -221,24 +205,21 @@ def _describe(ev: dict[str, Any]) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from policies.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
-    from policies.evaluate import evaluate
-
+    """A checkpoint, run directory or exported file; an ONNX file runs through ``OnnxPolicy``, the same policy
+    object the robot controller runs."""
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
-    if Path(args.path).suffix.lower() == ".onnx":
-        return _eval_onnx(args)
-    path = resolve_checkpoint_path(args.path)
-    ckpt = load_checkpoint(path)
-    engine = args.engine or ckpt.engine
-    env_kwargs = ckpt.config.get("env_kwargs") or None
-    result = evaluate(policy_from_checkpoint(ckpt), ckpt.env_id, args.episodes, args.seed, engine, env_kwargs)
+    loaded = load_policy(args.path)
+    result = evaluate_policy(loaded, args.episodes, args.seed, args.engine)
+    engine = args.engine or loaded.engine
+    onnx = loaded.kind == "onnx"
     if args.json:
-        out = {**result, "checkpoint": str(path), "env_id": ckpt.env_id, "engine": engine, "step": ckpt.step}
-        print(json.dumps(out))
+        where = {"policy": args.path} if onnx else {"checkpoint": str(loaded.path)}
+        print(json.dumps({**result, **where, "env_id": loaded.env_id, "engine": engine, "step": loaded.step}))
     else:
-        print(f"{path} ({ckpt.algo}, step {ckpt.step}) on {ckpt.env_id} [{engine}], seeds {args.seed}..", end="")
-        print(f"{args.seed + args.episodes - 1}:")
+        what = f"onnx, {loaded.algo}" if onnx else loaded.algo
+        print(f"{args.path if onnx else loaded.path} ({what}, step {loaded.step}) on {loaded.env_id} [{engine}], "
+              f"seeds {args.seed}..{args.seed + args.episodes - 1}:")
         print(f"  {_describe(result)}")
     sys.stdout.flush()
     return 0

@@ -8,7 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import sim  # (importing it registers the s2r/ ids)
 from s2r.errors import UserError
+from sim.engines import ENGINES
 
 S2R_PREFIX = "s2r/"
 """Our gymnasium ids start with this; only they take the ``engine`` argument."""
@@ -16,16 +18,11 @@ S2R_PREFIX = "s2r/"
 
 def resolve_task(task: str) -> str:
     """A short task name or gymnasium id, as a gymnasium id."""
-    import sim
-
     return sim.resolve_env_id(task)
 
 
 def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """``gym.make(env_id)`` (with ``engine`` for our ids), checked to have flat Box spaces."""
-    import sim  # noqa: F401  (registers the s2r/ ids)
-    from sim.engines import ENGINES
-
     kwargs = dict(env_kwargs or {})
     if env_id.startswith(S2R_PREFIX):
         if engine not in ENGINES:

@@ -50,6 +50,7 @@ import torch
 
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
+from s2r.atomicio import atomic_path, write_text_atomic
 from s2r.errors import UserError
 
 LOG_DIR = "logs"
@@ -309,9 +310,8 @@ class _PolicySwitch:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def candidate_paths(out: Path, round_: int) -> tuple[Path, Path]:
@@ -603,6 +603,4 @@ def _bar(total: int, done: int, progress: bool) -> Any:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policies.gate import DEFAULT_CONFIDENCE, Schedule
-from s2r.errors import UserError
+from s2r.errors import ParameterError
 
+FINETUNE = "finetune"
+"""How errors name these settings (``finetune sim_fraction must be in [0, 1)``)."""
 DEFAULT_OUT = "finetune"
 """Output directory inside the run directory unless ``--out`` says otherwise."""
 
@@ -60,23 +62,24 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
-            raise UserError(f"--episodes must be >= 0, got {self.episodes}")
+            raise ParameterError("episodes", f"must be >= 0, got {self.episodes}", FINETUNE)
         if not 0.0 <= self.sim_fraction < 1.0:
-            raise UserError(f"--sim-fraction must be in [0, 1), got {self.sim_fraction}")
+            raise ParameterError("sim_fraction", f"must be in [0, 1), got {self.sim_fraction}", FINETUNE)
         if not (self.updates_per_step >= 0 and math.isfinite(self.updates_per_step)):
-            raise UserError(f"--updates-per-step must be a finite number >= 0, got {self.updates_per_step}")
+            raise ParameterError("updates_per_step", f"must be a finite number >= 0, got {self.updates_per_step}",
+                                 FINETUNE)
         if self.critic_warmup < 0:
-            raise UserError(f"--critic-warmup must be >= 0, got {self.critic_warmup}")
+            raise ParameterError("critic_warmup", f"must be >= 0, got {self.critic_warmup}", FINETUNE)
         if not 0.0 < self.confidence < 1.0:
-            raise UserError(f"--confidence must be in (0, 1), got {self.confidence}")
+            raise ParameterError("confidence", f"must be in (0, 1), got {self.confidence}", FINETUNE)
         for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise ParameterError(name, f"must be at least 1, got {getattr(self, name)}", FINETUNE)
         if self.lockstep and (self.driver not in ("emulator", "mock") or self.port is not None):
-            raise UserError("--lockstep runs a simulated robot this run starts (an emulator or the mock) in simulated "
-                            "time: it needs --driver emulator or mock, and no --port")
+            raise ParameterError("lockstep", "runs a simulated robot this run starts (an emulator or the mock) in "
+                                 "simulated time: it needs driver emulator or mock, and no port", FINETUNE)
         if self.reeval_episodes < 0:
-            raise UserError(f"--reeval-episodes must be >= 0, got {self.reeval_episodes}")
+            raise ParameterError("reeval_episodes", f"must be >= 0, got {self.reeval_episodes}", FINETUNE)
 
     @property
     def out_dir(self) -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from s2r.atomicio import atomic_path
 
 
 def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -49,11 +50,8 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) 
         ax2.grid(alpha=0.3)
     axes[-1][0].set_xlabel("environment steps")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()

@@ -55,6 +55,7 @@ from policies.offpolicy import Learner, load_module_state
 from policies.replay import Batch, NStepReturns, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
+from s2r.atomicio import write_text_atomic
 from s2r.errors import UserError
 from s2r.yamlfile import load_yaml, read_yaml_file
 
@@ -794,15 +795,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 class _StopOnSigint:
@@ -844,7 +837,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, p
     try:
         if resume:
             trainer.restore()
-        _write_text_atomic(run.config, dump_config(trainer.cfg))
+        write_text_atomic(run.config, dump_config(trainer.cfg))
     except BaseException:
         trainer.close()
         raise

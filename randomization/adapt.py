@@ -85,7 +85,6 @@ from randomization.distributions import (
     save_distribution,
     task_param_specs,
     task_spec_name,
-    write_atomic,
 )
 from randomization.likelihood import (
     LIKELIHOOD_PARAM_KINDS_ENV,
@@ -100,6 +99,7 @@ from randomization.likelihood import (
 )
 from randomization.parallel import Executor, ExecutorConfig, open_executor
 from robot.trajlog import OnSkip
+from s2r.atomicio import write_bytes_atomic, write_text_atomic
 from s2r.errors import UserError
 from sim import make_task, resolve_env_id
 from sim.engines.base import ParamSpec
@@ -641,6 +641,6 @@ def write_outputs(
     )
     save_distribution(result.posterior, yaml_path, header)
     report = result_json(result, specs, extra)
-    write_atomic(json_path, (json.dumps(report, indent=2, allow_nan=True) + "\n").encode())
-    write_atomic(png_path, plot_png(prior, result, specs))
+    write_text_atomic(json_path, json.dumps(report, indent=2, allow_nan=True) + "\n")
+    write_bytes_atomic(png_path, plot_png(prior, result, specs))
     return yaml_path, json_path, png_path

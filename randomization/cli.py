@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from randomization.adapt import AdaptConfig, adapt, edge_warning, output_paths, write_outputs
@@ -16,7 +15,8 @@ from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
 from robot.trajlog import SkipLog
 from s2r import cliargs
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
+from s2r.policy_files import load_policy
 from sim import TASK_IDS
 from sim.engines import ENGINES
 
@@ -82,9 +82,7 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
     elif args.policy == "excite":
         record_sim_logs(args.out, config, "excite")
     else:
-        from sim.cli import load_policy_file
-
-        policy: Policy = load_policy_file(Path(args.policy))
+        policy: Policy = load_policy(args.policy).act
         record_sim_logs(args.out, config, policy)
     print(f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}")
     return 0
@@ -107,10 +105,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     axes = [parse_grid_axis(text) for text in args.grid]
     check_axis_count(axes)
     out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
-    result = run_sweep(
-        args.policy, axes, args.episodes, engine=args.engine, task=args.task, seed=args.seed,
-        executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
-    )
+    try:
+        result = run_sweep(
+            args.policy, axes, args.episodes, engine=args.engine, task=args.task, seed=args.seed,
+            executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
+        )
+    except ParameterError as exc:
+        raise exc.as_flag() from None
     json_path, png_path = write_sweep(result, out)
     summary = {**result.summary, "wall_time_s": result.wall_time_s, "policy": result.policy,
                "env_id": result.env_id, "engine": result.engine, "json": str(json_path), "png": str(png_path)}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -37,7 +36,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from s2r.atomicio import write_text_atomic
 from s2r.errors import UserError
+from s2r.resources import shipped_file
 from s2r.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
 from sim.engines.base import ParamSpec
@@ -642,29 +643,13 @@ def dump_distribution_yaml(dist: ParameterDistribution, header: str = "") -> str
     return comments + body
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_distribution(dist: ParameterDistribution, path: str | os.PathLike[str], header: str = "") -> None:
     """Write ``dist`` as randomization YAML, atomically."""
-    write_atomic(path, dump_distribution_yaml(dist, header).encode())
+    write_text_atomic(path, dump_distribution_yaml(dist, header))
 
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-"""Default randomization files shipped with the package."""
+CONFIGS = "randomization.configs"
+"""The package of the default randomization files (``<robot>.yaml``)."""
 
 
 def default_config(task: str) -> Path:
@@ -673,7 +658,7 @@ def default_config(task: str) -> Path:
         robot = make_task(resolve_env_id(task)).spec.robot
     except KeyError:
         raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
-    path = CONFIG_DIR / f"{robot}.yaml"
-    if not path.is_file():
-        raise UserError(f"no default randomization file for task {task!r} (looked for {path})")
-    return path
+    try:
+        return shipped_file(CONFIGS, f"{robot}.yaml")
+    except UserError as exc:
+        raise UserError(f"no default randomization file for task {task!r}: {exc}") from None

@@ -37,7 +37,7 @@ import numpy as np
 
 from randomization.distributions import ParameterDistribution
 from randomization.wrapper import RandomizedEnv, param_rng
-from s2r.errors import UserError
+from s2r.errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ class EpoptConfig:
 
     def __post_init__(self) -> None:
         if not (0.0 < self.eps <= 1.0):
-            raise UserError(f"--epopt-eps must be in (0, 1], got {self.eps}")
+            raise ParameterError("eps", f"must be in (0, 1], got {self.eps}", "epopt")
         if self.models < 1:
-            raise UserError(f"--epopt-models must be at least 1, got {self.models}")
+            raise ParameterError("models", f"must be at least 1, got {self.models}", "epopt")
         if self.warmup_iterations < 0:
-            raise UserError(f"--epopt-warmup must be >= 0 iterations, got {self.warmup_iterations}")
+            raise ParameterError("warmup_iterations", f"must be >= 0 iterations, got {self.warmup_iterations}", "epopt")
 
 
 def worst_fraction(returns: Sequence[float], eps: float) -> list[int]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+import sim  # noqa: F401  (registers the envs, in a fresh worker too)
 from robot.trajlog import OnSkip, RunInfo, episode_files, read_episodes, read_run
 from s2r.errors import UserError
 from sim.env import SimEnv
@@ -310,8 +311,6 @@ class ReplaySetup:
     """The logged episodes."""
     def __call__(self) -> TransitionReplay:
         import gymnasium as gym
-
-        import sim  # noqa: F401  (registers the envs in a fresh worker)
 
         env = gym.make(self.env_id, engine=self.engine, control_period=self.control_period).unwrapped
         if not isinstance(env, SimEnv):

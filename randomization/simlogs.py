@@ -24,7 +24,7 @@ import numpy as np
 
 from robot.trajlog import RunInfo, TrajectoryWriter, config_hash
 from s2r.errors import UserError
-from sim import resolve_env_id
+from sim import TASK_IDS, resolve_env_id
 from sim.env import SimEnv
 from sim.state import RobotState
 from sim.tasks.actions import normalize
@@ -146,8 +146,6 @@ def make_env(task: str, engine: str, params: Mapping[str, float] | None = None) 
     """The simulated env of ``task`` on ``engine`` with ``params`` applied; bad names or values are ``UserError``."""
     env_id = resolve_env_id(task)
     if env_id not in gym.registry:
-        from sim import TASK_IDS
-
         raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}")
     env = gym.make(env_id, engine=engine).unwrapped
     if not isinstance(env, SimEnv):

@@ -13,11 +13,9 @@ on the backend or the worker count. Results are summarized by :func:`robustness_
 success over cells and the mean of the worst 10 % of cells) and written as ``sweep.json`` and a
 heatmap ``sweep.png`` (:func:`write_sweep`).
 
-The policy and the episode loop are those of ``s2r eval`` (:func:`s2r.policy_files.load_policy_file`,
+The policy and the episode loop are those of ``s2r eval`` (:func:`s2r.policy_files.load_policy`,
 :func:`policies.evaluate.run_episodes`), so the nominal cell of a sweep reproduces ``s2r eval`` on the
-same seeds. ``policies`` and ``export`` are imported only inside the functions that need them, as
-:mod:`s2r.policy_files` does, so that importing this module loads neither torch nor onnxruntime and
-``randomization`` keeps building on ``sim`` alone.
+same seeds.
 """
 
 from __future__ import annotations
@@ -36,11 +34,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from randomization.distributions import task_param_specs, write_atomic
+import sim  # noqa: F401  (registers the s2r/ ids)
+from policies.evaluate import run_episodes
+from randomization.distributions import task_param_specs
 from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
-from s2r.errors import UserError
+from s2r.atomicio import write_bytes_atomic, write_text_atomic
+from s2r.errors import ParameterError, UserError
 from s2r.extras import MissingExtra
-from s2r.policy_files import load_policy_file
+from s2r.policy_files import load_policy
 from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
 from sim.env import SimEnv
@@ -110,16 +111,17 @@ def parse_grid_axis(text: str) -> GridAxis:
     example = "e.g. valve_damping=0.01:0.3:5"
     m = _GRID_RE.match(text)
     if m is None:
-        raise UserError(f"--grid {text!r} must look like NAME=LO:HI:N, {example}")
+        raise UserError(f"grid axis {text!r} must look like NAME=LO:HI:N, {example}")
     name, lo_text, hi_text, n_text = (g.strip() for g in m.groups())
     try:
         lo, hi = float(lo_text), float(hi_text)
     except ValueError:
-        raise UserError(f"--grid {text!r}: LO ({lo_text!r}) and HI ({hi_text!r}) must be numbers, {example}") from None
+        raise UserError(f"grid axis {text!r}: LO ({lo_text!r}) and HI ({hi_text!r}) must be numbers, "
+                        f"{example}") from None
     try:
         n = int(n_text)
     except ValueError:
-        raise UserError(f"--grid {text!r}: N ({n_text!r}) must be a whole number of values, {example}") from None
+        raise UserError(f"grid axis {text!r}: N ({n_text!r}) must be a whole number of values, {example}") from None
     return GridAxis(name, lo, hi, n)
 
 
@@ -205,54 +207,23 @@ class PolicySource:
     obs_size: int = 0
     """Observation length the policy takes."""
     action_size: int = 0
-    """Action length the policy returns."""
-    normalized_output: bool = True
-    """False for an ONNX file that outputs actions in the env's bounds rather than in [-1, 1]."""
+    """Action length the policy returns (normalized whatever the file's output, as ``load_policy`` gives it)."""
 
 
 def resolve_policy(path: str | Path) -> PolicySource:
     """Read what ``path`` (checkpoint, run directory or ``.onnx``) is and was trained on; bad input is a UserError."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"policy {str(p)!r} does not exist (expected a checkpoint, a run directory holding "
-                        "best.pt or last.pt, or an exported .onnx file)")
-    if p.suffix.lower() == ".onnx":
-        from export.metadata import ACTION_NORMALIZED
-        from export.onnx_policy import OnnxPolicy
-
-        onnx = OnnxPolicy(p)
-        info = onnx.info
-        if info is None:
-            return PolicySource(str(p), "onnx", None, "mujoco", {}, onnx.obs_size, onnx.action_size, True)
-        return PolicySource(str(p), "onnx", info.env_id, info.engine, dict(info.env_kwargs), onnx.obs_size,
-                            onnx.action_size, info.action_output == ACTION_NORMALIZED)
-    from policies.checkpoint import load_checkpoint, resolve_checkpoint_path
-
-    file = resolve_checkpoint_path(p)
-    ckpt = load_checkpoint(file)
-    return PolicySource(str(file), "checkpoint", ckpt.env_id, ckpt.engine, dict(ckpt.config.get("env_kwargs") or {}),
-                        ckpt.obs_dim, ckpt.act_dim, True)
+    loaded = load_policy(path)
+    return PolicySource(str(loaded.path), loaded.kind, loaded.env_id, loaded.engine, dict(loaded.env_kwargs),
+                        loaded.obs_size or 0, loaded.action_size or 0)
 
 
 def _load_policy(source: PolicySource) -> Policy:
-    policy = load_policy_file(Path(source.path))
-    if source.normalized_output:
-        return policy
-    # The episode loop (as in `s2r eval`) maps normalized actions onto the env's bounds itself.
-    onnx: Any = policy
-
-    def normalized(obs: np.ndarray) -> np.ndarray:
-        out: np.ndarray = onnx.to_normalized(onnx.act(obs))
-        return out
-
-    return normalized
+    return load_policy(source.path).act
 
 
 # --- the workers -------------------------------------------------------------------------------------------
 def make_sweep_env(env_id: str, engine: str, env_kwargs: Mapping[str, Any]) -> tuple[gym.Env, SimEnv]:
     """The env (with gymnasium's wrappers, as ``s2r eval`` makes it) and the :class:`SimEnv` inside it."""
-    import sim  # noqa: F401  (registers the s2r/ ids)
-
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     try:
@@ -321,8 +292,6 @@ class EpisodeOutcome:
 
 def run_policy_episode(worker: SweepWorker, request: EpisodeRequest) -> EpisodeOutcome:
     """One deterministic policy episode seeded ``request.seed`` with ``request.params`` applied from nominal."""
-    from policies.evaluate import run_episodes
-
     worker.apply(request.params)
     stats = run_episodes(worker.policy, worker.env, 1, request.seed)
     success = stats["successes"][0]
@@ -449,7 +418,7 @@ def run_sweep(
     the number of episodes are not started. Every input is checked before any worker starts.
     """
     if episodes < 1:
-        raise UserError(f"--episodes must be at least 1, got {episodes}")
+        raise ParameterError("episodes", f"must be at least 1, got {episodes}", "sweep")
     axes = [parse_grid_axis(a) if isinstance(a, str) else a for a in grid]
     check_axis_count(axes)  # before the policy is loaded: the cheapest mistake to report
     source = resolve_policy(policy_path)
@@ -525,7 +494,7 @@ def check_out_dir(out: str | Path) -> Path:
     """``out`` as a directory to write into; an existing file there is a :class:`UserError`."""
     p = Path(out)
     if p.exists() and not p.is_dir():
-        raise UserError(f"--out {str(p)!r} is a file; expected a directory (created if missing) for "
+        raise UserError(f"sweep output {str(p)!r} is a file; expected a directory (created if missing) for "
                         f"{JSON_NAME} and {PNG_NAME}")
     return p
 
@@ -592,8 +561,8 @@ def write_sweep(result: SweepResult, out: str | Path) -> tuple[Path, Path]:
     """Write ``sweep.json`` and ``sweep.png`` into the directory ``out``, each atomically; returns their paths."""
     directory = check_out_dir(out)
     json_path, png_path = directory / JSON_NAME, directory / PNG_NAME
-    write_atomic(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
-    write_atomic(png_path, plot_sweep_png(result))
+    write_text_atomic(json_path, json.dumps(result.to_json(), indent=2) + "\n")
+    write_bytes_atomic(png_path, plot_sweep_png(result))
     return json_path, png_path
 
 

@@ -19,19 +19,21 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 import numpy as np
 
-from robot.controller import Controller, ControllerSettings, Policy, check_policy
+from robot.controller import Controller, ControllerSettings, check_policy
 from s2r import cliargs
 from s2r.errors import UserError
+from s2r.extras import MissingExtra
+from s2r.policy_files import SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
+from sim import resolve_env_id
+from sim.tasks import make_task
 from sim.tasks.base import Task
-from sim.tasks.excitation import ExcitePolicy, MultiSine
-from sim.tasks.spec import FloatArray, TaskSpec
+from sim.tasks.spec import TaskSpec
 
 EXIT_SAFETY_STOP = 3
 """Exit status of ``s2r deploy`` when a safety stop ended the run."""
@@ -40,12 +42,6 @@ EXIT_PORT_LOST = 4
 EXIT_TORQUE_NOT_OFF = 5
 """Exit status of ``s2r deploy`` when the run ended without a failure but the torque-off was not confirmed: the
 servos may still be powered."""
-SCRIPTED_PREFIX = "scripted:"
-SCRIPTED_POLICIES = ("hold", "zero", "random", "excite")
-"""``scripted:hold`` keeps the joints where the reset put them; ``scripted:zero`` moves them to the middle of
-their ranges; ``scripted:random`` draws uniform actions in [-1, 1] (seeded by ``--seed``); ``scripted:excite``
-drives every joint along its own multi-sine inside the joint limits and under the velocity limit, for system
-identification with ``s2r adapt`` (:mod:`sim.tasks.excitation`; the phases are seeded by ``--seed``)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -107,88 +103,8 @@ def register(sub: Any) -> None:
     d.set_defaults(func=run_dataset)
 
 
-# --- policies -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadedPolicy:
-    """A policy ready for the controller, with what is known about it."""
-
-    act: Policy
-    """Observation (float32, (O,)) -> normalized action (J,)."""
-    description: str
-    """What was loaded, for logs and the summary."""
-    env_id: str | None
-    """Gymnasium id the policy was trained on, when its file records it."""
-
-
-def load_deploy_policy(source: str, spec: TaskSpec, seed: int, *, period_override: bool = False,
-                       limits: tuple[FloatArray, FloatArray] | None = None) -> LoadedPolicy:
-    """The one place deploy turns its POLICY argument into a callable (ONNX, checkpoint or scripted).
-
-    An ONNX file must carry s2r metadata that matches ``spec`` (task, joints, observation layout,
-    control period); ``period_override`` (the config's explicit ``control_period_override``) lets
-    the control period alone differ. ``limits`` (the hardware config's joint limits, rad) bound
-    ``scripted:excite``; without them it keeps inside the task's ranges.
-    """
-    if source.startswith(SCRIPTED_PREFIX):
-        return LoadedPolicy(scripted_policy(source[len(SCRIPTED_PREFIX):], spec, seed, limits), source, None)
-    path = Path(source)
-    if not path.exists():
-        raise UserError(f"no policy at {source!r}: expected an .onnx file, a checkpoint (.pt), a training run "
-                        f"directory, or one of {', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)}")
-    if path.suffix == ".onnx":
-        return _load_onnx(path, spec, period_override)
-    try:
-        from policies.checkpoint import load_checkpoint, policy_from_checkpoint
-    except ImportError as exc:
-        raise UserError(f"cannot load the checkpoint {source!r}: the training package is missing ({exc})") from None
-    ckpt = load_checkpoint(path)
-    return LoadedPolicy(policy_from_checkpoint(ckpt), f"checkpoint {path} ({ckpt.algo}, step {ckpt.step})",
-                        ckpt.env_id)
-
-
-def _load_onnx(path: Path, spec: TaskSpec, period_override: bool) -> LoadedPolicy:
-    try:
-        from export.onnx_policy import OnnxPolicy
-    except ImportError as exc:
-        raise UserError(f"cannot deploy {str(path)!r}: ONNX support is missing ({exc}); "
-                        "deploy a checkpoint or run directory instead") from None
-    policy = OnnxPolicy(path)
-    problems = policy.compatibility_problems(spec)
-    if period_override:
-        problems = [p for p in problems if not p.startswith("control period")]
-    if problems:
-        lines = "\n".join(f"  - {p}" for p in problems)
-        raise UserError(f"refusing to deploy {str(path)!r} on the {spec.robot} ({spec.name}):\n{lines}")
-    info = policy.info
-    return LoadedPolicy(policy.act, f"onnx {path}", info.env_id if info is not None else None)
-
-
-def scripted_policy(name: str, spec: TaskSpec, seed: int,
-                    limits: tuple[FloatArray, FloatArray] | None = None) -> Policy:
-    """A policy for bring-up, tests and system identification (see :data:`SCRIPTED_POLICIES`)."""
-    n = spec.n_joints
-    if name == "zero":
-        return lambda obs: np.zeros(n)
-    if name == "hold":
-        try:
-            last = spec.obs_layout.slice("last_action")
-        except KeyError:
-            raise UserError(f"scripted:hold needs a last_action block in the observation of {spec.name}") from None
-        return lambda obs: np.asarray(obs[last], dtype=np.float64)
-    if name == "random":
-        rng = np.random.default_rng(seed)
-        return lambda obs: rng.uniform(-1.0, 1.0, n)
-    if name == "excite":
-        low, high = limits if limits is not None else (spec.low, spec.high)
-        return ExcitePolicy(MultiSine(spec, seed, low=low, high=high))
-    raise UserError(f"unknown scripted policy {name!r}; expected one of {', '.join(SCRIPTED_POLICIES)}")
-
-
 def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
     """The task the episodes use: its goals from the requested (or the policy's) variant, its spec the config's."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     name = requested or policy_env_id or config_task
     try:
         task = make_task(resolve_env_id(name))
@@ -246,8 +162,8 @@ def run_deploy(args: argparse.Namespace) -> int:
             raise UserError(f"--faults names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} does "
                             f"not have; its IDs: {', '.join(map(str, config.all_ids))}")
     settings = ControllerSettings(episode_steps=args.episode_steps)
-    loaded = load_deploy_policy(args.policy, spec, args.seed, period_override=config.control_period_override,
-                                limits=(config.low, config.high))
+    loaded = load_policy(args.policy, spec=spec, seed=args.seed, period_override=config.control_period_override,
+                         limits=(config.low, config.high))
     task = deploy_task(config.task, args.task, loaded.env_id, spec)
     check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
     steps = settings.episode_steps or spec.episode_steps
@@ -326,8 +242,6 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m robot.cli deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
-    from s2r.extras import MissingExtra
-
     parser = argparse.ArgumentParser(prog="python -m robot.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)

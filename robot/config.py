@@ -13,7 +13,6 @@ passive joints.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,11 @@ from robot.dynamixel.units import (
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
 from s2r.errors import UserError
+from s2r.fields import Fields
+from s2r.resources import config_path
 from s2r.yamlfile import read_yaml_file
+from sim import resolve_env_id
+from sim.tasks import make_task
 from sim.tasks.spec import FloatArray, TaskSpec
 
 AUTO_PORT = "auto"
@@ -307,9 +310,6 @@ class RobotConfig:
 
 def base_task_spec(task: str) -> TaskSpec:
     """The unmodified spec of a task named on the command line or in a config."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     try:
         return make_task(resolve_env_id(task)).spec
     except KeyError as exc:
@@ -318,8 +318,11 @@ def base_task_spec(task: str) -> TaskSpec:
 
 # --- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path) -> RobotConfig:
-    """Load and validate a hardware config YAML file."""
-    return config_from_mapping(read_yaml_file(path, "hardware config"), source=str(path))
+    """Load and validate a hardware config YAML file: ``path``, or a shipped config by name (``dclaw``) or by its
+    path in the repository (``hardware_configs/dclaw.yaml``) from any directory (:func:`s2r.resources.config_path`)."""
+    file = config_path(path)
+    source = str(path if file == Path(path) else file)
+    return config_from_mapping(read_yaml_file(file, "hardware config"), source=source)
 
 
 def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
@@ -441,12 +444,12 @@ def _check_read_deadline(root: _Node, retries: RetryConfig, max_age_s: float, pe
 
 def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | None:
     """The ``imu`` section: required for a floating-base task, refused otherwise."""
-    raw = root._get("imu", _NONE_OK)
+    raw = root.raw("imu")
     if spec.base_joint is None:
-        if raw is not _NONE_OK:
+        if raw is not None:
             root.fail("imu", f"absent: the task {spec.name!r} has no floating base for an IMU to measure", raw)
         return None
-    if raw is _NONE_OK:
+    if raw is None:
         raise UserError(f"{root.source}: field imu is missing: the task {spec.name!r} observes the orientation and "
                         "angular velocity of its floating base, which the torso IMU measures")
     node = root.child("imu")
@@ -482,7 +485,7 @@ def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | No
 
 
 def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
-    v = node._get(key, [1.0, 0.0, 0.0, 0.0])
+    v = node.raw(key, [1.0, 0.0, 0.0, 0.0])
     if (not isinstance(v, list) or len(v) != 4
             or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)
             or abs(math.sqrt(sum(float(x) ** 2 for x in v)) - 1.0) > _UNIT_QUAT_TOLERANCE):
@@ -494,8 +497,8 @@ def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
 
 def _safe_pose(root: _Node, joints: tuple[JointConfig, ...]) -> tuple[float, ...] | None:
     """The optional ``safe_pose_rad``: one angle per joint, in task order, inside the joint limits."""
-    v = root._get("safe_pose_rad", _NONE_OK)
-    if v is _NONE_OK:
+    v = root.raw("safe_pose_rad")
+    if v is None:
         return None
     if (not isinstance(v, list) or len(v) != len(joints)
             or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
@@ -575,80 +578,8 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
     return tuple(out)
 
 
-_MISSING = object()
-_NONE_OK = object()
-"""Default of an optional field whose absence means "none"."""
-
-
-class _Node:
-    """A mapping being validated, with its dotted path; every read field is ticked off for :meth:`done`."""
-
-    def __init__(self, data: Any, path: str, source: str, optional: bool = False) -> None:
-        if data is None and optional:
-            data = {}
-        if not isinstance(data, Mapping):
-            where = f"field {path}" if path else "the top level"
-            raise UserError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
-        self.data: Mapping[str, Any] = data
-        self.path = path
-        self.source = source
-        self._seen: set[str] = set()
-
-    def _dotted(self, key: str) -> str:
-        return ".".join(p for p in (self.path, key) if p)
-
-    def fail(self, key: str, expected: str, got: Any) -> None:
-        raise UserError(f"{self.source}: field {self._dotted(key) or '<top>'} must be {expected}; got {got!r}")
-
-    def keys(self) -> list[str]:
-        self._seen.update(str(k) for k in self.data)
-        return [str(k) for k in self.data]
-
-    def _get(self, key: str, default: Any) -> Any:
-        self._seen.add(key)
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if default is _MISSING or default is None:
-                raise UserError(f"{self.source}: field {self._dotted(key)} is missing")
-            return default
-        return value
-
-    def child(self, key: str, optional: bool = False) -> _Node:
-        self._seen.add(key)
-        value = self.data.get(key)
-        if value is None and not optional:
-            raise UserError(f"{self.source}: field {self._dotted(key)} is missing")
-        return _Node(value, self._dotted(key), self.source, optional)
-
-    def text(self, key: str, default: Any = _MISSING) -> str:
-        v = self._get(key, default)
-        if not isinstance(v, str) or not v:
-            self.fail(key, "a non-empty string", v)
-        return str(v)
-
-    def number(self, key: str, default: Any = _MISSING) -> float:
-        v = self._get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            self.fail(key, "a finite number", v)
-        return float(v)
-
-    def integer(self, key: str, default: Any = _MISSING) -> int:
-        v = self._get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(key, "an integer", v)
-        return int(v)
-
-    def count(self, key: str, default: Any = _MISSING) -> int:
-        v = self.integer(key, default)
-        if v < 0:
-            self.fail(key, "an integer >= 0", v)
-        return v
-
-    def flag(self, key: str, default: Any = _MISSING) -> bool:
-        v = self._get(key, default)
-        if not isinstance(v, bool):
-            self.fail(key, "true or false", v)
-        return bool(v)
+class _Node(Fields):
+    """:class:`s2r.fields.Fields` with the servo fields of a hardware config."""
 
     def servo_id(self, key: str) -> int:
         v = self.integer(key)
@@ -661,9 +592,3 @@ class _Node:
         if v == 0.0:
             self.fail(key, "a non-zero calibration scale (usually 1 or -1)", v)
         return v
-
-    def done(self) -> None:
-        extra = [str(k) for k in self.data if str(k) not in self._seen]
-        if extra:
-            raise UserError(f"{self.source}: unknown field {self._dotted(extra[0])}; "
-                            f"expected one of: {', '.join(sorted(self._seen))}")

@@ -17,12 +17,12 @@ infinity), are left out: no value in them is a real observation or an action the
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from robot.trajlog import OnSkip, read_episodes
+from s2r.atomicio import atomic_path
 from s2r.errors import UserError
 from sim.tasks.actions import clip_action
 
@@ -71,15 +71,6 @@ def save_dataset(data: dict[str, np.ndarray], path: str | os.PathLike[str]) -> P
     p = Path(path)
     if p.suffix != ".npz":
         raise UserError(f"dataset file {str(p)!r} must end in .npz")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **data)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(p) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **data)  # type: ignore[arg-type]
     return p

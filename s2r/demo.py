@@ -43,16 +43,19 @@ from typing import Any
 
 from policies.gate import TEST_NAME, Decision, decide
 from s2r import cliargs
+from s2r.atomicio import write_text_atomic
 from s2r.errors import UserError
+from s2r.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
 
-ROOT = Path(__file__).resolve().parents[1]
-HARDWARE_CONFIG = ROOT / "hardware_configs" / "dclaw.yaml"
+HARDWARE_CONFIG = shipped_file(HARDWARE_CONFIGS, "dclaw.yaml")
+ROOT = HARDWARE_CONFIG.parents[1]
+"""Where the packages are (a checkout, or site-packages): files under it are shown relative to it."""
 DEMO_LATENCY_TIMER_S = 0.004
 """The demo's packet timeouts assume a 4 ms latency timer instead of the config's 1 ms (about 10 ms instead of
 4 ms per missing reply): the emulated robot shares two cores with training and sweep workers, and a reply a
 few milliseconds late there is the host's hiccup, not a bus fault."""
-REALITY = ROOT / "hardware_configs" / "reality" / "dclaw_pybullet_gap.yaml"
-PRIOR = ROOT / "randomization" / "configs" / "dclaw.yaml"
+REALITY = shipped_file(HARDWARE_CONFIGS, REALITY_DIR, "dclaw_pybullet_gap.yaml")
+PRIOR = shipped_file("randomization.configs", "dclaw.yaml")
 TASK = "dclaw-turn"
 EXCITE_EPISODES_MAX = 5
 """Most ``scripted:excite`` episodes the adaptation stage runs (the budget's ``deploy_episodes`` if fewer): five
@@ -249,9 +252,9 @@ def _export(stages: Stages, run: Path, out: Path, seed: int) -> Path:
 
 
 def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[str, Any]:
-    from export.onnx_policy import evaluate_onnx
+    from s2r.policy_files import evaluate_policy_file
 
-    return dict(stages.run("sim eval", lambda: evaluate_onnx(policy, episodes, seed, "mujoco")))
+    return dict(stages.run("sim eval", lambda: evaluate_policy_file(policy, episodes, seed, "mujoco")))
 
 
 def demo_robot(out: Path, target: DemoRobot) -> Path:
@@ -267,9 +270,7 @@ def demo_robot(out: Path, target: DemoRobot) -> Path:
     if n != 1:
         raise UserError(f"{source} has no single latency_timer_s line to adjust")
     path = out / "robot.yaml"
-    tmp = out / ".robot.yaml.tmp"
-    tmp.write_text(f"# {source.name} as s2r demo runs it (only latency_timer_s differs)\n" + text)
-    tmp.replace(path)
+    write_text_atomic(path, f"# {source.name} as s2r demo runs it (only latency_timer_s differs)\n" + text)
     return path
 
 
@@ -365,13 +366,13 @@ def _sweep(stages: Stages, budget: DemoBudget, policy: Path, out: Path) -> dict[
 
 def _gif(stages: Stages, policy: Path, out: Path, seed: int) -> dict[str, Any]:
     from policies.envs import make_env
-    from s2r.policy_files import load_policy_file
+    from s2r.policy_files import load_policy
     from sim.render import rollout_frames, write_gif
 
     def run() -> dict[str, Any]:
         env = make_env("s2r/DClawTurnFixed-v0", "mujoco", {"render_mode": "rgb_array"})
         try:
-            rollout = rollout_frames(env, load_policy_file(policy), episodes=1, seed=seed)
+            rollout = rollout_frames(env, load_policy(policy).act, episodes=1, seed=seed)
         finally:
             env.close()
         write_gif(rollout.frames, out, rollout.frame_period)
@@ -502,9 +503,7 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
         "",
     ]
     path = out / REPORT_NAME
-    tmp = out / f".{REPORT_NAME}.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -632,9 +631,7 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     data["stage_times_s"] = {k: round(v, 1) for k, v in stages.times.items()}
     data["wall_time_s"] = time.perf_counter() - t_start
     data["report"] = str(write_report(out, data, rows))
-    tmp = out / f".{JSON_NAME}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(out / JSON_NAME)
+    write_text_atomic(out / JSON_NAME, json.dumps(data, indent=2, default=str) + "\n")
     return data
 
 

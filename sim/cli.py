@@ -15,7 +15,7 @@ import gymnasium as gym
 from s2r import cliargs
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
-from s2r.policy_files import load_policy_file
+from s2r.policy_files import load_policy
 from sim import TASK_IDS, resolve_env_id
 from sim.engines import ENGINES
 from sim.env import SimEnv
@@ -173,7 +173,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
     options = FrameOptions(width=args.width, height=args.height, camera=args.camera)
-    policy = load_policy_file(Path(args.policy)) if args.policy else None
+    policy = load_policy(args.policy).act if args.policy else None
     env = make_sim_env(env_id, args.engine)
     try:
         if policy is None:

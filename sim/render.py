@@ -7,7 +7,6 @@ env and the policy, this module only steps, renders and writes.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from s2r.atomicio import atomic_path
 from s2r.errors import UserError
 from sim.env import SimEnv
 
@@ -147,14 +147,8 @@ def write_gif(frames: Sequence[np.ndarray], path: str | os.PathLike[str], frame_
     if not (frame_period > 0 and np.isfinite(frame_period)):
         raise UserError(f"frame period must be a positive number of seconds, got {frame_period!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden sibling (same filesystem, so the rename is atomic) created like any new file, umask included.
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{secrets.token_hex(4)}.gif")
-    try:
+    with atomic_path(out) as tmp:
         iio.imwrite(
             tmp, np.stack(frames), extension=".gif", duration=round(frame_period * MS_PER_S), loop=0
         )
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from robot.cli import EXIT_SAFETY_STOP, load_deploy_policy, register
+from robot.cli import EXIT_SAFETY_STOP, register
 from robot.config import load_config
 from robot.dataset import save_dataset, trajlog_to_dataset
 from robot.trajlog import episode_files, read_episodes, read_run
 from s2r.errors import UserError
+from s2r.policy_files import load_policy
 from sim.tasks.actions import clip_action
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_bad_input_is_a_user_error(tmp_path: Path, fast_config: Path, capsys: py
     base = ["--robot", str(fast_config), "--episodes", "1", "--log-dir", str(tmp_path / "l")]
     with pytest.raises(UserError, match="unknown scripted policy"):
         deploy(["scripted:dance", "--driver", "mock", *base], capsys)
-    with pytest.raises(UserError, match="no policy at"):
+    with pytest.raises(UserError, match=r"policy .*missing.onnx' does not exist: expected an .onnx file, a checkpoint"):
         deploy([str(tmp_path / "missing.onnx"), "--driver", "mock", *base], capsys)
     with pytest.raises(UserError, match="--reality applies to the emulator"):
         deploy(["scripted:hold", "--driver", "mock", "--reality", str(fast_config), *base], capsys)
@@ -198,7 +199,7 @@ def test_onnx_policy_for_another_robot_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.onnx"
     _tiny_onnx(path, task="dkitty-stand", robot="dkitty", joint_names=tuple(f"j{i}" for i in range(SPEC.n_joints)))
     with pytest.raises(UserError, match=r"(?s)refusing to deploy .*- task: .*- robot: .*- joint names"):
-        load_deploy_policy(str(path), SPEC, 0)
+        load_policy(str(path), spec=SPEC)
 
 
 def test_checkpoint_policy(tmp_path: Path, fast_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +226,7 @@ def test_checkpoint_policy(tmp_path: Path, fast_config: Path, capsys: pytest.Cap
     assert summary["episodes"] == 2 and "checkpoint" in summary["policy"]
     info = read_run(logs)
     assert info.extra["task_variant"] == "s2r/DClawTurnRandom-v0"  # the goals follow the trained variant
-    policy = checkpoint.load_policy(run_dir)
+    policy = load_policy(run_dir).act
     for ep in read_episodes(logs):
         np.testing.assert_allclose(ep["action"], np.stack([policy(o) for o in ep["obs"][:-1]]), atol=1e-6)
 

@@ -226,14 +226,14 @@ def _trained_run() -> Path:
 def test_an_exported_policy_deploys_on_the_emulator_as_it_evaluates_in_simulation(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.onnx_export import ExportConfig, export_policy
-    from export.onnx_policy import evaluate_onnx
     from robot.cli import register
+    from s2r.policy_files import evaluate_policy_file
 
     # A copy: training may still be writing the run's best.pt.
     checkpoint = tmp_path / "policy.pt"
     shutil.copyfile(_trained_run(), checkpoint)
     onnx = export_policy(checkpoint, tmp_path / "policy.onnx", ExportConfig(samples=1000)).path
-    sim = evaluate_onnx(onnx, PARITY_EPISODES, seed=0)
+    sim = evaluate_policy_file(onnx, PARITY_EPISODES, seed=0)
 
     parser = argparse.ArgumentParser(prog="s2r")
     register(parser.add_subparsers(dest="command", required=True))

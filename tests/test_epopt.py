@@ -76,8 +76,8 @@ def test_an_unreported_probe_does_not_stall_the_schedule() -> None:
 
 
 @pytest.mark.parametrize(("eps", "models", "warmup", "message"), [
-    (0.0, 4, 1, "--epopt-eps must be in"), (1.5, 4, 1, "--epopt-eps must be in"),
-    (0.1, 0, 1, "--epopt-models must be at least 1"), (0.1, 4, -1, "--epopt-warmup must be >= 0")])
+    (0.0, 4, 1, "epopt eps must be in"), (1.5, 4, 1, "epopt eps must be in"),
+    (0.1, 0, 1, "epopt models must be at least 1"), (0.1, 4, -1, "epopt warmup_iterations must be >= 0")])
 def test_bad_schedules_are_refused(eps: float, models: int, warmup: int, message: str) -> None:
     with pytest.raises(UserError, match=message):
         EpoptConfig(eps, models, warmup)

@@ -35,13 +35,13 @@ from export.onnx_export import (
     max_ir_version,
     random_observations,
 )
-from export.onnx_policy import evaluate_onnx
-from policies.checkpoint import BEST_NAME, Checkpoint, load_policy, save_checkpoint
+from policies.checkpoint import BEST_NAME, Checkpoint, save_checkpoint
 from policies.evaluate import evaluate
 from policies.networks import Actor
 from robot.config import config_from_mapping
 from s2r import __version__
 from s2r.errors import UserError
+from s2r.policy_files import evaluate_policy_file, load_policy
 from sim.tasks import make_task
 from sim.tasks.spec import TaskSpec
 
@@ -147,14 +147,14 @@ def test_metadata_of_an_s2r_task(claw: ExportResult) -> None:
 
 
 def test_onnx_matches_torch_one_and_batched(claw: ExportResult) -> None:
-    torch_policy = load_policy(claw.checkpoint)
+    torch_policy = load_policy(claw.checkpoint).act
     policy = OnnxPolicy(claw.path)
     obs = np.random.default_rng(7).normal(0.0, 1.0, (64, CLAW_SPEC.obs_layout.size)).astype(np.float32)
     batch = policy.act(obs)
     assert batch.shape == (64, CLAW_SPEC.n_joints) and batch.dtype == np.float32
     np.testing.assert_allclose(batch, torch_policy(obs), atol=MAX_ABS_DIFF, rtol=0)
     for o, a in zip(obs[:8], batch[:8], strict=True):
-        one = policy(o)  # __call__ is act: what sim/render and s2r.policy_files use
+        one = policy(o)  # __call__ is act: what s2r.policy_files.load_policy gives for a normalized output
         assert one.shape == (CLAW_SPEC.n_joints,)
         np.testing.assert_allclose(one, a, atol=MAX_ABS_DIFF, rtol=0)
     first = policy.act(obs[0])
@@ -163,8 +163,8 @@ def test_onnx_matches_torch_one_and_batched(claw: ExportResult) -> None:
 
 
 def test_eval_of_onnx_equals_eval_of_checkpoint(claw: ExportResult) -> None:
-    from_onnx = evaluate_onnx(claw.path, episodes=3, seed=11)
-    from_ckpt = evaluate(load_policy(claw.checkpoint.parent), CLAW_ID, 3, 11, "mujoco")
+    from_onnx = evaluate_policy_file(claw.path, episodes=3, seed=11)
+    from_ckpt = evaluate(load_policy(claw.checkpoint.parent).act, CLAW_ID, 3, 11, "mujoco")
     assert from_onnx["success_rate"] == from_ckpt["success_rate"]
     assert from_onnx["return_mean"] == pytest.approx(from_ckpt["return_mean"], rel=1e-4, abs=1e-4)
     assert from_onnx["return_std"] == pytest.approx(from_ckpt["return_std"], rel=1e-3, abs=1e-3)
@@ -177,13 +177,13 @@ def test_gym_env_export_maps_onto_the_action_bounds(pendulum: ExportResult) -> N
     assert meta["env_id"] == PENDULUM_ID and meta["action_output"] == "env_bounds"
     assert json.loads(meta["action_low"]) == [-2.0] and json.loads(meta["action_high"]) == [2.0]
     assert json.loads(meta["randomization"]) == {"mass": [1.0, 2.0]}
-    normalized = load_policy(pendulum.checkpoint)
+    normalized = load_policy(pendulum.checkpoint).act
     policy = OnnxPolicy(pendulum.path)
     obs = np.random.default_rng(3).uniform(-8.0, 8.0, (200, 3)).astype(np.float32)
     expected = -2.0 + (normalized(obs) + 1.0) * 2.0
     np.testing.assert_allclose(policy.act(obs), expected, atol=MAX_ABS_DIFF, rtol=0)
     assert np.abs(policy.act(obs)).max() > 1.0  # not the normalized action
-    from_onnx = evaluate_onnx(pendulum.path, episodes=2, seed=4)
+    from_onnx = evaluate_policy_file(pendulum.path, episodes=2, seed=4)
     from_ckpt = evaluate(normalized, PENDULUM_ID, 2, 4)
     assert from_onnx["success_rate"] is None and from_ckpt["success_rate"] is None
     assert from_onnx["return_mean"] == pytest.approx(from_ckpt["return_mean"], rel=1e-4)
@@ -381,7 +381,7 @@ def test_file_without_s2r_metadata(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="carries no s2r metadata"):
         policy.check_compatible(CLAW_SPEC)
     with pytest.raises(UserError, match="carries no s2r metadata naming its environment"):
-        evaluate_onnx(path, 1, 0)
+        evaluate_policy_file(path, 1, 0)
 
 
 # --- pieces -------------------------------------------------------------------------------------------------

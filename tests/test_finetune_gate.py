@@ -17,9 +17,10 @@ from cli_runs import train_tiny
 
 from export.onnx_export import ExportConfig, export_policy
 from export.onnx_policy import OnnxPolicy
-from policies.checkpoint import load_checkpoint, load_policy, save_checkpoint
+from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.finetune import FinetuneConfig, Finetuner, build_trainer, finetune, sha256_of
 from robot.controller import EpisodeResult, Stop
+from s2r.policy_files import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOT = ROOT / "hardware_configs" / "dclaw.yaml"
@@ -101,8 +102,8 @@ def test_finetuning_starts_from_the_policy_deploy_uses_not_from_last_pt(run_dir:
     assert Path(exported.checkpoint) == run_dir / "best.pt"
     onnx_actions = OnnxPolicy(tmp_path / "deployed.onnx").act(obs)
     np.testing.assert_allclose(tuner.act(obs), onnx_actions, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(tuner.act(obs), load_policy(run_dir)(obs))  # the checkpoint deploy loads
-    assert np.abs(tuner.act(obs) - load_policy(run_dir / "last.pt")(obs)).max() > 1e-2
+    np.testing.assert_array_equal(tuner.act(obs), load_policy(run_dir).act(obs))  # the checkpoint deploy loads
+    assert np.abs(tuner.act(obs) - load_policy(run_dir / "last.pt").act(obs)).max() > 1e-2
     assert start == {"checkpoint": str(run_dir / "best.pt"), "sha256": sha256_of(run_dir / "best.pt"),
                      "training_state_from": str(run_dir / "best.pt")}
 
@@ -114,7 +115,7 @@ def test_a_best_pt_without_training_state_takes_the_critics_of_last_pt_under_its
     trainer, start = build_trainer(_cfg(run_dir, tmp_path / "ft", 1))
     obs = np.random.default_rng(1).normal(size=(16, trainer.obs_dim)).astype(np.float32)
     np.testing.assert_array_equal(Finetuner(_cfg(run_dir, tmp_path / "ft", 1), trainer, 10).act(obs),
-                                  load_policy(run_dir)(obs))
+                                  load_policy(run_dir).act(obs))
     assert start["training_state_from"] == str(run_dir / "last.pt")
     critic = load_checkpoint(run_dir / "last.pt").training["learner"]["critic"]  # type: ignore[index]
     assert all(torch.equal(v, trainer.learner.model.critic.state_dict()[k]) for k, v in critic.items())

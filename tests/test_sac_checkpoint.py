@@ -13,12 +13,12 @@ from policies.checkpoint import (
     LAST_NAME,
     Checkpoint,
     load_checkpoint,
-    load_policy,
     resolve_checkpoint_path,
     save_checkpoint,
 )
 from policies.networks import Actor, ObsNormalizer, PolicyModule
 from s2r.errors import UserError
+from s2r.policy_files import load_policy
 
 OBS, ACT = 7, 3
 
@@ -66,7 +66,7 @@ def test_save_load_gives_identical_actions(tmp_path: Path, stochastic: bool) -> 
         ckpt.build_actor(),
     )
     obs = np.random.default_rng(1).normal(size=(32, OBS)).astype(np.float32)
-    policy = load_policy(path)
+    policy = load_policy(path).act
     got = policy(obs)
     with torch.no_grad():
         want = reference(torch.from_numpy(obs)).numpy()
@@ -81,7 +81,7 @@ def test_save_load_gives_identical_actions(tmp_path: Path, stochastic: bool) -> 
 
 def test_policy_rejects_observations_of_the_wrong_size(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "p.pt", _checkpoint())
-    policy = load_policy(tmp_path / "p.pt")
+    policy = load_policy(tmp_path / "p.pt").act
     with pytest.raises(ValueError, match=r"shape \(7,\)"):
         policy(np.zeros(5, np.float32))
 
@@ -94,8 +94,8 @@ def test_run_directory_prefers_best_over_last(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / BEST_NAME, _checkpoint(seed=2))
     assert resolve_checkpoint_path(tmp_path) == tmp_path / BEST_NAME
     obs = np.zeros(OBS, np.float32)
-    np.testing.assert_array_equal(load_policy(tmp_path)(obs), load_policy(tmp_path / BEST_NAME)(obs))
-    assert not np.array_equal(load_policy(tmp_path)(obs), load_policy(tmp_path / LAST_NAME)(obs))
+    np.testing.assert_array_equal(load_policy(tmp_path).act(obs), load_policy(tmp_path / BEST_NAME).act(obs))
+    assert not np.array_equal(load_policy(tmp_path).act(obs), load_policy(tmp_path / LAST_NAME).act(obs))
 
 
 def test_garbage_file_is_a_user_error(tmp_path: Path) -> None:

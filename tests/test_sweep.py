@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from export.onnx_export import ExportConfig, export_policy
-from export.onnx_policy import evaluate_onnx
-from policies.checkpoint import BEST_NAME, LAST_NAME, Checkpoint, load_policy, save_checkpoint
+from policies.checkpoint import BEST_NAME, LAST_NAME, Checkpoint, save_checkpoint
 from policies.evaluate import evaluate
 from policies.networks import Actor
 from randomization.parallel import ExecutorConfig
@@ -33,6 +32,7 @@ from randomization.sweep import (
 )
 from s2r.cli import main
 from s2r.errors import UserError
+from s2r.policy_files import evaluate_policy_file, load_policy
 from sim.tasks import make_task
 
 CLAW_ID = "s2r/DClawTurnFixed-v0"
@@ -134,7 +134,7 @@ def test_sweep_evaluates_every_cell_on_the_same_seeds(serial: SweepResult, run_d
 def test_a_cell_equals_an_evaluation_of_a_fresh_env_with_its_values(serial: SweepResult, run_dir: Path) -> None:
     # The last cell runs after three others in the same env: it must not inherit any of their values.
     cell = serial.cells[-1]
-    fresh = evaluate(load_policy(run_dir), CLAW_ID, EPISODES, SEED, "mujoco", {"params": dict(cell.params)})
+    fresh = evaluate(load_policy(run_dir).act, CLAW_ID, EPISODES, SEED, "mujoco", {"params": dict(cell.params)})
     assert (cell.success_rate, cell.return_mean, cell.return_std) == (
         fresh["success_rate"], fresh["return_mean"], fresh["return_std"])
 
@@ -156,7 +156,7 @@ def test_progress_reports_every_cell_with_units(run_dir: Path) -> None:
 def test_onnx_policy_sweeps_like_s2r_eval(run_dir: Path, tmp_path: Path) -> None:
     onnx = export_policy(run_dir, tmp_path / "claw.onnx", ExportConfig(samples=1000, rollout_fraction=0.0)).path
     result = run_sweep(onnx, ["valve_damping=0.05:0.05:1"], 1, seed=SEED)  # the nominal value
-    reference = evaluate_onnx(onnx, 1, SEED)
+    reference = evaluate_policy_file(onnx, 1, SEED)
     assert result.policy_kind == "onnx"
     assert (result.cells[0].success_rate, result.cells[0].return_mean) == (
         reference["success_rate"], reference["return_mean"])
@@ -232,7 +232,8 @@ def _sweep_cli(policy: Path, out: Path, episodes: int = 1) -> list[str]:
 
 def test_missing_policy_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_sweep_cli(tmp_path / "nope.pt", tmp_path / "out")) == 2
-    assert f"policy {str(tmp_path / 'nope.pt')!r} does not exist (expected a checkpoint" in capsys.readouterr().err
+    expected = "does not exist: expected an .onnx file, a checkpoint (.pt), a training run directory"
+    assert f"policy {str(tmp_path / 'nope.pt')!r} {expected}" in capsys.readouterr().err
 
 
 def test_empty_run_directory_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,6 +35,8 @@ from typing import Any
 from robot.config import load_config
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import NOMINAL_REALITY, load_reality
+from s2r.errors import UserError
+from s2r.extras import MissingExtra
 
 
 def register(sub: Any) -> None:
@@ -133,9 +135,6 @@ def _serve_lockstep(server: Any, sim_time: Any, lines: list[str], should_stop: A
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m robot.emulator.cli``: the same as ``s2r emulate``."""
-    from s2r.errors import UserError
-    from s2r.extras import MissingExtra
-
     parser = argparse.ArgumentParser(prog="python -m robot.emulator.cli")
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from robot.dynamixel.control_table import MAX_ID, HardwareError
 from s2r.errors import UserError
+from s2r.fields import Fields
 from s2r.yamlfile import read_yaml_file
 
 ServoFaultKind = Literal["overload", "overheat", "silent"]
@@ -240,66 +241,60 @@ def faults_from_mapping(data: Any, source: str = "<memory>") -> FaultSpec:
     """A :class:`FaultSpec` from the YAML form."""
     if data is None:
         return NO_FAULTS
-    if not isinstance(data, Mapping):
-        raise UserError(f"{source}: a fault file must hold a mapping; got {type(data).__name__}")
+    root = Fields(data, "", source)
     known = {"drop", "crc", "late", "seed", *SERVO_FAULT_KINDS, IMU_SILENT, *IMU_PROBABILITY_KEYS}
-    for key in data:
+    for key in root.data:
         if key not in known:
             raise UserError(f"{source}: unknown fault {key!r}; known: {', '.join(sorted(known))}")
-    late = data.get("late")
-    if late is None:
-        late = {}
-    if not isinstance(late, Mapping) or set(late) - {"probability", "delay_s"}:
-        raise UserError(f"{source}: field late must be a mapping with probability and delay_s; got {late!r}")
-    delay = late.get("delay_s", 0.0)
+    late = root.child("late", optional=True)
+    delay = late.raw("delay_s", 0.0)
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not (delay >= 0 and math.isfinite(delay)):
-        raise UserError(f"{source}: field late.delay_s must be a duration >= 0 s; got {delay!r}")
+        late.fail("delay_s", "a duration >= 0 s", delay)
+    late_probability = late.raw("probability", 0.0)
+    late.done()
     faults: list[ServoFault] = []
     for kind in SERVO_FAULT_KINDS:
-        entries = data.get(kind)
-        if entries is None:
-            entries = []
+        entries = root.raw(kind, [])
         if not isinstance(entries, list):
-            raise UserError(f"{source}: field {kind} must be a list of {{id, at_s | at_cycle}}; got {entries!r}")
+            root.fail(kind, "a list of {id, at_s | at_cycle}", entries)
         for k, e in enumerate(entries):
             where = f"{kind}[{k}]"
             if not isinstance(e, Mapping) or set(e) - {"id", "at_s", "at_cycle"} or len(e) != 2 or "id" not in e:
-                raise UserError(f"{source}: field {where} must be {{id: ID, at_s: S}} or {{id: ID, at_cycle: N}}; "
-                                f"got {e!r}")
+                root.fail(where, "{id: ID, at_s: S} or {id: ID, at_cycle: N}", e)
             servo_id = _servo_id(e["id"], f"{where}.id")
             if "at_s" in e:
                 at_s = e["at_s"]
                 if isinstance(at_s, bool) or not isinstance(at_s, int | float) or not 0 <= at_s < math.inf:
-                    raise UserError(f"{source}: field {where}.at_s must be a finite time >= 0 s; got {at_s!r}")
+                    root.fail(f"{where}.at_s", "a finite time >= 0 s", at_s)
                 faults.append(ServoFault(kind, servo_id, at_s=float(at_s)))  # type: ignore[arg-type]
             else:
                 cycle = e["at_cycle"]
                 if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 1:
-                    raise UserError(f"{source}: field {where}.at_cycle must be an integer >= 1; got {cycle!r}")
+                    root.fail(f"{where}.at_cycle", "an integer >= 1", cycle)
                 faults.append(ServoFault(kind, servo_id, at_cycle=cycle))  # type: ignore[arg-type]
-    seed = data.get("seed", 0)
+    seed = root.raw("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"{source}: field seed must be a non-negative integer; got {seed!r}")
-    silence = data.get(IMU_SILENT)
+        root.fail("seed", "a non-negative integer", seed)
+    silence = root.raw(IMU_SILENT)
     silent_at_s: float | None = None
     silent_at_cycle: int | None = None
     if silence is not None:
         if not isinstance(silence, Mapping) or len(silence) != 1 or not set(silence) <= {"at_s", "at_cycle"}:
-            raise UserError(f"{source}: field {IMU_SILENT} must be {{at_s: S}} or {{at_cycle: N}}; got {silence!r}")
+            root.fail(IMU_SILENT, "{at_s: S} or {at_cycle: N}", silence)
         if "at_s" in silence:
             value = silence["at_s"]
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
-                raise UserError(f"{source}: field {IMU_SILENT}.at_s must be a time >= 0 s; got {value!r}")
+                root.fail(f"{IMU_SILENT}.at_s", "a time >= 0 s", value)
             silent_at_s = float(value)
         else:
             value = silence["at_cycle"]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{source}: field {IMU_SILENT}.at_cycle must be an integer >= 1; got {value!r}")
+                root.fail(f"{IMU_SILENT}.at_cycle", "an integer >= 1", value)
             silent_at_cycle = value
     return FaultSpec(
         drop=_probability(data.get("drop", 0.0), f"{source}: drop"),
         crc=_probability(data.get("crc", 0.0), f"{source}: crc"),
-        late=_probability(late.get("probability", 0.0), f"{source}: late.probability"),
+        late=_probability(late_probability, f"{source}: late.probability"),
         late_delay_s=float(delay),
         servo_faults=tuple(faults),
         seed=seed,

@@ -26,7 +26,6 @@ A reality YAML file (every field optional; defaults are the nominal simulation a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,12 @@ from typing import Any
 
 from robot.config import RobotConfig
 from s2r.errors import UserError
+from s2r.fields import Fields
+from s2r.resources import REALITY_DIR, config_path
 from s2r.yamlfile import read_yaml_file
+from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
+from sim.tasks import make_task
 
 ACTION_LATENCY = "action_latency"
 OBS_NOISE = "obs_noise_std"
@@ -92,73 +95,37 @@ NOMINAL_REALITY = RealityConfig()
 
 
 def load_reality(path: str | Path, config: RobotConfig) -> RealityConfig:
-    """Load and validate a reality YAML file for the robot of ``config`` (its task's parameter names)."""
-    return reality_from_mapping(read_yaml_file(path, "reality file"), config, source=str(path))
+    """Load and validate a reality YAML file for the robot of ``config`` (its task's parameter names): ``path``, or a
+    shipped reality by name (``dclaw_pybullet_gap``) or repository path (:func:`s2r.resources.config_path`)."""
+    file = config_path(path, REALITY_DIR)
+    return reality_from_mapping(read_yaml_file(file, "reality file"), config,
+                                source=str(path if file == Path(path) else file))
 
 
 def task_param_specs(config: RobotConfig) -> tuple[ParamSpec, ...]:
     """The named parameters of the config's task."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     return make_task(resolve_env_id(config.task)).param_specs()
 
 
 def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>") -> RealityConfig:
     """Validate an already-parsed reality mapping; errors name the field and what was expected."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise UserError(f"{source}: a reality file must hold a mapping; got {type(data).__name__}")
-    from_params = ("action_latency_s", "position_noise_std_rad", "imu_orientation_noise_std_rad",
-                   "imu_angvel_noise_std_rad_s")
-    fields = {f for f in RealityConfig.__dataclass_fields__ if f not in from_params}
-    for key in data:
-        if key not in fields:
-            raise UserError(f"{source}: unknown field {key!r}; expected one of: {', '.join(sorted(fields))}")
-
-    def fail(key: str, expected: str) -> UserError:
-        return UserError(f"{source}: field {key} must be {expected}; got {data.get(key)!r}")
-
-    def number(key: str, default: float, low: float = 0.0) -> float:
-        v = data.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < low:
-            raise fail(key, f"a finite number >= {low:g}")
-        return float(v)
-
-    def flag(key: str, default: bool) -> bool:
-        v = data.get(key, default)
-        if not isinstance(v, bool):
-            raise fail(key, "true or false")
-        return v
-
-    def vector(key: str, size: int) -> tuple[float, ...] | None:
-        v = data.get(key)
-        if v is None:
-            return None
-        if (not isinstance(v, list) or len(v) != size
-                or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
-            raise fail(key, f"a list of {size} finite numbers (rad) or null")
-        return tuple(float(x) for x in v)
-
-    engine = data.get("engine", "mujoco")
+    root = Fields(data, "", source, optional=True)
+    engine = root.raw("engine", "mujoco")
     if engine not in ENGINES:
-        raise fail("engine", f"one of {', '.join(ENGINES)}")
-    timestep = number("physics_timestep_s", DEFAULT_PHYSICS_TIMESTEP_S)
+        root.fail("engine", f"one of {', '.join(ENGINES)}", engine)
+    timestep = root.number("physics_timestep_s", DEFAULT_PHYSICS_TIMESTEP_S, low=0.0)
     # A step longer than the control period would leave whole commands unseen by the physics.
     if not 0 < timestep <= config.control_period_s:
-        raise fail("physics_timestep_s", f"a positive number of seconds, at most the control period "
-                   f"{config.control_period_s:g} s")
-    seed = data.get("seed", 0)
+        root.fail("physics_timestep_s", f"a positive number of seconds, at most the control period "
+                  f"{config.control_period_s:g} s", timestep)
+    seed = root.raw("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise fail("seed", "a non-negative integer")
+        root.fail("seed", "a non-negative integer", seed)
 
     specs = {s.name: s for s in task_param_specs(config)}
-    raw = data.get("params")
-    if raw is None:
-        raw = {}
+    raw = root.raw("params", {})
     if not isinstance(raw, Mapping):
-        raise fail("params", "a mapping of parameter names to values")
+        root.fail("params", "a mapping of parameter names to values", raw)
     params: dict[str, float] = {}
     for name, value in raw.items():
         if name in LOOP_ONLY_PARAMS:
@@ -178,28 +145,30 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
     imu_orientation_noise = params.pop(IMU_ORIENTATION_NOISE, 0.0)
     imu_angvel_noise = params.pop(IMU_ANGVEL_NOISE, 0.0)
     spec = config.task_spec()
-    initial_joints = vector("initial_joint_pos_rad", spec.n_joints)
+    initial_joints = root.vector("initial_joint_pos_rad", spec.n_joints, "rad")
     if initial_joints is not None:
         # The servos power on where the robot was left, which is inside the joints' travel.
         for k, (q, lo, hi) in enumerate(zip(initial_joints, spec.joint_low, spec.joint_high, strict=True)):
             if not lo <= q <= hi:
-                raise UserError(f"{source}: field initial_joint_pos_rad[{k}] must be an angle of "
-                                f"{spec.joint_names[k]} inside the task's range [{lo:.6g}, {hi:.6g}] rad; got {q!r}")
-    return RealityConfig(
+                root.fail(f"initial_joint_pos_rad[{k}]", f"an angle of {spec.joint_names[k]} inside the task's "
+                          f"range [{lo:.6g}, {hi:.6g}] rad", q)
+    reality = RealityConfig(
         engine=str(engine),
         physics_timestep_s=timestep,
         params=params,
         action_latency_s=latency,
         position_noise_std_rad=noise,
-        velocity_noise_std_rad_s=number("velocity_noise_std_rad_s", 0.0),
-        current_noise_std_a=number("current_noise_std_a", 0.0),
-        wire_time=flag("wire_time", True),
-        return_delay=flag("return_delay", True),
-        reply_latency_s=number("reply_latency_s", 0.0),
+        velocity_noise_std_rad_s=root.number("velocity_noise_std_rad_s", 0.0, low=0.0),
+        current_noise_std_a=root.number("current_noise_std_a", 0.0, low=0.0),
+        wire_time=root.flag("wire_time", True),
+        return_delay=root.flag("return_delay", True),
+        reply_latency_s=root.number("reply_latency_s", 0.0, low=0.0),
         initial_joint_pos_rad=initial_joints,
-        initial_passive_pos_rad=vector("initial_passive_pos_rad", len(spec.passive_joints)),
+        initial_passive_pos_rad=root.vector("initial_passive_pos_rad", len(spec.passive_joints), "rad"),
         seed=seed,
         imu_orientation_noise_std_rad=imu_orientation_noise,
         imu_angvel_noise_std_rad_s=imu_angvel_noise,
-        line_poll_s=number("line_poll_s", 0.0),
+        line_poll_s=root.number("line_poll_s", 0.0, low=0.0),
     )
+    root.done()
+    return reality

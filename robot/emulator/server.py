@@ -53,7 +53,9 @@ from robot.emulator.reality import RealityConfig
 from robot.simtime import SimTime
 from s2r.errors import UserError
 from s2r.extras import MissingExtra
+from sim import resolve_env_id
 from sim.engines import UnsupportedParameter
+from sim.tasks import make_task
 from sim.tasks.base import start_base_pose
 
 SESSION_QUIET_S = 0.05
@@ -81,9 +83,6 @@ class LockstepProtocolError(UserError):
 def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
                 clock: Callable[[], float] = time.monotonic) -> ServoChain:
     """The servo chain of ``config`` on a freshly loaded physics scene of its task."""
-    from sim import resolve_env_id
-    from sim.tasks import make_task
-
     task = make_task(resolve_env_id(config.task))
     spec = config.task_spec()
     joints = np.array(reality.initial_joint_pos_rad if reality.initial_joint_pos_rad is not None else spec.reset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from s2r.extras import require
 from sim.engines.base import Engine, ParamSpec, UnsupportedParameter
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ def make_engine(name: str, task: Task, timestep: float) -> Engine:
         return MujocoEngine(task.model_xml(timestep), task.spec.joint_names, task.spec.passive_joints,
                             task.spec.base_joint)
     if name == "pybullet":
-        from s2r.extras import require
-
         require("pybullet", extra="pybullet", purpose="the PyBullet engine")
         from sim.engines.pybullet_engine import PybulletEngine
 

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as pb
 
+from s2r.atomicio import write_text_atomic
 from sim.engines.base import ParamSpec
 from sim.rotations import (
     normalize_quat,
@@ -382,9 +383,8 @@ class PybulletEngine:
     # --- world construction ----------------------------------------------------------------------
     def _write(self, name: str, text: str) -> str:
         path = os.path.join(self._tmpdir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        # Scratch files of this engine alone: nothing reads them after a crash, so no fsync.
+        write_text_atomic(path, text, durable=False)
         return path
 
     def _load(self, client: int, twin: bool = False) -> list[int]:
