@@ -76,13 +76,13 @@ class BatchRenorm(nn.Module):
             return torch.addcmul(self.bias - self.running_mean * scale, x, scale)
         n = x.shape[1]
         renorm = int(self.steps) >= BRN_WARMUP
+        out: Tensor
         out, mean, var = _BatchRenormFn.apply(x, self.weight, self.bias, self.running_mean, self.running_var, renorm)
         with torch.no_grad():
             self.running_mean.lerp_(mean, BRN_MOMENTUM)
             self.running_var.lerp_(var * (n / max(n - 1, 1)), BRN_MOMENTUM)
             self.steps.add_(1)
-        result: Tensor = out
-        return result
+        return out
 
 
 class _BatchRenormFn(torch.autograd.Function):

@@ -722,8 +722,9 @@ class Trainer:
             raise UserError(f"the policy is {ckpt.algo} (obs {ckpt.obs_dim}, act {ckpt.act_dim}); the learner is "
                             f"{self.cfg.algo} (obs {self.obs_dim}, act {self.act_dim})")
         try:
-            for actor in {id(a): a for a in (self.learner.actor, self.policy_actor)}.values():
-                load_module_state(actor, ckpt.actor_state, "actor")
+            load_module_state(self.learner.actor, ckpt.actor_state, "actor")
+            if self.policy_actor is not self.learner.actor:
+                load_module_state(self.policy_actor, ckpt.actor_state, "actor")
         except ValueError as exc:
             raise UserError(f"cannot load the policy: {exc}") from exc
         self.obs_stats = RunningMeanStd(ckpt.obs_mean.copy(), ckpt.obs_var.copy(), ckpt.obs_count)

@@ -604,9 +604,9 @@ class Controller:
     # --- reset ----------------------------------------------------------------------------------
     def _reset(self, target: FloatArray, passive_start: FloatArray, info: dict[str, Any],
                placed_at: float | None = None) -> Reading:
-        """The scripted reset: fingers to ``target``, then the resettable passive joints to ``passive_start``
-        (rad, task order); returns the episode's first reading. ``placed_at``: when a scene placer put the robot
-        at the start (see :meth:`_reset_fingers`)."""
+        """The scripted reset: the fingers' command to ``target``, the resettable passive joints to
+        ``passive_start`` (rad, task order), then the fingers settled; returns the episode's first reading.
+        ``placed_at``: when a scene placer put the robot at the start (see :meth:`_reset_fingers`)."""
         passive = self.task.spec.passive_joints
         driven = self.config.resettable_passive_joints
         # With a passive joint to drive, its reset comes before the fingers' settling is judged: a finger whose
