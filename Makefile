@@ -29,6 +29,7 @@ install-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy s2r sim robot policies randomization export
+	$(BIN)/lint-imports
 
 bench-quick: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -43,7 +43,7 @@ def trained_run(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
     """Train into ``run_dir`` unless a finished run with the same fields is there; steps and time either way."""
     from policies.config import config_from_mapping
     from policies.train import train
-    from s2r.yamlfile import read_yaml_file
+    from s2r.core.yamlfile import read_yaml_file
 
     saved = run_dir / "config.yaml"
     metrics = run_dir / "metrics.jsonl"
@@ -88,8 +88,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from export.onnx_export import ExportConfig, export_policy
+    from s2r.core.yamlfile import read_yaml_file
     from s2r.policy_files import evaluate_policy_file
-    from s2r.yamlfile import read_yaml_file
 
     shipped = ROOT / "policies" / "configs" / f"dkitty_{args.task}.yaml"
     fields: dict[str, Any] = read_yaml_file(shipped, "training config")

@@ -37,7 +37,7 @@ def run_robot(config_file: str, policy_name: str, episodes: int, seed: int) -> d
     from robot.controller import Controller, ControllerSettings
     from robot.hardware import open_robot
     from robot.runner import run_episodes, run_info
-    from robot.trajlog import TrajectoryWriter
+    from s2r.core.trajlog import TrajectoryWriter
     from s2r.policy_files import load_policy
     from sim import resolve_env_id
     from sim.tasks import make_task

@@ -96,7 +96,7 @@ def trained_run(method: str, run_dir: Path, fields: dict[str, Any]) -> tuple[Pat
     """``run_dir``'s best checkpoint, training it first unless a finished run with the same budget is there."""
     from policies.config import config_from_mapping
     from policies.train import train
-    from s2r.yamlfile import read_yaml_file
+    from s2r.core.yamlfile import read_yaml_file
 
     best = run_dir / "best.pt"
     saved = run_dir / "config.yaml"
@@ -133,6 +133,7 @@ def main() -> None:
 
     from randomization.parallel import ExecutorConfig
     from randomization.sweep import run_sweep, write_sweep
+    from s2r.policy_files import load_policy
 
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     runs = args.runs or ROOT / "runs" / ("robust-quick" if args.quick else "robust")
@@ -145,7 +146,8 @@ def main() -> None:
     for method in methods(tuple(args.epopt or (QUICK_EPOPT if args.quick else DEFAULT_EPOPT))):
         fields = method_config(method, steps, args.seed, args.quick)
         best, info = trained_run(method.label, runs / method.run_name, fields)
-        result = run_sweep(best, grid, episodes, seed=1000, executor_config=ExecutorConfig(workers=args.workers))
+        result = run_sweep(best, grid, episodes, load_policy=load_policy, seed=1000,
+                           executor_config=ExecutorConfig(workers=args.workers))
         json_path, png_path = write_sweep(result, runs / method.run_name / "sweep")
         s = result.summary
         print(f"{method.label}: mean success {s['mean_success']:.3f}, worst 10 % of cells {s['worst10_success']:.3f} "

@@ -41,7 +41,7 @@ from policies.evaluate import evaluate_env
 from policies.train import Trainer
 from randomization.distributions import parse_distribution
 from randomization.wrapper import RandomizedEnv
-from s2r.yamlfile import read_yaml_file
+from s2r.core.yamlfile import read_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "dclaw-turn"

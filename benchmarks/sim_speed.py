@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
-from sim.cli import make_sim_env, resolve_task
+from s2r.commands.sim import make_sim_env, resolve_task
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
 from sim.engines import ENGINES
 from sim.render import sim_env
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 FORMAT = "s2r-onnx-policy"
 """Value of the ``s2r_format`` key."""

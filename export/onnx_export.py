@@ -40,9 +40,10 @@ from export.metadata import (
 )
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
-from policies.envs import S2R_PREFIX, make_env, to_env_action
-from s2r.atomicio import atomic_path
-from s2r.errors import UserError
+from policies.envs import S2R_PREFIX, make_env
+from s2r.core.atomicio import atomic_path
+from s2r.core.errors import UserError
+from sim.rollout import to_env_action
 from sim.tasks.spec import TaskSpec
 
 INPUT_NAME = "obs"

@@ -8,22 +8,32 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
 from export.metadata import ACTION_NORMALIZED, PolicyMetadata, has_s2r_metadata, parse_metadata
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 if TYPE_CHECKING:
-    from robot.config import RobotConfig
     from sim.tasks.spec import TaskSpec
 
 CONTROL_PERIOD_TOLERANCE_S = 1e-9
 """Control periods closer than this (s) count as equal."""
 _FLOAT_INPUT = "tensor(float)"
+
+
+class RobotConfig(Protocol):
+    """What the compatibility check reads of a robot's config (:class:`robot.config.RobotConfig` is one; the robot
+    package sits above this one and is not imported)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    def task_spec(self) -> TaskSpec: ...
 
 
 def session_options() -> ort.SessionOptions:

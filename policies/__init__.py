@@ -6,5 +6,5 @@ Modules: :mod:`policies.sac` (``sac_update``), :mod:`policies.td3` (``td3_update
 statistics), :mod:`policies.offpolicy` (learner interface, fused Adam), :mod:`policies.config`
 (``TrainConfig``), :mod:`policies.train` (the loop and the run directory),
 :mod:`policies.evaluate` (``evaluate``), :mod:`policies.checkpoint` (``load_checkpoint``,
-``policy_from_checkpoint``), :mod:`policies.cli` (``s2r train``, ``s2r eval``).
+``policy_from_checkpoint``), :mod:`s2r.commands.policies` (``s2r train``, ``s2r eval``).
 """

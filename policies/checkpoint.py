@@ -27,8 +27,8 @@ from torch import Tensor
 
 from policies.networks import ACTIVATIONS, Activation, Actor, ObsNormalizer, PolicyModule
 from policies.offpolicy import load_module_state
-from s2r.atomicio import atomic_path
-from s2r.errors import UserError
+from s2r.core.atomicio import atomic_path
+from s2r.core.errors import UserError
 
 CHECKPOINT_FORMAT = "s2r-offpolicy"
 CHECKPOINT_VERSION = 1
@@ -235,7 +235,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` of ``obj`` to ``path`` atomically (:func:`s2r.atomicio.atomic_path`)."""
+    """``torch.save`` of ``obj`` to ``path`` atomically (:func:`s2r.core.atomicio.atomic_path`)."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

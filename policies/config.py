@@ -12,8 +12,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from s2r.errors import UserError
-from s2r.yamlfile import load_yaml, read_yaml_file
+from s2r.core.errors import UserError
+from s2r.core.yamlfile import load_yaml, read_yaml_file
 
 Algo = Literal["sac", "td3", "crossq"]
 ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq")

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 import sim  # (importing it registers the s2r/ ids)
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.engines import ENGINES
 
 S2R_PREFIX = "s2r/"
@@ -51,9 +51,3 @@ def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] 
         env.close()
         raise UserError(f"environment {env_id!r} needs a 1-d Box observation space, it has {obs_space}")
     return env
-
-
-def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Map a normalized action in [-1, 1] onto the Box ``[low, high]`` (identity for [-1, 1] boxes)."""
-    a = np.clip(action, -1.0, 1.0)
-    return (low + (a + 1.0) * 0.5 * (high - low)).astype(low.dtype, copy=False)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from policies.envs import make_env, to_env_action
-
-Policy = Callable[[np.ndarray], np.ndarray]
-"""float32 observation (one or a batch) -> normalized action(s) in [-1, 1]."""
+from policies.envs import make_env
+from sim.rollout import Policy, run_episodes
 
 
 def evaluate(
@@ -47,31 +44,3 @@ def evaluate_env(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
     }
-
-
-def run_episodes(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict[str, list[Any]]:
-    """Per-episode ``returns``, ``successes`` (bool or None) and ``reward_terms`` (sums per named term)."""
-    space = env.action_space
-    assert isinstance(space, gym.spaces.Box)
-    low = np.asarray(space.low)
-    high = np.asarray(space.high)
-    returns: list[float] = []
-    successes: list[bool | None] = []
-    term_sums: list[dict[str, float]] = []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        total = 0.0
-        terms: dict[str, float] = {}
-        while True:
-            action = policy(np.asarray(obs, dtype=np.float32))
-            obs, reward, terminated, truncated, info = env.step(to_env_action(action, low, high))
-            total += float(reward)
-            for name, value in info.get("reward_terms", {}).items():
-                terms[name] = terms.get(name, 0.0) + float(value)
-            if terminated or truncated:
-                break
-        returns.append(total)
-        success = info.get("success")
-        successes.append(None if success is None else bool(success))
-        term_sums.append(terms)
-    return {"returns": returns, "successes": successes, "reward_terms": term_sums}

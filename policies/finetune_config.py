@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policies.gate import DEFAULT_CONFIDENCE, Schedule
-from s2r.errors import ParameterError
+from s2r.core.errors import ParameterError
 
 FINETUNE = "finetune"
 """How errors name these settings (``finetune sim_fraction must be in [0, 1)``)."""

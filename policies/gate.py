@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 DEFAULT_CONFIDENCE = 0.95
 """Confidence of the one-sided test a candidate must pass (1 - the chance a no-better one passes)."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from s2r.atomicio import atomic_path
+from s2r.core.atomicio import atomic_path
 
 
 def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:

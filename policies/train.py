@@ -47,7 +47,7 @@ from policies.checkpoint import (
 )
 from policies.config import TrainConfig, dump_config
 from policies.crossq import CROSSQ_BETA1, CrossQLearner, CrossQParams, make_crossq_model
-from policies.envs import make_env, resolve_task, to_env_action
+from policies.envs import make_env, resolve_task
 from policies.evaluate import evaluate_env
 from policies.networks import ObsNormalizer, PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
@@ -55,9 +55,13 @@ from policies.offpolicy import Learner, load_module_state
 from policies.replay import Batch, NStepReturns, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
-from s2r.atomicio import write_text_atomic
-from s2r.errors import UserError
-from s2r.yamlfile import load_yaml, read_yaml_file
+from randomization.distributions import parse_distribution
+from randomization.epopt import EpoptConfig, EpoptEnv
+from randomization.wrapper import RandomizedEnv
+from s2r.core.atomicio import write_text_atomic
+from s2r.core.errors import UserError
+from s2r.core.yamlfile import load_yaml, read_yaml_file
+from sim.rollout import to_env_action
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -320,7 +324,6 @@ class Trainer:
     def _distribution(self) -> Any:
         if self.cfg.randomize is None:
             return None
-        from randomization.distributions import parse_distribution
 
         return parse_distribution(self.cfg.randomize, "config field 'randomize'", task=self.cfg.task)
 
@@ -329,8 +332,6 @@ class Trainer:
         per-episode draws otherwise (evaluation draws are seeded by the episode seed, the same every time)."""
         if self.distribution is None:
             return env
-        from randomization.epopt import EpoptConfig, EpoptEnv
-        from randomization.wrapper import RandomizedEnv
 
         cfg = self.cfg
         if training and cfg.epopt_eps is not None:

@@ -98,9 +98,9 @@ from randomization.likelihood import (
     thin_transitions,
 )
 from randomization.parallel import Executor, ExecutorConfig, open_executor
-from robot.trajlog import OnSkip
-from s2r.atomicio import write_bytes_atomic, write_text_atomic
-from s2r.errors import UserError
+from s2r.core.atomicio import write_bytes_atomic, write_text_atomic
+from s2r.core.errors import UserError
+from s2r.core.trajlog import OnSkip
 from sim import make_task, resolve_env_id
 from sim.engines.base import ParamSpec
 from sim.tasks.spec import FloatArray, TaskSpec

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from s2r.atomicio import write_text_atomic
-from s2r.errors import UserError
-from s2r.resources import shipped_file
-from s2r.yamlfile import read_yaml_file
+from s2r.core.atomicio import write_text_atomic
+from s2r.core.errors import UserError
+from s2r.core.resources import shipped_file
+from s2r.core.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
 from sim.engines.base import ParamSpec
 from sim.tasks.spec import FloatArray

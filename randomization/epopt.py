@@ -37,7 +37,7 @@ import numpy as np
 
 from randomization.distributions import ParameterDistribution
 from randomization.wrapper import RandomizedEnv, param_rng
-from s2r.errors import ParameterError
+from s2r.core.errors import ParameterError
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import sim  # noqa: F401  (registers the envs, in a fresh worker too)
-from robot.trajlog import OnSkip, RunInfo, episode_files, read_episodes, read_run
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from s2r.core.trajlog import OnSkip, RunInfo, episode_files, read_episodes, read_run
 from sim.env import SimEnv
 from sim.state import RobotState, SimState
 from sim.tasks.actions import wrap_angle
@@ -130,7 +130,7 @@ def load_logged_episodes(directory: str | os.PathLike[str], spec: TaskSpec, task
     """The run info and episodes of a log directory, checked against ``spec``; problems are ``UserError``.
 
     A damaged episode file is skipped and reported to ``on_skip``, or with ``strict`` is an error
-    (:func:`robot.trajlog.read_episodes`). Each episode is replayed at its own control period (its meta's), so a
+    (:func:`s2r.core.trajlog.read_episodes`). Each episode is replayed at its own control period (its meta's), so a
     directory holding episodes of several periods is replayed right. A robot with a floating base
     (``spec.base_joint``) needs its IMU arrays in the logs and ``task`` to estimate what the IMU does not measure
     (:func:`base_trajectory`).

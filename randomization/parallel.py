@@ -28,8 +28,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from s2r.errors import UserError
-from s2r.extras import require
+from s2r.core.errors import UserError
+from s2r.core.extras import require
 
 S = TypeVar("S")
 S_co = TypeVar("S_co", covariant=True)

@@ -2,7 +2,7 @@
 
 Until the real controller writes logs, these stand in for them: a policy (a callable, the scripted
 valve-turning stroke, or seeded random actions) runs in a simulated env with chosen parameter values,
-and every episode is written with :class:`~robot.trajlog.TrajectoryWriter` (``source="sim"``). The
+and every episode is written with :class:`~s2r.core.trajlog.TrajectoryWriter` (``source="sim"``). The
 readings get Gaussian sensor noise of the size a Dynamixel XM430 reports (see the config), so a
 likelihood fitted to them meets noise as it will on hardware. The observation is the env's own (with
 the env's ``obs_noise_std``); the logged joint and valve readings are the engine's state plus the
@@ -22,8 +22,8 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 
-from robot.trajlog import RunInfo, TrajectoryWriter, config_hash
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from s2r.core.trajlog import RunInfo, TrajectoryWriter, config_hash
 from sim import TASK_IDS, resolve_env_id
 from sim.env import SimEnv
 from sim.state import RobotState

@@ -14,7 +14,7 @@ success over cells and the mean of the worst 10 % of cells) and written as ``swe
 heatmap ``sweep.png`` (:func:`write_sweep`).
 
 The policy and the episode loop are those of ``s2r eval`` (:func:`s2r.policy_files.load_policy`,
-:func:`policies.evaluate.run_episodes`), so the nominal cell of a sweep reproduces ``s2r eval`` on the
+:func:`sim.rollout.run_episodes`), so the nominal cell of a sweep reproduces ``s2r eval`` on the
 same seeds.
 """
 
@@ -29,24 +29,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 import sim  # noqa: F401  (registers the s2r/ ids)
-from policies.evaluate import run_episodes
 from randomization.distributions import task_param_specs
 from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
-from s2r.atomicio import write_bytes_atomic, write_text_atomic
-from s2r.errors import ParameterError, UserError
-from s2r.extras import MissingExtra
-from s2r.policy_files import load_policy
+from s2r.core.atomicio import write_bytes_atomic, write_text_atomic
+from s2r.core.errors import ParameterError, UserError
+from s2r.core.extras import MissingExtra
 from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
 from sim.env import SimEnv
+from sim.rollout import Policy, run_episodes
 
-Policy = Callable[[np.ndarray], np.ndarray]
 """float32 observation -> normalized action in [-1, 1]."""
 
 SWEEP_FORMAT = "s2r-sweep"
@@ -210,14 +208,41 @@ class PolicySource:
     """Action length the policy returns (normalized whatever the file's output, as ``load_policy`` gives it)."""
 
 
-def resolve_policy(path: str | Path) -> PolicySource:
+class LoadedPolicy(Protocol):
+    """What a sweep reads of a loaded policy file (:class:`s2r.policy_files.LoadedPolicy` is one)."""
+
+    @property
+    def act(self) -> Policy: ...
+    @property
+    def path(self) -> Path | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def env_id(self) -> str | None: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def env_kwargs(self) -> Mapping[str, Any]: ...
+    @property
+    def obs_size(self) -> int | None: ...
+    @property
+    def action_size(self) -> int | None: ...
+
+
+PolicyLoader = Callable[[str], LoadedPolicy]
+"""Loads a policy file (checkpoint, run directory or ``.onnx``); bad input is a UserError. The application passes
+:func:`s2r.policy_files.load_policy`: loading policy files needs the learners and the exporter, which sit above
+this package. Workers receive it pickled, so it must be a module-level function."""
+
+
+def resolve_policy(path: str | Path, load_policy: PolicyLoader) -> PolicySource:
     """Read what ``path`` (checkpoint, run directory or ``.onnx``) is and was trained on; bad input is a UserError."""
-    loaded = load_policy(path)
+    loaded = load_policy(str(path))
     return PolicySource(str(loaded.path), loaded.kind, loaded.env_id, loaded.engine, dict(loaded.env_kwargs),
                         loaded.obs_size or 0, loaded.action_size or 0)
 
 
-def _load_policy(source: PolicySource) -> Policy:
+def _load_policy(source: PolicySource, load_policy: PolicyLoader) -> Policy:
     return load_policy(source.path).act
 
 
@@ -270,11 +295,13 @@ class SweepSetup:
     """Gymnasium id of the env to sweep."""
     engine: str
     """Physics engine."""
+    load_policy: PolicyLoader
+    """Loads ``source`` in the worker."""
 
     def __call__(self) -> SweepWorker:
         env, inner = make_sweep_env(self.env_id, self.engine, self.source.env_kwargs)
         try:
-            return SweepWorker(env, inner, _load_policy(self.source))
+            return SweepWorker(env, inner, _load_policy(self.source, self.load_policy))
         except BaseException:
             env.close()
             raise
@@ -404,6 +431,7 @@ def run_sweep(
     grid: Sequence[GridAxis | str],
     episodes: int,
     *,
+    load_policy: PolicyLoader,
     engine: str | None = None,
     task: str | None = None,
     seed: int = 0,
@@ -415,19 +443,20 @@ def run_sweep(
     ``grid`` holds 1 or 2 axes, as :class:`GridAxis` or ``NAME=LO:HI:N`` text. ``engine`` and ``task``
     default to what the policy was trained on. Episodes are seeded ``seed`` .. ``seed + episodes - 1`` in
     every cell. ``executor_config`` (default: this process only) says where episodes run; workers beyond
-    the number of episodes are not started. Every input is checked before any worker starts.
+    the number of episodes are not started. Every input is checked before any worker starts. ``load_policy`` reads
+    the policy file (here and in each worker).
     """
     if episodes < 1:
         raise ParameterError("episodes", f"must be at least 1, got {episodes}", "sweep")
     axes = [parse_grid_axis(a) if isinstance(a, str) else a for a in grid]
     check_axis_count(axes)  # before the policy is loaded: the cheapest mistake to report
-    source = resolve_policy(policy_path)
+    source = resolve_policy(policy_path, load_policy)
     if task is None and source.env_id is None:
         raise UserError(f"{source.path!r} carries no s2r metadata naming its task; give --task")
     env_id = resolve_env_id(task) if task is not None else str(source.env_id)
     specs = check_axes(axes, task_param_specs(env_id), env_id)
     engine = engine or source.engine
-    setup = SweepSetup(source, env_id, engine)
+    setup = SweepSetup(source, env_id, engine, load_policy)
     _check_env(setup, axes)
 
     seeds = tuple(range(seed, seed + episodes))

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from randomization.distributions import ParameterDistribution
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.env import SimEnv
 
 PARAM_STREAM_KEY = 0x5EED

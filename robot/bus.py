@@ -30,7 +30,7 @@ import numpy as np
 from robot.config import AUTO_PORT, RobotConfig
 from robot.dynamixel.control_table import HardwareError
 from robot.dynamixel.units import TORQUE_NM_PER_A
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.state import RobotState
 from sim.tasks.spec import FloatArray
 
@@ -255,7 +255,7 @@ class Bus(Protocol):
         """Torque on for the servos of the named passive joints inside the block, so :meth:`write_passive` can
         position them (a reset driving the valve): goal = present position first, as for the joints. On exit
         the torque goes off (confirmed by each servo), also when the block raises. Only encoders the config
-        marks ``resettable`` may be driven (:class:`~s2r.errors.UserError` otherwise); a joint already driven
+        marks ``resettable`` may be driven (:class:`~s2r.core.errors.UserError` otherwise); a joint already driven
         is a :class:`BusError`."""
         ...
 

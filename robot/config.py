@@ -1,7 +1,7 @@
 """The hardware config: which servos drive which joints, how they are calibrated, and how the bus runs.
 
 One YAML file per robot (``hardware_configs/dclaw.yaml``, ``hardware_configs/dkitty.yaml``), loaded into frozen
-dataclasses and checked against the task spec at load: a bad field is a :class:`~s2r.errors.UserError` naming
+dataclasses and checked against the task spec at load: a bad field is a :class:`~s2r.core.errors.UserError` naming
 the field by its dotted path and what was expected. Motor IDs, calibration and limits live only here, never in code.
 
 A task with a floating base (``TaskSpec.base_joint``, a legged robot) observes the base's orientation and
@@ -37,10 +37,10 @@ from robot.dynamixel.units import (
     joint_limits_to_ticks,
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
-from s2r.errors import UserError
-from s2r.fields import Fields
-from s2r.resources import config_path
-from s2r.yamlfile import read_yaml_file
+from s2r.core.errors import UserError
+from s2r.core.fields import Fields
+from s2r.core.resources import config_path
+from s2r.core.yamlfile import read_yaml_file
 from sim import resolve_env_id
 from sim.tasks import make_task
 from sim.tasks.spec import FloatArray, TaskSpec
@@ -319,14 +319,15 @@ def base_task_spec(task: str) -> TaskSpec:
 # --- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path) -> RobotConfig:
     """Load and validate a hardware config YAML file: ``path``, or a shipped config by name (``dclaw``) or by its
-    path in the repository (``hardware_configs/dclaw.yaml``) from any directory (:func:`s2r.resources.config_path`)."""
+    path in the repository (``hardware_configs/dclaw.yaml``) from any directory
+    (:func:`s2r.core.resources.config_path`)."""
     file = config_path(path)
     source = str(path if file == Path(path) else file)
     return config_from_mapping(read_yaml_file(file, "hardware config"), source=source)
 
 
 def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
-    """Validate an already-parsed config (e.g. ``s2r.yamlfile.load_yaml`` output) into a :class:`RobotConfig`."""
+    """Validate an already-parsed config (e.g. ``s2r.core.yamlfile.load_yaml`` output) into a :class:`RobotConfig`."""
     root = _Node(data, "", source)
     robot = root.text("robot")
     task = root.text("task")
@@ -579,7 +580,7 @@ def _encoders(node: _Node, spec: TaskSpec) -> tuple[EncoderConfig, ...]:
 
 
 class _Node(Fields):
-    """:class:`s2r.fields.Fields` with the servo fields of a hardware config."""
+    """:class:`s2r.core.fields.Fields` with the servo fields of a hardware config."""
 
     def servo_id(self, key: str) -> int:
         v = self.integer(key)

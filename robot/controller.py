@@ -71,7 +71,7 @@ from robot.bus import Bus, BusError, HardwareFault, PortLost, Reading, describe_
 from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
 from sim.tasks.actions import start_action, wrap_angle
@@ -331,7 +331,7 @@ class EpisodeResult:
     """One episode as run: the trajectory-log arrays and meta, and what it means."""
 
     arrays: dict[str, np.ndarray]
-    """The arrays of ``robot.trajlog`` (plus ``hold``, ``overrun`` and ``command_filtered``)."""
+    """The arrays of ``s2r.core.trajlog`` (plus ``hold``, ``overrun`` and ``command_filtered``)."""
     meta: dict[str, Any]
     """Goal, success, stop reason, reward term names, reset details."""
     steps: int

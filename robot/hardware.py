@@ -31,7 +31,7 @@ from robot.bus import DRIVERS, Bus, make_bus
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
 from robot.simtime import SimTime
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Runs N episodes with a :class:`~robot.controller.Controller`, logs each one, and sums the run up.
 
-Each finished episode is written with :class:`robot.trajlog.TrajectoryWriter` as soon as it ends
+Each finished episode is written with :class:`s2r.core.trajlog.TrajectoryWriter` as soon as it ends
 (temporary file, then rename), so a killed process loses at most the episode in progress. When the
 run stops early the episode in progress is written too, marked ``complete: false`` in its meta, after
 the torque is off: the robot is made safe first, then the logs are flushed.
@@ -16,7 +16,7 @@ import numpy as np
 
 from robot.config import RobotConfig
 from robot.controller import COMPLETED, Controller, Stop
-from robot.trajlog import RunInfo, TrajectoryWriter, config_hash
+from s2r.core.trajlog import RunInfo, TrajectoryWriter, config_hash
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from s2r import __version__
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
 
 COMMAND_MODULES = (
-    "sim.cli",
-    "policies.cli",
-    "randomization.cli",
-    "export.cli",
-    "robot.emulator.cli",
-    "robot.cli",
+    "s2r.commands.sim",
+    "s2r.commands.policies",
+    "s2r.commands.randomization",
+    "s2r.commands.export",
+    "s2r.commands.emulator",
+    "s2r.commands.robot",
     "s2r.demo",
 )
 """Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,11 +43,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from policies.config import config_from_mapping
+from policies.envs import make_env
+from policies.finetune_config import FinetuneConfig
 from policies.gate import TEST_NAME, Decision, decide
+from randomization.adapt import AdaptConfig, adapt, edge_warning, write_outputs
+from randomization.distributions import load_distribution, save_distribution
+from randomization.parallel import ExecutorConfig
+from randomization.sweep import grid_cells, parse_grid_axis, run_sweep, write_sweep
+from robot.config import load_config
+from robot.emulator.reality import load_reality
 from s2r import cliargs
-from s2r.atomicio import write_text_atomic
-from s2r.errors import UserError
-from s2r.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
+from s2r.core.atomicio import write_text_atomic
+from s2r.core.errors import UserError
+from s2r.core.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
+from s2r.core.trajlog import episode_files
+from s2r.policy_files import evaluate_policy_file, load_policy
+from sim.render import rollout_frames, write_gif
 
 HARDWARE_CONFIG = shipped_file(HARDWARE_CONFIGS, "dclaw.yaml")
 ROOT = HARDWARE_CONFIG.parents[1]
@@ -160,9 +176,6 @@ def demo_target(robot: Path | None, driver: str, port: str | None, reality: Path
                 lockstep: bool | None = None) -> DemoRobot:
     """The validated robot of ``s2r demo``'s flags; every problem is a ``UserError`` before anything runs.
     ``lockstep`` ``None`` means lock-step wherever the demo starts the emulator itself."""
-    from robot.config import load_config
-    from robot.emulator.reality import load_reality
-
     if driver not in DRIVERS:
         raise UserError(f"--driver {driver!r}: expected one of {', '.join(DRIVERS)}")
     config_path = robot or HARDWARE_CONFIG
@@ -203,8 +216,6 @@ class Stages:
         self.times: dict[str, float] = {}
 
     def bar(self, name: str, total: int, unit: str) -> Any:
-        from tqdm import tqdm
-
         return tqdm(total=total, desc=f"{name:>10}", unit=unit, file=sys.stderr, disable=self.quiet,
                     dynamic_ncols=True, leave=True)
 
@@ -233,8 +244,7 @@ def _train_fields(budget: DemoBudget, seed: int, randomize: dict[str, Any], step
 
 
 def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume: bool) -> dict[str, Any]:
-    from policies.config import config_from_mapping
-    from policies.train import train
+    from policies.train import train  # torch: `s2r --help` and every other command build this parser too
 
     if not stages.quiet:
         print(f"{name:>10}: {fields['steps']} steps of {fields['algo']} "
@@ -245,15 +255,13 @@ def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume:
 
 
 def _export(stages: Stages, run: Path, out: Path, seed: int) -> Path:
-    from export.onnx_export import ExportConfig, export_policy
+    from export.onnx_export import ExportConfig, export_policy  # loads torch (see _train)
 
     stages.run("export", lambda: export_policy(run, out, ExportConfig(seed=seed)))
     return out
 
 
 def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[str, Any]:
-    from s2r.policy_files import evaluate_policy_file
-
     return dict(stages.run("sim eval", lambda: evaluate_policy_file(policy, episodes, seed, "mujoco")))
 
 
@@ -284,10 +292,6 @@ def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir
     hundreds of milliseconds that the watchdog rightly stopped; a fresh process ran the same policy cleanly).
     The bar follows the episode files as they are written.
     """
-    import subprocess
-
-    from robot.trajlog import episode_files
-
     cmd = [sys.executable, "-m", "s2r.cli", "deploy", str(policy), "--robot", str(robot), "--driver", target.driver,
            "--episodes", str(episodes), "--log-dir", str(log_dir), "--seed", str(seed), "--json"]
     if target.reality is not None:
@@ -318,10 +322,6 @@ def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir
 
 
 def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int) -> dict[str, Any]:
-    from randomization.adapt import AdaptConfig, adapt, edge_warning, write_outputs
-    from randomization.distributions import load_distribution
-    from randomization.parallel import ExecutorConfig
-
     prior = load_distribution(PRIOR, task=TASK)
     config = AdaptConfig(iterations=budget.adapt_iterations, samples=budget.adapt_samples, seed=seed)
 
@@ -340,7 +340,7 @@ def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int)
 
 def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: int, robot: Path,
               target: DemoRobot) -> dict[str, Any]:
-    from policies.finetune import FinetuneConfig, finetune
+    from s2r.finetune import finetune  # loads torch (see _train)
 
     cfg = FinetuneConfig(run_dir=run, robot=robot, driver=target.driver, port=target.port, reality=target.reality,
                          lockstep=target.lockstep, episodes=budget.finetune_episodes, out=out, seed=seed)
@@ -351,13 +351,10 @@ def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: in
 
 
 def _sweep(stages: Stages, budget: DemoBudget, policy: Path, out: Path) -> dict[str, Any]:
-    from randomization.parallel import ExecutorConfig
-    from randomization.sweep import grid_cells, parse_grid_axis, run_sweep, write_sweep
-
     cells = len(grid_cells([parse_grid_axis(g) for g in budget.sweep_grid]))
     t0 = time.perf_counter()
     with stages.bar("sweep", cells, "cell") as bar:
-        result = run_sweep(policy, budget.sweep_grid, budget.sweep_episodes, seed=1000,
+        result = run_sweep(policy, budget.sweep_grid, budget.sweep_episodes, load_policy=load_policy, seed=1000,
                            executor_config=ExecutorConfig(workers=2), progress=lambda _line: bar.update(1))
     json_path, png_path = write_sweep(result, out)
     stages.times["sweep"] = time.perf_counter() - t0
@@ -365,10 +362,6 @@ def _sweep(stages: Stages, budget: DemoBudget, policy: Path, out: Path) -> dict[
 
 
 def _gif(stages: Stages, policy: Path, out: Path, seed: int) -> dict[str, Any]:
-    from policies.envs import make_env
-    from s2r.policy_files import load_policy
-    from sim.render import rollout_frames, write_gif
-
     def run() -> dict[str, Any]:
         env = make_env("s2r/DClawTurnFixed-v0", "mujoco", {"render_mode": "rgb_array"})
         try:
@@ -544,10 +537,6 @@ def rel_root(p: Path) -> str:
 def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: DemoRobot | None = None) -> dict[str, Any]:
     """Every stage into ``out`` (which must not hold an earlier demo) with the robot stages on ``target`` (default:
     the emulated claw with the shipped reality); returns the run's data."""
-    import os
-
-    from randomization.distributions import load_distribution, save_distribution
-
     budget = QUICK if quick else FULL
     stages = Stages(quiet)
     t_start = time.perf_counter()

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from export.metadata import ACTION_NORMALIZED
 from export.onnx_policy import OnnxPolicy
 from policies.evaluate import evaluate
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.tasks.excitation import ExcitePolicy, MultiSine
 from sim.tasks.spec import FloatArray, TaskSpec
 

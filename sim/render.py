@@ -15,8 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from s2r.atomicio import atomic_path
-from s2r.errors import UserError
+from s2r.core.atomicio import atomic_path
+from s2r.core.errors import UserError
 from sim.env import SimEnv
 
 Policy = Callable[[np.ndarray], np.ndarray]

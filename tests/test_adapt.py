@@ -25,7 +25,6 @@ from randomization.adapt import (
     weighted_gaussian,
 )
 from randomization.adapt import adapt as run_adapt
-from randomization.cli import register
 from randomization.distributions import load_distribution, parse_distribution, task_param_specs
 from randomization.likelihood import (
     ReplaySetup,
@@ -36,9 +35,10 @@ from randomization.likelihood import (
 )
 from randomization.parallel import EnvSetup, EpisodeRequest, ExecutorConfig, open_executor, run_random_episode
 from randomization.simlogs import ScriptedTurn, SimLogConfig, _record_episode, record_sim_logs
-from robot.trajlog import RunInfo, TrajectoryWriter, episode_files, read_episodes
 from s2r.cli import main as s2r_main
-from s2r.errors import UserError
+from s2r.commands.randomization import register
+from s2r.core.errors import UserError
+from s2r.core.trajlog import RunInfo, TrajectoryWriter, episode_files, read_episodes
 from sim import make_task, resolve_env_id
 from sim.env import SimEnv
 from sim.tasks.actions import normalize

@@ -1,4 +1,4 @@
-"""s2r.atomicio: the one atomic write (temporary sibling, fsync, rename)."""
+"""s2r.core.atomicio: the one atomic write (temporary sibling, fsync, rename)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s2r.atomicio import atomic_path, write_bytes_atomic, write_text_atomic
+from s2r.core.atomicio import atomic_path, write_bytes_atomic, write_text_atomic
 
 
 def test_write_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from s2r.cli import main
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.engines import ENGINES
 from sim.render import FrameOptions, random_policy, rollout_frames, write_gif
 

@@ -21,8 +21,8 @@ from robot.config import config_from_mapping, load_config
 from robot.emulator.faults import faults_from_arg, faults_from_mapping
 from robot.emulator.reality import load_reality, reality_from_mapping
 from s2r.cli import main
-from s2r.errors import UserError
-from s2r.yamlfile import load_yaml, read_yaml_file
+from s2r.core.errors import UserError
+from s2r.core.yamlfile import load_yaml, read_yaml_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DCLAW_YAML = ROOT / "hardware_configs" / "dclaw.yaml"

@@ -29,8 +29,8 @@ from robot.hardware import open_robot
 from robot.mock import MockBus
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.safety import Hold, SafetyLimits
-from robot.trajlog import TrajectoryWriter, read_episodes
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.env import SimEnv
 from sim.tasks.actions import clip_action
 from sim.tasks.base import total_reward

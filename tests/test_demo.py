@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from s2r.cli import main
+from s2r.core.errors import UserError
 from s2r.demo import (
     HARDWARE_CONFIG,
     REALITY,
@@ -19,7 +20,6 @@ from s2r.demo import (
     retrained_serves,
     robot_sentence,
 )
-from s2r.errors import UserError
 
 
 def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,

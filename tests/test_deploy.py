@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from robot.cli import EXIT_SAFETY_STOP, register
+from policies.dataset import save_dataset, trajlog_to_dataset
 from robot.config import load_config
-from robot.dataset import save_dataset, trajlog_to_dataset
-from robot.trajlog import episode_files, read_episodes, read_run
-from s2r.errors import UserError
+from s2r.commands.robot import EXIT_SAFETY_STOP, register
+from s2r.core.errors import UserError
+from s2r.core.trajlog import episode_files, read_episodes, read_run
 from s2r.policy_files import load_policy
 from sim.tasks.actions import clip_action
 
@@ -234,7 +234,7 @@ def test_checkpoint_policy(tmp_path: Path, fast_config: Path, capsys: pytest.Cap
 # --- signals, in a subprocess ---------------------------------------------------------------------------
 def _start(config: Path, logs: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(config),
+        [sys.executable, "-m", "s2r.commands.robot", "deploy", "scripted:random", "--robot", str(config),
          "--driver", "mock", "--episodes", "100000", "--episode-steps", "10", "--log-dir", str(logs), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -28,7 +28,7 @@ from robot.controller import Controller, ControllerSettings
 from robot.emulator.reality import RealityConfig
 from robot.hardware import open_robot
 from robot.runner import run_episodes, run_info
-from robot.trajlog import TrajectoryWriter, read_episodes
+from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.env import SimEnv
 from sim.state import SimState
 from sim.tasks.dclaw_turn import DClawTurn
@@ -165,8 +165,8 @@ def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any, task: str) 
     deployed episode matches ``policies.evaluate`` (``s2r eval``) of the same seed: success identical, the return
     and the valve's final angle within tick quantization (see the tolerances)."""
     from policies.envs import make_env
-    from policies.evaluate import run_episodes as eval_episodes
     from sim import resolve_env_id
+    from sim.rollout import run_episodes as eval_episodes
     from sim.tasks import make_task
 
     env_id = resolve_env_id(task)  # random starts and targets, or the fixed task's reset noise: one episode per seed
@@ -226,7 +226,7 @@ def _trained_run() -> Path:
 def test_an_exported_policy_deploys_on_the_emulator_as_it_evaluates_in_simulation(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from export.onnx_export import ExportConfig, export_policy
-    from robot.cli import register
+    from s2r.commands.robot import register
     from s2r.policy_files import evaluate_policy_file
 
     # A copy: training may still be writing the run's best.pt.

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from cli_runs import ROOT, fast_robot_config, train_tiny
 
-from robot.trajlog import read_episodes
 from s2r.cli import main
+from s2r.core.trajlog import read_episodes
 
 
 @pytest.fixture(scope="module")

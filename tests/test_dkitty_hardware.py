@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import yaml
 
-from robot.cli import EXIT_SAFETY_STOP, register
 from robot.config import RobotConfig, config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings, EpisodeResult, episode_start_action
 from robot.hardware import MockScene, RobotIO, open_robot
@@ -27,8 +26,9 @@ from robot.imu.reader import ImuReader, SerialByteSource
 from robot.mock import MockBus
 from robot.runner import run_episodes, run_info
 from robot.safety import Hold, SafetyLimits
-from robot.trajlog import TrajectoryWriter, read_episodes, read_run
-from s2r.errors import UserError
+from s2r.commands.robot import EXIT_SAFETY_STOP, register
+from s2r.core.errors import UserError
+from s2r.core.trajlog import TrajectoryWriter, read_episodes, read_run
 from sim.rotations import quat_from_rotvec, tilt, yaw_of
 from sim.state import RobotState
 from sim.tasks.actions import clip_action
@@ -403,7 +403,7 @@ def test_emulator_imu_silence_is_a_safety_stop(tmp_path: Path, capsys: pytest.Ca
 
 def test_emulate_prints_the_imu_pty_on_its_second_line() -> None:
     assert CONFIG.imu is not None
-    proc = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", str(CONFIG_PATH)],
+    proc = subprocess.Popen([sys.executable, "-m", "s2r.commands.emulator", "--robot", str(CONFIG_PATH)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -47,7 +47,7 @@ def stop_for_stats(proc: subprocess.Popen[str], sig: signal.Signals) -> dict[str
 def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path: Path) -> None:
     reality = tmp_path / "reality.yaml"
     reality.write_text("params: {valve_damping: 0.1}\nwire_time: false\n")
-    proc = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT,
+    proc = subprocess.Popen([sys.executable, "-m", "s2r.commands.emulator", "--robot", ROBOT,
                              "--reality", str(reality), "--faults", "seed=2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -65,12 +65,12 @@ def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path
 
 
 def test_bad_arguments_exit_2_with_the_reason(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT, "--faults", "drop=2"],
+    done = subprocess.run([sys.executable, "-m", "s2r.commands.emulator", "--robot", ROBOT, "--faults", "drop=2"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "drop must be a probability" in done.stderr and done.stdout == ""
     reality = tmp_path / "r.yaml"
     reality.write_text("params: {finger_kpp: 3}\n")
-    done = subprocess.run([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT, "--reality", str(reality)],
+    done = subprocess.run([sys.executable, "-m", "s2r.commands.emulator", "--robot", ROBOT, "--reality", str(reality)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown parameter params.finger_kpp" in done.stderr
 
@@ -82,7 +82,7 @@ def test_lockstep_prints_its_time_socket_and_serves_one_client_after_another() -
     from robot.emulator.lockstep import LockstepPortHandler, connect_clock
 
     config = load_config(ROBOT)
-    proc = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", ROBOT, "--lockstep"],
+    proc = subprocess.Popen([sys.executable, "-m", "s2r.commands.emulator", "--robot", ROBOT, "--lockstep"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

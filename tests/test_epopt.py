@@ -14,7 +14,7 @@ from randomization.distributions import load_distribution
 from randomization.epopt import EpoptConfig, EpoptEnv, EpoptSchedule, worst_fraction
 from randomization.wrapper import param_rng
 from s2r.cli import main
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAW_DIST = ROOT / "randomization" / "configs" / "dclaw.yaml"

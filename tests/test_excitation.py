@@ -12,8 +12,8 @@ import yaml
 from randomization.simlogs import SimLogConfig, record_sim_logs
 from robot.config import load_config
 from robot.safety import SafetyLimits, filter_action
-from robot.trajlog import read_episodes, read_run
 from s2r.cli import main as s2r_main
+from s2r.core.trajlog import read_episodes, read_run
 from s2r.policy_files import scripted_policy
 from sim.tasks.actions import action_to_command, rate_limit
 from sim.tasks.dclaw_turn import SPEC as CLAW

@@ -23,7 +23,6 @@ import torch
 import yaml
 
 from export import OnnxPolicy
-from export.cli import register
 from export.metadata import NO_RANDOMIZATION, config_sha256, describe_randomization
 from export.onnx_export import (
     MAX_ABS_DIFF,
@@ -40,7 +39,8 @@ from policies.evaluate import evaluate
 from policies.networks import Actor
 from robot.config import config_from_mapping
 from s2r import __version__
-from s2r.errors import UserError
+from s2r.commands.export import register
+from s2r.core.errors import UserError
 from s2r.policy_files import evaluate_policy_file, load_policy
 from sim.tasks import make_task
 from sim.tasks.spec import TaskSpec

@@ -2,7 +2,7 @@
 
 import pytest
 
-from s2r.extras import MissingExtra, require
+from s2r.core.extras import MissingExtra, require
 
 
 def test_missing_extra_names_the_extra_and_the_package() -> None:

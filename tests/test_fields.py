@@ -1,11 +1,11 @@
-"""s2r.fields: the one mapping validator; every error names the file and the dotted field."""
+"""s2r.core.fields: the one mapping validator; every error names the file and the dotted field."""
 
 from __future__ import annotations
 
 import pytest
 
-from s2r.errors import UserError
-from s2r.fields import Fields
+from s2r.core.errors import UserError
+from s2r.core.fields import Fields
 
 
 def test_errors_name_the_dotted_field() -> None:

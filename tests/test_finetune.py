@@ -18,9 +18,9 @@ from cli_runs import fast_robot_config, train_tiny
 
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
-from robot.dataset import trajlog_to_dataset
-from robot.trajlog import episode_files, read_episodes
+from policies.dataset import trajlog_to_dataset
 from s2r.cli import main
+from s2r.core.trajlog import episode_files, read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def fast_robot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def usable_transitions(logs: Path, episodes: int) -> list[int]:
     """Transitions each of the first ``episodes`` logged episodes adds to the real replay: its steps, less any
-    next to a stale reading (``robot.dataset``)."""
+    next to a stale reading (``policies.dataset``)."""
     episode = trajlog_to_dataset(logs, include_partial=True)["episode"]
     return [int(np.sum(episode == k)) for k in range(episodes)]
 

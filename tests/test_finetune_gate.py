@@ -18,8 +18,9 @@ from cli_runs import train_tiny
 from export.onnx_export import ExportConfig, export_policy
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint, save_checkpoint
-from policies.finetune import FinetuneConfig, Finetuner, build_trainer, finetune, sha256_of
+from policies.finetune import FinetuneConfig, Finetuner, build_trainer, sha256_of
 from robot.controller import EpisodeResult, Stop
+from s2r.finetune import finetune
 from s2r.policy_files import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]

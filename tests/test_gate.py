@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from policies.gate import Gate, Schedule, decide, fisher_one_sided_p
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 
 def test_fisher_p_values_are_the_textbook_ones() -> None:

@@ -29,7 +29,7 @@ from robot.imu.protocol import (
     encode_frame,
 )
 from robot.imu.reader import ImuReader, SerialByteSource
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_mul, rotate
 from sim.state import RobotState
 

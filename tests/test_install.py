@@ -22,8 +22,8 @@ import pytest
 
 from robot.config import load_config
 from robot.emulator.reality import load_reality
-from s2r.errors import UserError
-from s2r.resources import HARDWARE_CONFIGS, shipped_file
+from s2r.core.errors import UserError
+from s2r.core.resources import HARDWARE_CONFIGS, shipped_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("s2r", "sim", "robot", "policies", "randomization", "export", "hardware_configs")

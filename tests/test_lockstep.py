@@ -26,8 +26,8 @@ from robot.dynamixel.units import wire_time_s
 from robot.emulator import Emulator, parse_faults
 from robot.emulator.lockstep import TIMEOUT_MARGIN_S, LockstepClock
 from robot.hardware import open_robot
-from robot.trajlog import read_episodes
 from s2r.cli import main as s2r_main
+from s2r.core.trajlog import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAW_PATH = ROOT / "hardware_configs" / "dclaw.yaml"
@@ -156,7 +156,7 @@ def test_the_imu_streams_exactly_its_rate_in_simulated_time() -> None:
 
 
 def test_lockstep_needs_a_simulated_robot() -> None:
-    from s2r.errors import UserError
+    from s2r.core.errors import UserError
 
     with pytest.raises(UserError, match="the dynamixel driver runs in real time"):
         open_robot(CLAW, "dynamixel", lockstep=True)

@@ -143,7 +143,7 @@ def test_overload_turns_the_joint_off_until_reboot() -> None:
 def test_make_bus_mock_driver_and_bad_driver() -> None:
     bus = make_bus(CONFIG, "mock")
     assert isinstance(bus, MockBus)
-    from s2r.errors import UserError
+    from s2r.core.errors import UserError
 
     with pytest.raises(UserError, match="unknown bus driver 'can'"):
         make_bus(CONFIG, "can")

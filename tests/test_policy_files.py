@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from robot.config import load_config
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from s2r.policy_files import SCRIPTED_POLICIES, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_scripted_policies_act_on_the_task() -> None:
 
 def test_the_command_line_and_an_onnx_deploy_load_no_torch() -> None:
     # Every s2r command builds the whole parser; torch would add about 2 s to each and sit in the robot's process.
-    code = ("import sys; from s2r import cli; cli.build_parser(); import s2r.policy_files, robot.cli; "
+    code = ("import sys; from s2r import cli; cli.build_parser(); import s2r.policy_files, s2r.commands.robot; "
             "assert 'torch' not in sys.modules, 'torch'; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

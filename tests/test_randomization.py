@@ -26,8 +26,8 @@ from randomization.distributions import (
 )
 from randomization.simlogs import STROKE_CYCLE, SimLogConfig, record_sim_logs
 from randomization.wrapper import RandomizedEnv
-from robot.trajlog import read_episodes, read_run
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from s2r.core.trajlog import read_episodes, read_run
 from sim.engines.mujoco_engine import MujocoEngine
 from sim.env import SimEnv
 

@@ -20,7 +20,7 @@ from robot.emulator.faults import (
     parse_faults,
 )
 from robot.emulator.reality import reality_from_mapping
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.tasks.dclaw_turn import JOINT_NAMES, SPEC
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from policies.checkpoint import (
     save_checkpoint,
 )
 from policies.networks import Actor, ObsNormalizer, PolicyModule
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from s2r.policy_files import load_policy
 
 OBS, ACT = 7, 3

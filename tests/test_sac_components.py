@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from policies.config import TrainConfig, config_from_mapping, dump_config, load_config_file, parse_overrides
-from policies.envs import to_env_action
 from policies.normalizer import RunningMeanStd, normalize
 from policies.offpolicy import FusedAdam
 from policies.replay import ReplayBuffer
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from sim.rollout import to_env_action
 
 
 def test_running_statistics_match_numpy_over_uneven_batches() -> None:

@@ -30,7 +30,6 @@ from test_controller import (
 )
 
 from robot.bus import BusError, PortLost
-from robot.cli import EXIT_PORT_LOST, EXIT_SAFETY_STOP, EXIT_TORQUE_NOT_OFF, deploy_exit_code
 from robot.config import config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings, Stop, bus_watchdog_s
 from robot.dynamixel.bus import DynamixelBus, TunedPortHandler
@@ -51,8 +50,9 @@ from robot.emulator.server import build_chain
 from robot.imu.reader import ImuReader, SerialByteSource
 from robot.mock import MockBus
 from robot.safety import Hold
-from robot.trajlog import episode_files, read_episodes
-from s2r.errors import UserError
+from s2r.commands.robot import EXIT_PORT_LOST, EXIT_SAFETY_STOP, EXIT_TORQUE_NOT_OFF, deploy_exit_code
+from s2r.core.errors import UserError
+from s2r.core.trajlog import episode_files, read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 60.0
@@ -211,7 +211,7 @@ def test_a_lost_imu_port_is_a_port_lost_stop_that_still_folds_the_legs(tmp_path:
 
 def _deploy_on_the_emulator(config: Path, logs: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(config), "--driver",
+        [sys.executable, "-m", "s2r.commands.robot", "deploy", "scripted:random", "--robot", str(config), "--driver",
          "emulator", "--lockstep", "--episodes", "100000", "--episode-steps", "10", "--log-dir", str(logs), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -554,7 +554,7 @@ def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their
     config = CONFIG
     logs = tmp_path / "logs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    emulate = subprocess.Popen([sys.executable, "-m", "robot.emulator.cli", "--robot", str(CONFIG_PATH),
+    emulate = subprocess.Popen([sys.executable, "-m", "s2r.commands.emulator", "--robot", str(CONFIG_PATH),
                                 "--lockstep"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env)
     proc: subprocess.Popen[str] | None = None
@@ -562,9 +562,9 @@ def test_a_deploy_killed_mid_episode_leaves_the_emulated_servos_stopped_by_their
         assert emulate.stdout is not None
         port, socket_path = emulate.stdout.readline().strip(), emulate.stdout.readline().strip()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "robot.cli", "deploy", "scripted:random", "--robot", str(CONFIG_PATH), "--driver",
-             "emulator", "--port", port, "--lockstep", "--clock-socket", socket_path, "--episodes", "100000",
-             "--episode-steps", "200", "--log-dir", str(logs)],
+            [sys.executable, "-m", "s2r.commands.robot", "deploy", "scripted:random", "--robot", str(CONFIG_PATH),
+             "--driver", "emulator", "--port", port, "--lockstep", "--clock-socket", socket_path,
+             "--episodes", "100000", "--episode-steps", "200", "--log-dir", str(logs)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + WAIT_S
         while not (logs.is_dir() and len(episode_files(logs)) >= 1):  # the second episode has started

@@ -31,7 +31,7 @@ from randomization.sweep import (
     write_sweep,
 )
 from s2r.cli import main
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from s2r.policy_files import evaluate_policy_file, load_policy
 from sim.tasks import make_task
 
@@ -69,7 +69,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def serial(run_dir: Path) -> SweepResult:
-    return run_sweep(run_dir, GRID, EPISODES, seed=SEED, executor_config=ExecutorConfig(workers=1))
+    return run_sweep(run_dir, GRID, EPISODES, load_policy=load_policy, seed=SEED,
+                     executor_config=ExecutorConfig(workers=1))
 
 
 # --- the summary ---------------------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ def test_a_cell_equals_an_evaluation_of_a_fresh_env_with_its_values(serial: Swee
 
 
 def test_two_local_workers_give_identical_results(serial: SweepResult, run_dir: Path) -> None:
-    parallel = run_sweep(run_dir, GRID, EPISODES, seed=SEED, executor_config=ExecutorConfig(workers=2))
+    parallel = run_sweep(run_dir, GRID, EPISODES, load_policy=load_policy, seed=SEED,
+                         executor_config=ExecutorConfig(workers=2))
     assert parallel.workers == 2
     assert parallel.cells == serial.cells
     assert parallel.summary == serial.summary
@@ -148,14 +150,14 @@ def test_two_local_workers_give_identical_results(serial: SweepResult, run_dir: 
 
 def test_progress_reports_every_cell_with_units(run_dir: Path) -> None:
     lines: list[str] = []
-    run_sweep(run_dir, [GridAxis("valve_damping", 0.05, 0.1, 2)], 1, progress=lines.append)
+    run_sweep(run_dir, [GridAxis("valve_damping", 0.05, 0.1, 2)], 1, load_policy=load_policy, progress=lines.append)
     assert len(lines) == 2
     assert lines[0].startswith("[1/2] valve_damping=0.05 N m s/rad: success ")
 
 
 def test_onnx_policy_sweeps_like_s2r_eval(run_dir: Path, tmp_path: Path) -> None:
     onnx = export_policy(run_dir, tmp_path / "claw.onnx", ExportConfig(samples=1000, rollout_fraction=0.0)).path
-    result = run_sweep(onnx, ["valve_damping=0.05:0.05:1"], 1, seed=SEED)  # the nominal value
+    result = run_sweep(onnx, ["valve_damping=0.05:0.05:1"], 1, load_policy=load_policy, seed=SEED)  # the nominal value
     reference = evaluate_policy_file(onnx, 1, SEED)
     assert result.policy_kind == "onnx"
     assert (result.cells[0].success_rate, result.cells[0].return_mean) == (

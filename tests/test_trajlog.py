@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from robot.trajlog import (
+from s2r.cli import main as s2r_main
+from s2r.core.errors import UserError
+from s2r.core.trajlog import (
     RunInfo,
     SkippedFile,
     TrajectoryWriter,
@@ -25,8 +27,6 @@ from robot.trajlog import (
     temp_files,
     write_new_file,
 )
-from s2r.cli import main as s2r_main
-from s2r.errors import UserError
 
 CLAW_CONFIG = Path(__file__).resolve().parents[1] / "hardware_configs" / "dclaw.yaml"
 INFO = RunInfo("dclaw-turn", "dclaw", tuple(f"j{i}" for i in range(9)), ("valve",), 0.1, "sim")

@@ -30,8 +30,8 @@ from robot.emulator.physics import XM430_TORQUE_LIMIT_NM, RealTimePhysics
 from robot.hardware import open_robot
 from robot.mock import MockBus
 from robot.runner import run_episodes, run_info
-from robot.trajlog import TrajectoryWriter, read_episodes, read_run
-from s2r.errors import UserError
+from s2r.core.errors import UserError
+from s2r.core.trajlog import TrajectoryWriter, read_episodes, read_run
 from sim.state import SimState
 from sim.tasks.actions import wrap_angle
 from sim.tasks.dclaw_turn import DClawTurn

@@ -64,7 +64,7 @@ from robot.dynamixel.units import (
     return_delay_s_to_units,
     speed_rad_s_to_units,
 )
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 MS_PER_S = 1000.0
 SDK_ERROR_KIND = {

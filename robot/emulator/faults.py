@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from robot.dynamixel.control_table import MAX_ID, HardwareError
-from s2r.errors import UserError
-from s2r.fields import Fields
-from s2r.yamlfile import read_yaml_file
+from s2r.core.errors import UserError
+from s2r.core.fields import Fields
+from s2r.core.yamlfile import read_yaml_file
 
 ServoFaultKind = Literal["overload", "overheat", "silent"]
 SERVO_FAULT_KINDS: tuple[str, ...] = ("overload", "overheat", "silent")

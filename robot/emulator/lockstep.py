@@ -27,7 +27,7 @@ from typing import Any
 from robot.bus import PortLost
 from robot.dynamixel.bus import MS_PER_S, TunedPortHandler
 from robot.imu.reader import SerialByteSource
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 ADVANCE_TIMEOUT_S = 60.0
 """Longest wall-clock wait for the emulator to acknowledge an advance (s): it steps physics, so a long sleep on a

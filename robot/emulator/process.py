@@ -27,7 +27,7 @@ from robot.config import RobotConfig
 from robot.emulator.faults import NO_FAULTS, FaultSpec
 from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
 from robot.simtime import SimTime
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from robot.config import RobotConfig
-from s2r.errors import UserError
-from s2r.fields import Fields
-from s2r.resources import REALITY_DIR, config_path
-from s2r.yamlfile import read_yaml_file
+from s2r.core.errors import UserError
+from s2r.core.fields import Fields
+from s2r.core.resources import REALITY_DIR, config_path
+from s2r.core.yamlfile import read_yaml_file
 from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
 from sim.tasks import make_task
@@ -96,7 +96,7 @@ NOMINAL_REALITY = RealityConfig()
 
 def load_reality(path: str | Path, config: RobotConfig) -> RealityConfig:
     """Load and validate a reality YAML file for the robot of ``config`` (its task's parameter names): ``path``, or a
-    shipped reality by name (``dclaw_pybullet_gap``) or repository path (:func:`s2r.resources.config_path`)."""
+    shipped reality by name (``dclaw_pybullet_gap``) or repository path (:func:`s2r.core.resources.config_path`)."""
     file = config_path(path, REALITY_DIR)
     return reality_from_mapping(read_yaml_file(file, "reality file"), config,
                                 source=str(path if file == Path(path) else file))

@@ -51,8 +51,8 @@ from robot.emulator.imu import EmulatedImu
 from robot.emulator.physics import RealTimePhysics
 from robot.emulator.reality import RealityConfig
 from robot.simtime import SimTime
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
 from sim import resolve_env_id
 from sim.engines import UnsupportedParameter
 from sim.tasks import make_task

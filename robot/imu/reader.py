@@ -36,7 +36,7 @@ from robot.imu.protocol import (
     FrameDecoder,
     ImuFrame,
 )
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 from sim.tasks.spec import FloatArray
 
 READ_CHUNK_BYTES = 65536

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from s2r.extras import require
+from s2r.core.extras import require
 from sim.engines.base import Engine, ParamSpec, UnsupportedParameter
 
 if TYPE_CHECKING:

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as pb
 
-from s2r.atomicio import write_text_atomic
+from s2r.core.atomicio import write_text_atomic
 from sim.engines.base import ParamSpec
 from sim.rotations import (
     normalize_quat,

@@ -1,4 +1,4 @@
-"""Trajectory logs (``robot.trajlog``) as an offline-RL dataset with D4RL's key names.
+"""Trajectory logs (``s2r.core.trajlog``) as an offline-RL dataset with D4RL's key names.
 
 One row per transition of every logged episode (complete ones; stopped ones on request)::
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from robot.trajlog import OnSkip, read_episodes
-from s2r.atomicio import atomic_path
-from s2r.errors import UserError
+from s2r.core.atomicio import atomic_path
+from s2r.core.errors import UserError
+from s2r.core.trajlog import OnSkip, read_episodes
 from sim.tasks.actions import clip_action
 
 DATASET_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode")
@@ -34,7 +34,7 @@ def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool 
     """Every usable transition of a log directory (see the module docstring).
 
     A damaged episode file is skipped and reported to ``on_skip``, or with ``strict`` is an error
-    (:func:`robot.trajlog.read_episodes`).
+    (:func:`s2r.core.trajlog.read_episodes`).
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in DATASET_KEYS}
     for ep in read_episodes(directory, strict=strict, on_skip=on_skip):

@@ -13,9 +13,17 @@ from randomization.adapt import AdaptConfig, adapt, edge_warning, output_paths, 
 from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
-from robot.trajlog import SkipLog
+from randomization.sweep import (
+    check_axis_count,
+    check_out_dir,
+    default_out_dir,
+    parse_grid_axis,
+    run_sweep,
+    write_sweep,
+)
 from s2r import cliargs
-from s2r.errors import ParameterError, UserError
+from s2r.core.errors import ParameterError, UserError
+from s2r.core.trajlog import SkipLog
 from s2r.policy_files import load_policy
 from sim import TASK_IDS
 from sim.engines import ENGINES
@@ -93,21 +101,13 @@ def _progress_line(line: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from randomization.sweep import (
-        check_axis_count,
-        check_out_dir,
-        default_out_dir,
-        parse_grid_axis,
-        run_sweep,
-        write_sweep,
-    )
-
     axes = [parse_grid_axis(text) for text in args.grid]
     check_axis_count(axes)
     out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
     try:
         result = run_sweep(
-            args.policy, axes, args.episodes, engine=args.engine, task=args.task, seed=args.seed,
+            args.policy, axes, args.episodes, load_policy=load_policy, engine=args.engine, task=args.task,
+            seed=args.seed,
             executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
         )
     except ParameterError as exc:

@@ -13,8 +13,8 @@ from typing import Any
 import gymnasium as gym
 
 from s2r import cliargs
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
 from s2r.policy_files import load_policy
 from sim import TASK_IDS, resolve_env_id
 from sim.engines import ENGINES
@@ -47,7 +47,7 @@ def resolve_task(task: str) -> str:
 def make_sim_env(env_id: str, engine: str, **kwargs: Any) -> gym.Env:
     """``gym.make`` for one of our tasks; an engine whose code cannot be imported is a ``UserError``.
 
-    A missing optional dependency stays a :class:`~s2r.extras.MissingExtra`, which names the extra to install.
+    A missing optional dependency stays a :class:`~s2r.core.extras.MissingExtra`, which names the extra to install.
     """
     try:
         return gym.make(env_id, engine=engine, **kwargs)

@@ -8,7 +8,7 @@ summary and every episode, the one in progress included, are still written); :da
 (5) when the run ended otherwise but the torque-off was not confirmed by the servos; 2 for bad input
 (the ``s2r`` main's UserError).
 
-Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset file (``robot.dataset``).
+Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset file (``policies.dataset``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from policies.dataset import save_dataset, trajlog_to_dataset
+from robot.bus import BusError
+from robot.config import load_config
 from robot.controller import Controller, ControllerSettings, check_policy
+from robot.emulator.faults import faults_from_arg
+from robot.emulator.reality import load_reality
+from robot.hardware import check_driver_options, open_robot
+from robot.runner import run_episodes, run_info
 from s2r import cliargs
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
+from s2r.core.trajlog import SkipLog, TrajectoryWriter
 from s2r.policy_files import SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
 from sim import resolve_env_id
 from sim.tasks import make_task
@@ -136,14 +144,6 @@ def _install(handler: Callable[[int, FrameType | None], None]) -> dict[signal.Si
 # --- deploy ---------------------------------------------------------------------------------------
 def run_deploy(args: argparse.Namespace) -> int:
     """``s2r deploy``; returns the exit code."""
-    from robot.bus import BusError
-    from robot.config import load_config
-    from robot.emulator.faults import faults_from_arg
-    from robot.emulator.reality import load_reality
-    from robot.hardware import check_driver_options, open_robot
-    from robot.runner import run_episodes, run_info
-    from robot.trajlog import TrajectoryWriter
-
     if args.episodes < 0:
         raise UserError(f"--episodes must be >= 0; got {args.episodes}")
     config = load_config(args.robot)
@@ -224,9 +224,6 @@ def deploy_exit_code(stop_kind: str, torque_off: bool) -> int:
 
 def run_dataset(args: argparse.Namespace) -> int:
     """``s2r trajlog-dataset``; returns the exit code."""
-    from robot.dataset import save_dataset, trajlog_to_dataset
-    from robot.trajlog import SkipLog
-
     skipped = SkipLog("s2r trajlog-dataset")
     data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
                               on_skip=skipped)
@@ -241,8 +238,8 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m robot.cli deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
-    parser = argparse.ArgumentParser(prog="python -m robot.cli")
+    """``python -m s2r.commands.robot deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
+    parser = argparse.ArgumentParser(prog="python -m s2r.commands.robot")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

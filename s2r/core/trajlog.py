@@ -84,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 FORMAT = "s2r-trajlog/1"
 RUN_FILE = "run.json"

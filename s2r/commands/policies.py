@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from policies.config import ALGOS
+from policies.config import ALGOS, TrainConfig, config_from_mapping, load_config_file, parse_overrides
+from policies.finetune_config import FinetuneConfig
+from randomization.distributions import load_distribution
+from robot.controller import SAFETY_STOP_KINDS
 from s2r import cliargs
-from s2r.errors import ParameterError, UserError
+from s2r.commands.robot import StopRequest, deploy_exit_code
+from s2r.core.errors import ParameterError, UserError
 from s2r.policy_files import evaluate_policy, load_policy
 
 DEFAULT_EVAL_EPISODES = 50
@@ -18,8 +23,6 @@ DEFAULT_EVAL_EPISODES = 50
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``finetune`` and ``eval``."""
-    from policies.finetune_config import FinetuneConfig
-
     defaults = FinetuneConfig(run_dir=Path(), robot=Path())
     p = sub.add_parser(
         "train",
@@ -115,7 +118,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from policies.config import TrainConfig, config_from_mapping, load_config_file, parse_overrides
     from policies.train import CONFIG_NAME, train
 
     out = Path(args.out)
@@ -131,8 +133,6 @@ def _train(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     overrides = parse_overrides(args.set)
     if args.randomize:
-        from randomization.distributions import load_distribution
-
         task = overrides.get("task") or flags.get("task") or base.task
         flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()
     cfg = config_from_mapping({**flags, **overrides}, base)
@@ -142,12 +142,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import signal
-
-    from policies.finetune import finetune
-    from policies.finetune_config import FinetuneConfig
-    from robot.cli import StopRequest, deploy_exit_code
-    from robot.controller import SAFETY_STOP_KINDS
+    from s2r.finetune import finetune  # loads torch: only this command pays for it
 
     try:
         cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,

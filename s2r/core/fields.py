@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn, Self
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 MISSING: Any = object()
 """The default of a getter whose field is required."""

@@ -2,7 +2,7 @@
 
 A reader (or a process that resumes after a crash) sees either the old file or the whole new one, never a file cut
 short. Everything that writes an output file goes through :func:`atomic_path`, or :func:`write_bytes_atomic` /
-:func:`write_text_atomic` for data already in memory. The one exception is :mod:`robot.trajlog`, whose episode files
+:func:`write_text_atomic` for data already in memory. The one exception is :mod:`s2r.core.trajlog`, whose episode files
 must never replace an existing file (it links rather than renames).
 """
 

@@ -2,7 +2,7 @@
 
 PyYAML keeps the last of two equal keys without a word, so a file that sets ``max_data_age_s`` twice ran with
 whichever came last. Every loader of a config, reality, fault or randomization file reads YAML through
-:func:`load_yaml`, and a repeated key is a :class:`~s2r.errors.UserError` naming the file, the key and both lines.
+:func:`load_yaml`, and a repeated key is a :class:`~s2r.core.errors.UserError` naming the file, the key and both lines.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -51,7 +51,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str, source: str = "<string>") -> Any:
     """``text`` parsed as YAML with the safe loader. ``source`` (the file, or what the text is, e.g.
     ``"hardware config 'dclaw.yaml'"``) starts every error: a repeated key is a :class:`DuplicateKeyError`
-    naming the key and both line numbers, a syntax error a one-line :class:`~s2r.errors.UserError`."""
+    naming the key and both line numbers, a syntax error a one-line :class:`~s2r.core.errors.UserError`."""
     try:
         loader = _UniqueKeyLoader(text)
         loader.source = source
@@ -77,7 +77,7 @@ def _one_line(exc: yaml.YAMLError) -> str:
 def read_yaml_file(path: str | Path, what: str) -> Any:
     """The YAML content of the file ``path``; ``what`` names the kind of file in errors (``"hardware config"``).
 
-    A missing, unreadable or non-UTF-8 file is a :class:`~s2r.errors.UserError` too, as are the errors of
+    A missing, unreadable or non-UTF-8 file is a :class:`~s2r.core.errors.UserError` too, as are the errors of
     :func:`load_yaml`.
     """
     p = Path(path)

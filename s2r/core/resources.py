@@ -11,7 +11,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from s2r.errors import UserError
+from s2r.core.errors import UserError
 
 HARDWARE_CONFIGS = "hardware_configs"
 """The package of the hardware configs (``dclaw.yaml``, ``dkitty.yaml``) and, in ``reality/``, the realities."""

@@ -4,7 +4,7 @@ The first line on stdout is the servos' device path to open (``/dev/pts/N``). A 
 ``imu`` section (``hardware_configs/dkitty.yaml``) gets its IMU on a second pty, whose path is the second line
 (``s2r deploy ... --port LINE1 --imu-port LINE2``); a robot without one prints one line. Both are flushed at
 once; the emulator then serves until SIGINT or SIGTERM and exits 0, printing its counters to stderr. Also
-runnable as ``python -m robot.emulator.cli --robot hardware_configs/dclaw.yaml``.
+runnable as ``python -m s2r.commands.emulator --robot hardware_configs/dclaw.yaml``.
 
 ``--lockstep`` serves in simulated time (``robot.emulator.server``, "Lock-step"): time stands still until a client
 moves it. A last line then names the time socket, a Unix socket that takes one client at a time; the client speaks
@@ -35,8 +35,10 @@ from typing import Any
 from robot.config import load_config
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import NOMINAL_REALITY, load_reality
-from s2r.errors import UserError
-from s2r.extras import MissingExtra
+from robot.emulator.server import build_server
+from robot.simtime import SimTime
+from s2r.core.errors import UserError
+from s2r.core.extras import MissingExtra
 
 
 def register(sub: Any) -> None:
@@ -67,9 +69,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    from robot.emulator.server import build_server
-    from robot.simtime import SimTime
-
     config = load_config(args.robot)
     reality = load_reality(args.reality, config) if args.reality else NOMINAL_REALITY
     faults = faults_from_arg(args.faults)
@@ -134,8 +133,8 @@ def _serve_lockstep(server: Any, sim_time: Any, lines: list[str], should_stop: A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m robot.emulator.cli``: the same as ``s2r emulate``."""
-    parser = argparse.ArgumentParser(prog="python -m robot.emulator.cli")
+    """``python -m s2r.commands.emulator``: the same as ``s2r emulate``."""
+    parser = argparse.ArgumentParser(prog="python -m s2r.commands.emulator")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,412 @@
+"""Fine-tuning on the robot: SAC (or TD3) continues from the deployed policy, and never hands out a worse one.
+
+``s2r finetune RUN_DIR --robot hardware_configs/dclaw.yaml --driver emulator --episodes N`` runs episodes on the
+robot through the same :class:`~robot.controller.Controller` as ``s2r deploy``: scripted reset, fixed-rate loop,
+safety filter and watchdog all active. Choices, and why:
+
+* **It starts from the deployed policy.** The checkpoint is the one ``s2r export RUN_DIR`` and ``s2r deploy
+  RUN_DIR`` take (:func:`policies.checkpoint.resolve_checkpoint_path`: ``best.pt``, else ``last.pt``), with the
+  training state saved beside its actor (critics, temperature, optimizers). A ``best.pt`` of a run from before
+  ``best.pt`` carried that state gets the critics of the run's ``last.pt`` under its own actor and normalizer.
+  ``finetune.json`` records the file and its sha256.
+* **The incumbent and the gate** (:mod:`policies.gate`). The incumbent is the deployed policy, exported and
+  measured on ``incumbent_episodes`` deterministic robot episodes first. Then rounds: exploration episodes with
+  the learner's stochastic actor (learning between them), then the candidate, the learner's deterministic actor
+  frozen and exported, on ``gate_episodes`` robot episodes. The candidate replaces the incumbent only when
+  Fisher's exact test, one-sided, says it succeeds more often at the configured confidence (0.95 by default).
+  ``OUT/policy.onnx`` is the incumbent at every moment, so a worse candidate never reaches it.
+* **Real data is used well** (after RLPD, Ball et al. 2023). Each batch draws ``sim_fraction`` (one half) of its
+  transitions from the simulation run's ``replay.pt`` and the rest from the robot; before the actor first moves,
+  ``critic_warmup`` critic-only updates fit the critics to the robot's transitions of the deployed policy; then
+  ``updates_per_step`` updates per exploration transition (several: they run between episodes, where they cost
+  no control cycle; each episode reports its update time).
+* **Learning between episodes.** Gradient steps run after an episode ends and before the next reset, while the
+  servos hold their last command: inside the loop they would land in the middle of a control cycle, in another
+  process they would compete for the cores the loop needs. Nothing learns while a candidate is measured.
+* **Replay.** Real transitions live in their own buffer, rebuilt from the trajectory logs at start
+  (:func:`policies.dataset.trajlog_to_dataset`); every episode's transitions go in, evaluation episodes' too.
+* **Observation normalization** stays at the deployed policy's statistics: every exported policy keeps one
+  input scale.
+* **Resume** counts the episode files in ``OUT/logs``: those episodes are done, and their logged outcomes
+  replay the gate's decisions (each log's meta says what kind of episode it was). The learner continues from
+  ``OUT/last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from export.onnx_export import ExportConfig, export_policy
+from export.onnx_policy import OnnxPolicy
+from policies.checkpoint import load_checkpoint
+from policies.finetune import (
+    META_KEY,
+    Finetuner,
+    _gate_settings,
+    build_trainer,
+    deployed_checkpoint,
+    replay_gate,
+    transitions_from_logs,
+)
+from policies.finetune_config import FinetuneConfig
+from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
+from robot.bus import BusError
+from robot.config import load_config
+from robot.controller import COMPLETED, Controller, ControllerSettings
+from robot.emulator.reality import load_reality
+from robot.hardware import open_robot
+from robot.runner import run_info
+from s2r.commands.robot import deploy_task
+from s2r.core.atomicio import atomic_path, write_text_atomic
+from s2r.core.errors import UserError
+from s2r.core.trajlog import TrajectoryWriter, episode_files, read_run
+
+LOG_DIR = "logs"
+ONNX_DIR = "onnx"
+CANDIDATE_DIR = "candidates"
+LAST_NAME = "last.pt"
+POLICY_NAME = "policy.onnx"
+SUMMARY_NAME = "finetune.json"
+DEPLOYED_ONNX = "deployed.onnx"
+"""The deployed policy's export in ``OUT/onnx`` (the first incumbent)."""
+EXPORT_SAMPLES = 1000
+"""Observations each ONNX export is verified on (the exporter's minimum)."""
+
+
+@dataclass
+class EpisodeReport:
+    """One fine-tuning episode of this invocation."""
+
+    episode: int
+    kind: str
+    """``eval-incumbent``, ``explore`` or ``eval-candidate``."""
+    round: int
+    success: bool
+    episode_return: float
+    steps: int
+    real_transitions: int
+    updates: int
+    """Gradient steps after the episode (critic-only warm-up ones included)."""
+    update_time_s: float
+    export_time_s: float
+    """Time to freeze and export the candidate before the episode (0 when none)."""
+    onnx: str | None
+    """The candidate's ONNX file when the episode measured one."""
+
+
+@dataclass
+class FinetuneSummary:
+    """What ``s2r finetune`` reports (``--json`` prints it; ``finetune.json`` holds it)."""
+
+    out_dir: str
+    episodes_done: int
+    resumed_from_episode: int
+    start: dict[str, Any] = field(default_factory=dict)
+    """The deployed checkpoint fine-tuning started from (``checkpoint``, ``sha256``) and where the critics and
+    optimizer state came from (``training_state_from``)."""
+    episodes: list[EpisodeReport] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Every episode since the start (across resumes): index, kind, round, success, and the incumbent's measured
+    success rate and episode count after it."""
+    gate: dict[str, Any] = field(default_factory=dict)
+    """The test, its confidence, the schedule and every decision (:meth:`policies.gate.Gate.summary`)."""
+    success_rate: float | None = None
+    """The incumbent's (``policy.onnx``'s) measured success rate on the robot."""
+    return_mean: float | None = None
+    """Mean return of this invocation's episodes (every kind)."""
+    loop: dict[str, Any] = field(default_factory=dict)
+    update_time_s_max: float = 0.0
+    update_time_s_per_update: float | None = None
+    """Mean seconds per gradient step this invocation (batch of ``batch_size``)."""
+    stop_kind: str = "completed"
+    stop_reason: str = ""
+    torque_off: bool = True
+    """Whether the servos confirmed the torque off at the end (``s2r finetune`` exits non-zero when not, as
+    ``s2r deploy`` does)."""
+    policy: str | None = None
+    """``OUT/policy.onnx``: the incumbent."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export_onnx(ckpt: Path, out: Path, seed: int) -> Path:
+    """A verified ONNX export of the checkpoint file ``ckpt`` (the exporter writes nothing when it fails)."""
+    export_policy(ckpt, out, ExportConfig(samples=EXPORT_SAMPLES, seed=seed))
+    return out
+
+
+class _PolicySwitch:
+    """The controller's policy: whichever policy the current episode runs."""
+
+    def __init__(self, policy: Callable[[np.ndarray], Any]) -> None:
+        self.current = policy
+
+    def __call__(self, obs: np.ndarray) -> Any:
+        return self.current(obs)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def candidate_paths(out: Path, round_: int) -> tuple[Path, Path]:
+    """Round ``round_``'s candidate: its checkpoint and its ONNX file."""
+    return out / CANDIDATE_DIR / f"round_{round_:03d}.pt", out / ONNX_DIR / f"round_{round_:03d}.onnx"
+
+
+def incumbent_onnx(out: Path, incumbent: str) -> Path:
+    """The ONNX file of the gate's incumbent (``deployed`` or ``round N``)."""
+    if incumbent == "deployed":
+        return out / ONNX_DIR / DEPLOYED_ONNX
+    return candidate_paths(out, int(incumbent.split()[1]))[1]
+
+
+class RobotSession(Protocol):
+    """What fine-tuning needs of the robot: episodes of a given policy, and a safe end. The real one is
+    :class:`ControllerSession`; tests pass a fake robot."""
+
+    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> Any:
+        """One episode of ``policy`` from the start state ``rng`` draws: a
+        :class:`robot.controller.EpisodeResult`."""
+        ...
+
+    def shutdown(self, stop: Any) -> bool:
+        """End the run for ``stop`` (a :class:`robot.controller.Stop`); whether the torque-off was confirmed."""
+        ...
+
+    def loop_summary(self) -> dict[str, Any]:
+        """Timing of the control loop so far."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+OpenSession = Callable[[FinetuneConfig, Any, Any, "logging.Logger", Callable[[], str | None]], RobotSession]
+"""``(cfg, robot config, task, logger, should_stop) -> session``, connected and ready for episodes."""
+
+
+class ControllerSession:
+    """The robot behind :func:`robot.hardware.open_robot`, run by the :class:`~robot.controller.Controller` of
+    ``s2r deploy`` (safety filter, watchdog, scripted reset), one policy per episode."""
+
+    def __init__(self, cfg: FinetuneConfig, config: Any, task: Any, log: logging.Logger,
+                 should_stop: Callable[[], str | None]) -> None:
+        reality = load_reality(cfg.reality, config) if cfg.reality is not None else None
+        self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop,
+                             lockstep=cfg.lockstep)
+        try:
+            self.io.bus.connect()
+        except BusError as exc:
+            self.io.close()
+            raise UserError(f"cannot start on the robot: {exc}") from exc
+        except BaseException:
+            self.io.close()
+            raise
+        self.switch = _PolicySwitch(lambda obs: None)
+        settings = self.io.controller_settings(ControllerSettings(episode_steps=task.spec.episode_steps))
+        self.ctrl = Controller(self.switch, self.io.bus, task, config, settings=settings, logger=log,
+                               should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
+                               sleep=self.io.sleep)
+
+    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> Any:
+        self.switch.current = policy
+        return self.ctrl.episode(rng)
+
+    def shutdown(self, stop: Any) -> bool:
+        return bool(self.ctrl.shutdown(stop))
+
+    def loop_summary(self) -> dict[str, Any]:
+        return dict(self.ctrl.stats.summary())
+
+    def close(self) -> None:
+        self.io.close()
+
+
+def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_stop: Any = None,
+             progress: bool = True, open_session: OpenSession = ControllerSession) -> FinetuneSummary:
+    """Run the fine-tuning described by ``cfg`` on the robot ``open_session`` opens; see the module docstring."""
+    out = cfg.out_dir
+    logs = out / LOG_DIR
+    last = out / LAST_NAME
+    log = logger or logging.getLogger("s2r.finetune")
+    deployed = deployed_checkpoint(cfg.run_dir)
+    config = load_config(cfg.robot)
+    spec = config.task_spec()
+    if cfg.reality is not None and cfg.driver != "emulator":
+        raise UserError("--reality applies to the emulator driver only")
+
+    done = len(episode_files(logs)) if logs.is_dir() else 0
+    if cfg.resume:
+        if not out.is_dir():
+            raise UserError(f"cannot resume: {str(out)!r} does not exist")
+        if logs.is_dir() and episode_files(logs):
+            info = read_run(logs)
+            if info.task != spec.name or info.robot != spec.robot:
+                raise UserError(f"cannot resume: {str(logs)!r} was recorded on {info.robot}/{info.task}, not "
+                                f"{spec.robot}/{spec.name}")
+    elif done or last.exists():
+        raise UserError(f"{str(out)!r} already holds a fine-tuning run; pass --resume to continue it or pick "
+                        "another --out")
+    gate = replay_gate(cfg, logs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ONNX_DIR).mkdir(exist_ok=True)
+
+    resume_state = last if (cfg.resume and last.is_file()) else None
+    trainer, start = build_trainer(cfg, resume_state)
+    recorded = _recorded_start(out) if cfg.resume else {}
+    if recorded.get("sha256", start["sha256"]) != start["sha256"]:
+        raise UserError(f"cannot resume: {str(deployed)!r} changed since this fine-tuning run started from it")
+    if recorded:
+        start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
+    task = deploy_task(config.task, None, trainer.env_id, spec)
+    if trainer.obs_dim != spec.obs_layout.size or trainer.act_dim != spec.n_joints:
+        raise UserError(f"the run's policy takes {trainer.obs_dim} observations and gives {trainer.act_dim} actions;"
+                        f" the robot's task needs {spec.obs_layout.size} and {spec.n_joints}")
+    if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
+        export_onnx(deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
+    # policy.onnx is the incumbent: after a crash it is put back from the gate's replayed decisions.
+    _copy_atomic(incumbent_onnx(out, gate.incumbent), out / POLICY_NAME)
+
+    steps_per_episode = spec.episode_steps
+    tuner = Finetuner(cfg, trainer, max(cfg.episodes, done + 1) * (steps_per_episode + 1))
+    if resume_state is not None:
+        tuner.restore_progress(load_checkpoint(resume_state).training)
+    data = transitions_from_logs(logs) if done else None
+    if data is not None:
+        tuner.add_dataset(data)
+    summary = FinetuneSummary(out_dir=str(out), episodes_done=done, resumed_from_episode=done, start=start,
+                              history=gate.history, gate=gate.summary(), success_rate=gate.incumbent_success_rate,
+                              policy=str(out / POLICY_NAME))
+    writer = TrajectoryWriter(logs, run_info(config, cfg.driver, steps_per_episode, {
+        "policy": f"finetune of {deployed}", "task_variant": trainer.env_id, "seed": cfg.seed,
+        "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True}))
+    if done >= cfg.episodes:
+        _write_json(out / SUMMARY_NAME, summary.to_json())
+        return summary
+
+    returns: list[float] = []
+    onnx_policies: dict[Path, Any] = {}
+
+    def onnx_policy(path: Path) -> Any:
+        if path not in onnx_policies:
+            onnx_policies[path] = OnnxPolicy(path)
+        return onnx_policies[path]
+
+    session = open_session(cfg, config, task, log, should_stop or (lambda: None))
+    bar = _bar(cfg.episodes, done, progress)
+    try:
+        policy: Callable[[np.ndarray], Any]
+        for k in range(done, cfg.episodes):
+            kind, round_ = cfg.schedule.kind(k)
+            export_s = 0.0
+            candidate: Path | None = None
+            if kind == EXPLORE:
+                policy = tuner.explore
+                torch.manual_seed(cfg.seed * 100_003 + k)  # exploration of episode k, whatever ran before
+            elif kind == EVAL_INCUMBENT:
+                policy = onnx_policy(incumbent_onnx(out, gate.incumbent))
+            else:
+                ckpt_path, candidate = candidate_paths(out, round_)
+                if not candidate.is_file():  # the round's first candidate episode: freeze the learner now
+                    t0 = time.perf_counter()
+                    export_onnx(tuner.freeze(ckpt_path), candidate, cfg.seed)
+                    export_s = time.perf_counter() - t0
+                policy = onnx_policy(candidate)
+            result = session.episode(policy, np.random.default_rng([cfg.seed, k]))
+            # An episode a person stopped says nothing about the policy; a safety stop counts as a failure.
+            counted = result.complete or (result.stop is not None and result.stop.kind != "requested")
+            if result.steps > 0:
+                meta = {**result.meta, META_KEY: {"kind": kind, "round": round_, "counted": counted,
+                                                  "gate": _gate_settings(cfg)}}
+                writer.write_episode(result.arrays, meta)
+                decision = gate.record(k, result.success, counted)
+                if decision is not None and decision.replaced:
+                    _copy_atomic(incumbent_onnx(out, gate.incumbent), out / POLICY_NAME)
+                    log.info("round %d's candidate replaces the incumbent (%d/%d against %d/%d, p = %.3g)",
+                             round_, decision.candidate_successes, decision.candidate_episodes,
+                             decision.incumbent_successes, decision.incumbent_episodes, decision.p_value)
+            if result.stop is not None:
+                summary.stop_kind, summary.stop_reason = result.stop.kind, result.stop.reason
+                summary.torque_off = session.shutdown(result.stop)
+                break
+            new = transitions_from_logs(logs)
+            added = 0 if new is None else len(new["rewards"]) - len(tuner.real)
+            if new is not None and added > 0:
+                tuner.add_dataset({key: v[len(v) - added:] for key, v in new.items()})
+            updates, took = 0, 0.0
+            if kind == EXPLORE:
+                updates, took = tuner.update(result.steps)
+            elif k + 1 < cfg.episodes and cfg.schedule.kind(k + 1)[0] == EXPLORE:
+                updates, took = tuner.warm_up_critic()  # on the deployed policy's own transitions
+            tuner.save(last, k + 1)
+            summary.episodes.append(EpisodeReport(
+                k, kind, round_, result.success, result.episode_return, result.steps, len(tuner.real), updates, took,
+                export_s, None if candidate is None else str(candidate)))
+            summary.episodes_done = k + 1
+            returns.append(result.episode_return)
+            _fill(summary, gate, returns)
+            _write_json(out / SUMMARY_NAME, summary.to_json())
+            if bar is not None:
+                bar.update(1)
+                rate = gate.incumbent_success_rate
+                bar.set_postfix({"kind": kind, "incumbent": "-" if rate is None else f"{rate:.2f}"}, refresh=False)
+        else:
+            summary.torque_off = session.shutdown(_completed())
+        summary.loop = session.loop_summary()
+    finally:
+        if bar is not None:
+            bar.close()
+        session.close()
+    _fill(summary, gate, returns)
+    summary.episodes_done = len(gate.history)
+    _write_json(out / SUMMARY_NAME, summary.to_json())
+    return summary
+
+
+def _fill(summary: FinetuneSummary, gate: Gate, returns: list[float]) -> None:
+    summary.history = gate.history
+    summary.gate = gate.summary()
+    summary.success_rate = gate.incumbent_success_rate
+    summary.return_mean = float(np.mean(returns)) if returns else None
+    summary.update_time_s_max = max((e.update_time_s for e in summary.episodes), default=0.0)
+    n_updates = sum(e.updates for e in summary.episodes)
+    summary.update_time_s_per_update = (sum(e.update_time_s for e in summary.episodes) / n_updates
+                                        if n_updates else None)
+
+
+def _recorded_start(out: Path) -> dict[str, Any]:
+    """The ``start`` entry of the run's ``finetune.json`` (empty when there is none to read)."""
+    try:
+        start = json.loads((out / SUMMARY_NAME).read_text()).get("start")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return start if isinstance(start, dict) else {}
+
+
+def _completed() -> Any:
+    return COMPLETED
+
+
+def _bar(total: int, done: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    return tqdm(total=total, initial=done, desc="fine-tune", unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
