@@ -1,4 +1,4 @@
-"""Trajectory logs recorded in simulation, in the real robot's log format (``robot/trajlog.py``).
+"""Trajectory logs recorded in simulation, in the real robot's log format (``s2r/core/trajlog.py``).
 
 Until the real controller writes logs, these stand in for them: a policy (a callable, the scripted
 valve-turning stroke, or seeded random actions) runs in a simulated env with chosen parameter values,

@@ -13,7 +13,7 @@ import dynamixel_sdk as sdk
 import pytest
 
 from robot.dynamixel.bus import TunedPortHandler
-from robot.emulator import cli
+from s2r.commands import emulator as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOT = str(ROOT / "hardware_configs" / "dclaw.yaml")
