@@ -51,7 +51,7 @@ import torch
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
 from s2r.atomicio import atomic_path, write_text_atomic
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
 
 LOG_DIR = "logs"
 ONNX_DIR = "onnx"
@@ -337,14 +337,14 @@ def replay_gate(cfg: FinetuneConfig, logs: Path) -> Gate:
         meta = ep.meta.get(META_KEY)
         kind, round_ = cfg.schedule.kind(k)
         if not isinstance(meta, dict) or "kind" not in meta:
-            raise UserError(f"cannot resume: episode {k} in {str(logs)!r} has no fine-tuning kind in its meta (an "
-                            "older s2r finetune wrote it); start a new --out")
+            raise ParameterError("resume", f"cannot continue: episode {k} in {str(logs)!r} has no fine-tuning kind in "
+                                 "its meta (an older s2r finetune wrote it); start a new {out}")
         if (meta["kind"], meta.get("round")) != (kind, round_) or meta.get("gate") != _gate_settings(cfg):
-            raise UserError(f"cannot resume: episode {k} was a {meta['kind']} episode of round {meta.get('round')} "
-                            f"under the gate settings {meta.get('gate')}; with these settings it would be a {kind} "
-                            f"episode of round {round_} under {_gate_settings(cfg)}: resume with the run's "
-                            "--incumbent-episodes, --explore-episodes, --gate-episodes, --reeval-episodes and "
-                            "--confidence")
+            raise ParameterError("resume", f"cannot continue: episode {k} was a {meta['kind']} episode of round "
+                                 f"{meta.get('round')} under the gate settings {meta.get('gate')}; with these settings "
+                                 f"it would be a {kind} episode of round {round_} under {_gate_settings(cfg)}: resume "
+                                 "with the run's {incumbent_episodes}, {explore_episodes}, {gate_episodes}, "
+                                 "{reeval_episodes} and {confidence}")
         gate.record(k, bool(ep.meta.get("success", False)), bool(meta.get("counted", True)))
     return gate
 
@@ -438,7 +438,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     config = load_config(cfg.robot)
     spec = config.task_spec()
     if cfg.reality is not None and cfg.driver != "emulator":
-        raise UserError("--reality applies to the emulator driver only")
+        raise ParameterError("reality", "applies to the emulator driver only")
 
     done = len(episode_files(logs)) if logs.is_dir() else 0
     if cfg.resume:
@@ -450,8 +450,8 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
                 raise UserError(f"cannot resume: {str(logs)!r} was recorded on {info.robot}/{info.task}, not "
                                 f"{spec.robot}/{spec.name}")
     elif done or last.exists():
-        raise UserError(f"{str(out)!r} already holds a fine-tuning run; pass --resume to continue it or pick "
-                        "another --out")
+        raise ParameterError("out", f"{str(out)!r} already holds a fine-tuning run; pass {{resume}} to continue it or "
+                             "pick another {out}")
     gate = replay_gate(cfg, logs)
     out.mkdir(parents=True, exist_ok=True)
     (out / ONNX_DIR).mkdir(exist_ok=True)

@@ -56,7 +56,7 @@ from policies.replay import Batch, NStepReturns, ReplayBuffer
 from policies.sac import SACLearner, SACParams, make_sac_model
 from policies.td3 import TD3Learner, TD3Params, make_td3_model
 from s2r.atomicio import write_text_atomic
-from s2r.errors import UserError
+from s2r.errors import ParameterError, UserError
 from s2r.yamlfile import load_yaml, read_yaml_file
 
 CONFIG_NAME = "config.yaml"
@@ -830,9 +830,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, p
         if not run.last.is_file():
             raise UserError(f"cannot resume: no {LAST_NAME} in {str(root)!r}")
     elif run.last.exists() or run.metrics.exists():
-        raise UserError(
-            f"run directory {str(root)!r} already holds a run; pass --resume to continue it or pick another --out"
-        )
+        raise ParameterError("out", f"{str(root)!r} already holds a run; pass {{resume}} to continue it or pick "
+                             "another {out}")
     root.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run, progress=progress)
     try:

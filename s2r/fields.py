@@ -1,8 +1,9 @@
-"""The one reader that validates a parsed YAML mapping field by field, naming the dotted field in every error.
+"""The one reader that validates a parsed mapping field by field, naming the dotted field in every error.
 
-Each loader (hardware config, reality, fault file) walks its file with a :class:`Fields` and builds its frozen
-dataclass from what the typed getters return; checks that tie fields together stay with the loader and report
-through :meth:`Fields.fail`, so every message reads ``SOURCE: field encoders.valve.id must be an integer; got 'x'``.
+Each loader (hardware config, reality, fault file, randomization file, ONNX metadata) walks its file with a
+:class:`Fields` and builds its frozen dataclass from what the typed getters return; checks that tie fields together
+stay with the loader and report through :meth:`Fields.fail` or :meth:`Fields.refuse`, so every message reads
+``SOURCE: field encoders.valve.id must be an integer; got 'x'``.
 A validation library (pydantic, msgspec, cattrs) would own these messages and the dataclasses' construction; the
 dataclasses here stay plain and frozen, and the checks are one screen.
 """
