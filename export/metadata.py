@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from s2r.core.errors import UserError
+from s2r.core.fields import Fields
 
 FORMAT = "s2r-onnx-policy"
 """Value of the ``s2r_format`` key."""
@@ -160,133 +160,93 @@ def has_s2r_metadata(props: Mapping[str, str]) -> bool:
     return props.get("s2r_format") == FORMAT
 
 
-class _Reader:
-    """Typed reads of ``metadata_props`` with errors naming the file and the key."""
+class _Props(Fields):
+    """:class:`s2r.fields.Fields` over ``metadata_props``, whose fields are the file's metadata keys."""
 
-    def __init__(self, props: Mapping[str, str], source: str) -> None:
-        self.props = props
-        self.source = source
-
-    def fail(self, key: str, expected: str) -> UserError:
-        got = self.props.get(key)
-        return UserError(f"{self.source}: metadata key {key!r} must be {expected}; got {got!r}")
-
-    def optional(self, key: str) -> str | None:
-        return self.props.get(key)
-
-    def required(self, key: str) -> str:
-        value = self.props.get(key)
-        if value is None:
-            raise UserError(f"{self.source}: metadata key {key!r} is missing (the file is damaged or was not "
-                            "written by s2r export)")
-        return value
-
-    def integer(self, key: str, minimum: int) -> int:
-        raw = self.required(key)
-        try:
-            value = int(raw)
-        except ValueError:
-            raise self.fail(key, f"an integer >= {minimum}") from None
-        if value < minimum:
-            raise self.fail(key, f"an integer >= {minimum}")
-        return value
-
-    def json(self, key: str, optional: bool = False) -> Any:
-        raw = self.optional(key) if optional else self.required(key)
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            raise self.fail(key, "valid JSON") from None
-
-    def floats(self, key: str, n: int) -> tuple[float, ...]:
-        value = self.json(key)
-        if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
-            raise self.fail(key, f"a JSON list of {n} numbers")
-        return tuple(float(v) for v in value)
-
-    def names(self, key: str, n: int) -> tuple[str, ...]:
-        value = self.json(key, optional=True)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or len(value) != n or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, f"a JSON list of {n} names")
-        return tuple(value)
+    noun = "metadata key"
+    missing_note = " (the file is damaged or was not written by `s2r export`)"
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+JSON_KEYS = ("s2r_format_version", "obs_size", "action_size", "training_steps", "control_period_s", "env_kwargs",
+             "action_low", "action_high", "joint_names", "obs_layout")
+"""Keys whose string values are JSON (numbers, lists, mappings); the rest are plain strings."""
 
 
-def _parse_layout(r: _Reader, obs_size: int) -> tuple[ObsSlice, ...]:
-    value = r.json("obs_layout", optional=True)
-    if value is None:
+def _decoded(props: Mapping[str, str]) -> dict[str, Any]:
+    """``props`` with the values of :data:`JSON_KEYS` decoded. A value that is not JSON stays a string, which the
+    key's typed read then refuses, naming the key and quoting the value."""
+    out: dict[str, Any] = dict(props)
+    for key in JSON_KEYS:
+        if key in out:
+            try:
+                out[key] = json.loads(out[key])
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def _optional_text(r: Fields, key: str) -> str | None:
+    return None if r.raw(key) is None else r.text(key, empty=True)
+
+
+def _parse_layout(r: Fields, obs_size: int) -> tuple[ObsSlice, ...]:
+    if r.raw("obs_layout") is None:
         return ()
-    expected = f"a JSON list of {{name, start, stop, unit}} blocks that tile 0..{obs_size}"
-    if not isinstance(value, list):
-        raise r.fail("obs_layout", expected)
     blocks = []
     position = 0
-    for entry in value:
-        if not isinstance(entry, dict) or set(entry) != {"name", "start", "stop", "unit"}:
-            raise r.fail("obs_layout", expected)
-        name, start, stop, unit = entry["name"], entry["start"], entry["stop"], entry["unit"]
-        if not (isinstance(name, str) and isinstance(unit, str) and isinstance(start, int) and isinstance(stop, int)):
-            raise r.fail("obs_layout", expected)
-        if start != position or stop <= start:
-            raise r.fail("obs_layout", expected)
+    for b in r.items("obs_layout"):
+        b.only("name", "start", "stop", "unit")
+        name, start, stop, unit = b.text("name"), b.integer("start"), b.integer("stop"), b.text("unit")
+        # The blocks tile the observation vector in order: each starts where the last stopped.
+        if start != position:
+            b.fail("start", f"{position}, where the block before stops", start)
+        if stop <= start:
+            b.fail("stop", f"an index above start ({start})", stop)
         blocks.append(ObsSlice(name, start, stop, unit))
         position = stop
     if position != obs_size:
-        raise r.fail("obs_layout", expected)
+        r.fail("obs_layout", f"blocks that tile 0..{obs_size} (they stop at {position})", r.raw("obs_layout"))
     return tuple(blocks)
 
 
 def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
-    """Validate s2r ``metadata_props`` into :class:`PolicyMetadata`; a bad or missing key is a :class:`UserError`."""
-    r = _Reader(props, source)
+    """Validate s2r ``metadata_props`` into :class:`PolicyMetadata`; a bad or missing key is a :class:`UserError`
+    naming the key. Keys this version does not know are ignored (a later exporter's additions, other tools')."""
     if not has_s2r_metadata(props):
         raise UserError(f"{source}: no s2r policy metadata (key 's2r_format' is not {FORMAT!r}); "
                         "the file was not written by `s2r export`")
-    if r.required("s2r_format_version") != str(FORMAT_VERSION):
-        raise r.fail("s2r_format_version", f"{FORMAT_VERSION} (the version this s2r reads)")
-    obs_size = r.integer("obs_size", 1)
-    action_size = r.integer("action_size", 1)
-    action_output = r.required("action_output")
-    if action_output not in ACTION_OUTPUTS:
-        raise r.fail("action_output", f"one of {', '.join(ACTION_OUTPUTS)}")
-    env_kwargs = r.json("env_kwargs")
-    if not isinstance(env_kwargs, dict):
-        raise r.fail("env_kwargs", "a JSON object")
-    period = r.optional("control_period_s")
+    r = _Props(_decoded(props), "", source)
+    version = r.integer("s2r_format_version")
+    if version != FORMAT_VERSION:
+        r.fail("s2r_format_version", f"{FORMAT_VERSION} (the version this s2r reads)", version)
+    obs_size = r.integer("obs_size", low=1)
+    action_size = r.integer("action_size", low=1)
+    action_output = r.choice("action_output", ACTION_OUTPUTS)
+    env_kwargs = dict(r.child("env_kwargs").data)
     control_period_s = None
-    if period is not None:
-        try:
-            control_period_s = float(period)
-        except ValueError:
-            raise r.fail("control_period_s", "a positive number of seconds") from None
-        if not (control_period_s > 0 and math.isfinite(control_period_s)):
-            raise r.fail("control_period_s", "a positive number of seconds")
+    if r.raw("control_period_s") is not None:
+        control_period_s = r.number("control_period_s", expected="a positive number of seconds")
+        if control_period_s <= 0:
+            r.fail("control_period_s", "a positive number of seconds", control_period_s)
     return PolicyMetadata(
-        env_id=r.required("env_id"),
-        engine=r.required("engine"),
+        env_id=r.text("env_id"),
+        engine=r.text("engine", empty=True),
         obs_size=obs_size,
         action_size=action_size,
         action_output=action_output,
-        action_low=r.floats("action_low", action_size),
-        action_high=r.floats("action_high", action_size),
-        algo=r.required("algo"),
-        training_steps=r.integer("training_steps", 0),
-        config_sha256=r.required("config_sha256"),
-        randomization=r.required("randomization"),
-        s2r_version=r.required("s2r_version"),
-        export_time_utc=r.required("export_time_utc"),
-        source_checkpoint=r.required("source_checkpoint"),
+        action_low=r.numbers("action_low", action_size, finite=False),
+        action_high=r.numbers("action_high", action_size, finite=False),
+        algo=r.text("algo", empty=True),
+        training_steps=r.count("training_steps"),
+        config_sha256=r.text("config_sha256", empty=True),
+        randomization=r.text("randomization", empty=True),
+        s2r_version=r.text("s2r_version", empty=True),
+        export_time_utc=r.text("export_time_utc", empty=True),
+        source_checkpoint=r.text("source_checkpoint", empty=True),
         env_kwargs=env_kwargs,
-        task=r.optional("task"),
-        robot=r.optional("robot"),
-        joint_names=r.names("joint_names", action_size),
+        task=_optional_text(r, "task"),
+        robot=_optional_text(r, "robot"),
+        joint_names=() if r.raw("joint_names") is None else r.strings("joint_names", action_size, "joint names"),
         obs_layout=_parse_layout(r, obs_size),
         control_period_s=control_period_s,
     )

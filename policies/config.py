@@ -12,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.yamlfile import load_yaml, read_yaml_file
 
 Algo = Literal["sac", "td3", "crossq"]
@@ -262,7 +262,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise UserError(f"config field {name!r} must be {'>= 0' if name == 'warmup_steps' else '>= 1'}, got {v}")
     if cfg.epopt_eps is not None:
         if cfg.randomize is None:
-            raise UserError("EPOpt needs a distribution to draw models from: add --randomize FILE")
+            raise ParameterError("epopt_eps", "is set, and EPOpt needs a distribution to draw models from: set "
+                                 "{randomize} too")
         if not 0.0 < cfg.epopt_eps <= 1.0:
             raise UserError(f"config field 'epopt_eps' must be in (0, 1], got {cfg.epopt_eps}")
     if cfg.epopt_models < 1 or cfg.epopt_warmup < 0:

@@ -24,7 +24,7 @@ from policies.finetune_config import FinetuneConfig
 from policies.gate import Gate
 from policies.replay import Batch, ReplayBuffer
 from policies.train import REPLAY_NAME, Trainer
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import episode_files, read_episodes
 
 META_KEY = "finetune"
@@ -190,14 +190,14 @@ def replay_gate(cfg: FinetuneConfig, logs: Path) -> Gate:
         meta = ep.meta.get(META_KEY)
         kind, round_ = cfg.schedule.kind(k)
         if not isinstance(meta, dict) or "kind" not in meta:
-            raise UserError(f"cannot resume: episode {k} in {str(logs)!r} has no fine-tuning kind in its meta (an "
-                            "older s2r finetune wrote it); start a new --out")
+            raise ParameterError("resume", f"cannot continue: episode {k} in {str(logs)!r} has no fine-tuning kind in "
+                                 "its meta (an older s2r finetune wrote it); start a new {out}")
         if (meta["kind"], meta.get("round")) != (kind, round_) or meta.get("gate") != _gate_settings(cfg):
-            raise UserError(f"cannot resume: episode {k} was a {meta['kind']} episode of round {meta.get('round')} "
-                            f"under the gate settings {meta.get('gate')}; with these settings it would be a {kind} "
-                            f"episode of round {round_} under {_gate_settings(cfg)}: resume with the run's "
-                            "--incumbent-episodes, --explore-episodes, --gate-episodes, --reeval-episodes and "
-                            "--confidence")
+            raise ParameterError("resume", f"cannot continue: episode {k} was a {meta['kind']} episode of round "
+                                 f"{meta.get('round')} under the gate settings {meta.get('gate')}; with these settings "
+                                 f"it would be a {kind} episode of round {round_} under {_gate_settings(cfg)}: resume "
+                                 "with the run's {incumbent_episodes}, {explore_episodes}, {gate_episodes}, "
+                                 "{reeval_episodes} and {confidence}")
         gate.record(k, bool(ep.meta.get("success", False)), bool(meta.get("counted", True)))
     return gate
 

@@ -59,7 +59,7 @@ from randomization.distributions import parse_distribution
 from randomization.epopt import EpoptConfig, EpoptEnv
 from randomization.wrapper import RandomizedEnv
 from s2r.core.atomicio import write_text_atomic
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.yamlfile import load_yaml, read_yaml_file
 from sim.rollout import to_env_action
 
@@ -831,9 +831,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, p
         if not run.last.is_file():
             raise UserError(f"cannot resume: no {LAST_NAME} in {str(root)!r}")
     elif run.last.exists() or run.metrics.exists():
-        raise UserError(
-            f"run directory {str(root)!r} already holds a run; pass --resume to continue it or pick another --out"
-        )
+        raise ParameterError("out", f"{str(root)!r} already holds a run; pass {{resume}} to continue it or pick "
+                             "another {out}")
     root.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run, progress=progress)
     try:

@@ -99,7 +99,7 @@ from randomization.likelihood import (
 )
 from randomization.parallel import Executor, ExecutorConfig, open_executor
 from s2r.core.atomicio import write_bytes_atomic, write_text_atomic
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import OnSkip
 from sim import make_task, resolve_env_id
 from sim.engines.base import ParamSpec
@@ -624,7 +624,7 @@ def output_paths(out: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
     """(YAML, JSON, PNG) paths for ``--out`` (a ``.yaml``/``.yml`` file)."""
     p = Path(out)
     if p.suffix.lower() not in (".yaml", ".yml"):
-        raise UserError(f"--out {str(p)!r} must name a .yaml file (the JSON and PNG are written beside it)")
+        raise ParameterError("out", f"{str(p)!r} must name a .yaml file (the JSON and PNG are written beside it)")
     return p, p.with_suffix(".json"), p.with_suffix(".png")
 
 

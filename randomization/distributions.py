@@ -38,6 +38,7 @@ import yaml
 
 from s2r.core.atomicio import write_text_atomic
 from s2r.core.errors import UserError
+from s2r.core.fields import Fields
 from s2r.core.resources import shipped_file
 from s2r.core.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
@@ -450,180 +451,145 @@ def task_spec_name(task: str) -> str:
 
 
 # --- parsing and validation ----------------------------------------------------------------------
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UserError(f"{where} must be a number, got {value!r}")
-    v = float(value)
-    if math.isnan(v):
-        raise UserError(f"{where} must be a number, got NaN")
-    return v
-
-
-def _finite(value: Any, where: str, why: str) -> float:
-    """A number that must be finite (a mean, the bounds of a uniform draw); ``why`` says why in the error."""
-    v = _number(value, where)
-    if not math.isfinite(v):
-        raise UserError(f"{where} must be a finite number ({why}), got {v:g}")
-    return v
-
-
-def _check_keys(entry: Mapping[str, Any], required: Sequence[str], optional: Sequence[str], where: str) -> None:
-    missing = [k for k in required if k not in entry]
-    if missing:
-        raise UserError(f"{where}: missing {', '.join(missing)} (expected keys: {', '.join((*required, *optional))})")
-    unknown = [k for k in entry if k not in (*required, *optional)]
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} "
-                        f"(expected keys: {', '.join((*required, *optional))})")
-
-
-def _check_bounds(low: float, high: float, spec: ParamSpec, where: str) -> None:
+def _check_bounds(node: Fields, low_key: str, high_key: str, low: float, high: float, spec: ParamSpec) -> None:
+    """``low`` below ``high`` and both inside ``spec``'s allowed range; errors name ``node``'s fields."""
     if not low < high:
-        raise UserError(f"{where}: low ({low:g}) must be below high ({high:g})")
-    if low < spec.low or high > spec.high:
-        raise UserError(f"{where}: [{low:g}, {high:g}] must lie inside the allowed range of {spec.name!r}, "
-                        f"[{spec.low:g}, {spec.high:g}] {spec.unit}")
+        node.fail(high_key, f"above {low_key} ({low:g})", high)
+    allowed = f"inside the allowed range of {spec.name}, [{spec.low:g}, {spec.high:g}] {spec.unit}"
+    if low < spec.low:
+        node.fail(low_key, allowed, low)
+    if high > spec.high:
+        node.fail(high_key, allowed, high)
 
 
-def _positive_std(value: Any, where: str) -> float:
-    std = _number(value, where)
-    if not (std > 0.0 and math.isfinite(std)):
-        raise UserError(f"{where} must be a positive standard deviation, got {std:g}")
-    return std
+def _known(node: Fields, key: str, name: str, specs: Mapping[str, ParamSpec], task: str) -> None:
+    if name not in specs:
+        node.refuse(key, f"names an unknown parameter {name!r}{f' of task {task!r}' if task else ''}; "
+                    f"known parameters: {', '.join(specs)}")
 
 
-def _parse_marginal(entry: Any, spec: ParamSpec, where: str) -> Marginal:
-    if not isinstance(entry, Mapping):
-        raise UserError(f"{where} must be a mapping like {{dist: uniform, low: ..., high: ...}}, got {entry!r}")
-    kind = entry.get("dist")
-    if kind not in DIST_KINDS:
-        raise UserError(f"{where}.dist is {kind!r}; expected one of {', '.join(DIST_KINDS)}")
+CENTRE = "a finite number (the centre of the Gaussian)"
+STD = "a positive standard deviation"
+
+
+def _parse_marginal(node: Fields, spec: ParamSpec) -> Marginal:
+    kind = node.choice("dist", DIST_KINDS)
     if kind in ("uniform", "log_uniform"):
-        _check_keys(entry, ("dist", "low", "high"), (), where)
+        node.only("dist", "low", "high")
         # A uniform draw needs a finite width: numpy overflows on an infinite one.
-        why = f"{kind} draws between two finite bounds"
-        low, high = _finite(entry["low"], f"{where}.low", why), _finite(entry["high"], f"{where}.high", why)
-        _check_bounds(low, high, spec, where)
+        finite = f"a finite number ({kind} draws between two finite bounds)"
+        low, high = node.number("low", expected=finite), node.number("high", expected=finite)
+        _check_bounds(node, "low", "high", low, high, spec)
         if kind == "uniform":
             return Uniform(low, high)
         if low <= 0.0:
-            raise UserError(f"{where}: log_uniform needs low > 0, got {low:g}")
+            node.fail("low", "a number > 0 (log_uniform draws every factor of the range equally often)", low)
         return LogUniform(low, high)
     if kind == "normal":
-        _check_keys(entry, ("dist", "mean", "std"), (), where)
-        dist = TruncatedNormal(_finite(entry["mean"], f"{where}.mean", "the centre of the Gaussian"),
-                               _positive_std(entry["std"], f"{where}.std"), spec.low, spec.high, explicit_bounds=False)
+        node.only("dist", "mean", "std")
+        mean = node.number("mean", expected=CENTRE)
+        dist = TruncatedNormal(mean, _positive_std(node), spec.low, spec.high, explicit_bounds=False)
     else:
-        _check_keys(entry, ("dist", "mean", "std", "low", "high"), (), where)
-        low, high = _number(entry["low"], f"{where}.low"), _number(entry["high"], f"{where}.high")
-        _check_bounds(low, high, spec, where)
+        node.only("dist", "mean", "std", "low", "high")
         # An infinite bound is a one-sided truncation, which the truncated normal handles; the mean is not.
-        dist = TruncatedNormal(_finite(entry["mean"], f"{where}.mean", "the centre of the Gaussian"),
-                               _positive_std(entry["std"], f"{where}.std"), low, high)
+        low, high = node.number("low", finite=False), node.number("high", finite=False)
+        _check_bounds(node, "low", "high", low, high, spec)
+        dist = TruncatedNormal(node.number("mean", expected=CENTRE), _positive_std(node), low, high)
     if dist.mass < MIN_RANGE_MASS:
-        raise UserError(f"{where}: the Gaussian has almost no probability inside [{dist.low:g}, {dist.high:g}]; "
-                        "move its mean into the range")
+        node.fail("mean", f"a mean that leaves the Gaussian some probability inside [{dist.low:g}, {dist.high:g}] "
+                  "(it has almost none there)", dist.loc)
     return dist
 
 
-def _vector(value: Any, n: int, where: str) -> FloatArray:
-    if not isinstance(value, Sequence | np.ndarray) or isinstance(value, str) or len(value) != n:
-        raise UserError(f"{where} must be a list of {n} numbers, got {value!r}")
-    return np.array([_number(float(v) if isinstance(v, np.floating) else v, f"{where}[{i}]")
-                     for i, v in enumerate(value)])
+def _positive_std(node: Fields) -> float:
+    std = node.number("std", expected=STD)
+    if std <= 0.0:
+        node.fail("std", STD, std)
+    return std
+
+
+def _joint(node: Fields, specs: Mapping[str, ParamSpec], task: str = "", taken: Sequence[str] = ()) -> JointGaussian:
+    """The joint Gaussian of ``node`` (names, mean, cov, optional low, high) over parameters of ``specs``, none
+    of them in ``taken`` (those with their own marginal)."""
+    node.only("names", "mean", "cov", "low", "high")
+    names = node.strings("names", what="parameter names")
+    for i, name in enumerate(names):
+        _known(node, f"names[{i}]", name, specs, task)
+    dup = sorted({n for n in names if n in taken or names.count(n) > 1})
+    if dup:
+        node.refuse("names", f"repeats {', '.join(dup)}: each parameter appears once across parameters and joint")
+    n = len(names)
+    mean = node.numbers("mean", n, expected=f"a list of {n} finite numbers (the centre of the Gaussian)")
+    c = np.array(node.matrix("cov", n, n))
+    scale = float(np.max(np.abs(c))) or 1.0
+    if not np.allclose(c, c.T, rtol=1e-9, atol=1e-12 * scale):
+        node.fail("cov", "a symmetric matrix", c.tolist())
+    c = 0.5 * c + 0.5 * c.T  # halved first: c + c.T overflows for entries near the largest float
+    smallest = float(np.linalg.eigvalsh(c).min())
+    if smallest <= 0.0:
+        node.fail("cov", f"positive definite (a covariance with positive variances; its smallest eigenvalue is "
+                  f"{smallest:g})", c.tolist())
+    specs_in = [specs[name] for name in names]
+    lo = [s.low for s in specs_in] if node.raw("low") is None else node.numbers("low", n, finite=False)
+    hi = [s.high for s in specs_in] if node.raw("high") is None else node.numbers("high", n, finite=False)
+    for i, s in enumerate(specs_in):
+        _check_bounds(node, f"low[{i}]", f"high[{i}]", float(lo[i]), float(hi[i]), s)
+    node.done()
+    dist = JointGaussian(names, np.array(mean), c, np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64))
+    if dist.mass < MIN_RANGE_MASS:
+        node.fail("mean", "a mean that leaves the Gaussian some probability inside its bounds (it has almost none "
+                  "there; move it into the allowed ranges)", list(mean))
+    return dist
+
+
+def _listed(value: Any) -> Any:
+    """``value`` with numpy arrays as lists (of Python floats), as YAML gives it."""
+    return np.asarray(value, dtype=np.float64).tolist() if isinstance(value, np.ndarray) else value
 
 
 def joint_gaussian(
     names: Sequence[str], mean: Any, cov: Any, specs: Mapping[str, ParamSpec],
     low: Any = None, high: Any = None, where: str = "joint",
 ) -> JointGaussian:
-    """A validated joint Gaussian; bad shapes, a non-positive-definite ``cov`` or bad bounds are ``UserError``."""
-    n = len(names)
-    if n == 0:
-        raise UserError(f"{where}.names must list at least one parameter")
-    m = _vector(mean, n, f"{where}.mean")
-    if not np.all(np.isfinite(m)):
-        raise UserError(f"{where}.mean must be finite (the centre of the Gaussian), got {m.tolist()}")
-    if not isinstance(cov, Sequence | np.ndarray) or len(cov) != n:
-        raise UserError(f"{where}.cov must be a {n}x{n} matrix (a list of {n} rows), got {cov!r}")
-    c = np.stack([_vector(row, n, f"{where}.cov[{i}]") for i, row in enumerate(cov)])
-    if not np.all(np.isfinite(c)):
-        raise UserError(f"{where}.cov must be finite")
-    scale = float(np.max(np.abs(c))) or 1.0
-    if not np.allclose(c, c.T, rtol=1e-9, atol=1e-12 * scale):
-        raise UserError(f"{where}.cov must be symmetric")
-    c = 0.5 * c + 0.5 * c.T  # halved first: c + c.T overflows for entries near the largest float
-    smallest = float(np.linalg.eigvalsh(c).min())
-    if smallest <= 0.0:
-        raise UserError(f"{where}.cov must be positive definite (a covariance with positive variances); "
-                        f"its smallest eigenvalue is {smallest:g}")
-    specs_in = [specs[name] for name in names]
-    lo = np.array([s.low for s in specs_in]) if low is None else _vector(low, n, f"{where}.low")
-    hi = np.array([s.high for s in specs_in]) if high is None else _vector(high, n, f"{where}.high")
-    for i, s in enumerate(specs_in):
-        _check_bounds(float(lo[i]), float(hi[i]), s, f"{where} bounds of {s.name}")
-    dist = JointGaussian(tuple(names), m, c, lo, hi)
-    if dist.mass < MIN_RANGE_MASS:
-        raise UserError(f"{where}: the Gaussian has almost no probability inside its bounds; "
-                        "move its mean into the allowed ranges")
-    return dist
-
-
-def _known(specs: Mapping[str, ParamSpec], name: Any, task: str, where: str) -> None:
-    if name not in specs:
-        raise UserError(f"{where}: unknown parameter {name!r} for task {task!r}; "
-                        f"known parameters: {', '.join(specs)}")
+    """A validated joint Gaussian; bad shapes, a non-positive-definite ``cov`` or bad bounds are ``UserError``
+    naming ``where`` and the field (``mean``, ``cov``, ``low[1]``)."""
+    data = {"names": list(names), "mean": _listed(mean), "cov": _listed(cov), "low": _listed(low),
+            "high": _listed(high)}
+    return _joint(Fields(data, "", where), specs)
 
 
 def parse_distribution(data: Any, where: str = "distribution", task: str | None = None) -> ParameterDistribution:
-    """A validated distribution from parsed YAML; ``where`` (e.g. the file) starts every error message.
+    """A validated distribution from parsed YAML; ``where`` (e.g. the file) starts every error message, which
+    names the dotted field (``parameters.finger_kp.low``).
 
     With ``task``, the YAML's task must have the same parameters (the same task spec).
     """
-    if not isinstance(data, Mapping):
-        raise UserError(f"{where}: expected a mapping with keys task, parameters, joint; got {type(data).__name__}")
-    _check_keys(data, ("task",), ("parameters", "joint"), where)
-    file_task = data["task"]
-    if not isinstance(file_task, str):
-        raise UserError(f"{where}: task must be a task name, got {file_task!r}")
-    specs = {s.name: s for s in task_param_specs(file_task)}
+    root = Fields(data, "", where)
+    root.only("task", "parameters", "joint")
+    file_task = root.text("task")
+    try:
+        specs = {s.name: s for s in task_param_specs(file_task)}
+    except UserError:
+        root.fail("task", f"a known task (one of {', '.join(TASK_IDS)})", file_task)
     if task is not None and task_spec_name(task) != task_spec_name(file_task):
         # Tasks of one robot share its parameters (dkitty-stand and dkitty-walk): a file written for one
         # serves the other; a file for another robot does not.
         theirs = {s.name for s in task_param_specs(task)}
         if theirs != set(specs):
-            raise UserError(f"{where} is a distribution for task {file_task!r}, whose parameters differ from "
-                            f"those of {task!r}")
-    raw = data.get("parameters")
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise UserError(f"{where}: parameters must be a mapping of parameter name to distribution, got {raw!r}")
+            root.refuse("task", f"is {file_task!r}, whose parameters differ from those of {task!r} (the task "
+                        "this distribution is for)")
+    params = root.child("parameters", optional=True)
     marginals: dict[str, Marginal] = {}
-    for name, entry in raw.items():
-        _known(specs, name, file_task, f"{where}: parameters")
-        marginals[name] = _parse_marginal(entry, specs[name], f"{where}: parameters.{name}")
-    joint = None
-    if data.get("joint") is not None:
-        j = data["joint"]
-        jw = f"{where}: joint"
-        if not isinstance(j, Mapping):
-            raise UserError(f"{jw} must be a mapping with names, mean, cov")
-        _check_keys(j, ("names", "mean", "cov"), ("low", "high"), jw)
-        names = j["names"]
-        if not isinstance(names, Sequence) or isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise UserError(f"{jw}.names must be a list of parameter names, got {names!r}")
-        for name in names:
-            _known(specs, name, file_task, f"{jw}.names")
-        dup = sorted({n for n in names if n in marginals or list(names).count(n) > 1})
-        if dup:
-            raise UserError(f"{jw}.names: {', '.join(dup)} appear(s) more than once across parameters and joint")
-        joint = joint_gaussian(list(names), j["mean"], j["cov"], specs, j.get("low"), j.get("high"), jw)
+    for name in params.keys():
+        _known(params, name, name, specs, file_task)
+        marginals[name] = _parse_marginal(params.child(name), specs[name])
+    joint = None if root.raw("joint") is None else _joint(root.child("joint"), specs, file_task, tuple(marginals))
     if not marginals and joint is None:
         # An empty file trained on the nominal model without a word; training on nominal is leaving
         # the distribution out, not an empty one.
-        raise UserError(f"{where}: parameters must name at least one parameter (or give a joint Gaussian); "
-                        f"known parameters of {file_task!r}: {', '.join(specs)}")
+        root.refuse("parameters", f"must name at least one parameter (or give joint, a Gaussian over some); known "
+                    f"parameters of {file_task!r}: {', '.join(specs)}")
+    root.done()
     return ParameterDistribution(file_task, marginals, joint)
 
 

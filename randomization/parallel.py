@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require
 
 S = TypeVar("S")
@@ -55,7 +55,7 @@ class ExecutorConfig:
         if self.workers < 1:
             raise UserError(f"workers must be at least 1, got {self.workers}")
         if self.ray is not None and not self.ray.strip():
-            raise UserError("--ray needs 'auto' or a cluster address")
+            raise ParameterError("ray", "must be 'auto' or a cluster address")
 
 
 class Executor(Protocol[S_co]):

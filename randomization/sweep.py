@@ -126,8 +126,7 @@ def parse_grid_axis(text: str) -> GridAxis:
 def check_axis_count(axes: Sequence[GridAxis]) -> None:
     """A sweep is a line or a heatmap: 1 or 2 axes over different parameters (:class:`UserError` otherwise)."""
     if not 1 <= len(axes) <= MAX_AXES:
-        raise UserError(f"a sweep needs 1 or {MAX_AXES} grid axes (--grid NAME=LO:HI:N, given once or twice), "
-                        f"got {len(axes)}")
+        raise ParameterError("axes", f"must be 1 or {MAX_AXES} grid axes (NAME=LO:HI:N each), got {len(axes)}")
     names = [a.name for a in axes]
     if len(set(names)) != len(names):
         raise UserError(f"grid axes must name different parameters, got {', '.join(names)}")
@@ -452,7 +451,7 @@ def run_sweep(
     check_axis_count(axes)  # before the policy is loaded: the cheapest mistake to report
     source = resolve_policy(policy_path, load_policy)
     if task is None and source.env_id is None:
-        raise UserError(f"{source.path!r} carries no s2r metadata naming its task; give --task")
+        raise ParameterError("task", f"is needed: {source.path!r} carries no s2r metadata naming its task")
     env_id = resolve_env_id(task) if task is not None else str(source.env_id)
     specs = check_axes(axes, task_param_specs(env_id), env_id)
     engine = engine or source.engine
@@ -493,8 +492,8 @@ def _check_env(setup: SweepSetup, axes: Sequence[GridAxis]) -> None:
     try:
         for axis in axes:
             if not inner.params.supported(axis.name):
-                raise UserError(f"grid axis {axis.text()}: parameter {axis.name!r} is not supported by the "
-                                f"{setup.engine} engine; sweep it with another --engine")
+                raise ParameterError("engine", f"{setup.engine!r} does not support parameter {axis.name!r} (grid axis "
+                                     f"{axis.text()}); sweep it with another {{engine}}")
         obs = inner.observation_space.shape
         act = inner.action_space.shape
         if obs != (setup.source.obs_size,) or act != (setup.source.action_size,):

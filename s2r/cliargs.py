@@ -1,8 +1,12 @@
-"""Argument types shared by the packages' command lines (``type=`` of ``argparse``)."""
+"""Argument types shared by the packages' command lines (``type=`` of ``argparse``), and the mapping of a library's
+parameter errors onto their flags."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+
+from s2r.core.errors import ParameterError, UserError
 
 
 def seed(text: str) -> int:
@@ -15,3 +19,11 @@ def seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 (numpy refuses a negative seed), got {value}")
     return value
+
+
+def flag_error(exc: ParameterError, args: argparse.Namespace, flags: Mapping[str, str] | None = None) -> UserError:
+    """``exc`` naming the flag its parameter came from (``--out``), when the command has that flag or ``flags`` maps
+    it (``{"axes": "--grid"}``); unchanged otherwise (a parameter of a library object the command built itself)."""
+    if exc.parameter in (flags or {}) or exc.parameter in vars(args):
+        return exc.as_flag(flags=flags)
+    return exc

@@ -70,7 +70,7 @@ from robot.hardware import open_robot
 from robot.runner import run_info
 from s2r.commands.robot import deploy_task
 from s2r.core.atomicio import atomic_path, write_text_atomic
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import TrajectoryWriter, episode_files, read_run
 
 LOG_DIR = "logs"
@@ -248,7 +248,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     config = load_config(cfg.robot)
     spec = config.task_spec()
     if cfg.reality is not None and cfg.driver != "emulator":
-        raise UserError("--reality applies to the emulator driver only")
+        raise ParameterError("reality", "applies to the emulator driver only")
 
     done = len(episode_files(logs)) if logs.is_dir() else 0
     if cfg.resume:
@@ -260,8 +260,8 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
                 raise UserError(f"cannot resume: {str(logs)!r} was recorded on {info.robot}/{info.task}, not "
                                 f"{spec.robot}/{spec.name}")
     elif done or last.exists():
-        raise UserError(f"{str(out)!r} already holds a fine-tuning run; pass --resume to continue it or pick "
-                        "another --out")
+        raise ParameterError("out", f"{str(out)!r} already holds a fine-tuning run; pass {{resume}} to continue it or "
+                             "pick another {out}")
     gate = replay_gate(cfg, logs)
     out.mkdir(parents=True, exist_ok=True)
     (out / ONNX_DIR).mkdir(exist_ok=True)

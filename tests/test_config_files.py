@@ -189,13 +189,13 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
     ("adaptation: an infinite noise floor fraction", lambda: AdaptConfig(min_std_fraction=INF),
      r"min_std_fraction must be a finite number above 0"),
     ("randomization: empty parameters", lambda: parse_distribution({"task": "dclaw-turn", "parameters": []}, "r.yaml"),
-     r"r\.yaml: parameters must be a mapping"),
+     r"r\.yaml: field parameters must be a mapping, got list"),
     ("randomization: no parameter", lambda: parse_distribution({"task": "dclaw-turn", "parameters": {}}, "r.yaml"),
-     r"r\.yaml: parameters must name at least one parameter"),
+     r"r\.yaml: field parameters must name at least one parameter"),
     ("randomization: an infinite uniform bound", lambda: parse_distribution(
         {"task": "dclaw-turn", "parameters": {"valve_damping": {"dist": "uniform", "low": 0.0, "high": INF}}},
         "r.yaml"),
-     r"parameters\.valve_damping\.high must be a finite number \(uniform draws between two finite bounds\)"),
+     r"field parameters\.valve_damping\.high must be a finite number \(uniform draws between two finite bounds\)"),
     ("randomization: an infinite log-uniform bound", lambda: parse_distribution(
         {"task": "dclaw-turn", "parameters": {"valve_damping": {"dist": "log_uniform", "low": 0.1, "high": INF}}},
         "r.yaml"),
@@ -205,10 +205,10 @@ HOSTILE: list[tuple[str, Callable[[], Any], str]] = [
      r"parameters\.valve_damping\.mean must be a finite number"),
     ("randomization: an infinite joint mean", lambda: parse_distribution(
         {"task": "dclaw-turn", "joint": {"names": ["valve_damping"], "mean": [INF], "cov": [[0.01]]}}, "r.yaml"),
-     r"joint\.mean must be finite"),
+     r"field joint\.mean must be a list of 1 finite numbers \(the centre of the Gaussian\)"),
     ("randomization: a joint name that is a list", lambda: parse_distribution(
         {"task": "dclaw-turn", "joint": {"names": [["valve_damping"]], "mean": [0.1], "cov": [[0.01]]}}, "r.yaml"),
-     r"joint\.names must be a list of parameter names"),
+     r"field joint\.names must be a list of parameter names"),
 ]
 
 

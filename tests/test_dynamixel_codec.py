@@ -44,6 +44,8 @@ PING_ID1 = bytes.fromhex("FFFFFD0001030001")
 
 
 def test_crc_check_value_from_the_reference() -> None:
+    # The Ping example of the ROBOTIS e-manual, Protocol 2.0 (emanual.robotis.com/docs/en/dxl/protocol2/#ping-0x01):
+    # ID 1 is FF FF FD 00 01 03 00 01 with CRC 19 4E.
     assert crc16(PING_ID1) == 0x4E19
     assert encode_instruction(1, Instruction.PING) == PING_ID1 + bytes((0x19, 0x4E))
 
@@ -129,7 +131,8 @@ def test_control_table_is_consistent() -> None:
 
 def test_units_have_the_datasheet_values() -> None:
     assert RAD_PER_TICK == pytest.approx(2 * math.pi / 4096)
-    # 0.229 rpm; the reference notes round it to 0.0239691 rad/s, 0.05 % off 0.229 * 2 pi / 60.
+    # 0.229 rpm per unit: the ROBOTIS e-manual's XM430-W350 control table (Velocity Limit, address 44; Goal
+    # Velocity, 104). The 0.0239691 rad/s sometimes quoted for it is 0.05 % off 0.229 * 2 pi / 60.
     assert RAD_S_PER_VELOCITY_UNIT == pytest.approx(0.229 * 2 * math.pi / 60)
     assert RAD_S_PER_VELOCITY_UNIT == pytest.approx(0.0239691, rel=1e-3)
     assert wire_time_s(100, 1_000_000) == pytest.approx(1e-3)

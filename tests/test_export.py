@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from export import OnnxPolicy
-from export.metadata import NO_RANDOMIZATION, config_sha256, describe_randomization
+from export.metadata import NO_RANDOMIZATION, config_sha256, describe_randomization, parse_metadata
 from export.onnx_export import (
     MAX_ABS_DIFF,
     MIN_OPSET,
@@ -299,11 +299,12 @@ def _with_props(src: Path, dst: Path, **changes: str) -> Path:
 
 
 def test_bad_metadata_is_named(claw: ExportResult, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="metadata key 'obs_layout' must be"):
-        OnnxPolicy(_with_props(claw.path, tmp_path / "a.onnx", obs_layout='[{"name": "x"}]'))
-    with pytest.raises(UserError, match="metadata key 'joint_names' must be a JSON list of 9 names"):
+    with pytest.raises(UserError, match=r"unknown metadata key obs_layout\[0\]\.begin; expected one of: name, start, "):
+        OnnxPolicy(_with_props(claw.path, tmp_path / "a.onnx", obs_layout='[{"name": "x", "begin": 0}]'))
+    with pytest.raises(UserError, match=r"metadata key joint_names must be a list of 9 joint names; got \['a'\]$"):
         OnnxPolicy(_with_props(claw.path, tmp_path / "b.onnx", joint_names='["a"]'))
-    with pytest.raises(UserError, match="metadata key 's2r_format_version' must be 1"):
+    with pytest.raises(UserError, match=r"metadata key s2r_format_version must be 1 \(the version this s2r reads\); "
+                                        r"got 7$"):
         OnnxPolicy(_with_props(claw.path, tmp_path / "d.onnx", s2r_format_version="7"))
 def test_graph_and_metadata_must_agree(pendulum: ExportResult, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="graph's observation size is 3 but its metadata says obs_size=4"):
@@ -414,3 +415,36 @@ def test_import_export_is_light() -> None:
             "from export import OnnxPolicy; assert 'torch' not in sys.modules; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+SHIPPED_POLICY = Path(__file__).resolve().parent / "data" / "dclaw_turn_crossq.onnx"
+
+
+def _shipped_props() -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(SHIPPED_POLICY)).metadata_props}
+
+
+def test_metadata_round_trips_and_ignores_keys_it_does_not_know() -> None:
+    meta = parse_metadata({**_shipped_props(), "later_key": "x"}, "p.onnx")
+    assert meta.task == "dclaw-turn" and meta.control_period_s == 0.1 and len(meta.joint_names) == 9
+    assert parse_metadata(meta.to_props(), "p.onnx") == meta
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"obs_size": "abc"}, r"p\.onnx: metadata key obs_size must be an integer >= 1; got 'abc'$"),
+    ({"action_low": "[NaN, 0, 0, 0, 0, 0, 0, 0, 0]"},
+     r"metadata key action_low must be a list of 9 numbers \(none NaN\)"),
+    ({"env_id": None}, r"p\.onnx: metadata key env_id is missing \(the file is damaged or was not written by "),
+    ({"control_period_s": "0"}, r"metadata key control_period_s must be a positive number of seconds; got 0\.0$"),
+    ({"env_kwargs": "[1]"}, r"metadata key env_kwargs must be a mapping, got list$"),
+    ({"action_output": "raw"}, r"metadata key action_output must be one of normalized, env_bounds; got 'raw'$"),
+    ({"obs_layout": '[{"name": "a", "start": 0, "stop": 9, "unit": "rad"}, {"name": "b", "start": 10, "stop": 21, '
+                    '"unit": "-"}]'}, r"metadata key obs_layout\[1\]\.start must be 9, where the block before stops; "
+                                      r"got 10$"),
+    ({"obs_layout": '[{"name": "a", "start": 0, "stop": 9, "unit": "rad"}]'},
+     r"metadata key obs_layout must be blocks that tile 0\.\.21 \(they stop at 9\)"),
+])
+def test_bad_metadata_names_the_key(changes: dict[str, str | None], message: str) -> None:
+    props = {k: v for k, v in {**_shipped_props(), **changes}.items() if v is not None}
+    with pytest.raises(UserError, match=message):
+        parse_metadata(props, "p.onnx")

@@ -144,4 +144,6 @@ def test_finetune_refuses_a_missing_run_and_an_existing_output(sim_run: Path, tm
     (tmp_path / "ft" / "last.pt").write_bytes(b"")
     assert main(["finetune", str(sim_run), "--robot", robot, "--episodes", "1", "--out", str(tmp_path / "ft"),
                  "--quiet"]) == 2
-    assert "already holds a fine-tuning run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--out {str(tmp_path / 'ft')!r} already holds a fine-tuning run; pass --resume to continue it or pick " \
+           "another --out" in err

@@ -178,36 +178,57 @@ def _load_error(tmp_path: Path, data: Any) -> str:
 def test_unknown_parameter_is_named_with_the_known_ones(tmp_path: Path) -> None:
     msg = _load_error(tmp_path, {"task": TASK, "parameters": {"valve_dampign": {"dist": "uniform", "low": 0,
                                                                                   "high": 1}}})
-    assert "unknown parameter 'valve_dampign'" in msg
+    assert "field parameters.valve_dampign names an unknown parameter 'valve_dampign' of task 'dclaw-turn'" in msg
     assert "known parameters:" in msg and "valve_damping" in msg and "finger_kp" in msg
     msg = _load_error(tmp_path, {"task": TASK, "joint": {"names": ["nope"], "mean": [0], "cov": [[1]]}})
-    assert "unknown parameter 'nope'" in msg and "joint.names" in msg
+    assert "field joint.names[0] names an unknown parameter 'nope'" in msg
 
 
 @pytest.mark.parametrize(
     ("parameters", "joint", "expected"),
     [
-        ({"finger_kp": {"dist": "normal", "mean": 4.0, "std": -0.5}}, None, r"parameters\.finger_kp\.std.*positive"),
+        ({"finger_kp": {"dist": "normal", "mean": 4.0, "std": -0.5}}, None,
+         r"field parameters\.finger_kp\.std must be a positive standard deviation; got -0\.5$"),
         ({"finger_kp": {"dist": "truncated_normal", "mean": 4, "std": -1, "low": 2, "high": 6}}, None,
-         r"parameters\.finger_kp\.std"),
+         r"field parameters\.finger_kp\.std must be a positive"),
         ({"finger_kp": {"dist": "uniform", "low": 6.0, "high": 2.0}}, None,
-         r"parameters\.finger_kp: low .* below high"),
-        ({"finger_kp": {"dist": "uniform", "low": 2.0, "high": 2.0}}, None, r"parameters\.finger_kp: low"),
-        ({"valve_damping": {"dist": "uniform", "low": -0.1, "high": 0.1}}, None, r"inside the allowed range"),
-        ({"valve_damping": {"dist": "log_uniform", "low": 0.0, "high": 0.1}}, None, r"log_uniform needs low > 0"),
-        ({"finger_kp": {"dist": "gamma", "low": 1, "high": 2}}, None, r"finger_kp\.dist is 'gamma'; expected one of"),
-        ({"finger_kp": {"dist": "uniform", "low": 1, "high": 2, "mean": 1}}, None, r"unknown key\(s\) mean"),
-        ({"finger_kp": {"dist": "uniform", "low": 1}}, None, r"missing high"),
-        ({"finger_kp": {"dist": "uniform", "low": "a", "high": 2}}, None, r"finger_kp\.low must be a number"),
+         r"field parameters\.finger_kp\.high must be above low \(6\); got 2\.0$"),
+        ({"finger_kp": {"dist": "uniform", "low": 2.0, "high": 2.0}}, None,
+         r"field parameters\.finger_kp\.high must be above low"),
+        ({"valve_damping": {"dist": "uniform", "low": -0.1, "high": 0.1}}, None,
+         r"field parameters\.valve_damping\.low must be inside the allowed range of valve_damping, \[0, "),
+        ({"valve_damping": {"dist": "log_uniform", "low": 0.0, "high": 0.1}}, None,
+         r"field parameters\.valve_damping\.low must be a number > 0 \(log_uniform"),
+        ({"finger_kp": {"dist": "gamma", "low": 1, "high": 2}}, None,
+         r"field parameters\.finger_kp\.dist must be one of uniform, log_uniform, normal, truncated_normal; "
+         r"got 'gamma'"),
+        ({"finger_kp": {"dist": "uniform", "low": 1, "high": 2, "mean": 1}}, None,
+         r"unknown field parameters\.finger_kp\.mean; expected one of: dist, low, high$"),
+        ({"finger_kp": {"dist": "uniform", "low": 1}}, None, r"field parameters\.finger_kp\.high is missing$"),
+        ({"finger_kp": {"dist": "uniform", "low": "a", "high": 2}}, None,
+         r"field parameters\.finger_kp\.low must be a finite number \(uniform draws between two finite bounds\); "
+         r"got 'a'"),
         ({}, {"names": ["finger_kp", "tip_friction"], "mean": [4, 1], "cov": [[1, 2], [2, 1]]},
-         r"joint\.cov must be positive definite"),
+         r"field joint\.cov must be positive definite .*smallest eigenvalue is -1"),
         ({}, {"names": ["finger_kp", "tip_friction"], "mean": [4, 1], "cov": [[1, 0.1], [0.2, 1]]},
-         r"joint\.cov must be symmetric"),
-        ({}, {"names": ["finger_kp", "tip_friction"], "mean": [4, 1], "cov": [[1, 0]]}, r"joint\.cov must be a 2x2"),
-        ({}, {"names": ["finger_kp"], "mean": [4, 1], "cov": [[1]]}, r"joint\.mean must be a list of 1"),
+         r"field joint\.cov must be a symmetric matrix"),
+        ({}, {"names": ["finger_kp", "tip_friction"], "mean": [4, 1], "cov": [[1, 0]]},
+         r"field joint\.cov must be a 2x2 matrix"),
+        ({}, {"names": ["finger_kp"], "mean": [4, 1], "cov": [[1]]},
+         r"field joint\.mean must be a list of 1 finite numbers"),
         ({"finger_kp": {"dist": "uniform", "low": 2, "high": 6}}, {"names": ["finger_kp"], "mean": [4], "cov": [[1]]},
-         r"finger_kp appear\(s\) more than once"),
-        ({}, {"names": ["finger_kp"], "mean": [-50.0], "cov": [[1.0]]}, r"almost no probability"),
+         r"field joint\.names repeats finger_kp: each parameter appears once"),
+        ({}, {"names": ["finger_kp"], "mean": [-50.0], "cov": [[1.0]]},
+         r"field joint\.mean must be a mean that leaves the Gaussian some probability inside its bounds"),
+        ({}, {"names": ["finger_kp"], "mean": [4.0], "cov": [[1.0]], "low": [5.0], "high": [3.0]},
+         r"field joint\.high\[0\] must be above low\[0\] \(5\); got 3\.0$"),
+        ({}, {"names": ["finger_kp"], "mean": [4.0], "cov": [[1.0]], "low": [float("nan")]},
+         r"field joint\.low must be a list of 1 numbers \(none NaN\)"),
+        ({}, {"names": ["finger_kp"], "mean": [4.0], "cov": [[1.0]], "hi": [5.0]},
+         r"unknown field joint\.hi; expected one of: names, mean, cov, low, high$"),
+        ({"tip_friction": {"dist": "normal", "mean": 60.0, "std": 0.001}}, None,
+         r"field parameters\.tip_friction\.mean must be a mean that leaves the Gaussian some probability inside"),
+        ({"finger_kp": [1, 2]}, None, r"field parameters\.finger_kp must be a mapping, got list$"),
     ],
 )
 def test_bad_fields_are_named(tmp_path: Path, parameters: dict[str, Any], joint: Any, expected: str) -> None:
@@ -223,9 +244,11 @@ def test_bad_files_and_tasks(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_distribution(tmp_path / "missing.yaml")
     assert "not valid YAML" in _load_error(tmp_path, "task: [unclosed")
-    assert "unknown task 'no-such-task'" in _load_error(tmp_path, {"task": "no-such-task", "parameters": {}})
-    assert "missing task" in _load_error(tmp_path, {"parameters": {}})
-    assert "unknown key(s) paramters" in _load_error(tmp_path, {"task": TASK, "paramters": {}})
+    assert re.search(r"field task must be a known task \(one of .*dclaw-turn.*\); got 'no-such-task'$",
+                     _load_error(tmp_path, {"task": "no-such-task", "parameters": {}}))
+    assert _load_error(tmp_path, {"parameters": {}}).endswith("field task is missing")
+    assert _load_error(tmp_path, {"task": TASK, "paramters": {}}).endswith(
+        "unknown field paramters; expected one of: task, parameters, joint")
 
 
 # --- the wrapper -----------------------------------------------------------------------------------

@@ -210,8 +210,9 @@ def test_cli_writes_json_and_png_and_prints_the_summary_last(
         (["valve_damping:0:1:2"], "must look like NAME=LO:HI:N"),
         (["valve_damping=a:1:2"], r"LO \('a'\) and HI \('1'\) must be numbers"),
         (["valve_damping=0:1:2.5"], r"N \('2.5'\) must be a whole number"),
-        ([], "a sweep needs 1 or 2 grid axes .*, got 0"),
-        (["valve_damping=0:1:2", "tip_friction=1:2:2", "valve_mass=0.1:0.2:2"], "needs 1 or 2 grid axes.*got 3"),
+        ([], r"--grid must be 1 or 2 grid axes \(NAME=LO:HI:N each\), got 0"),
+        (["valve_damping=0:1:2", "tip_friction=1:2:2", "valve_mass=0.1:0.2:2"],
+         "--grid must be 1 or 2 grid axes.*got 3"),
         (["valve_damping=0:1:2", "valve_damping=0:2:2"], "must name different parameters"),
     ],
 )

@@ -135,8 +135,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.randomize:
         task = overrides.get("task") or flags.get("task") or base.task
         flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()
-    cfg = config_from_mapping({**flags, **overrides}, base)
-    summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    try:
+        cfg = config_from_mapping({**flags, **overrides}, base)
+        summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
     _print_train_summary(summary)
     return 0
 
@@ -154,11 +157,13 @@ def _finetune(args: argparse.Namespace) -> int:
                              explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
                              reeval_episodes=args.reeval_episodes, confidence=args.confidence)
     except ParameterError as exc:
-        raise exc.as_flag() from None
+        raise cliargs.flag_error(exc, args) from None
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = finetune(cfg, should_stop=request.poll, progress=not args.quiet)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -34,16 +34,19 @@ def _workers_default() -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    output_paths(args.out)  # a bad --out fails before minutes of simulation
-    prior = load_distribution(args.prior, task=args.task)
-    config = AdaptConfig(
-        iterations=args.iterations, samples=args.samples, seed=args.seed, ess_fraction=args.ess_fraction,
-        max_transitions=args.max_transitions,
-    )
-    executor = ExecutorConfig(workers=args.workers, ray=args.ray)
-    skipped = SkipLog("s2r adapt")
-    result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor,
-                   strict=args.strict, on_skip=skipped)
+    try:
+        output_paths(args.out)  # a bad --out fails before minutes of simulation
+        prior = load_distribution(args.prior, task=args.task)
+        config = AdaptConfig(
+            iterations=args.iterations, samples=args.samples, seed=args.seed, ess_fraction=args.ess_fraction,
+            max_transitions=args.max_transitions,
+        )
+        executor = ExecutorConfig(workers=args.workers, ray=args.ray)
+        skipped = SkipLog("s2r adapt")
+        result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor,
+                       strict=args.strict, on_skip=skipped)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
     extra: dict[str, Any] = {
         "task": args.task, "prior": str(args.prior), "logs": str(args.logs), "engine": args.engine,
         "skipped_files": skipped.to_json(),
@@ -102,16 +105,16 @@ def _progress_line(line: str) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     axes = [parse_grid_axis(text) for text in args.grid]
-    check_axis_count(axes)
-    out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
     try:
+        check_axis_count(axes)
+        out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
         result = run_sweep(
             args.policy, axes, args.episodes, load_policy=load_policy, engine=args.engine, task=args.task,
             seed=args.seed,
             executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
         )
     except ParameterError as exc:
-        raise exc.as_flag() from None
+        raise cliargs.flag_error(exc, args, {"axes": "--grid"}) from None
     json_path, png_path = write_sweep(result, out)
     summary = {**result.summary, "wall_time_s": result.wall_time_s, "policy": result.policy,
                "env_id": result.env_id, "engine": result.engine, "json": str(json_path), "png": str(png_path)}

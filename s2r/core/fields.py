@@ -1,8 +1,9 @@
-"""The one reader that validates a parsed YAML mapping field by field, naming the dotted field in every error.
+"""The one reader that validates a parsed mapping field by field, naming the dotted field in every error.
 
-Each loader (hardware config, reality, fault file) walks its file with a :class:`Fields` and builds its frozen
-dataclass from what the typed getters return; checks that tie fields together stay with the loader and report
-through :meth:`Fields.fail`, so every message reads ``SOURCE: field encoders.valve.id must be an integer; got 'x'``.
+Each loader (hardware config, reality, fault file, randomization file, ONNX metadata) walks its file with a
+:class:`Fields` and builds its frozen dataclass from what the typed getters return; checks that tie fields together
+stay with the loader and report through :meth:`Fields.fail` or :meth:`Fields.refuse`, so every message reads
+``SOURCE: field encoders.valve.id must be an integer; got 'x'``.
 A validation library (pydantic, msgspec, cattrs) would own these messages and the dataclasses' construction; the
 dataclasses here stay plain and frozen, and the checks are one screen.
 """
@@ -10,7 +11,7 @@ dataclasses here stay plain and frozen, and the checks are one screen.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Self
 
 from s2r.core.errors import UserError
@@ -23,14 +24,20 @@ class Fields:
     """A mapping being validated, with its dotted path; every read field is ticked off for :meth:`done`.
 
     ``data`` must be a mapping (``None`` counts as an empty one when ``optional``); ``source`` (the file) starts
-    every error. A field set to ``null`` counts as absent.
+    every error. A field set to ``null`` counts as absent. A subclass may rename what a field is called in
+    errors (:attr:`noun`) and say what a missing one means (:attr:`missing_note`).
     """
+
+    noun = "field"
+    """What the errors call a field (``metadata key`` for an ONNX file's metadata)."""
+    missing_note = ""
+    """Appended to a missing field's error: what its absence suggests."""
 
     def __init__(self, data: Any, path: str, source: str, optional: bool = False) -> None:
         if data is None and optional:
             data = {}
         if not isinstance(data, Mapping):
-            where = f"field {path}" if path else "the top level"
+            where = f"{self.noun} {path}" if path else "the top level"
             raise UserError(f"{source}: {where} must be a mapping, got {type(data).__name__}")
         self.data: Mapping[str, Any] = data
         self.path = path
@@ -43,7 +50,15 @@ class Fields:
 
     def fail(self, key: str, expected: str, got: Any) -> NoReturn:
         """Raise the error: the field ``key`` must be ``expected`` and holds ``got``."""
-        raise UserError(f"{self.source}: field {self.dotted(key) or '<top>'} must be {expected}; got {got!r}")
+        raise UserError(f"{self.source}: {self.noun} {self.dotted(key) or '<top>'} must be {expected}; got {got!r}")
+
+    def refuse(self, key: str, problem: str) -> NoReturn:
+        """Raise the error: the field ``key`` has ``problem`` (``names an unknown parameter ...``), for what
+        :meth:`fail`'s *must be* does not say well; ``key`` ``""`` is this mapping itself."""
+        raise UserError(f"{self.source}: {self.noun} {self.dotted(key) or '<top>'} {problem}")
+
+    def _missing(self, key: str) -> NoReturn:
+        raise UserError(f"{self.source}: {self.noun} {self.dotted(key)} is missing{self.missing_note}")
 
     def keys(self) -> list[str]:
         """Every key, all ticked off (the caller validates each)."""
@@ -61,7 +76,7 @@ class Fields:
         value = self.data.get(key, MISSING)
         if value is MISSING or value is None:
             if default is MISSING or default is None:
-                raise UserError(f"{self.source}: field {self.dotted(key)} is missing")
+                self._missing(key)
             return default
         return value
 
@@ -70,37 +85,59 @@ class Fields:
         self._seen.add(key)
         value = self.data.get(key)
         if value is None and not optional:
-            raise UserError(f"{self.source}: field {self.dotted(key)} is missing")
+            self._missing(key)
         return type(self)(value, self.dotted(key), self.source, optional)
 
-    def text(self, key: str, default: Any = MISSING) -> str:
-        """A non-empty string."""
+    def items(self, key: str) -> list[Self]:
+        """The list of mappings ``key``, each a node named ``key[i]``."""
+        v = self._get(key, MISSING)
+        if not isinstance(v, list):
+            self.fail(key, "a list of mappings", v)
+        return [type(self)(e, self.dotted(f"{key}[{i}]"), self.source) for i, e in enumerate(v)]
+
+    def only(self, *keys: str) -> None:
+        """Refuse, before reading any, a field not among ``keys`` (a misspelt key is then named as such, not
+        reported as the correct one missing)."""
+        extra = [str(k) for k in self.data if str(k) not in keys]
+        if extra:
+            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}; "
+                            f"expected one of: {', '.join(keys)}")
+
+    def text(self, key: str, default: Any = MISSING, empty: bool = False) -> str:
+        """A string, non-empty unless ``empty``."""
         v = self._get(key, default)
-        if not isinstance(v, str) or not v:
-            self.fail(key, "a non-empty string", v)
+        if not isinstance(v, str) or not (v or empty):
+            self.fail(key, "a string" if empty else "a non-empty string", v)
         return str(v)
 
-    def number(self, key: str, default: Any = MISSING, low: float | None = None) -> float:
-        """A finite number (not a bool), at least ``low`` when given."""
+    def choice(self, key: str, options: Sequence[str], default: Any = MISSING) -> str:
+        """One of the strings ``options``."""
         v = self._get(key, default)
-        if (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        if v not in options:
+            self.fail(key, f"one of {', '.join(options)}", v)
+        return str(v)
+
+    def number(self, key: str, default: Any = MISSING, low: float | None = None, finite: bool = True,
+               expected: str = "") -> float:
+        """A number (not a bool, not NaN), finite unless ``finite`` is false, at least ``low`` when given;
+        ``expected`` replaces the error's description (to say what the number is for)."""
+        v = self._get(key, default)
+        if (isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or (finite and math.isinf(v))
                 or (low is not None and v < low)):
-            self.fail(key, "a finite number" if low is None else f"a finite number >= {low:g}", v)
+            kind = "a finite number" if finite else "a number (not NaN)"
+            self.fail(key, expected or (kind if low is None else f"{kind} >= {low:g}"), v)
         return float(v)
 
-    def integer(self, key: str, default: Any = MISSING) -> int:
-        """An integer (not a bool)."""
+    def integer(self, key: str, default: Any = MISSING, low: int | None = None) -> int:
+        """An integer (not a bool), at least ``low`` when given."""
         v = self._get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(key, "an integer", v)
+        if isinstance(v, bool) or not isinstance(v, int) or (low is not None and v < low):
+            self.fail(key, "an integer" if low is None else f"an integer >= {low}", v)
         return int(v)
 
     def count(self, key: str, default: Any = MISSING) -> int:
         """An integer >= 0."""
-        v = self.integer(key, default)
-        if v < 0:
-            self.fail(key, "an integer >= 0", v)
-        return v
+        return self.integer(key, default, low=0)
 
     def flag(self, key: str, default: Any = MISSING) -> bool:
         """``true`` or ``false``."""
@@ -114,14 +151,44 @@ class Fields:
         v = self.raw(key)
         if v is None:
             return None
-        if (not isinstance(v, list) or len(v) != size
-                or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
+        if not _numbers(v, size, finite=True):
             self.fail(key, f"a list of {size} finite numbers ({unit}) or null", v)
         return tuple(float(x) for x in v)
+
+    def numbers(self, key: str, size: int, finite: bool = True, expected: str = "") -> tuple[float, ...]:
+        """A list of ``size`` numbers (none NaN), finite unless ``finite`` is false; ``expected`` as for
+        :meth:`number`."""
+        v = self._get(key, MISSING)
+        if not _numbers(v, size, finite):
+            self.fail(key, expected or f"a list of {size} {'finite numbers' if finite else 'numbers (none NaN)'}", v)
+        return tuple(float(x) for x in v)
+
+    def matrix(self, key: str, rows: int, cols: int) -> tuple[tuple[float, ...], ...]:
+        """A list of ``rows`` lists of ``cols`` finite numbers each."""
+        v = self._get(key, MISSING)
+        if not isinstance(v, list) or len(v) != rows or not all(_numbers(row, cols, finite=True) for row in v):
+            self.fail(key, f"a {rows}x{cols} matrix: a list of {rows} rows of {cols} finite numbers", v)
+        return tuple(tuple(float(x) for x in row) for row in v)
+
+    def strings(self, key: str, size: int | None = None, what: str = "strings") -> tuple[str, ...]:
+        """A non-empty list of non-empty strings, of ``size`` of them when given; ``what`` names them in the
+        error (``parameter names``)."""
+        v = self._get(key, MISSING)
+        if (not isinstance(v, list) or not v or (size is not None and len(v) != size)
+                or not all(isinstance(x, str) and x for x in v)):
+            self.fail(key, f"a list of {'' if size is None else f'{size} '}{what}", v)
+        return tuple(v)
 
     def done(self) -> None:
         """Refuse a field that no getter read (a misspelt key would otherwise be ignored)."""
         extra = [str(k) for k in self.data if str(k) not in self._seen]
         if extra:
-            raise UserError(f"{self.source}: unknown field {self.dotted(extra[0])}; "
+            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}; "
                             f"expected one of: {', '.join(sorted(self._seen))}")
+
+
+def _numbers(v: Any, size: int, finite: bool) -> bool:
+    """Whether ``v`` is a list of ``size`` numbers (not bools, not NaN; finite when ``finite``)."""
+    return (isinstance(v, list) and len(v) == size
+            and all(not isinstance(x, bool) and isinstance(x, int | float) and not math.isnan(x)
+                    and not (finite and math.isinf(x)) for x in v))
