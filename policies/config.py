@@ -37,6 +37,10 @@ CROSSQ_POLICY_AVERAGE = 0.002
 """CrossQ's policy is the average of its actor over about the last 500 steps (``policy_average``). On the claw the
 deterministic policy of the online actor jittered between evaluations 1k steps apart after it had learned (seed 1:
 1.00, 0.44, 1.00 at 24k, 25k, 26k) while its exploring episodes kept succeeding (0.92)."""
+CROSSQ_WARMUP_STEPS = 1000
+"""CrossQ's random steps before learning. Its critics learn from the first batches (no target network), so a long random
+warm-up only delays it: under the shipped claw randomization a 4k warm-up first reached 0.9 success at 17k, 19k and
+beyond 33k steps (seeds 0, 1, 2); a 1k warm-up at 12.5k, 15k and 10k (``benchmarks/sample_efficiency.py``)."""
 CROSSQ_POLICY_DELAY = 3
 """Critic updates per actor update in CrossQ (the paper's and sb3-contrib's)."""
 
@@ -85,7 +89,8 @@ class TrainConfig:
     buffer_size: int = 1_000_000
     """Replay capacity (transitions); memory is only touched as the buffer fills."""
     warmup_steps: int | None = None
-    """Uniformly random steps before learning starts; auto: ``clip(steps // 10, batch_size, 5000)``."""
+    """Uniformly random steps before learning starts; auto: ``clip(steps // 10, batch_size, 5000)``, and for
+    ``crossq`` at most ``CROSSQ_WARMUP_STEPS`` (or ``batch_size`` if larger)."""
     updates_per_step: int = 1
     """Gradient steps per environment step once learning has started."""
     gamma: float | None = None
@@ -141,9 +146,12 @@ class TrainConfig:
 
     def resolved(self, env_id: str | None = None) -> TrainConfig:
         """A copy with every auto field replaced by its value (``env_id``: the resolved task id)."""
+        crossq = self.algo == "crossq"
         warmup = self.warmup_steps
         if warmup is None:
             warmup = min(max(self.steps // 10, self.batch_size), 5000)
+            if crossq:
+                warmup = min(warmup, max(CROSSQ_WARMUP_STEPS, self.batch_size))
         interval = self.eval_interval
         if interval is None:
             interval = min(max(self.steps // 10, 1000), 5000)
@@ -151,7 +159,6 @@ class TrainConfig:
         episodes = self.eval_episodes
         if episodes is None:
             episodes = 50 if (env_id or self.task).startswith(("s2r/", "dclaw")) else 10
-        crossq = self.algo == "crossq"
         gamma = self.gamma
         if gamma is None:
             gamma = CLAW_GAMMA if "dclaw" in (env_id or self.task).lower() else DEFAULT_GAMMA

@@ -118,7 +118,9 @@ def test_config_file_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text(dump_config(cfg))
     assert load_config_file(path) == cfg
     assert cfg.warmup_steps == 500 and cfg.eval_interval == 1000
-    assert TrainConfig(steps=150_000).resolved().warmup_steps == 5000
+    assert TrainConfig(steps=150_000, algo="sac").resolved().warmup_steps == 5000
+    assert TrainConfig(steps=150_000).resolved().warmup_steps == 1000  # CrossQ: CROSSQ_WARMUP_STEPS
+    assert TrainConfig(steps=3000, batch_size=512).resolved().warmup_steps == 512
     assert TrainConfig().resolved("s2r/DClawTurnFixed-v0").eval_episodes == 50
     assert TrainConfig(task="Pendulum-v1").resolved("Pendulum-v1").eval_episodes == 10
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
