@@ -12,23 +12,11 @@ One control cycle, every ``config.control_period_s``::
 The policy-facing state (previous command, last action) is kept by :class:`PolicyState` exactly as
 :class:`sim.env.SimEnv` keeps it, so for the same readings the robot's observations and commands are
 the simulator's. An episode is a scripted reset, then ``T = task.spec.episode_steps`` policy cycles:
-T + 1 readings, T actions. The reset's last reading is the episode's first. The reset, from the start
-``task.sample_start(rng)`` draws (as ``SimEnv.reset`` does):
-
-1. the fingers move, rate-limited through the same safety filter, to the start pose, which the task
-   places clear of the valve (the fingertips above the spokes), lifting them off it;
-2. every passive joint whose encoder the config marks ``resettable`` is driven to its start angle
-   (``Bus.passive_driven``: its servo's torque is on only for this phase), its goal rate-limited to the
-   encoder's ``reset_velocity_limit_rad_s``, until it settles; then its torque goes off and the episode
-   starts from the next reading. A joint the task sees modulo a turn (``spec.periodic_passive``, the valve)
-   goes to the nearest angle equivalent to its start: at most half a turn, however many turns the last
-   episode made. A passive joint that is not resettable stays where it is, the episode
-   starts from there, and the episode meta says so (``passive_reset``).
-
-A task with a floating base (a legged robot) also starts with its base at a pose (``start_base_pose``), which no
-servo can reach: before step 1 a scene placer (``robot.hardware``; the emulator and the mock have one) puts the
-robot down there with its joints at the start pose, and the servos hold that; without one (the real robot) a
-person has placed it and the episode starts where it stands. The meta says which (``base_reset``).
+T + 1 readings, T actions. The reset's last reading is the episode's first. The reset (:mod:`robot.resets`, one
+strategy per robot from :func:`robot.resets.make_reset`) brings the robot to the start ``task.sample_start(rng)``
+draws, as ``SimEnv.reset`` does: the joints to the start pose, a resettable passive joint (the valve) driven to its
+start angle, a floating base (a legged robot) put down by a scene placer. It runs the controller's own cycle, so
+its cycles are checked and stopped as the policy's are.
 
 A robot with an IMU (``config.imu``) gets the torso's orientation and angular velocity from it: the newest
 valid sample joins every reading (``Reading.base_quat``/``base_angvel``/``imu_time``), so ``reading.state()``
@@ -60,7 +48,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,17 +59,18 @@ from numpy.typing import NDArray
 from robot.bus import Bus, BusError, HardwareFault, PortLost, Reading, describe_hardware_error
 from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
+from robot.resets import Reset, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
 from s2r.core.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
-from sim.tasks.actions import start_action, wrap_angle
-from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
-from sim.tasks.spec import FloatArray
+from sim.tasks.actions import start_action
+from sim.tasks.base import EpisodeStartLike, Task, start_base_pose, step_reward_terms, total_reward
+from sim.tasks.spec import FloatArray, TaskSpec
 
 if TYPE_CHECKING:
     from robot.hardware import ScenePlacer
-    from robot.imu.reader import ImuSource
+    from robot.imu.reader import ImuCounters, ImuSource
 
 Policy = Callable[[NDArray[np.float32]], Any]
 """Observation (float32, shape (O,)) in, normalized action (J,) out."""
@@ -145,6 +135,11 @@ class ControllerSettings:
             raise UserError(f"controller setting held_window must be an integer >= 1; got {self.held_window!r}")
         if not 0.0 <= self.max_held_fraction < 1.0:
             raise UserError(f"controller setting max_held_fraction must be in [0, 1); got {self.max_held_fraction!r}")
+
+    def reset_settings(self) -> ResetSettings:
+        """The ``reset_*`` settings, as the reset strategy (:mod:`robot.resets`) takes them."""
+        return ResetSettings(tolerance_rad=self.reset_tolerance_rad, settle_speed_rad_s=self.reset_settle_speed_rad_s,
+                             timeout_s=self.reset_timeout_s, agree_rad=self.reset_agree_rad)
 
 
 @dataclass(frozen=True)
@@ -326,6 +321,23 @@ def check_policy(policy: Policy, obs_size: int, n_joints: int) -> None:
                         f"the task expects ({n_joints},)")
 
 
+def check_robot(spec: TaskSpec, config: RobotConfig, has_imu: bool) -> None:
+    """The task must be the hardware config's (``config.task_spec()``), and an IMU given exactly when the config has
+    an ``imu`` section; a :class:`UserError` otherwise."""
+    expected = config.task_spec()
+    if spec.joint_names != expected.joint_names or spec.name != expected.name:
+        raise UserError(f"the task {spec.name!r} does not match the hardware config's task "
+                        f"{expected.name!r} ({config.source})")
+    if not math.isclose(spec.control_period, config.control_period_s, rel_tol=0, abs_tol=1e-12):
+        raise UserError(f"the task's control period {spec.control_period} s differs from the hardware config's "
+                        f"{config.control_period_s} s; build the task with config.task_spec()")
+    if config.imu is not None and not has_imu:
+        raise UserError(f"{config.source} has an imu section: the controller needs the IMU to build the "
+                        f"{spec.name} observation and to watch the tilt (robot.hardware.open_robot gives it)")
+    if config.imu is None and has_imu:
+        raise UserError(f"an IMU was given, but {config.source} has no imu section (its bounds and mounting)")
+
+
 @dataclass(frozen=True)
 class EpisodeResult:
     """One episode as run: the trajectory-log arrays and meta, and what it means."""
@@ -368,6 +380,23 @@ class _EpisodeLog:
     @property
     def steps(self) -> int:
         return max(0, min(len(self.sent), len(self.readings) - 1, len(self.rewards)))
+
+    def step(self, action: FloatArray, f: Filtered, sent: FloatArray, cycle_time: float, comm_errors: int,
+             period_error: float, overrun: bool) -> None:
+        """One policy cycle's action, commands and timing."""
+        self.actions.append(action)
+        self.filtered.append(f.command)
+        self.sent.append(sent)
+        self.hold.append(int(f.hold))
+        self.comm_errors.append(comm_errors)
+        self.cycle_time.append(cycle_time)
+        self.period_error.append(period_error)
+        self.overrun.append(overrun)
+
+    def reward(self, terms: dict[str, float], names: tuple[str, ...]) -> None:
+        """One step's reward from its ``terms`` (``names``: the spec's order)."""
+        self.terms.append(np.array([terms[name] for name in names]))
+        self.rewards.append(total_reward(terms))
 
     def arrays(self) -> dict[str, np.ndarray]:
         t = self.steps
@@ -433,18 +462,7 @@ class Controller:
         placer: ScenePlacer | None = None,
     ) -> None:
         spec = task.spec
-        expected = config.task_spec()
-        if spec.joint_names != expected.joint_names or spec.name != expected.name:
-            raise UserError(f"the task {spec.name!r} does not match the hardware config's task "
-                            f"{expected.name!r} ({config.source})")
-        if not math.isclose(spec.control_period, config.control_period_s, rel_tol=0, abs_tol=1e-12):
-            raise UserError(f"the task's control period {spec.control_period} s differs from the hardware config's "
-                            f"{config.control_period_s} s; build the task with config.task_spec()")
-        if config.imu is not None and imu is None:
-            raise UserError(f"{config.source} has an imu section: the controller needs the IMU to build the "
-                            f"{spec.name} observation and to watch the tilt (robot.hardware.open_robot gives it)")
-        if config.imu is None and imu is not None:
-            raise UserError(f"an IMU was given, but {config.source} has no imu section (its bounds and mounting)")
+        check_robot(spec, config, imu is not None)
         self.policy = policy
         self.bus = bus
         self.task = task
@@ -458,6 +476,10 @@ class Controller:
         self.placer = placer
         self.limits = SafetyLimits(spec, config.low, config.high)
         self.state = PolicyState(self.limits)
+        self.reset: Reset = make_reset(spec, config, self.settings.reset_settings(), self.limits, self.log,
+                                       placer.place if placer is not None else None)
+        """The scripted reset before each episode (:mod:`robot.resets`)."""
+        self._reset_io = _ResetCycle(self)
         self.stats = LoopStats()
         self.held_actions = 0
         """Policy outputs refused for a NaN or infinity."""
@@ -601,156 +623,6 @@ class Controller:
         new, self._accounted_errors = total - self._accounted_errors, total
         return new
 
-    # --- reset ----------------------------------------------------------------------------------
-    def _reset(self, target: FloatArray, passive_start: FloatArray, info: dict[str, Any],
-               placed_at: float | None = None) -> Reading:
-        """The scripted reset: the fingers' command to ``target``, the resettable passive joints to
-        ``passive_start`` (rad, task order), then the fingers settled; returns the episode's first reading.
-        ``placed_at``: when a scene placer put the robot at the start (see :meth:`_reset_fingers`)."""
-        passive = self.task.spec.passive_joints
-        driven = self.config.resettable_passive_joints
-        # With a passive joint to drive, its reset comes before the fingers' settling is judged: a finger whose
-        # start pose lies where the last episode left a valve spoke rests on the spoke until the valve turns back,
-        # and waiting for it first only ran out the timeout (about one reset in three on the PyBullet reality).
-        self._timer.restart()  # the time since the last episode (logs written, a placement) is no overrun
-        reading = self._reset_fingers(target, info, placed_at, settle=not driven)
-        report: dict[str, Any] = {
-            name: {"driven": False, "start_rad": float(passive_start[k]),
-                   "why": f"not resettable in {self.config.source}: the episode starts where it is"}
-            for k, name in enumerate(passive) if name not in driven
-        }
-        if driven:
-            self._reset_passive(driven, passive_start, report)
-            reading = self._reset_fingers(target, info, placed_at)
-        info["passive_reset"] = report
-        return reading
-
-    def _reset_passive(self, names: tuple[str, ...], passive_start: FloatArray,
-                       report: dict[str, Any]) -> Reading:
-        """Drive ``names`` to their start angles with their servos on, release them, and read once more."""
-        s = self.settings
-        spec = self.task.spec
-        index = np.array([spec.passive_joints.index(n) for n in names])
-        aim = np.asarray(passive_start, dtype=np.float64)[index]
-        periodic = np.array([n in spec.periodic_passive for n in names])
-        max_step = np.array([self.config.encoder(n).reset_velocity_limit_rad_s for n in names]) * \
-            self.config.control_period_s
-        t0 = self.clock()
-        goal: FloatArray | None = None
-        previous: FloatArray | None = None
-        arrived_at: float | None = None
-        cycles = 0
-        error = math.inf
-        settled = False
-        try:
-            with self.bus.passive_driven(*names):
-                while True:
-                    reading = self._begin_cycle()
-                    self._check(reading)
-                    cycles += 1
-                    if not reading.stale:
-                        pos = reading.passive_pos[index]
-                        if goal is None:
-                            agree = previous is not None and float(np.max(np.abs(pos - previous))) <= s.reset_agree_rad
-                            previous = pos.copy()
-                            if not agree:
-                                self._end_cycle()
-                                if self.clock() - t0 >= s.reset_timeout_s:
-                                    break
-                                continue
-                            goal = pos.copy()  # the servo holds where it is (goal = present when torque went on)
-                            # Unwinding every turn of the last episode at the reset speed took minutes.
-                            aim = np.where(periodic, pos + wrap_angle(aim - pos), aim)
-                        error = float(np.max(np.abs(pos - aim)))
-                        settled = (error <= s.reset_tolerance_rad
-                                   and float(np.max(np.abs(reading.passive_vel[index]))) <= s.reset_settle_speed_rad_s)
-                        if arrived_at is not None and (settled or self.clock() - arrived_at >= s.reset_timeout_s):
-                            self._end_cycle()
-                            break
-                        if arrived_at is None:
-                            step = goal + np.clip(aim - goal, -max_step, max_step)
-                            # goal + (aim - goal) can miss aim by a rounding step; land on it exactly.
-                            goal = aim.copy() if np.allclose(step, aim, rtol=0, atol=1e-12) else step
-                            self._write_passive(dict(zip(names, goal.tolist(), strict=True)))
-                            if np.array_equal(goal, aim):
-                                arrived_at = self.clock()
-                    self._end_cycle()
-        except BusError as exc:
-            raise self._bus_stop(exc, f"driving {', '.join(names)} for the reset") from exc
-        if not settled:
-            self.log.warning("%s did not settle at the start within %.1f s (largest error %.3f rad); starting the "
-                             "episode from here", ", ".join(names), s.reset_timeout_s, error)
-        # Released: the episode starts from the next reading, with every passive joint free again.
-        reading = self._begin_cycle()
-        self._check(reading)
-        start_error = (np.abs(reading.passive_pos[index] - aim) if not reading.stale
-                       else np.full(len(names), math.nan))
-        for k, name in enumerate(names):
-            report[name] = {
-                "driven": True, "start_rad": float(aim[k]), "settled": settled, "cycles": cycles,
-                "duration_s": self.clock() - t0, "error_at_release_rad": error,
-                "start_error_rad": float(start_error[k]),
-            }
-        return reading
-
-    def _write_passive(self, goals: dict[str, float]) -> None:
-        """Send passive-joint goals during a reset (after checking the data is still fresh)."""
-        self._check_age(self.clock())
-        try:
-            self.bus.write_passive(goals)
-        except HardwareFault as exc:
-            raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", self.clock())) from exc
-        except ValueError as exc:  # a goal beyond the Goal Position register (a valve turned ~256 times one way)
-            raise ControllerStop(Stop("safety", f"cannot drive {', '.join(goals)} for the reset: {exc}",
-                                      self.clock())) from exc
-        self._last_bus_io = self.clock()
-
-    def _reset_fingers(self, target: FloatArray, info: dict[str, Any], placed_at: float | None = None,
-                       settle: bool = True) -> Reading:
-        """Move the fingers to ``target`` through the safety filter; returns the settled reading (with ``settle``
-        False, the first reading once the command is ``target``). ``info``'s reset fields add up over calls.
-
-        After a scene placement (at ``placed_at``) the joints are already at the start and the servos hold it, so
-        the reset is done once the command is the start and the IMU has a sample received at least a frame
-        period after the placement (an older one may show the robot before it was placed): weight-bearing
-        legs sag under load by more than the tolerance and would only wait out the timeout.
-        """
-        s = self.settings
-        t0 = self.clock()
-        cycles = 0
-        while True:
-            reading = self._begin_cycle()
-            self._check(reading)
-            cycles += 1
-            if not self._have_command and not reading.stale:
-                # The first move starts from where the joints are (the servos hold that since connect).
-                self.state.command = clip_to_limits(reading.joint_pos, self.limits)
-            arrived = bool(np.array_equal(self.state.command, target))
-            error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
-            timed_out = self.clock() - t0 >= s.reset_timeout_s
-            if placed_at is None:
-                settled = error <= s.reset_tolerance_rad
-            else:
-                settled = not reading.stale and (self.config.imu is None or
-                                                 reading.imu_time >= placed_at + self.config.imu.frame_period_s)
-            if arrived and (settled or timed_out or not settle):
-                info.update(reset_cycles=info.get("reset_cycles", 0) + cycles, reset_error_rad=error,
-                            reset_settled=settled,
-                            reset_duration_s=info.get("reset_duration_s", 0.0) + self.clock() - t0)
-                if settle and not settled:
-                    self.log.warning("reset did not settle within %.1f s (largest joint error %.3f rad); "
-                                     "starting the episode from here", s.reset_timeout_s, error)
-                return reading
-            if reading.stale:
-                if self._have_command:
-                    self._write(self.state.command)
-            else:
-                command = step_towards(target, self.state.command, self.limits)
-                # prev + (target - prev) can miss target by a rounding step; land on it exactly.
-                self.state.command = target.copy() if np.allclose(command, target, rtol=0, atol=1e-12) else command
-                self._write(self.state.command)
-            self._end_cycle()
-
     # --- an episode -----------------------------------------------------------------------------
     def episode(self, rng: np.random.Generator) -> EpisodeResult:
         """Reset, then run one episode of policy cycles; a stop ends it early (see ``EpisodeResult.stop``)."""
@@ -758,7 +630,6 @@ class Controller:
         start = task.sample_start(rng)
         goal = dict(start.goal)
         target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
-        passive_start = np.asarray(start.passive_pos, dtype=np.float64)
         log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None)
         info: dict[str, Any] = {}
         steps = self.episode_steps
@@ -766,24 +637,13 @@ class Controller:
         imu_before = self.imu.counters if self.imu is not None else None
         recent_holds: deque[bool] = deque(maxlen=self.settings.held_window)
         try:
-            try:
-                # Before a placement too, so the reset's first cycle comes as soon after it as without the arming;
-                # a placement longer than the watchdog (it sends the servos nothing) is the stall stop below.
-                self._arm_bus_watchdog()
-                base_pose = start_base_pose(start)
-                placed_at = None
-                if base_pose is not None:
-                    info["base_reset"] = self._place(target, passive_start, base_pose)
-                    placed_at = self.clock() if info["base_reset"]["placed"] else None
-                reading = self._reset(target, passive_start, info, placed_at)
-            finally:
-                info["reset_comm_errors"] = self._new_errors()
+            reading = self._reset(start, target, info)
             self.state.start(target)
             # The actions before and after the step whose reward is due: the action-rate term's input.
             stepped = (self.state.last_action, self.state.last_action)
             for k in range(steps + 1):
                 if k > 0:
-                    reading = self._begin_cycle()
+                    reading = self._begin_cycle()  # wait for the deadline, read
                 log.readings.append(reading)
                 obs = self.state.observe(task, reading.state(), goal)
                 log.obs.append(obs)
@@ -798,25 +658,34 @@ class Controller:
                     recent_holds.append(f.hold == Hold.NON_FINITE_ACTION)
                     self._check_holds(recent_holds)
                     sent = self._write(f.command)
-                    duration = self._end_cycle()
-                    log.actions.append(action)
-                    log.filtered.append(f.command)
-                    log.sent.append(sent)
-                    log.hold.append(int(f.hold))
-                    log.comm_errors.append(self._new_errors())
-                    log.cycle_time.append(duration)
-                    log.period_error.append(self._cycle_error)
-                    log.overrun.append(self._cycle_overrun)
+                    log.step(action, f, sent, self._end_cycle(), self._new_errors(), self._cycle_error,
+                             self._cycle_overrun)
                 finally:
                     if k > 0:
                         # The previous step's reward, after this cycle's write: off the read-to-write path.
-                        terms = step_reward_terms(task, reading.state(), goal, stepped[1], stepped[0])
-                        log.terms.append(np.array([terms[name] for name in spec.reward_terms]))
-                        log.rewards.append(total_reward(terms))
+                        log.reward(step_reward_terms(task, reading.state(), goal, stepped[1], stepped[0]),
+                                   spec.reward_terms)
                 stepped = (before, self.state.last_action)
         except ControllerStop as exc:
             stop = exc.stop
             self.log.warning("stopping: %s", stop.describe())
+        self._end_episode(log, info, imu_before)
+        return self._result(log, goal, target, info, steps, stop)
+
+    def _reset(self, start: EpisodeStartLike, target: FloatArray, info: dict[str, Any]) -> Reading:
+        """The episode's reset (``self.reset``) to ``start`` with the joints' command ``target``; returns the
+        episode's first reading. ``info`` gets the meta's reset fields, also when a stop ends the reset."""
+        passive_start = np.asarray(start.passive_pos, dtype=np.float64)
+        try:
+            # Before a placement too, so the reset's first cycle comes as soon after it as without the arming;
+            # a placement longer than the watchdog (it sends the servos nothing) is the stall stop.
+            self._arm_bus_watchdog()
+            return self.reset.run(self._reset_io, ResetStart(target, passive_start, start_base_pose(start)), info)
+        finally:
+            info["reset_comm_errors"] = self._new_errors()
+
+    def _end_episode(self, log: _EpisodeLog, info: dict[str, Any], imu_before: ImuCounters | None) -> None:
+        """Disarm the servos' watchdog and account the errors and IMU frames since the last step."""
         self._disarm_bus_watchdog()
         # Errors after the last logged step (the final reading, a stop, the disarming) go to that step, or to the
         # reset when no step was logged: every counted error is in some episode's log.
@@ -827,7 +696,6 @@ class Controller:
         if self.imu is not None and imu_before is not None:
             info["imu"] = self.imu.counters.since(imu_before)
         self.episodes_run += 1
-        return self._result(log, goal, target, info, steps, stop)
 
     def _arm_bus_watchdog(self) -> None:
         """Arm the servos' Bus Watchdog for the episode: a host that dies leaves no servo chasing its last goal."""
@@ -859,24 +727,6 @@ class Controller:
             raise ControllerStop(Stop("safety", f"held actions: the policy's output was NaN or infinite in {held} of "
                                       f"the last {len(recent)} cycles (limit {s.max_held_fraction:g} of "
                                       f"{s.held_window} cycles)", self.clock()))
-
-    def _place(self, target: FloatArray, passive_start: FloatArray, base_pose: FloatArray) -> dict[str, Any]:
-        """Put a floating base down at the episode's start through the placer; what happened, for the meta."""
-        pose = [float(v) for v in base_pose]
-        if self.placer is None:
-            return {"placed": False, "base_pose": pose,
-                    "why": "no scene placement on this driver: a person places the robot, and the episode starts "
-                           "where it stands"}
-        try:
-            self.placer.place(target, passive_start, base_pose)
-        except Exception as exc:  # the emulator gone, a refused request: either way the start is unknown
-            raise ControllerStop(Stop("safety", f"scene placement failed: {type(exc).__name__}: {exc}",
-                                      self.clock())) from exc
-        # The placer left every servo holding the start pose: that is now the last command (the rate limit's
-        # reference, and what a safety stop holds or folds from), not what was sent before the placement.
-        self.state.command = target.copy()
-        self._have_command = True
-        return {"placed": True, "base_pose": pose}
 
     def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
         """The policy's action (NaN when not run) and the filtered command for one cycle."""
@@ -975,3 +825,67 @@ class Controller:
             self.state.command = target.copy() if np.allclose(command, target, rtol=0, atol=1e-12) else command
             self.bus.write(self.state.command)
             self.sleep(self.config.control_period_s)
+
+
+class _ResetCycle:
+    """The controller's cycle as a reset drives it (:class:`robot.resets.ResetIO`): every read is checked, every write
+    first checks the data's age, and a failure leaves as the controller's stop."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._c = controller
+
+    def now(self) -> float:
+        return self._c.clock()
+
+    def restart_timer(self) -> None:
+        self._c._timer.restart()
+
+    def begin_cycle(self) -> Reading:
+        reading = self._c._begin_cycle()
+        self._c._check(reading)
+        return reading
+
+    def end_cycle(self) -> None:
+        self._c._end_cycle()
+
+    @property
+    def command(self) -> FloatArray:
+        return self._c.state.command
+
+    @property
+    def commanded(self) -> bool:
+        return self._c._have_command
+
+    def start_from(self, command: FloatArray) -> None:
+        self._c.state.command = command
+
+    def write(self, command: FloatArray) -> None:
+        self._c.state.command = command
+        self._c._write(command)
+
+    def placed(self, command: FloatArray) -> None:
+        self._c.state.command = command
+        self._c._have_command = True
+
+    @contextmanager
+    def passive_driven(self, names: tuple[str, ...]) -> Iterator[None]:
+        try:
+            with self._c.bus.passive_driven(*names):
+                yield
+        except BusError as exc:  # switching the servos, or a write between
+            raise self._c._bus_stop(exc, f"driving {', '.join(names)} for the reset") from exc
+
+    def write_passive(self, goals: dict[str, float]) -> None:
+        c = self._c
+        c._check_age(c.clock())
+        try:
+            c.bus.write_passive(goals)
+        except HardwareFault as exc:
+            raise ControllerStop(Stop("safety", f"servo hardware error: {exc}", c.clock())) from exc
+        except ValueError as exc:  # a goal beyond the Goal Position register (a valve turned ~256 times one way)
+            raise ControllerStop(Stop("safety", f"cannot drive {', '.join(goals)} for the reset: {exc}",
+                                      c.clock())) from exc
+        c._last_bus_io = c.clock()
+
+    def safety_stop(self, reason: str) -> Exception:
+        return ControllerStop(Stop("safety", reason, self._c.clock()))
