@@ -16,6 +16,7 @@ import torch
 from policies.checkpoint import Checkpoint
 from policies.config import TrainConfig
 from policies.crossq import CROSSQ_BETA1, CrossQLearner, CrossQParams, make_crossq_model
+from policies.envs import Env
 from policies.networks import PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
 from policies.observations import ObservationNormalization
@@ -78,7 +79,7 @@ class Spaces:
     action_high: np.ndarray
 
     @classmethod
-    def of(cls, env_id: str, env: gym.Env[Any, Any]) -> Spaces:
+    def of(cls, env_id: str, env: Env) -> Spaces:
         obs_space, act_space = env.observation_space, env.action_space
         assert isinstance(obs_space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)  # make_env checks
         return cls(env_id, int(obs_space.shape[0]), int(act_space.shape[0]),

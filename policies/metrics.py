@@ -8,17 +8,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from policies.rollout import Episode
+from policies.rundir import Row
 from s2r.errors import UserError
 
 RECENT_EPISODES = 20
 """Training episodes averaged for the progress bar."""
-Row = dict[str, Any]
-"""One line of ``metrics.jsonl``: ``kind`` (``train`` or ``eval``), ``step`` and values."""
 
 
 class ScalarWriter(Protocol):

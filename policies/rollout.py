@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from policies.config import TrainConfig
-from policies.envs import make_env, to_env_action
+from policies.envs import Env, make_env, to_env_action
 from policies.evaluate import evaluate_env
 from policies.networks import PolicyModule
 from policies.observations import ObservationNormalization
@@ -23,7 +23,6 @@ from randomization.distributions import ParameterDistribution, parse_distributio
 from randomization.epopt import EpoptConfig, EpoptEnv
 from randomization.wrapper import RandomizedEnv
 
-Env = gym.Env[Any, Any]
 EVAL_SEED_OFFSET = 1_000_000
 """Evaluation episodes during training are seeded ``seed + EVAL_SEED_OFFSET + i`` (the same every time)."""
 
@@ -43,7 +42,7 @@ class EnvFactory:
     def make(self, training: bool) -> tuple[Env, EpoptEnv | None]:
         """A new environment, and its EPOpt wrapper when it has one."""
         cfg = self.cfg
-        env: Env = make_env(self.env_id, cfg.engine, cfg.env_kwargs)
+        env = make_env(self.env_id, cfg.engine, cfg.env_kwargs)
         if self.distribution is None:
             return env, None
         if training and cfg.epopt_eps is not None:

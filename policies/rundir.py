@@ -30,9 +30,11 @@ CURVE_NAME = "learning_curve.png"
 EVALUATION_FIELDS = ("task", "engine", "env_kwargs", "randomize", "eval_episodes", "seed")
 """Config fields that decide what an evaluation measures: best.pt is only compared across evaluations that share
 them."""
+Row = dict[str, Any]
+"""One line of ``metrics.jsonl``: ``kind`` (``train`` or ``eval``), ``step`` and values (JSON data)."""
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[Row]:
     """The rows of a ``metrics.jsonl`` (none when it does not exist)."""
     if not path.is_file():
         return []
@@ -47,7 +49,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_rows_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_rows_atomic(path: Path, rows: Sequence[Row]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -83,11 +85,11 @@ class RunFiles:
         if with_best:
             save_checkpoint(self.best, ckpt)
 
-    def plot(self, rows: Sequence[dict[str, Any]], title: str) -> None:
+    def plot(self, rows: Sequence[Row], title: str) -> None:
         """The learning curve (training and evaluation return, evaluation success)."""
         plot_learning_curve(rows, self.curve, title=title)
 
-    def rows_until(self, step: int) -> list[dict[str, Any]]:
+    def rows_until(self, step: int) -> list[Row]:
         """The rows of ``metrics.jsonl`` up to ``step``, the file cut back to them (a resume continues there)."""
         rows = [r for r in read_rows(self.metrics) if r.get("step", 0) <= step]
         write_rows_atomic(self.metrics, rows)

@@ -19,10 +19,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -32,12 +33,12 @@ from policies.agent import Agent, Spaces, allocate, build_learner
 from policies.checkpoint import LAST_NAME, REPLAY_NAME, Checkpoint, load_checkpoint
 from policies.config import TrainConfig
 from policies.envs import resolve_task
-from policies.metrics import Metrics, Row
+from policies.metrics import Metrics
 from policies.networks import Actor, PolicyModule
 from policies.offpolicy import Learner
 from policies.replay import Batch, NStepReturns, ReplayBuffer
 from policies.rollout import EVAL_SEED_OFFSET, Collector, Env, EnvFactory, EnvStepper, Evaluator, StepResult
-from policies.rundir import CONFIG_NAME, RunFiles, load_replay
+from policies.rundir import CONFIG_NAME, Row, RunFiles, load_replay
 from s2r.errors import UserError
 
 __all__ = ["CONFIG_NAME", "EVAL_SEED_OFFSET", "REPLAY_NAME", "EnvStepper", "LoopState", "RunFiles", "StepResult",
@@ -119,7 +120,7 @@ class Trainer:
         """Warm-up actions."""
         self.last_eval: dict[str, Any] | None = None
         self.stop_requested = False
-        self._bar: tqdm[Any] | None = None
+        self._bar: tqdm[NoReturn] | None = None
         self._loop_t0 = time.perf_counter()
 
     # --- the loop --------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class _StopOnSigint:
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self._previous: Any = None
+        self._previous: Callable[[int, FrameType | None], object] | int | None = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.trainer.stop_requested:
