@@ -85,6 +85,12 @@ class Spaces:
         return cls(env_id, int(obs_space.shape[0]), int(act_space.shape[0]),
                    np.asarray(act_space.low, dtype=np.float64), np.asarray(act_space.high, dtype=np.float64))
 
+    @classmethod
+    def of_checkpoint(cls, ckpt: Checkpoint) -> Spaces:
+        """The spaces a checkpoint was trained on (no environment needed: fine-tuning acts on the robot)."""
+        return cls(ckpt.env_id, ckpt.obs_dim, ckpt.act_dim, np.asarray(ckpt.action_low, dtype=np.float64),
+                   np.asarray(ckpt.action_high, dtype=np.float64))
+
 
 class Agent:
     """Learner, handed-out policy and observation normalization of one config (resolved) on one environment."""

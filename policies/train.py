@@ -42,7 +42,7 @@ from policies.rundir import CONFIG_NAME, Row, RunFiles, load_replay
 from s2r.errors import UserError
 
 __all__ = ["CONFIG_NAME", "EVAL_SEED_OFFSET", "REPLAY_NAME", "EnvStepper", "LoopState", "RunFiles", "StepResult",
-           "Trainer", "build_learner", "resolve_device", "train"]
+           "Trainer", "build_learner", "resolve_device", "setup_torch", "train"]
 
 PROGRESS_EVERY_STEPS = 50
 """Environment steps between progress-bar refreshes."""
@@ -83,6 +83,23 @@ class LoopState:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, loop: dict[str, Any]) -> LoopState:
+        """The counters of a checkpoint's ``training["loop"]`` (``KeyError`` when one is missing)."""
+        return cls(**{f.name: loop[f.name] for f in dataclasses.fields(cls)})
+
+
+def setup_torch(cfg: TrainConfig) -> torch.device:
+    """Torch's thread count as the config says (checked), and its device."""
+    assert cfg.threads is not None, "the config must be resolved"
+    cpus = os.cpu_count() or 1
+    if cfg.threads > MAX_THREADS_PER_CPU * cpus:
+        # torch crashed the process (SIGSEGV) at 100000 threads; no run gains from far more threads than cores.
+        raise UserError(f"config field 'threads' must be at most {MAX_THREADS_PER_CPU * cpus} "
+                        f"({MAX_THREADS_PER_CPU} per CPU of this machine's {cpus}), got {cfg.threads}")
+    torch.set_num_threads(cfg.threads)
+    return resolve_device(cfg.device)
+
 
 class Trainer:
     """One training run: the parts below, the counters, and (optionally) the run directory.
@@ -93,16 +110,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run: RunFiles | None = None, progress: bool = False) -> None:
         self.env_id = resolve_task(cfg.task)
         self.cfg = cfg = cfg.resolved(self.env_id)
-        assert cfg.eval_episodes is not None and cfg.threads is not None and cfg.gamma is not None
+        assert cfg.eval_episodes is not None and cfg.gamma is not None
         self.run = run
         self.progress = progress
-        cpus = os.cpu_count() or 1
-        if cfg.threads > MAX_THREADS_PER_CPU * cpus:
-            # torch crashed the process (SIGSEGV) at 100000 threads; no run gains from far more threads than cores.
-            raise UserError(f"config field 'threads' must be at most {MAX_THREADS_PER_CPU * cpus} "
-                            f"({MAX_THREADS_PER_CPU} per CPU of this machine's {cpus}), got {cfg.threads}")
-        torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = setup_torch(cfg)
         envs = EnvFactory(cfg, self.env_id)
         env, self.epopt = envs.make(training=True)
         """``epopt``: the training env's EPOpt wrapper when EPOpt is on."""
@@ -255,7 +266,7 @@ class Trainer:
         ckpt = load_checkpoint(path)
         loop = self.agent.load_training(ckpt, str(path))
         try:
-            self.state = LoopState(**{f.name: loop[f.name] for f in dataclasses.fields(LoopState)})
+            self.state = LoopState.from_dict(loop)
             if self.epopt is not None:
                 # The warm-up is not repeated; the interrupted iteration's probes are drawn afresh.
                 self.epopt.schedule.iteration = int(loop.get("epopt_iteration", 0))

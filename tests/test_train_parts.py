@@ -10,14 +10,17 @@ import pytest
 import torch
 
 from policies.agent import Agent, Spaces
+from policies.checkpoint import load_checkpoint
 from policies.config import config_from_mapping
-from policies.envs import make_env
+from policies.envs import make_env, resolve_task
 from policies.metrics import Metrics
 from policies.networks import Actor
 from policies.normalizer import DEFAULT_NORM_CLIP, DEFAULT_NORM_EPS, RunningMeanStd, normalize
 from policies.observations import NORM_BATCH, ObservationNormalization
-from policies.replay import ReplayBuffer
+from policies.replay import Batch, ReplayBuffer
 from policies.rollout import Collector, Episode
+from policies.rundir import load_replay
+from policies.train import LoopState, Trainer, setup_torch, train
 
 CPU = torch.device("cpu")
 
@@ -114,3 +117,61 @@ def test_an_agent_learns_and_checkpoints_without_a_trainer() -> None:
     assert again.load_training(ckpt, "memory") == {"updates": 1}
     assert all(torch.equal(v, again.policy_actor.state_dict()[k]) for k, v in ckpt.actor_state.items())
     np.testing.assert_array_equal(again.obs.stats.mean, agent.obs.stats.mean)
+
+
+def _tree_equal(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_tree_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_tree_equal, a, b))
+    return a == b
+
+
+def test_fine_tuning_through_the_parts_matches_fine_tuning_through_a_trainer(tmp_path: Path) -> None:
+    """The way ``policies.finetune`` is to use the parts (agent, its own replay buffers, the loop counters) gives
+    the checkpoint, bit for bit, that it got by editing a Trainer's state."""
+    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "sac", "steps": 300, "warmup_steps": 100,
+                               "hidden": [16], "batch_size": 16, "eval_interval": 300, "eval_episodes": 1,
+                               "overlap_env": False})
+    train(cfg, tmp_path / "run", progress=False)
+    deployed, sim_replay = tmp_path / "run" / "best.pt", tmp_path / "run" / "replay.pt"
+    source = load_checkpoint(deployed)
+    fine_cfg = config_from_mapping({**source.config, "policy_average": 0.0})
+    rng = np.random.default_rng(5)
+    data = [(rng.normal(size=3), rng.uniform(-1, 1, 1), float(rng.normal()), rng.normal(size=3), False)
+            for _ in range(40)]
+
+    # As policies.finetune does it today: a Trainer whose state the Finetuner edits.
+    trainer = Trainer(fine_cfg)
+    try:
+        trainer.load_training(deployed, sim_replay)
+        real = ReplayBuffer(64, trainer.obs_dim, trainer.act_dim, trainer.device, seed=11)
+        for t in data:
+            real.add(*t)
+        for update_actor in (False, True, True):
+            batch = Batch.concat([trainer.sample(real, 8), trainer.sample(trainer.buffer, 8)])
+            trainer.learner.update(batch, update_actor)
+            trainer.state.updates += 1
+        want = trainer.checkpoint(training=True)
+    finally:
+        trainer.close()
+
+    # Through the parts: no environment, no Trainer.
+    run_cfg = fine_cfg.resolved(resolve_task(fine_cfg.task))
+    agent = Agent(run_cfg, Spaces.of_checkpoint(source), setup_torch(run_cfg))
+    loop = LoopState.from_dict(agent.load_training(source, str(deployed)))
+    sim = ReplayBuffer(run_cfg.buffer_size, source.obs_dim, source.act_dim, agent.device, run_cfg.seed + 2)
+    load_replay(sim, sim_replay)
+    real = ReplayBuffer(64, source.obs_dim, source.act_dim, agent.device, seed=11)
+    for t in data:
+        real.add(*t)
+    for update_actor in (False, True, True):
+        agent.update(Batch.concat([agent.obs.sample(real, 8), agent.obs.sample(sim, 8)]), update_actor)
+        loop.updates += 1
+    got = agent.checkpoint(loop.step, source.eval, loop.to_dict())
+
+    assert _tree_equal(got.to_dict(), want.to_dict())
