@@ -85,6 +85,20 @@ class BatchRenorm(nn.Module):
         return out
 
 
+def batch_renorm_reference(norm: BatchRenorm, x: Tensor, renorm: bool) -> Tensor:
+    """Batch renormalization's training-mode map written plainly, for autograd: the reference the fused backward
+    (:class:`_BatchRenormFn`) is tested against. The running statistics are read, not updated."""
+    mean = x.mean(1, keepdim=True)
+    std = torch.sqrt((x - mean).square().mean(1, keepdim=True) + BRN_EPS)
+    x_hat = (x - mean) / std
+    if renorm:
+        running_std = torch.sqrt(norm.running_var + BRN_EPS)
+        r = (std / running_std).clamp(1.0 / BRN_R_MAX, BRN_R_MAX).detach()
+        d = ((mean - norm.running_mean) / running_std).clamp(-BRN_D_MAX, BRN_D_MAX).detach()
+        x_hat = x_hat * r + d
+    return x_hat * norm.weight + norm.bias
+
+
 class _BatchRenormFn(torch.autograd.Function):
     """Batch renormalization's training-mode map with a hand-written backward; returns ``(y, mean, var)``.
 

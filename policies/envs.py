@@ -21,7 +21,11 @@ def resolve_task(task: str) -> str:
     return sim.resolve_env_id(task)
 
 
-def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
+Env = gym.Env[np.ndarray, np.ndarray]
+"""An environment of flat observation and action vectors (what :func:`make_env` makes)."""
+
+
+def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None) -> Env:
     """``gym.make(env_id)`` (with ``engine`` for our ids), checked to have flat Box spaces."""
     kwargs = dict(env_kwargs or {})
     if env_id.startswith(S2R_PREFIX):

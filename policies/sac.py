@@ -138,7 +138,7 @@ def _soft_target(model: SACModel, batch: Batch, params: SACParams, next_a: Tenso
     return torch.addcmul(batch.rewards, torch.rsub(batch.terminated, 1.0), v_next, value=params.gamma)
 
 
-def _critic_params(model: SACModel) -> slice:
+def critic_params(model: SACModel) -> slice:
     """Where the critic's parameters sit in ``model.opt`` (after the actor's, before ``log_alpha``)."""
     n_actor = sum(1 for _ in model.actor.parameters())
     return slice(n_actor, n_actor + sum(1 for _ in model.critic.parameters()))
@@ -164,7 +164,7 @@ def sac_critic_update(model: SACModel, batch: Batch, params: SACParams) -> dict[
     grad_q.mul_(1.0 / n)
     mlp_backward(grad_q, c_outs, critic.weights, critic.activation, grads_of(critic.weights),
                  grads_of(critic.biases), ws=model.workspace, key="critic_data")
-    model.opt.step(only=_critic_params(model))
+    model.opt.step(only=critic_params(model))
     polyak_(model.critic_target, critic, params.tau)
     stats = torch.stack([critic_loss, q.mean()]).tolist()
     return {"critic_loss": stats[0], "q_mean": stats[1], "alpha": alpha}

@@ -13,14 +13,13 @@ import torch
 from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.config import config_from_mapping
 from policies.crossq import (
-    BRN_D_MAX,
     BRN_EPS,
-    BRN_R_MAX,
     BRN_WARMUP,
     BatchRenorm,
     CrossQLearner,
     CrossQParams,
     RenormTwinCritic,
+    batch_renorm_reference,
     crossq_update,
     make_crossq_model,
 )
@@ -59,19 +58,6 @@ def test_training_mode_normalizes_each_member_by_its_batch_and_inference_uses_ru
     assert torch.equal(norm.running_mean, before)  # inference never changes the statistics
 
 
-def _reference_batch_renorm(norm: BatchRenorm, x: torch.Tensor, renorm: bool) -> torch.Tensor:
-    """Batch renormalization's training-mode formula, differentiated by autograd (the fused backward's oracle)."""
-    mean = x.mean(1, keepdim=True)
-    std = torch.sqrt((x - mean).square().mean(1, keepdim=True) + BRN_EPS)
-    x_hat = (x - mean) / std
-    if renorm:
-        running_std = torch.sqrt(norm.running_var + BRN_EPS)
-        r = (std / running_std).clamp(1.0 / BRN_R_MAX, BRN_R_MAX).detach()
-        d = ((mean - norm.running_mean) / running_std).clamp(-BRN_D_MAX, BRN_D_MAX).detach()
-        x_hat = x_hat * r + d
-    return x_hat * norm.weight + norm.bias
-
-
 @pytest.mark.parametrize("renorm", [False, True])
 def test_the_fused_batch_renorm_backward_matches_autograd(renorm: bool) -> None:
     g = torch.Generator().manual_seed(3)
@@ -85,7 +71,7 @@ def test_the_fused_batch_renorm_backward_matches_autograd(renorm: bool) -> None:
         norm.steps.fill_(BRN_WARMUP if renorm else 0)
     x = (torch.randn(2, 9, 6, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_(True)
     upstream = torch.randn(2, 9, 6, generator=g, dtype=torch.float64)
-    expected = _reference_batch_renorm(norm, x, renorm)
+    expected = batch_renorm_reference(norm, x, renorm)
     want = torch.autograd.grad((expected * upstream).sum(), [x, norm.weight, norm.bias])
     out = norm(x)
     got = torch.autograd.grad((out * upstream).sum(), [x, norm.weight, norm.bias])
@@ -214,7 +200,7 @@ def test_the_logged_actor_statistics_average_the_updates_that_moved_the_actor() 
     trainer = Trainer(cfg)
     try:
         recorder = RecordingLearner(trainer.learner)
-        trainer.learner = recorder  # type: ignore[assignment]
+        trainer.agent.learner = recorder
         trainer.run_until(200)
         trainer.log_train_row()
     finally:

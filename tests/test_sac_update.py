@@ -1,4 +1,5 @@
-"""SAC update: hand-written gradients against autograd, the critic target, the temperature loss, log-probs."""
+"""SAC update: hand-written gradients against the autograd reference (:mod:`policies.sac_reference`), the critic
+target, the temperature loss, log-probs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from policies.networks import LOG_STD_MAX, LOG_STD_MIN
+from policies.networks import LOG_STD_MIN
 from policies.offpolicy import FusedAdam
 from policies.replay import Batch
-from policies.sac import SACModel, SACParams, make_sac_model, sac_update, squashed_sample
+from policies.sac import (
+    SACLearner,
+    SACModel,
+    SACParams,
+    make_sac_model,
+    sac_critic_update,
+    sac_update,
+    squashed_sample,
+)
+from policies.sac_reference import SACGradients, sac_reference_gradients, sac_reference_update
 
 OBS, ACT, N = 5, 3, 8
 
@@ -42,38 +52,25 @@ def _batch(seed: int = 0, terminated: list[float] | None = None) -> Batch:
     )
 
 
-def _reference(m: SACModel, b: Batch, p: SACParams, eps: torch.Tensor) -> dict[str, object]:
-    """The SAC losses written plainly with autograd and torch.distributions."""
-    actor, critic, target = m.actor, m.critic, m.critic_target
-    alpha = m.log_alpha.exp().detach()
-    z = actor(torch.cat([b.obs, b.next_obs]))
-    mu, log_std = z[:, :ACT], z[:, ACT:].clamp(LOG_STD_MIN, LOG_STD_MAX)
-    std = log_std.exp()
-    u = mu + std * eps
-    a = torch.tanh(u)
-    logp = torch.distributions.Normal(mu, std).log_prob(u).sum(-1, keepdim=True) - torch.log1p(-(a**2)).sum(
-        -1, keepdim=True
-    )
-    with torch.no_grad():
-        q_t = target(b.next_obs, a[N:])
-        y = b.rewards + p.gamma * (1 - b.terminated) * (torch.min(q_t[0], q_t[1]) - alpha * logp[N:])
-    q = critic(b.obs, b.actions)
-    critic_loss = 0.5 * ((q[0] - y) ** 2).mean() + 0.5 * ((q[1] - y) ** 2).mean()
-    critic_grads = torch.autograd.grad(critic_loss, list(critic.parameters()))
-    q_pi = critic(b.obs, a[:N])
-    actor_loss = (alpha * logp[:N] - torch.min(q_pi[0], q_pi[1])).mean()
-    actor_grads = torch.autograd.grad(actor_loss, list(actor.parameters()))
-    target_entropy = -float(ACT)
-    alpha_loss = -(m.log_alpha * (logp[:N] + target_entropy).detach()).mean()
-    (alpha_grad,) = torch.autograd.grad(alpha_loss, [m.log_alpha])
-    return {
-        "critic_grads": critic_grads,
-        "actor_grads": actor_grads,
-        "alpha_grad": alpha_grad,
-        "critic_loss": critic_loss.item(),
-        "actor_loss": actor_loss.item(),
-        "alpha_loss": alpha_loss.item(),
-    }
+def _noise(m: SACModel, rows: int) -> torch.Tensor:
+    """The noise the next update will draw, without drawing it."""
+    state = m.generator.get_state()
+    eps = torch.randn((rows, ACT), generator=m.generator, dtype=torch.float64)
+    m.generator.set_state(state)
+    return eps
+
+
+def _assert_grads(m: SACModel, ref: SACGradients, stats: dict[str, float]) -> None:
+    for got, want in zip([q.grad for q in m.critic.parameters()], ref.critic, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    assert stats["critic_loss"] == pytest.approx(ref.critic_loss, rel=1e-9, abs=1e-12)
+    if ref.actor is not None:
+        for got, want in zip([q.grad for q in m.actor.parameters()], ref.actor, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+        assert stats["actor_loss"] == pytest.approx(ref.actor_loss, rel=1e-9, abs=1e-12)
+        assert stats["alpha_loss"] == pytest.approx(ref.alpha_loss, rel=1e-9, abs=1e-12)
+    if ref.log_alpha is not None:
+        torch.testing.assert_close(m.log_alpha.grad, ref.log_alpha)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -81,20 +78,45 @@ def test_hand_written_gradients_match_autograd(activation: str) -> None:
     m = _model(activation)
     b = _batch()
     p = SACParams(tau=0.0)
-    state = m.generator.get_state()
-    eps = torch.randn((2 * N, ACT), generator=m.generator, dtype=torch.float64)
-    m.generator.set_state(state)
-    ref = _reference(m, b, p, eps)
-
+    ref = sac_reference_gradients(m, b, p, _noise(m, 2 * N))
     stats = sac_update(m, b, p)  # lr = 0: parameters stay, gradients stay in .grad
+    _assert_grads(m, ref, stats)
 
-    for got, want in zip([q.grad for q in m.critic.parameters()], ref["critic_grads"], strict=True):  # type: ignore[call-overload]
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
-    for got, want in zip([q.grad for q in m.actor.parameters()], ref["actor_grads"], strict=True):  # type: ignore[call-overload]
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(m.log_alpha.grad, ref["alpha_grad"])
-    for k in ("critic_loss", "actor_loss", "alpha_loss"):
-        assert stats[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+
+def test_multi_step_batches_a_set_entropy_target_and_a_fixed_temperature_match_autograd() -> None:
+    m = _model()
+    b = _batch()
+    horizon = torch.tensor([1.0, 2.0, 3.0, 3.0] * (N // 4), dtype=torch.float64).reshape(-1, 1)
+    b = Batch(b.obs, b.actions, b.rewards, b.next_obs, b.terminated, horizon)
+    for p in (SACParams(gamma=0.9, tau=0.0, target_entropy=-1.0), SACParams(tau=0.0, autotune_alpha=False)):
+        ref = sac_reference_gradients(m, b, p, _noise(m, 2 * N))
+        _assert_grads(m, ref, sac_update(m, b, p))
+
+
+def test_the_critic_only_update_matches_autograd() -> None:
+    m = _model()
+    b = _batch()
+    p = SACParams(tau=0.0)
+    ref = sac_reference_gradients(m, b, p, _noise(m, N), update_actor=False)
+    _assert_grads(m, ref, sac_critic_update(m, b, p))
+
+
+def test_the_fast_learner_follows_the_reference_update_over_several_steps() -> None:
+    """Adam, the Polyak step, the noise and the critic-only steps included: two copies of a model, one updated
+    by the learner and one by the reference, stay together."""
+    torch.manual_seed(0)
+    fast = _model(lr=1e-3)
+    torch.manual_seed(0)  # the same perturbation of the target critic
+    ref = _model(lr=1e-3)
+    learner, p = SACLearner(fast, SACParams()), SACParams()
+    for i, update_actor in enumerate([False, True, True, False, True]):
+        b = _batch(seed=i)
+        learner.update(b, update_actor)
+        sac_reference_update(ref, b, p, update_actor)
+    for net in ("actor", "critic", "critic_target"):
+        for x, y in zip(getattr(fast, net).parameters(), getattr(ref, net).parameters(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(fast.log_alpha, ref.log_alpha, rtol=1e-9, atol=1e-11)
 
 
 def test_gradient_through_clamped_log_std_is_zero() -> None:
@@ -104,15 +126,13 @@ def test_gradient_through_clamped_log_std_is_zero() -> None:
         getattr(m.actor, f"b{last}")[ACT:] = LOG_STD_MIN - 5.0  # every log-std below the clamp
     b = _batch()
     p = SACParams(tau=0.0)
-    state = m.generator.get_state()
-    eps = torch.randn((2 * N, ACT), generator=m.generator, dtype=torch.float64)
-    m.generator.set_state(state)
-    ref = _reference(m, b, p, eps)
+    ref = sac_reference_gradients(m, b, p, _noise(m, 2 * N))
     sac_update(m, b, p)
     grad_w = getattr(m.actor, f"w{last}").grad
     assert grad_w is not None
     assert torch.all(grad_w[:, ACT:] == 0)
-    torch.testing.assert_close(grad_w, ref["actor_grads"][2 * last])  # type: ignore[index]
+    assert ref.actor is not None
+    torch.testing.assert_close(grad_w, ref.actor[2 * last])
 
 
 def _constant_critics(m: SACModel, q_value: float, q_next: float) -> None:

@@ -1,0 +1,177 @@
+"""The parts the training loop calls: observation normalization, the collector, metrics and the agent on its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from policies.agent import Agent, Spaces
+from policies.checkpoint import load_checkpoint
+from policies.collector import Collector, Episode
+from policies.config import config_from_mapping
+from policies.envs import make_env, resolve_task
+from policies.metrics import Metrics
+from policies.networks import Actor
+from policies.normalizer import DEFAULT_NORM_CLIP, DEFAULT_NORM_EPS, RunningMeanStd, normalize
+from policies.observations import NORM_BATCH, ObservationNormalization
+from policies.replay import Batch, ReplayBuffer
+from policies.rundir import load_replay
+from policies.train import LoopState, Trainer, setup_torch, train
+
+CPU = torch.device("cpu")
+
+
+def test_observations_are_folded_in_batches_and_normalize_as_the_deployed_normalizer() -> None:
+    obs = np.random.default_rng(0).normal(3.0, 2.0, size=(NORM_BATCH * 2 + 5, 4))
+    norm = ObservationNormalization(4, enabled=True, clip=DEFAULT_NORM_CLIP, device=CPU)
+    for o in obs:
+        norm.observe(o)
+    assert norm.stats.count == NORM_BATCH * 2  # the last few wait for the next batch, or a flush
+    norm.flush()
+    whole = RunningMeanStd.zeros(4)
+    whole.update(obs)
+    np.testing.assert_allclose(norm.stats.mean, whole.mean)
+    np.testing.assert_allclose(norm.stats.var, whole.var)
+    x = obs[:3]
+    want = normalize(x, norm.stats.mean, norm.stats.var, DEFAULT_NORM_CLIP, DEFAULT_NORM_EPS)
+    np.testing.assert_allclose(norm.normalize(x), want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        deployed = norm.policy_module(Actor(4, 1, (8,), "relu", stochastic=True)).normalizer
+        np.testing.assert_allclose(deployed(torch.tensor(x, dtype=torch.float32)).numpy(), want, rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_disabled_normalization_is_the_identity_but_keeps_statistics() -> None:
+    norm = ObservationNormalization(2, enabled=False, clip=DEFAULT_NORM_CLIP, device=CPU)
+    x = np.array([100.0, -50.0])
+    norm.observe(x)
+    norm.flush()
+    np.testing.assert_array_equal(norm.normalize(x), x.astype(np.float32))
+    assert norm.stats.count == 0
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_the_collector_stores_every_transition_and_reports_episodes(threaded: bool) -> None:
+    env = make_env("Pendulum-v1", "mujoco", {})
+    norm = ObservationNormalization(3, enabled=True, clip=DEFAULT_NORM_CLIP, device=CPU)
+    collector = Collector(env, threaded, norm, nstep=None)
+    buffer = ReplayBuffer(500, 3, 1, CPU, seed=0)
+    rng = np.random.default_rng(0)
+    episodes: list[Episode] = []
+    try:
+        obs = collector.start(seed=0)
+        for _ in range(450):
+            collector.submit(rng.uniform(-1, 1, 1).astype(np.float32))
+            next_obs, episode = collector.finish(buffer)
+            assert next_obs is collector.obs and next_obs is not obs
+            obs = next_obs
+            if episode is not None:
+                episodes.append(episode)
+    finally:
+        collector.close()
+    assert len(buffer) == 450
+    assert [e.length for e in episodes] == [200, 200]  # Pendulum's time limit
+    assert all(e.success is None for e in episodes)
+
+
+def test_update_statistics_are_averaged_per_key_and_rows_go_to_the_file(tmp_path: Path) -> None:
+    metrics = Metrics(tmp_path / "metrics.jsonl")
+    metrics.updates({"critic_loss": 1.0, "actor_loss": 4.0})
+    metrics.updates({"critic_loss": 3.0})
+    metrics.episode(Episode(10.0, 5, {"a": 1.0}, True))
+    metrics.episode(Episode(20.0, 7, {"a": 3.0, "b": 2.0}, False))
+    row = metrics.train_row(12, {"episodes": 2})
+    assert row["critic_loss"] == 2.0 and row["actor_loss"] == 4.0
+    assert row["return_mean"] == 15.0 and row["episode_length"] == 6.0 and row["success_rate"] == 0.5
+    assert row["reward_terms/a"] == 2.0 and row["reward_terms/b"] == 2.0
+    metrics.write(row)
+    assert metrics.train_row(20, {})["steps_per_s"] is not None  # a new interval, without the old statistics
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [row]
+    assert metrics.progress_fields() == {"return": "15.0", "success": "0.50"}
+
+
+def test_an_agent_learns_and_checkpoints_without_a_trainer() -> None:
+    """What fine-tuning uses: an agent, a replay buffer of its own and the agent's normalized batches."""
+    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "sac", "hidden": [16], "batch_size": 8,
+                               "policy_average": 0.0}).resolved("Pendulum-v1")
+    env = make_env("Pendulum-v1", "mujoco", {})
+    agent = Agent(cfg, Spaces.of("Pendulum-v1", env), CPU)
+    env.close()
+    buffer = ReplayBuffer(64, 3, 1, CPU, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(32):
+        obs = rng.normal(size=3)
+        agent.obs.observe(obs)
+        buffer.add(obs, agent.explore(obs), 0.0, rng.normal(size=3), False)
+    before = {k: v.clone() for k, v in agent.policy_actor.state_dict().items()}
+    stats = agent.update(agent.obs.sample(buffer, 8))
+    assert "critic_loss" in stats
+    ckpt = agent.checkpoint(step=0, evaluation=None, loop={"updates": 1})
+    assert ckpt.training is not None and ckpt.training["loop"] == {"updates": 1}
+    assert any(not torch.equal(v, before[k]) for k, v in ckpt.actor_state.items())
+    again = Agent(cfg, agent.spaces, CPU)
+    assert again.load_training(ckpt, "memory") == {"updates": 1}
+    assert all(torch.equal(v, again.policy_actor.state_dict()[k]) for k, v in ckpt.actor_state.items())
+    np.testing.assert_array_equal(again.obs.stats.mean, agent.obs.stats.mean)
+
+
+def _tree_equal(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_tree_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_tree_equal, a, b))
+    return a == b
+
+
+def test_fine_tuning_through_the_parts_matches_fine_tuning_through_a_trainer(tmp_path: Path) -> None:
+    """The way ``policies.finetune`` is to use the parts (agent, its own replay buffers, the loop counters) gives
+    the checkpoint, bit for bit, that it got by editing a Trainer's state."""
+    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "sac", "steps": 300, "warmup_steps": 100,
+                               "hidden": [16], "batch_size": 16, "eval_interval": 300, "eval_episodes": 1,
+                               "overlap_env": False})
+    train(cfg, tmp_path / "run", progress=False)
+    deployed, sim_replay = tmp_path / "run" / "best.pt", tmp_path / "run" / "replay.pt"
+    source = load_checkpoint(deployed)
+    fine_cfg = config_from_mapping({**source.config, "policy_average": 0.0})
+    rng = np.random.default_rng(5)
+    data = [(rng.normal(size=3), rng.uniform(-1, 1, 1), float(rng.normal()), rng.normal(size=3), False)
+            for _ in range(40)]
+
+    # As policies.finetune does it today: a Trainer whose state the Finetuner edits.
+    trainer = Trainer(fine_cfg)
+    try:
+        trainer.load_training(deployed, sim_replay)
+        real = ReplayBuffer(64, trainer.obs_dim, trainer.act_dim, trainer.device, seed=11)
+        for t in data:
+            real.add(*t)
+        for update_actor in (False, True, True):
+            batch = Batch.concat([trainer.sample(real, 8), trainer.sample(trainer.buffer, 8)])
+            trainer.learner.update(batch, update_actor)
+            trainer.state.updates += 1
+        want = trainer.checkpoint(training=True)
+    finally:
+        trainer.close()
+
+    # Through the parts: no environment, no Trainer.
+    run_cfg = fine_cfg.resolved(resolve_task(fine_cfg.task))
+    agent = Agent(run_cfg, Spaces.of_checkpoint(source), setup_torch(run_cfg))
+    loop = LoopState.from_dict(agent.load_training(source, str(deployed)))
+    sim = ReplayBuffer(run_cfg.buffer_size, source.obs_dim, source.act_dim, agent.device, run_cfg.seed + 2)
+    load_replay(sim, sim_replay)
+    real = ReplayBuffer(64, source.obs_dim, source.act_dim, agent.device, seed=11)
+    for t in data:
+        real.add(*t)
+    for update_actor in (False, True, True):
+        agent.update(Batch.concat([agent.obs.sample(real, 8), agent.obs.sample(sim, 8)]), update_actor)
+        loop.updates += 1
+    got = agent.checkpoint(loop.step, source.eval, loop.to_dict())
+
+    assert _tree_equal(got.to_dict(), want.to_dict())
