@@ -319,14 +319,14 @@ def load_config_file(path: str | Path, base: TrainConfig | None = None) -> Train
     return config_from_mapping(data, base)
 
 
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     """``["key=value", ...]`` as a mapping; values are YAML scalars/lists (``0.5``, ``true``, ``[64, 64]``)."""
     out: dict[str, Any] = {}
-    for item in items:
+    for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"--set expects key=value, got {item!r}")
+            raise ParameterError("overrides", f"must be key=value, got {item!r}")
         out[key] = load_yaml(raw, f"--set {key} value {raw!r}") if raw.strip() else ""
     return out
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from s2r.core.atomicio import atomic_path
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import OnSkip, read_episodes
 from sim.tasks.actions import clip_action
 
@@ -61,8 +61,9 @@ def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool 
         parts["timeouts"].append(timeouts)
         parts["episode"].append(np.full(idx.size, ep.index, dtype=np.int64))
     if not parts["rewards"]:
-        raise UserError(f"{directory} holds no usable transitions (no complete episode with good readings"
-                        f"{'' if include_partial else '; --include-partial also uses stopped ones'})")
+        raise ParameterError("directory", f"{str(directory)!r} holds no usable transitions (no "
+                             f"{'' if include_partial else 'complete '}episode with good readings"
+                             f"{'' if include_partial else '; {include_partial} also uses stopped ones'})")
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

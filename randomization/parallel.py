@@ -140,10 +140,11 @@ class ProcessExecutor(Generic[S]):
             futures = [self._pool.submit(_run_chunk, task, c) for c in _chunks(items, CHUNKS_PER_WORKER * self._n)]
             return [r for f in futures for r in f.result()]
         except BrokenProcessPool:
-            raise UserError(
-                "a local worker process stopped unexpectedly (its setup failed, it crashed or ran out of memory, "
-                "or it was started from a script without an 'if __name__ == \"__main__\":' guard or from "
-                "stdin); run with one worker (--workers 1) to see the error in this process"
+            raise ParameterError(
+                "workers", f"{self._n}: a local worker process stopped unexpectedly (its setup failed, it "
+                "crashed or ran out of memory, or it was started from a script without an "
+                "'if __name__ == \"__main__\":' guard or from stdin); run with one worker ({workers}=1) to see the "
+                "error in this process"
             ) from None
 
     def close(self) -> None:

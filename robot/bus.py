@@ -30,7 +30,7 @@ import numpy as np
 from robot.config import AUTO_PORT, RobotConfig
 from robot.dynamixel.control_table import HardwareError
 from robot.dynamixel.units import TORQUE_NM_PER_A
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from sim.state import RobotState
 from sim.tasks.spec import FloatArray
 
@@ -374,8 +374,9 @@ def resolve_port(port: str) -> str:
     if len(found) == 1:
         return found[0]
     listing = ", ".join(found) if found else "none"
-    raise UserError(f"port 'auto' needs exactly one USB serial adapter under /dev/serial/by-id (found: {listing}); "
-                    "name the port in the hardware config or with --port, or use the emulator driver")
+    raise ParameterError("port", f"'auto' needs exactly one USB serial adapter under /dev/serial/by-id (found: "
+                         f"{listing}); name the port in the hardware config or with {{port}}, or use the emulator "
+                         "driver")
 
 
 def make_bus(
@@ -409,8 +410,9 @@ def make_bus(
 
         if port is not None:
             if reality is not None or faults is not None:
-                raise UserError("reality and faults apply to an emulator the bus starts itself; the emulator on "
-                                f"{port} was started with its own (s2r emulate --reality/--faults)")
+                raise ParameterError("reality" if reality is not None else "faults", "applies to an emulator the bus "
+                                     f"starts itself; the emulator on {port} was started with its own reality and "
+                                     "faults")
             return DynamixelBus(config, port, interrupt=interrupt)
         from robot.emulator import Emulator
 

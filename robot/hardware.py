@@ -31,7 +31,7 @@ from robot.bus import DRIVERS, Bus, make_bus
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
 from robot.simtime import SimTime
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:
@@ -106,15 +106,15 @@ def check_driver_options(driver: str, lockstep: bool, clock_socket: str | None) 
     if driver not in DRIVERS:
         raise UserError(f"unknown bus driver {driver!r}; expected one of {', '.join(DRIVERS)}")
     if clock_socket is not None and not lockstep:
-        raise UserError("a lock-step time socket needs lock-step (--lockstep)")
+        raise ParameterError("clock_socket", "is the time socket of a lock-step emulator: it needs {lockstep}")
     if not lockstep:
         return
     if driver == "mock" and clock_socket is not None:
-        raise UserError("a lock-step time socket belongs to a running `s2r emulate --lockstep`; the mock has its own "
-                        "simulated time (drop --clock-socket)")
+        raise ParameterError("clock_socket", "is the time socket of a lock-step emulator started elsewhere; the mock "
+                             "has its own simulated time (drop {clock_socket})")
     if driver not in ("emulator", "mock"):
-        raise UserError(f"lock-step runs a simulated robot in simulated time; the {driver} driver runs in real time "
-                        "(use --driver emulator or mock, or drop --lockstep)")
+        raise ParameterError("lockstep", f"runs a simulated robot in simulated time; the {driver} driver runs in real "
+                             "time (set {driver} to emulator or mock, or drop {lockstep})")
 
 
 def open_robot(
@@ -150,7 +150,7 @@ def open_robot(
     imu_config = config.imu
     if imu_config is None:
         if imu_port is not None:
-            raise UserError(f"an IMU port was given, but {config.source} has no imu section")
+            raise ParameterError("imu_port", f"was given, but {config.source} has no imu section")
         if faults is not None and faults.any_imu:
             raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
         # No floating base (the config would need an IMU for one), so nothing to place either.
@@ -162,7 +162,8 @@ def open_robot(
         from robot.mock import MockBus
 
         if imu_port is not None:
-            raise UserError("the mock driver has its own IMU; --imu-port applies to the emulator and dynamixel drivers")
+            raise ParameterError("imu_port", "applies to the emulator and dynamixel drivers; the mock driver has its "
+                                 "own IMU")
         mock = MockBus(config, faults=faults, clock=clock)
         stream = MockImuStream(imu_config, clock=clock, faults=faults, cycle=lambda: mock.read_transactions)
         return RobotIO(mock, ImuReader(stream, imu_config, clock=clock), MockScene(mock, stream))
@@ -170,8 +171,9 @@ def open_robot(
     if driver == "dynamixel":
         path = imu_port or imu_config.port
         if path == AUTO_PORT:
-            raise UserError(f"{config.source}: imu.port 'auto' means the emulator's or the mock's IMU; on the real "
-                            "robot name the IMU's serial device in imu.port or with --imu-port")
+            raise ParameterError("imu_port", f"is needed: in {config.source}, imu.port 'auto' means the emulator's or "
+                                 "the mock's IMU; on the real robot name the IMU's serial device in imu.port or with "
+                                 "{imu_port}")
         bus = make_bus(config, "dynamixel", port, interrupt=interrupt)
         return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
 
@@ -179,12 +181,12 @@ def open_robot(
     if port is not None:
         path = imu_port or imu_config.port
         if path == AUTO_PORT:
-            raise UserError(f"the emulator on {port} serves its IMU on the pty it printed on its second line: pass it "
-                            "with --imu-port")
+            raise ParameterError("imu_port", f"is needed: the emulator on {port} serves its IMU on the pty it printed "
+                                 "on its second line")
         bus = make_bus(config, "emulator", port, reality=reality, faults=faults, interrupt=interrupt)
         return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
     if imu_port is not None:
-        raise UserError("--imu-port needs --port: an emulator started here serves its own IMU")
+        raise ParameterError("imu_port", "needs {port}: an emulator started here serves its own IMU")
     from robot.dynamixel.bus import DynamixelBus
     from robot.emulator import Emulator, EmulatorError
 
@@ -213,21 +215,21 @@ def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, 
     emulator: Emulator | None = None
     if port is not None:
         if reality is not None or faults is not None:
-            raise UserError("reality and faults apply to an emulator started here; the emulator on "
-                            f"{port} was started with its own (s2r emulate --reality/--faults)")
+            raise ParameterError("reality" if reality is not None else "faults", "applies to an emulator started "
+                                 f"here; the emulator on {port} was started with its own reality and faults")
         if clock_socket is None:
-            raise UserError(f"the lock-step emulator on {port} is driven through the time socket it printed "
-                            "(s2r emulate --lockstep): pass it with --clock-socket")
+            raise ParameterError("clock_socket", f"is needed: the lock-step emulator on {port} is driven through the "
+                                 "time socket it printed on its last line")
         if config.imu is not None and imu_port is None:
-            raise UserError(f"the emulator on {port} serves its IMU on the pty it printed on its second line: pass "
-                            "it with --imu-port")
+            raise ParameterError("imu_port", f"is needed: the emulator on {port} serves its IMU on the pty it printed "
+                                 "on its second line")
         clock: LockstepClock = connect_clock(clock_socket)
         servo_path, on_close = port, clock.close
     else:
         if imu_port is not None:
-            raise UserError("--imu-port needs --port: an emulator started here serves its own IMU")
+            raise ParameterError("imu_port", "needs {port}: an emulator started here serves its own IMU")
         if clock_socket is not None:
-            raise UserError("--clock-socket needs --port: an emulator started here is driven directly")
+            raise ParameterError("clock_socket", "needs {port}: an emulator started here is driven directly")
         emulator = Emulator(config, reality=reality, faults=faults, lockstep=True)
         servo_path = emulator.start()
         clock, on_close = emulator.clock, emulator.stop

@@ -23,7 +23,10 @@ def seed(text: str) -> int:
 
 def flag_error(exc: ParameterError, args: argparse.Namespace, flags: Mapping[str, str] | None = None) -> UserError:
     """``exc`` naming the flag its parameter came from (``--out``), when the command has that flag or ``flags`` maps
-    it (``{"axes": "--grid"}``); unchanged otherwise (a parameter of a library object the command built itself)."""
-    if exc.parameter in (flags or {}) or exc.parameter in vars(args):
-        return exc.as_flag(flags=flags)
-    return exc
+    it (``{"axes": "--grid"}``); unchanged otherwise (a parameter of a library object the command built itself).
+    Another parameter the message names keeps its bare name unless the command has a flag for it too."""
+    known = {*vars(args), *(flags or {})}
+    if exc.parameter not in known:
+        return exc
+    bare = {name: name for name in exc.mentions if name not in known}
+    return exc.as_flag(flags={**bare, **(flags or {})})

@@ -416,7 +416,7 @@ def test_ray_workers_match_the_serial_results(replay_setup: ReplaySetup, serial_
 
 def test_a_worker_that_cannot_start_is_a_clear_error() -> None:
     with open_executor(EnvSetup("s2r/NoSuchTask-v0"), ExecutorConfig(workers=2)) as ex, \
-            pytest.raises(UserError, match=r"worker process stopped unexpectedly.*--workers 1"):
+            pytest.raises(UserError, match=r"^workers 2: a local worker process stopped unexpectedly.*\(workers=1\)"):
         ex.map(run_random_episode, [EpisodeRequest(seed=0)])
 
 

@@ -139,14 +139,16 @@ def test_bad_input_is_a_user_error(tmp_path: Path, fast_config: Path, capsys: py
         deploy([str(tmp_path / "missing.onnx"), "--driver", "mock", *base], capsys)
     with pytest.raises(UserError, match="--reality applies to the emulator"):
         deploy(["scripted:hold", "--driver", "mock", "--reality", str(fast_config), *base], capsys)
-    with pytest.raises(UserError, match="lock-step runs a simulated robot in simulated time; the dynamixel driver"):
+    with pytest.raises(UserError, match=r"^--lockstep runs a simulated robot in simulated time; the dynamixel driver "
+                       r"runs in real time \(set --driver to emulator or mock, or drop --lockstep\)$"):
         deploy(["scripted:hold", "--driver", "dynamixel", "--port", "/dev/null", "--lockstep", *base], capsys)
-    with pytest.raises(UserError, match="the mock has its own simulated time"):
+    with pytest.raises(UserError, match=r"^--clock-socket .*the mock has its own simulated time \(drop --clock-socket"):
         deploy(["scripted:hold", "--driver", "mock", "--lockstep", "--clock-socket", "/tmp/x", *base], capsys)
     emulated = [*base[:-1], str(tmp_path / "emulated")]
-    with pytest.raises(UserError, match="pass it with --clock-socket"):
+    with pytest.raises(UserError, match=r"^--clock-socket is needed: the lock-step emulator on /dev/null is driven"):
         deploy(["scripted:hold", "--driver", "emulator", "--port", "/dev/null", "--lockstep", *emulated], capsys)
-    with pytest.raises(UserError, match="a lock-step time socket needs lock-step"):
+    with pytest.raises(UserError, match=r"^--clock-socket is the time socket of a lock-step emulator: it needs "
+                       r"--lockstep$"):
         deploy(["scripted:hold", "--driver", "emulator", "--port", "/dev/null", "--clock-socket", "/x", *emulated],
                capsys)
     with pytest.raises(UserError, match="unknown task"):

@@ -298,10 +298,12 @@ def test_open_robot_refuses_what_cannot_work() -> None:
         open_robot(claw, "mock", imu_port="/dev/null")
     with pytest.raises(UserError, match=r"imu\.port 'auto' means the emulator's or the mock's IMU"):
         open_robot(CONFIG, "dynamixel", "/dev/null")
-    with pytest.raises(UserError, match="pass it with --imu-port"):
+    with pytest.raises(UserError, match=r"^imu_port is needed: the emulator on /dev/null serves its IMU on the pty"):
         open_robot(CONFIG, "emulator", "/dev/null")
-    with pytest.raises(UserError, match="the mock driver has its own IMU"):
+    with pytest.raises(UserError, match=r"^imu_port applies to the emulator and dynamixel drivers; the mock driver"):
         open_robot(CONFIG, "mock", imu_port="/dev/null")
+    with pytest.raises(UserError, match=r"^imu_port needs port: an emulator started here serves its own IMU$"):
+        open_robot(CONFIG, "emulator", imu_port="/dev/null")
 
 
 # --- the command line, the emulator -------------------------------------------------------------------
@@ -312,6 +314,18 @@ def deploy(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     code = args.func(args)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_deploy_names_the_imu_port_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # open_robot says imu_port (test_open_robot_refuses_what_cannot_work); the command line says --imu-port.
+    base = ["--robot", str(CONFIG_PATH), "--episodes", "1", "--log-dir"]
+    with pytest.raises(UserError, match=r"^--imu-port applies to the emulator and dynamixel drivers; the mock driver"):
+        deploy(["scripted:hold", "--driver", "mock", "--imu-port", "/dev/null", *base, str(tmp_path / "m")], capsys)
+    with pytest.raises(UserError, match=r"^--imu-port needs --port: an emulator started here serves its own IMU$"):
+        deploy(["scripted:hold", "--driver", "emulator", "--imu-port", "/dev/null", *base, str(tmp_path / "e")],
+               capsys)
+    with pytest.raises(UserError, match=r"^--imu-port is needed: the emulator on /dev/null serves its IMU"):
+        deploy(["scripted:hold", "--driver", "emulator", "--port", "/dev/null", *base, str(tmp_path / "e")], capsys)
 
 
 def test_mock_deploy_logs_base_fields_and_the_imu_in_run_json(tmp_path: Path,

@@ -166,7 +166,7 @@ def test_lockstep_needs_a_simulated_robot() -> None:
         assert io.lockstep and io.clock() == 0.0
         io.sleep(0.25)
         assert io.clock() == 0.25
-    with pytest.raises(UserError, match="--clock-socket needs --port"):
+    with pytest.raises(UserError, match=r"^clock_socket needs port: an emulator started here is driven directly$"):
         open_robot(CLAW, "emulator", lockstep=True, clock_socket="/tmp/nothing.sock")
     with pytest.raises(UserError, match="cannot connect to the lock-step emulator's time socket"):
         open_robot(CLAW, "emulator", "/dev/null", lockstep=True, clock_socket="/nonexistent/clock.sock")

@@ -204,6 +204,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, capsys: pyt
         (["train", "--task", "CartPole-v1", "--steps", "10"], "Box action space"),
         (["train", "--engine", "bogus", "--steps", "10"], "unknown engine 'bogus'"),
         (["train", "--set", "batch_size=-3", "--steps", "10"], "'batch_size' must be at least 1"),
+        (["train", "--set", "lr", "--steps", "10"], "s2r train: error: --set must be key=value, got 'lr'"),
         (["train", "--resume", "--steps", "10"], "cannot resume"),
     ],
 )

@@ -315,6 +315,25 @@ def test_every_episode_damaged_is_an_error_even_when_skipping(tmp_path: Path) ->
     assert len(skipped) == 1
 
 
+def test_no_usable_transition_names_the_directory_and_include_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policies.dataset import trajlog_to_dataset
+
+    logs = tmp_path / "logs"
+    TrajectoryWriter(logs, INFO).write_episode(_episode(4, np.random.default_rng(13)), {"complete": False})
+    # The library names its parameters; the command line its own positional argument and flag.
+    with pytest.raises(UserError) as info:
+        trajlog_to_dataset(logs)
+    assert str(info.value) == (f"directory {str(logs)!r} holds no usable transitions (no complete episode with good "
+                               "readings; include_partial also uses stopped ones)")
+    assert len(trajlog_to_dataset(logs, include_partial=True)["rewards"]) == 4
+    out = tmp_path / "data.npz"
+    assert s2r_main(["trajlog-dataset", str(logs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"s2r trajlog-dataset: error: LOG_DIR {str(logs)!r} holds no usable transitions" in err
+    assert "; --include-partial also uses stopped ones)" in err and not out.exists()
+
+
 def test_trajlog_dataset_skips_a_damaged_episode_with_a_warning_and_strict_fails(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logs = tmp_path / "logs"

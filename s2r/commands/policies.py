@@ -131,7 +131,10 @@ def _train(args: argparse.Namespace) -> int:
         base = load_config_file(args.config, base)
     names = ("task", "engine", "algo", "steps", "seed", "epopt_eps", "epopt_models", "epopt_warmup")
     flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    overrides = parse_overrides(args.set)
+    try:
+        overrides = parse_overrides(args.set)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args, {"overrides": "--set"}) from None
     if args.randomize:
         task = overrides.get("task") or flags.get("task") or base.task
         flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()

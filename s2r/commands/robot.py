@@ -34,7 +34,7 @@ from robot.emulator.reality import load_reality
 from robot.hardware import check_driver_options, open_robot
 from robot.runner import run_episodes, run_info
 from s2r import cliargs
-from s2r.core.errors import UserError
+from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import MissingExtra
 from s2r.core.trajlog import SkipLog, TrajectoryWriter
 from s2r.policy_files import SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
@@ -152,7 +152,10 @@ def run_deploy(args: argparse.Namespace) -> int:
         raise UserError("--reality applies to the emulator driver only")
     if args.faults and args.driver == "dynamixel":
         raise UserError("--faults applies to the emulator and mock drivers only")
-    check_driver_options(args.driver, args.lockstep, args.clock_socket)
+    try:
+        check_driver_options(args.driver, args.lockstep, args.clock_socket)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
     reality = load_reality(args.reality, config) if args.reality else None
     faults = faults_from_arg(args.faults) if args.faults else None
     if faults is not None:
@@ -183,8 +186,11 @@ def run_deploy(args: argparse.Namespace) -> int:
     request = StopRequest()
     previous = _install(request.handle)
     try:
-        io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
-                        faults=faults, interrupt=request.poll, lockstep=args.lockstep, clock_socket=args.clock_socket)
+        try:
+            io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality, faults=faults,
+                            interrupt=request.poll, lockstep=args.lockstep, clock_socket=args.clock_socket)
+        except ParameterError as exc:
+            raise cliargs.flag_error(exc, args) from None
         try:
             try:
                 io.bus.connect()
@@ -225,8 +231,11 @@ def deploy_exit_code(stop_kind: str, torque_off: bool) -> int:
 def run_dataset(args: argparse.Namespace) -> int:
     """``s2r trajlog-dataset``; returns the exit code."""
     skipped = SkipLog("s2r trajlog-dataset")
-    data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
-                              on_skip=skipped)
+    try:
+        data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
+                                  on_skip=skipped)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args, {"directory": "LOG_DIR"}) from None
     path = save_dataset(data, args.out)
     n = int(data["rewards"].shape[0])
     if args.json:

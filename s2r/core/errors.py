@@ -33,6 +33,11 @@ class ParameterError(UserError):
         # Rebuilt from its fields, not from the message (pickled across worker processes).
         return type(self), (self.parameter, self.problem, self.owner)
 
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """The other parameters ``problem`` names (``{resume}``), in order."""
+        return tuple(_MENTION.findall(self.problem))
+
     def as_flag(self, flag: str | None = None, flags: Mapping[str, str] | None = None) -> UserError:
         """The same error naming the command-line flag ``flag`` (default: ``--`` and the name, dashed); ``flags``
         maps the parameters whose flag is not that default (``{"axes": "--grid"}``)."""
