@@ -56,11 +56,12 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.de
     if cfg.algo == "crossq":
         crossq = make_crossq_model(obs_dim, act_dim, hidden, tuple(cfg.critic_hidden), cfg.activation, cfg.lr,
                                    CROSSQ_BETA1, cfg.init_alpha, device, cfg.seed)
-        return CrossQLearner(crossq, CrossQParams(cfg.gamma, cfg.policy_delay, cfg.target_entropy,
-                                                  cfg.autotune_alpha))
+        return CrossQLearner(crossq, CrossQParams(gamma=cfg.gamma, policy_delay=cfg.policy_delay,
+                                                  target_entropy=cfg.target_entropy, autotune_alpha=cfg.autotune_alpha))
     if cfg.algo == "sac":
         model = make_sac_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, cfg.init_alpha, device, cfg.seed)
-        return SACLearner(model, SACParams(cfg.gamma, cfg.tau, cfg.target_entropy, cfg.autotune_alpha))
+        return SACLearner(model, SACParams(gamma=cfg.gamma, tau=cfg.tau, target_entropy=cfg.target_entropy,
+                                           autotune_alpha=cfg.autotune_alpha))
     td3 = make_td3_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, device, cfg.seed)
     params = TD3Params(cfg.gamma, cfg.tau, cfg.policy_delay, cfg.target_noise, cfg.target_noise_clip)
     return TD3Learner(td3, params, cfg.exploration_noise)

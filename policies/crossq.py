@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from policies.networks import LOG_STD_MAX, LOG_STD_MIN, TWINS, Activation, Actor, activation_
 from policies.offpolicy import load_module_state
 from policies.replay import Batch
-from policies.sac import squashed_sample
+from policies.sac import MaxEntParams, squashed_sample
 
 CROSSQ_BETA1 = 0.5
 """Adam's first-moment rate in CrossQ (the paper's setting, also sb3-contrib's)."""
@@ -174,18 +174,12 @@ class RenormTwinCritic(nn.Module):
         return h
 
 
-@dataclass(frozen=True)
-class CrossQParams:
+@dataclass(frozen=True, kw_only=True)
+class CrossQParams(MaxEntParams):
     """Hyperparameters of one CrossQ update."""
 
-    gamma: float = 0.99
-    """Discount per environment step."""
     policy_delay: int = 3
     """Critic updates per actor and temperature update."""
-    target_entropy: float | None = None
-    """Entropy target (nats); ``None`` means ``-act_dim``."""
-    autotune_alpha: bool = True
-    """Learn ``log alpha``; when False alpha stays at its initial value."""
 
 
 @dataclass
@@ -273,8 +267,7 @@ def crossq_update(model: CrossQModel, batch: Batch, params: CrossQParams, update
         stats["actor_loss"] = actor_loss.item()
         stats["entropy"] = -float(logp.detach().mean())
         if params.autotune_alpha:
-            target_entropy = params.target_entropy if params.target_entropy is not None else -float(actor.act_dim)
-            alpha_loss = -(model.log_alpha * (logp.detach() + target_entropy)).mean()
+            alpha_loss = -(model.log_alpha * (logp.detach() + params.entropy_target(actor.act_dim))).mean()
             model.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             model.alpha_opt.step()

@@ -1,13 +1,15 @@
-"""What SAC and TD3 share: the learner interface the training loop drives, optimizers, target averaging."""
+"""What SAC and TD3 share: the learner interface the training loop drives, optimizers, target averaging, the twin
+critic's backward."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from policies.networks import Actor
+from policies.networks import Actor, TwinCritic, Workspace, mlp_backward
 from policies.replay import Batch
 
 
@@ -164,3 +166,25 @@ def load_module_state(module: nn.Module, state: object, what: str) -> None:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"{what}: {name} has shape {shape}, the network expects {tuple(own[name].shape)}")
     module.load_state_dict(state)
+
+
+def critic_and_policy_backward(critic: TwinCritic, grad_q: Tensor, outs: Sequence[Tensor], n: int,
+                               ws: Workspace) -> Tensor:
+    """The twin critic's backward after one pass on ``[(s, a); (s, a_pi)]`` (``n`` rows each): the parameter
+    gradients from the ``n`` data rows into the preallocated buffers, and the gradient with respect to
+    ``a_pi`` of the policy rows, ``[2, n, act_dim]`` (one slice per member)."""
+    d_input = mlp_backward(
+        grad_q,
+        outs,
+        critic.weights,
+        critic.activation,
+        grads_of(critic.weights),
+        grads_of(critic.biases),
+        param_rows=n,
+        input_rows=slice(n, None),
+        input_cols=slice(critic.obs_dim, None),
+        ws=ws,
+        key="critic",
+    )
+    assert d_input is not None
+    return d_input

@@ -42,25 +42,35 @@ from policies.networks import (
     mlp_backward,
     mlp_forward,
 )
-from policies.offpolicy import FusedAdam, grads_of, load_module_state, polyak_
+from policies.offpolicy import FusedAdam, critic_and_policy_backward, grads_of, load_module_state, polyak_
 from policies.replay import Batch
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
 
 
-@dataclass(frozen=True)
-class SACParams:
-    """Hyperparameters of one SAC update."""
+@dataclass(frozen=True, kw_only=True)
+class MaxEntParams:
+    """The hyperparameters every maximum-entropy update (SAC, CrossQ) reads."""
 
     gamma: float = 0.99
     """Discount per environment step."""
-    tau: float = 0.005
-    """Polyak rate of the target critic per update."""
     target_entropy: float | None = None
     """Entropy target (nats); ``None`` means ``-act_dim``."""
     autotune_alpha: bool = True
-    """Learn ``log alpha``; when False alpha stays at ``init_alpha``."""
+    """Learn ``log alpha``; when False alpha stays at its initial value (``init_alpha``)."""
+
+    def entropy_target(self, act_dim: int) -> float:
+        """``target_entropy``, or ``-act_dim`` when it is ``None``."""
+        return self.target_entropy if self.target_entropy is not None else -float(act_dim)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SACParams(MaxEntParams):
+    """Hyperparameters of one SAC update."""
+
+    tau: float = 0.005
+    """Polyak rate of the target critic per update."""
 
 
 @dataclass
@@ -176,7 +186,6 @@ def sac_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, fl
     actor, critic, target = model.actor, model.critic, model.critic_target
     n = batch.obs.shape[0]
     act_dim = actor.act_dim
-    obs_dim = actor.obs_dim
     alpha = float(model.log_alpha.exp())
     inv_n = 1.0 / n
 
@@ -208,20 +217,7 @@ def sac_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, fl
     torch.mul(first, -inv_n, out=grad_q[0, n:])
     torch.sub(-inv_n, grad_q[0, n:], out=grad_q[1, n:])
 
-    d_input = mlp_backward(
-        grad_q,
-        c_outs,
-        critic.weights,
-        critic.activation,
-        grads_of(critic.weights),
-        grads_of(critic.biases),
-        param_rows=n,
-        input_rows=slice(n, None),
-        input_cols=slice(obs_dim, None),
-        ws=ws,
-        key="critic",
-    )
-    assert d_input is not None
+    d_input = critic_and_policy_backward(critic, grad_q, c_outs, n, ws)
     g_a = d_input[0].add_(d_input[1])
 
     # Through tanh and the reparameterization, for the s rows only.
@@ -237,9 +233,8 @@ def sac_update(model: SACModel, batch: Batch, params: SACParams) -> dict[str, fl
 
     mean_logp = logp_pi.mean()
     actor_loss = (alpha * logp_pi - min_q_pi).mean()
-    target_entropy = params.target_entropy if params.target_entropy is not None else -float(act_dim)
     if params.autotune_alpha:
-        gap = mean_logp + target_entropy
+        gap = mean_logp + params.entropy_target(act_dim)
         assert model.log_alpha.grad is not None
         torch.neg(gap, out=model.log_alpha.grad[0])
         alpha_loss = -model.log_alpha[0] * gap

@@ -81,8 +81,7 @@ def sac_reference_gradients(model: SACModel, batch: Batch, params: SACParams, ep
     q_pi = critic(batch.obs, a_pi)
     actor_loss = (alpha * logp_pi - torch.min(q_pi[0], q_pi[1])).mean()
     actor_grads = list(torch.autograd.grad(actor_loss, list(actor.parameters())))
-    target_entropy = params.target_entropy if params.target_entropy is not None else -float(actor.act_dim)
-    alpha_loss = -(model.log_alpha * (logp_pi + target_entropy).detach()).mean()
+    alpha_loss = -(model.log_alpha * (logp_pi + params.entropy_target(actor.act_dim)).detach()).mean()
     alpha_grad = None
     if params.autotune_alpha:
         (alpha_grad,) = torch.autograd.grad(alpha_loss, [model.log_alpha])

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from policies.networks import Activation, Actor, TwinCritic, Workspace, mlp_backward, mlp_forward
-from policies.offpolicy import FusedAdam, grads_of, load_module_state, polyak_
+from policies.offpolicy import FusedAdam, critic_and_policy_backward, grads_of, load_module_state, polyak_
 from policies.replay import Batch
 
 
@@ -98,7 +98,6 @@ def td3_update(model: TD3Model, batch: Batch, params: TD3Params, update_actor: b
     the critic target only on those calls)."""
     actor, critic = model.actor, model.critic
     n = batch.obs.shape[0]
-    obs_dim = actor.obs_dim
     inv_n = 1.0 / n
     ws = model.workspace
     delayed_step = model.updates % params.policy_delay == 0
@@ -134,20 +133,7 @@ def td3_update(model: TD3Model, batch: Batch, params: TD3Params, update_actor: b
     stats = [critic_loss, q_data.mean()]
     if policy_step:
         grad_q[0, n:] = -inv_n  # actor loss -mean(Q_1(s, mu(s))); Q_2 gets no gradient
-        d_input = mlp_backward(
-            grad_q,
-            c_outs,
-            critic.weights,
-            critic.activation,
-            grads_of(critic.weights),
-            grads_of(critic.biases),
-            param_rows=n,
-            input_rows=slice(n, None),
-            input_cols=slice(obs_dim, None),
-            ws=ws,
-            key="critic",
-        )
-        assert d_input is not None
+        d_input = critic_and_policy_backward(critic, grad_q, c_outs, n, ws)
         # Through tanh: d tanh(z)/dz = 1 - tanh(z)^2.
         dz = torch.ops.aten.tanh_backward(d_input[0], a_pi)
         actor_grads = grads_of(actor.weights), grads_of(actor.biases)

@@ -14,20 +14,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 
 import numpy as np
 
 from robot.bus import (
-    BusCounters,
     BusError,
     CounterBook,
     HardwareFault,
     Reading,
-    passive_driven_block,
     require_driven,
-    torque_disabled_block,
 )
+from robot.busbase import ServoBusBase
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import S_PER_BUS_WATCHDOG_UNIT, STATE_BLOCK_SIZE, HardwareError, bus_watchdog_units
@@ -49,7 +46,7 @@ PASSIVE_SERVO_SPEED_RAD_S = 4.8
 """Top speed of a driven passive joint's servo (rad/s): an XM430-W350's no-load speed, 46 rpm at 12 V."""
 
 
-class MockBus:
+class MockBus(ServoBusBase):
     """First-order position servos behind the :class:`robot.bus.Bus` protocol, driven by ``clock``.
 
     Each joint moves towards its goal as ``q' = (goal - q) / time_constant_s``, never faster than its
@@ -119,22 +116,8 @@ class MockBus:
         """When a late reply counts as missing: the same packet timeout as the Dynamixel bus (s)."""
 
     # --- Bus protocol ------------------------------------------------------------------------------
-    @property
-    def comm_errors(self) -> Mapping[str, int]:
-        return dict(self._book.comm_errors)
-
-    @property
-    def counters(self) -> BusCounters:
-        return self._book.snapshot()
-
-    @property
-    def torque_enabled(self) -> bool:
-        return self._torque
-
     def connect(self, torque_on: bool = True) -> None:
-        if self._connected:
-            if torque_on and not self._torque:
-                self.torque(True)
+        if self._connected_already(torque_on):
             return
         self._advance()
         missing = [i for i in self._ids if i in self._injector.silent]
@@ -200,13 +183,6 @@ class MockBus:
             self._driving.clear()
         self._torque = enabled
 
-    @property
-    def passive_driving(self) -> tuple[str, ...]:
-        return tuple(e.name for e in self.config.encoders if e.name in self._driving)
-
-    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
-        return passive_driven_block(self.config, names, self._driving, self._enable_passive, self._disable_passive)
-
     def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
         self._require_connected()
         require_driven(goals_rad, self._driving)
@@ -246,9 +222,6 @@ class MockBus:
         self._advance()
         for name in names:
             self.passive_torque[self._encoder_index[name]] = False
-
-    def torque_disabled(self) -> AbstractContextManager[None]:
-        return torque_disabled_block(self)
 
     def hardware_errors(self) -> dict[str, HardwareError]:
         self._cycle += 1  # a sync read, as on the Dynamixel bus: it counts for cycle-triggered faults
@@ -369,13 +342,3 @@ class MockBus:
                     if e.id == f.id:
                         self.passive_torque[k] = False
         return now
-
-    def _id_of(self, name: str) -> int:
-        for i, n in self._names.items():
-            if n == name:
-                return i
-        raise KeyError(f"no joint or encoder named {name!r}; known: {', '.join(self._names.values())}")
-
-    def _require_connected(self) -> None:
-        if not self._connected:
-            raise BusError("the bus is not connected; call connect() first")

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import mujoco
@@ -53,22 +52,6 @@ PRIVILEGED = ("base_pos", "base_linvel", "height", "target_error")
 """Quantities a robot with servos and an IMU cannot measure without a position source."""
 
 Maker = Callable[..., gym.Env]
-
-
-@pytest.fixture
-def make_env() -> Iterator[Maker]:
-    envs: list[gym.Env] = []
-
-    def make(env_id: str, engine: str, **kwargs: Any) -> gym.Env:
-        if engine == "pybullet":
-            pytest.importorskip("pybullet")
-        env = gym.make(env_id, engine=engine, **kwargs)
-        envs.append(env)
-        return env
-
-    yield make
-    for env in envs:
-        env.close()
 
 
 def _sim(env: gym.Env) -> SimEnv:

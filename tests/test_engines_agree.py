@@ -7,9 +7,10 @@ gymnasium env, with the same scripted normalized actions (the env rate-limits co
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, get_args
+from collections.abc import Callable, Mapping
+from typing import get_args
 
 import gymnasium as gym
 import numpy as np
@@ -39,18 +40,9 @@ Maker = Callable[..., gym.Env]
 
 
 @pytest.fixture
-def make_env() -> Iterator[Maker]:
-    """``make_env(engine, **kwargs)``: a fresh claw env, closed after the test."""
-    envs: list[gym.Env] = []
-
-    def make(engine: str, **kwargs: Any) -> gym.Env:
-        env = gym.make(ENV_ID, engine=engine, **kwargs)
-        envs.append(env)
-        return env
-
-    yield make
-    for env in envs:
-        env.close()
+def make_env(make_env: Maker) -> Maker:
+    """``make_env(engine, **kwargs)``: a fresh claw env, closed after the test (``conftest.make_env`` on ``ENV_ID``)."""
+    return functools.partial(make_env, ENV_ID)
 
 
 def _sim(env: gym.Env) -> SimEnv:

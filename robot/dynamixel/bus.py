@@ -18,24 +18,21 @@ import select
 import termios
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import dynamixel_sdk as sdk
 import numpy as np
 
 from robot.bus import (
-    BusCounters,
     BusError,
     CounterBook,
     HardwareFault,
     PortLost,
     Reading,
-    passive_driven_block,
     port_lost,
     require_driven,
-    torque_disabled_block,
 )
+from robot.busbase import ServoBusBase
 from robot.config import RobotConfig
 from robot.dynamixel.calibration import ServoCodec
 from robot.dynamixel.control_table import (
@@ -227,7 +224,7 @@ def sdk_error_kind(result: int) -> str:
     return SDK_ERROR_KIND.get(result, "other")
 
 
-class DynamixelBus:
+class DynamixelBus(ServoBusBase):
     """The servo bus of one robot on a serial port (or an emulator's pseudo-terminal); see :class:`robot.bus.Bus`.
 
     ``port_handler``/``packet_handler`` replace the SDK objects (tests pass recording wrappers);
@@ -291,22 +288,8 @@ class DynamixelBus:
         """The longest one failing state-read attempt takes, its drain included (s)."""
 
     # --- Bus protocol --------------------------------------------------------------------------
-    @property
-    def comm_errors(self) -> Mapping[str, int]:
-        return dict(self._book.comm_errors)
-
-    @property
-    def counters(self) -> BusCounters:
-        return self._book.snapshot()
-
-    @property
-    def torque_enabled(self) -> bool:
-        return self._torque
-
     def connect(self, torque_on: bool = True) -> None:
-        if self._connected:
-            if torque_on and not self._torque:
-                self.torque(True)
+        if self._connected_already(torque_on):
             return
         self._open()
         self._ping_all()
@@ -350,13 +333,6 @@ class DynamixelBus:
             self._disable_torque([*self.config.joint_ids, *driven])
             self._driving.clear()
         self._torque = enabled
-
-    @property
-    def passive_driving(self) -> tuple[str, ...]:
-        return tuple(e.name for e in self.config.encoders if e.name in self._driving)
-
-    def passive_driven(self, *names: str) -> AbstractContextManager[None]:
-        return passive_driven_block(self.config, names, self._driving, self._enable_passive, self._disable_passive)
 
     def write_passive(self, goals_rad: Mapping[str, float]) -> dict[str, float]:
         self._require_connected()
@@ -415,9 +391,6 @@ class DynamixelBus:
                 unconfirmed.append(str(exc))
         if unconfirmed:
             raise BusError("torque off not confirmed: " + "; ".join(unconfirmed))
-
-    def torque_disabled(self) -> AbstractContextManager[None]:
-        return torque_disabled_block(self)
 
     def hardware_errors(self) -> dict[str, HardwareError]:
         self._require_open()
@@ -759,16 +732,6 @@ class DynamixelBus:
     def _label(self, servo_id: int) -> str:
         return f"{self._names.get(servo_id, '?')}, id {servo_id}"
 
-    def _id_of(self, name: str) -> int:
-        for i, n in self._names.items():
-            if n == name:
-                return i
-        raise KeyError(f"no joint or encoder named {name!r}; known: {', '.join(self._names.values())}")
-
     def _require_open(self) -> None:
         if not self._opened:
             self._open()
-
-    def _require_connected(self) -> None:
-        if not self._connected:
-            raise BusError("the bus is not connected; call connect() first")

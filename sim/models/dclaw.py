@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
+
 FINGER_COUNT = 3
 VALVE_FRICTION_TIMECONST_S = 0.01
 """Time constant of MuJoCo's soft dry-friction constraint on the valve. It must be short against the
@@ -116,10 +118,6 @@ def finger_joint_names() -> tuple[str, ...]:
     return tuple(f"f{i}_{s}" for i in range(FINGER_COUNT) for s in JOINT_SUFFIXES)
 
 
-def _fmt(*values: float) -> str:
-    return " ".join(f"{v:.6g}" for v in values)
-
-
 NOMINAL_GEOMETRY = ClawGeometry()
 
 
@@ -143,18 +141,18 @@ def mjcf(
         yaw_rad = az + math.pi
         fingers.append(
             f"""
-    <body name="f{i}_base" pos="{_fmt(bx, by, g.mount_height)}" euler="0 0 {yaw_rad:.6g}">
+    <body name="f{i}_base" pos="{fmt(bx, by, g.mount_height)}" euler="0 0 {yaw_rad:.6g}">
       <geom name="f{i}_mount" type="box" size="0.012 0.018 0.01" pos="0 0 0.012" class="visual"/>
       <body name="f{i}_top_link">
-        <joint name="f{i}_top" axis="1 0 0" range="{_fmt(*joint_ranges[f"f{i}_top"])}" class="finger"/>
+        <joint name="f{i}_top" axis="1 0 0" range="{fmt(*joint_ranges[f"f{i}_top"])}" class="finger"/>
         <geom name="f{i}_top_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_top_length:.6g}"
               size="{g.link_radius:.6g}" mass="{g.link_top_mass:.6g}" class="link"/>
         <body name="f{i}_mid_link" pos="0 0 {-g.link_top_length:.6g}">
-          <joint name="f{i}_mid" axis="0 1 0" range="{_fmt(*joint_ranges[f"f{i}_mid"])}" class="finger"/>
+          <joint name="f{i}_mid" axis="0 1 0" range="{fmt(*joint_ranges[f"f{i}_mid"])}" class="finger"/>
           <geom name="f{i}_mid_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_mid_length:.6g}"
                 size="{g.link_radius:.6g}" mass="{g.link_mid_mass:.6g}" class="link"/>
           <body name="f{i}_bot_link" pos="0 0 {-g.link_mid_length:.6g}">
-            <joint name="f{i}_bot" axis="0 1 0" range="{_fmt(*joint_ranges[f"f{i}_bot"])}" class="finger"/>
+            <joint name="f{i}_bot" axis="0 1 0" range="{fmt(*joint_ranges[f"f{i}_bot"])}" class="finger"/>
             <geom name="f{i}_bot_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_bot_length:.6g}"
                   size="{g.link_radius:.6g}" mass="{g.link_bot_mass * 0.7:.6g}" class="link"/>
             <geom name="f{i}_tip" type="sphere" pos="0 0 {-g.link_bot_length:.6g}"
@@ -179,29 +177,12 @@ def mjcf(
             f'mass="{spoke_mass:.6g}" rgba="{rgba}" class="valve"/>'
         )
     marker_x = g.spoke_length * 0.8
-    actuators = "\n    ".join(
-        f'<position name="{n}" joint="{n}" kp="{g.finger_kp:.6g}" '
-        f'forcerange="{-g.finger_force_limit:.6g} {g.finger_force_limit:.6g}" '
-        f'ctrlrange="{_fmt(*joint_ranges[n])}"/>'
-        for n in finger_joint_names()
-    )
-    return f"""<mujoco model="dclaw_turn">
-  <compiler angle="radian" autolimits="true"/>
-  <option timestep="{dt:.6g}" integrator="implicitfast" cone="pyramidal"/>
-  <visual>
-    <global offwidth="640" offheight="480"/>
-    <!-- A small shadow map: the software renderer of headless machines is 3x faster than at 4096. -->
-    <quality shadowsize="1024"/>
-  </visual>
+    actuators = position_actuators(finger_joint_names(), g.finger_kp, g.finger_force_limit, joint_ranges)
+    defaults = servo_defaults("finger", g.finger_damping, g.finger_armature, g.finger_frictionloss, "tip",
+                              g.tip_friction)
+    return f"""{head("dclaw_turn", dt)}
   <default>
-    <default class="finger">
-      <joint type="hinge" damping="{g.finger_damping:.6g}" armature="{g.finger_armature:.6g}"
-             frictionloss="{g.finger_frictionloss:.6g}" limited="true"/>
-    </default>
-    <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
-    <default class="tip">
-      <geom rgba="0.1 0.1 0.1 1" contype="1" conaffinity="1" condim="3" friction="{g.tip_friction:.6g} 0.005 0.0001"/>
-    </default>
+    {defaults}
     <default class="valve">
       <geom contype="2" conaffinity="1" condim="3" friction="{g.tip_friction:.6g} 0.005 0.0001"/>
     </default>

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
 from sim.tasks.spec import FloatArray
 
 LEGS = ("fr", "fl", "bl", "br")
@@ -187,10 +188,6 @@ CAMERAS: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, floa
 walk from the start to the target 2 m ahead along x; ``close`` frames the robot at the origin."""
 
 
-def _fmt(*values: float) -> str:
-    return " ".join(f"{v:.6g}" for v in values)
-
-
 def mjcf(
     joint_ranges: Mapping[str, tuple[float, float]],
     g: KittyGeometry = NOMINAL_GEOMETRY,
@@ -208,16 +205,16 @@ def mjcf(
     for leg in LEGS:
         side = LEG_SIGNS[leg][1]
         legs.append(f"""
-      <body name="{leg}_hip_link" pos="{_fmt(*g.hip_position(leg))}">
-        <joint name="{leg}_hip" axis="{side} 0 0" range="{_fmt(*joint_ranges[f"{leg}_hip"])}" class="leg"/>
+      <body name="{leg}_hip_link" pos="{fmt(*g.hip_position(leg))}">
+        <joint name="{leg}_hip" axis="{side} 0 0" range="{fmt(*joint_ranges[f"{leg}_hip"])}" class="leg"/>
         <geom name="{leg}_hip_geom" type="capsule" fromto="0 0 0 0 {side * g.hip_link_length:.6g} 0"
               size="{g.hip_link_radius:.6g}" mass="{g.hip_link_mass:.6g}" class="link"/>
         <body name="{leg}_thigh_link" pos="0 {side * g.hip_link_length:.6g} 0">
-          <joint name="{leg}_knee1" axis="0 1 0" range="{_fmt(*joint_ranges[f"{leg}_knee1"])}" class="leg"/>
+          <joint name="{leg}_knee1" axis="0 1 0" range="{fmt(*joint_ranges[f"{leg}_knee1"])}" class="leg"/>
           <geom name="{leg}_thigh_geom" type="capsule" fromto="0 0 0 0 0 {-g.thigh_length:.6g}"
                 size="{g.thigh_radius:.6g}" mass="{g.thigh_mass:.6g}" class="link"/>
           <body name="{leg}_shin_link" pos="0 0 {-g.thigh_length:.6g}">
-            <joint name="{leg}_knee2" axis="0 1 0" range="{_fmt(*joint_ranges[f"{leg}_knee2"])}" class="leg"/>
+            <joint name="{leg}_knee2" axis="0 1 0" range="{fmt(*joint_ranges[f"{leg}_knee2"])}" class="leg"/>
             <geom name="{leg}_shin_geom" type="capsule" fromto="0 0 0 0 0 {-g.shin_length:.6g}"
                   size="{g.shin_radius:.6g}" mass="{g.shin_mass:.6g}" class="link"/>
             <geom name="{leg}_foot" type="sphere" pos="0 0 {-g.shin_length:.6g}" size="{g.foot_radius:.6g}"
@@ -226,37 +223,20 @@ def mjcf(
           </body>
         </body>
       </body>""")
-    actuators = "\n    ".join(
-        f'<position name="{n}" joint="{n}" kp="{g.leg_kp:.6g}" '
-        f'forcerange="{-g.leg_force_limit:.6g} {g.leg_force_limit:.6g}" '
-        f'ctrlrange="{_fmt(*joint_ranges[n])}"/>'
-        for n in leg_joint_names()
-    )
+    actuators = position_actuators(leg_joint_names(), g.leg_kp, g.leg_force_limit, joint_ranges)
+    defaults = servo_defaults("leg", g.leg_damping, g.leg_armature, g.leg_frictionloss, "foot", g.foot_friction)
     cameras = "\n    ".join(
-        f'<camera name="{name}" pos="{_fmt(*eye)}" xyaxes="{_fmt(*look_at_xyaxes(eye, target))}" fovy="45"/>'
+        f'<camera name="{name}" pos="{fmt(*eye)}" xyaxes="{fmt(*look_at_xyaxes(eye, target))}" fovy="45"/>'
         for name, (eye, target) in CAMERAS.items()
     )
-    return f"""<mujoco model="dkitty">
-  <compiler angle="radian" autolimits="true"/>
-  <option timestep="{dt:.6g}" integrator="implicitfast" cone="pyramidal"/>
-  <visual>
-    <global offwidth="640" offheight="480"/>
-    <quality shadowsize="1024"/>
-  </visual>
+    return f"""{head("dkitty", dt)}
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.78 0.8 0.82" rgb2="0.62 0.64 0.68" width="256"
              height="256"/>
     <material name="grid" texture="grid" texrepeat="8 8" reflectance="0"/>
   </asset>
   <default>
-    <default class="leg">
-      <joint type="hinge" damping="{g.leg_damping:.6g}" armature="{g.leg_armature:.6g}"
-             frictionloss="{g.leg_frictionloss:.6g}" limited="true"/>
-    </default>
-    <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
-    <default class="foot">
-      <geom rgba="0.1 0.1 0.1 1" contype="1" conaffinity="1" condim="3" friction="{g.foot_friction:.6g} 0.005 0.0001"/>
-    </default>
+    {defaults}
   </default>
   <worldbody>
     <light name="key" pos="0.5 -1.0 2.0" dir="-0.2 0.4 -1" diffuse="0.8 0.8 0.8"/>
@@ -268,7 +248,7 @@ def mjcf(
     </body>
     <body name="{TORSO}" pos="0 0 {g.start_height:.6g}">
       <freejoint name="{BASE_JOINT}"/>
-      <geom name="torso_geom" type="box" size="{_fmt(hx, hy, hz)}" mass="{g.torso_mass:.6g}" class="link"
+      <geom name="torso_geom" type="box" size="{fmt(hx, hy, hz)}" mass="{g.torso_mass:.6g}" class="link"
             rgba="0.55 0.6 0.68 1"/>
       <geom name="torso_nose" type="box" size="0.01 0.03 0.008" pos="{hx:.6g} 0 {hz:.6g}" rgba="0.9 0.3 0.2 1"
             contype="0" conaffinity="0" density="0"/>
