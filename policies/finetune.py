@@ -1,6 +1,10 @@
 """Fine-tuning's learning from real data: the learner built from the deployed run, its replay of the robot's
 transitions, mixed batches, updates, checkpoints, and the gate replayed from the logs.
 
+It uses the parts simulation training's loop calls, without the loop: the :class:`~policies.agent.Agent` (learner,
+policy, observation normalization, checkpoints) on the deployed checkpoint's spaces (no environment is built), the
+loop counters (:class:`~policies.train.LoopState`) and the simulation replay (:func:`policies.rundir.load_replay`).
+
 The robot side (episodes, exports, the incumbent's files, ``s2r finetune``) is :mod:`s2r.finetune`, whose
 docstring says how the two work together.
 """
@@ -9,21 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from policies.agent import Agent, Spaces, allocate
 from policies.checkpoint import LAST_NAME as RUN_LAST
-from policies.checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
+from policies.checkpoint import REPLAY_NAME, load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from policies.config import config_from_mapping
 from policies.dataset import trajlog_to_dataset
+from policies.envs import resolve_task
 from policies.finetune_config import FinetuneConfig
 from policies.gate import Gate
 from policies.replay import Batch, ReplayBuffer
-from policies.train import REPLAY_NAME, Trainer
+from policies.rundir import load_replay
+from policies.train import LoopState, setup_torch
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import episode_files, read_episodes
 
@@ -46,10 +53,23 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_trainer(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """A :class:`~policies.train.Trainer` for the run's config holding the deployed policy with its training state
-    (or, with ``resume_state``, the learner of that fine-tuning checkpoint), its simulation replay loaded when the
-    batches use it; and where it started from (``checkpoint``, ``sha256``, ``training_state_from``)."""
+@dataclass
+class Learning:
+    """What fine-tuning continues from: the simulation run's agent, its replay (when the batches draw from it),
+    its loop counters and its last evaluation (carried into every checkpoint fine-tuning writes)."""
+
+    agent: Agent
+    sim: ReplayBuffer | None
+    """The simulation run's ``replay.pt`` (``None`` with ``sim_fraction`` 0: the batches never draw from it)."""
+    loop: LoopState
+    last_eval: dict[str, Any] | None
+
+
+def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[Learning, dict[str, str]]:
+    """The agent of the run's config holding the deployed policy with its training state (or, with
+    ``resume_state``, the learner of that fine-tuning checkpoint), and its simulation replay when the batches use
+    it; and where it started from (``checkpoint``, ``sha256``, ``training_state_from``). No environment is built:
+    the robot is where fine-tuning acts."""
     deployed = deployed_checkpoint(cfg.run_dir)
     source = load_checkpoint(deployed)
     # The robot is the only world now: no simulated randomization or model mining. No weight averaging either: the
@@ -57,23 +77,37 @@ def build_trainer(cfg: FinetuneConfig, resume_state: Path | None = None) -> tupl
     # updates are the candidate itself.
     train_cfg = config_from_mapping({**{k: v for k, v in source.config.items() if k not in ("randomize", "epopt_eps")},
                                      "policy_average": 0.0})
-    trainer = Trainer(train_cfg)
-    sim_replay = cfg.run_dir / REPLAY_NAME if cfg.sim_fraction > 0 else None
+    train_cfg = train_cfg.resolved(resolve_task(train_cfg.task))
+    agent = Agent(train_cfg, Spaces.of_checkpoint(source), setup_torch(train_cfg))
     start = {"checkpoint": str(deployed), "sha256": sha256_of(deployed), "training_state_from": str(deployed)}
+    fallback = False
     if resume_state is not None:
-        trainer.load_training(resume_state, sim_replay)
+        path = resume_state
         start["resumed_from"] = str(resume_state)
     elif source.training is not None:
-        trainer.load_training(deployed, sim_replay)
+        path = deployed
     else:
-        fallback = cfg.run_dir / RUN_LAST
-        if fallback == deployed or not fallback.is_file():
+        path = cfg.run_dir / RUN_LAST
+        if path == deployed or not path.is_file():
             raise UserError(f"{str(deployed)!r} holds no training state (critics, optimizers) and there is no "
                             f"{RUN_LAST} beside it to take them from")
-        trainer.load_training(fallback, sim_replay)
-        trainer.load_policy(source)
-        start["training_state_from"] = str(fallback)
-    return trainer, start
+        start["training_state_from"] = str(path)
+        fallback = True
+    ckpt = load_checkpoint(path)
+    try:
+        loop = LoopState.from_dict(agent.load_training(ckpt, str(path)))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot resume from {str(path)!r}: {exc}") from exc
+    if fallback:
+        agent.load_policy(source)  # the deployed actor and statistics over the critics of the run's last.pt
+    sim = None
+    if cfg.sim_fraction > 0:
+        sp = agent.spaces
+        sim = allocate(lambda: ReplayBuffer(train_cfg.buffer_size, sp.obs_dim, sp.act_dim, agent.device,
+                                            train_cfg.seed + 2),
+                       "buffer_size", f"a replay buffer of {train_cfg.buffer_size} transitions does not fit")
+        load_replay(sim, cfg.run_dir / REPLAY_NAME)
+    return Learning(agent, sim, loop, ckpt.eval), start
 
 
 def transitions_from_logs(log_dir: Path) -> dict[str, np.ndarray] | None:
@@ -89,11 +123,15 @@ def transitions_from_logs(log_dir: Path) -> dict[str, np.ndarray] | None:
 class Finetuner:
     """The learner side: real replay, mixed batches, updates, checkpoints and exports."""
 
-    def __init__(self, cfg: FinetuneConfig, trainer: Any, real_capacity: int) -> None:
+    def __init__(self, cfg: FinetuneConfig, learning: Learning, real_capacity: int) -> None:
         self.cfg = cfg
-        self.trainer = trainer
-        self.batch_size = cfg.batch_size or trainer.cfg.batch_size
-        self.real = ReplayBuffer(max(real_capacity, 1), trainer.obs_dim, trainer.act_dim, trainer.device,
+        self.agent = agent = learning.agent
+        self.sim = learning.sim
+        self.loop = learning.loop
+        """The simulation run's counters, ``updates`` counting fine-tuning's gradient steps on top."""
+        self.last_eval = learning.last_eval
+        self.batch_size = cfg.batch_size or agent.cfg.batch_size
+        self.real = ReplayBuffer(max(real_capacity, 1), agent.spaces.obs_dim, agent.spaces.act_dim, agent.device,
                                  cfg.seed + 11)
         self.updates = 0
         self.critic_warmed = False
@@ -109,39 +147,37 @@ class Finetuner:
 
     def explore(self, obs: np.ndarray) -> np.ndarray:
         """The stochastic actor's action for one raw observation (the controller's policy)."""
-        t = self.trainer
-        x = torch.from_numpy(t.normalize(np.asarray(obs, dtype=np.float32))[None]).to(t.device)
         with torch.no_grad():
-            out: np.ndarray = t.learner.explore(x)[0].cpu().numpy()
-        return out
+            return self.agent.explore(np.asarray(obs, dtype=np.float32))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic policy (normalizer + actor, as exported) for raw observations ``[N, obs_dim]``."""
-        t = self.trainer
         with torch.inference_mode():
-            out: np.ndarray = t.policy_module()(torch.as_tensor(np.asarray(obs, dtype=np.float32),
-                                                                device=t.device)).cpu().numpy()
+            out: np.ndarray = self.agent.policy_module()(torch.as_tensor(np.asarray(obs, dtype=np.float32),
+                                                                         device=self.agent.device)).cpu().numpy()
         return out
 
-    def _batch(self) -> Any:
-        t = self.trainer
-        n_sim = round(self.cfg.sim_fraction * self.batch_size) if len(t.buffer) else 0
-        real = t.sample(self.real, self.batch_size - n_sim)
-        if not n_sim:
+    def _batch(self) -> Batch:
+        obs = self.agent.obs
+        n_sim = round(self.cfg.sim_fraction * self.batch_size) if self.sim is not None and len(self.sim) else 0
+        real = obs.sample(self.real, self.batch_size - n_sim)
+        if self.sim is None or not n_sim:
             return real
-        sim = t.sample(t.buffer, n_sim)
-        return Batch.concat([real, sim])
+        return Batch.concat([real, obs.sample(self.sim, n_sim)])
+
+    def _step(self, n: int, update_actor: bool) -> None:
+        for _ in range(n):
+            self.agent.update(self._batch(), update_actor)
+        self.updates += n
+        self.loop.updates += n
 
     def warm_up_critic(self) -> tuple[int, float]:
         """``critic_warmup`` critic-only steps (once); returns (steps taken, seconds)."""
         if self.critic_warmed or len(self.real) == 0:
             return 0, 0.0
         t0 = time.perf_counter()
-        for _ in range(self.cfg.critic_warmup):
-            self.trainer.learner.update(self._batch(), update_actor=False)
+        self._step(self.cfg.critic_warmup, update_actor=False)
         self.critic_warmed = True
-        self.updates += self.cfg.critic_warmup
-        self.trainer.state.updates += self.cfg.critic_warmup
         return self.cfg.critic_warmup, time.perf_counter() - t0
 
     def update(self, steps: int) -> tuple[int, float]:
@@ -154,15 +190,13 @@ class Finetuner:
         if n == 0:
             return warm, took
         t0 = time.perf_counter()
-        for _ in range(n):
-            self.trainer.learner.update(self._batch())
-        self.updates += n
-        self.trainer.state.updates += n
+        self._step(n, update_actor=True)
         return warm + n, took + time.perf_counter() - t0
 
     def save(self, path: Path, episodes_done: int) -> None:
         """The learner (with training state) as a checkpoint, written atomically."""
-        ckpt = self.trainer.checkpoint(training=True)
+        ckpt = self.agent.checkpoint(self.loop.step, self.last_eval, self.loop.to_dict())
+        assert ckpt.training is not None
         ckpt.training["finetune"] = {"episodes_done": episodes_done, "updates": self.updates,
                                      "critic_warmed": self.critic_warmed}
         save_checkpoint(path, ckpt)
@@ -177,7 +211,7 @@ class Finetuner:
         """The current deterministic policy as a checkpoint (no training state), for the caller to export; returns
         ``ckpt``."""
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ckpt, self.trainer.checkpoint(training=False))
+        save_checkpoint(ckpt, self.agent.checkpoint(self.loop.step, self.last_eval, None))
         return ckpt
 
 

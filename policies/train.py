@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from policies.agent import Agent, Spaces, allocate, build_learner
 from policies.checkpoint import LAST_NAME, REPLAY_NAME, Checkpoint, load_checkpoint
-from policies.collector import EVAL_SEED_OFFSET, Collector, Env, EnvFactory, EnvStepper, Evaluator, StepResult
+from policies.collector import EVAL_SEED_OFFSET, Collector, EnvFactory, EnvStepper, Evaluator, StepResult
 from policies.config import TrainConfig
 from policies.envs import resolve_task
 from policies.metrics import Metrics
 from policies.networks import Actor, PolicyModule
 from policies.offpolicy import Learner
-from policies.replay import Batch, NStepReturns, ReplayBuffer
+from policies.replay import NStepReturns, ReplayBuffer
 from policies.rundir import CONFIG_NAME, Row, RunFiles, load_replay
 from s2r.core.errors import ParameterError, UserError
 
@@ -277,10 +277,6 @@ class Trainer:
         if replay is not None:
             load_replay(self.buffer, replay)
 
-    def load_policy(self, ckpt: Checkpoint) -> None:
-        """The actor and observation statistics of ``ckpt`` in place of the learner's (:meth:`Agent.load_policy`)."""
-        self.agent.load_policy(ckpt)
-
     # --- whole run ------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run to ``cfg.steps`` (or until stopped), evaluate at the end, save, and summarize."""
@@ -326,7 +322,7 @@ class Trainer:
         self.metrics.close()
         self.evaluator.close()
 
-    # --- what other modules read (policies.finetune, the benchmarks, tests) -----------------------
+    # --- what the benchmarks and tests read -------------------------------------------------------
     @property
     def learner(self) -> Learner:
         return self.agent.learner
@@ -336,28 +332,8 @@ class Trainer:
         return self.agent.policy_actor
 
     @property
-    def obs_dim(self) -> int:
-        return self.agent.spaces.obs_dim
-
-    @property
-    def act_dim(self) -> int:
-        return self.agent.spaces.act_dim
-
-    @property
-    def env(self) -> Env:
-        return self.collector.env
-
-    @property
     def rows(self) -> list[Row]:
         return self.metrics.rows
-
-    def normalize(self, obs: np.ndarray) -> np.ndarray:
-        """The learner's view of a raw observation (float32)."""
-        return self.agent.obs.normalize(obs)
-
-    def sample(self, buffer: ReplayBuffer, n: int) -> Batch:
-        """``n`` transitions of ``buffer``, normalized with the current statistics."""
-        return self.agent.obs.sample(buffer, n)
 
     def policy_module(self) -> PolicyModule:
         """Normalizer (current statistics) + the policy's actor, the deterministic policy as deployed."""

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ from policies.finetune import (
     META_KEY,
     Finetuner,
     _gate_settings,
-    build_trainer,
+    build_agent,
     deployed_checkpoint,
     replay_gate,
     transitions_from_logs,
@@ -63,8 +63,8 @@ from policies.finetune import (
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
 from robot.bus import BusError
-from robot.config import load_config
-from robot.controller import COMPLETED, Controller, ControllerSettings
+from robot.config import RobotConfig, load_config
+from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
 from robot.emulator.reality import load_reality
 from robot.hardware import open_robot
 from robot.runner import run_info
@@ -72,6 +72,7 @@ from s2r.commands.robot import deploy_task
 from s2r.core.atomicio import atomic_path, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import TrajectoryWriter, episode_files, read_run
+from sim.tasks.base import Task
 
 LOG_DIR = "logs"
 ONNX_DIR = "onnx"
@@ -151,7 +152,7 @@ def export_onnx(ckpt: Path, out: Path, seed: int) -> Path:
 class _PolicySwitch:
     """The controller's policy: whichever policy the current episode runs."""
 
-    def __init__(self, policy: Callable[[np.ndarray], Any]) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.current = policy
 
     def __call__(self, obs: np.ndarray) -> Any:
@@ -179,13 +180,12 @@ class RobotSession(Protocol):
     """What fine-tuning needs of the robot: episodes of a given policy, and a safe end. The real one is
     :class:`ControllerSession`; tests pass a fake robot."""
 
-    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> Any:
-        """One episode of ``policy`` from the start state ``rng`` draws: a
-        :class:`robot.controller.EpisodeResult`."""
+    def episode(self, policy: Policy, rng: np.random.Generator) -> EpisodeResult:
+        """One episode of ``policy`` from the start state ``rng`` draws."""
         ...
 
-    def shutdown(self, stop: Any) -> bool:
-        """End the run for ``stop`` (a :class:`robot.controller.Stop`); whether the torque-off was confirmed."""
+    def shutdown(self, stop: Stop) -> bool:
+        """End the run for ``stop``; whether the torque-off was confirmed."""
         ...
 
     def loop_summary(self) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class RobotSession(Protocol):
         ...
 
 
-OpenSession = Callable[[FinetuneConfig, Any, Any, "logging.Logger", Callable[[], str | None]], RobotSession]
+OpenSession = Callable[[FinetuneConfig, RobotConfig, Task, "logging.Logger", Callable[[], str | None]], RobotSession]
 """``(cfg, robot config, task, logger, should_stop) -> session``, connected and ready for episodes."""
 
 
@@ -204,7 +204,7 @@ class ControllerSession:
     """The robot behind :func:`robot.hardware.open_robot`, run by the :class:`~robot.controller.Controller` of
     ``s2r deploy`` (safety filter, watchdog, scripted reset), one policy per episode."""
 
-    def __init__(self, cfg: FinetuneConfig, config: Any, task: Any, log: logging.Logger,
+    def __init__(self, cfg: FinetuneConfig, config: RobotConfig, task: Task, log: logging.Logger,
                  should_stop: Callable[[], str | None]) -> None:
         reality = load_reality(cfg.reality, config) if cfg.reality is not None else None
         self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop,
@@ -223,11 +223,11 @@ class ControllerSession:
                                should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
                                sleep=self.io.sleep)
 
-    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> Any:
+    def episode(self, policy: Policy, rng: np.random.Generator) -> EpisodeResult:
         self.switch.current = policy
         return self.ctrl.episode(rng)
 
-    def shutdown(self, stop: Any) -> bool:
+    def shutdown(self, stop: Stop) -> bool:
         return bool(self.ctrl.shutdown(stop))
 
     def loop_summary(self) -> dict[str, Any]:
@@ -237,7 +237,8 @@ class ControllerSession:
         self.io.close()
 
 
-def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_stop: Any = None,
+def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
+             should_stop: Callable[[], str | None] | None = None,
              progress: bool = True, open_session: OpenSession = ControllerSession) -> FinetuneSummary:
     """Run the fine-tuning described by ``cfg`` on the robot ``open_session`` opens; see the module docstring."""
     out = cfg.out_dir
@@ -267,15 +268,16 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     (out / ONNX_DIR).mkdir(exist_ok=True)
 
     resume_state = last if (cfg.resume and last.is_file()) else None
-    trainer, start = build_trainer(cfg, resume_state)
+    learning, start = build_agent(cfg, resume_state)
+    spaces = learning.agent.spaces
     recorded = _recorded_start(out) if cfg.resume else {}
     if recorded.get("sha256", start["sha256"]) != start["sha256"]:
         raise UserError(f"cannot resume: {str(deployed)!r} changed since this fine-tuning run started from it")
     if recorded:
         start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
-    task = deploy_task(config.task, None, trainer.env_id, spec)
-    if trainer.obs_dim != spec.obs_layout.size or trainer.act_dim != spec.n_joints:
-        raise UserError(f"the run's policy takes {trainer.obs_dim} observations and gives {trainer.act_dim} actions;"
+    task = deploy_task(config.task, None, spaces.env_id, spec)
+    if spaces.obs_dim != spec.obs_layout.size or spaces.act_dim != spec.n_joints:
+        raise UserError(f"the run's policy takes {spaces.obs_dim} observations and gives {spaces.act_dim} actions;"
                         f" the robot's task needs {spec.obs_layout.size} and {spec.n_joints}")
     if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
         export_onnx(deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
@@ -283,7 +285,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     _copy_atomic(incumbent_onnx(out, gate.incumbent), out / POLICY_NAME)
 
     steps_per_episode = spec.episode_steps
-    tuner = Finetuner(cfg, trainer, max(cfg.episodes, done + 1) * (steps_per_episode + 1))
+    tuner = Finetuner(cfg, learning, max(cfg.episodes, done + 1) * (steps_per_episode + 1))
     if resume_state is not None:
         tuner.restore_progress(load_checkpoint(resume_state).training)
     data = transitions_from_logs(logs) if done else None
@@ -293,16 +295,16 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
                               history=gate.history, gate=gate.summary(), success_rate=gate.incumbent_success_rate,
                               policy=str(out / POLICY_NAME))
     writer = TrajectoryWriter(logs, run_info(config, cfg.driver, steps_per_episode, {
-        "policy": f"finetune of {deployed}", "task_variant": trainer.env_id, "seed": cfg.seed,
+        "policy": f"finetune of {deployed}", "task_variant": spaces.env_id, "seed": cfg.seed,
         "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True}))
     if done >= cfg.episodes:
         _write_json(out / SUMMARY_NAME, summary.to_json())
         return summary
 
     returns: list[float] = []
-    onnx_policies: dict[Path, Any] = {}
+    onnx_policies: dict[Path, OnnxPolicy] = {}
 
-    def onnx_policy(path: Path) -> Any:
+    def onnx_policy(path: Path) -> OnnxPolicy:
         if path not in onnx_policies:
             onnx_policies[path] = OnnxPolicy(path)
         return onnx_policies[path]
@@ -310,7 +312,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None, should_s
     session = open_session(cfg, config, task, log, should_stop or (lambda: None))
     bar = _bar(cfg.episodes, done, progress)
     try:
-        policy: Callable[[np.ndarray], Any]
+        policy: Policy
         for k in range(done, cfg.episodes):
             kind, round_ = cfg.schedule.kind(k)
             export_s = 0.0
@@ -398,11 +400,11 @@ def _recorded_start(out: Path) -> dict[str, Any]:
     return start if isinstance(start, dict) else {}
 
 
-def _completed() -> Any:
+def _completed() -> Stop:
     return COMPLETED
 
 
-def _bar(total: int, done: int, progress: bool) -> Any:
+def _bar(total: int, done: int, progress: bool) -> tqdm[NoReturn] | None:
     if not progress:
         return None
     return tqdm(total=total, initial=done, desc="fine-tune", unit="ep", file=sys.stderr, dynamic_ncols=True)

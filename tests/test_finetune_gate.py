@@ -18,7 +18,7 @@ from cli_runs import train_tiny
 from export.onnx_export import ExportConfig, export_policy
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint, save_checkpoint
-from policies.finetune import FinetuneConfig, Finetuner, build_trainer, sha256_of
+from policies.finetune import FinetuneConfig, Finetuner, build_agent, sha256_of
 from robot.controller import EpisodeResult, Stop
 from s2r.finetune import finetune
 from s2r.policy_files import load_policy
@@ -95,9 +95,9 @@ def _cfg(run: Path, out: Path, episodes: int, **kw: Any) -> FinetuneConfig:
 
 
 def test_finetuning_starts_from_the_policy_deploy_uses_not_from_last_pt(run_dir: Path, tmp_path: Path) -> None:
-    trainer, start = build_trainer(_cfg(run_dir, tmp_path / "ft", 1))
-    tuner = Finetuner(_cfg(run_dir, tmp_path / "ft", 1), trainer, 10)
-    obs = np.random.default_rng(0).normal(size=(64, trainer.obs_dim)).astype(np.float32) * 3
+    learning, start = build_agent(_cfg(run_dir, tmp_path / "ft", 1))
+    tuner = Finetuner(_cfg(run_dir, tmp_path / "ft", 1), learning, 10)
+    obs = np.random.default_rng(0).normal(size=(64, learning.agent.spaces.obs_dim)).astype(np.float32) * 3
     # what `s2r export RUN_DIR` writes (random verification samples only: the rollouts would only cost time here)
     exported = export_policy(run_dir, tmp_path / "deployed.onnx", ExportConfig(samples=1000, rollout_fraction=0.0))
     assert Path(exported.checkpoint) == run_dir / "best.pt"
@@ -113,13 +113,14 @@ def test_a_best_pt_without_training_state_takes_the_critics_of_last_pt_under_its
         run_dir: Path, tmp_path: Path) -> None:
     best = load_checkpoint(run_dir / "best.pt")
     save_checkpoint(run_dir / "best.pt", best.__class__(**{**best.__dict__, "training": None}))
-    trainer, start = build_trainer(_cfg(run_dir, tmp_path / "ft", 1))
-    obs = np.random.default_rng(1).normal(size=(16, trainer.obs_dim)).astype(np.float32)
-    np.testing.assert_array_equal(Finetuner(_cfg(run_dir, tmp_path / "ft", 1), trainer, 10).act(obs),
+    learning, start = build_agent(_cfg(run_dir, tmp_path / "ft", 1))
+    obs = np.random.default_rng(1).normal(size=(16, learning.agent.spaces.obs_dim)).astype(np.float32)
+    np.testing.assert_array_equal(Finetuner(_cfg(run_dir, tmp_path / "ft", 1), learning, 10).act(obs),
                                   load_policy(run_dir).act(obs))
     assert start["training_state_from"] == str(run_dir / "last.pt")
     critic = load_checkpoint(run_dir / "last.pt").training["learner"]["critic"]  # type: ignore[index]
-    assert all(torch.equal(v, trainer.learner.model.critic.state_dict()[k]) for k, v in critic.items())
+    assert all(torch.equal(v, learning.agent.learner.model.critic.state_dict()[k])  # type: ignore[attr-defined]
+               for k, v in critic.items())
 
 
 def test_a_worse_candidate_is_measured_and_kept_out_of_policy_onnx(run_dir: Path, tmp_path: Path) -> None:

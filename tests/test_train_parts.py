@@ -10,17 +10,18 @@ import pytest
 import torch
 
 from policies.agent import Agent, Spaces
-from policies.checkpoint import load_checkpoint
+from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.collector import Collector, Episode
 from policies.config import config_from_mapping
-from policies.envs import make_env, resolve_task
+from policies.envs import make_env
+from policies.finetune import Finetuner, build_agent
+from policies.finetune_config import FinetuneConfig
 from policies.metrics import Metrics
 from policies.networks import Actor
 from policies.normalizer import DEFAULT_NORM_CLIP, DEFAULT_NORM_EPS, RunningMeanStd, normalize
 from policies.observations import NORM_BATCH, ObservationNormalization
 from policies.replay import Batch, ReplayBuffer
-from policies.rundir import load_replay
-from policies.train import LoopState, Trainer, setup_torch, train
+from policies.train import Trainer, train
 
 CPU = torch.device("cpu")
 
@@ -131,47 +132,51 @@ def _tree_equal(a: object, b: object) -> bool:
     return a == b
 
 
-def test_fine_tuning_through_the_parts_matches_fine_tuning_through_a_trainer(tmp_path: Path) -> None:
-    """The way ``policies.finetune`` is to use the parts (agent, its own replay buffers, the loop counters) gives
-    the checkpoint, bit for bit, that it got by editing a Trainer's state."""
+def test_fine_tuning_continues_the_simulation_learner_as_a_resumed_trainer_would(tmp_path: Path) -> None:
+    """The Finetuner (an agent built from the deployed checkpoint, no environment, no Trainer) takes the gradient
+    steps, bit for bit, that a Trainer resumed from that checkpoint takes on the same mixed batches: its
+    checkpoints are the trainer's, with fine-tuning's counters added."""
     cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "sac", "steps": 300, "warmup_steps": 100,
                                "hidden": [16], "batch_size": 16, "eval_interval": 300, "eval_episodes": 1,
                                "overlap_env": False})
-    train(cfg, tmp_path / "run", progress=False)
-    deployed, sim_replay = tmp_path / "run" / "best.pt", tmp_path / "run" / "replay.pt"
-    source = load_checkpoint(deployed)
-    fine_cfg = config_from_mapping({**source.config, "policy_average": 0.0})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
     rng = np.random.default_rng(5)
-    data = [(rng.normal(size=3), rng.uniform(-1, 1, 1), float(rng.normal()), rng.normal(size=3), False)
-            for _ in range(40)]
+    n = 40
+    data = {"observations": rng.normal(size=(n, 3)), "actions": rng.uniform(-1, 1, (n, 1)),
+            "rewards": rng.normal(size=n), "next_observations": rng.normal(size=(n, 3)),
+            "terminals": np.zeros(n, dtype=bool)}
+    fine = FinetuneConfig(run_dir=run, robot=tmp_path / "unused.yaml", sim_fraction=0.5, critic_warmup=1,
+                          updates_per_step=1.0, seed=0)
 
-    # As policies.finetune does it today: a Trainer whose state the Finetuner edits.
-    trainer = Trainer(fine_cfg)
+    learning, start = build_agent(fine)
+    assert start["training_state_from"] == str(run / "best.pt")
+    tuner = Finetuner(fine, learning, real_capacity=64)
+    tuner.add_dataset(data)
+    assert tuner.update(2)[0] == 3  # the critic-only warm-up's step, then 2 with the actor
+    tuner.save(tmp_path / "tuned.pt", episodes_done=1)
+    tuner.freeze(tmp_path / "frozen.pt")
+
+    # A Trainer resumed from the same checkpoint (and replay), stepped on the same batches through its agent.
+    source = load_checkpoint(run / "best.pt")
+    trainer = Trainer(config_from_mapping({**source.config, "policy_average": 0.0}))
     try:
-        trainer.load_training(deployed, sim_replay)
-        real = ReplayBuffer(64, trainer.obs_dim, trainer.act_dim, trainer.device, seed=11)
-        for t in data:
-            real.add(*t)
+        trainer.load_training(run / "best.pt", run / "replay.pt")
+        agent = trainer.agent
+        real = ReplayBuffer(64, 3, 1, agent.device, seed=fine.seed + 11)
+        for i in range(n):
+            real.add(data["observations"][i], data["actions"][i], float(data["rewards"][i]),
+                     data["next_observations"][i], bool(data["terminals"][i]))
         for update_actor in (False, True, True):
-            batch = Batch.concat([trainer.sample(real, 8), trainer.sample(trainer.buffer, 8)])
-            trainer.learner.update(batch, update_actor)
+            agent.update(Batch.concat([agent.obs.sample(real, 8), agent.obs.sample(trainer.buffer, 8)]), update_actor)
             trainer.state.updates += 1
         want = trainer.checkpoint(training=True)
+        assert want.training is not None
+        want.training["finetune"] = {"episodes_done": 1, "updates": 3, "critic_warmed": True}
+        save_checkpoint(tmp_path / "want.pt", want)
+        save_checkpoint(tmp_path / "want_frozen.pt", trainer.checkpoint(training=False))
     finally:
         trainer.close()
 
-    # Through the parts: no environment, no Trainer.
-    run_cfg = fine_cfg.resolved(resolve_task(fine_cfg.task))
-    agent = Agent(run_cfg, Spaces.of_checkpoint(source), setup_torch(run_cfg))
-    loop = LoopState.from_dict(agent.load_training(source, str(deployed)))
-    sim = ReplayBuffer(run_cfg.buffer_size, source.obs_dim, source.act_dim, agent.device, run_cfg.seed + 2)
-    load_replay(sim, sim_replay)
-    real = ReplayBuffer(64, source.obs_dim, source.act_dim, agent.device, seed=11)
-    for t in data:
-        real.add(*t)
-    for update_actor in (False, True, True):
-        agent.update(Batch.concat([agent.obs.sample(real, 8), agent.obs.sample(sim, 8)]), update_actor)
-        loop.updates += 1
-    got = agent.checkpoint(loop.step, source.eval, loop.to_dict())
-
-    assert _tree_equal(got.to_dict(), want.to_dict())
+    for got, expected in (("tuned.pt", "want.pt"), ("frozen.pt", "want_frozen.pt")):
+        assert _tree_equal(load_checkpoint(tmp_path / got).to_dict(), load_checkpoint(tmp_path / expected).to_dict())
