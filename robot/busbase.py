@@ -4,6 +4,7 @@ declared here in its ``__init__`` and implements the servo traffic itself."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import cast
@@ -12,7 +13,7 @@ from robot.bus import Bus, BusCounters, BusError, CounterBook, passive_driven_bl
 from robot.config import RobotConfig
 
 
-class ServoBusBase:
+class ServoBusBase(ABC):
     """The bookkeeping half of a servo bus; subclasses provide :meth:`torque` and the passive-servo switches."""
 
     config: RobotConfig
@@ -37,8 +38,9 @@ class ServoBusBase:
     def torque_enabled(self) -> bool:
         return self._torque
 
+    @abstractmethod
     def torque(self, enabled: bool) -> None:
-        raise NotImplementedError
+        """Switch the joints' torque (each bus writes its own registers)."""
 
     def torque_disabled(self) -> AbstractContextManager[None]:
         return torque_disabled_block(cast("Bus", self))  # every subclass is a Bus
@@ -50,11 +52,13 @@ class ServoBusBase:
     def passive_driven(self, *names: str) -> AbstractContextManager[None]:
         return passive_driven_block(self.config, names, self._driving, self._enable_passive, self._disable_passive)
 
+    @abstractmethod
     def _enable_passive(self, names: tuple[str, ...]) -> None:
-        raise NotImplementedError
+        """Drive the servos of the passive joints ``names``."""
 
+    @abstractmethod
     def _disable_passive(self, names: tuple[str, ...]) -> None:
-        raise NotImplementedError
+        """Release the servos of the passive joints ``names``."""
 
     def _connected_already(self, torque_on: bool) -> bool:
         """The start of ``connect``: on a connected bus only turn torque on if asked (and it is off)."""
