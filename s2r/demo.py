@@ -58,6 +58,7 @@ from robot.emulator.reality import load_reality
 from s2r import cliargs
 from s2r.core.atomicio import write_text_atomic
 from s2r.core.errors import UserError
+from s2r.core.extras import require_torch
 from s2r.core.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
 from s2r.core.trajlog import episode_files
 from s2r.policy_files import evaluate_policy_file, load_policy
@@ -245,7 +246,7 @@ def _train_fields(budget: DemoBudget, seed: int, randomize: dict[str, Any], step
 
 
 def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume: bool) -> dict[str, Any]:
-    from policies.train import train  # torch: `s2r --help` and every other command build this parser too
+    from policies.train import train  # the optional `train` extra (run_demo checked it): torch
 
     if not stages.quiet:
         print(f"{name:>10}: {fields['steps']} steps of {fields['algo']} "
@@ -256,7 +257,7 @@ def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume:
 
 
 def _export(stages: Stages, run: Path, out: Path, seed: int) -> Path:
-    from export.onnx_export import ExportConfig, export_policy  # loads torch (see _train)
+    from export.onnx_export import ExportConfig, export_policy  # torch, the optional `train` extra (see _train)
 
     stages.run("export", lambda: export_policy(run, out, ExportConfig(seed=seed)))
     return out
@@ -538,6 +539,7 @@ def rel_root(p: Path) -> str:
 def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: DemoRobot | None = None) -> dict[str, Any]:
     """Every stage into ``out`` (which must not hold an earlier demo) with the robot stages on ``target`` (default:
     the emulated claw with the shipped reality); returns the run's data."""
+    require_torch("s2r demo")  # before anything is written
     budget = QUICK if quick else FULL
     stages = Stages(quiet)
     t_start = time.perf_counter()
@@ -655,6 +657,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    require_torch("s2r demo")  # before --force removes an earlier demo
     target = demo_target(args.robot, args.driver, args.port, args.reality, args.lockstep)
     out: Path = args.out or Path("runs") / ("demo-quick" if args.quick else "demo")
     if out.exists() and any(out.iterdir()):

@@ -21,6 +21,7 @@ from export.metadata import ACTION_NORMALIZED
 from export.onnx_policy import OnnxPolicy
 from policies.evaluate import evaluate
 from s2r.core.errors import UserError
+from s2r.core.extras import require_torch
 from sim.tasks.excitation import ExcitePolicy, MultiSine
 from sim.tasks.spec import FloatArray, TaskSpec
 
@@ -93,8 +94,9 @@ def load_policy(source: str | os.PathLike[str], *, spec: TaskSpec | None = None,
 
 
 def _load_checkpoint(path: Path) -> LoadedPolicy:
-    # torch is imported here, not with this module: every s2r command imports it (for its --help, 1.8 s more), and
-    # a deploy of an ONNX file runs on the robot without torch in its process.
+    # torch is the optional `train` extra, loaded here and not with this module: an ONNX deploy runs without it (and
+    # every s2r command imports this module, for its --help: torch would add 1.8 s).
+    require_torch(f"loading the checkpoint {str(path)!r}")
     from policies.checkpoint import load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
 
     file = resolve_checkpoint_path(path)

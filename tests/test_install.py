@@ -70,6 +70,11 @@ def test_wheel_install_deploys_from_an_empty_directory(tmp_path: Path) -> None:
     wheel = _wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert not [f for f in SHIPPED if f not in names], sorted(names)
+    # torch is the `train` extra: the base install (a robot's computer) does not pull it.
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    torch_deps = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+                  if line.startswith("Requires-Dist: torch")]
+    assert torch_deps == ['Requires-Dist: torch==2.13.0; extra == "train"'], torch_deps
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from s2r.core.extras import require_torch
+
 DEFAULT_SAMPLES = 2000
 
 
@@ -34,6 +36,7 @@ def register(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``s2r export``; returns the exit code."""
+    require_torch("s2r export")
     from export.onnx_export import ExportConfig, VerificationError, export_policy
 
     try:

@@ -16,6 +16,7 @@ from robot.controller import SAFETY_STOP_KINDS
 from s2r import cliargs
 from s2r.commands.robot import StopRequest, deploy_exit_code
 from s2r.core.errors import ParameterError, UserError
+from s2r.core.extras import require_torch
 from s2r.policy_files import evaluate_policy, load_policy
 
 DEFAULT_EVAL_EPISODES = 50
@@ -118,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    require_torch("s2r train")
     from policies.train import CONFIG_NAME, train
 
     out = Path(args.out)
@@ -148,7 +150,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from s2r.finetune import finetune  # loads torch: only this command pays for it
+    require_torch("s2r finetune")
+    from s2r.finetune import finetune  # torch, the optional `train` extra: only this command loads it
 
     try:
         cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,

@@ -16,3 +16,11 @@ def require(module: str, *, extra: str, purpose: str) -> None:
             f"{purpose} needs the Python package {module!r}, which is not installed; "
             f"install it with: pip install 's2r[{extra}]'"
         )
+
+
+def require_torch(purpose: str) -> None:
+    """Raise :class:`MissingExtra` unless torch (the ``train`` extra: training, export, fine-tuning) is installed.
+
+    The base install deploys ONNX files and runs the emulator without it, as on a robot's own computer.
+    """
+    require("torch", extra="train", purpose=purpose)
