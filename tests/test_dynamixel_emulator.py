@@ -32,7 +32,7 @@ from robot.emulator.faults import FaultSpec
 from robot.emulator.server import build_chain
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = load_config(ROOT / "hardware_configs" / "dclaw.yaml")
+CONFIG = load_config("dclaw")  # the shipped claw
 PH = sdk.PacketHandler(2.0)
 REAL_TIME_LATENCY_TIMER_S = 0.05
 """Latency timer of the real-time pacing test (s): a packet timeout of about 100 ms, as a process on the shared

@@ -8,7 +8,6 @@ stands still, so a test sets the exact register values it needs and nothing move
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,7 @@ from robot.emulator.faults import FaultSpec
 from robot.emulator.server import build_chain
 from robot.mock import MockBus
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = load_config(ROOT / "hardware_configs" / "dclaw.yaml")
+CONFIG = load_config("dclaw")  # the shipped claw
 CODEC = ServoCodec(CONFIG)
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 

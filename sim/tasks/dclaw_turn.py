@@ -94,16 +94,13 @@ class DClawTurn:
 
     def model_xml(self, timestep: float) -> str:
         """MuJoCo XML of the scene at the given physics step (s)."""
-        return mjcf(self._joint_ranges(), self.geometry, timestep=timestep)
+        return mjcf(self.spec.joint_ranges, self.geometry, timestep=timestep)
 
     def model_urdf(self) -> str:
         """URDF of the same scene for PyBullet, from the same geometry and joint limits."""
         from sim.models.dclaw_urdf import urdf
 
-        return urdf(self._joint_ranges(), self.geometry)
-
-    def _joint_ranges(self) -> dict[str, tuple[float, float]]:
-        return {n: (lo, hi) for n, lo, hi in zip(JOINT_NAMES, self.spec.joint_low, self.spec.joint_high, strict=True)}
+        return urdf(self.spec.joint_ranges, self.geometry)
 
     def param_specs(self) -> tuple[ParamSpec, ...]:
         """The named physical parameters of this scene, with nominal values from the geometry."""

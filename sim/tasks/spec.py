@@ -160,6 +160,11 @@ class TaskSpec:
         return len(self.joint_names)
 
     @property
+    def joint_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each joint's (low, high) limit by name (rad), as the scene builders take them."""
+        return {n: (lo, hi) for n, lo, hi in zip(self.joint_names, self.joint_low, self.joint_high, strict=True)}
+
+    @property
     def low(self) -> FloatArray:
         """Lower joint limits as an array (rad)."""
         return np.asarray(self.joint_low, dtype=np.float64)
