@@ -132,7 +132,8 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None
         self.stop_requested = False
         self._bar: tqdm[NoReturn] | None = None
-        self._loop_t0 = time.perf_counter()
+        self._running_since: float | None = None
+        """When the :meth:`run_until` in progress started (``perf_counter``); ``None`` outside it."""
 
     # --- the loop --------------------------------------------------------------------------------
     def run_until(self, target_step: int) -> None:
@@ -140,7 +141,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         assert cfg.warmup_steps is not None
         obs = self.collector.start(seed=cfg.seed + st.step)
-        t_start = time.perf_counter()
+        self._running_since = t_start = time.perf_counter()
         try:
             while st.step < target_step and not self.stop_requested:
                 if st.step < cfg.warmup_steps:
@@ -159,6 +160,7 @@ class Trainer:
                     self.periodic()
         finally:
             st.train_time_s += time.perf_counter() - t_start
+            self._running_since = None
 
     def update(self) -> None:
         """``updates_per_step`` gradient steps on replay batches, then the averaged policy's step."""
@@ -189,10 +191,15 @@ class Trainer:
             fields["alpha"] = f"{alpha:.3g}"
         return fields
 
+    def train_time_s(self) -> float:
+        """Seconds spent in the loop over the whole run (resumed sessions included), up to now."""
+        running = time.perf_counter() - self._running_since if self._running_since is not None else 0.0
+        return self.state.train_time_s + running
+
     def log_train_row(self) -> None:
         st = self.state
         row = self.metrics.train_row(st.step, {
-            "time_s": round(st.train_time_s + (time.perf_counter() - self._loop_t0), 3),
+            "time_s": round(self.train_time_s(), 3),
             "episodes": st.episodes,
             "updates": st.updates,
         })
@@ -281,7 +288,6 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run to ``cfg.steps`` (or until stopped), evaluate at the end, save, and summarize."""
         cfg, run = self.cfg, self.run
-        self._loop_t0 = time.perf_counter()
         if run is not None:
             self.metrics.open_tensorboard(run.tensorboard, self.state.step)
         if self.progress:

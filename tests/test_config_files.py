@@ -46,6 +46,19 @@ def test_equal_keys_in_different_mappings_and_merge_overrides_are_fine() -> None
     assert load_yaml("") is None and load_yaml("[1, {a: 2}]") == [1, {"a": 2}]
 
 
+def test_floats_are_read_as_yaml_1_2_writes_them(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads `3e-4` and `-.5` as strings: "lr: 3e-4" failed as "expected a float".
+    assert load_yaml("[3e-4, 1E3, -2e+5, .5, -.5, 1., 1_000.5, 3.0e-4]") == [3e-4, 1e3, -2e5, 0.5, -0.5, 1.0, 1000.5,
+                                                                          3e-4]
+    assert load_yaml("[3, 0x10, 1e, e3, 1.2.3, v1e3]") == [3, 16, "1e", "e3", "1.2.3", "v1e3"]
+    assert yaml.safe_load("3e-4") == "3e-4"  # PyYAML's own loader is untouched
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 3e-4\ntau: 5e-3\n")
+    cfg = load_config_file(config)
+    assert (cfg.lr, cfg.tau) == (3e-4, 5e-3)
+    assert parse_overrides(["lr=1e-3", "critic_lr=2E-4"]) == {"lr": 1e-3, "critic_lr": 2e-4}
+
+
 def test_a_syntax_error_is_one_line_naming_the_file_and_place(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1,\nb: 2\n")

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from policies.config import config_from_mapping
-from policies.train import Trainer
+from policies.train import Trainer, train
 from s2r.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,3 +223,16 @@ def test_eval_of_a_damaged_checkpoint_exits_2(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and "corrupted or not a checkpoint" in err
     code, _, err = _run(["eval", str(tmp_path)], capsys)
     assert code == 2 and "holds no checkpoint" in err
+
+
+def test_time_s_counts_the_loop_once_when_the_budget_ends_between_log_rows(tmp_path: Path) -> None:
+    # 130 steps with a row every 100: the last training row is written after the loop, which had already added its
+    # time to the run's total (it was counted twice).
+    cfg = config_from_mapping({"task": "Pendulum-v1", "steps": 130, "warmup_steps": 50, "batch_size": 32,
+                               "hidden": [32, 32], "eval_episodes": 1, "log_interval": 100})
+    summary = train(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time_s"] for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [100, 130]
+    assert times == sorted(times)
+    assert times[-1] == pytest.approx(summary["train_time_s"], abs=0.01)

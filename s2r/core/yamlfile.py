@@ -7,6 +7,7 @@ whichever came last. Every loader of a config, reality, fault or randomization f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ class DuplicateKeyError(UserError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose mappings refuse a repeated key; ``source`` names the file in the error."""
+    """``yaml.SafeLoader`` whose mappings refuse a repeated key and whose floats are YAML 1.2's; ``source`` names the
+    file in the error."""
 
     source = "<string>"
 
@@ -46,6 +48,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             first_line[key] = line
         return super().construct_mapping(node, deep=deep)
 
+
+# PyYAML resolves floats by YAML 1.1, where `3e-4` (no dot) is the string '3e-4' and `lr: 3e-4` then fails as "expected
+# a number". YAML 1.2's core schema reads it as the float everyone means; so do the rules below (1.2's float forms,
+# plus 1.1's that PyYAML already accepts: `1_000.5`). Integers keep PyYAML's resolver.
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
 def load_yaml(text: str, source: str = "<string>") -> Any:
