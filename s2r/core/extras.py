@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import sys
+from collections.abc import Iterator
 
 
 class MissingExtra(ImportError):
@@ -24,3 +28,27 @@ def require_torch(purpose: str) -> None:
     The base install deploys ONNX files and runs the emulator without it, as on a robot's own computer.
     """
     require("torch", extra="train", purpose=purpose)
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """The process's standard output and error (file descriptors 1 and 2, so C code's ``printf`` too) go nowhere
+    inside; Python exceptions still propagate.
+
+    For importing an extension that prints a banner (PyBullet's "pybullet build time: ..." on stderr), which would
+    otherwise land in every command's output.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from s2r.core.extras import require
+from s2r.core.extras import quiet_native_output, require
 from sim.engines.base import Engine, ParamSpec, UnsupportedParameter
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ def make_engine(name: str, task: Task, timestep: float) -> Engine:
                             task.spec.base_joint)
     if name == "pybullet":
         require("pybullet", extra="pybullet", purpose="the PyBullet engine")
-        from sim.engines.pybullet_engine import PybulletEngine
+        with quiet_native_output():  # pybullet prints its build time on import
+            from sim.engines.pybullet_engine import PybulletEngine
 
         return PybulletEngine(task, timestep)
     raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
