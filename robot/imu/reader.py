@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import serial
 
 from robot.bus import PortLost, port_lost
 from robot.config import ImuConfig
@@ -63,8 +64,6 @@ class SerialByteSource:
     """
 
     def __init__(self, path: str, baud: int) -> None:
-        import serial
-
         try:
             self._serial = serial.Serial(path, baud, timeout=0)
         except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
