@@ -56,6 +56,34 @@ class Interval:
     update_counts: dict[str, int] = field(default_factory=dict)
 
 
+SB3_TAGS: dict[tuple[str, str], str] = {
+    ("train", "return_mean"): "rollout/ep_rew_mean",
+    ("train", "episode_length"): "rollout/ep_len_mean",
+    ("train", "success_rate"): "rollout/success_rate",
+    ("train", "steps_per_s"): "time/fps",
+    ("train", "episodes"): "time/episodes",
+    ("train", "alpha"): "train/ent_coef",
+    ("train", "alpha_loss"): "train/ent_coef_loss",
+    ("eval", "return_mean"): "eval/mean_reward",
+}
+"""Stable-Baselines3's names for the same scalars, written beside s2r's (``kind/key``) so that an SB3 user's
+TensorBoard layouts and habits find them. The other keys already read as SB3's (``train/critic_loss``,
+``train/actor_loss``, ``eval/success_rate``)."""
+
+
+def tensorboard_scalars(row: Row) -> dict[str, float]:
+    """A metrics row as TensorBoard scalars: ``kind/key`` for every number, plus its :data:`SB3_TAGS` alias."""
+    kind = row["kind"]
+    out: dict[str, float] = {}
+    for k, v in row.items():
+        if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{kind}/{k}"] = v
+            alias = SB3_TAGS.get((kind, k))
+            if alias is not None:
+                out[alias] = v
+    return out
+
+
 class Metrics:
     """Interval statistics and the rows written so far; with ``metrics_file``, every row is appended to it (and
     to TensorBoard once :meth:`open_tensorboard` ran)."""
@@ -115,10 +143,8 @@ class Metrics:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._writer is not None:
-            prefix = row["kind"]
-            for k, v in row.items():
-                if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._writer.add_scalar(f"{prefix}/{k}", v, row["step"])
+            for tag, v in tensorboard_scalars(row).items():
+                self._writer.add_scalar(tag, v, row["step"])
             self._writer.flush()
 
     def progress_fields(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from policies.config import config_from_mapping
 from policies.train import Trainer, train
@@ -106,7 +107,13 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert [r["step"] for r in train_rows] == [100, 200, 300]
     assert "critic_loss" in train_rows[-1] and "alpha" in train_rows[-1] and train_rows[-1]["steps_per_s"] > 0
-    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    # s2r's kind/key tags, and SB3's names for the same scalars
+    assert {"train/return_mean", "train/critic_loss", "eval/return_mean"} <= tags
+    assert {"rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/ent_coef", "eval/mean_reward"} <= tags
+    assert [e.value for e in events.Scalars("rollout/ep_rew_mean")] == [
+        pytest.approx(e.value) for e in events.Scalars("train/return_mean")]
     assert (run / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("last.pt", "best.pt"):
         data = torch.load(run / name, weights_only=True)
