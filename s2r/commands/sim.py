@@ -199,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list a task's named physical parameters and which engines apply them",
         description="List every named parameter of a task: unit, nominal value, allowed range and engine support.",
     )
-    p.add_argument("task", help=f"task name ({tasks}) or gymnasium id")
+    p.add_argument("task", help=f"s2r task: a short name ({tasks}) or its gymnasium id (s2r/...)")
     p.add_argument("--engine", choices=ENGINES, help="only this engine (default: every engine)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_params)
@@ -209,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="roll a policy (or random actions) out and save an animated GIF",
         description="Roll out a policy in simulation and write the frames as a GIF, one frame per control period.",
     )
-    r.add_argument("--task", required=True, help=f"task name ({tasks}) or gymnasium id")
+    r.add_argument("--task", required=True, help=f"s2r task: a short name ({tasks}) or its gymnasium id (s2r/...)")
     r.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine (default: mujoco)")
     r.add_argument("--policy", help="checkpoint or .onnx file; without it actions are seeded uniform random")
     r.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first reset and of the random actions")
