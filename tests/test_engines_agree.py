@@ -276,7 +276,7 @@ def test_unknown_param_target_is_a_key_error_naming_it() -> None:
 # --- (5) stability ---------------------------------------------------------------------------------------
 STIFF: Mapping[str, float] = {
     "valve_damping": 3.0 * DClawTurn().geometry.valve_damping,
-    "finger_kp": 3.0 * DClawTurn().geometry.finger_kp,
+    "finger_kp": 3.0 * DClawTurn().geometry.fingers.kp,
 }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
+from sim.models.servo import ServoJoints
 
 FINGER_COUNT = 3
 VALVE_FRICTION_TIMECONST_S = 0.01
@@ -69,16 +70,9 @@ class ClawGeometry:
     valve_mass: float = 0.080
     """Total mass of the valve (hub and spokes) (kg)."""
 
-    finger_kp: float = 4.0
-    """Position-servo stiffness (N m / rad)."""
-    finger_force_limit: float = 4.0
-    """Peak servo torque (N m); an XM430-W350 stalls at about 4.1 N m."""
-    finger_damping: float = 0.1
-    """Viscous damping in each finger joint (N m s / rad)."""
-    finger_armature: float = 0.001
-    """Reflected rotor inertia of each finger joint (kg m^2)."""
-    finger_frictionloss: float = 0.0
-    """Dry friction in each finger joint (N m)."""
+    fingers: ServoJoints = ServoJoints(kp=4.0, force_limit=4.0, damping=0.1, armature=0.001, frictionloss=0.0)
+    """The servos of the finger joints: stiffness (N m / rad), peak torque (N m; an XM430-W350 stalls at about
+    4.1 N m), viscous damping (N m s / rad), reflected rotor inertia (kg m^2) and dry friction (N m) of each joint."""
     valve_damping: float = 0.05
     """Viscous damping of the valve hinge (N m s / rad)."""
     valve_frictionloss: float = 0.01
@@ -177,9 +171,8 @@ def mjcf(
             f'mass="{spoke_mass:.6g}" rgba="{rgba}" class="valve"/>'
         )
     marker_x = g.spoke_length * 0.8
-    actuators = position_actuators(finger_joint_names(), g.finger_kp, g.finger_force_limit, joint_ranges)
-    defaults = servo_defaults("finger", g.finger_damping, g.finger_armature, g.finger_frictionloss, "tip",
-                              g.tip_friction)
+    actuators = position_actuators(finger_joint_names(), g.fingers, joint_ranges)
+    defaults = servo_defaults("finger", g.fingers, "tip", g.tip_friction)
     return f"""{head("dclaw_turn", dt)}
   <default>
     {defaults}

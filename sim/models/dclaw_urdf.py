@@ -46,6 +46,7 @@ from sim.models.urdf import (
     fmt,
     inertial,
     origin,
+    servo_dynamics,
     shape,
     sphere_props,
     visual,
@@ -155,9 +156,9 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: ClawGeometry = DEFA
             joints.append(
                 f'<joint name="{name}" type="revolute"><parent link="{parent}"/><child link="{name}_link"/>'
                 f"{origin(xyz, rpy)}<axis xyz=\"{fmt(*axis)}\"/>"
-                f'<limit lower="{lo:.9g}" upper="{hi:.9g}" effort="{g.finger_force_limit:.9g}" '
+                f'<limit lower="{lo:.9g}" upper="{hi:.9g}" effort="{g.fingers.force_limit:.9g}" '
                 f'velocity="{JOINT_VELOCITY_LIMIT_URDF_RAD_S:.9g}"/>'
-                f"{dynamics(g.finger_damping, g.finger_frictionloss, g.finger_armature)}</joint>"
+                f"{servo_dynamics(g.fingers)}</joint>"
             )
 
     valve_geoms = [both("valve_hub", shape("cylinder", {"radius": g.hub_radius, "length": 2 * g.spoke_height}),

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
+from sim.models.servo import ServoJoints
 from sim.tasks.spec import FloatArray
 
 LEGS = ("fr", "fl", "bl", "br")
@@ -80,16 +81,9 @@ class KittyGeometry:
     foot_mass: float = 0.015
     """Foot sphere (kg)."""
 
-    leg_kp: float = 5.0
-    """Position-servo stiffness (N m / rad)."""
-    leg_force_limit: float = 3.0
-    """Peak servo torque (N m); an XM430-W210 stalls at about 3 N m."""
-    leg_damping: float = 0.1
-    """Viscous damping in each leg joint (N m s / rad)."""
-    leg_armature: float = 0.001
-    """Reflected rotor inertia of each leg joint (kg m^2)."""
-    leg_frictionloss: float = 0.0
-    """Dry friction in each leg joint (N m)."""
+    legs: ServoJoints = ServoJoints(kp=5.0, force_limit=3.0, damping=0.1, armature=0.001, frictionloss=0.0)
+    """The servos of the leg joints: stiffness (N m / rad), peak torque (N m; an XM430-W210 stalls at about 3 N m),
+    viscous damping (N m s / rad), reflected rotor inertia (kg m^2) and dry friction (N m) of each joint."""
     foot_friction: float = 1.0
     """Sliding friction coefficient between feet and floor (-); the floor carries the same value."""
 
@@ -223,8 +217,8 @@ def mjcf(
           </body>
         </body>
       </body>""")
-    actuators = position_actuators(leg_joint_names(), g.leg_kp, g.leg_force_limit, joint_ranges)
-    defaults = servo_defaults("leg", g.leg_damping, g.leg_armature, g.leg_frictionloss, "foot", g.foot_friction)
+    actuators = position_actuators(leg_joint_names(), g.legs, joint_ranges)
+    defaults = servo_defaults("leg", g.legs, "foot", g.foot_friction)
     cameras = "\n    ".join(
         f'<camera name="{name}" pos="{fmt(*eye)}" xyaxes="{fmt(*look_at_xyaxes(eye, target))}" fovy="45"/>'
         for name, (eye, target) in CAMERAS.items()

@@ -40,10 +40,10 @@ from sim.models.urdf import (
     collision,
     combine,
     contact,
-    dynamics,
     fmt,
     inertial,
     origin,
+    servo_dynamics,
     shape,
     sphere_props,
     visual,
@@ -110,7 +110,7 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
     links = [floor, torso]
     joints = [f'<joint name="{BASE_JOINT}" type="floating"><parent link="{FLOOR}"/><child link="{TORSO}"/>'
               f"{origin((0.0, 0.0, g.start_height))}</joint>"]
-    leg_dynamics = dynamics(g.leg_damping, g.leg_frictionloss, g.leg_armature)
+    leg_dynamics = servo_dynamics(g.legs)
     for leg in LEGS:
         side = LEG_SIGNS[leg][1]
         hip_geom = both(f"{leg}_hip_geom", shape("capsule", {"radius": g.hip_link_radius,
@@ -136,7 +136,7 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
             joints.append(
                 f'<joint name="{name}" type="revolute"><parent link="{parent}"/><child link="{link}"/>'
                 f"{origin(xyz)}<axis xyz=\"{fmt(*axis)}\"/>"
-                f'<limit lower="{lo:.9g}" upper="{hi:.9g}" effort="{g.leg_force_limit:.9g}" '
+                f'<limit lower="{lo:.9g}" upper="{hi:.9g}" effort="{g.legs.force_limit:.9g}" '
                 f'velocity="{JOINT_VELOCITY_LIMIT_URDF_RAD_S:.9g}"/>{leg_dynamics}</joint>'
             )
     body = "\n  ".join([materials, *links, *joints])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from sim.models.servo import ServoJoints
+
 
 def fmt(*values: float) -> str:
     """Numbers as MJCF writes them: space-separated, six significant digits."""
@@ -24,14 +26,13 @@ def head(model: str, timestep: float) -> str:
   </visual>"""
 
 
-def servo_defaults(joint_class: str, damping: float, armature: float, frictionloss: float, contact_class: str,
-                   friction: float) -> str:
-    """The default classes ``joint_class`` (a limited hinge with the servo's joint dynamics), ``link`` (the grey
+def servo_defaults(joint_class: str, servo: ServoJoints, contact_class: str, friction: float) -> str:
+    """The default classes ``joint_class`` (a limited hinge with the ``servo``'s joint dynamics), ``link`` (the grey
     colliding links) and ``contact_class`` (the black geoms that touch the world, with sliding ``friction``),
     indented for ``<default>``."""
     return f"""<default class="{joint_class}">
-      <joint type="hinge" damping="{damping:.6g}" armature="{armature:.6g}"
-             frictionloss="{frictionloss:.6g}" limited="true"/>
+      <joint type="hinge" damping="{servo.damping:.6g}" armature="{servo.armature:.6g}"
+             frictionloss="{servo.frictionloss:.6g}" limited="true"/>
     </default>
     <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
     <default class="{contact_class}">
@@ -39,13 +40,13 @@ def servo_defaults(joint_class: str, damping: float, armature: float, frictionlo
     </default>"""
 
 
-def position_actuators(names: Iterable[str], kp: float, force_limit: float,
+def position_actuators(names: Iterable[str], servo: ServoJoints,
                        joint_ranges: Mapping[str, tuple[float, float]]) -> str:
-    """One ``<position>`` servo per joint in ``names`` (named as the joint, its command range the joint's range),
-    indented for ``<actuator>``."""
+    """One ``<position>`` servo per joint in ``names`` (named as the joint, with the ``servo``'s stiffness and torque
+    limit, its command range the joint's range), indented for ``<actuator>``."""
     return "\n    ".join(
-        f'<position name="{n}" joint="{n}" kp="{kp:.6g}" '
-        f'forcerange="{-force_limit:.6g} {force_limit:.6g}" '
+        f'<position name="{n}" joint="{n}" kp="{servo.kp:.6g}" '
+        f'forcerange="{-servo.force_limit:.6g} {servo.force_limit:.6g}" '
         f'ctrlrange="{fmt(*joint_ranges[n])}"/>'
         for n in names
     )

@@ -7,7 +7,8 @@ joined parts about their common centre of mass. :func:`inertial` writes the iner
 
 The XML helpers return element strings with numbers written as ``%.9g``; :func:`dynamics` adds an
 ``armature`` attribute (MuJoCo's reflected rotor inertia, kg m^2) that URDF has no element for, which
-PyBullet ignores and :class:`sim.engines.pybullet_engine.PybulletEngine` reads.
+PyBullet ignores and :class:`sim.engines.pybullet_engine.PybulletEngine` reads; :func:`servo_dynamics` writes it for
+the joints of a :class:`sim.models.servo.ServoJoints`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from numpy.typing import NDArray
+
+from sim.models.servo import ServoJoints
 
 
 def fmt(*values: float) -> str:
@@ -165,3 +168,8 @@ def both(name: str, geometry: str, material: str, xyz: Sequence[float] = (0, 0, 
 def dynamics(damping: float, friction: float, armature: float) -> str:
     """A joint ``<dynamics>`` element with MuJoCo's ``damping``, ``frictionloss`` and ``armature``."""
     return f'<dynamics damping="{damping:.9g}" friction="{friction:.9g}" armature="{armature:.9g}"/>'
+
+
+def servo_dynamics(servo: ServoJoints) -> str:
+    """The :func:`dynamics` of a ``servo``'s joints."""
+    return dynamics(servo.damping, servo.frictionloss, servo.armature)
