@@ -12,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from s2r.core.errors import ParameterError, UserError
+from s2r.core.errors import ParameterError, UserError, did_you_mean
 from s2r.core.yamlfile import load_yaml, read_yaml_file
 
 Algo = Literal["sac", "td3", "crossq"]
@@ -303,7 +303,8 @@ def config_from_mapping(data: Mapping[str, Any], base: TrainConfig | None = None
     """``base`` (defaults if ``None``) with the fields in ``data`` replaced; unknown keys are errors."""
     unknown = sorted(set(data) - set(FIELD_NAMES))
     if unknown:
-        raise UserError(f"unknown config field(s) {unknown}; known fields: {', '.join(FIELD_NAMES)}")
+        raise UserError(f"unknown config field(s) {unknown}{did_you_mean(unknown[0], FIELD_NAMES)}; "
+                        f"known fields: {', '.join(FIELD_NAMES)}")
     values = {k: _coerce(k, v, _HINTS[k]) for k, v in data.items()}
     return _validate(dataclasses.replace(base if base is not None else TrainConfig(), **values))
 

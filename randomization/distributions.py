@@ -37,12 +37,13 @@ import numpy as np
 import yaml
 
 from s2r.core.atomicio import write_text_atomic
-from s2r.core.errors import UserError
+from s2r.core.errors import UserError, did_you_mean
 from s2r.core.fields import Fields
 from s2r.core.resources import shipped_file
 from s2r.core.yamlfile import read_yaml_file
 from sim import TASK_IDS, make_task, resolve_env_id
 from sim.engines.base import ParamSpec
+from sim.tasks.base import Task
 from sim.tasks.spec import FloatArray
 
 _STD_NORMAL = NormalDist()
@@ -434,20 +435,23 @@ class ParameterDistribution:
 
 
 # --- tasks ---------------------------------------------------------------------------------------
+def _task(task: str) -> Task:
+    """The task given by short name or gymnasium id; unknown is a ``UserError`` listing the known ones."""
+    try:
+        return make_task(resolve_env_id(task))
+    except KeyError:
+        raise UserError(f"unknown task {task!r}{did_you_mean(task, TASK_IDS)}; known tasks: {', '.join(TASK_IDS)}"
+                        ) from None
+
+
 def task_param_specs(task: str) -> tuple[ParamSpec, ...]:
     """The named parameters of a task given by short name or gymnasium id; unknown is a ``UserError``."""
-    try:
-        return tuple(make_task(resolve_env_id(task)).param_specs())
-    except KeyError:
-        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+    return tuple(_task(task).param_specs())
 
 
 def task_spec_name(task: str) -> str:
     """The task spec's name (shared by a task's variants), e.g. ``dclaw-turn`` for ``dclaw-turn-random``."""
-    try:
-        return make_task(resolve_env_id(task)).spec.name
-    except KeyError:
-        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+    return _task(task).spec.name
 
 
 # --- parsing and validation ----------------------------------------------------------------------
@@ -464,8 +468,8 @@ def _check_bounds(node: Fields, low_key: str, high_key: str, low: float, high: f
 
 def _known(node: Fields, key: str, name: str, specs: Mapping[str, ParamSpec], task: str) -> None:
     if name not in specs:
-        node.refuse(key, f"names an unknown parameter {name!r}{f' of task {task!r}' if task else ''}; "
-                    f"known parameters: {', '.join(specs)}")
+        node.refuse(key, f"names an unknown parameter {name!r}{f' of task {task!r}' if task else ''}"
+                    f"{did_you_mean(name, specs)}; known parameters: {', '.join(specs)}")
 
 
 CENTRE = "a finite number (the centre of the Gaussian)"
@@ -620,10 +624,7 @@ CONFIGS = "randomization.configs"
 
 def default_config(task: str) -> Path:
     """The shipped randomization file for a task (``configs/<robot>.yaml``)."""
-    try:
-        robot = make_task(resolve_env_id(task)).spec.robot
-    except KeyError:
-        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(TASK_IDS)}") from None
+    robot = _task(task).spec.robot
     try:
         return shipped_file(CONFIGS, f"{robot}.yaml")
     except UserError as exc:

@@ -46,6 +46,23 @@ def test_equal_keys_in_different_mappings_and_merge_overrides_are_fine() -> None
     assert load_yaml("") is None and load_yaml("[1, {a: 2}]") == [1, {"a": 2}]
 
 
+def test_a_misspelt_key_or_name_gets_a_did_you_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UserError, match=r"unknown config field\(s\) \['bach_size'\] \(did you mean 'batch_size'\?\)"):
+        train_config_from_mapping({"bach_size": 64})
+    with pytest.raises(UserError, match=r"unknown parameter 'finger_kpp' of task 'dclaw-turn' \(did you mean "
+                                        r"'finger_kp'\?\)"):
+        parse_distribution({"task": "dclaw-turn", "parameters": {"finger_kpp": {"dist": "uniform", "low": 2,
+                                                                                "high": 6}}})
+    with pytest.raises(UserError, match=r"unknown field latency_timer \(did you mean 'latency_timer_s'\?\)"):
+        config_from_mapping({**load_yaml((ROOT / "hardware_configs" / "dclaw.yaml").read_text()), "latency_timer": 1})
+    assert main(["params", "dclaw-trun"]) == 2
+    assert "unknown task 'dclaw-trun' (did you mean 'dclaw-turn'?)" in capsys.readouterr().err
+    # nothing close: no guess
+    with pytest.raises(UserError) as err:
+        train_config_from_mapping({"zzzz": 1})
+    assert "did you mean" not in str(err.value)
+
+
 def test_floats_are_read_as_yaml_1_2_writes_them(tmp_path: Path) -> None:
     # YAML 1.1 (PyYAML's default) reads `3e-4` and `-.5` as strings: "lr: 3e-4" failed as "expected a float".
     assert load_yaml("[3e-4, 1E3, -2e+5, .5, -.5, 1., 1_000.5, 3.0e-4]") == [3e-4, 1e3, -2e5, 0.5, -0.5, 1.0, 1000.5,

@@ -60,7 +60,8 @@ def test_typed_getters_name_what_was_expected() -> None:
 
 def test_only_names_a_misspelt_key_before_any_read_and_items_are_indexed() -> None:
     entry = Fields({"dist": "uniform", "hihg": 2.0}, "parameters.kp", "r.yaml")
-    with pytest.raises(UserError, match=r"unknown field parameters\.kp\.hihg; expected one of: dist, low, high$"):
+    with pytest.raises(UserError, match=r"unknown field parameters\.kp\.hihg \(did you mean 'high'\?\); "
+                                        r"expected one of: dist, low, high$"):
         entry.only("dist", "low", "high")
     blocks = Fields({"layout": [{"start": 0}, {"start": "x"}]}, "", "r.yaml").items("layout")
     assert blocks[0].count("start") == 0

@@ -225,7 +225,7 @@ def test_unknown_parameter_is_named_with_the_known_ones(tmp_path: Path) -> None:
         ({}, {"names": ["finger_kp"], "mean": [4.0], "cov": [[1.0]], "low": [float("nan")]},
          r"field joint\.low must be a list of 1 numbers \(none NaN\)"),
         ({}, {"names": ["finger_kp"], "mean": [4.0], "cov": [[1.0]], "hi": [5.0]},
-         r"unknown field joint\.hi; expected one of: names, mean, cov, low, high$"),
+         r"unknown field joint\.hi \(did you mean 'high'\?\); expected one of: names, mean, cov, low, high$"),
         ({"tip_friction": {"dist": "normal", "mean": 60.0, "std": 0.001}}, None,
          r"field parameters\.tip_friction\.mean must be a mean that leaves the Gaussian some probability inside"),
         ({"finger_kp": [1, 2]}, None, r"field parameters\.finger_kp must be a mapping, got list$"),
@@ -248,7 +248,7 @@ def test_bad_files_and_tasks(tmp_path: Path) -> None:
                      _load_error(tmp_path, {"task": "no-such-task", "parameters": {}}))
     assert _load_error(tmp_path, {"parameters": {}}).endswith("field task is missing")
     assert _load_error(tmp_path, {"task": TASK, "paramters": {}}).endswith(
-        "unknown field paramters; expected one of: task, parameters, joint")
+        "unknown field paramters (did you mean 'parameters'?); expected one of: task, parameters, joint")
 
 
 # --- the wrapper -----------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_reality_named_parameters_and_errors() -> None:
         reality_from_mapping({"params": {"control_jitter_std": 0.001}}, cfg)
     with pytest.raises(UserError, match="field engine must be one of mujoco, pybullet"):
         reality_from_mapping({"engine": "ode"}, cfg)
-    with pytest.raises(UserError, match="unknown field latency;"):
+    with pytest.raises(UserError, match=r"unknown field latency \(did you mean 'reply_latency_s'\?\);"):
         reality_from_mapping({"latency": 0.01}, cfg)
     with pytest.raises(UserError, match="initial_joint_pos_rad must be a list of 9"):
         reality_from_mapping({"initial_joint_pos_rad": [0.0, 1.0]}, cfg)

@@ -13,7 +13,7 @@ from typing import Any
 import gymnasium as gym
 
 from s2r import cliargs
-from s2r.core.errors import UserError
+from s2r.core.errors import UserError, did_you_mean
 from s2r.core.extras import MissingExtra
 from s2r.policy_files import load_policy
 from sim import TASK_IDS, resolve_env_id
@@ -40,8 +40,9 @@ def resolve_task(task: str) -> str:
     env_id = resolve_env_id(task)
     if env_id.startswith("s2r/") and env_id in gym.registry:
         return env_id
-    listing = ", ".join(name if name == i else f"{name} ({i})" for name, i in known_tasks().items())
-    raise UserError(f"unknown task {task!r}; known tasks: {listing}")
+    known = known_tasks()
+    listing = ", ".join(name if name == i else f"{name} ({i})" for name, i in known.items())
+    raise UserError(f"unknown task {task!r}{did_you_mean(task, known)}; known tasks: {listing}")
 
 
 def make_sim_env(env_id: str, engine: str, **kwargs: Any) -> gym.Env:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 
 class UserError(Exception):
     """Bad input from the user (a file, a flag, a value); the message names it and what was expected."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the one of ``choices`` closest to a misspelt ``word``, or ``""`` when none is
+    close (difflib's ratio below 0.6)."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _MENTION = re.compile(r"\{([a-z][a-z0-9_]*)\}")

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Self
 
-from s2r.core.errors import UserError
+from s2r.core.errors import UserError, did_you_mean
 
 MISSING: Any = object()
 """The default of a getter whose field is required."""
@@ -100,8 +100,8 @@ class Fields:
         reported as the correct one missing)."""
         extra = [str(k) for k in self.data if str(k) not in keys]
         if extra:
-            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}; "
-                            f"expected one of: {', '.join(keys)}")
+            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}"
+                            f"{did_you_mean(extra[0], keys)}; expected one of: {', '.join(keys)}")
 
     def text(self, key: str, default: Any = MISSING, empty: bool = False) -> str:
         """A string, non-empty unless ``empty``."""
@@ -183,8 +183,8 @@ class Fields:
         """Refuse a field that no getter read (a misspelt key would otherwise be ignored)."""
         extra = [str(k) for k in self.data if str(k) not in self._seen]
         if extra:
-            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}; "
-                            f"expected one of: {', '.join(sorted(self._seen))}")
+            raise UserError(f"{self.source}: unknown {self.noun} {self.dotted(extra[0])}"
+                            f"{did_you_mean(extra[0], self._seen)}; expected one of: {', '.join(sorted(self._seen))}")
 
 
 def _numbers(v: Any, size: int, finite: bool) -> bool:
