@@ -1,10 +1,13 @@
-"""Argument types shared by the packages' command lines (``type=`` of ``argparse``), and the mapping of a library's
-parameter errors onto their flags."""
+"""Argument types shared by the packages' command lines (``type=`` of ``argparse``), the mapping of a library's
+parameter errors onto their flags, and the ``--json`` flag of the commands that produce a result."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from s2r.core.errors import ParameterError, UserError
 
@@ -30,3 +33,21 @@ def flag_error(exc: ParameterError, args: argparse.Namespace, flags: Mapping[str
         return exc
     bare = {name: name for name in exc.mentions if name not in known}
     return exc.as_flag(flags={**bare, **(flags or {})})
+
+
+def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json`` on a command that produces a result: it then prints ``what`` as one JSON object, the only line on
+    stdout, instead of its text (progress and warnings stay on stderr). See :func:`print_result`."""
+    parser.add_argument("--json", action="store_true", help=f"print one JSON object ({what}) instead of the text, "
+                        "the only line on stdout")
+
+
+def print_result(as_json: bool, result: Mapping[str, Any], lines: Iterable[str]) -> None:
+    """A command's result on stdout: ``result`` as one JSON line with ``as_json`` (``--json``), else its text
+    ``lines``; flushed either way."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for line in lines:
+            print(line)
+    sys.stdout.flush()

@@ -653,6 +653,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=None,
                    help="run the emulator the demo starts in simulated time (the default with --driver emulator and "
                    "no --port: deterministic, faster than real time); --no-lockstep runs it in real time")
+    cliargs.add_json_flag(p, "the paths of demo.json and report.md, the wall time and the table's rows")
     p.set_defaults(func=_cmd)
 
 
@@ -665,14 +666,23 @@ def _cmd(args: argparse.Namespace) -> int:
             raise UserError(f"{str(out)!r} already holds a demo; pass --force to replace it or pick another --out")
         shutil.rmtree(out)
     data = run_demo(out, args.quick, args.seed, quiet=args.quiet, target=target)
+    summary = {"json": str(out / JSON_NAME), "report": data["report"], "quick": data["quick"], "seed": data["seed"],
+               "wall_time_s": data["wall_time_s"], "table": data["table"]}
+    cliargs.print_result(args.json, summary, summary_lines(data))
+    return 0
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """What ``s2r demo`` prints at the end (without ``--json``), from ``run_demo``'s data or ``demo.json``."""
     rows = [Row(**r) for r in data["table"]]
     loop = data["deploy"]["finetuned"]["loop"]
-    print(f"s2r demo ({'quick' if args.quick else 'full'} budget, seed {args.seed}) in {data['wall_time_s']:.0f} s")
-    print(table(rows))
-    print(f"control loop on the {data['robot']['where']}: cycle p50 {_fmt(loop.get('cycle_time_p50_us'), 0)} us, p99 "
-          f"{_fmt(loop.get('cycle_time_p99_us'), 0)} us; period error p99 {_fmt(loop.get('period_error_p99_us'), 0)}"
-          f" us; overruns {loop.get('overruns')}")
-    print(_verdict(data["deploy"]["first"]["success_rate"], data["deploy"]["finetuned"]["success_rate"]))
-    print(f"report: {data['report']}")
-    return 0
+    return [
+        f"s2r demo ({'quick' if data['quick'] else 'full'} budget, seed {data['seed']}) in {data['wall_time_s']:.0f} s",
+        table(rows),
+        f"control loop on the {data['robot']['where']}: cycle p50 {_fmt(loop.get('cycle_time_p50_us'), 0)} us, p99 "
+        f"{_fmt(loop.get('cycle_time_p99_us'), 0)} us; period error p99 {_fmt(loop.get('period_error_p99_us'), 0)}"
+        f" us; overruns {loop.get('overruns')}",
+        _verdict(data["deploy"]["first"]["success_rate"], data["deploy"]["finetuned"]["success_rate"]),
+        f"report: {data['report']}",
+    ]
 

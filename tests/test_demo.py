@@ -19,17 +19,24 @@ from s2r.demo import (
     demo_target,
     retrained_serves,
     robot_sentence,
+    summary_lines,
 )
 
 
 def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--seed", "3"]) == 0
-    printed = capsys.readouterr().out
-    assert "seed 3" in printed and "| 4. after fine-tuning (1 robot episodes) | emulated robot |" in printed
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--seed", "3", "--json"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("\n") == 1  # --json: one JSON object is all stdout holds
+    summary = json.loads(stdout.strip())
     data = json.loads((out / "demo.json").read_text())
     assert data["seed"] == 3 and data["quick"] is True
+    assert summary == {"json": str(out / "demo.json"), "report": str(out / "report.md"), "quick": True, "seed": 3,
+                       "wall_time_s": data["wall_time_s"], "table": data["table"]}
+    # the text s2r demo prints without --json, from the same data
+    printed = "\n".join(summary_lines(data))
+    assert "seed 3" in printed and "| 4. after fine-tuning (1 robot episodes) | emulated robot |" in printed
     # every deployment really ran on the emulator and logged its episodes
     for name in ("first", "adapted", "finetuned"):
         d = data["deploy"][name]

@@ -30,7 +30,8 @@ def register(sub: Any) -> None:
                    "or beside the checkpoint file)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
                    help=f"observations to verify with, at least 1000 (default {DEFAULT_SAMPLES})")
-    p.add_argument("--json", action="store_true", help="print only the JSON summary")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (the summary) alone, without the text line before it")
     p.set_defaults(func=run_export)
 
 

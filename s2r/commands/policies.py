@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    cliargs.add_json_flag(p, "run_dir, steps, episodes, interrupted, train_time_s and the last evaluation")
     p.set_defaults(func=_train)
 
     f = sub.add_parser(
@@ -145,7 +146,7 @@ def _train(args: argparse.Namespace) -> int:
         summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
-    _print_train_summary(summary)
+    cliargs.print_result(args.json, summary, _train_summary_lines(summary))
     return 0
 
 
@@ -191,16 +192,19 @@ def _finetune(args: argparse.Namespace) -> int:
     return deploy_exit_code(summary.stop_kind, summary.torque_off)  # as s2r deploy: 3, 4, or 5
 
 
-def _print_train_summary(summary: dict[str, Any]) -> None:
+def _train_summary_lines(summary: dict[str, Any]) -> list[str]:
+    """``s2r train``'s text for the summary ``train()`` returns."""
     run_dir = summary["run_dir"]
     if summary["interrupted"]:
-        print(f"interrupted at step {summary['steps']}; saved {run_dir}/last.pt (continue with --resume)")
+        lines = [f"interrupted at step {summary['steps']}; saved {run_dir}/last.pt (continue with --resume)"]
     else:
-        print(f"trained {summary['steps']} steps ({summary['episodes']} episodes) in {summary['train_time_s']:.0f} s")
+        lines = [f"trained {summary['steps']} steps ({summary['episodes']} episodes) in "
+                 f"{summary['train_time_s']:.0f} s"]
     ev = summary.get("eval")
     if ev:
-        print(f"last evaluation: {_describe(ev)}")
-    print(f"run directory: {run_dir}")
+        lines.append(f"last evaluation: {_describe(ev)}")
+    lines.append(f"run directory: {run_dir}")
+    return lines
 
 
 def _describe(ev: dict[str, Any]) -> str:

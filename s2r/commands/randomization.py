@@ -7,9 +7,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from randomization.adapt import AdaptConfig, adapt, edge_warning, output_paths, write_outputs
+from randomization.adapt import AdaptConfig, AdaptResult, adapt, edge_warning, output_paths, result_json, write_outputs
 from randomization.distributions import load_distribution, task_param_specs
 from randomization.parallel import ExecutorConfig
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
@@ -57,6 +58,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                              "applied with engine.set_command/engine.step for the logged period",
     }
     paths = write_outputs(prior, result, args.out, extra)
+    warning = edge_warning(result)
+    if args.json:
+        _warn_adapt(warning)
+        print(json.dumps(_adapt_summary(result, paths, extra, warning)))
+        sys.stdout.flush()
+        return 0
     units = {s.name: s.unit for s in task_param_specs(args.task)}
     print(f"adapted {len(result.names)} parameter(s) to {result.episodes} episode(s), "
           f"{result.transitions} transitions; final beta {result.iterations[-1].beta:.3g}, "
@@ -65,11 +72,32 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         (pm, ps), (qm, qs) = result.prior_moments[n], result.posterior_moments[n]
         note = "" if n in result.names else "  (not informed by the logs; prior kept)"
         print(f"  {n:20s} prior {pm:.4g} ± {ps:.3g}  ->  posterior {qm:.4g} ± {qs:.3g} {units[n]}{note}")
-    warning = edge_warning(result)
-    if warning is not None:
-        print(f"s2r adapt: warning: {warning}", file=sys.stderr)
+    _warn_adapt(warning)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _warn_adapt(warning: str | None) -> None:
+    if warning is not None:
+        print(f"s2r adapt: warning: {warning}", file=sys.stderr)
+
+
+def _adapt_summary(result: AdaptResult, paths: tuple[Path, Path, Path], extra: dict[str, Any],
+                   warning: str | None) -> dict[str, Any]:
+    """``s2r adapt --json``: the written files and the essentials of the JSON report (its per-parameter rows, the
+    data used, the last round's tempering); the report file keeps every round, the noise model and the posterior
+    Gaussian."""
+    report = result_json(result, {s.name: s for s in task_param_specs(extra["task"])}, extra)
+    last = result.iterations[-1]
+    yaml_path, json_path, png_path = paths
+    return {
+        "yaml": str(yaml_path), "json": str(json_path), "png": str(png_path),
+        **{k: extra[k] for k in ("task", "prior", "logs", "engine", "skipped_files")},
+        "episodes": result.episodes, "transitions": result.transitions,
+        "final_beta": last.beta, "final_ess": last.ess, "pooled_samples": last.pooled,
+        "parameters": report["parameters"],
+        "at_prior_edge": warning,
+    }
 
 
 def _parse_param(text: str) -> tuple[str, float]:
@@ -95,7 +123,11 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
     else:
         policy: Policy = load_policy(args.policy).act
         record_sim_logs(args.out, config, policy)
-    print(f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}")
+    summary = {"out": str(args.out), "episodes": args.episodes, "task": args.task, "policy": args.policy,
+               "engine": args.engine, "seed": args.seed, "params": params,
+               "position_noise_std": args.position_noise, "velocity_noise_std": args.velocity_noise}
+    cliargs.print_result(args.json, summary,
+                         [f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}"])
     return 0
 
 
@@ -160,6 +192,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--max-transitions", type=int, help="score at most this many logged transitions (default: all)")
     a.add_argument("--strict", action="store_true",
                    help="fail on the first damaged episode file instead of skipping it with a warning")
+    cliargs.add_json_flag(a, "the files written, prior and posterior per parameter, episodes, transitions, final "
+                          "beta and ESS, the prior-edge warning")
     a.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser(
@@ -182,6 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="std of the noise on logged angles (rad)")
     s.add_argument("--velocity-noise", type=float, default=sim_defaults.velocity_noise_std,
                    help="std of the noise on logged velocities (rad/s)")
+    cliargs.add_json_flag(s, "the log directory, episodes, task, policy, engine, seed, parameter values and noise")
     s.set_defaults(func=cmd_simlogs)
 
     w = sub.add_parser(

@@ -107,7 +107,7 @@ def register(sub: Any) -> None:
     d.add_argument("--include-partial", action="store_true", help="also use episodes that were stopped early")
     d.add_argument("--strict", action="store_true",
                    help="fail on the first damaged episode file instead of skipping it with a warning")
-    d.add_argument("--json", action="store_true", help="print a JSON summary")
+    d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(func=run_dataset)
 
 

@@ -184,11 +184,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         env.close()
     write_gif(rollout.frames, out, rollout.frame_period)
     returns = ", ".join(f"{r:.1f}" for r in rollout.returns)
-    print(
+    summary = {"out": str(out), "frames": len(rollout.frames), "width": options.width, "height": options.height,
+               "frame_period_s": float(rollout.frame_period), "env_id": env_id, "engine": args.engine,
+               "policy": args.policy, "seed": args.seed, "episodes": len(rollout.returns),
+               "returns": [float(r) for r in rollout.returns], "successes": int(sum(rollout.successes))}
+    cliargs.print_result(args.json, summary, [
         f"wrote {out}: {len(rollout.frames)} frames of {options.width}x{options.height} px, "
         f"{rollout.frame_period:g} s each; {args.engine}, {len(rollout.returns)} episode(s), "
         f"returns [{returns}], {sum(rollout.successes)} successful"
-    )
+    ])
     return 0
 
 
@@ -219,4 +223,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--height", type=int, default=DEFAULT_RENDER_HEIGHT_PX, help="frame height in pixels")
     r.add_argument("--camera", help="named camera of the scene (default: the engine's free view)")
     r.add_argument("--out", required=True, help="output .gif file")
+    cliargs.add_json_flag(r, "the file, its frames and size, the episodes' returns and successes")
     r.set_defaults(func=cmd_render)
