@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     defaults = FinetuneConfig(run_dir=Path(), robot=Path())
     p = sub.add_parser(
         "train",
-        help="train a policy in simulation with SAC or TD3",
+        help="train a policy in simulation (CrossQ by default; SAC or TD3)",
         description=(
-            "Train a policy with Soft Actor-Critic (or TD3) into a run directory: config.yaml, metrics.jsonl, "
+            "Train a policy with CrossQ (Soft Actor-Critic with batch-renormalized critics; or plain SAC, or TD3) "
+            "into a run directory: config.yaml, metrics.jsonl, "
             "tensorboard/, last.pt, best.pt, replay.pt, learning_curve.png. Ctrl-C saves last.pt and exits; "
             "--resume continues from it. Precedence: defaults < the run's config.yaml (with --resume) < "
             "--config FILE < --task/--engine/--algo/--steps/--seed < --set."
