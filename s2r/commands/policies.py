@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser(
         "finetune",
-        help="continue SAC (or TD3) on the robot (or its emulator) from the deployed policy of a run",
+        help="continue a run's learner (CrossQ, SAC or TD3) on the robot (or its emulator) from its deployed policy",
         description="Fine-tune the policy s2r export/deploy take from RUN_DIR (best.pt, else last.pt) on the robot, "
         "through the real-time controller with the safety filter on. The deployed policy (the incumbent) is "
         "measured first; then rounds of exploration episodes (gradient steps between episodes on half-real, "
