@@ -73,7 +73,7 @@ class PolicyMetadata:
     action_high: tuple[float, ...]
     """The environment's upper action bounds (its action units)."""
     algo: str
-    """Learner that trained the policy (``crossq``, ``sac``, ``td3``)."""
+    """Learner that trained the policy (``crossq``, ``sac``, ``td3``, ``ddpg``)."""
     training_steps: int
     """Environment steps trained when the checkpoint was saved."""
     config_sha256: str

@@ -1,8 +1,9 @@
-"""Soft Actor-Critic and TD3 on one off-policy core; training, evaluation and checkpoints.
+"""Soft Actor-Critic, TD3 and DDPG on one off-policy core, and CrossQ; training, evaluation and checkpoints.
 
 Modules: :mod:`policies.sac` (``sac_update``; :mod:`policies.sac_reference`, the same update with autograd, is
-its tested reference), :mod:`policies.crossq`, :mod:`policies.td3` (``td3_update``),
-:mod:`policies.networks` (actor, twin critic, hand-written backward passes, ``PolicyModule``),
+its tested reference), :mod:`policies.crossq`, :mod:`policies.td3` (``td3_update``, DDPG's too),
+:mod:`policies.exploration` (TD3's and DDPG's Gaussian or Ornstein-Uhlenbeck noise),
+:mod:`policies.networks` (actor, critic ensemble, hand-written backward passes, ``PolicyModule``),
 :mod:`policies.replay` (buffer, ``Batch``), :mod:`policies.normalizer` (running observation
 statistics), :mod:`policies.offpolicy` (learner interface, fused Adam), :mod:`policies.config`
 (``TrainConfig``), :mod:`policies.train` (the loop) and the parts it calls: :mod:`policies.agent` (learner,

@@ -17,13 +17,14 @@ from policies.checkpoint import Checkpoint
 from policies.config import TrainConfig
 from policies.crossq import CROSSQ_BETA1, CrossQLearner, CrossQParams, make_crossq_model
 from policies.envs import Env
-from policies.networks import PolicyModule
+from policies.exploration import make_exploration
+from policies.networks import TWINS, PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
 from policies.observations import ObservationNormalization
 from policies.offpolicy import Learner, load_module_state
 from policies.replay import Batch
 from policies.sac import SACLearner, SACParams, make_sac_model
-from policies.td3 import TD3Learner, TD3Params, make_td3_model
+from policies.td3 import DDPG_CRITICS, TD3Learner, TD3Params, make_td3_model
 from s2r.core.errors import UserError
 
 
@@ -52,7 +53,8 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.de
     cfg = cfg.resolved()
     hidden = tuple(cfg.hidden)
     assert cfg.lr is not None and cfg.policy_delay is not None and cfg.critic_hidden is not None
-    assert cfg.gamma is not None and cfg.init_alpha is not None
+    assert cfg.gamma is not None and cfg.init_alpha is not None and cfg.target_noise is not None
+    assert cfg.exploration is not None and cfg.exploration_noise is not None
     if cfg.algo == "crossq":
         crossq = make_crossq_model(obs_dim, act_dim, hidden, tuple(cfg.critic_hidden), cfg.activation, cfg.lr,
                                    CROSSQ_BETA1, cfg.init_alpha, device, cfg.seed)
@@ -62,9 +64,12 @@ def build_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.de
         model = make_sac_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, cfg.init_alpha, device, cfg.seed)
         return SACLearner(model, SACParams(gamma=cfg.gamma, tau=cfg.tau, target_entropy=cfg.target_entropy,
                                            autotune_alpha=cfg.autotune_alpha))
-    td3 = make_td3_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, device, cfg.seed)
+    # TD3, or DDPG: the same update with one critic (and its config's defaults: no delay, no smoothing, OU noise).
+    critics = DDPG_CRITICS if cfg.algo == "ddpg" else TWINS
+    td3 = make_td3_model(obs_dim, act_dim, hidden, cfg.activation, cfg.lr, device, cfg.seed, critics)
     params = TD3Params(cfg.gamma, cfg.tau, cfg.policy_delay, cfg.target_noise, cfg.target_noise_clip)
-    return TD3Learner(td3, params, cfg.exploration_noise)
+    noise = make_exploration(cfg.exploration, cfg.exploration_noise, cfg.ou_theta, cfg.ou_dt, td3.generator)
+    return TD3Learner(td3, params, noise, cfg.algo)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,11 @@ class Agent:
         x = torch.from_numpy(self.obs.normalize(obs)[None]).to(self.device)
         out: np.ndarray = self.learner.explore(x)[0].cpu().numpy()
         return out
+
+    def episode_start(self) -> None:
+        """A new episode begins: the learner's exploration starts afresh (see
+        :meth:`policies.offpolicy.Learner.episode_start`)."""
+        self.learner.episode_start()
 
     def update(self, batch: Batch, update_actor: bool = True) -> dict[str, float]:
         """One gradient step of the learner (see :meth:`policies.offpolicy.Learner.update`)."""

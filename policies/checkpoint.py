@@ -45,7 +45,7 @@ class Checkpoint:
     """A loaded checkpoint (see the module docstring for the file layout)."""
 
     algo: str
-    """``crossq``, ``sac`` or ``td3``."""
+    """``crossq``, ``sac``, ``td3`` or ``ddpg``."""
     env_id: str
     """Gymnasium id trained on."""
     task: str
@@ -61,7 +61,7 @@ class Checkpoint:
     hidden: tuple[int, ...]
     activation: Activation
     stochastic: bool
-    """Actor architecture: stochastic (SAC, outputs mean and log-std) or deterministic (TD3)."""
+    """Actor architecture: stochastic (SAC, CrossQ: outputs mean and log-std) or deterministic (TD3, DDPG)."""
     actor_state: dict[str, Tensor]
     """Actor ``state_dict``."""
     obs_norm: bool

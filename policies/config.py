@@ -15,8 +15,10 @@ import yaml
 from s2r.core.errors import ParameterError, UserError, did_you_mean
 from s2r.core.yamlfile import load_yaml, read_yaml_file
 
-Algo = Literal["sac", "td3", "crossq"]
-ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq")
+Algo = Literal["sac", "td3", "crossq", "ddpg"]
+ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq", "ddpg")
+Exploration = Literal["gaussian", "ou"]
+EXPLORATIONS: tuple[Exploration, ...] = ("gaussian", "ou")
 
 
 CLAW_GAMMA = 0.95
@@ -43,6 +45,16 @@ warm-up only delays it: under the shipped claw randomization a 4k warm-up first 
 beyond 33k steps (seeds 0, 1, 2); a 1k warm-up at 12.5k, 15k and 10k (``benchmarks/sample_efficiency.py``)."""
 CROSSQ_POLICY_DELAY = 3
 """Critic updates per actor update in CrossQ (the paper's and sb3-contrib's)."""
+TD3_POLICY_DELAY = 2
+"""Critic updates per actor update in TD3 (Fujimoto et al. 2018); DDPG updates its actor every time."""
+TD3_TARGET_NOISE = 0.2
+"""Std of TD3's target-policy smoothing noise (normalized action units; Fujimoto et al. 2018); DDPG has none."""
+TD3_EXPLORATION_NOISE = 0.1
+"""Std of TD3's Gaussian exploration noise (normalized action units; Fujimoto et al. 2018)."""
+DDPG_EXPLORATION_NOISE = 0.2
+"""Sigma of DDPG's Ornstein-Uhlenbeck exploration noise (normalized action units per square root of process time;
+Lillicrap et al. 2016, whose tasks mostly bound actions to [-1, 1]). With ``ou_theta`` 0.15 and ``ou_dt`` 1 the
+noise's stationary std is 0.38."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,8 @@ class TrainConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gym.make``."""
     algo: Algo = "crossq"
-    """Learner: ``crossq`` (SAC with batch-renormalized critics and no target network), ``sac`` or ``td3``."""
+    """Learner: ``crossq`` (SAC with batch-renormalized critics and no target network), ``sac``, ``td3`` or ``ddpg``
+    (TD3's update with one critic, no target-policy smoothing and no policy delay, Lillicrap et al. 2016)."""
     steps: int = 150_000
     """Environment steps to train for (in total, across resumes)."""
     seed: int = 0
@@ -83,7 +96,7 @@ class TrainConfig:
     """Hidden activation of actor and critics."""
     lr: float | None = None
     """Adam learning rate of actor, critics and temperature; auto: 1e-3 for ``crossq`` (the paper's), 3e-4
-    otherwise."""
+    otherwise (DDPG's paper had 1e-4 for the actor and 1e-3 for the critic; one rate serves both here)."""
     batch_size: int = 256
     """Transitions per gradient step."""
     buffer_size: int = 1_000_000
@@ -100,7 +113,8 @@ class TrainConfig:
     moved seeds 1 and 2 to 0.9 success by 15k and 20k steps but held seed 0 back (0.10 at 30k), so the default stays
     1 (README, *Learners and sample efficiency*)."""
     tau: float = 0.005
-    """Polyak rate of the target networks."""
+    """Polyak rate of the target networks (per update; per actor update in TD3 and DDPG). DDPG's paper had 0.001;
+    0.005 is TD3's, SAC's and Stable-Baselines3's DDPG's."""
     policy_average: float | None = None
     """Rate, per environment step, of the Polyak average of the actor's weights that is evaluated, checkpointed as
     the policy and exported (weight averaging, Nikishin et al. 2018, "Improving Stability in Deep Reinforcement
@@ -115,13 +129,27 @@ class TrainConfig:
     """SAC: entropy target (nats); auto: ``-act_dim``."""
 
     policy_delay: int | None = None
-    """TD3 and CrossQ: critic updates per actor update; auto: 2 for ``td3``, 3 for ``crossq``."""
-    target_noise: float = 0.2
-    """TD3: std of the target-policy smoothing noise (normalized action units)."""
+    """TD3, DDPG and CrossQ: critic updates per actor update; auto: 2 for ``td3``, 1 for ``ddpg``, 3 for
+    ``crossq``."""
+    target_noise: float | None = None
+    """TD3 and DDPG: std of the target-policy smoothing noise (normalized action units); auto: 0.2 for ``td3``, 0
+    (no smoothing) for ``ddpg``."""
     target_noise_clip: float = 0.5
-    """TD3: clip of the smoothing noise (normalized action units)."""
-    exploration_noise: float = 0.1
-    """TD3: std of the Gaussian exploration noise (normalized action units)."""
+    """TD3 and DDPG: clip of the smoothing noise (normalized action units)."""
+    exploration: Exploration | None = None
+    """TD3 and DDPG: noise on the actor's action while exploring: ``gaussian`` (independent every step, std
+    ``exploration_noise``) or ``ou`` (Ornstein-Uhlenbeck, correlated from step to step and restarted from 0 with
+    every episode: sigma ``exploration_noise``, ``ou_theta``, ``ou_dt``); auto: ``ou`` for ``ddpg`` (Lillicrap et
+    al. 2016), ``gaussian`` for ``td3`` (Fujimoto et al. 2018)."""
+    exploration_noise: float | None = None
+    """TD3 and DDPG: scale of the exploration noise, the Gaussian's std (normalized action units) or the
+    Ornstein-Uhlenbeck sigma (normalized action units per square root of process time); auto: 0.1 for ``td3``,
+    ``DDPG_EXPLORATION_NOISE`` (0.2) for ``ddpg``."""
+    ou_theta: float = 0.15
+    """``ou`` exploration: rate of reversion towards 0 (per unit of process time; Lillicrap et al.'s 0.15).
+    ``ou_theta * ou_dt``, the fraction of the way back to 0 per step, is at most 1."""
+    ou_dt: float = 1.0
+    """``ou`` exploration: process time per environment step (units of process time; 1, Lillicrap et al.'s)."""
 
     obs_norm: bool = True
     """Normalize observations with running statistics (saved in checkpoints)."""
@@ -147,6 +175,7 @@ class TrainConfig:
     def resolved(self, env_id: str | None = None) -> TrainConfig:
         """A copy with every auto field replaced by its value (``env_id``: the resolved task id)."""
         crossq = self.algo == "crossq"
+        ddpg = self.algo == "ddpg"
         warmup = self.warmup_steps
         if warmup is None:
             warmup = min(max(self.steps // 10, self.batch_size), 5000)
@@ -164,7 +193,16 @@ class TrainConfig:
             gamma = CLAW_GAMMA if "dclaw" in (env_id or self.task).lower() else DEFAULT_GAMMA
         critic_hidden = self.critic_hidden if self.critic_hidden is not None else self.hidden
         lr = self.lr if self.lr is not None else (CROSSQ_LR if crossq else SAC_LR)
-        delay = self.policy_delay if self.policy_delay is not None else (CROSSQ_POLICY_DELAY if crossq else 2)
+        delay = self.policy_delay
+        if delay is None:
+            delay = CROSSQ_POLICY_DELAY if crossq else 1 if ddpg else TD3_POLICY_DELAY
+        target_noise = self.target_noise
+        if target_noise is None:
+            target_noise = 0.0 if ddpg else TD3_TARGET_NOISE
+        exploration = self.exploration if self.exploration is not None else "ou" if ddpg else "gaussian"
+        exploration_noise = self.exploration_noise
+        if exploration_noise is None:
+            exploration_noise = DDPG_EXPLORATION_NOISE if ddpg else TD3_EXPLORATION_NOISE
         init_alpha = self.init_alpha if self.init_alpha is not None else (CROSSQ_INIT_ALPHA if crossq else 1.0)
         average = self.policy_average
         if average is None:
@@ -175,6 +213,9 @@ class TrainConfig:
             gamma=gamma,
             lr=lr,
             policy_delay=delay,
+            target_noise=target_noise,
+            exploration=exploration,
+            exploration_noise=exploration_noise,
             init_alpha=init_alpha,
             policy_average=average,
             warmup_steps=warmup,
@@ -290,8 +331,11 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise UserError(f"config field {name!r} must be positive, got {getattr(cfg, name)}")
     for name in ("target_noise", "target_noise_clip", "exploration_noise"):
-        if getattr(cfg, name) < 0:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
             raise UserError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.ou_theta <= 0 or cfg.ou_dt <= 0 or cfg.ou_theta * cfg.ou_dt > 1:
+        raise UserError(f"config fields 'ou_theta' and 'ou_dt' must be positive with ou_theta * ou_dt <= 1 (a step "
+                        f"reverts at most all the way to 0), got {cfg.ou_theta} and {cfg.ou_dt}")
     if not cfg.task:
         raise UserError("config field 'task' must not be empty")
     if cfg.seed < 0:

@@ -297,6 +297,9 @@ class CrossQLearner:
         eps = torch.randn(log_std.shape, generator=self.model.generator, dtype=z.dtype, device=z.device)
         return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
 
+    def episode_start(self) -> None:
+        pass  # the policy's own noise, independent from step to step
+
     def training_state(self) -> dict[str, Any]:
         m = self.model
         return {

@@ -145,8 +145,13 @@ class Finetuner:
                           data["next_observations"][i], bool(data["terminals"][i]))
         return n
 
+    def episode_start(self) -> None:
+        """An exploration episode begins: the learner's exploration starts afresh (DDPG's Ornstein-Uhlenbeck
+        noise from 0)."""
+        self.agent.episode_start()
+
     def explore(self, obs: np.ndarray) -> np.ndarray:
-        """The stochastic actor's action for one raw observation (the controller's policy)."""
+        """The exploring actor's action for one raw observation (the controller's policy)."""
         with torch.no_grad():
             return self.agent.explore(np.asarray(obs, dtype=np.float32))
 

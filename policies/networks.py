@@ -1,8 +1,8 @@
-"""The actor and the twin critic, with hand-written backward passes for the update's hot path.
+"""The actor and the critic ensemble, with hand-written backward passes for the update's hot path.
 
-Layers keep their weights as ``[in, out]`` so a layer is one ``addmm`` (``x @ W + b``). The twin
-critic stacks both critics' weights on a leading axis of size 2, so each layer of both critics is
-one ``baddbmm``. The updates in :mod:`policies.sac` and :mod:`policies.td3` call
+Layers keep their weights as ``[in, out]`` so a layer is one ``addmm`` (``x @ W + b``). The critic
+ensemble stacks its critics' weights on a leading axis (of size 2, the twin critic of SAC and TD3; 1 for
+DDPG), so each layer of every critic is one ``baddbmm``. The updates in :mod:`policies.sac` and :mod:`policies.td3` call
 :func:`mlp_forward` / :func:`mlp_backward` instead of autograd: on a small CPU the update of these
 small networks is bound by per-operation overhead as much as by arithmetic, and the explicit
 backward skips every gradient nobody needs (critic weight gradients in the actor loss, input
@@ -30,7 +30,7 @@ LOG_STD_MAX = 2.0
 """Upper clamp of the actor's log standard deviation (log of the pre-tanh action units)."""
 
 TWINS = 2
-"""Number of critics in the twin critic (clipped double-Q)."""
+"""Number of critics in the twin critic (clipped double-Q: SAC, TD3, CrossQ)."""
 
 
 def activation_(x: Tensor, activation: Activation) -> Tensor:
@@ -235,10 +235,11 @@ class Actor(nn.Module):
         return torch.tanh(self.forward(obs)[..., : self.act_dim])
 
 
-class TwinCritic(nn.Module):
-    """Two Q networks ``Q(obs, action)`` with their weights stacked: ``w_i`` is ``[2, in, out]``.
+class CriticEnsemble(nn.Module):
+    """``members`` Q networks ``Q(obs, action)`` with their weights stacked: ``w_i`` is ``[members, in, out]``.
 
-    The input is ``cat([normalized obs, action], -1)``; the output is ``[2, N, 1]``.
+    Two members (:data:`TWINS`) are the twin critic of SAC and TD3, one is DDPG's single critic. The input is
+    ``cat([normalized obs, action], -1)``; the output is ``[members, N, 1]``.
     """
 
     def __init__(
@@ -247,19 +248,24 @@ class TwinCritic(nn.Module):
         act_dim: int,
         hidden: Sequence[int],
         activation: Activation,
+        members: int = TWINS,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         _check_arch(obs_dim + act_dim, 1, hidden, activation)
+        if members < 1:
+            raise ValueError(f"a critic ensemble needs at least one member, got {members}")
         self.obs_dim = obs_dim
         self.act_dim = act_dim
         self.hidden = tuple(int(h) for h in hidden)
         self.activation: Activation = activation
+        self.members = members
         sizes = (obs_dim + act_dim, *self.hidden, 1)
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            w = _uniform_(torch.empty(TWINS, fan_in, fan_out), fan_in, generator)
+            w = _uniform_(torch.empty(members, fan_in, fan_out), fan_in, generator)
             self.register_parameter(f"w{i}", nn.Parameter(w))
-            self.register_parameter(f"b{i}", nn.Parameter(_uniform_(torch.empty(TWINS, 1, fan_out), fan_in, generator)))
+            b = _uniform_(torch.empty(members, 1, fan_out), fan_in, generator)
+            self.register_parameter(f"b{i}", nn.Parameter(b))
         self.n_layers = len(sizes) - 1
         self._weights: list[Tensor] = [getattr(self, f"w{i}") for i in range(self.n_layers)]
         self._biases: list[Tensor] = [getattr(self, f"b{i}") for i in range(self.n_layers)]
@@ -275,7 +281,7 @@ class TwinCritic(nn.Module):
         return self._biases
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
-        """Both Q values, ``[2, N, 1]``."""
+        """Every member's Q values, ``[members, N, 1]``."""
         return mlp_forward(torch.cat([obs, action], -1), self.weights, self.biases, self.activation)[-1]
 
 

@@ -1,5 +1,5 @@
-"""What SAC and TD3 share: the learner interface the training loop drives, optimizers, target averaging, the twin
-critic's backward."""
+"""What SAC, TD3 and DDPG share: the learner interface the training loop drives, optimizers, target averaging, the
+critic ensemble's backward."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from policies.networks import Actor, TwinCritic, Workspace, mlp_backward
+from policies.networks import Actor, CriticEnsemble, Workspace, mlp_backward
 from policies.replay import Batch
 
 
@@ -17,7 +17,7 @@ class Learner(Protocol):
     """An off-policy learner as the training loop sees it."""
 
     algo: str
-    """``"sac"`` or ``"td3"``."""
+    """The config's ``algo``: ``"crossq"``, ``"sac"``, ``"td3"`` or ``"ddpg"``."""
     actor: Actor
     """The policy network (input: normalized observations)."""
 
@@ -31,6 +31,11 @@ class Learner(Protocol):
 
     def explore(self, obs: Tensor) -> Tensor:
         """Exploration actions in [-1, 1] ``[N, act_dim]`` for normalized observations ``[N, obs_dim]``."""
+        ...
+
+    def episode_start(self) -> None:
+        """A new episode begins (the next :meth:`explore` is its first step): exploration that carries state from
+        step to step (DDPG's Ornstein-Uhlenbeck noise) starts afresh; nothing happens for stateless exploration."""
         ...
 
     def training_state(self) -> dict[str, Any]:
@@ -168,11 +173,11 @@ def load_module_state(module: nn.Module, state: object, what: str) -> None:
     module.load_state_dict(state)
 
 
-def critic_and_policy_backward(critic: TwinCritic, grad_q: Tensor, outs: Sequence[Tensor], n: int,
+def critic_and_policy_backward(critic: CriticEnsemble, grad_q: Tensor, outs: Sequence[Tensor], n: int,
                                ws: Workspace) -> Tensor:
-    """The twin critic's backward after one pass on ``[(s, a); (s, a_pi)]`` (``n`` rows each): the parameter
+    """The critic ensemble's backward after one pass on ``[(s, a); (s, a_pi)]`` (``n`` rows each): the parameter
     gradients from the ``n`` data rows into the preallocated buffers, and the gradient with respect to
-    ``a_pi`` of the policy rows, ``[2, n, act_dim]`` (one slice per member)."""
+    ``a_pi`` of the policy rows, ``[members, n, act_dim]`` (one slice per member)."""
     d_input = mlp_backward(
         grad_q,
         outs,

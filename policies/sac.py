@@ -37,7 +37,7 @@ from policies.networks import (
     LOG_STD_MIN,
     Activation,
     Actor,
-    TwinCritic,
+    CriticEnsemble,
     Workspace,
     mlp_backward,
     mlp_forward,
@@ -78,8 +78,8 @@ class SACModel:
     """Everything an SAC update reads and changes."""
 
     actor: Actor
-    critic: TwinCritic
-    critic_target: TwinCritic
+    critic: CriticEnsemble
+    critic_target: CriticEnsemble
     log_alpha: torch.nn.Parameter
     """``log alpha``, shape ``[1]``."""
     opt: FusedAdam
@@ -105,8 +105,8 @@ def make_sac_model(
         raise ValueError(f"init_alpha must be positive, got {init_alpha}")
     init = torch.Generator().manual_seed(seed)
     actor = Actor(obs_dim, act_dim, hidden, activation, stochastic=True, generator=init).to(device)
-    critic = TwinCritic(obs_dim, act_dim, hidden, activation, generator=init).to(device)
-    target = TwinCritic(obs_dim, act_dim, hidden, activation).to(device)
+    critic = CriticEnsemble(obs_dim, act_dim, hidden, activation, generator=init).to(device)
+    target = CriticEnsemble(obs_dim, act_dim, hidden, activation).to(device)
     target.load_state_dict(critic.state_dict())
     target.requires_grad_(False)
     log_alpha = torch.nn.Parameter(torch.full((1,), math.log(init_alpha), device=device))
@@ -277,6 +277,9 @@ class SACLearner:
         log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
         eps = torch.randn(log_std.shape, generator=self.model.generator, dtype=z.dtype, device=z.device)
         return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
+
+    def episode_start(self) -> None:
+        pass  # the policy's own noise, independent from step to step
 
     def training_state(self) -> dict[str, Any]:
         m = self.model

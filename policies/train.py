@@ -140,7 +140,10 @@ class Trainer:
         """Train until ``target_step`` environment steps (or until :attr:`stop_requested`)."""
         cfg, st = self.cfg, self.state
         assert cfg.warmup_steps is not None
+        first_episode = self.collector.obs is None
         obs = self.collector.start(seed=cfg.seed + st.step)
+        if first_episode:  # a new run, or a resumed one (whose episode in progress starts over)
+            self.agent.episode_start()
         self._running_since = t_start = time.perf_counter()
         try:
             while st.step < target_step and not self.stop_requested:
@@ -156,6 +159,7 @@ class Trainer:
                 if episode is not None:
                     st.episodes += 1
                     self.metrics.episode(episode)
+                    self.agent.episode_start()  # obs is the next episode's first
                 if self.run is not None:
                     self.periodic()
         finally:

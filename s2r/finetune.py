@@ -1,4 +1,5 @@
-"""Fine-tuning on the robot: SAC (or TD3) continues from the deployed policy, and never hands out a worse one.
+"""Fine-tuning on the robot: the run's learner (CrossQ, SAC, TD3 or DDPG) continues from the deployed policy, and
+never hands out a worse one.
 
 ``s2r finetune RUN_DIR --robot hardware_configs/dclaw.yaml --driver emulator --episodes N`` runs episodes on the
 robot through the same :class:`~robot.controller.Controller` as ``s2r deploy``: scripted reset, fixed-rate loop,
@@ -11,7 +12,7 @@ safety filter and watchdog all active. Choices, and why:
   ``finetune.json`` records the file and its sha256.
 * **The incumbent and the gate** (:mod:`policies.gate`). The incumbent is the deployed policy, exported and
   measured on ``incumbent_episodes`` deterministic robot episodes first. Then rounds: exploration episodes with
-  the learner's stochastic actor (learning between them), then the candidate, the learner's deterministic actor
+  the learner's exploring actor (learning between them), then the candidate, the learner's deterministic actor
   frozen and exported, on ``gate_episodes`` robot episodes. The candidate replaces the incumbent only when
   Fisher's exact test, one-sided, says it succeeds more often at the configured confidence (0.95 by default).
   ``OUT/policy.onnx`` is the incumbent at every moment, so a worse candidate never reaches it.
@@ -318,6 +319,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
             export_s = 0.0
             candidate: Path | None = None
             if kind == EXPLORE:
+                tuner.episode_start()
                 policy = tuner.explore
                 torch.manual_seed(cfg.seed * 100_003 + k)  # exploration of episode k, whatever ran before
             elif kind == EVAL_INCUMBENT:

@@ -49,7 +49,7 @@ def _frozen_parts(learner: Learner) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_critic_only_updates_move_the_critics_and_nothing_of_the_actor() -> None:
-    for algo in ("sac", "td3"):
+    for algo in ("sac", "td3", "ddpg"):
         learner = _learner(algo)
         for i in range(4):  # real momentum in every moment buffer first
             learner.update(_batch(i))

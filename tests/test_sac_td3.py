@@ -1,20 +1,25 @@
-"""TD3 on the off-policy core: hand-written gradients against autograd, delayed updates, smoothing."""
+"""TD3 on the off-policy core: hand-written gradients against autograd, delayed updates, smoothing; DDPG, the same
+update with one critic, no smoothing and no delay, against an autograd reference of DDPG's losses."""
 
 from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
+from policies.networks import TWINS
 from policies.offpolicy import FusedAdam
 from policies.replay import Batch
-from policies.td3 import TD3Model, TD3Params, make_td3_model, td3_update
+from policies.td3 import DDPG_CRITICS, TD3Model, TD3Params, make_td3_model, td3_update
 
 OBS, ACT, N = 4, 2, 6
+DDPG = TD3Params(gamma=0.9, tau=0.1, policy_delay=1, target_noise=0.0)
+"""DDPG's update (with a model of one critic), with a Polyak rate that moves the targets visibly."""
 
 
-def _model(lr: float = 0.0) -> TD3Model:
-    m = make_td3_model(OBS, ACT, (10, 8), "relu", lr, torch.device("cpu"), seed=5)
+def _model(lr: float = 0.0, critics: int = TWINS) -> TD3Model:
+    m = make_td3_model(OBS, ACT, (10, 8), "relu", lr, torch.device("cpu"), seed=5, critics=critics)
     for mod in (m.actor, m.actor_target, m.critic, m.critic_target):
         mod.double()
     m.actor_opt = FusedAdam(list(m.actor.parameters()), lr)
@@ -94,3 +99,36 @@ def test_td3_targets_move_only_on_policy_steps() -> None:
     critic_moved = [not torch.equal(a[1], b_[1]) for a, b_ in itertools.pairwise(snapshots)]
     assert actor_moved == [True, False, False, True]
     assert critic_moved == [True, False, False, True]
+
+
+def _ddpg_reference(m: TD3Model, b: Batch, gamma: float) -> tuple[float, float, list[torch.Tensor], list[torch.Tensor]]:
+    """DDPG's losses (Lillicrap et al. 2016, Algorithm 1) written plainly for autograd, with the 1/2 of the fused
+    update's critic loss: ``y = r + gamma (1 - d) Q'(s', mu'(s'))``, ``0.5 mean((Q(s, a) - y)^2)``, and
+    ``-mean(Q(s, mu(s)))``; returns both losses and their gradients."""
+    with torch.no_grad():
+        q_next = m.critic_target(b.next_obs, torch.tanh(m.actor_target(b.next_obs)))[0]
+        y = b.rewards + gamma * (1 - b.terminated) * q_next
+    critic_loss = 0.5 * (m.critic(b.obs, b.actions)[0] - y).pow(2).mean()
+    actor_loss = -m.critic(b.obs, torch.tanh(m.actor(b.obs)))[0].mean()
+    return (critic_loss.item(), actor_loss.item(), list(torch.autograd.grad(critic_loss, list(m.critic.parameters()))),
+            list(torch.autograd.grad(actor_loss, list(m.actor.parameters()))))
+
+
+def test_ddpg_is_td3s_update_with_one_critic_no_smoothing_and_no_delay() -> None:
+    m = _model(lr=1e-2, critics=DDPG_CRITICS)
+    assert all(p.shape[0] == 1 for p in m.critic.parameters())
+    b = _batch()
+    generator = m.generator.get_state()
+    for step in range(4):  # each from the parameters the previous steps left
+        critic_loss, actor_loss, critic_ref, actor_ref = _ddpg_reference(m, b, DDPG.gamma)
+        targets = [p.clone() for p in (*m.actor_target.parameters(), *m.critic_target.parameters())]
+        stats = td3_update(m, b, DDPG)
+        assert stats["critic_loss"] == pytest.approx(critic_loss, rel=1e-12)
+        assert stats["actor_loss"] == pytest.approx(actor_loss, rel=1e-12), f"no actor step at update {step}"
+        for got, want in zip([q.grad for q in m.critic.parameters()], critic_ref, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+        for got, want in zip([q.grad for q in m.actor.parameters()], actor_ref, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+        after = [*m.actor_target.parameters(), *m.critic_target.parameters()]
+        assert all(not torch.equal(a, t) for a, t in zip(after, targets, strict=True)), "the targets wait"
+    assert torch.equal(m.generator.get_state(), generator), "no smoothing noise may be drawn"

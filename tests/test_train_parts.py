@@ -132,11 +132,12 @@ def _tree_equal(a: object, b: object) -> bool:
     return a == b
 
 
-def test_fine_tuning_continues_the_simulation_learner_as_a_resumed_trainer_would(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["sac", "ddpg"])
+def test_fine_tuning_continues_the_simulation_learner_as_a_resumed_trainer_would(tmp_path: Path, algo: str) -> None:
     """The Finetuner (an agent built from the deployed checkpoint, no environment, no Trainer) takes the gradient
     steps, bit for bit, that a Trainer resumed from that checkpoint takes on the same mixed batches: its
-    checkpoints are the trainer's, with fine-tuning's counters added."""
-    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": "sac", "steps": 300, "warmup_steps": 100,
+    checkpoints are the trainer's, with fine-tuning's counters added (DDPG's: its noise process's state too)."""
+    cfg = config_from_mapping({"task": "Pendulum-v1", "algo": algo, "steps": 300, "warmup_steps": 100,
                                "hidden": [16], "batch_size": 16, "eval_interval": 300, "eval_episodes": 1,
                                "overlap_env": False})
     run = tmp_path / "run"

@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     defaults = FinetuneConfig(run_dir=Path(), robot=Path())
     p = sub.add_parser(
         "train",
-        help="train a policy in simulation (CrossQ by default; SAC or TD3)",
+        help="train a policy in simulation (CrossQ by default; SAC, TD3 or DDPG)",
         description=(
-            "Train a policy with CrossQ (Soft Actor-Critic with batch-renormalized critics; or plain SAC, or TD3) "
-            "into a run directory: config.yaml, metrics.jsonl, "
+            "Train a policy with CrossQ (Soft Actor-Critic with batch-renormalized critics; or plain SAC, TD3, or "
+            "DDPG) into a run directory: config.yaml, metrics.jsonl, "
             "tensorboard/, last.pt, best.pt, replay.pt, learning_curve.png. Ctrl-C saves last.pt and exits; "
             "--resume continues from it. Precedence: defaults < the run's config.yaml (with --resume) < "
             "--config FILE < --task/--engine/--algo/--steps/--seed < --set."
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", help="short task name (dclaw-turn) or any gymnasium id with Box spaces (Pendulum-v1)")
     p.add_argument("--engine", help="physics engine of s2r tasks: mujoco (default) or pybullet")
-    p.add_argument("--algo", choices=ALGOS, help="learner (default crossq; sac and td3 stay selectable)")
+    p.add_argument("--algo", choices=ALGOS, help="learner (default crossq; sac, td3 and ddpg stay selectable)")
     p.add_argument("--config", metavar="FILE", help="YAML file of config fields (see policies/config.py)")
     p.add_argument(
         "--set",
@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser(
         "finetune",
-        help="continue a run's learner (CrossQ, SAC or TD3) on the robot (or its emulator) from its deployed policy",
+        help="continue a run's learner (CrossQ, SAC, TD3 or DDPG) on the robot (or its emulator) from its deployed "
+        "policy",
         description="Fine-tune the policy s2r export/deploy take from RUN_DIR (best.pt, else last.pt) on the robot, "
         "through the real-time controller with the safety filter on. The deployed policy (the incumbent) is "
         "measured first; then rounds of exploration episodes (gradient steps between episodes on half-real, "
