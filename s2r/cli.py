@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from s2r import __version__
+from s2r import __version__, cliargs
 from s2r.core.errors import UserError
 from s2r.core.extras import MissingExtra
 
@@ -31,7 +31,7 @@ user's to fix, so a one-line message and exit 2, not a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cliargs.Parser(
         prog="s2r",
         description="s2r: train a control policy in simulation, run it on the robot.",
     )

@@ -17,9 +17,9 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 6. **fine-tune** on the emulated robot (``s2r finetune``) from the policy in service, then deploy the policy
    fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better.
 
-Then a robustness sweep of the retrained policy in simulation, a rollout GIF, ``OUT/report.md`` (the table,
-the plots, the seed and the budget) and ``OUT/demo.json``. ``--quick`` runs the same stages on tiny budgets
-(a smoke test of the pipeline; its numbers mean nothing).
+Then a robustness sweep of the retrained policy in simulation, a rollout GIF, ``DIR/report.md`` (the table,
+the plots, the seed and the budget) and ``DIR/demo.json``, in ``--out DIR``. ``--quick`` runs the same stages on
+tiny budgets (a smoke test of the pipeline; its numbers mean nothing).
 
 The robot stages (deployments, excitation, fine-tuning) run on the emulator with the shipped reality by
 default; ``--reality FILE`` gives the emulator another one, and ``--driver dynamixel --robot YAML [--port DEV]``
@@ -268,7 +268,7 @@ def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[st
 
 
 def demo_robot(out: Path, target: DemoRobot) -> Path:
-    """The hardware config the robot stages use: on the emulator ``OUT/robot.yaml``, the config with the demo's
+    """The hardware config the robot stages use: on the emulator ``DIR/robot.yaml``, the config with the demo's
     latency timer (see DEMO_LATENCY_TIMER_S); real servos, and a lock-step emulator (no host to be late), get their
     config unchanged."""
     if target.driver != "emulator" or target.lockstep:
@@ -632,22 +632,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole sim-to-real story on the emulated claw (train, export, deploy, adapt, retrain, fine-tune)",
-        description=(__doc__ or "").split("\n\n")[0] + " Writes OUT/report.md and OUT/demo.json; the full run "
+        description=(__doc__ or "").split("\n\n")[0] + " Writes report.md and demo.json into --out; the full run "
         "takes about 20 minutes on 2 cores, --quick about 2.",
     )
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, numbers mean nothing")
-    p.add_argument("--out", type=Path, help="output directory (default runs/demo, quick: runs/demo-quick)")
-    p.add_argument("--seed", type=cliargs.seed, default=0)
+    p.add_argument("--out", type=Path, metavar="DIR", help="directory to write the demo into: report.md, demo.json, "
+                   "its runs, policies and logs (default: runs/demo, quick: runs/demo-quick)")
+    p.add_argument("--seed", type=cliargs.seed, default=0, help="seed of training, evaluation, the robot episodes, "
+                   "the adaptation and fine-tuning")
     p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--reality", type=Path, metavar="FILE",
-                   help=f"reality file of the emulated robot (default {rel_root(REALITY)}); see "
+                   help=f"reality file of the emulated robot (default: {rel_root(REALITY)}); see "
                    "robot/emulator/reality.py for the format")
     p.add_argument("--driver", choices=DRIVERS, default="emulator",
                    help="where the robot stages (deployments, excitation, fine-tuning) run: the servo emulator "
                    "(default) or real Dynamixel servos")
     p.add_argument("--robot", type=Path, metavar="YAML",
-                   help=f"hardware config of the claw (default {rel_root(HARDWARE_CONFIG)})")
+                   help=f"hardware config of the claw (default: {rel_root(HARDWARE_CONFIG)})")
     p.add_argument("--port", metavar="DEV", help="serial device instead of the config's (or the pty of a running "
                    "`s2r emulate`)")
     p.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=None,

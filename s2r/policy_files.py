@@ -37,6 +37,8 @@ along its own multi-sine inside the joint limits and under the velocity limit, f
 EXPECTED = ("an .onnx file, a checkpoint (.pt), a training run directory holding best.pt or last.pt, or "
             + ", ".join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES))
 """What a policy argument may name, for error messages."""
+POLICY_FILES = "an exported .onnx file, a checkpoint (.pt) or a training run directory (its best.pt, else last.pt)"
+"""What the positional ``POLICY`` of a command that runs a policy in simulation may name, for its help."""
 
 KINDS = ("onnx", "checkpoint", "scripted")
 

@@ -256,7 +256,7 @@ def _cli(argv: list[str]) -> int:
 
 
 def _adapt_argv(prior: Path, logs: Path, out: Path, *extra: str) -> list[str]:
-    return ["adapt", "--task", "dclaw-turn", "--prior", str(prior), "--logs", str(logs), "--out", str(out),
+    return ["adapt", "--task", "dclaw-turn", "--prior", str(prior), "--log-dir", str(logs), "--out", str(out),
             "--iterations", "1", "--samples", "6", "--max-transitions", "10", "--workers", "1", *extra]
 
 
@@ -342,7 +342,7 @@ def test_logs_of_another_robot_or_task_are_refused(tmp_path: Path, prior_file: P
 # --- the command line, end to end ------------------------------------------------------------------
 def test_simlogs_then_adapt_write_yaml_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logs = tmp_path / "logs"
-    assert _cli(["simlogs", "--task", "dclaw-turn", "--out", str(logs), "--episodes", "1",
+    assert _cli(["simlogs", "--task", "dclaw-turn", "--log-dir", str(logs), "--episodes", "1",
                  "--param", "valve_damping=0.15", "--param", "finger_kp=2.8", "--seed", "3"]) == 0
     prior = tmp_path / "prior.yaml"
     data: dict[str, Any] = json.loads(json.dumps(PRIOR))
@@ -374,7 +374,7 @@ def test_simlogs_then_adapt_write_yaml_json_and_plot(tmp_path: Path, capsys: pyt
 
 def test_simlogs_rejects_a_malformed_param(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="NAME=VALUE"):
-        _cli(["simlogs", "--task", "dclaw-turn", "--out", str(tmp_path), "--param", "valve_damping"])
+        _cli(["simlogs", "--task", "dclaw-turn", "--log-dir", str(tmp_path), "--param", "valve_damping"])
 
 
 # --- parallel execution ------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_render_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_simlogs_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     logs = tmp_path / "logs"
-    assert main(["simlogs", "--task", "dclaw-turn", "--out", str(logs), "--episodes", "1",
+    assert main(["simlogs", "--task", "dclaw-turn", "--log-dir", str(logs), "--episodes", "1",
                  "--param", "valve_damping=0.15", "--seed", "3", "--json"]) == 0
     data = _json_line(capsys)
     assert data == {**data, "out": str(logs), "episodes": 1, "task": "dclaw-turn", "policy": "scripted",
@@ -85,7 +85,7 @@ def test_adapt_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record_sim_logs(logs, SimLogConfig(episodes=1))
     out = tmp_path / "posterior.yaml"
     prior = shipped_file("randomization.configs", "dclaw.yaml")
-    assert main(["adapt", "--task", "dclaw-turn", "--prior", str(prior), "--logs", str(logs), "--out", str(out),
+    assert main(["adapt", "--task", "dclaw-turn", "--prior", str(prior), "--log-dir", str(logs), "--out", str(out),
                  "--iterations", "1", "--samples", "6", "--max-transitions", "10", "--workers", "1", "--json"]) == 0
     data = _json_line(capsys)
     assert (data["yaml"], data["json"], data["png"]) == (str(out), str(out.with_suffix(".json")),

@@ -108,7 +108,7 @@ def test_render_writes_a_gif_with_one_frame_per_step(
         (["--task", "dclaw-turn", "--out", "x.png"], "x.png"),
         (["--task", "dclaw-turn", "--out", "x.gif", "--episodes", "0"], "--episodes"),
         (["--task", "dclaw-turn", "--out", "x.gif", "--width", "0"], "width"),
-        (["--task", "dclaw-turn", "--out", "x.gif", "--policy", "missing.pt"], "missing.pt"),
+        (["--task", "dclaw-turn", "--out", "x.gif", "missing.pt"], "missing.pt"),
     ],
 )
 def test_render_bad_input_exits_2(

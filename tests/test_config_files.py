@@ -308,7 +308,7 @@ HOSTILE_CLI: list[tuple[str, list[str], str]] = [
     ("deploy: a binary hardware config", ["deploy", "--robot", "{tmp}/binary.yaml", "--driver", "mock",
                                           "--episodes", "1", "--log-dir", "{tmp}/logs", "scripted:hold"],
      r"hardware config .* is not (valid YAML|UTF-8 text)"),
-    ("adapt: an empty prior", ["adapt", "--task", "dclaw-turn", "--prior", "{tmp}/empty.yaml", "--logs",
+    ("adapt: an empty prior", ["adapt", "--task", "dclaw-turn", "--prior", "{tmp}/empty.yaml", "--log-dir",
                                "{tmp}/logs", "--out", "{tmp}/posterior.yaml"],
      r"parameters must be a mapping"),
 ]
@@ -340,8 +340,8 @@ def test_a_hostile_cli_run_exits_2_with_one_line(what: str, tmp_path: Path,
 @pytest.mark.parametrize("command", [
     ["train", "--steps", "10"], ["deploy", "--robot", "r.yaml", "--driver", "mock", "--episodes", "1", "--log-dir",
                                 "logs", "scripted:hold"],
-    ["simlogs", "--task", "dclaw-turn", "--out", "logs"], ["sweep", "--episodes", "1", "run"],
-    ["adapt", "--task", "dclaw-turn", "--prior", "p.yaml", "--logs", "logs", "--out", "o.yaml"],
+    ["simlogs", "--task", "dclaw-turn", "--log-dir", "logs"], ["sweep", "--episodes", "1", "run"],
+    ["adapt", "--task", "dclaw-turn", "--prior", "p.yaml", "--log-dir", "logs", "--out", "o.yaml"],
     ["eval", "run"], ["finetune", "--robot", "r.yaml", "--episodes", "1", "run"],
     ["render", "--task", "dclaw-turn", "--out", "r.gif"], ["demo"],
 ])

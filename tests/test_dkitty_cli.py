@@ -54,7 +54,7 @@ def test_every_command_runs_the_quadruped(run: Path, fast_robot: Path, tmp_path:
 
     posterior = tmp_path / "adapt" / "posterior.yaml"
     assert main(["adapt", "--task", "dkitty-stand", "--prior", str(ROOT / "randomization" / "configs" / "dkitty.yaml"),
-                 "--logs", str(logs), "--out", str(posterior), "--iterations", "1", "--samples", "4",
+                 "--log-dir", str(logs), "--out", str(posterior), "--iterations", "1", "--samples", "4",
                  "--max-transitions", "20"]) == 0
     capsys.readouterr()
     fitted = yaml.safe_load(posterior.read_text())

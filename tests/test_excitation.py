@@ -123,7 +123,7 @@ def test_bad_config_is_refused() -> None:
 
 
 def test_simulated_logs_and_a_mock_deployment_run_the_signal(tmp_path: Path) -> None:
-    """``s2r simlogs --policy excite`` and ``s2r deploy scripted:excite`` send the multi-sine's targets, rate-limited
+    """``s2r simlogs excite`` and ``s2r deploy scripted:excite`` send the multi-sine's targets, rate-limited
     only while an episode's start pose catches up with it, and the signal runs on across episodes."""
     record_sim_logs(tmp_path / "sim", SimLogConfig(episodes=2, seed=5), "excite")
     signal = MultiSine(CLAW, 5)

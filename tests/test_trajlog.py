@@ -321,16 +321,16 @@ def test_no_usable_transition_names_the_directory_and_include_partial(
 
     logs = tmp_path / "logs"
     TrajectoryWriter(logs, INFO).write_episode(_episode(4, np.random.default_rng(13)), {"complete": False})
-    # The library names its parameters; the command line its own positional argument and flag.
+    # The library names its parameters; the command line its flags.
     with pytest.raises(UserError) as info:
         trajlog_to_dataset(logs)
     assert str(info.value) == (f"directory {str(logs)!r} holds no usable transitions (no complete episode with good "
                                "readings; include_partial also uses stopped ones)")
     assert len(trajlog_to_dataset(logs, include_partial=True)["rewards"]) == 4
     out = tmp_path / "data.npz"
-    assert s2r_main(["trajlog-dataset", str(logs), "--out", str(out)]) == 2
+    assert s2r_main(["trajlog-dataset", "--log-dir", str(logs), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"s2r trajlog-dataset: error: LOG_DIR {str(logs)!r} holds no usable transitions" in err
+    assert f"s2r trajlog-dataset: error: --log-dir {str(logs)!r} holds no usable transitions" in err
     assert "; --include-partial also uses stopped ones)" in err and not out.exists()
 
 
@@ -342,7 +342,7 @@ def test_trajlog_dataset_skips_a_damaged_episode_with_a_warning_and_strict_fails
         w.write_episode(_episode(4, np.random.default_rng(12 + k)), {"complete": True})
     path = _damage(logs, "truncated")
     out = tmp_path / "data.npz"
-    assert s2r_main(["trajlog-dataset", str(logs), "--out", str(out), "--json"]) == 0
+    assert s2r_main(["trajlog-dataset", "--log-dir", str(logs), "--out", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert f"s2r trajlog-dataset: warning: skipped {path}: episode file {path} is damaged or truncated" in captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
@@ -350,7 +350,7 @@ def test_trajlog_dataset_skips_a_damaged_episode_with_a_warning_and_strict_fails
     with np.load(out) as data:
         assert sorted(set(data["episode"].tolist())) == [0, 2]
     out.unlink()
-    assert s2r_main(["trajlog-dataset", str(logs), "--out", str(out), "--strict"]) == 2
+    assert s2r_main(["trajlog-dataset", "--log-dir", str(logs), "--out", str(out), "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"s2r trajlog-dataset: error: episode file {path} is damaged or truncated" in err
     assert "Traceback" not in err and not out.exists()

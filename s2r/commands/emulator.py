@@ -37,6 +37,7 @@ from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import NOMINAL_REALITY, load_reality
 from robot.emulator.server import build_server
 from robot.simtime import SimTime
+from s2r import cliargs
 from s2r.core.errors import UserError
 from s2r.core.extras import MissingExtra
 
@@ -134,7 +135,7 @@ def _serve_lockstep(server: Any, sim_time: Any, lines: list[str], should_stop: A
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m s2r.commands.emulator``: the same as ``s2r emulate``."""
-    parser = argparse.ArgumentParser(prog="python -m s2r.commands.emulator")
+    parser = cliargs.Parser(prog="python -m s2r.commands.emulator")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -25,11 +25,13 @@ def register(sub: Any) -> None:
         "the same observations (random and from rollouts of the policy); a difference above 1e-5 fails the "
         "export and writes nothing.",
     )
-    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("--out", metavar="FILE.onnx", help="output file (default: policy.onnx in the run directory, "
-                   "or beside the checkpoint file)")
+    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT",
+                   help="a training run directory (its best.pt, else last.pt) or a checkpoint (.pt): what the ONNX "
+                   "file is made from")
+    p.add_argument("--out", metavar="FILE.onnx", help="ONNX file to write (default: policy.onnx in the run "
+                   "directory, or beside the checkpoint file)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
-                   help=f"observations to verify with, at least 1000 (default {DEFAULT_SAMPLES})")
+                   help="observations to verify with, at least 1000")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (the summary) alone, without the text line before it")
     p.set_defaults(func=run_export)

@@ -17,7 +17,7 @@ from s2r import cliargs
 from s2r.commands.robot import StopRequest, deploy_exit_code
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
-from s2r.policy_files import evaluate_policy, load_policy
+from s2r.policy_files import POLICY_FILES, evaluate_policy, load_policy
 
 DEFAULT_EVAL_EPISODES = 50
 
@@ -51,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(e.g. randomization/configs/dclaw.yaml); the run keeps a copy in config.yaml")
     p.add_argument("--epopt-eps", type=float, metavar="EPS", help="EPOpt: keep the worst EPS fraction of probed "
                    "models as the hard set the next episodes are collected in (needs --randomize; e.g. 0.1)")
-    p.add_argument("--epopt-models", type=int, metavar="N", help="EPOpt: models probed per iteration (default 20)")
+    p.add_argument("--epopt-models", type=int, metavar="N", help="EPOpt: models probed per iteration (default: 20)")
     p.add_argument("--epopt-warmup", type=int, metavar="K", help="EPOpt: first K iterations keep every model "
-                   "(epsilon = 1; default 5)")
-    p.add_argument("--steps", type=int, help="environment steps in total (default 150000)")
-    p.add_argument("--seed", type=cliargs.seed, help="random seed (default 0)")
+                   "(epsilon = 1; default: 5)")
+    p.add_argument("--steps", type=int, help="environment steps in total (default: 150000)")
+    p.add_argument("--seed", type=cliargs.seed, help="random seed (default: 0)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,34 +75,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         "RUN_DIR/finetune/ (logs/, last.pt, policy.onnx, onnx/, candidates/, finetune.json); --resume continues "
         "after a crash with every completed episode.",
     )
-    f.add_argument("run_dir", metavar="RUN_DIR")
+    f.add_argument("run_dir", metavar="RUN_DIR", help="the training run to continue (its best.pt, else last.pt, "
+                   "with the learner's state and replay)")
     f.add_argument("--robot", required=True, metavar="FILE", help="hardware config, e.g. hardware_configs/dclaw.yaml")
-    f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator")
+    f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator",
+                   help="the robot: a physics-backed servo emulator started here, the real servos, or a mock bus")
     f.add_argument("--port", help="serial device (or an emulator's pty) instead of the config's")
     f.add_argument("--reality", metavar="FILE", help="reality of the emulator this run starts")
     f.add_argument("--lockstep", action="store_true", help="run the emulator this run starts in simulated time "
                    "(deterministic for a seed, faster than real time); the default is real time")
     f.add_argument("--episodes", type=int, required=True,
                    help="real episodes in total, of every kind (across resumes)")
-    f.add_argument("--out", metavar="DIR", help="output directory (default RUN_DIR/finetune)")
+    f.add_argument("--out", metavar="DIR", help="directory to write logs/, last.pt, policy.onnx, onnx/, candidates/ "
+                   "and finetune.json into (default: RUN_DIR/finetune)")
     f.add_argument("--resume", action="store_true", help="continue the run in --out (with the same schedule)")
     f.add_argument("--updates-per-step", type=float, default=defaults.updates_per_step,
-                   help=f"gradient steps per real transition of an exploration episode ({defaults.updates_per_step:g})")
+                   help="gradient steps per real transition of an exploration episode")
     f.add_argument("--critic-warmup", type=int, default=defaults.critic_warmup,
-                   help=f"critic-only gradient steps before the actor's first ({defaults.critic_warmup})")
+                   help="critic-only gradient steps before the actor's first")
     f.add_argument("--sim-fraction", type=float, default=defaults.sim_fraction,
-                   help=f"share of each batch from the simulation replay ({defaults.sim_fraction:g}; 0 = real only)")
+                   help="share of each batch from the simulation replay (0 = real only)")
     f.add_argument("--incumbent-episodes", type=int, default=defaults.incumbent_episodes,
-                   help=f"episodes measuring the deployed policy first ({defaults.incumbent_episodes})")
+                   help="episodes measuring the deployed policy first")
     f.add_argument("--explore-episodes", type=int, default=defaults.explore_episodes,
-                   help=f"exploration episodes per round ({defaults.explore_episodes})")
+                   help="exploration episodes per round")
     f.add_argument("--gate-episodes", type=int, default=defaults.gate_episodes,
-                   help=f"episodes measuring each round's candidate ({defaults.gate_episodes})")
+                   help="episodes measuring each round's candidate")
     f.add_argument("--reeval-episodes", type=int, default=defaults.reeval_episodes,
-                   help=f"episodes measuring the incumbent again each round ({defaults.reeval_episodes})")
+                   help="episodes measuring the incumbent again each round")
     f.add_argument("--confidence", type=float, default=defaults.confidence,
-                   help=f"confidence of the test a candidate must pass ({defaults.confidence:g})")
-    f.add_argument("--seed", type=cliargs.seed, default=0)
+                   help="confidence of the test a candidate must pass")
+    f.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episodes' starts and goals, the "
+                   "exploration and the exports' checks")
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_finetune)
@@ -110,13 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "eval",
         help="evaluate a trained policy with deterministic actions",
-        description="Run deterministic (mean-action) episodes of a checkpoint, or of a run directory's best.pt "
-        "(else last.pt), seeded SEED, SEED+1, ...",
+        description="Run deterministic (mean-action) episodes of POLICY (an ONNX file, a checkpoint, or a run "
+        "directory's best.pt, else last.pt), seeded SEED, SEED+1, ...",
     )
-    e.add_argument("path", metavar="RUN_DIR|CHECKPOINT|POLICY.onnx")
-    e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help=f"default {DEFAULT_EVAL_EPISODES}")
+    e.add_argument("path", metavar="POLICY", help=POLICY_FILES)
+    e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help="episodes to run")
     e.add_argument("--engine", help="physics engine (default: the one trained on)")
-    e.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode (default 0)")
+    e.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_eval)
 

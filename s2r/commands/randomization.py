@@ -25,7 +25,7 @@ from randomization.sweep import (
 from s2r import cliargs
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import SkipLog
-from s2r.policy_files import load_policy
+from s2r.policy_files import POLICY_FILES, load_policy
 from sim import TASK_IDS
 from sim.engines import ENGINES
 
@@ -44,12 +44,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         )
         executor = ExecutorConfig(workers=args.workers, ray=args.ray)
         skipped = SkipLog("s2r adapt")
-        result = adapt(prior, args.logs, config, task=args.task, engine=args.engine, executor=executor,
+        result = adapt(prior, args.log_dir, config, task=args.task, engine=args.engine, executor=executor,
                        strict=args.strict, on_skip=skipped)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     extra: dict[str, Any] = {
-        "task": args.task, "prior": str(args.prior), "logs": str(args.logs), "engine": args.engine,
+        "task": args.task, "prior": str(args.prior), "logs": str(args.log_dir), "engine": args.engine,
         "skipped_files": skipped.to_json(),
         "config": {"iterations": config.iterations, "samples": config.samples, "seed": config.seed,
                    "ess_fraction": config.ess_fraction, "proposal_inflation": config.proposal_inflation,
@@ -115,19 +115,19 @@ def cmd_simlogs(args: argparse.Namespace) -> int:
     config = SimLogConfig(task=args.task, engine=args.engine, params=params, episodes=args.episodes, seed=args.seed,
                           position_noise_std=args.position_noise, velocity_noise_std=args.velocity_noise)
     if args.policy == "scripted":
-        record_sim_logs(args.out, config, "scripted")
+        record_sim_logs(args.log_dir, config, "scripted")
     elif args.policy == "random":
-        record_sim_logs(args.out, config, "random")
+        record_sim_logs(args.log_dir, config, "random")
     elif args.policy == "excite":
-        record_sim_logs(args.out, config, "excite")
+        record_sim_logs(args.log_dir, config, "excite")
     else:
         policy: Policy = load_policy(args.policy).act
-        record_sim_logs(args.out, config, policy)
-    summary = {"out": str(args.out), "episodes": args.episodes, "task": args.task, "policy": args.policy,
+        record_sim_logs(args.log_dir, config, policy)
+    summary = {"out": str(args.log_dir), "episodes": args.episodes, "task": args.task, "policy": args.policy,
                "engine": args.engine, "seed": args.seed, "params": params,
                "position_noise_std": args.position_noise, "velocity_noise_std": args.velocity_noise}
     cliargs.print_result(args.json, summary,
-                         [f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.out}"])
+                         [f"wrote {args.episodes} episode(s) of {args.task} ({args.policy}) to {args.log_dir}"])
     return 0
 
 
@@ -178,8 +178,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--task", required=True, help=f"task name ({tasks})")
     a.add_argument("--prior", required=True,
                    help="randomization YAML to start from, e.g. randomization/configs/dclaw.yaml")
-    a.add_argument("--logs", required=True, help="trajectory log directory (run.json + episode_*.npz)")
-    a.add_argument("--out", required=True, help="output YAML; the .json and .png are written beside it")
+    cliargs.add_renamed_argument(a, "--log-dir", old="--logs", required=True, metavar="DIR",
+                                 help="trajectory log directory to read (run.json + episode_*.npz), written by "
+                                 "s2r deploy or s2r simlogs")
+    a.add_argument("--out", required=True, metavar="FILE.yaml", help="posterior randomization YAML to write; its "
+                   "JSON report and PNG plot are written beside it (FILE.json, FILE.png)")
     a.add_argument("--iterations", type=int, default=defaults.iterations, help="sampling-and-fitting rounds")
     a.add_argument("--samples", type=int, default=defaults.samples, help="parameter samples per round")
     a.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine for the replay")
@@ -199,17 +202,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "simlogs",
         help="record simulated episodes in the robot's trajectory-log format",
-        description="Roll a policy (the scripted valve-turning stroke, random actions, or a policy file) out in "
-                    "simulation with given parameter values and write the episodes as a trajectory log.",
+        description="Roll POLICY (the scripted valve-turning stroke, random actions, the excitation multi-sine, or "
+                    "a policy file) out in simulation with given parameter values and write the episodes as a "
+                    "trajectory log into --log-dir.",
     )
+    cliargs.add_renamed_argument(s, "policy", old="--policy", nargs="?", default="scripted", metavar="POLICY",
+                                 help="'scripted' (the default: the valve-turning stroke), 'random', 'excite' (the "
+                                 f"multi-sine of `s2r deploy scripted:excite`), or {POLICY_FILES}")
     s.add_argument("--task", required=True, help=f"task name ({tasks})")
-    s.add_argument("--out", required=True, help="log directory to write (or to append episodes to)")
+    cliargs.add_renamed_argument(s, "--log-dir", old="--out", required=True, metavar="DIR",
+                                 help="trajectory log directory to write (or to append episodes to)")
     s.add_argument("--episodes", type=int, default=sim_defaults.episodes, help="episodes to record")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter value of the simulated robot (repeatable); others stay nominal")
-    s.add_argument("--policy", default="scripted",
-                   help="'scripted' (default), 'random', 'excite' (the multi-sine of `s2r deploy scripted:excite`), "
-                   "or a checkpoint/.onnx file")
     s.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine")
     s.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the resets, random actions and sensor noise")
     s.add_argument("--position-noise", type=float, default=sim_defaults.position_noise_std,
@@ -227,8 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "SEED..SEED+K-1 in every cell. Writes sweep.json (per-cell success rate and return, mean "
                     "success and the mean of the worst 10% of cells) and sweep.png (heatmap) into --out.",
     )
-    w.add_argument("policy", metavar="POLICY|RUN_DIR",
-                   help="checkpoint, exported .onnx file, or run directory (its best.pt, else last.pt)")
+    w.add_argument("policy", metavar="POLICY", help=POLICY_FILES)
     w.add_argument("--grid", action="append", default=[], metavar="NAME=LO:HI:N",
                    help="N evenly spaced values of parameter NAME from LO to HI, in its SI unit; give it once "
                         "(a line) or twice (a heatmap), e.g. --grid valve_damping=0.01:0.3:5")
@@ -236,11 +240,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--engine", choices=ENGINES, help="physics engine (default: the one trained on)")
     w.add_argument("--task", help=f"task to sweep on (default: the one trained on; {tasks})")
     w.add_argument("--out", metavar="DIR",
-                   help="output directory (default: sweep_NAME[_NAME2] inside RUN_DIR, or "
-                        "STEM_sweep_NAME[_NAME2] beside a policy file)")
+                   help="directory to write sweep.json and sweep.png into (default: sweep_NAME[_NAME2] inside a "
+                        "run directory, or STEM_sweep_NAME[_NAME2] beside a policy file)")
     w.add_argument("--workers", type=int, default=_workers_default(),
                    help="local worker processes (default: one per CPU; 1 runs in this process), or Ray actors")
     w.add_argument("--ray", metavar="auto|ADDRESS", help="run the episodes on a Ray cluster (needs s2r[ray])")
-    w.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode of every cell (default 0)")
+    w.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode of every cell")
     w.add_argument("--json", action="store_true", help="print the summary as one JSON object, last on stdout")
     w.set_defaults(func=cmd_sweep)

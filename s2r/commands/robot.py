@@ -37,7 +37,7 @@ from s2r import cliargs
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import MissingExtra
 from s2r.core.trajlog import SkipLog, TrajectoryWriter
-from s2r.policy_files import SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
+from s2r.policy_files import POLICY_FILES, SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
 from sim import resolve_env_id
 from sim.tasks import make_task
 from sim.tasks.base import Task
@@ -65,8 +65,8 @@ def register(sub: Any) -> None:
         f"serial port exits {EXIT_PORT_LOST}; a torque-off the servos did not confirm exits {EXIT_TORQUE_NOT_OFF}.",
     )
     p.add_argument("policy", metavar="POLICY",
-                   help="an exported policy (.onnx), a checkpoint (.pt) or training run directory, or "
-                   f"{', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)} for bring-up and tests; "
+                   help=f"{POLICY_FILES}, or {', '.join(SCRIPTED_PREFIX + n for n in SCRIPTED_POLICIES)} for "
+                   "bring-up and tests; "
                    "scripted:excite moves each joint along its own multi-sine (distinct frequencies, inside the "
                    "joint limits, under the velocity limit, phases seeded by --seed): the episodes to log for "
                    "`s2r adapt`")
@@ -87,8 +87,9 @@ def register(sub: Any) -> None:
     p.add_argument("--clock-socket", metavar="PATH", help="with --lockstep and --port: the time socket a running "
                    "`s2r emulate --lockstep` printed on its last line")
     p.add_argument("--episodes", required=True, type=int, metavar="N", help="episodes to run")
-    p.add_argument("--log-dir", required=True, metavar="DIR", help="directory for run.json and episode files")
-    p.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episode starts and goals (default 0)")
+    p.add_argument("--log-dir", required=True, metavar="DIR",
+                   help="trajectory log directory to write: run.json and one episode file per episode")
+    p.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episode starts and goals")
     p.add_argument("--task", metavar="NAME", help="task variant for the goals (e.g. dclaw-turn-random); default: "
                    "the one the policy was trained on when its file says, else the hardware config's task")
     p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
@@ -102,8 +103,9 @@ def register(sub: Any) -> None:
         description="Write the transitions of every complete logged episode as observations, actions, rewards, "
         "next_observations, terminals and timeouts (D4RL naming) to an .npz file.",
     )
-    d.add_argument("log_dir", metavar="LOG_DIR", help="a log directory written by `s2r deploy` (or sim logs)")
-    d.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    cliargs.add_renamed_argument(d, "--log-dir", old="LOG_DIR", required=True, metavar="DIR",
+                                 help="trajectory log directory to read, written by s2r deploy or s2r simlogs")
+    d.add_argument("--out", required=True, metavar="FILE.npz", help="dataset file to write")
     d.add_argument("--include-partial", action="store_true", help="also use episodes that were stopped early")
     d.add_argument("--strict", action="store_true",
                    help="fail on the first damaged episode file instead of skipping it with a warning")
@@ -235,7 +237,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
                                   on_skip=skipped)
     except ParameterError as exc:
-        raise cliargs.flag_error(exc, args, {"directory": "LOG_DIR"}) from None
+        raise cliargs.flag_error(exc, args, {"directory": "--log-dir"}) from None
     path = save_dataset(data, args.out)
     n = int(data["rewards"].shape[0])
     if args.json:
@@ -248,7 +250,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m s2r.commands.robot deploy ...``: the same as ``s2r deploy ...`` (and ``trajlog-dataset``)."""
-    parser = argparse.ArgumentParser(prog="python -m s2r.commands.robot")
+    parser = cliargs.Parser(prog="python -m s2r.commands.robot")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

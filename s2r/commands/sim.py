@@ -15,7 +15,7 @@ import gymnasium as gym
 from s2r import cliargs
 from s2r.core.errors import UserError, did_you_mean
 from s2r.core.extras import MissingExtra
-from s2r.policy_files import load_policy
+from s2r.policy_files import POLICY_FILES, load_policy
 from sim import TASK_IDS, resolve_env_id
 from sim.engines import ENGINES
 from sim.env import SimEnv
@@ -212,16 +212,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "render",
         help="roll a policy (or random actions) out and save an animated GIF",
-        description="Roll out a policy in simulation and write the frames as a GIF, one frame per control period.",
+        description="Roll out POLICY (or seeded random actions) in simulation and write the frames as a GIF, one "
+        "frame per control period.",
     )
+    cliargs.add_renamed_argument(r, "policy", old="--policy", nargs="?", metavar="POLICY",
+                                 help=f"{POLICY_FILES} (default: seeded uniform random actions)")
     r.add_argument("--task", required=True, help=f"s2r task: a short name ({tasks}) or its gymnasium id (s2r/...)")
-    r.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine (default: mujoco)")
-    r.add_argument("--policy", help="checkpoint or .onnx file; without it actions are seeded uniform random")
+    r.add_argument("--engine", choices=ENGINES, default="mujoco", help="physics engine")
     r.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first reset and of the random actions")
-    r.add_argument("--episodes", type=int, default=1, help="episodes to record (default: 1)")
+    r.add_argument("--episodes", type=int, default=1, help="episodes to record")
     r.add_argument("--width", type=int, default=DEFAULT_RENDER_WIDTH_PX, help="frame width in pixels")
     r.add_argument("--height", type=int, default=DEFAULT_RENDER_HEIGHT_PX, help="frame height in pixels")
     r.add_argument("--camera", help="named camera of the scene (default: the engine's free view)")
-    r.add_argument("--out", required=True, help="output .gif file")
+    r.add_argument("--out", required=True, metavar="FILE.gif", help="animated GIF to write")
     cliargs.add_json_flag(r, "the file, its frames and size, the episodes' returns and successes")
     r.set_defaults(func=cmd_render)
