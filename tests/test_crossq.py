@@ -134,7 +134,7 @@ def test_crossq_is_the_default_learner_and_fills_its_auto_fields() -> None:
     cfg = config_from_mapping({}).resolved()
     assert cfg.algo == "crossq"
     assert cfg.lr == 1e-3 and cfg.policy_delay == 3 and cfg.critic_hidden == cfg.hidden
-    assert cfg.policy_average == 0.002
+    assert cfg.policy_average == 0.001
     sac = config_from_mapping({"algo": "sac", "hidden": [64, 64]}).resolved()
     assert sac.lr == 3e-4 and sac.critic_hidden == (64, 64) and sac.policy_average == 0.0
 
