@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from policies.networks import LOG_STD_MAX, LOG_STD_MIN, TWINS, Activation, Actor, activation_
 from policies.offpolicy import load_module_state
 from policies.replay import Batch
-from policies.sac import MaxEntParams, squashed_sample
+from policies.sac import MaxEntParams, explore_action, squashed_sample
 
 CROSSQ_BETA1 = 0.5
 """Adam's first-moment rate in CrossQ (the paper's setting, also sb3-contrib's)."""
@@ -290,12 +290,7 @@ class CrossQLearner:
 
     @torch.no_grad()
     def explore(self, obs: Tensor) -> Tensor:
-        # The same draw as _sample, without the log-probability nobody reads on the environment's hot path.
-        z = self.actor(obs)
-        act_dim = self.actor.act_dim
-        log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
-        eps = torch.randn(log_std.shape, generator=self.model.generator, dtype=z.dtype, device=z.device)
-        return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
+        return explore_action(self.actor(obs), self.actor.act_dim, self.model.generator)  # the same draw as _sample
 
     def episode_start(self) -> None:
         pass  # the policy's own noise, independent from step to step

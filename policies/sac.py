@@ -135,6 +135,14 @@ def squashed_sample(mu: Tensor, log_std: Tensor, eps: Tensor) -> tuple[Tensor, T
     return a, logp, u
 
 
+def explore_action(z: Tensor, act_dim: int, generator: torch.Generator) -> Tensor:
+    """A squashed Gaussian draw from the actor's output ``z = [mean, log_std]``, without the log-probability that
+    nobody reads on the environment's hot path."""
+    log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+    eps = torch.randn(log_std.shape, generator=generator, dtype=z.dtype, device=z.device)
+    return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
+
+
 def _soft_target(model: SACModel, batch: Batch, params: SACParams, next_a: Tensor, next_logp: Tensor,
                  alpha: float) -> Tensor:
     """``y = r + gamma * (1 - terminated) * (min_k Q'_k(s', a') - alpha * log pi(a'|s'))``."""
@@ -273,10 +281,7 @@ class SACLearner:
     def explore(self, obs: Tensor) -> Tensor:
         actor = self.actor
         z = mlp_forward(obs, actor.weights, actor.biases, actor.activation)[-1]
-        act_dim = self.actor.act_dim
-        log_std = z[:, act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
-        eps = torch.randn(log_std.shape, generator=self.model.generator, dtype=z.dtype, device=z.device)
-        return torch.tanh(torch.addcmul(z[:, :act_dim], log_std.exp(), eps))
+        return explore_action(z, actor.act_dim, self.model.generator)
 
     def episode_start(self) -> None:
         pass  # the policy's own noise, independent from step to step
