@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sim.models.links import Capsule
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
 from sim.models.servo import ServoJoints
 
@@ -34,22 +35,15 @@ JOINT_SUFFIXES = ("top", "mid", "bot")
 class ClawGeometry:
     """Dimensions (m), masses (kg), gains and joint dynamics of the claw and the valve."""
 
-    link_top_length: float = 0.020
-    """Top link: from the abduction axis down to the middle joint (m)."""
-    link_mid_length: float = 0.068
-    """Middle link: middle joint to bottom joint (m)."""
-    link_bot_length: float = 0.060
-    """Distal link: bottom joint to the centre of the fingertip sphere (m)."""
-    link_radius: float = 0.008
-    """Capsule radius of every finger link (m)."""
+    top: Capsule = Capsule(length=0.020, radius=0.008, mass=0.030)
+    """Top link: from the abduction axis down to the middle joint."""
+    mid: Capsule = Capsule(length=0.068, radius=0.008, mass=0.060)
+    """Middle link: middle joint to bottom joint, with the servo that drives the bottom joint."""
+    bot: Capsule = Capsule(length=0.060, radius=0.008, mass=0.040)
+    """Distal link: bottom joint to the centre of the fingertip sphere; its mass includes the fingertip's (the
+    models put 30 % of it in the sphere)."""
     tip_sphere_radius: float = 0.010
     """Radius of the fingertip sphere, the part that touches the valve (m)."""
-    link_top_mass: float = 0.030
-    """Mass of the top link (kg)."""
-    link_mid_mass: float = 0.060
-    """Mass of the middle link, the servo that drives the bottom joint included (kg)."""
-    link_bot_mass: float = 0.040
-    """Mass of the distal link with its fingertip (kg)."""
     tip_radius_at_reset: float = 0.030
     """Horizontal distance of each fingertip from the valve axis at the reset pose (m)."""
     tip_gap_at_reset: float = 0.005
@@ -88,7 +82,7 @@ class ClawGeometry:
     @property
     def finger_base_radius(self) -> float:
         """Horizontal distance of each finger's abduction axis from the valve axis (m)."""
-        inward = self.link_mid_length * math.sin(-self.reset_mid_angle)
+        inward = self.mid.length * math.sin(-self.reset_mid_angle)
         return self.tip_radius_at_reset + inward
 
     @property
@@ -100,9 +94,9 @@ class ClawGeometry:
     def mount_height(self) -> float:
         """Height of the finger abduction axes above the valve base (m)."""
         drop = (
-            self.link_top_length
-            + self.link_mid_length * math.cos(self.reset_mid_angle)
-            + self.link_bot_length
+            self.top.length
+            + self.mid.length * math.cos(self.reset_mid_angle)
+            + self.bot.length
         )
         return self.spoke_top_z + self.tip_gap_at_reset + self.tip_sphere_radius + drop
 
@@ -139,19 +133,19 @@ def mjcf(
       <geom name="f{i}_mount" type="box" size="0.012 0.018 0.01" pos="0 0 0.012" class="visual"/>
       <body name="f{i}_top_link">
         <joint name="f{i}_top" axis="1 0 0" range="{fmt(*joint_ranges[f"f{i}_top"])}" class="finger"/>
-        <geom name="f{i}_top_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_top_length:.6g}"
-              size="{g.link_radius:.6g}" mass="{g.link_top_mass:.6g}" class="link"/>
-        <body name="f{i}_mid_link" pos="0 0 {-g.link_top_length:.6g}">
+        <geom name="f{i}_top_geom" type="capsule" fromto="0 0 0 0 0 {-g.top.length:.6g}"
+              size="{g.top.radius:.6g}" mass="{g.top.mass:.6g}" class="link"/>
+        <body name="f{i}_mid_link" pos="0 0 {-g.top.length:.6g}">
           <joint name="f{i}_mid" axis="0 1 0" range="{fmt(*joint_ranges[f"f{i}_mid"])}" class="finger"/>
-          <geom name="f{i}_mid_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_mid_length:.6g}"
-                size="{g.link_radius:.6g}" mass="{g.link_mid_mass:.6g}" class="link"/>
-          <body name="f{i}_bot_link" pos="0 0 {-g.link_mid_length:.6g}">
+          <geom name="f{i}_mid_geom" type="capsule" fromto="0 0 0 0 0 {-g.mid.length:.6g}"
+                size="{g.mid.radius:.6g}" mass="{g.mid.mass:.6g}" class="link"/>
+          <body name="f{i}_bot_link" pos="0 0 {-g.mid.length:.6g}">
             <joint name="f{i}_bot" axis="0 1 0" range="{fmt(*joint_ranges[f"f{i}_bot"])}" class="finger"/>
-            <geom name="f{i}_bot_geom" type="capsule" fromto="0 0 0 0 0 {-g.link_bot_length:.6g}"
-                  size="{g.link_radius:.6g}" mass="{g.link_bot_mass * 0.7:.6g}" class="link"/>
-            <geom name="f{i}_tip" type="sphere" pos="0 0 {-g.link_bot_length:.6g}"
-                  size="{g.tip_sphere_radius:.6g}" mass="{g.link_bot_mass * 0.3:.6g}" class="tip"/>
-            <site name="f{i}_tip_site" pos="0 0 {-g.link_bot_length:.6g}" size="0.002"/>
+            <geom name="f{i}_bot_geom" type="capsule" fromto="0 0 0 0 0 {-g.bot.length:.6g}"
+                  size="{g.bot.radius:.6g}" mass="{g.bot.mass * 0.7:.6g}" class="link"/>
+            <geom name="f{i}_tip" type="sphere" pos="0 0 {-g.bot.length:.6g}"
+                  size="{g.tip_sphere_radius:.6g}" mass="{g.bot.mass * 0.3:.6g}" class="tip"/>
+            <site name="f{i}_tip_site" pos="0 0 {-g.bot.length:.6g}" size="0.002"/>
           </body>
         </body>
       </body>

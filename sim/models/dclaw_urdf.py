@@ -83,19 +83,19 @@ _RGBA = {
 def link_mass_props(g: ClawGeometry = DEFAULT_GEOMETRY) -> dict[str, MassProps]:
     """Mass properties of every moving link, by link name, exactly as the URDF states them."""
     props: dict[str, MassProps] = {}
-    r = g.link_radius
+    top, mid, bot = g.top, g.mid, g.bot
     for i in range(FINGER_COUNT):
-        props[f"f{i}_top_link"] = capsule_props(g.link_top_mass, r, g.link_top_length, (0, 0, -g.link_top_length / 2))
-        props[f"f{i}_mid_link"] = capsule_props(g.link_mid_mass, r, g.link_mid_length, (0, 0, -g.link_mid_length / 2))
+        props[f"f{i}_top_link"] = capsule_props(top.mass, top.radius, top.length, (0, 0, -top.length / 2))
+        props[f"f{i}_mid_link"] = capsule_props(mid.mass, mid.radius, mid.length, (0, 0, -mid.length / 2))
         props[f"f{i}_bot_link"] = combine([
-            capsule_props(g.link_bot_mass * 0.7, r, g.link_bot_length, (0, 0, -g.link_bot_length / 2)),
-            sphere_props(g.link_bot_mass * 0.3, g.tip_sphere_radius, (0, 0, -g.link_bot_length)),
+            capsule_props(bot.mass * 0.7, bot.radius, bot.length, (0, 0, -bot.length / 2)),
+            sphere_props(g.bot.mass * 0.3, g.tip_sphere_radius, (0, 0, -g.bot.length)),
         ])
     spoke_mass = g.valve_mass * 0.6 / g.spoke_count
     parts = [cylinder_props(g.valve_mass * 0.4, g.hub_radius, 2.0 * g.spoke_height, (0, 0, g.spoke_height))]
     for ux, uy in _spoke_dirs(g):
-        mid = (ux * g.spoke_length / 2, uy * g.spoke_length / 2, g.spoke_height)
-        parts.append(capsule_props(spoke_mass, g.spoke_radius, g.spoke_length, mid, axis=(ux, uy, 0.0)))
+        center = (ux * g.spoke_length / 2, uy * g.spoke_length / 2, g.spoke_height)
+        parts.append(capsule_props(spoke_mass, g.spoke_radius, g.spoke_length, center, axis=(ux, uy, 0.0)))
     props["valve"] = combine(parts)
     return props
 
@@ -128,7 +128,6 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: ClawGeometry = DEFA
     ]
     joints: list[str] = []
     links: list[str] = []
-    r = g.link_radius
     for i in range(FINGER_COUNT):
         az = i * FINGER_AZIMUTH_STEP_RAD
         base_xyz = (g.finger_base_radius * math.cos(az), g.finger_base_radius * math.sin(az), g.mount_height)
@@ -137,18 +136,18 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: ClawGeometry = DEFA
         base.append(visual(f"f{i}_mount", box((0.024, 0.036, 0.02)), "mount",
                            (base_xyz[0], base_xyz[1], base_xyz[2] + 0.012), (0.0, 0.0, yaw)))
         chain = (
-            ("top", "world", base_xyz, (0.0, 0.0, yaw), (1, 0, 0), g.link_top_length),
-            ("mid", f"f{i}_top_link", (0.0, 0.0, -g.link_top_length), (0.0, 0.0, 0.0), (0, 1, 0), g.link_mid_length),
-            ("bot", f"f{i}_mid_link", (0.0, 0.0, -g.link_mid_length), (0.0, 0.0, 0.0), (0, 1, 0), g.link_bot_length),
+            ("top", "world", base_xyz, (0.0, 0.0, yaw), (1, 0, 0), g.top),
+            ("mid", f"f{i}_top_link", (0.0, 0.0, -g.top.length), (0.0, 0.0, 0.0), (0, 1, 0), g.mid),
+            ("bot", f"f{i}_mid_link", (0.0, 0.0, -g.mid.length), (0.0, 0.0, 0.0), (0, 1, 0), g.bot),
         )
-        for suffix, parent, xyz, rpy, axis, length in chain:
+        for suffix, parent, xyz, rpy, axis, link in chain:
             name = f"f{i}_{suffix}"
             lo, hi = joint_ranges[name]
-            capsule = shape("capsule", {"radius": r, "length": length})
-            geoms = both(f"{name}_geom", capsule, "link", (0.0, 0.0, -length / 2))
+            capsule = shape("capsule", {"radius": link.radius, "length": link.length})
+            geoms = both(f"{name}_geom", capsule, "link", (0.0, 0.0, -link.length / 2))
             if suffix == "bot":
                 tip = shape("sphere", {"radius": g.tip_sphere_radius})
-                geoms += both(f"f{i}_tip", tip, "tip", (0.0, 0.0, -length))
+                geoms += both(f"f{i}_tip", tip, "tip", (0.0, 0.0, -link.length))
             # One friction coefficient per link: the distal link's is the fingertip's.
             friction = g.tip_friction if suffix == "bot" else MJCF_DEFAULT_FRICTION
             links.append(f'<link name="{name}_link">{inertial(props[f"{name}_link"])}{contact(friction)}'

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.models.links import Capsule
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
 from sim.models.servo import ServoJoints
 from sim.tasks.spec import FloatArray
@@ -58,24 +59,12 @@ class KittyGeometry:
     """Torso with battery, electronics and the four hip servos (kg)."""
     hip_x: float = 0.10
     """Distance of the front and back hip axes from the torso centre along x (m)."""
-    hip_link_length: float = 0.03
-    """Hip bracket: from the hip axis outward to the knee1 axis (m)."""
-    hip_link_radius: float = 0.015
-    """Capsule radius of the hip bracket (m)."""
-    hip_link_mass: float = 0.08
-    """Hip bracket with the knee1 servo (kg)."""
-    thigh_length: float = 0.10
-    """Thigh: knee1 axis to knee2 axis (m)."""
-    thigh_radius: float = 0.014
-    """Capsule radius of the thigh (m)."""
-    thigh_mass: float = 0.10
-    """Thigh with the knee2 servo (kg)."""
-    shin_length: float = 0.10
-    """Shin: knee2 axis to the centre of the foot sphere (m)."""
-    shin_radius: float = 0.010
-    """Capsule radius of the shin (m)."""
-    shin_mass: float = 0.035
-    """Shin without the foot (kg)."""
+    hip: Capsule = Capsule(length=0.03, radius=0.015, mass=0.08)
+    """Hip bracket: from the hip axis outward to the knee1 axis, with the knee1 servo."""
+    thigh: Capsule = Capsule(length=0.10, radius=0.014, mass=0.10)
+    """Thigh: knee1 axis to knee2 axis, with the knee2 servo."""
+    shin: Capsule = Capsule(length=0.10, radius=0.010, mass=0.035)
+    """Shin: knee2 axis to the centre of the foot sphere, without the foot."""
     foot_radius: float = 0.020
     """Radius of the foot sphere, the part that touches the floor (m)."""
     foot_mass: float = 0.015
@@ -95,7 +84,7 @@ class KittyGeometry:
     @property
     def total_mass(self) -> float:
         """Mass of the whole robot (kg)."""
-        leg = self.hip_link_mass + self.thigh_mass + self.shin_mass + self.foot_mass
+        leg = self.hip.mass + self.thigh.mass + self.shin.mass + self.foot_mass
         return self.torso_mass + len(LEGS) * leg
 
     def hip_position(self, leg: str) -> tuple[float, float, float]:
@@ -151,10 +140,10 @@ def foot_positions(joint_pos: FloatArray, g: KittyGeometry = NOMINAL_GEOMETRY) -
         side = LEG_SIGNS[leg][1]
         # A hinge about -x by a equals one about +x by -a: the mirrored right-side hips.
         r_hip = _rot_x(side * hip)
-        knee1_pos = np.array(g.hip_position(leg)) + r_hip @ np.array([0.0, side * g.hip_link_length, 0.0])
+        knee1_pos = np.array(g.hip_position(leg)) + r_hip @ np.array([0.0, side * g.hip.length, 0.0])
         r_thigh = r_hip @ _rot_y(knee1)
-        knee2_pos = knee1_pos + r_thigh @ (g.thigh_length * down)
-        out[i] = knee2_pos + r_thigh @ _rot_y(knee2) @ (g.shin_length * down)
+        knee2_pos = knee1_pos + r_thigh @ (g.thigh.length * down)
+        out[i] = knee2_pos + r_thigh @ _rot_y(knee2) @ (g.shin.length * down)
     return out
 
 
@@ -201,19 +190,19 @@ def mjcf(
         legs.append(f"""
       <body name="{leg}_hip_link" pos="{fmt(*g.hip_position(leg))}">
         <joint name="{leg}_hip" axis="{side} 0 0" range="{fmt(*joint_ranges[f"{leg}_hip"])}" class="leg"/>
-        <geom name="{leg}_hip_geom" type="capsule" fromto="0 0 0 0 {side * g.hip_link_length:.6g} 0"
-              size="{g.hip_link_radius:.6g}" mass="{g.hip_link_mass:.6g}" class="link"/>
-        <body name="{leg}_thigh_link" pos="0 {side * g.hip_link_length:.6g} 0">
+        <geom name="{leg}_hip_geom" type="capsule" fromto="0 0 0 0 {side * g.hip.length:.6g} 0"
+              size="{g.hip.radius:.6g}" mass="{g.hip.mass:.6g}" class="link"/>
+        <body name="{leg}_thigh_link" pos="0 {side * g.hip.length:.6g} 0">
           <joint name="{leg}_knee1" axis="0 1 0" range="{fmt(*joint_ranges[f"{leg}_knee1"])}" class="leg"/>
-          <geom name="{leg}_thigh_geom" type="capsule" fromto="0 0 0 0 0 {-g.thigh_length:.6g}"
-                size="{g.thigh_radius:.6g}" mass="{g.thigh_mass:.6g}" class="link"/>
-          <body name="{leg}_shin_link" pos="0 0 {-g.thigh_length:.6g}">
+          <geom name="{leg}_thigh_geom" type="capsule" fromto="0 0 0 0 0 {-g.thigh.length:.6g}"
+                size="{g.thigh.radius:.6g}" mass="{g.thigh.mass:.6g}" class="link"/>
+          <body name="{leg}_shin_link" pos="0 0 {-g.thigh.length:.6g}">
             <joint name="{leg}_knee2" axis="0 1 0" range="{fmt(*joint_ranges[f"{leg}_knee2"])}" class="leg"/>
-            <geom name="{leg}_shin_geom" type="capsule" fromto="0 0 0 0 0 {-g.shin_length:.6g}"
-                  size="{g.shin_radius:.6g}" mass="{g.shin_mass:.6g}" class="link"/>
-            <geom name="{leg}_foot" type="sphere" pos="0 0 {-g.shin_length:.6g}" size="{g.foot_radius:.6g}"
+            <geom name="{leg}_shin_geom" type="capsule" fromto="0 0 0 0 0 {-g.shin.length:.6g}"
+                  size="{g.shin.radius:.6g}" mass="{g.shin.mass:.6g}" class="link"/>
+            <geom name="{leg}_foot" type="sphere" pos="0 0 {-g.shin.length:.6g}" size="{g.foot_radius:.6g}"
                   mass="{g.foot_mass:.6g}" class="foot"/>
-            <site name="{leg}_foot_site" pos="0 0 {-g.shin_length:.6g}" size="0.003"/>
+            <site name="{leg}_foot_site" pos="0 0 {-g.shin.length:.6g}" size="0.003"/>
           </body>
         </body>
       </body>""")

@@ -76,13 +76,13 @@ def link_mass_props(g: KittyGeometry = NOMINAL_GEOMETRY) -> dict[str, MassProps]
     props = {TORSO: box_props(g.torso_mass, (g.torso_length, g.torso_width, g.torso_height))}
     for leg in LEGS:
         side = LEG_SIGNS[leg][1]
-        props[f"{leg}_hip_link"] = capsule_props(g.hip_link_mass, g.hip_link_radius, g.hip_link_length,
-                                                 (0.0, side * g.hip_link_length / 2, 0.0), axis=(0.0, 1.0, 0.0))
-        props[f"{leg}_thigh_link"] = capsule_props(g.thigh_mass, g.thigh_radius, g.thigh_length,
-                                                   (0.0, 0.0, -g.thigh_length / 2))
+        props[f"{leg}_hip_link"] = capsule_props(g.hip.mass, g.hip.radius, g.hip.length,
+                                                 (0.0, side * g.hip.length / 2, 0.0), axis=(0.0, 1.0, 0.0))
+        props[f"{leg}_thigh_link"] = capsule_props(g.thigh.mass, g.thigh.radius, g.thigh.length,
+                                                   (0.0, 0.0, -g.thigh.length / 2))
         props[f"{leg}_shin_link"] = combine([
-            capsule_props(g.shin_mass, g.shin_radius, g.shin_length, (0.0, 0.0, -g.shin_length / 2)),
-            sphere_props(g.foot_mass, g.foot_radius, (0.0, 0.0, -g.shin_length)),
+            capsule_props(g.shin.mass, g.shin.radius, g.shin.length, (0.0, 0.0, -g.shin.length / 2)),
+            sphere_props(g.foot_mass, g.foot_radius, (0.0, 0.0, -g.shin.length)),
         ])
     return props
 
@@ -113,20 +113,20 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
     leg_dynamics = servo_dynamics(g.legs)
     for leg in LEGS:
         side = LEG_SIGNS[leg][1]
-        hip_geom = both(f"{leg}_hip_geom", shape("capsule", {"radius": g.hip_link_radius,
-                                                             "length": g.hip_link_length}),
-                        "link", (0.0, side * g.hip_link_length / 2, 0.0), CAPSULE_ALONG_Y_RPY)
-        thigh_geom = both(f"{leg}_thigh_geom", shape("capsule", {"radius": g.thigh_radius, "length": g.thigh_length}),
-                          "link", (0.0, 0.0, -g.thigh_length / 2))
-        shin_geom = (both(f"{leg}_shin_geom", shape("capsule", {"radius": g.shin_radius, "length": g.shin_length}),
-                          "link", (0.0, 0.0, -g.shin_length / 2))
+        hip_geom = both(f"{leg}_hip_geom", shape("capsule", {"radius": g.hip.radius,
+                                                             "length": g.hip.length}),
+                        "link", (0.0, side * g.hip.length / 2, 0.0), CAPSULE_ALONG_Y_RPY)
+        thigh_geom = both(f"{leg}_thigh_geom", shape("capsule", {"radius": g.thigh.radius, "length": g.thigh.length}),
+                          "link", (0.0, 0.0, -g.thigh.length / 2))
+        shin_geom = (both(f"{leg}_shin_geom", shape("capsule", {"radius": g.shin.radius, "length": g.shin.length}),
+                          "link", (0.0, 0.0, -g.shin.length / 2))
                      + both(f"{leg}_foot", shape("sphere", {"radius": g.foot_radius}), "foot",
-                            (0.0, 0.0, -g.shin_length)))
+                            (0.0, 0.0, -g.shin.length)))
         chain = (
             ("hip", TORSO, g.hip_position(leg), (side, 0, 0), "hip_link", hip_geom, MJCF_DEFAULT_FRICTION),
-            ("knee1", f"{leg}_hip_link", (0.0, side * g.hip_link_length, 0.0), (0, 1, 0), "thigh_link", thigh_geom,
+            ("knee1", f"{leg}_hip_link", (0.0, side * g.hip.length, 0.0), (0, 1, 0), "thigh_link", thigh_geom,
              MJCF_DEFAULT_FRICTION),
-            ("knee2", f"{leg}_thigh_link", (0.0, 0.0, -g.thigh_length), (0, 1, 0), "shin_link", shin_geom,
+            ("knee2", f"{leg}_thigh_link", (0.0, 0.0, -g.thigh.length), (0, 1, 0), "shin_link", shin_geom,
              g.foot_friction),
         )
         for suffix, parent, xyz, axis, link_suffix, geoms, friction in chain:
