@@ -28,6 +28,7 @@ from policies.dataset import trajlog_to_dataset
 from policies.envs import resolve_task
 from policies.finetune_config import FinetuneConfig
 from policies.gate import Gate
+from policies.metrics import Metrics
 from policies.replay import Batch, ReplayBuffer
 from policies.rundir import load_replay
 from policies.train import LoopState, setup_torch
@@ -136,6 +137,8 @@ class Finetuner:
         self.updates = 0
         self.critic_warmed = False
         """Whether the critic-only warm-up has run (it runs once, before the actor's first update)."""
+        self.stats = Metrics(None)
+        """The updates' statistics (critic loss, ...) since :meth:`update_stats` last took them."""
 
     def add_dataset(self, data: dict[str, np.ndarray]) -> int:
         """Add transitions (``policies.dataset`` keys); returns how many."""
@@ -172,7 +175,7 @@ class Finetuner:
 
     def _step(self, n: int, update_actor: bool) -> None:
         for _ in range(n):
-            self.agent.update(self._batch(), update_actor)
+            self.stats.updates(self.agent.update(self._batch(), update_actor))
         self.updates += n
         self.loop.updates += n
 
@@ -197,6 +200,10 @@ class Finetuner:
         t0 = time.perf_counter()
         self._step(n, update_actor=True)
         return warm + n, took + time.perf_counter() - t0
+
+    def update_stats(self) -> dict[str, float]:
+        """Each update statistic's mean over the updates since the last call."""
+        return self.stats.update_means()
 
     def save(self, path: Path, episodes_done: int) -> None:
         """The learner (with training state) as a checkpoint, written atomically."""
@@ -231,15 +238,16 @@ def replay_gate(cfg: FinetuneConfig, logs: Path) -> Gate:
         if not isinstance(meta, dict) or "kind" not in meta:
             raise ParameterError("resume", f"cannot continue: episode {k} in {str(logs)!r} has no fine-tuning kind in "
                                  "its meta (an older s2r finetune wrote it); start a new {out}")
-        if (meta["kind"], meta.get("round")) != (kind, round_) or meta.get("gate") != _gate_settings(cfg):
+        if (meta["kind"], meta.get("round")) != (kind, round_) or meta.get("gate") != gate_settings(cfg):
             raise ParameterError("resume", f"cannot continue: episode {k} was a {meta['kind']} episode of round "
                                  f"{meta.get('round')} under the gate settings {meta.get('gate')}; with these settings "
-                                 f"it would be a {kind} episode of round {round_} under {_gate_settings(cfg)}: resume "
+                                 f"it would be a {kind} episode of round {round_} under {gate_settings(cfg)}: resume "
                                  "with the run's {incumbent_episodes}, {explore_episodes}, {gate_episodes}, "
                                  "{reeval_episodes} and {confidence}")
         gate.record(k, bool(ep.meta.get("success", False)), bool(meta.get("counted", True)))
     return gate
 
 
-def _gate_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+def gate_settings(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The schedule and confidence each episode's log records, so that a resume can check them."""
     return {**asdict(cfg.schedule), "confidence": cfg.confidence}

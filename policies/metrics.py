@@ -65,10 +65,17 @@ SB3_TAGS: dict[tuple[str, str], str] = {
     ("train", "alpha"): "train/ent_coef",
     ("train", "alpha_loss"): "train/ent_coef_loss",
     ("eval", "return_mean"): "eval/mean_reward",
+    ("finetune", "return"): "rollout/ep_rew_mean",
+    ("finetune", "length"): "rollout/ep_len_mean",
+    ("finetune", "success"): "rollout/success_rate",
+    ("finetune", "critic_loss"): "train/critic_loss",
+    ("finetune", "actor_loss"): "train/actor_loss",
+    ("finetune", "alpha"): "train/ent_coef",
+    ("finetune", "alpha_loss"): "train/ent_coef_loss",
 }
 """Stable-Baselines3's names for the same scalars, written beside s2r's (``kind/key``) so that an SB3 user's
 TensorBoard layouts and habits find them. The other keys already read as SB3's (``train/critic_loss``,
-``train/actor_loss``, ``eval/success_rate``)."""
+``train/actor_loss``, ``eval/success_rate``). Fine-tuning's rows (one per robot episode) get the same names."""
 
 
 def tensorboard_scalars(row: Row) -> dict[str, float]:
@@ -131,10 +138,16 @@ class Metrics:
                     terms.setdefault(k, []).append(v)
             for k, values in terms.items():
                 row[f"reward_terms/{k}"] = float(np.mean(values))
-        for k, v in iv.update_sums.items():
-            row[k] = v / iv.update_counts[k]
+        row.update(self.update_means())
         self.reset_interval(step)
         return row
+
+    def update_means(self) -> dict[str, float]:
+        """Each update statistic's mean over the updates since the last call (or the interval's start)."""
+        iv = self.interval
+        means = {k: v / iv.update_counts[k] for k, v in iv.update_sums.items()}
+        iv.update_sums, iv.update_counts = {}, {}
+        return means
 
     def write(self, row: Row) -> None:
         self.rows.append(row)

@@ -28,6 +28,9 @@ safety filter and watchdog all active. Choices, and why:
   (:func:`policies.dataset.trajlog_to_dataset`); every episode's transitions go in, evaluation episodes' too.
 * **Observation normalization** stays at the deployed policy's statistics: every exported policy keeps one
   input scale.
+* **Reports.** ``finetune.json`` after every episode (the incumbent's measured success included); ``metrics.jsonl``
+  and ``tensorboard/``, one row per robot episode (step = episodes done): return, length, success, the
+  incumbent's success rate and the updates' losses, also under Stable-Baselines3's tag names.
 * **Resume** counts the episode files in ``OUT/logs``: those episodes are done, and their logged outcomes
   replay the gate's decisions (each log's meta says what kind of episode it was). The learner continues from
   ``OUT/last.pt``.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -55,14 +59,16 @@ from policies.checkpoint import load_checkpoint
 from policies.finetune import (
     META_KEY,
     Finetuner,
-    _gate_settings,
     build_agent,
     deployed_checkpoint,
+    gate_settings,
     replay_gate,
     transitions_from_logs,
 )
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
+from policies.metrics import Metrics
+from policies.rundir import METRICS_NAME, TENSORBOARD_DIR
 from robot.bus import BusError
 from robot.config import RobotConfig, load_config
 from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
@@ -242,132 +248,26 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
              should_stop: Callable[[], str | None] | None = None,
              progress: bool = True, open_session: OpenSession = ControllerSession) -> FinetuneSummary:
     """Run the fine-tuning described by ``cfg`` on the robot ``open_session`` opens; see the module docstring."""
-    out = cfg.out_dir
-    logs = out / LOG_DIR
-    last = out / LAST_NAME
-    log = logger or logging.getLogger("s2r.finetune")
-    deployed = deployed_checkpoint(cfg.run_dir)
-    config = load_config(cfg.robot)
-    spec = config.task_spec()
-    if cfg.reality is not None and cfg.driver != "emulator":
-        raise ParameterError("reality", "applies to the emulator driver only")
-
-    done = len(episode_files(logs)) if logs.is_dir() else 0
-    if cfg.resume:
-        if not out.is_dir():
-            raise UserError(f"cannot resume: {str(out)!r} does not exist")
-        if logs.is_dir() and episode_files(logs):
-            info = read_run(logs)
-            if info.task != spec.name or info.robot != spec.robot:
-                raise UserError(f"cannot resume: {str(logs)!r} was recorded on {info.robot}/{info.task}, not "
-                                f"{spec.robot}/{spec.name}")
-    elif done or last.exists():
-        raise ParameterError("out", f"{str(out)!r} already holds a fine-tuning run; pass {{resume}} to continue it or "
-                             "pick another {out}")
-    gate = replay_gate(cfg, logs)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ONNX_DIR).mkdir(exist_ok=True)
-
-    resume_state = last if (cfg.resume and last.is_file()) else None
-    learning, start = build_agent(cfg, resume_state)
-    spaces = learning.agent.spaces
-    recorded = _recorded_start(out) if cfg.resume else {}
-    if recorded.get("sha256", start["sha256"]) != start["sha256"]:
-        raise UserError(f"cannot resume: {str(deployed)!r} changed since this fine-tuning run started from it")
-    if recorded:
-        start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
-    task = deploy_task(config.task, None, spaces.env_id, spec)
-    if spaces.obs_dim != spec.obs_layout.size or spaces.act_dim != spec.n_joints:
-        raise UserError(f"the run's policy takes {spaces.obs_dim} observations and gives {spaces.act_dim} actions;"
-                        f" the robot's task needs {spec.obs_layout.size} and {spec.n_joints}")
-    if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
-        export_onnx(deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
-    # policy.onnx is the incumbent: after a crash it is put back from the gate's replayed decisions.
-    _copy_atomic(incumbent_onnx(out, gate.incumbent), out / POLICY_NAME)
-
-    steps_per_episode = spec.episode_steps
-    tuner = Finetuner(cfg, learning, max(cfg.episodes, done + 1) * (steps_per_episode + 1))
-    if resume_state is not None:
-        tuner.restore_progress(load_checkpoint(resume_state).training)
-    data = transitions_from_logs(logs) if done else None
-    if data is not None:
-        tuner.add_dataset(data)
-    summary = FinetuneSummary(out_dir=str(out), episodes_done=done, resumed_from_episode=done, start=start,
-                              history=gate.history, gate=gate.summary(), success_rate=gate.incumbent_success_rate,
-                              policy=str(out / POLICY_NAME))
-    writer = TrajectoryWriter(logs, run_info(config, cfg.driver, steps_per_episode, {
-        "policy": f"finetune of {deployed}", "task_variant": spaces.env_id, "seed": cfg.seed,
-        "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True}))
-    if done >= cfg.episodes:
-        _write_json(out / SUMMARY_NAME, summary.to_json())
-        return summary
-
-    returns: list[float] = []
-    onnx_policies: dict[Path, OnnxPolicy] = {}
-
-    def onnx_policy(path: Path) -> OnnxPolicy:
-        if path not in onnx_policies:
-            onnx_policies[path] = OnnxPolicy(path)
-        return onnx_policies[path]
-
-    session = open_session(cfg, config, task, log, should_stop or (lambda: None))
-    bar = _bar(cfg.episodes, done, progress)
+    run = _Run(cfg, logger or logging.getLogger("s2r.finetune"))
+    summary = run.summary
+    if run.done >= cfg.episodes:
+        return run.finish()
+    session = open_session(cfg, run.config, run.task, run.log, should_stop or (lambda: None))
+    bar = _bar(cfg.episodes, run.done, progress)
     try:
-        policy: Policy
-        for k in range(done, cfg.episodes):
+        for k in range(run.done, cfg.episodes):
             kind, round_ = cfg.schedule.kind(k)
-            export_s = 0.0
-            candidate: Path | None = None
-            if kind == EXPLORE:
-                tuner.episode_start()
-                policy = tuner.explore
-                torch.manual_seed(cfg.seed * 100_003 + k)  # exploration of episode k, whatever ran before
-            elif kind == EVAL_INCUMBENT:
-                policy = onnx_policy(incumbent_onnx(out, gate.incumbent))
-            else:
-                ckpt_path, candidate = candidate_paths(out, round_)
-                if not candidate.is_file():  # the round's first candidate episode: freeze the learner now
-                    t0 = time.perf_counter()
-                    export_onnx(tuner.freeze(ckpt_path), candidate, cfg.seed)
-                    export_s = time.perf_counter() - t0
-                policy = onnx_policy(candidate)
+            policy, candidate, export_s = run.policy_for(k, kind, round_)
             result = session.episode(policy, np.random.default_rng([cfg.seed, k]))
-            # An episode a person stopped says nothing about the policy; a safety stop counts as a failure.
-            counted = result.complete or (result.stop is not None and result.stop.kind != "requested")
-            if result.steps > 0:
-                meta = {**result.meta, META_KEY: {"kind": kind, "round": round_, "counted": counted,
-                                                  "gate": _gate_settings(cfg)}}
-                writer.write_episode(result.arrays, meta)
-                decision = gate.record(k, result.success, counted)
-                if decision is not None and decision.replaced:
-                    _copy_atomic(incumbent_onnx(out, gate.incumbent), out / POLICY_NAME)
-                    log.info("round %d's candidate replaces the incumbent (%d/%d against %d/%d, p = %.3g)",
-                             round_, decision.candidate_successes, decision.candidate_episodes,
-                             decision.incumbent_successes, decision.incumbent_episodes, decision.p_value)
+            run.record(k, kind, round_, result)
             if result.stop is not None:
                 summary.stop_kind, summary.stop_reason = result.stop.kind, result.stop.reason
                 summary.torque_off = session.shutdown(result.stop)
                 break
-            new = transitions_from_logs(logs)
-            added = 0 if new is None else len(new["rewards"]) - len(tuner.real)
-            if new is not None and added > 0:
-                tuner.add_dataset({key: v[len(v) - added:] for key, v in new.items()})
-            updates, took = 0, 0.0
-            if kind == EXPLORE:
-                updates, took = tuner.update(result.steps)
-            elif k + 1 < cfg.episodes and cfg.schedule.kind(k + 1)[0] == EXPLORE:
-                updates, took = tuner.warm_up_critic()  # on the deployed policy's own transitions
-            tuner.save(last, k + 1)
-            summary.episodes.append(EpisodeReport(
-                k, kind, round_, result.success, result.episode_return, result.steps, len(tuner.real), updates, took,
-                export_s, None if candidate is None else str(candidate)))
-            summary.episodes_done = k + 1
-            returns.append(result.episode_return)
-            _fill(summary, gate, returns)
-            _write_json(out / SUMMARY_NAME, summary.to_json())
+            run.learn(k, kind, round_, result, candidate, export_s)
             if bar is not None:
                 bar.update(1)
-                rate = gate.incumbent_success_rate
+                rate = run.gate.incumbent_success_rate
                 bar.set_postfix({"kind": kind, "incumbent": "-" if rate is None else f"{rate:.2f}"}, refresh=False)
         else:
             summary.torque_off = session.shutdown(_completed())
@@ -376,10 +276,171 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
         if bar is not None:
             bar.close()
         session.close()
-    _fill(summary, gate, returns)
-    summary.episodes_done = len(gate.history)
-    _write_json(out / SUMMARY_NAME, summary.to_json())
-    return summary
+        run.metrics.close()
+    return run.finish()
+
+
+class _Run:
+    """One invocation's state: the checked set-up, the learner, the gate and what gets written (``OUT``)."""
+
+    def __init__(self, cfg: FinetuneConfig, log: logging.Logger) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.out = out = cfg.out_dir
+        self.logs = logs = out / LOG_DIR
+        self.last = last = out / LAST_NAME
+        self.deployed = deployed_checkpoint(cfg.run_dir)
+        self.config = config = load_config(cfg.robot)
+        spec = config.task_spec()
+        if cfg.reality is not None and cfg.driver != "emulator":
+            raise ParameterError("reality", "applies to the emulator driver only")
+        self.done = done = _check_resume(cfg, logs, last, spec.name, spec.robot)
+        self.gate = replay_gate(cfg, logs)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ONNX_DIR).mkdir(exist_ok=True)
+
+        resume_state = last if (cfg.resume and last.is_file()) else None
+        learning, start = build_agent(cfg, resume_state)
+        spaces = learning.agent.spaces
+        recorded = _recorded_start(out) if cfg.resume else {}
+        if recorded.get("sha256", start["sha256"]) != start["sha256"]:
+            raise UserError(f"cannot resume: {str(self.deployed)!r} changed since this fine-tuning run started from it")
+        if recorded:
+            start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
+        self.task = deploy_task(config.task, None, spaces.env_id, spec)
+        if spaces.obs_dim != spec.obs_layout.size or spaces.act_dim != spec.n_joints:
+            raise UserError(f"the run's policy takes {spaces.obs_dim} observations and gives {spaces.act_dim} "
+                            f"actions; the robot's task needs {spec.obs_layout.size} and {spec.n_joints}")
+        if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
+            export_onnx(self.deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
+        # policy.onnx is the incumbent: after a crash it is put back from the gate's replayed decisions.
+        _copy_atomic(incumbent_onnx(out, self.gate.incumbent), out / POLICY_NAME)
+
+        self.tuner = Finetuner(cfg, learning, max(cfg.episodes, done + 1) * (spec.episode_steps + 1))
+        if resume_state is not None:
+            self.tuner.restore_progress(load_checkpoint(resume_state).training)
+        data = transitions_from_logs(logs) if done else None
+        if data is not None:
+            self.tuner.add_dataset(data)
+        self.summary = FinetuneSummary(out_dir=str(out), episodes_done=done, resumed_from_episode=done, start=start,
+                                       history=self.gate.history, gate=self.gate.summary(),
+                                       success_rate=self.gate.incumbent_success_rate, policy=str(out / POLICY_NAME))
+        self.writer = TrajectoryWriter(logs, run_info(config, cfg.driver, spec.episode_steps, {
+            "policy": f"finetune of {self.deployed}", "task_variant": spaces.env_id, "seed": cfg.seed,
+            "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True}))
+        self.metrics = _episode_metrics(out, done) if done < cfg.episodes else Metrics(None)
+        self.returns: list[float] = []
+        self._onnx: dict[Path, OnnxPolicy] = {}
+
+    def _onnx_policy(self, path: Path) -> OnnxPolicy:
+        if path not in self._onnx:
+            self._onnx[path] = OnnxPolicy(path)
+        return self._onnx[path]
+
+    def policy_for(self, k: int, kind: str, round_: int) -> tuple[Policy, Path | None, float]:
+        """The policy of episode ``k``, of ``kind``; the candidate's ONNX file and the seconds its export took."""
+        if kind == EXPLORE:
+            self.tuner.episode_start()
+            torch.manual_seed(self.cfg.seed * 100_003 + k)  # exploration of episode k, whatever ran before
+            return self.tuner.explore, None, 0.0
+        if kind == EVAL_INCUMBENT:
+            return self._onnx_policy(incumbent_onnx(self.out, self.gate.incumbent)), None, 0.0
+        ckpt_path, candidate = candidate_paths(self.out, round_)
+        export_s = 0.0
+        if not candidate.is_file():  # the round's first candidate episode: freeze the learner now
+            t0 = time.perf_counter()
+            export_onnx(self.tuner.freeze(ckpt_path), candidate, self.cfg.seed)
+            export_s = time.perf_counter() - t0
+        return self._onnx_policy(candidate), candidate, export_s
+
+    def record(self, k: int, kind: str, round_: int, result: EpisodeResult) -> None:
+        """Episode ``k``'s log, and the gate's verdict on it."""
+        if result.steps == 0:
+            return
+        # An episode a person stopped says nothing about the policy; a safety stop counts as a failure.
+        counted = result.complete or (result.stop is not None and result.stop.kind != "requested")
+        self.writer.write_episode(result.arrays, {**result.meta, META_KEY: {
+            "kind": kind, "round": round_, "counted": counted, "gate": gate_settings(self.cfg)}})
+        decision = self.gate.record(k, result.success, counted)
+        if decision is not None and decision.replaced:
+            _copy_atomic(incumbent_onnx(self.out, self.gate.incumbent), self.out / POLICY_NAME)
+            self.log.info("round %d's candidate replaces the incumbent (%d/%d against %d/%d, p = %.3g)",
+                          round_, decision.candidate_successes, decision.candidate_episodes,
+                          decision.incumbent_successes, decision.incumbent_episodes, decision.p_value)
+
+    def learn(self, k: int, kind: str, round_: int, result: EpisodeResult, candidate: Path | None,
+              export_s: float) -> None:
+        """After episode ``k``: its transitions into the real replay, the gradient steps its kind calls for, the
+        learner's checkpoint and the reports."""
+        tuner, cfg = self.tuner, self.cfg
+        new = transitions_from_logs(self.logs)
+        added = 0 if new is None else len(new["rewards"]) - len(tuner.real)
+        if new is not None and added > 0:
+            tuner.add_dataset({key: v[len(v) - added:] for key, v in new.items()})
+        updates, took = 0, 0.0
+        if kind == EXPLORE:
+            updates, took = tuner.update(result.steps)
+        elif k + 1 < cfg.episodes and cfg.schedule.kind(k + 1)[0] == EXPLORE:
+            updates, took = tuner.warm_up_critic()  # on the deployed policy's own transitions
+        tuner.save(self.last, k + 1)
+        report = EpisodeReport(k, kind, round_, result.success, result.episode_return, result.steps, len(tuner.real),
+                               updates, took, export_s, None if candidate is None else str(candidate))
+        self.summary.episodes.append(report)
+        self.summary.episodes_done = k + 1
+        self.returns.append(result.episode_return)
+        _fill(self.summary, self.gate, self.returns)
+        _write_json(self.out / SUMMARY_NAME, self.summary.to_json())
+        self.metrics.write({
+            "kind": "finetune", "step": k + 1, "episode_kind": kind, "round": round_, "return": result.episode_return,
+            "length": result.steps, "success": float(result.success),
+            "incumbent_success_rate": self.gate.incumbent_success_rate, "real_transitions": len(tuner.real),
+            "updates": updates, "update_time_s": took, **tuner.update_stats()})
+
+    def finish(self) -> FinetuneSummary:
+        """The final report, written to ``finetune.json``."""
+        _fill(self.summary, self.gate, self.returns)
+        self.summary.episodes_done = len(self.gate.history)
+        _write_json(self.out / SUMMARY_NAME, self.summary.to_json())
+        return self.summary
+
+
+def _check_resume(cfg: FinetuneConfig, logs: Path, last: Path, task: str, robot: str) -> int:
+    """Episodes already done in ``OUT`` (0 for a new run); refuses a resume that cannot be, or a new run over an
+    old one."""
+    done = len(episode_files(logs)) if logs.is_dir() else 0
+    if cfg.resume:
+        if not cfg.out_dir.is_dir():
+            raise UserError(f"cannot resume: {str(cfg.out_dir)!r} does not exist")
+        if done:
+            info = read_run(logs)
+            if info.task != task or info.robot != robot:
+                raise UserError(f"cannot resume: {str(logs)!r} was recorded on {info.robot}/{info.task}, not "
+                                f"{robot}/{task}")
+    elif done or last.exists():
+        raise ParameterError("out", f"{str(cfg.out_dir)!r} already holds a fine-tuning run; pass {{resume}} to "
+                             "continue it or pick another {out}")
+    return done
+
+
+def _episode_metrics(out: Path, done: int) -> Metrics:
+    """``OUT/metrics.jsonl`` and ``OUT/tensorboard``, one row per robot episode (step = episodes done), continuing
+    after ``done`` episodes: rows and events of later episodes, left by a crash, are dropped."""
+    path = out / METRICS_NAME
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if _row_step(line) <= done]
+        write_text_atomic(path, "".join(f"{line}\n" for line in rows))
+    metrics = Metrics(path)
+    metrics.open_tensorboard(out / TENSORBOARD_DIR, done + 1 if done else 0)
+    return metrics
+
+
+def _row_step(line: str) -> float:
+    """A ``metrics.jsonl`` line's step; infinite for a line a crash cut short, so that it is dropped."""
+    try:
+        row = json.loads(line)
+        return float(row["step"])
+    except (ValueError, TypeError, KeyError):
+        return math.inf
 
 
 def _fill(summary: FinetuneSummary, gate: Gate, returns: list[float]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_runs import fast_robot_config, train_tiny
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
@@ -83,6 +84,19 @@ def test_finetune_measures_the_incumbent_learns_and_measures_the_candidate(
     assert len(episodes) == 3 and all(ep.meta["complete"] for ep in episodes)
     assert [ep.meta["finetune"]["kind"] for ep in episodes] == ["eval-incumbent", "explore", "eval-candidate"]
 
+    # one metrics row per robot episode, in metrics.jsonl and TensorBoard (under SB3's names too)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["return"] for r in rows] == [e["episode_return"] for e in summary["episodes"]]
+    assert [r["updates"] for r in rows] == [5, steps[1], 0]
+    assert "critic_loss" in rows[0] and "actor_loss" not in rows[0]  # the warm-up moves the critics only
+    assert "actor_loss" in rows[1] and "critic_loss" not in rows[2]
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("rollout/ep_rew_mean")] == [
+        (r["step"], pytest.approx(r["return"])) for r in rows]
+    assert [e.step for e in events.Scalars("train/critic_loss")] == [1, 2]
+    assert events.Scalars("finetune/incumbent_success_rate")[-1].value == summary["success_rate"]
+
 
 def test_finetune_resumes_after_sigkill_with_every_completed_episode(
         sim_run: Path, fast_robot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,6 +129,10 @@ def test_finetune_resumes_after_sigkill_with_every_completed_episode(
     assert [p.name for p in episode_files(logs)] == [f"episode_{k:06d}.npz" for k in range(4)]
     assert (out / "onnx" / "round_001.onnx").is_file()
     assert [h["kind"] for h in summary["history"]] == ["eval-incumbent", "explore", "eval-candidate", "explore"]
+    # the metrics of the killed run's episodes are kept (the kill may have come between an episode's log and its
+    # row), and the resumed episodes' follow them once each
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-(4 - len(kept)):] == list(range(len(kept) + 1, 5))
 
 
 @pytest.mark.parametrize(("extra", "message"), [
