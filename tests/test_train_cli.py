@@ -101,7 +101,7 @@ def test_train_eval_resume_on_pendulum(tmp_path: Path, capsys: pytest.CaptureFix
     assert "trained 300 steps" in out
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["task"] == "Pendulum-v1" and cfg["warmup_steps"] == 100 and cfg["threads"] == 1
+    assert cfg["task"] == "Pendulum-v1" and cfg["warmup_steps"] == 100 and cfg["threads"] == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in rows if r["kind"] == "eval"] == [("eval", 200), ("eval", 300)]
     train_rows = [r for r in rows if r["kind"] == "train"]
