@@ -8,7 +8,8 @@ floats), lists and mappings as JSON. Keys of schema ``s2r-onnx-policy`` version 
 - ``obs_size``, ``action_size``; ``action_output`` (``normalized`` or ``env_bounds``, see
   :data:`ACTION_OUTPUTS`) with the environment's ``action_low``/``action_high`` (JSON lists);
 - ``algo``, ``training_steps``, ``config_sha256`` (sha256 of the canonical JSON of the training
-  config), ``randomization`` (``none``, a file name, or the embedded distribution as JSON);
+  config, or of what an imported policy was read from), ``randomization`` (``none``, a file name, the
+  embedded distribution as JSON, or ``unknown`` for a policy trained outside s2r);
 - ``s2r_version``, ``export_time_utc`` (ISO 8601), ``source_checkpoint``;
 - s2r tasks only: ``task`` (the task spec's name), ``robot``, ``joint_names`` (JSON list, action
   order), ``obs_layout`` (JSON list of ``{"name", "start", "stop", "unit"}``), ``control_period_s``.
@@ -38,6 +39,8 @@ ACTION_ENV_BOUNDS = "env_bounds"
 ACTION_OUTPUTS = (ACTION_NORMALIZED, ACTION_ENV_BOUNDS)
 NO_RANDOMIZATION = "none"
 """``randomization`` value of a policy trained without domain randomization."""
+UNKNOWN_RANDOMIZATION = "unknown"
+"""``randomization`` value of a policy trained outside s2r (``s2r export --from-sb3``, ``export.export_module``)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class PolicyMetadata:
     action_high: tuple[float, ...]
     """The environment's upper action bounds (its action units)."""
     algo: str
-    """Learner that trained the policy (``crossq``, ``sac``, ``td3``, ``ddpg``)."""
+    """Learner that trained the policy (``crossq``, ``sac``, ``td3``, ``ddpg``; ``sb3-sac`` etc. when imported)."""
     training_steps: int
     """Environment steps trained when the checkpoint was saved."""
     config_sha256: str

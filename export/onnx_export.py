@@ -1,8 +1,10 @@
-"""Export a checkpoint's deterministic policy to ONNX, verified against PyTorch before the file appears.
+"""Export a deterministic policy to ONNX, verified against PyTorch before the file appears.
 
-The graph is the checkpoint's :class:`~policies.networks.PolicyModule` (observation normalization,
-actor, ``tanh`` of the mean) and, for non-s2r environments with bounds other than [-1, 1], the
-linear map onto the environment's action bounds. Input ``obs`` (float32, ``(batch, O)``, dynamic
+:func:`export_policy` exports an s2r checkpoint, :func:`export_module` any torch actor (a policy trained
+elsewhere; :mod:`export.sb3_export` builds one from a Stable-Baselines3 model); both write the same contract.
+The graph is the observation normalization, the actor (raw or normalized observation -> normalized action in
+[-1, 1]) and, for non-s2r environments with bounds other than [-1, 1], the linear map onto the environment's
+action bounds. Input ``obs`` (float32, ``(batch, O)``, dynamic
 batch), output ``action`` (``(batch, A)``). The file is written under a temporary name, run through
 onnxruntime on observations sampled from the observation space and from rollouts of the policy,
 compared with PyTorch, and renamed into place only when every action agrees within the tolerance.
@@ -11,11 +13,13 @@ compared with PyTorch, and renamed into place only when every action agrees with
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -33,14 +37,17 @@ import s2r
 from export.metadata import (
     ACTION_ENV_BOUNDS,
     ACTION_NORMALIZED,
+    UNKNOWN_RANDOMIZATION,
     ObsSlice,
     PolicyMetadata,
     config_sha256,
     describe_randomization,
 )
 from export.onnx_policy import OnnxPolicy
+from export.sb3_files import is_sb3_zip, sb3_zip_refusal
 from policies.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
-from policies.envs import S2R_PREFIX, make_env
+from policies.envs import S2R_PREFIX, make_env, resolve_task
+from policies.networks import ObsNormalizer
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
 from sim.rollout import to_env_action
@@ -126,8 +133,9 @@ class ExportResult:
 
     path: Path
     """The ONNX file."""
-    checkpoint: Path
-    """The checkpoint exported."""
+    checkpoint: Path | None
+    """The checkpoint (or other model file, e.g. a Stable-Baselines3 zip) exported; ``None`` for a module given
+    without one (:func:`export_module`)."""
     metadata: PolicyMetadata
     """The metadata written into the file."""
     verification: Verification
@@ -143,7 +151,7 @@ class ExportResult:
         """JSON-ready summary."""
         return {
             "path": str(self.path),
-            "checkpoint": str(self.checkpoint),
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "env_id": self.metadata.env_id,
             "action_output": self.metadata.action_output,
             "opset": self.opset,
@@ -159,6 +167,67 @@ class VerificationError(UserError):
     def __init__(self, message: str, verification: Verification) -> None:
         super().__init__(message)
         self.verification = verification
+
+
+@dataclass(frozen=True)
+class ObsNorm:
+    """Observation normalization at the head of the graph: ``clip((obs - mean) / sqrt(var + eps), -clip, clip)``."""
+
+    mean: np.ndarray
+    """Mean of the observations (observation units, shape ``(O,)``)."""
+    var: np.ndarray
+    """Variance of the observations (observation units squared, shape ``(O,)``)."""
+    clip: float = float("inf")
+    """Clip of the normalized observation (standard deviations; ``inf``: no clip)."""
+    eps: float = 0.0
+    """Added to the variance before the square root (observation units squared)."""
+
+    def validated(self, obs_dim: int) -> ObsNorm:
+        """``self`` with float64 arrays, or :class:`UserError` naming the bad field."""
+        mean = np.asarray(self.mean, dtype=np.float64)
+        var = np.asarray(self.var, dtype=np.float64)
+        for name, value in (("mean", mean), ("var", var)):
+            if value.shape != (obs_dim,):
+                raise UserError(f"observation normalizer {name} has shape {value.shape}; the task's observation "
+                                f"has ({obs_dim},)")
+            if not np.all(np.isfinite(value)):
+                raise UserError(f"observation normalizer {name} has non-finite entries")
+        if np.any(var < 0.0):
+            raise UserError("observation normalizer var has negative entries")
+        if not self.clip > 0.0:
+            raise UserError(f"observation normalizer clip must be positive, got {self.clip}")
+        if not (np.isfinite(self.eps) and self.eps >= 0.0):
+            raise UserError(f"observation normalizer eps must be a finite number >= 0, got {self.eps}")
+        if np.any(var + self.eps <= 0.0):
+            raise UserError("observation normalizer var + eps must be positive in every dimension")
+        return ObsNorm(mean, var, float(self.clip), float(self.eps))
+
+    @property
+    def std(self) -> np.ndarray:
+        """``sqrt(var + eps)`` (observation units)."""
+        return np.sqrt(np.asarray(self.var, dtype=np.float64) + self.eps)
+
+    def module(self) -> ObsNormalizer:
+        """The normalization as a torch module."""
+        return ObsNormalizer(torch.from_numpy(np.asarray(self.mean, dtype=np.float64)),
+                             torch.from_numpy(np.asarray(self.var, dtype=np.float64)), self.clip, self.eps)
+
+
+def checkpoint_obs_norm(ckpt: Checkpoint) -> ObsNorm | None:
+    """The checkpoint's observation statistics (``None`` when it trained without normalization)."""
+    return ObsNorm(ckpt.obs_mean, ckpt.obs_var, ckpt.obs_clip, ckpt.obs_eps) if ckpt.obs_norm else None
+
+
+class NormalizedActor(nn.Module):
+    """An actor behind an observation normalizer: raw observation -> the actor's normalized action."""
+
+    def __init__(self, normalizer: nn.Module, actor: nn.Module) -> None:
+        super().__init__()
+        self.normalizer = normalizer
+        self.actor = actor
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.actor(self.normalizer(obs))
 
 
 class BoundsAction(nn.Module):
@@ -177,14 +246,20 @@ class BoundsAction(nn.Module):
         return self.low + (self.policy(obs) + 1.0) * self.half_range
 
 
+def contract_module(policy: nn.Module, env_id: str, low: np.ndarray, high: np.ndarray) -> tuple[nn.Module, str]:
+    """The module to export for ``policy`` (raw observation -> normalized action) on ``env_id`` with action bounds
+    ``low``/``high``, and what its output is (:data:`ACTION_NORMALIZED` for s2r tasks, whose own action mapping
+    follows, else :data:`ACTION_ENV_BOUNDS`)."""
+    if env_id.startswith(S2R_PREFIX):
+        return policy, ACTION_NORMALIZED
+    if np.all(low == -1.0) and np.all(high == 1.0):
+        return policy, ACTION_ENV_BOUNDS  # the map onto [-1, 1] is the identity
+    return BoundsAction(policy, low, high).eval(), ACTION_ENV_BOUNDS
+
+
 def exported_module(ckpt: Checkpoint) -> tuple[nn.Module, str]:
     """The module to export and what its output is (:data:`ACTION_NORMALIZED` or :data:`ACTION_ENV_BOUNDS`)."""
-    policy = ckpt.policy_module()
-    if ckpt.env_id.startswith(S2R_PREFIX):
-        return policy, ACTION_NORMALIZED
-    if np.all(ckpt.action_low == -1.0) and np.all(ckpt.action_high == 1.0):
-        return policy, ACTION_ENV_BOUNDS  # the map onto [-1, 1] is the identity
-    return BoundsAction(policy, ckpt.action_low, ckpt.action_high).eval(), ACTION_ENV_BOUNDS
+    return contract_module(ckpt.policy_module(), ckpt.env_id, ckpt.action_low, ckpt.action_high)
 
 
 @cache
@@ -250,31 +325,50 @@ def _spec_of(env: gym.Env) -> TaskSpec | None:
     return spec if isinstance(spec, TaskSpec) else None
 
 
-def build_metadata(ckpt: Checkpoint, ckpt_path: Path, spec: TaskSpec | None, action_output: str) -> PolicyMetadata:
-    """The metadata of an export of ``ckpt`` (task fields from ``spec`` for s2r tasks)."""
-    if spec is not None and (spec.obs_layout.size != ckpt.obs_dim or spec.n_joints != ckpt.act_dim):
-        raise UserError(f"checkpoint {str(ckpt_path)!r} has obs/action sizes {ckpt.obs_dim}/{ckpt.act_dim}, but "
+@dataclass(frozen=True)
+class Provenance:
+    """Where an exported policy comes from, as its metadata records it."""
+
+    algo: str
+    """Learner that trained the policy (s2r's ``sac``, ... or e.g. ``sb3-sac`` for an imported one)."""
+    training_steps: int
+    """Environment steps trained."""
+    config_sha256: str
+    """sha256 (hex) of the canonical JSON of what the policy was made from (:func:`export.metadata.config_sha256`)."""
+    randomization: str
+    """``none``, the randomization trained under, or :data:`export.metadata.UNKNOWN_RANDOMIZATION`."""
+    source: str
+    """The file exported (empty when there is none)."""
+
+
+def _policy_metadata(env_id: str, engine: str, env_kwargs: Mapping[str, Any], obs_dim: int, low: np.ndarray,
+                     high: np.ndarray, spec: TaskSpec | None, action_output: str,
+                     provenance: Provenance) -> PolicyMetadata:
+    """The metadata of an export (task fields from ``spec`` for s2r tasks)."""
+    act_dim = len(low)
+    if spec is not None and (spec.obs_layout.size != obs_dim or spec.n_joints != act_dim):
+        raise UserError(f"{provenance.source or 'the policy'!r} has obs/action sizes {obs_dim}/{act_dim}, but "
                         f"the task {spec.name!r} has {spec.obs_layout.size}/{spec.n_joints}")
     layout: tuple[ObsSlice, ...] = ()
     if spec is not None:
         slices = spec.obs_layout.slices()
         layout = tuple(ObsSlice(f.name, *slices[f.name], f.unit) for f in spec.obs_layout.fields)
     return PolicyMetadata(
-        env_id=ckpt.env_id,
-        engine=ckpt.engine,
-        obs_size=ckpt.obs_dim,
-        action_size=ckpt.act_dim,
+        env_id=env_id,
+        engine=engine,
+        obs_size=obs_dim,
+        action_size=act_dim,
         action_output=action_output,
-        action_low=tuple(float(v) for v in ckpt.action_low),
-        action_high=tuple(float(v) for v in ckpt.action_high),
-        algo=ckpt.algo,
-        training_steps=ckpt.step,
-        config_sha256=config_sha256(ckpt.config),
-        randomization=describe_randomization(ckpt.config),
+        action_low=tuple(float(v) for v in low),
+        action_high=tuple(float(v) for v in high),
+        algo=provenance.algo,
+        training_steps=provenance.training_steps,
+        config_sha256=provenance.config_sha256,
+        randomization=provenance.randomization,
         s2r_version=s2r.__version__,
         export_time_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-        source_checkpoint=str(ckpt_path),
-        env_kwargs=dict(ckpt.config.get("env_kwargs") or {}),
+        source_checkpoint=provenance.source,
+        env_kwargs=dict(env_kwargs),
         task=None if spec is None else spec.name,
         robot=None if spec is None else spec.robot,
         joint_names=() if spec is None else spec.joint_names,
@@ -283,16 +377,30 @@ def build_metadata(ckpt: Checkpoint, ckpt_path: Path, spec: TaskSpec | None, act
     )
 
 
-def random_observations(ckpt: Checkpoint, space: gym.spaces.Box, n: int, rng: np.random.Generator) -> np.ndarray:
+def checkpoint_provenance(ckpt: Checkpoint, ckpt_path: Path) -> Provenance:
+    """What the metadata records of where ``ckpt`` comes from."""
+    return Provenance(ckpt.algo, ckpt.step, config_sha256(ckpt.config), describe_randomization(ckpt.config),
+                      str(ckpt_path))
+
+
+def build_metadata(ckpt: Checkpoint, ckpt_path: Path, spec: TaskSpec | None, action_output: str) -> PolicyMetadata:
+    """The metadata of an export of ``ckpt`` (task fields from ``spec`` for s2r tasks)."""
+    return _policy_metadata(ckpt.env_id, ckpt.engine, ckpt.config.get("env_kwargs") or {}, ckpt.obs_dim,
+                            ckpt.action_low, ckpt.action_high, spec, action_output,
+                            checkpoint_provenance(ckpt, ckpt_path))
+
+
+def random_observations(norm: ObsNorm | None, space: gym.spaces.Box, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` observations: uniform within the space's finite bounds, else around the normalizer's mean.
 
-    An unbounded dimension draws from ``mean +- OBS_SAMPLE_SPREAD_STD * std`` of the checkpoint's
-    observation statistics (mean 0, std 1 when normalization was off). A :data:`CLIP_PROBE_FRACTION`
+    An unbounded dimension draws from ``mean +- OBS_SAMPLE_SPREAD_STD * std`` of the policy's
+    observation statistics ``norm`` (mean 0, std 1 when there is none). A :data:`CLIP_PROBE_FRACTION`
     of the rows are the mean with one random coordinate :data:`CLIP_PROBE_MARGIN_STD` beyond the
     normalizer's clip (inside any finite bound), so the clip in the graph is compared too.
     """
-    mean = ckpt.obs_mean if ckpt.obs_norm else np.zeros(ckpt.obs_dim)
-    std = np.sqrt(ckpt.obs_var + ckpt.obs_eps) if ckpt.obs_norm else np.ones(ckpt.obs_dim)
+    obs_dim = int(np.prod(space.shape or (0,)))
+    mean = np.asarray(norm.mean, dtype=np.float64) if norm is not None else np.zeros(obs_dim)
+    std = norm.std if norm is not None else np.ones(obs_dim)
     spread = OBS_SAMPLE_SPREAD_STD * std
     low = np.asarray(space.low, dtype=np.float64)
     high = np.asarray(space.high, dtype=np.float64)
@@ -302,12 +410,12 @@ def random_observations(ckpt: Checkpoint, space: gym.spaces.Box, n: int, rng: np
     inverted = lo > hi
     lo = np.where(inverted & ~np.isfinite(low), hi - 2.0 * spread, lo)
     hi = np.where(inverted & ~np.isfinite(high), lo + 2.0 * spread, hi)
-    obs = rng.uniform(lo, hi, (n, ckpt.obs_dim))
-    if ckpt.obs_norm and np.isfinite(ckpt.obs_clip):
+    obs = rng.uniform(lo, hi, (n, obs_dim))
+    if norm is not None and np.isfinite(norm.clip):
         rows = np.arange(round(n * CLIP_PROBE_FRACTION))
-        cols = rng.integers(0, ckpt.obs_dim, len(rows))
+        cols = rng.integers(0, obs_dim, len(rows))
         sign = rng.choice([-1.0, 1.0], len(rows))
-        far = mean[cols] + sign * (ckpt.obs_clip + CLIP_PROBE_MARGIN_STD) * std[cols]
+        far = mean[cols] + sign * (norm.clip + CLIP_PROBE_MARGIN_STD) * std[cols]
         # The other coordinates sit at the mean (inside the bounds): one clipped input alone already drives
         # the hidden activations about as high as a fully random row.
         obs[rows] = np.clip(mean, low, high)
@@ -368,46 +476,52 @@ def default_out(source: str | os.PathLike[str]) -> Path:
     return (p if p.is_dir() else p.parent) / DEFAULT_OUT_NAME
 
 
-def export_policy(
-    source: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
-    config: ExportConfig | None = None,
-) -> ExportResult:
-    """Export a checkpoint (or a run directory's best/last) to ``out``; see the module docstring.
-
-    Raises :class:`UserError` for a bad checkpoint or output path, and :class:`VerificationError`
-    (no file written) when onnxruntime and PyTorch disagree by more than the tolerance.
-    """
-    cfg = (config or ExportConfig()).validated()
-    start = time.perf_counter()
-    ckpt_path = resolve_checkpoint_path(source)
-    ckpt = load_checkpoint(ckpt_path)
-    out_path = Path(out) if out is not None else default_out(source)
+def _check_out(out_path: Path) -> None:
     if out_path.suffix.lower() != ".onnx":
         raise UserError(f"output {str(out_path)!r} must end in .onnx")
     if not out_path.parent.is_dir():
         raise UserError(f"output directory {str(out_path.parent)!r} does not exist")
-    module, action_output = exported_module(ckpt)
-    policy = ckpt.policy_module()
 
-    env = make_env(ckpt.env_id, ckpt.engine, ckpt.config.get("env_kwargs") or None)
+
+def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cfg: ExportConfig, env_id: str,
+                     engine: str, env_kwargs: Mapping[str, Any], provenance: Provenance,
+                     bounds: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[PolicyMetadata, Verification, int,
+                                                                                   int]:
+    """Export ``policy`` (raw observation -> normalized action, eval mode) for ``env_id`` to ``out_path``, verified.
+
+    ``bounds`` are the action bounds the policy trained with (default: the environment's). Returns the metadata
+    written, the verification, the opset and the IR version.
+    """
+    what = provenance.source or "the policy"
+    env = make_env(env_id, engine, env_kwargs or None)
     try:
-        spec = _spec_of(env) if ckpt.env_id.startswith(S2R_PREFIX) else None
-        meta = build_metadata(ckpt, ckpt_path, spec, action_output)
         space = env.observation_space
-        assert isinstance(space, gym.spaces.Box)  # make_env admits Box observation spaces only
-        if space.shape != (ckpt.obs_dim,):
-            raise UserError(f"checkpoint {str(ckpt_path)!r} takes {ckpt.obs_dim} observations but {ckpt.env_id} "
-                            f"now has the observation space {space.shape}")
+        act_space = env.action_space
+        assert isinstance(space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)  # make_env admits only Box
+        obs_dim = int(space.shape[0])
+        low, high = bounds if bounds is not None else (np.asarray(act_space.low, dtype=np.float64),
+                                                       np.asarray(act_space.high, dtype=np.float64))
+        try:
+            with torch.inference_mode():
+                probe = policy(torch.zeros(1, obs_dim))
+        except RuntimeError as exc:  # a layer whose size does not fit the observation: torch says which
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{what!r} cannot take the {obs_dim} observations of {env_id}: {first}") from exc
+        if tuple(probe.shape) != (1, len(low)):
+            raise UserError(f"{what!r} maps an observation batch (1, {obs_dim}) of {env_id} to actions of shape "
+                            f"{tuple(probe.shape)}; the environment expects (1, {len(low)})")
+        spec = _spec_of(env) if env_id.startswith(S2R_PREFIX) else None
+        module, action_output = contract_module(policy, env_id, low, high)
+        meta = _policy_metadata(env_id, engine, env_kwargs, obs_dim, low, high, spec, action_output, provenance)
         n_rollout = round(cfg.samples * cfg.rollout_fraction)
         rollouts, episodes = rollout_observations(policy, env, n_rollout, cfg.seed)
     finally:
         env.close()
     n_random = cfg.samples - n_rollout
-    random_obs = random_observations(ckpt, space, n_random, np.random.default_rng(cfg.seed))
+    random_obs = random_observations(norm, space, n_random, np.random.default_rng(cfg.seed))
     obs = np.concatenate([random_obs, rollouts])
 
-    model = _torch_export(module, ckpt.obs_dim, cfg.opset)
+    model = _torch_export(module, obs_dim, cfg.opset)
     _fit_ir_version(model)
     del model.metadata_props[:]
     for key, value in meta.to_props().items():
@@ -421,9 +535,85 @@ def export_policy(
         verification = verify(module, OnnxPolicy(tmp), obs, n_random, episodes, cfg.tolerance)
         if not verification.passed:
             raise VerificationError(
-                f"export of {str(ckpt_path)!r} failed verification: onnxruntime and PyTorch differ by up to "
+                f"export of {what!r} failed verification: onnxruntime and PyTorch differ by up to "
                 f"{verification.max_abs_diff:.3g} (limit {cfg.tolerance:g}) over {verification.samples} observations; "
                 f"no file was written", verification)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return ExportResult(out_path, ckpt_path, meta, verification, opset, model.ir_version,
-                        time.perf_counter() - start)
+    return meta, verification, opset, model.ir_version
+
+
+def export_policy(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    config: ExportConfig | None = None,
+) -> ExportResult:
+    """Export a checkpoint (or a run directory's best/last) to ``out``; see the module docstring.
+
+    Raises :class:`UserError` for a bad checkpoint or output path, and :class:`VerificationError`
+    (no file written) when onnxruntime and PyTorch disagree by more than the tolerance.
+    """
+    cfg = (config or ExportConfig()).validated()
+    start = time.perf_counter()
+    ckpt_path = resolve_checkpoint_path(source)
+    if is_sb3_zip(ckpt_path):
+        raise UserError(sb3_zip_refusal(ckpt_path))
+    ckpt = load_checkpoint(ckpt_path)
+    out_path = Path(out) if out is not None else default_out(source)
+    _check_out(out_path)
+    meta, verification, opset, ir_version = _export_verified(
+        ckpt.policy_module(), checkpoint_obs_norm(ckpt), out_path, cfg, ckpt.env_id, ckpt.engine,
+        ckpt.config.get("env_kwargs") or {}, checkpoint_provenance(ckpt, ckpt_path),
+        (ckpt.action_low, ckpt.action_high))
+    return ExportResult(out_path, ckpt_path, meta, verification, opset, ir_version, time.perf_counter() - start)
+
+
+def export_module(
+    module: nn.Module,
+    out: str | os.PathLike[str],
+    *,
+    task: str,
+    obs_norm: ObsNorm | None = None,
+    engine: str = "mujoco",
+    env_kwargs: Mapping[str, Any] | None = None,
+    algo: str = "external",
+    training_steps: int = 0,
+    source: str | os.PathLike[str] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    randomization: str = UNKNOWN_RANDOMIZATION,
+    config: ExportConfig | None = None,
+) -> ExportResult:
+    """Export any torch actor to ``out`` with the contract and verification of :func:`export_policy`.
+
+    ``module`` maps a float32 observation batch ``(B, O)`` — the raw observation, or the normalized one when
+    ``obs_norm`` is given — to the deterministic action **normalized to [-1, 1]** ``(B, A)`` (e.g. ``tanh`` of a
+    squashed Gaussian's mean); the exporter adds ``obs_norm`` in front and, for non-s2r environments, the map onto
+    the environment's action bounds (the file's ``action_output``, as for s2r checkpoints). ``task`` is an s2r
+    task (``dclaw-turn``) or gymnasium id: the environment that fixes the spaces, the task metadata and the
+    rollouts verified on, made with ``engine`` and ``env_kwargs``. ``algo``, ``training_steps``, ``source`` (the
+    model file, if any) and ``randomization`` go into the metadata as they are; ``config_sha256`` is the hash of
+    the canonical JSON of ``provenance`` (what the module was made from). The module is copied, so the caller's
+    is left as it is.
+    """
+    cfg = (config or ExportConfig()).validated()
+    start = time.perf_counter()
+    if training_steps < 0:
+        raise UserError(f"training_steps must be at least 0, got {training_steps}")
+    out_path = Path(out)
+    _check_out(out_path)
+    env_id = resolve_task(task)
+    actor = copy.deepcopy(module).float().cpu().eval()
+    if obs_norm is not None:
+        probe_env = make_env(env_id, engine, env_kwargs or None)
+        shape = probe_env.observation_space.shape
+        probe_env.close()
+        norm: ObsNorm | None = obs_norm.validated(int(np.prod(shape or (0,))))
+        assert norm is not None
+        policy: nn.Module = NormalizedActor(norm.module(), actor).eval()
+    else:
+        norm, policy = None, actor
+    source_path = None if source is None else Path(source)
+    record = Provenance(algo, training_steps, config_sha256(dict(provenance or {})), randomization,
+                        "" if source_path is None else str(source_path))
+    meta, verification, opset, ir_version = _export_verified(policy, norm, out_path, cfg, env_id, engine,
+                                                             env_kwargs or {}, record)
+    return ExportResult(out_path, source_path, meta, verification, opset, ir_version, time.perf_counter() - start)

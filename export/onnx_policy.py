@@ -205,7 +205,8 @@ class OnnxPolicy:
         info = self.info
         if info is None:
             problems.append(f"the file carries no s2r metadata, so its task, joint names, observation layout and "
-                            f"control period cannot be checked against {against} (export it with `s2r export`)")
+                            f"control period cannot be checked against {against} (export it with `s2r export`; "
+                            "for a policy trained elsewhere, `s2r export --from-sb3` or export.export_module)")
             return problems
         if info.task is None:
             problems.append(f"task: the file was exported from {info.env_id!r}, which is not an s2r task; "

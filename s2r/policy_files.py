@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from export.metadata import ACTION_NORMALIZED
 from export.onnx_policy import OnnxPolicy
+from export.sb3_files import is_sb3_zip, sb3_zip_refusal
 from policies.evaluate import evaluate
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
@@ -41,6 +42,9 @@ POLICY_FILES = "an exported .onnx file, a checkpoint (.pt) or a training run dir
 """What the positional ``POLICY`` of a command that runs a policy in simulation may name, for its help."""
 
 KINDS = ("onnx", "checkpoint", "scripted")
+IMPORT_HINT = ("export it with `s2r export`, or, for a policy trained elsewhere, `s2r export --from-sb3 MODEL.zip "
+               "--task TASK` (Stable-Baselines3) or export.export_module (any torch actor)")
+"""How to make an s2r policy file, for the errors about a file that is none."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def load_policy(source: str | os.PathLike[str], *, spec: TaskSpec | None = None,
         raise UserError(f"policy {text!r} does not exist: expected {EXPECTED}")
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, spec, period_override)
+    if is_sb3_zip(path):
+        raise UserError(sb3_zip_refusal(path))
     return _load_checkpoint(path)
 
 
@@ -158,7 +164,7 @@ def evaluate_policy(policy: LoadedPolicy, episodes: int, seed: int, engine: str 
     :func:`policies.evaluate.evaluate`, so an exported file and its checkpoint give the same result."""
     if policy.env_id is None:
         raise UserError(f"cannot evaluate {str(policy.path)!r}: it carries no s2r metadata naming its environment "
-                        "(export it with `s2r export`)")
+                        f"({IMPORT_HINT})")
     if episodes < 1:
         raise UserError(f"episodes must be at least 1, got {episodes}")
     return evaluate(policy.act, policy.env_id, episodes, seed, engine or policy.engine,

@@ -30,6 +30,7 @@ from export.onnx_export import (
     ExportConfig,
     ExportResult,
     VerificationError,
+    checkpoint_obs_norm,
     export_policy,
     max_ir_version,
     random_observations,
@@ -401,7 +402,7 @@ def test_random_observations_respect_bounds_and_probe_the_clip() -> None:
     ckpt = synthetic_checkpoint(CLAW_ID, 4, 1, -np.ones(1), np.ones(1), True, CONFIG)
     space = gym.spaces.Box(np.array([-1.0, -np.inf, 0.0, -np.inf], dtype=np.float32),
                            np.array([1.0, np.inf, np.inf, 5.0], dtype=np.float32), dtype=np.float32)
-    obs = random_observations(ckpt, space, 2000, np.random.default_rng(0))
+    obs = random_observations(checkpoint_obs_norm(ckpt), space, 2000, np.random.default_rng(0))
     assert obs.shape == (2000, 4) and obs.dtype == np.float32
     assert np.all(obs[:, 0] >= -1.0) and np.all(obs[:, 0] <= 1.0) and np.all(obs[:, 2] >= 0.0)
     assert np.all(obs[:, 3] <= 5.0)

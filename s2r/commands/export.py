@@ -1,4 +1,5 @@
-"""``s2r export``: a checkpoint's deterministic policy to a verified ONNX file. Heavy imports happen in the command."""
+"""``s2r export``: a checkpoint's (or a Stable-Baselines3 model's) deterministic policy to a verified ONNX file.
+Heavy imports happen in the command."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import sys
 from typing import Any
 
+from export.sb3_files import ACTIVATIONS
+from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
+from sim.engines import ENGINES
 
 DEFAULT_SAMPLES = 2000
 
@@ -23,13 +27,34 @@ def register(sub: Any) -> None:
         "envs it is mapped onto the env's action bounds. The file records the task, observation layout, joint "
         "names, control period and training provenance. Before the file appears, PyTorch and onnxruntime run "
         "the same observations (random and from rollouts of the policy); a difference above 1e-5 fails the "
-        "export and writes nothing.",
+        "export and writes nothing. "
+        "With --from-sb3 MODEL.zip the policy comes from Stable-Baselines3 instead (SAC, TD3/DDPG, sb3-contrib "
+        "CrossQ; MlpPolicy) and --task names the environment it trained on; the file is the same contract. "
+        "Trust boundary: the zip and the VecNormalize file are never unpickled as they are. The weights load with "
+        "torch.load(weights_only=True) (tensors only); the pickled entries of the zip's data are only parsed "
+        "(pickletools), never run; the VecNormalize pickle is read by an unpickler that builds numpy arrays and "
+        "inert records of the SB3/gymnasium objects in it and refuses to import anything else (os.system, any "
+        "class). Still convert only files you would train with: the weights decide what the robot does.",
     )
-    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT",
+    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", nargs="?",
                    help="a training run directory (its best.pt, else last.pt) or a checkpoint (.pt): what the ONNX "
-                   "file is made from")
+                   "file is made from (not with --from-sb3)")
+    p.add_argument("--from-sb3", metavar="MODEL.zip", dest="from_sb3",
+                   help="export a Stable-Baselines3 model saved with model.save (SAC, TD3, DDPG or sb3-contrib "
+                   "CrossQ with MlpPolicy) instead of an s2r checkpoint; needs --task")
+    p.add_argument("--vecnormalize", metavar="STATS.pkl",
+                   help="with --from-sb3: the VecNormalize statistics the model trained with (VecNormalize.save); "
+                   "its observation normalization goes into the graph. Read with a restricted unpickler that "
+                   "refuses anything but numpy arrays and VecNormalize's own records")
+    p.add_argument("--task", help="with --from-sb3: the environment the model trained on, an s2r task "
+                   "(dclaw-turn) or a gymnasium id (Pendulum-v1)")
+    p.add_argument("--engine", choices=ENGINES, default="mujoco",
+                   help="with --from-sb3: the physics engine of an s2r task")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS.values()),
+                   help="with --from-sb3: the actor's hidden activation, when the zip does not say (default: read "
+                   "from the zip's policy_kwargs, else SB3's relu)")
     p.add_argument("--out", metavar="FILE.onnx", help="ONNX file to write (default: policy.onnx in the run "
-                   "directory, or beside the checkpoint file)")
+                   "directory, or beside the checkpoint file; with --from-sb3 the zip's name with .onnx)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
                    help="observations to verify with, at least 1000")
     p.add_argument("--json", action="store_true",
@@ -37,13 +62,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_export)
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.from_sb3 is not None:
+        if args.path is not None:
+            raise UserError(f"give either a checkpoint ({args.path!r}) or --from-sb3, not both")
+        if not args.task:
+            raise UserError("--from-sb3 needs --task: the s2r task or gymnasium id the model trained on")
+        return
+    if args.path is None:
+        raise UserError("s2r export needs a run directory or checkpoint, or --from-sb3 MODEL.zip --task TASK")
+    given = [f for f, v in (("--vecnormalize", args.vecnormalize), ("--task", args.task),
+                            ("--activation", args.activation)) if v is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} only go{'es' if len(given) == 1 else ''} with --from-sb3 (a checkpoint "
+                        "records its task and normalization)")
+
+
 def run_export(args: argparse.Namespace) -> int:
     """``s2r export``; returns the exit code."""
+    _check_flags(args)
     require_torch("s2r export")
     from export.onnx_export import ExportConfig, VerificationError, export_policy
+    from export.sb3_export import export_sb3
 
+    config = ExportConfig(samples=args.samples)
     try:
-        result = export_policy(args.path, args.out, ExportConfig(samples=args.samples))
+        if args.from_sb3 is not None:
+            result = export_sb3(args.from_sb3, args.out, task=args.task, vecnormalize=args.vecnormalize,
+                                engine=args.engine, activation=args.activation, config=config)
+        else:
+            result = export_policy(args.path, args.out, config)
     except VerificationError as exc:
         print(json.dumps({"path": None, "verification": exc.verification.to_dict()}))
         sys.stdout.flush()
