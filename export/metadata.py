@@ -58,6 +58,23 @@ class ObsSlice:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where an exported policy comes from, as its metadata records it (one ``metadata_props`` key per field)."""
+
+    algo: str
+    """Learner that trained the policy (s2r's ``crossq``, ``sac``, ``td3``, ``ddpg``; e.g. ``sb3-sac`` for an
+    imported one)."""
+    training_steps: int
+    """Environment steps trained when the policy was saved."""
+    config_sha256: str
+    """sha256 (hex) of the canonical JSON of what the policy was made from (see :func:`config_sha256`)."""
+    randomization: str
+    """``none``, the randomization trained under (a file name or JSON), or :data:`UNKNOWN_RANDOMIZATION`."""
+    source_checkpoint: str
+    """The file exported (empty when there is none)."""
+
+
+@dataclass(frozen=True)
 class PolicyMetadata:
     """What an exported policy is and what it may drive (parsed from, or written to, ``metadata_props``)."""
 
@@ -75,20 +92,12 @@ class PolicyMetadata:
     """The environment's lower action bounds (its action units)."""
     action_high: tuple[float, ...]
     """The environment's upper action bounds (its action units)."""
-    algo: str
-    """Learner that trained the policy (``crossq``, ``sac``, ``td3``, ``ddpg``; ``sb3-sac`` etc. when imported)."""
-    training_steps: int
-    """Environment steps trained when the checkpoint was saved."""
-    config_sha256: str
-    """sha256 (hex) of the canonical JSON of the training config (see :func:`config_sha256`)."""
-    randomization: str
-    """``none``, or the randomization the policy was trained under (a file name or JSON)."""
+    provenance: Provenance
+    """Where the policy comes from: its learner, training steps, config hash, randomization and source file."""
     s2r_version: str
     """``s2r.__version__`` of the exporter."""
     export_time_utc: str
     """When the file was exported (ISO 8601, UTC)."""
-    source_checkpoint: str
-    """The checkpoint file exported."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra ``gym.make`` keyword arguments trained with."""
     task: str | None = None
@@ -115,13 +124,13 @@ class PolicyMetadata:
             "action_output": self.action_output,
             "action_low": json.dumps([float(v) for v in self.action_low]),
             "action_high": json.dumps([float(v) for v in self.action_high]),
-            "algo": self.algo,
-            "training_steps": str(self.training_steps),
-            "config_sha256": self.config_sha256,
-            "randomization": self.randomization,
+            "algo": self.provenance.algo,
+            "training_steps": str(self.provenance.training_steps),
+            "config_sha256": self.provenance.config_sha256,
+            "randomization": self.provenance.randomization,
             "s2r_version": self.s2r_version,
             "export_time_utc": self.export_time_utc,
-            "source_checkpoint": self.source_checkpoint,
+            "source_checkpoint": self.provenance.source_checkpoint,
         }
         if self.task is not None:
             props["task"] = self.task
@@ -239,13 +248,15 @@ def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
         action_output=action_output,
         action_low=r.numbers("action_low", action_size, finite=False),
         action_high=r.numbers("action_high", action_size, finite=False),
-        algo=r.text("algo", empty=True),
-        training_steps=r.count("training_steps"),
-        config_sha256=r.text("config_sha256", empty=True),
-        randomization=r.text("randomization", empty=True),
+        provenance=Provenance(
+            algo=r.text("algo", empty=True),
+            training_steps=r.count("training_steps"),
+            config_sha256=r.text("config_sha256", empty=True),
+            randomization=r.text("randomization", empty=True),
+            source_checkpoint=r.text("source_checkpoint", empty=True),
+        ),
         s2r_version=r.text("s2r_version", empty=True),
         export_time_utc=r.text("export_time_utc", empty=True),
-        source_checkpoint=r.text("source_checkpoint", empty=True),
         env_kwargs=env_kwargs,
         task=_optional_text(r, "task"),
         robot=_optional_text(r, "robot"),

@@ -40,6 +40,7 @@ from export.metadata import (
     UNKNOWN_RANDOMIZATION,
     ObsSlice,
     PolicyMetadata,
+    Provenance,
     config_sha256,
     describe_randomization,
 )
@@ -325,30 +326,15 @@ def _spec_of(env: gym.Env) -> TaskSpec | None:
     return spec if isinstance(spec, TaskSpec) else None
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Where an exported policy comes from, as its metadata records it."""
-
-    algo: str
-    """Learner that trained the policy (s2r's ``sac``, ... or e.g. ``sb3-sac`` for an imported one)."""
-    training_steps: int
-    """Environment steps trained."""
-    config_sha256: str
-    """sha256 (hex) of the canonical JSON of what the policy was made from (:func:`export.metadata.config_sha256`)."""
-    randomization: str
-    """``none``, the randomization trained under, or :data:`export.metadata.UNKNOWN_RANDOMIZATION`."""
-    source: str
-    """The file exported (empty when there is none)."""
-
-
 def _policy_metadata(env_id: str, engine: str, env_kwargs: Mapping[str, Any], obs_dim: int, low: np.ndarray,
                      high: np.ndarray, spec: TaskSpec | None, action_output: str,
                      provenance: Provenance) -> PolicyMetadata:
     """The metadata of an export (task fields from ``spec`` for s2r tasks)."""
     act_dim = len(low)
     if spec is not None and (spec.obs_layout.size != obs_dim or spec.n_joints != act_dim):
-        raise UserError(f"{provenance.source or 'the policy'!r} has obs/action sizes {obs_dim}/{act_dim}, but "
-                        f"the task {spec.name!r} has {spec.obs_layout.size}/{spec.n_joints}")
+        what = provenance.source_checkpoint or "the policy"
+        raise UserError(f"{what!r} has obs/action sizes {obs_dim}/{act_dim}, but the task {spec.name!r} has "
+                        f"{spec.obs_layout.size}/{spec.n_joints}")
     layout: tuple[ObsSlice, ...] = ()
     if spec is not None:
         slices = spec.obs_layout.slices()
@@ -361,13 +347,9 @@ def _policy_metadata(env_id: str, engine: str, env_kwargs: Mapping[str, Any], ob
         action_output=action_output,
         action_low=tuple(float(v) for v in low),
         action_high=tuple(float(v) for v in high),
-        algo=provenance.algo,
-        training_steps=provenance.training_steps,
-        config_sha256=provenance.config_sha256,
-        randomization=provenance.randomization,
+        provenance=provenance,
         s2r_version=s2r.__version__,
         export_time_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-        source_checkpoint=provenance.source,
         env_kwargs=dict(env_kwargs),
         task=None if spec is None else spec.name,
         robot=None if spec is None else spec.robot,
@@ -492,7 +474,7 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
     ``bounds`` are the action bounds the policy trained with (default: the environment's). Returns the metadata
     written, the verification, the opset and the IR version.
     """
-    what = provenance.source or "the policy"
+    what = provenance.source_checkpoint or "the policy"
     env = make_env(env_id, engine, env_kwargs or None)
     try:
         space = env.observation_space

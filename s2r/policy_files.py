@@ -134,7 +134,7 @@ def _load_onnx(path: Path, spec: TaskSpec | None, period_override: bool) -> Load
             return onnx.to_normalized(onnx.act(obs))
 
     return LoadedPolicy(act, "onnx", f"onnx {path}", path, info.env_id, info.engine, dict(info.env_kwargs or {}),
-                        info.algo, info.training_steps, onnx.obs_size, onnx.action_size)
+                        info.provenance.algo, info.provenance.training_steps, onnx.obs_size, onnx.action_size)
 
 
 def scripted_policy(name: str, spec: TaskSpec, seed: int,

@@ -161,7 +161,7 @@ def _tiny_onnx(path: Path, **metadata_overrides: object) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.metadata import ObsSlice, PolicyMetadata
+    from export.metadata import ObsSlice, PolicyMetadata, Provenance
 
     w = np.random.default_rng(0).normal(0, 0.1, (SPEC.obs_layout.size, SPEC.n_joints)).astype(np.float32)
     graph = helper.make_graph(
@@ -176,8 +176,8 @@ def _tiny_onnx(path: Path, **metadata_overrides: object) -> None:
     fields: dict[str, object] = dict(
         env_id="s2r/DClawTurnFixed-v0", engine="mujoco", obs_size=SPEC.obs_layout.size, action_size=SPEC.n_joints,
         action_output="normalized", action_low=(-1.0,) * SPEC.n_joints, action_high=(1.0,) * SPEC.n_joints,
-        algo="sac", training_steps=0, config_sha256="0" * 64, randomization="none", s2r_version="test",
-        export_time_utc="2026-01-01T00:00:00+00:00", source_checkpoint="none", task=SPEC.name, robot=SPEC.robot,
+        provenance=Provenance("sac", 0, "0" * 64, "none", "none"), s2r_version="test",
+        export_time_utc="2026-01-01T00:00:00+00:00", task=SPEC.name, robot=SPEC.robot,
         joint_names=SPEC.joint_names,
         obs_layout=tuple(ObsSlice(n, a, b, f.unit) for (n, (a, b)), f in
                          zip(SPEC.obs_layout.slices().items(), SPEC.obs_layout.fields, strict=True)),

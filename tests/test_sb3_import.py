@@ -103,11 +103,12 @@ def test_sac_with_vecnormalize_matches_predict_and_carries_the_task(claw_sac: tu
 
     info = OnnxPolicy(onnx).info
     assert info is not None
-    assert (info.algo, info.training_steps, info.source_checkpoint) == ("sb3-sac", model.num_timesteps, str(zip_path))
+    made = info.provenance
+    assert (made.algo, made.training_steps, made.source_checkpoint) == ("sb3-sac", model.num_timesteps, str(zip_path))
     assert (info.task, info.robot, info.action_output) == (CLAW, "dclaw", ACTION_NORMALIZED)
     assert len(info.joint_names) == 9 and info.obs_layout[-1].stop == 21 and info.control_period_s == 0.1
-    assert info.randomization == UNKNOWN_RANDOMIZATION and len(info.config_sha256) == 64
-    assert read_vecnormalize(stats).sha256 != info.config_sha256  # the hash covers the zip and the statistics
+    assert made.randomization == UNKNOWN_RANDOMIZATION and len(made.config_sha256) == 64
+    assert read_vecnormalize(stats).sha256 != made.config_sha256  # the hash covers the zip and the statistics
 
 
 def test_td3_on_a_gym_env_maps_onto_its_bounds(pendulum_td3: tuple[Path, Path]) -> None:
@@ -117,8 +118,8 @@ def test_td3_on_a_gym_env_maps_onto_its_bounds(pendulum_td3: tuple[Path, Path]) 
                           np.random.default_rng(1).uniform([-1, -1, -8], [1, 1, 8], (500, 3)).astype(np.float32)])
     assert _max_diff(onnx, model, obs, obs) <= 1e-5
     info = OnnxPolicy(onnx).info
-    assert info is not None and (info.algo, info.action_output, info.action_low) == ("sb3-td3", ACTION_ENV_BOUNDS,
-                                                                                     (-2.0,))
+    assert info is not None
+    assert (info.provenance.algo, info.action_output, info.action_low) == ("sb3-td3", ACTION_ENV_BOUNDS, (-2.0,))
 
 
 def test_crossq_batch_renorm_actor_matches_predict(work: Path) -> None:
@@ -235,7 +236,8 @@ def test_export_module_takes_any_actor_and_a_normalizer(tmp_path: Path) -> None:
         normalized = actor(torch.clamp((torch.from_numpy(obs) - torch.tensor([0.0, 0.0, 1.0]))
                                        / torch.sqrt(torch.tensor([0.5, 0.5, 4.0])), -5.0, 5.0)).numpy()
     assert np.max(np.abs(OnnxPolicy(result.path).act(obs) - 2.0 * normalized)) <= 1e-5  # [-1, 1] -> [-2, 2]
-    assert result.checkpoint is None and result.metadata.algo == "mine" and result.metadata.training_steps == 7
+    made = result.metadata.provenance
+    assert result.checkpoint is None and made.algo == "mine" and made.training_steps == 7
     with pytest.raises(UserError, match=r"observation normalizer mean has shape \(2,\); the task's observation has"):
         export_module(actor, tmp_path / "bad.onnx", task="Pendulum-v1", obs_norm=ObsNorm(np.zeros(2), np.ones(2)))
     assert not (tmp_path / "bad.onnx").exists()

@@ -100,7 +100,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.json:
         v = result.verification
         meta = result.metadata
-        print(f"wrote {result.path} from {result.checkpoint} ({meta.algo}, step {meta.training_steps}, "
+        made = meta.provenance
+        print(f"wrote {result.path} from {result.checkpoint} ({made.algo}, step {made.training_steps}, "
               f"{meta.env_id}, {meta.action_output} actions); verified on {v.samples} observations "
               f"({v.random_samples} random, {v.rollout_samples} from {v.rollout_episodes} rollout episodes): "
               f"max |onnx - torch| = {v.max_abs_diff:.2e} <= {v.tolerance:g}")
