@@ -121,3 +121,52 @@ def test_shipped_configs_are_found_from_any_directory(tmp_path: Path, monkeypatc
     local = tmp_path / "hardware_configs" / "dclaw.yaml"
     local.write_text(shipped.read_text().replace("latency_timer_s:", "latency_timer_s: 0.002 #", 1))
     assert load_config("hardware_configs/dclaw.yaml").latency_timer_s == 0.002
+
+
+NEWER_PYTHONS = ("3.12", "3.13")
+"""The interpreters ``requires-python`` admits beyond the 3.11 that ``make setup`` uses."""
+
+
+def _interpreter(version: str) -> str | None:
+    """A working ``python<version>`` on this machine: on the PATH, or one pyenv installed (its shims refuse to run
+    a version that is not selected)."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(str(p) for p in pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                               text=True, timeout=60)
+        if probe.returncode == 0 and probe.stdout.strip() == str(tuple(int(v) for v in version.split("."))):
+            return candidate
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("python_version", NEWER_PYTHONS)
+def test_the_base_install_runs_on_newer_pythons(python_version: str, tmp_path: Path) -> None:
+    """The wheel with its dependencies from the package index (a robot's computer: no torch) into a fresh venv of
+    Python 3.12 / 3.13: an ONNX policy evaluates in MuJoCo and deploys on the emulator from an empty directory."""
+    interpreter = _interpreter(python_version)
+    if interpreter is None:
+        pytest.skip(f"no Python {python_version} interpreter on this machine")
+    wheel = _wheel(tmp_path)
+    venv = tmp_path / "venv"
+    _run([interpreter, "-m", "venv", str(venv)], tmp_path)
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile", str(wheel)], tmp_path)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    s2r = str(venv / "bin" / "s2r")
+    policy = str(ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx")
+    evaluated = json.loads(_run([s2r, "eval", policy, "--episodes", "1", "--json"], empty, env).stdout)
+    assert evaluated["episodes"] == 1
+    out = _run([s2r, "deploy", policy, "--robot", "dclaw", "--driver", "emulator", "--lockstep", "--episodes", "1",
+                "--episode-steps", "5", "--log-dir", "logs", "--json"], empty, env).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["episodes"] == 1 and summary["driver"] == "emulator"
+    refused = subprocess.run([s2r, "train", "--steps", "10", "--out", "run"], cwd=empty, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2 and "pip install 's2r[train]'" in refused.stderr
