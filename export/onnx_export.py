@@ -584,15 +584,14 @@ def export_module(
     _check_out(out_path)
     env_id = resolve_task(task)
     actor = copy.deepcopy(module).float().cpu().eval()
+    norm: ObsNorm | None = None
+    policy: nn.Module = actor
     if obs_norm is not None:
         probe_env = make_env(env_id, engine, env_kwargs or None)
         shape = probe_env.observation_space.shape
         probe_env.close()
-        norm: ObsNorm | None = obs_norm.validated(int(np.prod(shape or (0,))))
-        assert norm is not None
-        policy: nn.Module = NormalizedActor(norm.module(), actor).eval()
-    else:
-        norm, policy = None, actor
+        norm = obs_norm.validated(int(np.prod(shape or (0,))))
+        policy = NormalizedActor(norm.module(), actor).eval()
     source_path = None if source is None else Path(source)
     record = Provenance(algo, training_steps, config_sha256(dict(provenance or {})), randomization,
                         "" if source_path is None else str(source_path))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sys
 import time
@@ -68,7 +67,7 @@ from policies.finetune import (
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
 from policies.metrics import Metrics
-from policies.rundir import METRICS_NAME, TENSORBOARD_DIR
+from policies.rundir import METRICS_NAME, TENSORBOARD_DIR, read_rows, write_rows_atomic
 from robot.bus import BusError
 from robot.config import RobotConfig, load_config
 from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
@@ -427,20 +426,10 @@ def _episode_metrics(out: Path, done: int) -> Metrics:
     after ``done`` episodes: rows and events of later episodes, left by a crash, are dropped."""
     path = out / METRICS_NAME
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if _row_step(line) <= done]
-        write_text_atomic(path, "".join(f"{line}\n" for line in rows))
+        write_rows_atomic(path, [r for r in read_rows(path) if r.get("step", 0) <= done])
     metrics = Metrics(path)
     metrics.open_tensorboard(out / TENSORBOARD_DIR, done + 1 if done else 0)
     return metrics
-
-
-def _row_step(line: str) -> float:
-    """A ``metrics.jsonl`` line's step; infinite for a line a crash cut short, so that it is dropped."""
-    try:
-        row = json.loads(line)
-        return float(row["step"])
-    except (ValueError, TypeError, KeyError):
-        return math.inf
 
 
 def _fill(summary: FinetuneSummary, gate: Gate, returns: list[float]) -> None:
