@@ -7,6 +7,7 @@ import os
 # Headless rendering must be chosen before anything imports mujoco; EGL renders offscreen with no display.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -45,13 +46,37 @@ def resolve_env_id(task: str) -> str:
     return TASK_IDS.get(task, task)
 
 
-for _id, _fn in (
-    ("s2r/DClawTurnFixed-v0", make_dclaw_turn_fixed),
-    ("s2r/DClawTurnRandom-v0", make_dclaw_turn_random),
-    ("s2r/DKittyStandFixed-v0", make_dkitty_stand_fixed),
-    ("s2r/DKittyWalkFixed-v0", make_dkitty_walk_fixed),
+def max_episode_steps(env_id: str, control_period: float | None = None) -> int:
+    """Policy steps in an episode of one of our ids, at ``control_period`` (s; default the task's).
+
+    The registered ``max_episode_steps`` is this at the task's own period. An env made with another
+    ``control_period`` has as many steps as fit its episode duration, so ``gym.make`` needs this number as its
+    ``max_episode_steps`` too, or gymnasium's ``TimeLimit`` would end a finer-period episode early.
+    """
+    spec = make_task(env_id).spec
+    return (spec if control_period is None else spec.with_control_period(control_period)).episode_steps
+
+
+def time_limit(env_id: str, kwargs: Mapping[str, Any]) -> int | None:
+    """``gym.make``'s ``max_episode_steps`` for env kwargs that change the control period; ``None`` (the registered
+    one) otherwise."""
+    period = kwargs.get("control_period")
+    if not env_id.startswith("s2r/") or period is None:
+        return None
+    return max_episode_steps(env_id, period)
+
+
+# String entry points (and a time limit) make each env's EnvSpec serializable: gymnasium writes it as JSON and
+# makes it again (Minari's recover_environment, a saved spec). SimEnv still ends its episodes itself, at the same
+# step as the time limit.
+for _id, _entry in (
+    ("s2r/DClawTurnFixed-v0", "sim:make_dclaw_turn_fixed"),
+    ("s2r/DClawTurnRandom-v0", "sim:make_dclaw_turn_random"),
+    ("s2r/DKittyStandFixed-v0", "sim:make_dkitty_stand_fixed"),
+    ("s2r/DKittyWalkFixed-v0", "sim:make_dkitty_walk_fixed"),
 ):
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_fn, disable_env_checker=True)
+        gym.register(id=_id, entry_point=_entry, max_episode_steps=max_episode_steps(_id),
+                     disable_env_checker=True)
 
-__all__ = ["TASK_IDS", "make_task", "resolve_env_id"]
+__all__ = ["TASK_IDS", "make_task", "max_episode_steps", "resolve_env_id", "time_limit"]
