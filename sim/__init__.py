@@ -12,7 +12,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from sim.tasks import TASK_IDS, make_task
+from sim.tasks import GOAL_IDS, TASK_IDS, make_task
+from sim.tasks.dclaw_turn import DClawTurn
 
 
 def _make(env_id: str, **kwargs: Any) -> gym.Env:
@@ -39,6 +40,14 @@ def make_dkitty_stand_fixed(**kwargs: Any) -> gym.Env:
 def make_dkitty_walk_fixed(**kwargs: Any) -> gym.Env:
     """``s2r/DKittyWalkFixed-v0``: the quadruped walks to a target 2 m ahead."""
     return _make("s2r/DKittyWalkFixed-v0", **kwargs)
+
+
+def make_dclaw_turn_goal(reward_type: str = "sparse", **kwargs: Any) -> gym.Env:
+    """``s2r/DClawTurnGoal-v0``: turn the valve to any commanded angle; a dict observation with a sparse (or
+    ``reward_type="dense"``) goal reward, for Hindsight Experience Replay (:mod:`sim.goal_env`)."""
+    from sim.goal_env import GoalEnv
+
+    return GoalEnv(DClawTurn(variant="goal"), reward_type, **kwargs)
 
 
 def resolve_env_id(task: str) -> str:
@@ -78,5 +87,8 @@ for _id, _entry in (
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry, max_episode_steps=max_episode_steps(_id),
                      disable_env_checker=True)
+if GOAL_IDS[0] not in gym.registry:
+    gym.register(id=GOAL_IDS[0], entry_point="sim:make_dclaw_turn_goal",
+                 max_episode_steps=max_episode_steps(GOAL_IDS[0]), disable_env_checker=True)
 
-__all__ = ["TASK_IDS", "make_task", "max_episode_steps", "resolve_env_id", "time_limit"]
+__all__ = ["GOAL_IDS", "TASK_IDS", "make_task", "max_episode_steps", "resolve_env_id", "time_limit"]
