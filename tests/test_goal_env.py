@@ -77,7 +77,8 @@ def test_stable_baselines3_her_trains_on_it_unchanged() -> None:
     env = gym.make(GOAL_ID)
     model = sb3.SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
                     replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
-                    buffer_size=1_000, learning_starts=90, batch_size=32, policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu")
+                    buffer_size=1_000, learning_starts=90, batch_size=32, policy_kwargs={"net_arch": [32, 32]},
+                    seed=0, device="cpu")
     model.learn(total_timesteps=100)
     assert model.num_timesteps == 100 and model.replay_buffer is not None and model.replay_buffer.size() == 100
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
