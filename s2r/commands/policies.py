@@ -6,15 +6,18 @@ import argparse
 import json
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from policies.config import ALGOS, TrainConfig, config_from_mapping, load_config_file, parse_overrides
 from policies.finetune_config import FinetuneConfig
 from randomization.distributions import load_distribution
+from robot.config import load_config as load_robot_config
 from robot.controller import SAFETY_STOP_KINDS
+from robot.view import open_view
 from s2r import cliargs
-from s2r.commands.robot import StopRequest, deploy_exit_code
+from s2r.commands.robot import StopRequest, add_view_argument, check_view_option, deploy_exit_code
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.policy_files import POLICY_FILES, evaluate_policy, load_policy
@@ -109,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "exploration and the exports' checks")
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_view_argument(f)
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser(
@@ -158,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     require_torch("s2r finetune")
-    from s2r.finetune import finetune  # torch, the optional `train` extra: only this command loads it
+    from s2r.finetune import ControllerSession, finetune  # torch, the `train` extra: only this command loads it
 
     try:
         cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
@@ -171,10 +175,13 @@ def _finetune(args: argparse.Namespace) -> int:
                              reeval_episodes=args.reeval_episodes, confidence=args.confidence)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
+    check_view_option(args)
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = finetune(cfg, should_stop=request.poll, progress=not args.quiet)
+        with open_view(args.view, load_robot_config(cfg.robot), name="s2r finetune") as view:
+            summary = finetune(cfg, should_stop=request.poll, progress=not args.quiet,
+                               open_session=partial(ControllerSession, view=view))
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     finally:

@@ -34,6 +34,7 @@ from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
 from robot.hardware import check_driver_options, open_robot
 from robot.runner import run_episodes, run_info
+from robot.view import SPAWN, check_view_target, open_view, require_view
 from s2r import cliargs
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import MissingExtra, require
@@ -98,6 +99,7 @@ def register(sub: Any) -> None:
     p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
                    "fewer only for smoke tests)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_view_argument(p)
     p.set_defaults(func=run_deploy)
 
     d = sub.add_parser(
@@ -126,6 +128,24 @@ def register(sub: Any) -> None:
                    help="fail on the first damaged episode file instead of skipping it with a warning")
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(func=run_dataset)
+
+
+def add_view_argument(p: argparse.ArgumentParser) -> None:
+    """``--view [FILE.rrd]``: the live view of the robot's episodes (``s2r deploy``, ``s2r finetune``)."""
+    p.add_argument("--view", nargs="?", const=SPAWN, metavar="FILE.rrd",
+                   help="show each step live in Rerun (the `view` extra: pip install 's2r[view]'): commanded and "
+                   "measured joints, passive joints, IMU, loop timing, comm errors; with FILE.rrd, record to that "
+                   "file instead of starting a viewer (open it with `rerun FILE.rrd`)")
+
+
+def check_view_option(args: argparse.Namespace) -> None:
+    """``--view``'s value and, when given, the extra it needs, before anything is written."""
+    try:
+        check_view_target(args.view)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
+    if args.view is not None:
+        require_view()
 
 
 def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
@@ -181,6 +201,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"--faults names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} does "
                             f"not have; its IDs: {', '.join(map(str, config.all_ids))}")
+    check_view_option(args)
     settings = ControllerSettings(episode_steps=args.episode_steps)
     loaded = load_policy(args.policy, spec=spec, seed=args.seed, period_override=config.control_period_override,
                          limits=(config.low, config.high))
@@ -203,22 +224,24 @@ def run_deploy(args: argparse.Namespace) -> int:
     request = StopRequest()
     previous = _install(request.handle)
     try:
-        try:
-            io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality, faults=faults,
-                            interrupt=request.poll, lockstep=args.lockstep, clock_socket=args.clock_socket)
-        except ParameterError as exc:
-            raise cliargs.flag_error(exc, args) from None
-        try:
+        with open_view(args.view, config, name="s2r deploy", log=logger) as view:
             try:
-                io.bus.connect()
-            except BusError as exc:
-                raise UserError(f"cannot start on the robot: {exc}") from exc
-            controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
-                                    logger=logger, should_stop=request.poll, imu=io.imu, placer=io.placer,
-                                    clock=io.clock, sleep=io.sleep)
-            summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
-        finally:
-            io.close()
+                io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
+                                faults=faults, interrupt=request.poll, lockstep=args.lockstep,
+                                clock_socket=args.clock_socket)
+            except ParameterError as exc:
+                raise cliargs.flag_error(exc, args) from None
+            try:
+                try:
+                    io.bus.connect()
+                except BusError as exc:
+                    raise UserError(f"cannot start on the robot: {exc}") from exc
+                controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
+                                        logger=logger, should_stop=request.poll, imu=io.imu, placer=io.placer,
+                                        clock=io.clock, sleep=io.sleep, view=view)
+                summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
+            finally:
+                io.close()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
