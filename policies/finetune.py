@@ -39,8 +39,18 @@ META_KEY = "finetune"
 """Key of an episode log's meta holding its kind, round and whether the gate counts it."""
 
 
+_NOT_A_RUN = {
+    ".zip": "a Stable-Baselines3 model (deploy it with `s2r export --from-sb3 MODEL.zip`, then `s2r deploy`)",
+    ".onnx": "an exported policy (fine-tune the RUN_DIR it was exported from)",
+}
+
+
 def deployed_checkpoint(run_dir: Path) -> Path:
     """The checkpoint ``s2r export RUN_DIR`` and ``s2r deploy RUN_DIR`` use: the run's best.pt, else last.pt."""
+    if run_dir.is_file() and run_dir.suffix in _NOT_A_RUN:
+        # A policy without its learner: fine-tuning continues a run's critics, temperature and replay.
+        raise UserError(f"{str(run_dir)!r} is {_NOT_A_RUN[run_dir.suffix]}, not an s2r training run: fine-tuning "
+                        "continues a run's learner (its critics and replay), which the file does not hold")
     if not run_dir.is_dir():
         raise UserError(f"run directory {str(run_dir)!r} does not exist")
     return resolve_checkpoint_path(run_dir)

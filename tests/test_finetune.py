@@ -159,6 +159,12 @@ def test_finetune_refuses_a_missing_run_and_an_existing_output(sim_run: Path, tm
     robot = str(ROOT / "hardware_configs" / "dclaw.yaml")
     assert main(["finetune", str(tmp_path / "nope"), "--robot", robot, "--episodes", "1", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a policy without its learner is named as what it is, with the way to deploy it
+    for name, expected in (("model.zip", "is a Stable-Baselines3 model (deploy it with `s2r export --from-sb3"),
+                           ("policy.onnx", "is an exported policy (fine-tune the RUN_DIR it was exported from)")):
+        (tmp_path / name).write_bytes(b"PK")
+        assert main(["finetune", str(tmp_path / name), "--robot", robot, "--episodes", "1", "--quiet"]) == 2
+        assert expected in capsys.readouterr().err
     (tmp_path / "ft" / "logs").mkdir(parents=True)
     (tmp_path / "ft" / "last.pt").write_bytes(b"")
     assert main(["finetune", str(sim_run), "--robot", robot, "--episodes", "1", "--out", str(tmp_path / "ft"),
