@@ -7,11 +7,19 @@ import os
 # Headless rendering must be chosen before anything imports mujoco; EGL renders offscreen with no display.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
+from s2r.core.lazy import lazy_exports
 from sim.tasks import TASK_IDS, make_task
+
+if TYPE_CHECKING:
+    from sim.engines import make_engine
+    from sim.env import SimEnv
+    from sim.params import ParameterSet
+    from sim.rollout import run_episodes
+    from sim.tasks.spec import TaskSpec
 
 
 def _make(env_id: str, **kwargs: Any) -> gym.Env:
@@ -54,4 +62,26 @@ for _id, _fn in (
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_fn, disable_env_checker=True)
 
-__all__ = ["TASK_IDS", "make_task", "resolve_env_id"]
+__all__ = [
+    "TASK_IDS",
+    "ParameterSet",
+    "SimEnv",
+    "TaskSpec",
+    "make_dclaw_turn_fixed",
+    "make_dclaw_turn_random",
+    "make_dkitty_stand_fixed",
+    "make_dkitty_walk_fixed",
+    "make_engine",
+    "make_task",
+    "resolve_env_id",
+    "run_episodes",
+]
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "env": ("SimEnv",),
+    "engines": ("make_engine",),
+    "params": ("ParameterSet",),
+    "rollout": ("run_episodes",),
+    "tasks.spec": ("TaskSpec",),
+}
+"""The public names not defined above, imported on first use."""
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
