@@ -33,7 +33,7 @@ def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] 
             raise UserError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
         kwargs["engine"] = engine
     try:
-        env = gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **kwargs, max_episode_steps=sim.time_limit(env_id, kwargs))
     except gym.error.Error as exc:
         raise UserError(f"cannot make environment {env_id!r}: {exc}") from exc
     except TypeError as exc:

@@ -84,6 +84,28 @@ def decide(round_: int, cand_successes: int, cand_episodes: int, incumbent: str,
                     p <= (1.0 - confidence) * (1.0 + 1e-12))
 
 
+def per_look_confidence(confidence: float, looks: int) -> float:
+    """The confidence each of ``looks`` tests of one comparison runs at, so that the comparison as a whole keeps
+    ``confidence``: Bonferroni's split of the error, ``1 - (1 - confidence) / looks``. A no-better candidate then
+    passes some look with probability at most ``1 - confidence`` (the union bound over the looks), however the
+    looks' episodes overlap."""
+    if looks < 1:
+        raise ValueError(f"looks must be at least 1, got {looks}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return 1.0 - (1.0 - confidence) / looks
+
+
+def worth_another_look(decision: Decision) -> bool:
+    """Whether more episodes of both could still let the candidate pass: it did not pass, and it succeeded more
+    often than the incumbent. A candidate level with or behind the incumbent stops the comparison (stopping for
+    futility can only lower the chance that a no-better candidate passes)."""
+    if decision.replaced or not decision.candidate_episodes or not decision.incumbent_episodes:
+        return False
+    return (decision.candidate_successes / decision.candidate_episodes
+            > decision.incumbent_successes / decision.incumbent_episodes)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The order of a fine-tuning run's episodes (see the module docstring)."""

@@ -40,7 +40,7 @@ from randomization.parallel import EpisodeRequest, ExecutorConfig, open_executor
 from s2r.core.atomicio import write_bytes_atomic, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import MissingExtra
-from sim import resolve_env_id
+from sim import resolve_env_id, time_limit
 from sim.engines import ENGINES, ParamSpec
 from sim.env import SimEnv
 from sim.rollout import Policy, run_episodes
@@ -251,7 +251,8 @@ def make_sweep_env(env_id: str, engine: str, env_kwargs: Mapping[str, Any]) -> t
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     try:
-        env = gym.make(env_id, engine=engine, **dict(env_kwargs))
+        env = gym.make(env_id, engine=engine, **dict(env_kwargs),
+                       max_episode_steps=time_limit(env_id, env_kwargs))
     except MissingExtra:
         raise
     except ImportError as exc:

@@ -72,6 +72,9 @@ MIN_SILENCE_FRAMES = 2
 """The IMU silence timeout must cover at least this many frame periods, so that one late frame is not silence."""
 _UNIT_QUAT_TOLERANCE = 1e-6
 """How far from 1 the norm of a configured quaternion may be (-)."""
+MIN_CALIBRATION_SPAN_RAD = 0.2
+"""Least distance between a joint's two calibration poses (rad, about 11 deg): a hand-held pose is a few
+degrees off, and the direction of the servo must still stand out from that."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,18 @@ class ImuConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationPoses:
+    """The two poses ``s2r calibrate`` reads the servos in (``robot.calibrate``): a person holds the robot in each,
+    torque off. Task order, rad, inside the joint limits; the poses differ by at least
+    :data:`MIN_CALIBRATION_SPAN_RAD` at every joint."""
+
+    a_rad: tuple[float, ...]
+    """Pose A, usually every joint at its zero."""
+    b_rad: tuple[float, ...]
+    """Pose B: every joint at a known angle away from pose A (a jig or a protractor sets it)."""
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     """A robot's hardware: bus, servos, calibration, limits, timing; loaded by :func:`load_config`."""
 
@@ -223,6 +238,8 @@ class RobotConfig:
     """Joint positions (rad, task order, inside the limits) a safety stop moves to, rate-limited, before the torque
     goes off (a legged robot folds its legs so that it settles low instead of collapsing from a height);
     ``None``: a safety stop holds the last command."""
+    calibration_poses: CalibrationPoses | None = None
+    """The poses ``s2r calibrate`` measures the joints' offsets and directions in; ``None``: it cannot run."""
 
     # --- derived views ------------------------------------------------------------------------
     @property
@@ -410,13 +427,14 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     _check_read_deadline(root, retries, max_age, period, baud, len(ids), latency_timer, return_delay)
     imu = _imu(root, spec, period)
     safe_pose = _safe_pose(root, joints)
+    poses = _calibration_poses(root.child("calibration_poses", optional=True), joints)
     root.done()
     return RobotConfig(
         robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
         joints=joints, encoders=encoders, control_period_s=period, control_period_override=override,
         return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
-        imu=imu, safe_pose_rad=safe_pose,
+        imu=imu, safe_pose_rad=safe_pose, calibration_poses=poses,
     )
 
 
@@ -498,18 +516,35 @@ def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
 
 def _safe_pose(root: _Node, joints: tuple[JointConfig, ...]) -> tuple[float, ...] | None:
     """The optional ``safe_pose_rad``: one angle per joint, in task order, inside the joint limits."""
-    v = root.raw("safe_pose_rad")
-    if v is None:
-        return None
+    return None if root.raw("safe_pose_rad") is None else _pose(root, "safe_pose_rad", joints)
+
+
+def _pose(node: _Node, key: str, joints: tuple[JointConfig, ...]) -> tuple[float, ...]:
+    """The pose ``key``: one angle per joint, in task order, inside the joint limits."""
+    v = node.raw(key)
     if (not isinstance(v, list) or len(v) != len(joints)
             or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
-        root.fail("safe_pose_rad", f"a list of {len(joints)} finite angles (rad), one per joint in task order "
+        node.fail(key, f"a list of {len(joints)} finite angles (rad), one per joint in task order "
                   f"({', '.join(j.name for j in joints)})", v)
     for k, j in enumerate(joints):
         if not j.low_rad <= float(v[k]) <= j.high_rad:
-            root.fail(f"safe_pose_rad[{k}]", f"an angle of {j.name} inside its limits [{j.low_rad:.6g}, "
+            node.fail(f"{key}[{k}]", f"an angle of {j.name} inside its limits [{j.low_rad:.6g}, "
                       f"{j.high_rad:.6g}] rad", v[k])
     return tuple(float(x) for x in v)
+
+
+def _calibration_poses(node: _Node, joints: tuple[JointConfig, ...]) -> CalibrationPoses | None:
+    """The optional ``calibration_poses`` section: poses ``a`` and ``b``, apart at every joint."""
+    if not node.data:
+        return None
+    a, b = _pose(node, "a", joints), _pose(node, "b", joints)
+    for k, j in enumerate(joints):
+        if not abs(b[k] - a[k]) >= MIN_CALIBRATION_SPAN_RAD:
+            node.fail(f"b[{k}]", f"an angle of {j.name} at least {MIN_CALIBRATION_SPAN_RAD:g} rad from pose A's "
+                      f"{a[k]:.6g} rad (the servo's direction must stand out from how well a person holds a pose)",
+                      b[k])
+    node.done()
+    return CalibrationPoses(a, b)
 
 
 def _joints(node: _Node, spec: TaskSpec, default_vel: float | None, default_cur: float | None,

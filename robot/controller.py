@@ -61,6 +61,7 @@ from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.resets import Reset, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
+from robot.view import NO_VIEW, StepRecord, StepView
 from s2r.core.errors import UserError
 from sim.rotations import tilt
 from sim.state import RobotState
@@ -444,6 +445,8 @@ class Controller:
     every cycle and returns a reason (e.g. ``"SIGTERM"``) to stop, or ``None``. ``imu`` is the torso IMU, required
     exactly when the config has an ``imu`` section; ``placer`` puts a floating base down at episode starts
     (``None``: a person does). Both come from :func:`robot.hardware.open_robot`; ``imu`` must run on ``clock``.
+    ``view`` is shown every policy step after its write, and each episode's end (:mod:`robot.view`; the live view
+    of ``--view``).
     """
 
     def __init__(
@@ -460,6 +463,7 @@ class Controller:
         should_stop: Callable[[], str | None] = lambda: None,
         imu: ImuSource | None = None,
         placer: ScenePlacer | None = None,
+        view: StepView = NO_VIEW,
     ) -> None:
         spec = task.spec
         check_robot(spec, config, imu is not None)
@@ -474,6 +478,8 @@ class Controller:
         self.should_stop = should_stop
         self.imu = imu
         self.placer = placer
+        self.view = view
+        """Shown each policy step (:mod:`robot.view`); detached, with an error logged, when it raises."""
         self.limits = SafetyLimits(spec, config.low, config.high)
         self.state = PolicyState(self.limits)
         self.reset: Reset = make_reset(spec, config, self.settings.reset_settings(), self.limits, self.log,
@@ -658,8 +664,12 @@ class Controller:
                     recent_holds.append(f.hold == Hold.NON_FINITE_ACTION)
                     self._check_holds(recent_holds)
                     sent = self._write(f.command)
-                    log.step(action, f, sent, self._end_cycle(), self._new_errors(), self._cycle_error,
+                    cycle_time = self._end_cycle()
+                    log.step(action, f, sent, cycle_time, self._new_errors(), self._cycle_error,
                              self._cycle_overrun)
+                    self._show(StepRecord(self.episodes_run, k, reading, action, sent, int(f.hold), self._cycle_error,
+                                          cycle_time, self._cycle_overrun,
+                                          self._accounted_errors - self.errors_before_start))
                 finally:
                     if k > 0:
                         # The previous step's reward, after this cycle's write: off the read-to-write path.
@@ -669,8 +679,25 @@ class Controller:
         except ControllerStop as exc:
             stop = exc.stop
             self.log.warning("stopping: %s", stop.describe())
+        episode = self.episodes_run
         self._end_episode(log, info, imu_before)
-        return self._result(log, goal, target, info, steps, stop)
+        result = self._result(log, goal, target, info, steps, stop)
+        try:
+            self.view.episode_end(episode, result.meta)
+        except Exception as exc:
+            self._detach_view(exc)
+        return result
+
+    def _show(self, record: StepRecord) -> None:
+        """One step to the view. A view that fails is detached: what shows the run must never stop the robot."""
+        try:
+            self.view.step(record)
+        except Exception as exc:
+            self._detach_view(exc)
+
+    def _detach_view(self, exc: Exception) -> None:
+        self.log.error("the view failed (%s: %s); the run goes on without it", type(exc).__name__, exc)
+        self.view = NO_VIEW
 
     def _reset(self, start: EpisodeStartLike, target: FloatArray, info: dict[str, Any]) -> Reading:
         """The episode's reset (``self.reset``) to ``start`` with the joints' command ``target``; returns the

@@ -26,6 +26,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
 from robot.hardware import check_driver_options, open_robot
 from robot.runner import RunSummary, run_episodes, run_info
+from robot.view import check_view_target, open_view, require_view
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.core.trajlog import SkippedFile, SkippedFileWarning, TrajectoryWriter
@@ -303,6 +305,9 @@ class DeployJob:
     """Task variant for the goals (``dclaw-turn-random``); default the policy's, else the hardware config's."""
     episode_steps: int | None = None
     """Policy steps per episode; default the task's (fewer only for smoke tests)."""
+    view: PathLike | None = None
+    """The live view of every policy step (Rerun, the ``view`` extra): :data:`robot.view.SPAWN` (``"spawn"``) for
+    a viewer of its own, or a recording file ending in ``.rrd`` to write; ``None``: no view."""
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -313,6 +318,7 @@ class DeployJob:
         if self.faults is not None and self.driver == "dynamixel":
             raise ParameterError("faults", "applies to the emulator and mock drivers only")
         check_driver_options(self.driver, self.lockstep, self.clock_socket)
+        check_view_target(_view_target(self.view))
 
 
 @dataclass(frozen=True)
@@ -328,6 +334,20 @@ class DeployResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.summary.to_json(), "policy": self.policy, "driver": self.driver}
+
+
+def _view_target(view: PathLike | None) -> str | None:
+    return None if view is None else os.fspath(view)
+
+
+def _check_view(view: PathLike | None) -> str | None:
+    """``view`` as :func:`robot.view.open_view` takes it, checked: a bad value is a :class:`ParameterError` of
+    ``view``, a missing ``view`` extra a :class:`s2r.core.extras.MissingExtra`; before anything is written."""
+    target = _view_target(view)
+    check_view_target(target)
+    if target is not None:
+        require_view()
+    return target
 
 
 def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
@@ -351,6 +371,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     robot is touched."""
     config = load_config(job.robot)
     spec = config.task_spec()
+    view_target = _check_view(job.view)
     reality = load_reality(job.reality, config) if job.reality else None
     faults = faults_from_arg(job.faults) if job.faults else None
     if faults is not None:
@@ -371,19 +392,21 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
         "faults": faults.describe() if faults else None, "lockstep": job.lockstep,
     }))
     poll = should_stop or _never
-    io = open_robot(config, job.driver, job.port, imu_port=job.imu_port, reality=reality, faults=faults,
-                    interrupt=poll, lockstep=job.lockstep, clock_socket=job.clock_socket)
-    try:
+    log = logger or logging.getLogger("robot.deploy")
+    with open_view(view_target, config, name="s2r deploy", log=log) as view:
+        io = open_robot(config, job.driver, job.port, imu_port=job.imu_port, reality=reality, faults=faults,
+                        interrupt=poll, lockstep=job.lockstep, clock_socket=job.clock_socket)
         try:
-            io.bus.connect()
-        except BusError as exc:
-            raise UserError(f"cannot start on the robot: {exc}") from exc
-        controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
-                                logger=logger or logging.getLogger("robot.deploy"), should_stop=poll, imu=io.imu,
-                                placer=io.placer, clock=io.clock, sleep=io.sleep)
-        summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed))
-    finally:
-        io.close()
+            try:
+                io.bus.connect()
+            except BusError as exc:
+                raise UserError(f"cannot start on the robot: {exc}") from exc
+            controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
+                                    logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
+                                    sleep=io.sleep, view=view)
+            summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed))
+        finally:
+            io.close()
     return DeployResult(summary, loaded.description, job.driver)
 
 
@@ -550,11 +573,16 @@ def sweep(job: SweepJob, *, progress: Callable[[str], None] | None = None) -> Sw
 
 # --- finetune ---------------------------------------------------------------------------------------------------
 def finetune(config: FinetuneConfig, *, should_stop: StopPoll | None = None, progress: bool = False,
-             logger: logging.Logger | None = None) -> FinetuneSummary:
+             logger: logging.Logger | None = None, view: PathLike | None = None) -> FinetuneSummary:
     """Fine-tune the policy deployed from ``config.run_dir`` on the robot (see :mod:`s2r.finetune`): the incumbent
     measured, rounds of exploration and gradient steps, each round's candidate replacing the incumbent only when it
-    measures better; writes ``config.out_dir``. Needs torch (the ``train`` extra)."""
+    measures better; writes ``config.out_dir``. ``view`` shows every robot step live, as :attr:`DeployJob.view`.
+    Needs torch (the ``train`` extra)."""
     require_torch("s2r.api.finetune")
-    from s2r.finetune import finetune as run  # torch, the optional `train` extra
+    view_target = _check_view(view)
+    from s2r.finetune import ControllerSession  # torch, the optional `train` extra
+    from s2r.finetune import finetune as run
 
-    return run(config, logger=logger, should_stop=should_stop, progress=progress)
+    with open_view(view_target, load_config(config.robot), name="s2r finetune", log=logger) as shown:
+        return run(config, logger=logger, should_stop=should_stop, progress=progress,
+                   open_session=partial(ControllerSession, view=shown))

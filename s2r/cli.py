@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "s2r.commands.export",
     "s2r.commands.emulator",
     "s2r.commands.robot",
+    "s2r.commands.calibrate",
     "s2r.demo",
 )
 """Modules whose ``register`` adds subcommands, in ``s2r --help`` order."""

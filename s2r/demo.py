@@ -12,8 +12,9 @@ Stages (each shows a progress bar; every number in the report comes from this ru
 5. **retrain**: continue the run under the posterior, then export and deploy again. A parameter the adaptation
    flags as pressed against the prior's edge (:func:`randomization.adapt.prior_edges`: not an identification)
    keeps its prior for the retraining. The retrained policy goes into
-   service only when it beats the first one on the robot, by fine-tuning's test (:mod:`policies.gate`): a
-   posterior fitted through another engine's physics can be confidently wrong, and the robot has the last word;
+   service only when it beats the first one on the robot, by fine-tuning's test (:mod:`policies.gate`), with a
+   second look of 20 more episodes each while it is ahead without passing (:func:`robot_test`): a posterior
+   fitted through another engine's physics can be confidently wrong, and the robot has the last word;
 6. **fine-tune** on the emulated robot (``s2r finetune``) from the policy in service, then deploy the policy
    fine-tuning hands out: the incumbent, which a candidate replaces only when it measures better.
 
@@ -48,7 +49,7 @@ from tqdm import tqdm
 from policies.config import config_from_mapping
 from policies.envs import make_env
 from policies.finetune_config import FinetuneConfig
-from policies.gate import TEST_NAME, Decision, decide
+from policies.gate import DEFAULT_CONFIDENCE, TEST_NAME, Decision, decide, per_look_confidence, worth_another_look
 from randomization.adapt import AdaptConfig
 from randomization.distributions import load_distribution, save_distribution
 from randomization.parallel import ExecutorConfig
@@ -109,6 +110,9 @@ class DemoBudget:
     """Simulation episodes per evaluation (training's and the table's)."""
     deploy_episodes: int
     """Episodes of each deployment on the emulated robot."""
+    gate_looks: int
+    """Most looks of the robot's test of the retrained policy against the first (:func:`robot_test`): each look
+    after the first deploys both policies for ``deploy_episodes`` more episodes."""
     adapt_iterations: int
     """Importance-sampling rounds of the adaptation."""
     adapt_samples: int
@@ -129,13 +133,13 @@ FULL = DemoBudget(
     # in about 10 minutes on 2 cores. The demo trains with plain randomization, the setting that was measured:
     # EPOpt's hard-model focus is off (epopt_eps=None). Retraining gets 8k more steps under the posterior.
     algo="crossq", train_steps=30_000, retrain_steps=8_000, hidden=(256, 256), batch_size=256, warmup_steps=1_000,
-    epopt_eps=None, epopt_models=10, epopt_warmup=0, eval_episodes=50, deploy_episodes=20,
+    epopt_eps=None, epopt_models=10, epopt_warmup=0, eval_episodes=50, deploy_episodes=20, gate_looks=2,
     adapt_iterations=12, adapt_samples=60, finetune_episodes=24,
     sweep_grid=("valve_damping=0.01:0.25:5", "finger_kp=2:6:5"), sweep_episodes=2,
 )
 QUICK = DemoBudget(
     algo="crossq", train_steps=1_200, retrain_steps=300, hidden=(32, 32), batch_size=64, warmup_steps=400,
-    epopt_eps=0.5, epopt_models=2, epopt_warmup=1, eval_episodes=2, deploy_episodes=2,
+    epopt_eps=0.5, epopt_models=2, epopt_warmup=1, eval_episodes=2, deploy_episodes=2, gate_looks=2,
     adapt_iterations=1, adapt_samples=8, finetune_episodes=1,
     sweep_grid=("valve_damping=0.01:0.25:2", "finger_kp=2:6:2"), sweep_episodes=1,
 )
@@ -383,7 +387,9 @@ def table(rows: list[Row]) -> str:
 
 def _stop_note(deployment: dict[str, Any]) -> str:
     stop = deployment.get("stop")
-    return "" if not stop else f"stopped early: {stop}"
+    looks = deployment.get("looks")
+    return _join("" if not looks else f"{' + '.join(str(d['episodes']) for d in looks)} episodes in "
+                 f"{len(looks)} looks of the robot's test", "" if not stop else f"stopped early: {stop}")
 
 
 def count_successes(deployment: dict[str, Any]) -> int:
@@ -392,18 +398,55 @@ def count_successes(deployment: dict[str, Any]) -> int:
     return 0 if rate is None else round(rate * deployment["episodes"])
 
 
-def retrained_serves(first: dict[str, Any], adapted: dict[str, Any]) -> Decision:
+def retrained_serves(first: dict[str, Any], adapted: dict[str, Any],
+                     confidence: float = DEFAULT_CONFIDENCE) -> Decision:
     """Whether the retrained policy replaces the first one in service: fine-tuning's rule (:func:`policies.gate.decide`
-    at its default confidence) on the two deployments' robot episodes."""
+    at ``confidence``) on the two deployments' robot episodes."""
     return decide(0, count_successes(adapted), adapted["episodes"], "first deployment", count_successes(first),
-                  first["episodes"])
+                  first["episodes"], confidence)
+
+
+def merge_deployments(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """Two deployments of one policy as one: episodes and successes add up, the return is the episode-weighted
+    mean, and ``looks`` keeps each deployment as it ran."""
+    looks = [*earlier.get("looks", [earlier]), later]
+    episodes = sum(d["episodes"] for d in looks)
+    successes = sum(count_successes(d) for d in looks)
+    returns = [(d["return_mean"], d["episodes"]) for d in looks if d["return_mean"] is not None and d["episodes"]]
+    return {"episodes": episodes, "success_rate": successes / episodes if episodes else None,
+            "return_mean": sum(r * n for r, n in returns) / sum(n for _, n in returns) if returns else None,
+            "loop": later["loop"], "stop": _join(*(d["stop"] or "" for d in looks)) or None,
+            "log_dir": earlier["log_dir"], "looks": looks}
+
+
+LookRunner = Callable[[int], tuple[dict[str, Any], dict[str, Any]]]
+"""Runs look ``n`` (2, 3, ...) of the robot's test: more episodes of the first and of the retrained policy."""
+
+
+def robot_test(first: dict[str, Any], adapted: dict[str, Any], looks: int,
+               look_again: LookRunner) -> tuple[Decision, dict[str, Any], dict[str, Any]]:
+    """Whether the retrained policy replaces the first, and both deployments with every episode the test ran.
+
+    Twenty episodes each cannot tell 17/20 from 20/20 (one-sided Fisher p = 0.12), so the test may look again:
+    while the retrained policy is ahead without passing, ``look_again`` deploys both once more, up to ``looks``
+    looks. Each look tests all episodes so far at :func:`policies.gate.per_look_confidence`, so a retrained policy
+    that is no better replaces the first with probability at most 5 % over all looks."""
+    confidence = per_look_confidence(DEFAULT_CONFIDENCE, looks)
+    decision = retrained_serves(first, adapted, confidence)
+    for look in range(2, looks + 1):
+        if not worth_another_look(decision):
+            break
+        more_first, more_adapted = look_again(look)
+        first, adapted = merge_deployments(first, more_first), merge_deployments(adapted, more_adapted)
+        decision = retrained_serves(first, adapted, confidence)
+    return decision, first, adapted
 
 
 def _service_note(decision: Decision) -> str:
     verb = "replaces" if decision.replaced else "does not replace"
     return (f"{verb} the first policy in service ({decision.candidate_successes}/{decision.candidate_episodes} vs "
             f"{decision.incumbent_successes}/{decision.incumbent_episodes}, one-sided Fisher p = "
-            f"{decision.p_value:.2g})")
+            f"{decision.p_value:.2g} against {1 - decision.confidence:.3g} per look)")
 
 
 def _join(*notes: str) -> str:
@@ -584,7 +627,14 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     adapted = deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / "deploy_adapted", seed, robot,
                      target)
 
-    stage3 = retrained_serves(first, adapted)
+    def look_again(look: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        look_seed = seed + 1000 * (look - 1)  # other episode starts and goals than the first look's
+        return (deploy(stages, "deploy", sim_policy, budget.deploy_episodes, out / f"deploy_first_look{look}",
+                       look_seed, robot, target),
+                deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / f"deploy_adapted_look{look}",
+                       look_seed, robot, target))
+
+    stage3, first, adapted = robot_test(first, adapted, budget.gate_looks, look_again)
     serving_dir = retrain_dir if stage3.replaced else train_dir
     tuned = _finetune(stages, budget, serving_dir, out / "finetune", seed, robot, target)
     final = deploy(stages, "deploy", Path(tuned["policy"]), budget.deploy_episodes, out / "deploy_finetuned", seed,

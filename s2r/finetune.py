@@ -74,6 +74,7 @@ from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeR
 from robot.emulator.reality import load_reality
 from robot.hardware import open_robot
 from robot.runner import run_info
+from robot.view import NO_VIEW, StepView
 from s2r.api import deploy_task
 from s2r.core.atomicio import atomic_path, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
@@ -208,10 +209,11 @@ OpenSession = Callable[[FinetuneConfig, RobotConfig, Task, "logging.Logger", Cal
 
 class ControllerSession:
     """The robot behind :func:`robot.hardware.open_robot`, run by the :class:`~robot.controller.Controller` of
-    ``s2r deploy`` (safety filter, watchdog, scripted reset), one policy per episode."""
+    ``s2r deploy`` (safety filter, watchdog, scripted reset), one policy per episode; ``view`` shows every step
+    (``s2r finetune --view``: ``functools.partial(ControllerSession, view=...)`` as ``open_session``)."""
 
     def __init__(self, cfg: FinetuneConfig, config: RobotConfig, task: Task, log: logging.Logger,
-                 should_stop: Callable[[], str | None]) -> None:
+                 should_stop: Callable[[], str | None], view: StepView = NO_VIEW) -> None:
         reality = load_reality(cfg.reality, config) if cfg.reality is not None else None
         self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop,
                              lockstep=cfg.lockstep)
@@ -227,7 +229,7 @@ class ControllerSession:
         settings = self.io.controller_settings(ControllerSettings(episode_steps=task.spec.episode_steps))
         self.ctrl = Controller(self.switch, self.io.bus, task, config, settings=settings, logger=log,
                                should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
-                               sleep=self.io.sleep)
+                               sleep=self.io.sleep, view=view)
 
     def episode(self, policy: Policy, rng: np.random.Generator) -> EpisodeResult:
         self.switch.current = policy

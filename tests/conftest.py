@@ -9,6 +9,17 @@ import gymnasium as gym
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The real robot of the bring-up suite (``tests/test_bringup.py``): ``pytest -m hardware --robot YAML --port
+    /dev/ttyUSB0``. Without ``--port`` its real-robot variant skips; its emulator variant runs in every default run."""
+    group = parser.getgroup("s2r robot", "the robot of the hardware bring-up suite (tests/test_bringup.py)")
+    group.addoption("--robot", metavar="YAML", default=None,
+                    help="hardware config of the robot under test, a file or a shipped name (default: dclaw)")
+    group.addoption("--port", metavar="PATH", default=None,
+                    help="serial port of the real robot: runs the bring-up suite's hardware variant on it "
+                    "(select it with -m hardware)")
+
+
 @pytest.fixture
 def make_env() -> Iterator[Callable[..., gym.Env]]:
     """``make_env(env_id, engine, **kwargs)``: a fresh ``gym.make`` env, closed after the test; a PyBullet one skips

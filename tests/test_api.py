@@ -91,6 +91,8 @@ def test_configs_name_the_bad_field(tmp_path: Path) -> None:
         api.DeployJob("scripted:zero", "dclaw", tmp_path, driver="dynamixel", faults="drop=0.1")
     with pytest.raises(UserError, match="unknown bus driver 'usb'"):
         api.DeployJob("scripted:zero", "dclaw", tmp_path, driver="usb")
+    with pytest.raises(ParameterError, match=r"^view must be a Rerun recording file ending in \.rrd"):
+        api.DeployJob("scripted:zero", "dclaw", tmp_path, view="policy.onnx")
     with pytest.raises(ParameterError, match=r"^episodes must be at least 1, got 0$"):
         api.EvalJob("policy.onnx", episodes=0)
     with pytest.raises(ParameterError, match=r"^eval seed must be >= 0"):
@@ -172,6 +174,22 @@ def test_deploy_stops_when_asked(fast_robot: Path, tmp_path: Path) -> None:
                         episode_steps=8)
     result = api.deploy(job, should_stop=lambda: "asked")
     assert result.summary.stop_kind == "requested" and result.summary.episodes == 0 and result.summary.torque_off
+
+
+def test_deploy_records_its_view_to_an_rrd_file(fast_robot: Path, tmp_path: Path) -> None:
+    pytest.importorskip("rerun")
+    rrd = tmp_path / "view" / "run.rrd"
+    job = api.DeployJob("scripted:random", fast_robot, tmp_path / "logs", driver="mock", episodes=1, lockstep=True,
+                        episode_steps=6, view=rrd)
+    assert api.deploy(job).summary.episodes == 1
+    assert sorted(p.name for p in rrd.parent.iterdir()) == ["run.rrd"] and rrd.stat().st_size > 0
+
+
+def test_finetune_refuses_a_bad_view_before_writing(fast_robot: Path, tmp_path: Path) -> None:
+    config = api.FinetuneConfig(run_dir=tmp_path / "run", robot=fast_robot, out=tmp_path / "ft")
+    with pytest.raises(ParameterError, match=r"^view must be a Rerun recording file ending in \.rrd"):
+        api.finetune(config, view=tmp_path / "policy.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_adapt_matches_s2r_adapt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

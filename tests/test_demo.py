@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,10 @@ from s2r.demo import (
     DemoRobot,
     demo_robot,
     demo_target,
+    merge_deployments,
     retrained_serves,
     robot_sentence,
+    robot_test,
     summary_lines,
 )
 
@@ -140,8 +143,9 @@ def test_the_robot_flags_reach_every_robot_stage(tmp_path: Path) -> None:
                                                                  lockstep=True)
 
 
-def _deployment(successes: int, episodes: int) -> dict[str, object]:
-    return {"episodes": episodes, "success_rate": successes / episodes if episodes else None}
+def _deployment(successes: int, episodes: int, return_mean: float | None = None) -> dict[str, Any]:
+    return {"episodes": episodes, "success_rate": successes / episodes if episodes else None,
+            "return_mean": return_mean, "loop": {}, "stop": None, "log_dir": "logs"}
 
 
 def test_the_retrained_policy_serves_only_when_it_beats_the_first_on_the_robot() -> None:
@@ -155,3 +159,45 @@ def test_the_retrained_policy_serves_only_when_it_beats_the_first_on_the_robot()
     assert decision.replaced and decision.p_value < 0.01
     # a deployment stopped before its first episode counts as no successes of no episodes: it replaces nothing
     assert not retrained_serves(_deployment(10, 20), {"episodes": 0, "success_rate": None}).replaced
+
+
+def test_the_robot_test_looks_again_only_while_the_retrained_policy_is_ahead_without_passing() -> None:
+    looked: list[int] = []
+
+    def look_again(scores: tuple[int, int]) -> Any:
+        def run(look: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            looked.append(look)
+            return _deployment(scores[0], 20, 1.0), _deployment(scores[1], 20, 3.0)
+        return run
+
+    # the demo's seed-1 run: 17/20 against 20/20 is p = 0.12; 20 more each at 17 and 20 make 34/40 against 40/40,
+    # p = 0.013, under the 0.025 each of two looks gets
+    decision, first, retrained = robot_test(_deployment(17, 20, 2.0), _deployment(20, 20, 5.0), 2,
+                                            look_again((17, 20)))
+    assert looked == [2] and decision.replaced and 0.01 < decision.p_value < 0.025
+    assert decision.confidence == pytest.approx(0.975)
+    assert (first["episodes"], first["success_rate"], first["return_mean"]) == (40, 34 / 40, 1.5)
+    assert (retrained["episodes"], retrained["success_rate"], retrained["return_mean"]) == (40, 1.0, 4.0)
+    assert [d["episodes"] for d in first["looks"]] == [20, 20]
+    # a second look that does not confirm the lead keeps the first policy
+    looked.clear()
+    decision, _, _ = robot_test(_deployment(17, 20), _deployment(20, 20), 2, look_again((19, 17)))
+    assert looked == [2] and not decision.replaced
+    # level or behind: no second look (stopping for futility); one look allowed: none either
+    for first_s, retrained_s, looks in ((20, 20, 2), (18, 15, 2), (17, 20, 1)):
+        looked.clear()
+        decision, first, _ = robot_test(_deployment(first_s, 20), _deployment(retrained_s, 20), looks,
+                                        look_again((0, 20)))
+        assert looked == [] and not decision.replaced and first["episodes"] == 20
+    # a clear win needs no second look: 12/20 against 20/20 is p = 0.0016
+    decision, _, _ = robot_test(_deployment(12, 20), _deployment(20, 20), 2, look_again((0, 0)))
+    assert looked == [] and decision.replaced
+
+
+def test_merged_deployments_keep_every_look_and_weigh_returns_by_episodes() -> None:
+    stopped = {**_deployment(3, 5, 2.0), "stop": "watchdog: stale reading"}
+    merged = merge_deployments(_deployment(10, 20, 1.0), stopped)
+    assert (merged["episodes"], merged["success_rate"], merged["return_mean"]) == (25, 13 / 25, 1.2)
+    assert merged["stop"] == "watchdog: stale reading" and merged["log_dir"] == "logs"
+    merged = merge_deployments(merged, _deployment(0, 0))
+    assert merged["episodes"] == 25 and len(merged["looks"]) == 3 and merged["return_mean"] == 1.2

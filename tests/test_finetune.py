@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from cli_runs import fast_robot_config, train_tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_view import read_recording, rows
 
 from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
 from policies.dataset import trajlog_to_dataset
 from s2r.cli import main
-from s2r.core.trajlog import episode_files, read_episodes
+from s2r.core.trajlog import episode_files, read_episodes, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +166,22 @@ def test_finetune_refuses_a_missing_run_and_an_existing_output(sim_run: Path, tm
     err = capsys.readouterr().err
     assert f"--out {str(tmp_path / 'ft')!r} already holds a fine-tuning run; pass --resume to continue it or pick " \
            "another --out" in err
+
+
+@pytest.mark.slow  # a fine-tuning run's imports and exports (the wiring alone: test_view.py, ControllerSession)
+def test_finetune_view_records_every_robot_step(sim_run: Path, fast_robot: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("rerun")
+    out, rrd = tmp_path / "ft", tmp_path / "finetune.rrd"
+    # One episode of the incumbent, on the mock: the view's wiring, not the learning, is under test here.
+    args = _finetune_args(sim_run, fast_robot, out, 1, "--view", str(rrd))
+    args[args.index("--driver") + 1] = "mock"
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes_done"] == 1
+    episodes = list(read_episodes(out / "logs"))
+    recording = read_recording(rrd)
+    for j, name in enumerate(read_run(out / "logs").joint_names):
+        values = rows(recording[f"/joints/{name}"])
+        np.testing.assert_array_equal(values[:, 0], np.concatenate([e["command"][:, j] for e in episodes]))
+        np.testing.assert_array_equal(values[:, 1], np.concatenate([e["joint_pos"][:-1, j] for e in episodes]))
+    assert len(recording["/episodes"]["values"]) == 1

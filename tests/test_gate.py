@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from policies.gate import Gate, Schedule, decide, fisher_one_sided_p
+from policies.gate import (
+    Gate,
+    Schedule,
+    decide,
+    fisher_one_sided_p,
+    per_look_confidence,
+    worth_another_look,
+)
 from s2r.core.errors import UserError
 
 
@@ -102,3 +109,32 @@ def test_an_episode_a_person_stopped_is_not_counted() -> None:
     assert gate.history[0]["counted"] is False and gate.history[0]["incumbent_episodes"] == 0
     with pytest.raises(ValueError, match="recorded after"):
         gate.record(3, True)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.85, 0.95])
+def test_two_looks_at_the_split_confidence_keep_the_five_percent_level(rate: float) -> None:
+    # The exact chance that a candidate no better than the incumbent (both succeed at `rate`) replaces it when the
+    # comparison looks at 20 episodes each and, while the candidate is ahead without passing, at 20 more each.
+    n, confidence = 20, per_look_confidence(0.95, 2)
+    assert confidence == pytest.approx(0.975)
+    pmf = [math.comb(n, k) * rate ** k * (1 - rate) ** (n - k) for k in range(n + 1)]
+    passes = 0.0
+    for c1 in range(n + 1):
+        for i1 in range(n + 1):
+            first = decide(0, c1, n, "deployed", i1, n, confidence)
+            weight = pmf[c1] * pmf[i1]
+            if first.replaced:
+                passes += weight
+            elif worth_another_look(first):
+                passes += weight * sum(pmf[c2] * pmf[i2] for c2 in range(n + 1) for i2 in range(n + 1)
+                                       if decide(0, c1 + c2, 2 * n, "deployed", i1 + i2, 2 * n, confidence).replaced)
+    assert passes <= 0.05
+    with pytest.raises(ValueError, match="looks must be at least 1"):
+        per_look_confidence(0.95, 0)
+
+
+def test_another_look_only_for_a_candidate_ahead_that_did_not_pass() -> None:
+    assert worth_another_look(decide(0, 20, 20, "deployed", 17, 20, 0.975))
+    assert not worth_another_look(decide(0, 17, 20, "deployed", 17, 20, 0.975))  # level
+    assert not worth_another_look(decide(0, 20, 20, "deployed", 12, 20, 0.975))  # passed
+    assert not worth_another_look(decide(0, 0, 0, "deployed", 12, 20, 0.975))  # no episodes

@@ -60,6 +60,7 @@ from robot.dynamixel.units import (
     IntArray,
     return_delay_s_to_units,
     speed_rad_s_to_units,
+    ticks_to_joint,
 )
 from s2r.core.errors import UserError
 
@@ -352,6 +353,39 @@ class DynamixelBus(ServoBusBase):
         values = self._sync_read_registers(self._torque_read, Register.TORQUE_ENABLE, "torque enable")
         return {self._names[i]: v == 1 for i, v in values.items()}
 
+    def servo_angles(self) -> FloatArray:
+        """The joint servos' own angles (rad, task order): Present Position before the config's calibration, 0 at
+        2048 ticks, in the servo's direction (``joint = angle * scale + offset_rad``). What calibration measures, so
+        no reading is refused as implausible: a robot not yet calibrated reads anywhere. One READ per servo, with
+        the read retries; raises :class:`BusError` when a servo does not answer."""
+        self._require_open()
+        ticks = [self._read_register(j.id, Register.PRESENT_POSITION, self.config.retries.read)
+                 for j in self.config.joints]
+        return ticks_to_joint(np.array(ticks, dtype=np.int64), 1.0, 0.0)
+
+    def ping_models(self) -> dict[str, int | None]:
+        """PING every servo (with the connect retries): joint or encoder name -> the model number it reports, or
+        ``None`` when it does not answer. Opens the port if needed; writes nothing."""
+        self._require_open()
+        out: dict[str, int | None] = {}
+        for i in self._ids:
+            model, kind = self._ping(i, 1 + self.config.retries.connect)
+            out[self._names[i]] = None if kind is not None else model
+        return out
+
+    def settings_mismatches(self) -> list[str]:
+        """Every setting :meth:`connect` writes (operating mode, homing offset, drive mode, position, velocity and
+        current limits, return delay, bus watchdog) read back from the servos: one line per register that differs
+        from what the config implies, empty when all match. Writes nothing."""
+        self._require_open()
+        n = self.config.retries.connect
+        problems = []
+        for i, register, want in self._expected_settings():
+            got = self._read_register(i, register, n)
+            if got != want:
+                problems.append(f"{self._label(i)}: {register.name} reads {got}, expected {want}")
+        return problems
+
     def set_bus_watchdog(self, timeout_s: float) -> None:
         self._require_connected()
         units = bus_watchdog_units(timeout_s)
@@ -472,24 +506,36 @@ class DynamixelBus(ServoBusBase):
 
     def _apply_settings(self) -> None:
         """Every EEPROM setting the config implies, written only where the servo differs (EEPROM wears)."""
+        n = self.config.retries.connect
+        for i, register, value in self._eeprom_settings():
+            self._ensure(i, register, value, n)
+
+    def _eeprom_settings(self) -> list[tuple[int, Register, int]]:
+        """(servo id, register, value) of every EEPROM setting the config implies, in the order they are written."""
         cfg = self.config
-        n = cfg.retries.connect
+        out: list[tuple[int, Register, int]] = []
         for e in cfg.encoders:
-            self._ensure(e.id, Register.HOMING_OFFSET, 0, n)
-            self._ensure(e.id, Register.DRIVE_MODE, 0, n)
+            out += [(e.id, Register.HOMING_OFFSET, 0), (e.id, Register.DRIVE_MODE, 0)]
             if e.resettable:
-                self._ensure(e.id, Register.OPERATING_MODE, int(OperatingMode.EXTENDED_POSITION), n)
+                out.append((e.id, Register.OPERATING_MODE, int(OperatingMode.EXTENDED_POSITION)))
         mode = cfg.operating_mode_value
         for k, j in enumerate(cfg.joints):
-            self._ensure(j.id, Register.OPERATING_MODE, int(mode), n)
             # Calibration lives in the config, so the servo's own offset and direction must be neutral.
-            self._ensure(j.id, Register.HOMING_OFFSET, 0, n)
-            self._ensure(j.id, Register.DRIVE_MODE, 0, n)
+            out += [(j.id, Register.OPERATING_MODE, int(mode)), (j.id, Register.HOMING_OFFSET, 0),
+                    (j.id, Register.DRIVE_MODE, 0)]
             if mode != OperatingMode.EXTENDED_POSITION:
-                self._ensure(j.id, Register.MAX_POSITION_LIMIT, int(self._codec.tick_high[k]), n)
-                self._ensure(j.id, Register.MIN_POSITION_LIMIT, int(self._codec.tick_low[k]), n)
-            self._ensure(j.id, Register.VELOCITY_LIMIT, speed_rad_s_to_units(j.velocity_limit_rad_s), n)
-            self._ensure(j.id, Register.CURRENT_LIMIT, int(j.current_limit_a / A_PER_CURRENT_UNIT), n)
+                out += [(j.id, Register.MAX_POSITION_LIMIT, int(self._codec.tick_high[k])),
+                        (j.id, Register.MIN_POSITION_LIMIT, int(self._codec.tick_low[k]))]
+            out += [(j.id, Register.VELOCITY_LIMIT, speed_rad_s_to_units(j.velocity_limit_rad_s)),
+                    (j.id, Register.CURRENT_LIMIT, int(j.current_limit_a / A_PER_CURRENT_UNIT))]
+        return out
+
+    def _expected_settings(self) -> list[tuple[int, Register, int]]:
+        """What :meth:`connect` leaves in every servo: the EEPROM settings, the return delay and a disarmed bus
+        watchdog (while this bus has not armed it)."""
+        delay = return_delay_s_to_units(self.config.return_delay_s)
+        watchdog = [] if self._watchdog_armed else [(i, Register.BUS_WATCHDOG, 0) for i in self._ids]
+        return [*[(i, Register.RETURN_DELAY_TIME, delay) for i in self._ids], *self._eeprom_settings(), *watchdog]
 
     # --- transactions -----------------------------------------------------------------------------
     def _read_state(self) -> tuple[Reading, IntArray | None]:

@@ -88,8 +88,12 @@ class ServoChain:
         self.baud_code = BAUD_CODES[config.baud]
         self.servos = [EmulatedServo(i, self.baud_code, config.servo.model_number) for i in config.all_ids]
         self.n_joints = len(config.joints)
-        self._scale = np.concatenate([self.codec.joint_scale, self.codec.encoder_scale])
-        self._offset = np.concatenate([self.codec.joint_offset, self.codec.encoder_offset])
+        # The servos as really mounted: the reality's where it says, else exactly as the config is calibrated.
+        mount = [reality.mounting.get(j.name) for j in config.joints]
+        joint_scale = [j.scale if m is None else m.scale for j, m in zip(config.joints, mount, strict=True)]
+        joint_offset = [j.offset_rad if m is None else m.offset_rad for j, m in zip(config.joints, mount, strict=True)]
+        self._scale = np.concatenate([joint_scale, self.codec.encoder_scale])
+        self._offset = np.concatenate([joint_offset, self.codec.encoder_offset])
         self.cycle = 0
         """Read transactions received (the cycle count of cycle-triggered faults)."""
         self.stats: Counter[str] = Counter()

@@ -20,12 +20,16 @@ A reality YAML file (every field optional; defaults are the nominal simulation a
     reply_latency_s: 0.0           # extra firmware time before every reply (s)
     initial_joint_pos_rad: null    # joint positions at power-on (task order); null = the task's reset pose
     initial_passive_pos_rad: null  # passive joints (the valve) at power-on; null = 0
+    mounting:                      # how servos really sit on their joints (what `s2r calibrate` measures), in the
+      f0_top: {scale: -1, offset_rad: 0.12}  # config's convention joint = raw_rad * scale + offset_rad; a joint
+                                   # left out sits exactly as the hardware config says
 
 ``control_jitter_std`` is a property of the control loop, not of the robot, so it is refused here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +51,19 @@ IMU_ANGVEL_NOISE = "base_angvel_noise_std"
 LOOP_ONLY_PARAMS = frozenset({"control_jitter_std"})
 """Task parameters that describe the controller's loop; the emulated robot has no such thing."""
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
+MAX_MOUNTING_OFFSET_RAD = math.pi
+"""Largest offset of a mounting (rad): half a turn; beyond it the same horn position has a smaller offset."""
+
+
+@dataclass(frozen=True)
+class JointMounting:
+    """How one joint's servo really sits, in the hardware config's calibration convention
+    (``joint = raw_rad * scale + offset_rad``, ``raw_rad`` 0 at 2048 ticks)."""
+
+    scale: float
+    """1, or -1 for a servo mounted the other way round."""
+    offset_rad: float
+    """The joint's angle (rad) when the servo reads 2048 ticks."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,9 @@ class RealityConfig:
     Real servos are never late to notice a packet; a process woken from ``select`` on a small VM starts 50-200 us
     late. 0 (the default) never spins: on a shared machine a spinning emulator starves the loop it serves. The
     control-loop benchmark sets it to a little more than one control period, giving the emulator a core."""
+    mounting: Mapping[str, JointMounting] = field(default_factory=dict)
+    """Joint name -> how its servo really sits (``mounting``); a joint not named sits as the hardware config's
+    ``scale`` and ``offset_rad`` say, so a config is exactly calibrated for the nominal reality."""
 
 
 NOMINAL_REALITY = RealityConfig()
@@ -169,6 +189,27 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         imu_orientation_noise_std_rad=imu_orientation_noise,
         imu_angvel_noise_std_rad_s=imu_angvel_noise,
         line_poll_s=root.number("line_poll_s", 0.0, low=0.0),
+        mounting=_mounting(root.child("mounting", optional=True), config),
     )
     root.done()
     return reality
+
+
+def _mounting(node: Fields, config: RobotConfig) -> dict[str, JointMounting]:
+    """The ``mounting`` section: joint name -> :class:`JointMounting`, names from the hardware config."""
+    out: dict[str, JointMounting] = {}
+    names = config.joint_names
+    for name in node.keys():
+        if name not in names:
+            node.refuse(name, f"is not a joint of {config.source}; its joints: {', '.join(names)}")
+        m = node.child(name)
+        scale = m.number("scale")
+        if scale not in (1.0, -1.0):
+            m.fail("scale", "1, or -1 for a servo mounted the other way round", scale)
+        offset = m.number("offset_rad", 0.0)
+        if not abs(offset) <= MAX_MOUNTING_OFFSET_RAD:
+            m.fail("offset_rad", f"an offset in [-{MAX_MOUNTING_OFFSET_RAD:.6g}, {MAX_MOUNTING_OFFSET_RAD:.6g}] rad "
+                   "(half a turn either way)", offset)
+        m.done()
+        out[name] = JointMounting(scale, offset)
+    return out

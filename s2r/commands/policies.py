@@ -15,7 +15,7 @@ from policies.finetune_config import FinetuneConfig
 from randomization.distributions import load_distribution
 from robot.controller import SAFETY_STOP_KINDS
 from s2r import api, cliargs
-from s2r.commands.robot import StopRequest, deploy_exit_code
+from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.policy_files import POLICY_FILES
@@ -110,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "exploration and the exports' checks")
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_view_argument(f)
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser(
@@ -174,7 +175,7 @@ def _finetune(args: argparse.Namespace) -> int:
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = api.finetune(cfg, should_stop=request.poll, progress=not args.quiet)
+        summary = api.finetune(cfg, should_stop=request.poll, progress=not args.quiet, view=args.view)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     finally:

@@ -8,7 +8,8 @@ summary and every episode, the one in progress included, are still written); :da
 (5) when the run ended otherwise but the torque-off was not confirmed by the servos; 2 for bad input
 (the ``s2r`` main's UserError).
 
-Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset file (``policies.dataset``).
+Also ``s2r trajlog-dataset``: trajectory logs to an offline-RL dataset (``policies.dataset``: npz; Minari,
+``policies.minari_dataset``; LeRobot, ``policies.lerobot_dataset``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from policies.dataset import save_dataset, trajlog_to_dataset
+from policies.dataset import dataset_metadata, save_dataset, trajlog_segments, trajlog_to_dataset
+from robot.view import SPAWN
 from s2r import cliargs
 from s2r.api import DeployJob, deploy
 from s2r.core.errors import ParameterError, UserError
-from s2r.core.extras import MissingExtra
+from s2r.core.extras import MissingExtra, require
 from s2r.core.trajlog import SkipLog
 from s2r.policy_files import POLICY_FILES, SCRIPTED_POLICIES, SCRIPTED_PREFIX
 
@@ -39,6 +41,8 @@ EXIT_TORQUE_NOT_OFF = 5
 """Exit status of ``s2r deploy`` when the run ended without a failure but the torque-off was not confirmed: the
 servos may still be powered."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DATASET_FORMATS = ("npz", "minari", "lerobot")
+"""What ``s2r trajlog-dataset --format`` writes."""
 
 
 def register(sub: Any) -> None:
@@ -83,22 +87,44 @@ def register(sub: Any) -> None:
     p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
                    "fewer only for smoke tests)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_view_argument(p)
     p.set_defaults(func=run_deploy)
 
     d = sub.add_parser(
         "trajlog-dataset",
-        help="convert trajectory logs to an offline-RL dataset (.npz, D4RL-style keys)",
-        description="Write the transitions of every complete logged episode as observations, actions, rewards, "
-        "next_observations, terminals and timeouts (D4RL naming) to an .npz file.",
+        help="convert trajectory logs to an offline-RL dataset (.npz with D4RL-style keys, Minari or LeRobot)",
+        description="Write the usable transitions of every complete logged episode as a dataset. npz: "
+        "observations, actions, rewards, next_observations, terminals and timeouts (D4RL naming) in one .npz file. "
+        "minari: a Minari dataset under the datasets root --out (load it with minari.load_dataset(ID) and "
+        "MINARI_DATASETS_PATH=OUT); its env spec recovers the environment. lerobot: a LeRobot v3.0 dataset in the "
+        "new directory --out (LeRobotDataset(REPO_ID, root=OUT)). Minari and LeRobot keep the env id, robot, joint "
+        "names, control period and observation layout in their metadata, and camera frames where the logs have "
+        "them; they need the `datasets` extra.",
     )
     cliargs.add_renamed_argument(d, "--log-dir", old="LOG_DIR", required=True, metavar="DIR",
                                  help="trajectory log directory to read, written by s2r deploy or s2r simlogs")
-    d.add_argument("--out", required=True, metavar="FILE.npz", help="dataset file to write")
+    d.add_argument("--out", required=True, metavar="FILE.npz|DIR",
+                   help="npz: the file to write; minari: the Minari datasets root to write the dataset under; "
+                   "lerobot: the dataset directory to create")
+    d.add_argument("--format", choices=DATASET_FORMATS, default="npz", help="dataset format")
+    d.add_argument("--dataset-id", metavar="ID", help="minari: the dataset id, (NAMESPACE/)NAME-vN (default "
+                   "s2r/TASK-ROBOT-SOURCE-v0)")
+    d.add_argument("--env-id", metavar="ID", help="minari and lerobot: the gymnasium id the episodes ran (default: "
+                   "what the logs recorded, else their task's)")
     d.add_argument("--include-partial", action="store_true", help="also use episodes that were stopped early")
     d.add_argument("--strict", action="store_true",
                    help="fail on the first damaged episode file instead of skipping it with a warning")
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(func=run_dataset)
+
+
+def add_view_argument(p: argparse.ArgumentParser) -> None:
+    """``--view [FILE.rrd]``: the live view of the robot's episodes (``s2r deploy``, ``s2r finetune``); the API
+    checks its value (:func:`robot.view.check_view_target`) and the extra before anything is written."""
+    p.add_argument("--view", nargs="?", const=SPAWN, metavar="FILE.rrd",
+                   help="show each step live in Rerun (the `view` extra: pip install 's2r[view]'): commanded and "
+                   "measured joints, passive joints, IMU, loop timing, comm errors; with FILE.rrd, record to that "
+                   "file instead of starting a viewer (open it with `rerun FILE.rrd`)")
 
 
 # --- signals --------------------------------------------------------------------------------------
@@ -137,7 +163,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                         episodes=args.episodes, seed=args.seed, port=args.port, imu_port=args.imu_port,
                         reality=args.reality, faults=args.faults,
                         lockstep=args.lockstep, clock_socket=args.clock_socket, task=args.task,
-                        episode_steps=args.episode_steps)
+                        episode_steps=args.episode_steps, view=args.view)
         result = deploy(job, should_stop=request.poll, logger=logger)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
@@ -170,6 +196,11 @@ def deploy_exit_code(stop_kind: str, torque_off: bool) -> int:
 
 def run_dataset(args: argparse.Namespace) -> int:
     """``s2r trajlog-dataset``; returns the exit code."""
+    if args.format != "npz":
+        if args.format == "minari":
+            require("minari", extra="datasets", purpose="s2r trajlog-dataset --format minari")
+        require("pyarrow", extra="datasets", purpose=f"s2r trajlog-dataset --format {args.format}")
+        return _run_episode_dataset(args)
     skipped = SkipLog("s2r trajlog-dataset")
     try:
         data = trajlog_to_dataset(args.log_dir, include_partial=args.include_partial, strict=args.strict,
@@ -183,6 +214,35 @@ def run_dataset(args: argparse.Namespace) -> int:
                           "skipped_files": skipped.to_json()}))
     else:
         print(f"wrote {n} transitions to {path}")
+    return 0
+
+
+def _run_episode_dataset(args: argparse.Namespace) -> int:
+    """``s2r trajlog-dataset --format minari|lerobot``."""
+    skipped = SkipLog("s2r trajlog-dataset")
+    flags = {"directory": "--log-dir", "env_id": "--env-id", "dataset_id": "--dataset-id"}
+    try:
+        segments = trajlog_segments(args.log_dir, include_partial=args.include_partial, strict=args.strict,
+                                    on_skip=skipped)
+        metadata = dataset_metadata(args.log_dir, segments, args.env_id)
+        if args.format == "minari":
+            # The extra, loaded on demand: the base install has neither minari nor pyarrow.
+            from policies.minari_dataset import write_minari
+
+            path = write_minari(segments, metadata, args.out, args.dataset_id)
+        else:
+            from policies.lerobot_dataset import write_lerobot
+
+            path = write_lerobot(segments, metadata, args.out)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args, flags) from None
+    n = sum(s.steps for s in segments)
+    if args.json:
+        print(json.dumps({"out": str(path), "format": args.format, "transitions": n, "episodes": len(segments),
+                          "source_episodes": len(metadata["source_episodes"]), "env_id": metadata["env_id"],
+                          "skipped_files": skipped.to_json()}))
+    else:
+        print(f"wrote {n} transitions in {len(segments)} episodes ({args.format}) to {path}")
     return 0
 
 

@@ -16,7 +16,7 @@ from s2r import cliargs
 from s2r.core.errors import UserError, did_you_mean
 from s2r.core.extras import MissingExtra
 from s2r.policy_files import POLICY_FILES, load_policy
-from sim import TASK_IDS, resolve_env_id
+from sim import TASK_IDS, resolve_env_id, time_limit
 from sim.engines import ENGINES
 from sim.env import SimEnv
 from sim.render import FrameOptions, random_policy, rollout_frames, sim_env, write_gif
@@ -51,7 +51,7 @@ def make_sim_env(env_id: str, engine: str, **kwargs: Any) -> gym.Env:
     A missing optional dependency stays a :class:`~s2r.core.extras.MissingExtra`, which names the extra to install.
     """
     try:
-        return gym.make(env_id, engine=engine, **kwargs)
+        return gym.make(env_id, engine=engine, **kwargs, max_episode_steps=time_limit(env_id, kwargs))
     except MissingExtra:
         raise
     except ImportError as exc:

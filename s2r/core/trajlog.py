@@ -57,6 +57,9 @@ imu_age            (T+1,)      s      reading time minus the receive time of the
 
 Logs without them (the claw's, older ones) read as before; readers look for them with ``name in episode.arrays``.
 
+A robot with a camera would add ``camera_NAME`` (T+1, H, W, 3) uint8, its RGB frame of each reading; the datasets
+(``policies.dataset``) carry such arrays as images.
+
 Writers may add arrays and meta keys. The robot controller (``robot.runner``) adds
 ``command_filtered`` (T, J; rad, the safety filter's command before tick rounding), ``hold`` (T; 0 none,
 1 stale reading, 2 NaN/inf action) and ``overrun`` (T; 1 where the cycle missed its deadline), and the

@@ -7,8 +7,9 @@ whichever came last. Every loader of a config, reality, fault or randomization f
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,73 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     except OSError as exc:
         raise UserError(f"cannot read {named}: {exc.strerror or exc}") from None
     return load_yaml(text, named)
+
+
+def set_numbers(text: str, values: Mapping[tuple[str, ...], float], source: str = "<string>") -> str:
+    """``text`` with the number at each key path of ``values`` (``("joints", "f0_top", "offset_rad")``) set, and
+    every other byte kept: comments, layout, key order. A key missing from its mapping is added to it (after the
+    last entry of a flow mapping ``{...}``, before the first of a block mapping); the mappings above it must exist.
+    The result is checked by parsing it back: the same data, with exactly these numbers changed.
+
+    PyYAML's composer gives each node's position in the text, so only the numbers' own characters are replaced: a
+    hand-written, commented config stays the file its owner knows (a dump of the parsed data would drop every
+    comment). Raises :class:`~s2r.core.errors.UserError` naming the path when the text does not have that shape.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source} is not valid YAML: {_one_line(exc)}") from None
+    edits: list[tuple[int, int, int, str]] = []
+    for seq, (path, value) in enumerate(values.items()):
+        number = float(value)
+        if not math.isfinite(number) or not path:
+            raise ValueError(f"set_numbers needs a key path and a finite number; got {path!r}: {value!r}")
+        node = root
+        for depth, key in enumerate(path[:-1]):
+            node = _mapping_value(node, key, source, path[:depth + 1])
+        if not isinstance(node, yaml.MappingNode):
+            raise UserError(f"{source}: {'.'.join(path[:-1]) or 'the top level'} must be a mapping to set "
+                            f"{'.'.join(path)}")
+        found = _pair(node, path[-1])
+        if found is not None:
+            if not isinstance(found, yaml.ScalarNode):
+                raise UserError(f"{source}: {'.'.join(path)} must be a number, not a {found.id}")
+            edits.append((found.start_mark.index, found.end_mark.index, seq, repr(number)))
+        elif not node.value:
+            raise UserError(f"{source}: {'.'.join(path[:-1])} is empty: no place to add {path[-1]}")
+        elif node.flow_style:
+            end = node.value[-1][1].end_mark.index
+            edits.append((end, end, seq, f", {path[-1]}: {number!r}"))
+        else:
+            first = node.value[0][0].start_mark
+            line_start = first.index - first.column
+            if text[line_start:first.index].strip():
+                raise UserError(f"{source}: cannot add {'.'.join(path)}: the mapping does not start its own line")
+            edits.append((line_start, line_start, seq, f"{' ' * first.column}{path[-1]}: {number!r}\n"))
+    out = text
+    for start, end, _, new in sorted(edits, reverse=True):
+        out = out[:start] + new + out[end:]
+    expected = load_yaml(text, source)
+    for path, value in values.items():
+        parent = expected
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = float(value)
+    if load_yaml(out, source) != expected:
+        raise UserError(f"{source}: setting {', '.join('.'.join(p) for p in values)} changed more than those numbers")
+    return out
+
+
+def _pair(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    """The value node of ``key`` in a mapping node, or ``None``."""
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return v
+    return None
+
+
+def _mapping_value(node: yaml.Node, key: str, source: str, path: tuple[str, ...]) -> yaml.Node:
+    found = _pair(node, key) if isinstance(node, yaml.MappingNode) else None
+    if found is None:
+        raise UserError(f"{source}: no {'.'.join(path)} to set a number in")
+    return found

@@ -13,6 +13,8 @@ TASK_IDS = {
     "dkitty-walk": "s2r/DKittyWalkFixed-v0",
 }
 """Short task names used on the command line, mapped to their gymnasium ids."""
+GOAL_IDS = ("s2r/DClawTurnGoal-v0",)
+"""Goal-conditioned ids (dict observations, :mod:`sim.goal_env`), outside the flat tasks above."""
 
 
 def make_task(env_id: str) -> Task:
@@ -21,6 +23,8 @@ def make_task(env_id: str) -> Task:
         return DClawTurn(variant="fixed")
     if env_id == "s2r/DClawTurnRandom-v0":
         return DClawTurn(variant="random")
+    if env_id == "s2r/DClawTurnGoal-v0":
+        return DClawTurn(variant="goal")
     if env_id == "s2r/DKittyStandFixed-v0":
         return DKittyStand()
     if env_id == "s2r/DKittyWalkFixed-v0":

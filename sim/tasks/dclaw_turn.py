@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ SPEC = TaskSpec(
     reward_terms=REWARD_TERMS,
 )
 
-Variant = Literal["fixed", "random"]
+Variant = Literal["fixed", "random", "goal"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ class DClawTurn:
     """The valve-turn task; ``variant`` picks the fixed or randomized start and target."""
 
     variant: Variant = "fixed"
-    """``"fixed"``: valve at 0, target pi. ``"random"``: start U(-pi/3, pi/3), target pi + U(-pi/3, pi/3)."""
+    """``"fixed"``: valve at 0, target pi. ``"random"``: start U(-pi/3, pi/3), target pi + U(-pi/3, pi/3).
+    ``"goal"``: start U(-pi/3, pi/3), target anywhere, U(-pi, pi) (the goal-conditioned task)."""
     spec: TaskSpec = SPEC
     """The task spec; replace it (e.g. another control period) with ``dataclasses.replace``."""
     geometry: ClawGeometry = NOMINAL_GEOMETRY
@@ -112,9 +113,12 @@ class DClawTurn:
         joint_pos = np.clip(self.spec.reset + noise, self.spec.low, self.spec.high)
         if self.variant == "fixed":
             start, target = 0.0, FIXED_TARGET_RAD
-        else:
+        elif self.variant == "random":
             start = float(rng.uniform(-RANDOM_OFFSET_RAD, RANDOM_OFFSET_RAD))
             target = FIXED_TARGET_RAD + float(rng.uniform(-RANDOM_OFFSET_RAD, RANDOM_OFFSET_RAD))
+        else:
+            start = float(rng.uniform(-RANDOM_OFFSET_RAD, RANDOM_OFFSET_RAD))
+            target = float(rng.uniform(-math.pi, math.pi))
         return EpisodeStart(joint_pos, np.array([start]), {"target": target})
 
     def observe(self, state: RobotState, last_action: FloatArray, goal: dict[str, float]) -> np.ndarray:
@@ -144,6 +148,30 @@ class DClawTurn:
     def success(self, state: RobotState, goal: dict[str, float]) -> bool:
         """The valve is within 0.1 rad of the target (judged at the end of an episode)."""
         return abs(float(wrap_angle(goal["target"] - float(state.passive_pos[0])))) < SUCCESS_THRESHOLD_RAD
+
+    # --- the goal-conditioned view (sim.goal_env) -------------------------------------------------
+    goal_observation_fields: ClassVar[tuple[str, ...]] = ("joint_pos", "valve_cos_sin", "last_action")
+    """The observation without the goal: the target error moves into ``desired_goal``."""
+    goal_tolerance: ClassVar[float] = SUCCESS_THRESHOLD_RAD
+    """Distance (rad) within which a goal counts as reached; the same as :meth:`success`."""
+    goal_size: ClassVar[int] = 2
+    """(cos, sin) of the valve angle."""
+
+    def achieved_goal(self, state: RobotState) -> FloatArray:
+        """Where the valve is, as (cos, sin) of its angle: a goal without a wrap-around."""
+        angle = float(state.passive_pos[0])
+        return np.array([math.cos(angle), math.sin(angle)])
+
+    def desired_goal(self, goal: dict[str, float]) -> FloatArray:
+        """The commanded valve angle as (cos, sin)."""
+        return np.array([math.cos(goal["target"]), math.sin(goal["target"])])
+
+    @staticmethod
+    def goal_distance(achieved: FloatArray, desired: FloatArray) -> FloatArray:
+        """Angle (rad) between valve positions given as (cos, sin) rows; vectorized over leading axes."""
+        a, d = np.asarray(achieved, dtype=np.float64), np.asarray(desired, dtype=np.float64)
+        cross = a[..., 0] * d[..., 1] - a[..., 1] * d[..., 0]
+        return np.asarray(np.abs(np.arctan2(cross, np.sum(a * d, axis=-1))))
 
 
 def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
