@@ -52,7 +52,7 @@ from robot.controller import Controller, ControllerSettings, Stop
 from robot.hardware import open_robot
 from robot.rerun_view import SEND_INTERVAL_S, RerunView
 from robot.view import NO_VIEW, ProcessView, StepRecord, StepView, ViewLayout
-from s2r.commands.robot import deploy_task
+from s2r.api import deploy_task
 
 ROBOTS = ("dclaw", "dkitty")
 FAST_PERIOD_S = 0.01

@@ -1,30 +1,44 @@
 """ONNX export of trained actors and the onnxruntime policy the robot runs.
 
-``import export`` stays light (no torch, no onnxruntime): :class:`OnnxPolicy` and :func:`export_module` are
-imported on first use. The exporters live in :mod:`export.onnx_export` (s2r checkpoints, and any torch actor with
-``export_module``) and :mod:`export.sb3_export` (Stable-Baselines3 models). Commands load and evaluate a policy
-file through :mod:`s2r.policy_files`.
+``import export`` stays light (no torch, no onnxruntime): the public names are imported from their modules on first
+use. The exporters live in :mod:`export.onnx_export` (s2r checkpoints, and any torch actor with ``export_module``)
+and :mod:`export.sb3_export` (Stable-Baselines3 models), their configuration and results in :mod:`export.config`
+(no torch). Commands load and evaluate a policy file through :mod:`s2r.policy_files`; a script exports with
+:func:`s2r.api.export`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from s2r.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from export.onnx_export import ObsNorm, export_module
+    from export.config import ExportConfig, ExportResult, Verification, VerificationError
+    from export.metadata import PolicyMetadata
+    from export.onnx_export import ObsNorm, export_module, export_policy
     from export.onnx_policy import OnnxPolicy
+    from export.sb3_export import export_sb3
 
-__all__ = ["ObsNorm", "OnnxPolicy", "export_module"]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use: torch and onnxruntime load only when one of these is asked for.
-    if name == "OnnxPolicy":
-        from export import onnx_policy
-
-        return onnx_policy.OnnxPolicy
-    if name in ("ObsNorm", "export_module"):
-        from export import onnx_export
-
-        return getattr(onnx_export, name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+__all__ = [
+    "ExportConfig",
+    "ExportResult",
+    "ObsNorm",
+    "OnnxPolicy",
+    "PolicyMetadata",
+    "Verification",
+    "VerificationError",
+    "export_module",
+    "export_policy",
+    "export_sb3",
+]
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "config": ("ExportConfig", "ExportResult", "Verification", "VerificationError"),
+    "metadata": ("PolicyMetadata",),
+    "onnx_policy": ("OnnxPolicy",),
+    "onnx_export": ("ObsNorm", "export_module", "export_policy"),
+    "sb3_export": ("export_sb3",),
+}
+"""Where each public name lives, imported on first use: torch loads only for ``ObsNorm`` and the exporters,
+onnxruntime for them and ``OnnxPolicy``."""
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -12,3 +12,46 @@ stepping, evaluation), :mod:`policies.metrics` and :mod:`policies.rundir` (the r
 :mod:`policies.evaluate` (``evaluate``), :mod:`policies.checkpoint` (``load_checkpoint``,
 ``policy_from_checkpoint``), :mod:`s2r.commands.policies` (``s2r train``, ``s2r eval``).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from s2r.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from policies.checkpoint import Checkpoint, load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
+    from policies.config import ALGOS, TrainConfig, config_from_mapping, load_config_file, parse_overrides
+    from policies.dataset import save_dataset, trajlog_to_dataset
+    from policies.envs import make_env, resolve_task
+    from policies.finetune_config import FinetuneConfig
+    from policies.train import Trainer
+
+__all__ = [
+    "ALGOS",
+    "Checkpoint",
+    "FinetuneConfig",
+    "TrainConfig",
+    "Trainer",
+    "config_from_mapping",
+    "load_checkpoint",
+    "load_config_file",
+    "make_env",
+    "parse_overrides",
+    "policy_from_checkpoint",
+    "resolve_checkpoint_path",
+    "resolve_task",
+    "save_dataset",
+    "trajlog_to_dataset",
+]
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "config": ("ALGOS", "TrainConfig", "config_from_mapping", "load_config_file", "parse_overrides"),
+    "finetune_config": ("FinetuneConfig",),
+    "dataset": ("save_dataset", "trajlog_to_dataset"),
+    "envs": ("make_env", "resolve_task"),
+    "checkpoint": ("Checkpoint", "load_checkpoint", "policy_from_checkpoint", "resolve_checkpoint_path"),
+    "train": ("Trainer",),
+}
+"""Where each public name lives, imported on first use: ``import policies`` loads no torch (only ``Checkpoint``, the
+checkpoint functions and ``Trainer`` need it). Training itself: :func:`s2r.api.train`."""
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -20,6 +20,8 @@ ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq", "ddpg")
 Exploration = Literal["gaussian", "ou"]
 EXPLORATIONS: tuple[Exploration, ...] = ("gaussian", "ou")
 
+CONFIG_NAME = "config.yaml"
+"""The resolved config in a run directory (``s2r train --resume`` starts from it)."""
 
 CLAW_GAMMA = 0.95
 """Discount on the claw: a horizon of 1 / (1 - 0.95) = 20 steps (2 s), half its 4 s episode. Measured with

@@ -16,14 +16,13 @@ from typing import Any
 import torch
 
 from policies.checkpoint import BEST_NAME, LAST_NAME, REPLAY_NAME, Checkpoint, save_atomic, save_checkpoint
-from policies.config import TrainConfig, dump_config
+from policies.config import CONFIG_NAME, TrainConfig, dump_config
 from policies.plot import plot_learning_curve
 from policies.replay import ReplayBuffer
 from s2r.core.atomicio import write_text_atomic
 from s2r.core.errors import UserError
 from s2r.core.yamlfile import load_yaml, read_yaml_file
 
-CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 CURVE_NAME = "learning_curve.png"

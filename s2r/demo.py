@@ -50,19 +50,19 @@ from policies.config import config_from_mapping
 from policies.envs import make_env
 from policies.finetune_config import FinetuneConfig
 from policies.gate import DEFAULT_CONFIDENCE, TEST_NAME, Decision, decide, per_look_confidence, worth_another_look
-from randomization.adapt import AdaptConfig, adapt, edge_warning, write_outputs
+from randomization.adapt import AdaptConfig
 from randomization.distributions import load_distribution, save_distribution
 from randomization.parallel import ExecutorConfig
-from randomization.sweep import grid_cells, parse_grid_axis, run_sweep, write_sweep
+from randomization.sweep import grid_cells, parse_grid_axis
 from robot.config import load_config
 from robot.emulator.reality import load_reality
-from s2r import cliargs
+from s2r import api, cliargs
 from s2r.core.atomicio import write_text_atomic
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
 from s2r.core.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
 from s2r.core.trajlog import episode_files
-from s2r.policy_files import evaluate_policy_file, load_policy
+from s2r.policy_files import load_policy
 from sim.render import rollout_frames, write_gif
 
 HARDWARE_CONFIG = shipped_file(HARDWARE_CONFIGS, "dclaw.yaml")
@@ -249,26 +249,25 @@ def _train_fields(budget: DemoBudget, seed: int, randomize: dict[str, Any], step
             "eval_episodes": budget.eval_episodes}
 
 
-def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume: bool) -> dict[str, Any]:
-    from policies.train import train  # the optional `train` extra (run_demo checked it): torch
-
+def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume: bool) -> api.TrainResult:
     if not stages.quiet:
         print(f"{name:>10}: {fields['steps']} steps of {fields['algo']} "
               f"({'continued' if resume else 'from scratch'})",
               file=sys.stderr)
-    return dict(stages.timed(name, lambda: train(config_from_mapping(fields), out, resume=resume,
-                                                  progress=not stages.quiet)))
+    result: api.TrainResult = stages.timed(name, lambda: api.train(config_from_mapping(fields), out, resume=resume,
+                                                                    progress=not stages.quiet))
+    return result
 
 
 def _export(stages: Stages, run: Path, out: Path, seed: int) -> Path:
-    from export.onnx_export import ExportConfig, export_policy  # torch, the optional `train` extra (see _train)
-
-    stages.run("export", lambda: export_policy(run, out, ExportConfig(seed=seed)))
+    stages.run("export", lambda: api.export(api.ExportJob(run, out, api.ExportConfig(seed=seed))))
     return out
 
 
 def _sim_eval(stages: Stages, policy: Path, episodes: int, seed: int) -> dict[str, Any]:
-    return dict(stages.run("sim eval", lambda: evaluate_policy_file(policy, episodes, seed, "mujoco")))
+    result: api.EvalResult = stages.run("sim eval", lambda: api.evaluate(api.EvalJob(policy, episodes, seed,
+                                                                                    "mujoco")))
+    return asdict(result.evaluation)
 
 
 def demo_robot(out: Path, target: DemoRobot) -> Path:
@@ -328,29 +327,22 @@ def deploy(stages: Stages, name: str, policy: Path | str, episodes: int, log_dir
 
 
 def _adapt(stages: Stages, budget: DemoBudget, logs: Path, out: Path, seed: int) -> dict[str, Any]:
-    prior = load_distribution(PRIOR, task=TASK)
     config = AdaptConfig(iterations=budget.adapt_iterations, samples=budget.adapt_samples, seed=seed)
-
-    def run() -> Any:
-        return adapt(prior, logs, config, task=TASK, engine="mujoco", executor=ExecutorConfig(workers=2))
-
-    result = stages.run("adapt", run)
-    paths = write_outputs(prior, result, out, {"task": TASK, "prior": str(PRIOR), "logs": str(logs),
-                                               "engine": "mujoco"})
+    job = api.AdaptJob(TASK, PRIOR, logs, out, engine="mujoco", config=config, executor=ExecutorConfig(workers=2))
+    run: api.AdaptRun = stages.run("adapt", lambda: api.adapt(job))
+    result, paths = run.result, (run.yaml, run.json, run.png)
     moments = {n: {"prior": list(result.prior_moments[n]), "posterior": list(result.posterior_moments[n]),
                    "informed": n in result.names} for n in (*result.names, *result.passed_through)}
     return {"posterior": str(paths[0]), "report": str(paths[1]), "plot": str(paths[2]), "moments": moments,
             "episodes": result.episodes, "transitions": result.transitions, "at_prior_edge": result.prior_edges,
-            "warning": edge_warning(result)}
+            "warning": run.warning}
 
 
 def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: int, robot: Path,
               target: DemoRobot) -> dict[str, Any]:
-    from s2r.finetune import finetune  # loads torch (see _train)
-
     cfg = FinetuneConfig(run_dir=run, robot=robot, driver=target.driver, port=target.port, reality=target.reality,
                          lockstep=target.lockstep, episodes=budget.finetune_episodes, out=out, seed=seed)
-    summary = stages.timed("finetune", lambda: finetune(cfg, progress=not stages.quiet))
+    summary = stages.timed("finetune", lambda: api.finetune(cfg, progress=not stages.quiet))
     if summary.policy is None:
         raise UserError(f"fine-tuning wrote no policy ({summary.stop_kind}: {summary.stop_reason})")
     return dict(summary.to_json())
@@ -359,12 +351,12 @@ def _finetune(stages: Stages, budget: DemoBudget, run: Path, out: Path, seed: in
 def _sweep(stages: Stages, budget: DemoBudget, policy: Path, out: Path) -> dict[str, Any]:
     cells = len(grid_cells([parse_grid_axis(g) for g in budget.sweep_grid]))
     t0 = time.perf_counter()
+    job = api.SweepJob(policy, budget.sweep_grid, budget.sweep_episodes, out=out, seed=1000,
+                       executor=ExecutorConfig(workers=2))
     with stages.bar("sweep", cells, "cell") as bar:
-        result = run_sweep(policy, budget.sweep_grid, budget.sweep_episodes, load_policy=load_policy, seed=1000,
-                           executor_config=ExecutorConfig(workers=2), progress=lambda _line: bar.update(1))
-    json_path, png_path = write_sweep(result, out)
+        run = api.sweep(job, progress=lambda _line: bar.update(1))
     stages.times["sweep"] = time.perf_counter() - t0
-    return {**dict(result.summary), "json": str(json_path), "heatmap": str(png_path)}
+    return {**dict(run.result.summary), "json": str(run.json), "heatmap": str(run.png)}
 
 
 def _gif(stages: Stages, policy: Path, out: Path, seed: int) -> dict[str, Any]:
@@ -597,7 +589,7 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
 
     train_dir, retrain_dir = out / "train", out / "retrain"
     summary = _train(stages, "train", _train_fields(budget, seed, prior, budget.train_steps), train_dir, False)
-    data["train"] = {"run_dir": str(train_dir), "steps": summary["steps"], "train_time_s": summary["train_time_s"],
+    data["train"] = {"run_dir": str(train_dir), "steps": summary.steps, "train_time_s": summary.train_time_s,
                      "curve": str(train_dir / "learning_curve.png")}
     sim_policy = _export(stages, train_dir, out / "policy_sim.onnx", seed)
     sim = _sim_eval(stages, sim_policy, budget.eval_episodes, seed)
@@ -628,8 +620,8 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
         shutil.rmtree(retrain_dir / "tensorboard")  # its event files would mix both runs' curves
     summary = _train(stages, "retrain", _train_fields(budget, seed, posterior, budget.train_steps
                                                       + budget.retrain_steps), retrain_dir, True)
-    data["retrain"] = {"run_dir": str(retrain_dir), "steps": summary["steps"],
-                       "train_time_s": summary["train_time_s"], "curve": str(retrain_dir / "learning_curve.png")}
+    data["retrain"] = {"run_dir": str(retrain_dir), "steps": summary.steps,
+                       "train_time_s": summary.train_time_s, "curve": str(retrain_dir / "learning_curve.png")}
     adapted_policy = _export(stages, retrain_dir, out / "policy_adapted.onnx", seed)
     sim_adapted = _sim_eval(stages, adapted_policy, budget.eval_episodes, seed)
     adapted = deploy(stages, "deploy", adapted_policy, budget.deploy_episodes, out / "deploy_adapted", seed, robot,

@@ -75,7 +75,7 @@ from robot.emulator.reality import load_reality
 from robot.hardware import open_robot
 from robot.runner import run_info
 from robot.view import NO_VIEW, StepView
-from s2r.commands.robot import deploy_task
+from s2r.api import deploy_task
 from s2r.core.atomicio import atomic_path, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import TrajectoryWriter, episode_files, read_run

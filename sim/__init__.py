@@ -8,12 +8,20 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
+from s2r.core.lazy import lazy_exports
 from sim.tasks import GOAL_IDS, TASK_IDS, make_task
 from sim.tasks.dclaw_turn import DClawTurn
+
+if TYPE_CHECKING:
+    from sim.engines import make_engine
+    from sim.env import SimEnv
+    from sim.params import ParameterSet
+    from sim.rollout import run_episodes
+    from sim.tasks.spec import TaskSpec
 
 
 def _make(env_id: str, **kwargs: Any) -> gym.Env:
@@ -91,4 +99,30 @@ if GOAL_IDS[0] not in gym.registry:
     gym.register(id=GOAL_IDS[0], entry_point="sim:make_dclaw_turn_goal",
                  max_episode_steps=max_episode_steps(GOAL_IDS[0]), disable_env_checker=True)
 
-__all__ = ["GOAL_IDS", "TASK_IDS", "make_task", "max_episode_steps", "resolve_env_id", "time_limit"]
+__all__ = [
+    "GOAL_IDS",
+    "TASK_IDS",
+    "ParameterSet",
+    "SimEnv",
+    "TaskSpec",
+    "make_dclaw_turn_fixed",
+    "make_dclaw_turn_goal",
+    "make_dclaw_turn_random",
+    "make_dkitty_stand_fixed",
+    "make_dkitty_walk_fixed",
+    "make_engine",
+    "make_task",
+    "max_episode_steps",
+    "resolve_env_id",
+    "run_episodes",
+    "time_limit",
+]
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "env": ("SimEnv",),
+    "engines": ("make_engine",),
+    "params": ("ParameterSet",),
+    "rollout": ("run_episodes",),
+    "tasks.spec": ("TaskSpec",),
+}
+"""The public names not defined above, imported on first use."""
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -25,7 +25,9 @@ from policies.finetune_config import FinetuneConfig
 from robot.config import load_config
 from robot.controller import Stop
 from robot.view import SPAWN, ProcessView, StepRecord, ViewLayout, check_view_target, open_view
-from s2r.commands.robot import deploy_task, register
+from s2r.api import deploy_task
+from s2r.cli import build_parser
+from s2r.commands.robot import register
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import Episode, read_episodes, read_run
 
@@ -144,6 +146,29 @@ def test_without_rerun_view_names_the_extra_and_writes_nothing(tmp_path: Path) -
     config = fast_robot_config("dclaw", tmp_path)
     done = subprocess.run([sys.executable, "-c", NO_RERUN, *deploy_args(config, tmp_path / "logs", "--view",
                                                                         str(tmp_path / "run.rrd"))],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().endswith("the live view (--view) needs the Python package 'rerun', which is not "
+                                        "installed; install it with: pip install 's2r[view]'"), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [config.name]
+
+
+def test_finetune_refuses_a_view_that_is_no_rrd_file_by_its_flag(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    config = fast_robot_config("dclaw", tmp_path)
+    args = build_parser().parse_args(["finetune", str(tmp_path / "run"), "--robot", str(config), "--out",
+                                      str(tmp_path / "ft"), "--episodes", "1", "--view", "policy.onnx"])
+    with pytest.raises(UserError, match=r"^--view must be a Rerun recording file ending in \.rrd"):
+        args.func(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [config.name]
+
+
+def test_finetune_without_rerun_names_the_extra_and_writes_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # s2r finetune names the `train` extra first
+    config = fast_robot_config("dclaw", tmp_path)
+    done = subprocess.run([sys.executable, "-c", NO_RERUN, "finetune", str(tmp_path / "run"), "--robot", str(config),
+                           "--episodes", "1", "--out", str(tmp_path / "ft"), "--view",
+                           str(tmp_path / "run.rrd")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().endswith("the live view (--view) needs the Python package 'rerun', which is not "

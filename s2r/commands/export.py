@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from export.config import ExportConfig, VerificationError
 from export.sb3_files import ACTIVATIONS
+from s2r.api import ExportJob, Sb3Model, export
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
 from sim.engines import ENGINES
@@ -79,19 +82,18 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """``s2r export``; returns the exit code."""
+    """``s2r export``: :func:`s2r.api.export`; returns the exit code."""
     _check_flags(args)
     require_torch("s2r export")
-    from export.onnx_export import ExportConfig, VerificationError, export_policy
-    from export.sb3_export import export_sb3
-
     config = ExportConfig(samples=args.samples)
+    source: Path | Sb3Model
+    if args.from_sb3 is not None:
+        source = Sb3Model(Path(args.from_sb3), args.task, Path(args.vecnormalize) if args.vecnormalize else None,
+                          args.engine, args.activation)
+    else:
+        source = Path(args.path)
     try:
-        if args.from_sb3 is not None:
-            result = export_sb3(args.from_sb3, args.out, task=args.task, vecnormalize=args.vecnormalize,
-                                engine=args.engine, activation=args.activation, config=config)
-        else:
-            result = export_policy(args.path, args.out, config)
+        result = export(ExportJob(source, Path(args.out) if args.out else None, config))
     except VerificationError as exc:
         print(json.dumps({"path": None, "verification": exc.verification.to_dict()}))
         sys.stdout.flush()

@@ -6,21 +6,19 @@ import argparse
 import json
 import signal
 import sys
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from policies.config import ALGOS, TrainConfig, config_from_mapping, load_config_file, parse_overrides
+from policies.config import ALGOS, CONFIG_NAME, TrainConfig, config_from_mapping, load_config_file, parse_overrides
 from policies.finetune_config import FinetuneConfig
 from randomization.distributions import load_distribution
-from robot.config import load_config as load_robot_config
 from robot.controller import SAFETY_STOP_KINDS
-from robot.view import open_view
-from s2r import cliargs
-from s2r.commands.robot import StopRequest, add_view_argument, check_view_option, deploy_exit_code
+from s2r import api, cliargs
+from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
-from s2r.policy_files import POLICY_FILES, evaluate_policy, load_policy
+from s2r.policy_files import POLICY_FILES
 
 DEFAULT_EVAL_EPISODES = 50
 
@@ -130,9 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """``s2r train``: the config from the flags (see the command's description for their precedence), then
+    :func:`s2r.api.train`."""
     require_torch("s2r train")
-    from policies.train import CONFIG_NAME, train
-
     out = Path(args.out)
     base = TrainConfig()
     if args.resume:
@@ -153,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()
     try:
         cfg = config_from_mapping({**flags, **overrides}, base)
-        summary = train(cfg, out, resume=args.resume, progress=not args.quiet)
+        summary = api.train(cfg, out, resume=args.resume, progress=not args.quiet).to_json()
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     cliargs.print_result(args.json, summary, _train_summary_lines(summary))
@@ -161,9 +159,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    """``s2r finetune``: :func:`s2r.api.finetune` with SIGINT/SIGTERM as its stop request."""
     require_torch("s2r finetune")
-    from s2r.finetune import ControllerSession, finetune  # torch, the `train` extra: only this command loads it
-
     try:
         cfg = FinetuneConfig(run_dir=Path(args.run_dir), robot=Path(args.robot), driver=args.driver, port=args.port,
                              reality=Path(args.reality) if args.reality else None, lockstep=args.lockstep,
@@ -175,13 +172,10 @@ def _finetune(args: argparse.Namespace) -> int:
                              reeval_episodes=args.reeval_episodes, confidence=args.confidence)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
-    check_view_option(args)
     request = StopRequest()
     previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with open_view(args.view, load_robot_config(cfg.robot), name="s2r finetune") as view:
-            summary = finetune(cfg, should_stop=request.poll, progress=not args.quiet,
-                               open_session=partial(ControllerSession, view=view))
+        summary = api.finetune(cfg, should_stop=request.poll, progress=not args.quiet, view=args.view)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     finally:
@@ -228,21 +222,21 @@ def _describe(ev: dict[str, Any]) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    """A checkpoint, run directory or exported file; an ONNX file runs through ``OnnxPolicy``, the same policy
-    object the robot controller runs."""
-    if args.episodes < 1:
-        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
-    loaded = load_policy(args.path)
-    result = evaluate_policy(loaded, args.episodes, args.seed, args.engine)
-    engine = args.engine or loaded.engine
-    onnx = loaded.kind == "onnx"
+    """``s2r eval``: :func:`s2r.api.evaluate`. An ONNX file runs through ``OnnxPolicy``, the same policy object the
+    robot controller runs."""
+    try:
+        result = api.evaluate(api.EvalJob(args.path, episodes=args.episodes, seed=args.seed, engine=args.engine))
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
+    ev = asdict(result.evaluation)
+    onnx = result.kind == "onnx"
     if args.json:
-        where = {"policy": args.path} if onnx else {"checkpoint": str(loaded.path)}
-        print(json.dumps({**result, **where, "env_id": loaded.env_id, "engine": engine, "step": loaded.step}))
+        where = {"policy": args.path} if onnx else {"checkpoint": str(result.path)}
+        print(json.dumps({**ev, **where, "env_id": result.env_id, "engine": result.engine, "step": result.step}))
     else:
-        what = f"onnx, {loaded.algo}" if onnx else loaded.algo
-        print(f"{args.path if onnx else loaded.path} ({what}, step {loaded.step}) on {loaded.env_id} [{engine}], "
-              f"seeds {args.seed}..{args.seed + args.episodes - 1}:")
-        print(f"  {_describe(result)}")
+        what = f"onnx, {result.algo}" if onnx else result.algo
+        print(f"{args.path if onnx else result.path} ({what}, step {result.step}) on {result.env_id} "
+              f"[{result.engine}], seeds {args.seed}..{args.seed + args.episodes - 1}:")
+        print(f"  {_describe(ev)}")
     sys.stdout.flush()
     return 0

@@ -8,21 +8,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from randomization.adapt import AdaptConfig, AdaptResult, adapt, edge_warning, output_paths, result_json, write_outputs
-from randomization.distributions import load_distribution, task_param_specs
-from randomization.parallel import ExecutorConfig
+from randomization.distributions import task_param_specs
 from randomization.simlogs import Policy, SimLogConfig, record_sim_logs
-from randomization.sweep import (
-    check_axis_count,
-    check_out_dir,
-    default_out_dir,
-    parse_grid_axis,
-    run_sweep,
-    write_sweep,
-)
 from s2r import cliargs
+from s2r.api import AdaptConfig, AdaptJob, ExecutorConfig, SweepJob, adapt, sweep
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import SkipLog
 from s2r.policy_files import POLICY_FILES, load_policy
@@ -35,35 +25,24 @@ def _workers_default() -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    """``s2r adapt``: :func:`s2r.api.adapt`."""
     try:
-        output_paths(args.out)  # a bad --out fails before minutes of simulation
-        prior = load_distribution(args.prior, task=args.task)
         config = AdaptConfig(
             iterations=args.iterations, samples=args.samples, seed=args.seed, ess_fraction=args.ess_fraction,
             max_transitions=args.max_transitions,
         )
-        executor = ExecutorConfig(workers=args.workers, ray=args.ray)
-        skipped = SkipLog("s2r adapt")
-        result = adapt(prior, args.log_dir, config, task=args.task, engine=args.engine, executor=executor,
-                       strict=args.strict, on_skip=skipped)
+        job = AdaptJob(task=args.task, prior=Path(args.prior), log_dir=Path(args.log_dir), out=Path(args.out),
+                       engine=args.engine, config=config, executor=ExecutorConfig(workers=args.workers, ray=args.ray),
+                       strict=args.strict)
+        run = adapt(job, on_skip=SkipLog("s2r adapt"))
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
-    extra: dict[str, Any] = {
-        "task": args.task, "prior": str(args.prior), "logs": str(args.log_dir), "engine": args.engine,
-        "skipped_files": skipped.to_json(),
-        "config": {"iterations": config.iterations, "samples": config.samples, "seed": config.seed,
-                   "ess_fraction": config.ess_fraction, "proposal_inflation": config.proposal_inflation,
-                   "min_std_fraction": config.min_std_fraction, "max_transitions": config.max_transitions},
-        "likelihood_replay": "engine driven directly: logged state set with set_sim_state, logged commands "
-                             "applied with engine.set_command/engine.step for the logged period",
-    }
-    paths = write_outputs(prior, result, args.out, extra)
-    warning = edge_warning(result)
     if args.json:
-        _warn_adapt(warning)
-        print(json.dumps(_adapt_summary(result, paths, extra, warning)))
+        _warn_adapt(run.warning)
+        print(json.dumps(run.to_json()))
         sys.stdout.flush()
         return 0
+    result = run.result
     units = {s.name: s.unit for s in task_param_specs(args.task)}
     print(f"adapted {len(result.names)} parameter(s) to {result.episodes} episode(s), "
           f"{result.transitions} transitions; final beta {result.iterations[-1].beta:.3g}, "
@@ -72,32 +51,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         (pm, ps), (qm, qs) = result.prior_moments[n], result.posterior_moments[n]
         note = "" if n in result.names else "  (not informed by the logs; prior kept)"
         print(f"  {n:20s} prior {pm:.4g} ± {ps:.3g}  ->  posterior {qm:.4g} ± {qs:.3g} {units[n]}{note}")
-    _warn_adapt(warning)
-    print("wrote " + ", ".join(str(p) for p in paths))
+    _warn_adapt(run.warning)
+    print("wrote " + ", ".join(str(p) for p in (run.yaml, run.json, run.png)))
     return 0
 
 
 def _warn_adapt(warning: str | None) -> None:
     if warning is not None:
         print(f"s2r adapt: warning: {warning}", file=sys.stderr)
-
-
-def _adapt_summary(result: AdaptResult, paths: tuple[Path, Path, Path], extra: dict[str, Any],
-                   warning: str | None) -> dict[str, Any]:
-    """``s2r adapt --json``: the written files and the essentials of the JSON report (its per-parameter rows, the
-    data used, the last round's tempering); the report file keeps every round, the noise model and the posterior
-    Gaussian."""
-    report = result_json(result, {s.name: s for s in task_param_specs(extra["task"])}, extra)
-    last = result.iterations[-1]
-    yaml_path, json_path, png_path = paths
-    return {
-        "yaml": str(yaml_path), "json": str(json_path), "png": str(png_path),
-        **{k: extra[k] for k in ("task", "prior", "logs", "engine", "skipped_files")},
-        "episodes": result.episodes, "transitions": result.transitions,
-        "final_beta": last.beta, "final_ess": last.ess, "pooled_samples": last.pooled,
-        "parameters": report["parameters"],
-        "at_prior_edge": warning,
-    }
 
 
 def _parse_param(text: str) -> tuple[str, float]:
@@ -136,29 +97,24 @@ def _progress_line(line: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    axes = [parse_grid_axis(text) for text in args.grid]
+    """``s2r sweep``: :func:`s2r.api.sweep`, one line per finished cell on stderr."""
     try:
-        check_axis_count(axes)
-        out = check_out_dir(args.out or default_out_dir(args.policy, axes))  # before minutes of simulation
-        result = run_sweep(
-            args.policy, axes, args.episodes, load_policy=load_policy, engine=args.engine, task=args.task,
-            seed=args.seed,
-            executor_config=ExecutorConfig(workers=args.workers, ray=args.ray), progress=_progress_line,
-        )
+        job = SweepJob(args.policy, tuple(args.grid), episodes=args.episodes, engine=args.engine, task=args.task,
+                       out=Path(args.out) if args.out else None, seed=args.seed,
+                       executor=ExecutorConfig(workers=args.workers, ray=args.ray))
+        run = sweep(job, progress=_progress_line)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args, {"axes": "--grid"}) from None
-    json_path, png_path = write_sweep(result, out)
-    summary = {**result.summary, "wall_time_s": result.wall_time_s, "policy": result.policy,
-               "env_id": result.env_id, "engine": result.engine, "json": str(json_path), "png": str(png_path)}
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(run.to_json()))
     else:
+        result = run.result
         s = result.summary
         print(f"{result.policy} on {result.env_id} [{result.engine}]: {s['cells']} cells x {args.episodes} "
               f"episodes in {result.wall_time_s:.1f} s on {result.workers} worker(s)")
         print(f"  success: mean {s['mean_success']:.3f}, worst 10% of cells ({s['worst10_cells']}) "
               f"{s['worst10_success']:.3f}")
-        print(f"wrote {json_path}, {png_path}")
+        print(f"wrote {run.json}, {run.png}")
     sys.stdout.flush()
     return 0
 

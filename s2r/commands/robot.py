@@ -20,30 +20,18 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
-
 from policies.dataset import dataset_metadata, save_dataset, trajlog_segments, trajlog_to_dataset
-from robot.bus import BusError
-from robot.config import load_config
-from robot.controller import Controller, ControllerSettings, check_policy
-from robot.emulator.faults import faults_from_arg
-from robot.emulator.reality import load_reality
-from robot.hardware import check_driver_options, open_robot
-from robot.runner import run_episodes, run_info
-from robot.view import SPAWN, check_view_target, open_view, require_view
+from robot.view import SPAWN
 from s2r import cliargs
+from s2r.api import DeployJob, deploy
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import MissingExtra, require
-from s2r.core.trajlog import SkipLog, TrajectoryWriter
-from s2r.policy_files import POLICY_FILES, SCRIPTED_POLICIES, SCRIPTED_PREFIX, load_policy
-from sim import resolve_env_id
-from sim.tasks import make_task
-from sim.tasks.base import Task
-from sim.tasks.spec import TaskSpec
+from s2r.core.trajlog import SkipLog
+from s2r.policy_files import POLICY_FILES, SCRIPTED_POLICIES, SCRIPTED_PREFIX
 
 EXIT_SAFETY_STOP = 3
 """Exit status of ``s2r deploy`` when a safety stop ended the run."""
@@ -131,33 +119,12 @@ def register(sub: Any) -> None:
 
 
 def add_view_argument(p: argparse.ArgumentParser) -> None:
-    """``--view [FILE.rrd]``: the live view of the robot's episodes (``s2r deploy``, ``s2r finetune``)."""
+    """``--view [FILE.rrd]``: the live view of the robot's episodes (``s2r deploy``, ``s2r finetune``); the API
+    checks its value (:func:`robot.view.check_view_target`) and the extra before anything is written."""
     p.add_argument("--view", nargs="?", const=SPAWN, metavar="FILE.rrd",
                    help="show each step live in Rerun (the `view` extra: pip install 's2r[view]'): commanded and "
                    "measured joints, passive joints, IMU, loop timing, comm errors; with FILE.rrd, record to that "
                    "file instead of starting a viewer (open it with `rerun FILE.rrd`)")
-
-
-def check_view_option(args: argparse.Namespace) -> None:
-    """``--view``'s value and, when given, the extra it needs, before anything is written."""
-    try:
-        check_view_target(args.view)
-    except ParameterError as exc:
-        raise cliargs.flag_error(exc, args) from None
-    if args.view is not None:
-        require_view()
-
-
-def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
-    """The task the episodes use: its goals from the requested (or the policy's) variant, its spec the config's."""
-    name = requested or policy_env_id or config_task
-    try:
-        task = make_task(resolve_env_id(name))
-    except KeyError as exc:
-        raise UserError(f"unknown task {name!r}: {exc.args[0]}") from None
-    if task.spec.name != spec.name:
-        raise UserError(f"the task {name!r} ({task.spec.name}) is not the hardware config's task {spec.name!r}")
-    return replace(task, spec=spec)  # type: ignore[type-var]
 
 
 # --- signals --------------------------------------------------------------------------------------
@@ -180,39 +147,7 @@ def _install(handler: Callable[[int, FrameType | None], None]) -> dict[signal.Si
 
 # --- deploy ---------------------------------------------------------------------------------------
 def run_deploy(args: argparse.Namespace) -> int:
-    """``s2r deploy``; returns the exit code."""
-    if args.episodes < 0:
-        raise UserError(f"--episodes must be >= 0; got {args.episodes}")
-    config = load_config(args.robot)
-    spec = config.task_spec()
-    if args.reality and args.driver != "emulator":
-        raise UserError("--reality applies to the emulator driver only")
-    if args.faults and args.driver == "dynamixel":
-        raise UserError("--faults applies to the emulator and mock drivers only")
-    try:
-        check_driver_options(args.driver, args.lockstep, args.clock_socket)
-    except ParameterError as exc:
-        raise cliargs.flag_error(exc, args) from None
-    reality = load_reality(args.reality, config) if args.reality else None
-    faults = faults_from_arg(args.faults) if args.faults else None
-    if faults is not None:
-        # A fault on a servo the robot does not have would never start, and the run would look fault-free.
-        unknown = sorted({f.id for f in faults.servo_faults} - set(config.all_ids))
-        if unknown:
-            raise UserError(f"--faults names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} does "
-                            f"not have; its IDs: {', '.join(map(str, config.all_ids))}")
-    check_view_option(args)
-    settings = ControllerSettings(episode_steps=args.episode_steps)
-    loaded = load_policy(args.policy, spec=spec, seed=args.seed, period_override=config.control_period_override,
-                         limits=(config.low, config.high))
-    task = deploy_task(config.task, args.task, loaded.env_id, spec)
-    check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
-    steps = settings.episode_steps or spec.episode_steps
-    writer = TrajectoryWriter(args.log_dir, run_info(config, args.driver, steps, {
-        "policy": loaded.description, "task_variant": args.task or loaded.env_id or config.task,
-        "seed": args.seed, "reality": args.reality, "faults": faults.describe() if faults else None,
-        "lockstep": args.lockstep,
-    }))
+    """``s2r deploy``: :func:`s2r.api.deploy` with SIGINT/SIGTERM as its stop request; returns the exit code."""
     logger = logging.getLogger("robot.deploy")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -224,29 +159,20 @@ def run_deploy(args: argparse.Namespace) -> int:
     request = StopRequest()
     previous = _install(request.handle)
     try:
-        with open_view(args.view, config, name="s2r deploy", log=logger) as view:
-            try:
-                io = open_robot(config, args.driver, args.port, imu_port=args.imu_port, reality=reality,
-                                faults=faults, interrupt=request.poll, lockstep=args.lockstep,
-                                clock_socket=args.clock_socket)
-            except ParameterError as exc:
-                raise cliargs.flag_error(exc, args) from None
-            try:
-                try:
-                    io.bus.connect()
-                except BusError as exc:
-                    raise UserError(f"cannot start on the robot: {exc}") from exc
-                controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
-                                        logger=logger, should_stop=request.poll, imu=io.imu, placer=io.placer,
-                                        clock=io.clock, sleep=io.sleep, view=view)
-                summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
-            finally:
-                io.close()
+        job = DeployJob(policy=args.policy, robot=args.robot, log_dir=Path(args.log_dir), driver=args.driver,
+                        episodes=args.episodes, seed=args.seed, port=args.port, imu_port=args.imu_port,
+                        reality=args.reality, faults=args.faults,
+                        lockstep=args.lockstep, clock_socket=args.clock_socket, task=args.task,
+                        episode_steps=args.episode_steps, view=args.view)
+        result = deploy(job, should_stop=request.poll, logger=logger)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    summary = result.summary
     if args.json:
-        print(json.dumps({**summary.to_json(), "policy": loaded.description, "driver": args.driver}))
+        print(json.dumps(result.to_json()))
     else:
         print(summary.describe())
     code = deploy_exit_code(summary.stop_kind, summary.torque_off)

@@ -1,0 +1,588 @@
+"""The Python API: one plain function per stage of the sim-to-real loop, each taking a frozen, typed config and
+returning a typed result. The ``s2r`` commands build these configs from their flags and call these functions: the
+command line and a script run the same code.
+
+- :func:`train`: a :class:`policies.config.TrainConfig` and a run directory -> :class:`TrainResult`;
+- :func:`export`: an :class:`ExportJob` (its knobs an :class:`export.config.ExportConfig`) ->
+  :class:`export.config.ExportResult`;
+- :func:`evaluate`: an :class:`EvalJob` -> :class:`EvalResult`;
+- :func:`deploy`: a :class:`DeployJob` -> :class:`DeployResult`;
+- :func:`adapt`: an :class:`AdaptJob` (its knobs a :class:`randomization.adapt.AdaptConfig`) -> :class:`AdaptRun`;
+- :func:`sweep`: a :class:`SweepJob` -> :class:`SweepRun`;
+- :func:`finetune`: a :class:`policies.finetune_config.FinetuneConfig` -> :class:`s2r.finetune.FinetuneSummary`.
+
+A config is checked when it is made (a :class:`~policies.config.TrainConfig` when :func:`train` starts, as a
+config file is when read): a bad field is a :class:`s2r.core.errors.UserError` naming the field.
+Importing this module does not import torch (the ``train`` extra): :func:`train`, :func:`export` (and
+:func:`evaluate` of a checkpoint) and :func:`finetune` load it when called, and name the extra if it is missing.
+None of the functions installs signal handlers; :func:`deploy` and :func:`finetune` take ``should_stop``, polled once
+per control cycle (the command line passes its SIGINT/SIGTERM flag).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from export.config import ExportConfig, ExportResult
+from policies.config import TrainConfig, config_from_mapping
+from policies.finetune_config import FinetuneConfig
+from randomization.adapt import AdaptConfig, AdaptResult, edge_warning, output_paths, result_json, write_outputs
+from randomization.adapt import adapt as fit_distribution
+from randomization.distributions import load_distribution, task_param_specs
+from randomization.parallel import ExecutorConfig
+from randomization.sweep import (
+    GridAxis,
+    SweepResult,
+    check_axis_count,
+    check_out_dir,
+    default_out_dir,
+    parse_grid_axis,
+    run_sweep,
+    write_sweep,
+)
+from robot.bus import BusError
+from robot.config import load_config
+from robot.controller import Controller, ControllerSettings, check_policy
+from robot.emulator.faults import faults_from_arg
+from robot.emulator.reality import load_reality
+from robot.hardware import check_driver_options, open_robot
+from robot.runner import RunSummary, run_episodes, run_info
+from robot.view import check_view_target, open_view, require_view
+from s2r.core.errors import ParameterError, UserError
+from s2r.core.extras import require_torch
+from s2r.core.trajlog import SkippedFile, SkippedFileWarning, TrajectoryWriter
+from s2r.policy_files import evaluate_policy, load_policy
+from sim import resolve_env_id
+from sim.tasks import make_task
+from sim.tasks.base import Task
+from sim.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from s2r.finetune import FinetuneSummary
+
+__all__ = [
+    "AdaptConfig",
+    "AdaptJob",
+    "AdaptRun",
+    "DeployJob",
+    "DeployResult",
+    "EvalJob",
+    "EvalResult",
+    "Evaluation",
+    "ExecutorConfig",
+    "ExportConfig",
+    "ExportJob",
+    "ExportResult",
+    "FinetuneConfig",
+    "Sb3Model",
+    "SweepJob",
+    "SweepRun",
+    "TrainConfig",
+    "TrainResult",
+    "adapt",
+    "deploy",
+    "deploy_task",
+    "evaluate",
+    "export",
+    "finetune",
+    "sweep",
+    "train",
+]
+
+PathLike = str | Path
+StopPoll = Callable[[], str | None]
+"""Polled once per control cycle: a reason (``"SIGINT"``) stops the run with the torque off, ``None`` carries on."""
+DRIVERS = ("emulator", "dynamixel", "mock")
+
+
+def _seed(seed: int, owner: str) -> None:
+    if seed < 0:
+        raise ParameterError("seed", f"must be >= 0 (numpy refuses a negative seed), got {seed}", owner)
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """Deterministic episodes of a policy in simulation."""
+
+    episodes: int
+    """Episodes run, seeded ``seed, seed + 1, ...``."""
+    success_rate: float | None
+    """Fraction of episodes that ended in success; ``None`` for an environment that does not report success."""
+    return_mean: float
+    """Mean episode return."""
+    return_std: float
+    """Standard deviation of the episode returns (population)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        return cls(int(data["episodes"]), data["success_rate"], float(data["return_mean"]),
+                   float(data["return_std"]))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did (``s2r train --json`` prints :meth:`to_json`)."""
+
+    run_dir: Path
+    """The run directory: ``config.yaml``, ``metrics.jsonl``, ``last.pt``, ``best.pt``, ``learning_curve.png``."""
+    steps: int
+    """Environment steps trained in total (across resumes)."""
+    episodes: int
+    """Training episodes in total."""
+    interrupted: bool
+    """Whether SIGINT stopped the run early (``last.pt`` is saved; resume with ``resume=True``)."""
+    train_time_s: float
+    """Wall time of the training loop (s), across resumes."""
+    eval: Evaluation | None
+    """The last evaluation of the policy; ``None`` when none ran."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "steps": self.steps, "episodes": self.episodes,
+                "interrupted": self.interrupted, "train_time_s": self.train_time_s,
+                "eval": None if self.eval is None else asdict(self.eval)}
+
+
+def train(config: TrainConfig, out: PathLike, *, resume: bool = False, progress: bool = False) -> TrainResult:
+    """Train a policy as ``config`` says into the run directory ``out`` (a new one, or with ``resume`` the one there,
+    continued from its ``last.pt`` to ``config.steps``). Needs torch (the ``train`` extra)."""
+    require_torch("s2r.api.train")
+    from policies.train import train as train_run  # torch, the optional `train` extra
+
+    checked = config_from_mapping({}, config)  # a TrainConfig made directly is checked here, as a file's is
+    summary = train_run(checked, out, resume=resume, progress=progress)
+    last = summary["eval"]
+    return TrainResult(Path(summary["run_dir"]), summary["steps"], summary["episodes"], summary["interrupted"],
+                       summary["train_time_s"], None if last is None else Evaluation.from_dict(last))
+
+
+# --- export -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sb3Model:
+    """A Stable-Baselines3 model to export (SAC, TD3, DDPG or sb3-contrib CrossQ with ``MlpPolicy``)."""
+
+    model: Path
+    """The zip ``model.save`` wrote. Never unpickled as it is (see :mod:`export.sb3_files`)."""
+    task: str
+    """The environment it trained on: an s2r task (``dclaw-turn``) or a gymnasium id (``Pendulum-v1``)."""
+    vecnormalize: Path | None = None
+    """The ``VecNormalize.save`` statistics it trained with (their normalization goes into the graph)."""
+    engine: str = "mujoco"
+    """Physics engine of an s2r task."""
+    activation: str | None = None
+    """The actor's hidden activation when the zip does not say (default: the zip's, else SB3's ``relu``)."""
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            raise ParameterError("task", "must name the s2r task or gymnasium id the model trained on", "sb3")
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """A policy to export to a verified ONNX file."""
+
+    source: Path | Sb3Model
+    """A training run directory (its ``best.pt``, else ``last.pt``), a checkpoint (``.pt``), or an SB3 model."""
+    out: Path | None = None
+    """ONNX file to write; default ``policy.onnx`` in the run directory, beside the checkpoint, or the zip's name
+    with ``.onnx``."""
+    config: ExportConfig = field(default_factory=ExportConfig)
+    """Verification: samples, tolerance, opset, seed."""
+
+    def __post_init__(self) -> None:
+        self.config.validated()
+
+
+def export(job: ExportJob) -> ExportResult:
+    """Export ``job.source`` to ONNX; the file appears only when onnxruntime and PyTorch agree within the tolerance
+    (else :class:`export.config.VerificationError`, nothing written). Needs torch (the ``train`` extra)."""
+    require_torch("s2r.api.export")
+    from export.onnx_export import export_policy  # torch, the optional `train` extra
+    from export.sb3_export import export_sb3
+
+    source = job.source
+    if isinstance(source, Sb3Model):
+        return export_sb3(source.model, job.out, task=source.task, vecnormalize=source.vecnormalize,
+                          engine=source.engine, activation=source.activation, config=job.config)
+    return export_policy(source, job.out, job.config)
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalJob:
+    """Deterministic (mean-action) episodes of a policy in simulation."""
+
+    policy: PathLike
+    """An exported ``.onnx`` file, a checkpoint (``.pt``) or a training run directory (its ``best.pt``, else
+    ``last.pt``)."""
+    episodes: int = 50
+    """Episodes to run."""
+    seed: int = 0
+    """Seed of the first episode; the others are ``seed + 1, ...``."""
+    engine: str | None = None
+    """Physics engine; default the one the policy trained on."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ParameterError("episodes", f"must be at least 1, got {self.episodes}")
+        _seed(self.seed, "eval")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What :func:`evaluate` measured, and of what."""
+
+    evaluation: Evaluation
+    """The episodes' success rate and returns."""
+    policy: str
+    """The policy as given."""
+    path: Path | None
+    """The file read (a run directory's ``best.pt``, else ``last.pt``)."""
+    kind: str
+    """``onnx`` or ``checkpoint``."""
+    env_id: str
+    """Gymnasium id evaluated on (the one trained on)."""
+    engine: str
+    """Physics engine evaluated on."""
+    algo: str | None
+    """Training algorithm, when the file records it."""
+    step: int | None
+    """Environment steps trained, when the file records it."""
+    seed: int
+    """Seed of the first episode."""
+
+
+def evaluate(job: EvalJob) -> EvalResult:
+    """Run ``job.policy`` in simulation on the environment it trained on; an ONNX file runs through the same
+    :class:`export.onnx_policy.OnnxPolicy` the robot runs, so it and its checkpoint give the same result."""
+    loaded = load_policy(job.policy)
+    result = evaluate_policy(loaded, job.episodes, job.seed, job.engine)
+    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), loaded.path, loaded.kind,
+                      str(loaded.env_id), job.engine or loaded.engine, loaded.algo, loaded.step, job.seed)
+
+
+# --- deploy -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeployJob:
+    """Episodes of a policy on a robot (real servos, the emulator or the mock), each logged as it ends."""
+
+    policy: PathLike
+    """An ``.onnx`` file (or, with torch, a checkpoint or run directory), or ``scripted:hold``, ``scripted:zero``,
+    ``scripted:random``, ``scripted:excite``."""
+    robot: PathLike
+    """Hardware config: a shipped name (``dclaw``) or a YAML file."""
+    log_dir: Path
+    """Trajectory log directory to write: ``run.json`` and one episode file per episode."""
+    driver: str = "emulator"
+    """``emulator`` (a physics-backed servo emulator, started here unless ``port``), ``dynamixel`` (the real
+    servos) or ``mock`` (in-process first-order servos)."""
+    episodes: int = 10
+    """Episodes to run."""
+    seed: int = 0
+    """Seed of the episode starts and goals (and of ``scripted:random`` and ``scripted:excite``)."""
+    port: str | None = None
+    """Serial device instead of the config's, or the pty of a running ``s2r emulate``."""
+    imu_port: str | None = None
+    """The IMU's serial device instead of the config's ``imu.port`` (robots with an IMU)."""
+    reality: PathLike | None = None
+    """Reality file of the emulator started here: a YAML file, or a shipped reality by name (``dclaw_pybullet_gap``)."""
+    faults: str | None = None
+    """Faults to inject (an emulator started here, or the mock): a YAML file or a spec (``drop=0.01,silent=21@5s``)."""
+    lockstep: bool = False
+    """Emulator or mock: run in the robot's simulated time (deterministic for a seed, faster than real time)."""
+    clock_socket: str | None = None
+    """With ``lockstep`` and ``port``: the time socket a running ``s2r emulate --lockstep`` printed."""
+    task: str | None = None
+    """Task variant for the goals (``dclaw-turn-random``); default the policy's, else the hardware config's."""
+    episode_steps: int | None = None
+    """Policy steps per episode; default the task's (fewer only for smoke tests)."""
+    view: PathLike | None = None
+    """The live view of every policy step (Rerun, the ``view`` extra): :data:`robot.view.SPAWN` (``"spawn"``) for
+    a viewer of its own, or a recording file ending in ``.rrd`` to write; ``None``: no view."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 0:
+            raise ParameterError("episodes", f"must be >= 0; got {self.episodes}")
+        _seed(self.seed, "deploy")
+        if self.reality is not None and self.driver != "emulator":
+            raise ParameterError("reality", "applies to the emulator driver only")
+        if self.faults is not None and self.driver == "dynamixel":
+            raise ParameterError("faults", "applies to the emulator and mock drivers only")
+        check_driver_options(self.driver, self.lockstep, self.clock_socket)
+        check_view_target(_view_target(self.view))
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What :func:`deploy` ran (``s2r deploy --json`` prints :meth:`to_json`)."""
+
+    summary: RunSummary
+    """Episodes, success rate, returns, loop timing, bus errors, and how the run stopped."""
+    policy: str
+    """What was loaded, in words (``onnx PATH``, ``checkpoint PATH (crossq, step N)``, ``scripted:excite``)."""
+    driver: str
+    """The bus driver the episodes ran on."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.summary.to_json(), "policy": self.policy, "driver": self.driver}
+
+
+def _view_target(view: PathLike | None) -> str | None:
+    return None if view is None else os.fspath(view)
+
+
+def _check_view(view: PathLike | None) -> str | None:
+    """``view`` as :func:`robot.view.open_view` takes it, checked: a bad value is a :class:`ParameterError` of
+    ``view``, a missing ``view`` extra a :class:`s2r.core.extras.MissingExtra`; before anything is written."""
+    target = _view_target(view)
+    check_view_target(target)
+    if target is not None:
+        require_view()
+    return target
+
+
+def deploy_task(config_task: str, requested: str | None, policy_env_id: str | None, spec: TaskSpec) -> Task:
+    """The task the episodes use: its goals from the requested (or the policy's) variant, its spec the config's."""
+    name = requested or policy_env_id or config_task
+    try:
+        task = make_task(resolve_env_id(name))
+    except KeyError as exc:
+        raise UserError(f"unknown task {name!r}: {exc.args[0]}") from None
+    if task.spec.name != spec.name:
+        raise UserError(f"the task {name!r} ({task.spec.name}) is not the hardware config's task {spec.name!r}")
+    return replace(task, spec=spec)  # type: ignore[type-var]
+
+
+def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: logging.Logger | None = None
+           ) -> DeployResult:
+    """Run ``job.episodes`` episodes of ``job.policy`` at the hardware config's control rate, each a scripted reset
+    and one episode of policy steps, written to ``job.log_dir`` as soon as it ends. A safety stop (watchdog, servo
+    hardware error, bus or policy failure) holds and turns the torque off; the result says how the run stopped
+    (``summary.stop_kind``) and whether the servos confirmed the torque off. Everything is checked before the
+    robot is touched."""
+    config = load_config(job.robot)
+    spec = config.task_spec()
+    view_target = _check_view(job.view)
+    reality = load_reality(job.reality, config) if job.reality else None
+    faults = faults_from_arg(job.faults) if job.faults else None
+    if faults is not None:
+        # A fault on a servo the robot does not have would never start, and the run would look fault-free.
+        unknown = sorted({f.id for f in faults.servo_faults} - set(config.all_ids))
+        if unknown:
+            raise ParameterError("faults", f"names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} "
+                                 f"does not have; its IDs: {', '.join(map(str, config.all_ids))}")
+    settings = ControllerSettings(episode_steps=job.episode_steps)
+    loaded = load_policy(job.policy, spec=spec, seed=job.seed, period_override=config.control_period_override,
+                         limits=(config.low, config.high))
+    task = deploy_task(config.task, job.task, loaded.env_id, spec)
+    check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
+    steps = settings.episode_steps or spec.episode_steps
+    writer = TrajectoryWriter(job.log_dir, run_info(config, job.driver, steps, {
+        "policy": loaded.description, "task_variant": job.task or loaded.env_id or config.task,
+        "seed": job.seed, "reality": None if job.reality is None else os.fspath(job.reality),
+        "faults": faults.describe() if faults else None, "lockstep": job.lockstep,
+    }))
+    poll = should_stop or _never
+    log = logger or logging.getLogger("robot.deploy")
+    with open_view(view_target, config, name="s2r deploy", log=log) as view:
+        io = open_robot(config, job.driver, job.port, imu_port=job.imu_port, reality=reality, faults=faults,
+                        interrupt=poll, lockstep=job.lockstep, clock_socket=job.clock_socket)
+        try:
+            try:
+                io.bus.connect()
+            except BusError as exc:
+                raise UserError(f"cannot start on the robot: {exc}") from exc
+            controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
+                                    logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
+                                    sleep=io.sleep, view=view)
+            summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed))
+        finally:
+            io.close()
+    return DeployResult(summary, loaded.description, job.driver)
+
+
+def _never() -> str | None:
+    return None
+
+
+# --- adapt ------------------------------------------------------------------------------------------------------
+LIKELIHOOD_REPLAY = ("engine driven directly: logged state set with set_sim_state, logged commands applied with "
+                     "engine.set_command/engine.step for the logged period")
+"""How the adaptation replays the logs, for its report."""
+
+
+@dataclass(frozen=True)
+class AdaptJob:
+    """A source-distribution adaptation: fit the simulator's parameter distribution to trajectory logs."""
+
+    task: str
+    """Task the logs are of (``dclaw-turn``)."""
+    prior: Path
+    """Randomization YAML to start from (``randomization/configs/dclaw.yaml``)."""
+    log_dir: Path
+    """Trajectory log directory to read (``run.json`` and ``episode_*.npz``), written by deploy or ``s2r simlogs``."""
+    out: Path
+    """Posterior randomization YAML to write; its JSON report and PNG plot go beside it (``.json``, ``.png``)."""
+    engine: str = "mujoco"
+    """Physics engine of the replay."""
+    config: AdaptConfig = field(default_factory=AdaptConfig)
+    """The importance-sampling loop: rounds, samples, seed, tempering."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where the simulations run: worker processes (1: this process) or a Ray cluster."""
+    strict: bool = False
+    """Fail on the first damaged episode file instead of skipping it with a warning."""
+
+    def __post_init__(self) -> None:
+        output_paths(self.out)  # a bad out fails before minutes of simulation
+
+
+@dataclass(frozen=True)
+class AdaptRun:
+    """What :func:`adapt` fitted and wrote (``s2r adapt --json`` prints :meth:`to_json`)."""
+
+    result: AdaptResult
+    """The posterior and the rounds that reached it."""
+    yaml: Path
+    """The posterior distribution (usable as ``TrainConfig.randomize`` through ``load_distribution``)."""
+    json: Path
+    """The report: every round, the noise model, the posterior Gaussian."""
+    png: Path
+    """Prior against posterior per parameter."""
+    report: Mapping[str, Any]
+    """The report's content as written to :attr:`json`."""
+    skipped_files: tuple[SkippedFile, ...]
+    """Damaged episode files left out."""
+    warning: str | None
+    """Parameters whose posterior presses against the prior's edge (not an identification), in words; or ``None``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The written files and the essentials of the report (its per-parameter rows, the data used, the last
+        round's tempering); the report file keeps every round, the noise model and the posterior Gaussian."""
+        last = self.result.iterations[-1]
+        return {
+            "yaml": str(self.yaml), "json": str(self.json), "png": str(self.png),
+            **{k: self.report[k] for k in ("task", "prior", "logs", "engine", "skipped_files")},
+            "episodes": self.result.episodes, "transitions": self.result.transitions,
+            "final_beta": last.beta, "final_ess": last.ess, "pooled_samples": last.pooled,
+            "parameters": self.report["parameters"],
+            "at_prior_edge": self.warning,
+        }
+
+
+def adapt(job: AdaptJob, *, on_skip: Callable[[SkippedFile], None] | None = None) -> AdaptRun:
+    """Fit ``job.prior`` to the logs in ``job.log_dir`` by iterated, tempered importance sampling and write the
+    posterior YAML, the JSON report and the plot (each atomically). A damaged episode file is left out and told to
+    ``on_skip`` (default: a :class:`s2r.core.trajlog.SkippedFileWarning`), or with ``job.strict`` is an error."""
+    prior = load_distribution(job.prior, task=job.task)
+    skipped: list[SkippedFile] = []
+
+    def record(file: SkippedFile) -> None:
+        skipped.append(file)
+        if on_skip is not None:
+            on_skip(file)
+        else:
+            warnings.warn(str(file), SkippedFileWarning, stacklevel=2)
+
+    result = fit_distribution(prior, job.log_dir, job.config, task=job.task, engine=job.engine, executor=job.executor,
+                 strict=job.strict, on_skip=record)
+    c = job.config
+    extra: dict[str, Any] = {
+        "task": job.task, "prior": str(job.prior), "logs": str(job.log_dir), "engine": job.engine,
+        "skipped_files": [{"path": str(f.path), "problem": f.problem} for f in skipped],
+        "config": {"iterations": c.iterations, "samples": c.samples, "seed": c.seed, "ess_fraction": c.ess_fraction,
+                   "proposal_inflation": c.proposal_inflation, "min_std_fraction": c.min_std_fraction,
+                   "max_transitions": c.max_transitions},
+        "likelihood_replay": LIKELIHOOD_REPLAY,
+    }
+    yaml_path, json_path, png_path = write_outputs(prior, result, job.out, extra)
+    report = result_json(result, {s.name: s for s in task_param_specs(job.task)}, extra)
+    return AdaptRun(result, yaml_path, json_path, png_path, report, tuple(skipped), edge_warning(result))
+
+
+# --- sweep ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepJob:
+    """A robustness sweep: success rate of a policy over a grid of one or two physics parameters."""
+
+    policy: PathLike
+    """An exported ``.onnx`` file, a checkpoint (``.pt``) or a training run directory."""
+    grid: tuple[GridAxis | str, ...]
+    """1 or 2 axes: :class:`randomization.sweep.GridAxis` or ``NAME=LO:HI:N`` text (``valve_damping=0.01:0.3:5``)."""
+    episodes: int = 10
+    """Episodes per cell, seeded ``seed .. seed + episodes - 1`` in every cell."""
+    engine: str | None = None
+    """Physics engine; default the one trained on."""
+    task: str | None = None
+    """Task to sweep on; default the one trained on."""
+    out: Path | None = None
+    """Directory for ``sweep.json`` and ``sweep.png``; default ``sweep_NAME[_NAME2]`` in a run directory, or
+    ``STEM_sweep_NAME[_NAME2]`` beside a policy file."""
+    seed: int = 0
+    """Seed of the first episode of every cell."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where the episodes run: worker processes (1: this process) or a Ray cluster."""
+
+    def __post_init__(self) -> None:
+        check_axis_count(self.axes)
+        if self.episodes < 1:
+            raise ParameterError("episodes", f"must be at least 1, got {self.episodes}", "sweep")
+        _seed(self.seed, "sweep")
+
+    @property
+    def axes(self) -> tuple[GridAxis, ...]:
+        """The grid as :class:`GridAxis` values."""
+        return tuple(parse_grid_axis(a) if isinstance(a, str) else a for a in self.grid)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What :func:`sweep` measured and wrote (``s2r sweep --json`` prints :meth:`to_json`)."""
+
+    result: SweepResult
+    """Every cell's success rate and returns, and the robustness summary."""
+    json: Path
+    """``sweep.json``."""
+    png: Path
+    """``sweep.png``, the heatmap (or line)."""
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.result
+        return {**r.summary, "wall_time_s": r.wall_time_s, "policy": r.policy, "env_id": r.env_id,
+                "engine": r.engine, "json": str(self.json), "png": str(self.png)}
+
+
+def sweep(job: SweepJob, *, progress: Callable[[str], None] | None = None) -> SweepRun:
+    """Evaluate ``job.policy`` in every cell of ``job.grid`` and write ``sweep.json`` and ``sweep.png``;
+    ``progress`` gets one line per finished cell."""
+    axes = job.axes
+    out = check_out_dir(job.out or default_out_dir(job.policy, axes))  # before minutes of simulation
+    result = run_sweep(job.policy, axes, job.episodes, load_policy=load_policy, engine=job.engine, task=job.task,
+                       seed=job.seed, executor_config=job.executor, progress=progress)
+    json_path, png_path = write_sweep(result, out)
+    return SweepRun(result, json_path, png_path)
+
+
+# --- finetune ---------------------------------------------------------------------------------------------------
+def finetune(config: FinetuneConfig, *, should_stop: StopPoll | None = None, progress: bool = False,
+             logger: logging.Logger | None = None, view: PathLike | None = None) -> FinetuneSummary:
+    """Fine-tune the policy deployed from ``config.run_dir`` on the robot (see :mod:`s2r.finetune`): the incumbent
+    measured, rounds of exploration and gradient steps, each round's candidate replacing the incumbent only when it
+    measures better; writes ``config.out_dir``. ``view`` shows every robot step live, as :attr:`DeployJob.view`.
+    Needs torch (the ``train`` extra)."""
+    require_torch("s2r.api.finetune")
+    view_target = _check_view(view)
+    from s2r.finetune import ControllerSession  # torch, the optional `train` extra
+    from s2r.finetune import finetune as run
+
+    with open_view(view_target, load_config(config.robot), name="s2r finetune", log=logger) as shown:
+        return run(config, logger=logger, should_stop=should_stop, progress=progress,
+                   open_session=partial(ControllerSession, view=shown))
