@@ -51,7 +51,7 @@ from export.metadata import (
 from export.onnx_policy import OnnxPolicy
 from export.sb3_files import is_sb3_zip, sb3_zip_refusal
 from policies.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path
-from policies.envs import S2R_PREFIX, make_env, resolve_task
+from policies.envs import S2R_PREFIX, find_goal_env, make_env, resolve_task
 from policies.networks import ObsNormalizer
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
@@ -380,6 +380,12 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
     what = provenance.source_checkpoint or "the policy"
     env = make_env(env_id, engine, env_kwargs or None)
     try:
+        if find_goal_env(env) is not None:
+            # The ONNX contract's metadata describes a flat task's observation layout; a goal policy's input
+            # (observation then desired goal) has no layout there yet, so nothing could deploy it safely.
+            raise UserError(f"{what!r} is a goal-conditioned policy ({env_id}): exporting goal-conditioned "
+                            "policies is not supported yet (the ONNX metadata has no goal layout); evaluate it in "
+                            "simulation with s2r eval")
         space = env.observation_space
         act_space = env.action_space
         assert isinstance(space, gym.spaces.Box) and isinstance(act_space, gym.spaces.Box)  # make_env admits only Box

@@ -16,9 +16,10 @@ import torch
 from policies.config import TrainConfig
 from policies.envs import Env, make_env
 from policies.evaluate import evaluate_env
+from policies.her import GoalLayout, HerReplayBuffer
 from policies.networks import PolicyModule
 from policies.observations import ObservationNormalization
-from policies.replay import NStepReturns, ReplayBuffer
+from policies.replay import NStepReturns, Replay, ReplayBuffer
 from randomization.distributions import ParameterDistribution, parse_distribution
 from randomization.epopt import EpoptConfig, EpoptEnv
 from randomization.wrapper import RandomizedEnv
@@ -63,6 +64,8 @@ class StepResult:
     truncated: bool
     info: dict[str, Any]
     reset_obs: np.ndarray | None
+    reset_info: dict[str, Any] | None = None
+    """The next episode's reset info, with ``reset_obs``."""
 
 
 class EnvStepper:
@@ -101,10 +104,11 @@ class EnvStepper:
 
     def _step(self, action: np.ndarray) -> StepResult:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        reset_obs = None
+        reset_obs = reset_info = None
         if terminated or truncated:
-            reset_obs, _ = self.env.reset()
-        return StepResult(np.asarray(obs), float(reward), bool(terminated), bool(truncated), info, reset_obs)
+            reset_obs, reset_info = self.env.reset()
+        return StepResult(np.asarray(obs), float(reward), bool(terminated), bool(truncated), info, reset_obs,
+                          reset_info)
 
     def _serve(self) -> None:
         while True:
@@ -140,12 +144,16 @@ class Collector:
     stores the transition, folds the observations into the statistics and keeps the episode's totals."""
 
     def __init__(self, env: Env, threaded: bool, obs_norm: ObservationNormalization,
-                 nstep: NStepReturns | None) -> None:
+                 nstep: NStepReturns | None, her_goals: GoalLayout | None = None) -> None:
         self.env = env
         self.threaded = threaded
         self.obs_norm = obs_norm
         self.nstep = nstep
         """Folds steps into n-step transitions (transitions of an episode cut by a resume are not stored)."""
+        self.her_goals = her_goals
+        """With HER, the layout of the goal env's flat observations: the statistics are then fed each state's
+        achieved goal in place of the commanded one (as in the HER paper's code), so that their goal half fits the
+        hindsight goals, which are achieved ones, as well as the commanded goals."""
         self.obs: np.ndarray | None = None
         """The current observation (``None`` before the first episode)."""
         self._action: np.ndarray | None = None
@@ -158,9 +166,9 @@ class Collector:
     def start(self, seed: int) -> np.ndarray:
         """The current observation, after resetting to a first episode (seeded ``seed``) when there is none."""
         if self.obs is None:
-            obs, _ = self.env.reset(seed=seed)
+            obs, info = self.env.reset(seed=seed)
             self.obs = np.asarray(obs)
-            self.obs_norm.observe(self.obs)
+            self._observe(self.obs, info)
         if self._stepper is None:
             self._stepper = EnvStepper(self.env, threaded=self.threaded)
         return self.obs
@@ -171,13 +179,25 @@ class Collector:
         self._action = action
         self._stepper.submit(to_env_action(action, self._low, self._high))
 
-    def finish(self, buffer: ReplayBuffer) -> tuple[np.ndarray, Episode | None]:
+    def _observe(self, obs: np.ndarray, info: dict[str, Any] | None) -> None:
+        """Queue ``obs`` for the statistics (with HER, its achieved goal in place of the commanded one)."""
+        if self.her_goals is not None:
+            assert info is not None
+            obs = self.her_goals.flatten(self.her_goals.observation(obs), info["achieved_goal"])
+        self.obs_norm.observe(obs)
+
+    def finish(self, buffer: Replay) -> tuple[np.ndarray, Episode | None]:
         """Wait for the step and store its transition in ``buffer``; the next observation (the next episode's
         first after an episode's end), and the episode's totals when it ended."""
         assert self._stepper is not None and self.obs is not None and self._action is not None
         obs, action = self.obs, self._action
         res = self._stepper.result()
-        if self.nstep is None:
+        if isinstance(buffer, HerReplayBuffer):
+            buffer.add(obs, action, res.reward, res.obs, res.info["achieved_goal"], res.terminated,
+                       res.reset_obs is not None)
+        elif not isinstance(buffer, ReplayBuffer):
+            raise TypeError(f"the collector stores into a ReplayBuffer or HerReplayBuffer, got {type(buffer)}")
+        elif self.nstep is None:
             buffer.add(obs, action, res.reward, res.obs, res.terminated)
         else:
             for transition in self.nstep.push(obs, action, res.reward, res.obs, res.terminated,
@@ -190,7 +210,7 @@ class Collector:
         if terms:
             for k, v in terms.items():
                 ep.terms[k] = ep.terms.get(k, 0.0) + float(v)
-        self.obs_norm.observe(res.obs)
+        self._observe(res.obs, res.info)
         if res.reset_obs is None:
             self.obs = res.obs
             return self.obs, None
@@ -198,7 +218,7 @@ class Collector:
         ep.success = None if success is None else bool(success)
         self._episode = Episode()
         self.obs = np.asarray(res.reset_obs)
-        self.obs_norm.observe(self.obs)
+        self._observe(self.obs, res.reset_info)
         return self.obs, ep
 
     def close(self) -> None:

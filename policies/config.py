@@ -19,6 +19,10 @@ Algo = Literal["sac", "td3", "crossq", "ddpg"]
 ALGOS: tuple[Algo, ...] = ("sac", "td3", "crossq", "ddpg")
 Exploration = Literal["gaussian", "ou"]
 EXPLORATIONS: tuple[Exploration, ...] = ("gaussian", "ou")
+HerChoice = Literal["none", "final", "future", "episode", "random"]
+"""``her_strategy``'s values: no relabelling, or a strategy of :mod:`policies.her`."""
+HER_DEFAULT_K = 4
+"""Hindsight goals per original goal (the paper's k = 4 with ``future``, and Stable-Baselines3's default)."""
 
 CONFIG_NAME = "config.yaml"
 """The resolved config in a run directory (``s2r train --resume`` starts from it)."""
@@ -161,6 +165,16 @@ class TrainConfig:
     ou_dt: float = 1.0
     """``ou`` exploration: process time per environment step (units of process time; 1, Lillicrap et al.'s)."""
 
+    her_strategy: HerChoice | None = None
+    """Hindsight Experience Replay on a goal-conditioned task (a dict observation of ``observation``,
+    ``achieved_goal`` and ``desired_goal``, such as ``s2r/DClawTurnGoal-v0``): where a sampled transition's
+    hindsight goal comes from, ``final`` (the episode's last achieved goal), ``future`` (one achieved later in the
+    episode), ``episode`` (any of the episode's) or ``random`` (any stored one); ``none`` replays the commanded goals
+    only. Auto: ``future`` on goal-conditioned tasks, ``none`` on flat ones, where any other value is an error."""
+    her_k: int = HER_DEFAULT_K
+    """HER: hindsight goals per original goal; a sampled transition is relabelled with probability
+    ``her_k / (her_k + 1)`` (Stable-Baselines3's ``n_sampled_goal``). Episodes are stored once, whatever ``her_k``."""
+
     obs_norm: bool = True
     """Normalize observations with running statistics (saved in checkpoints)."""
     obs_norm_clip: float = 10.0
@@ -182,8 +196,9 @@ class TrainConfig:
     overlap_env: bool = True
     """Step the environment on a background thread while the learner updates."""
 
-    def resolved(self, env_id: str | None = None) -> TrainConfig:
-        """A copy with every auto field replaced by its value (``env_id``: the resolved task id)."""
+    def resolved(self, env_id: str | None = None, goal_conditioned: bool = False) -> TrainConfig:
+        """A copy with every auto field replaced by its value (``env_id``: the resolved task id, with a dict
+        observation when ``goal_conditioned``)."""
         crossq = self.algo == "crossq"
         ddpg = self.algo == "ddpg"
         warmup = self.warmup_steps
@@ -217,8 +232,12 @@ class TrainConfig:
         average = self.policy_average
         if average is None:
             average = CROSSQ_POLICY_AVERAGE if crossq else 0.0
+        her = self.her_strategy
+        if her is None:
+            her = "future" if goal_conditioned else "none"
         return dataclasses.replace(
             self,
+            her_strategy=her,
             critic_hidden=critic_hidden,
             gamma=gamma,
             lr=lr,
@@ -318,6 +337,9 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         v = getattr(cfg, name)
         if v is not None and v < (0 if name == "warmup_steps" else 1):
             raise UserError(f"config field {name!r} must be {'>= 0' if name == 'warmup_steps' else '>= 1'}, got {v}")
+    if cfg.her_k < 1:
+        raise UserError(f"config field 'her_k' must be at least 1 (her_strategy=none turns relabelling off), got "
+                        f"{cfg.her_k}")
     if cfg.epopt_eps is not None:
         if cfg.randomize is None:
             raise ParameterError("epopt_eps", "is set, and EPOpt needs a distribution to draw models from: set "

@@ -34,6 +34,7 @@ from policies.rundir import load_replay
 from policies.train import LoopState, setup_torch
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import episode_files, read_episodes
+from sim.tasks import GOAL_IDS
 
 META_KEY = "finetune"
 """Key of an episode log's meta holding its kind, round and whether the gate counts it."""
@@ -83,6 +84,11 @@ def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[
     the robot is where fine-tuning acts."""
     deployed = deployed_checkpoint(cfg.run_dir)
     source = load_checkpoint(deployed)
+    if source.env_id in GOAL_IDS:
+        # The robot logs flat observations without achieved goals, and no deployment feeds a goal policy yet.
+        raise UserError(f"{str(deployed)!r} is a goal-conditioned policy ({source.env_id}): fine-tuning on the "
+                        "robot needs goal-conditioned deployment (observation, commanded goal and achieved goal in "
+                        "the trajectory logs), which is not built yet")
     # The robot is the only world now: no simulated randomization or model mining. No weight averaging either: the
     # deployed policy (an average, if the run averaged) is where the actor starts, and a round's few hundred
     # updates are the candidate itself.

@@ -10,7 +10,7 @@ import torch
 
 from policies.networks import Actor, ObsNormalizer, PolicyModule
 from policies.normalizer import DEFAULT_NORM_EPS, RunningMeanStd
-from policies.replay import Batch, ReplayBuffer
+from policies.replay import Batch, Replay
 
 NORM_BATCH = 32
 """Observations folded into the running statistics at a time (per-step numpy calls cost more)."""
@@ -71,7 +71,7 @@ class ObservationNormalization:
         out = (np.asarray(obs, dtype=np.float32) - self._np_mean) * self._np_inv_std
         return np.clip(out, -self.clip, self.clip, out=out)
 
-    def sample(self, buffer: ReplayBuffer, n: int) -> Batch:
+    def sample(self, buffer: Replay, n: int) -> Batch:
         """``n`` transitions of ``buffer``, normalized with the current statistics."""
         return buffer.sample(n, self._t_mean, self._t_inv_std, self.clip)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -44,6 +45,21 @@ class Batch:
         if any(b.horizon is not None for b in parts):
             horizon = torch.cat([b.horizon if b.horizon is not None else torch.ones_like(b.rewards) for b in parts])
         return Batch(cat("obs"), cat("actions"), cat("rewards"), cat("next_obs"), cat("terminated"), horizon)
+
+
+class Replay(Protocol):
+    """What the trainer needs of a replay: :class:`ReplayBuffer`, or :class:`policies.her.HerReplayBuffer`."""
+
+    def __len__(self) -> int:
+        """Transitions that can be sampled."""
+        ...
+
+    def sample(self, batch_size: int, mean: Tensor, inv_std: Tensor, clip: float) -> Batch:
+        """A batch with observations normalized by ``mean`` and ``inv_std`` and clipped to ``±clip``."""
+        ...
+
+    def state_dict(self) -> dict[str, object]: ...
+    def load_state_dict(self, state: dict[str, object]) -> None: ...
 
 
 class NStepReturns:

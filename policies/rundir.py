@@ -18,7 +18,7 @@ import torch
 from policies.checkpoint import BEST_NAME, LAST_NAME, REPLAY_NAME, Checkpoint, save_atomic, save_checkpoint
 from policies.config import CONFIG_NAME, TrainConfig, dump_config
 from policies.plot import plot_learning_curve
-from policies.replay import ReplayBuffer
+from policies.replay import Replay
 from s2r.core.atomicio import write_text_atomic
 from s2r.core.errors import UserError
 from s2r.core.yamlfile import load_yaml, read_yaml_file
@@ -52,7 +52,7 @@ def write_rows_atomic(path: Path, rows: Sequence[Row]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def load_replay(buffer: ReplayBuffer, path: Path) -> None:
+def load_replay(buffer: Replay, path: Path) -> None:
     """``buffer`` from the replay file ``path`` when it exists; a damaged one only costs the replay (a warning)."""
     if not path.is_file():
         return
@@ -76,7 +76,7 @@ class RunFiles:
         self.replay = root / REPLAY_NAME
         self.curve = root / CURVE_NAME
 
-    def save(self, ckpt: Checkpoint, replay: ReplayBuffer | None, with_best: bool) -> None:
+    def save(self, ckpt: Checkpoint, replay: Replay | None, with_best: bool) -> None:
         """``last.pt``, ``replay.pt`` when ``replay`` is given, and ``best.pt`` when ``with_best``."""
         save_checkpoint(self.last, ckpt)
         if replay is not None:

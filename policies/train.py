@@ -33,11 +33,12 @@ from policies.agent import Agent, Spaces, allocate, build_learner
 from policies.checkpoint import LAST_NAME, REPLAY_NAME, Checkpoint, load_checkpoint
 from policies.collector import EVAL_SEED_OFFSET, Collector, EnvFactory, EnvStepper, Evaluator, StepResult
 from policies.config import TrainConfig
-from policies.envs import resolve_task
+from policies.envs import FlatGoalEnv, find_goal_env, resolve_task
+from policies.her import HerReplayBuffer
 from policies.metrics import Metrics
 from policies.networks import Actor, PolicyModule
 from policies.offpolicy import Learner
-from policies.replay import NStepReturns, ReplayBuffer
+from policies.replay import NStepReturns, Replay, ReplayBuffer
 from policies.rundir import CONFIG_NAME, Row, RunFiles, load_replay
 from s2r.core.errors import ParameterError, UserError
 
@@ -89,6 +90,20 @@ class LoopState:
         return cls(**{f.name: loop[f.name] for f in dataclasses.fields(cls)})
 
 
+def check_her(cfg: TrainConfig, env_id: str, goal_env: FlatGoalEnv | None) -> None:
+    """A resolved config's ``her_strategy`` must fit the environment: none on a flat one, and one-step returns."""
+    if cfg.her_strategy in (None, "none"):
+        return
+    if goal_env is None:
+        raise UserError(f"config field 'her_strategy' is {cfg.her_strategy!r}, but {env_id} is not goal-conditioned: "
+                        "Hindsight Experience Replay needs a dict observation of observation, achieved_goal and "
+                        "desired_goal with a compute_reward (such as s2r/DClawTurnGoal-v0); set her_strategy=none "
+                        "or pick a goal-conditioned task")
+    if cfg.n_step > 1:
+        raise UserError(f"config fields 'her_strategy' ({cfg.her_strategy}) and 'n_step' ({cfg.n_step}) do not go "
+                        "together: a hindsight goal changes every reward of an n-step return; set n_step=1")
+
+
 def setup_torch(cfg: TrainConfig) -> torch.device:
     """Torch's thread count as the config says (checked), and its device."""
     assert cfg.threads is not None, "the config must be resolved"
@@ -109,21 +124,39 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run: RunFiles | None = None, progress: bool = False) -> None:
         self.env_id = resolve_task(cfg.task)
-        self.cfg = cfg = cfg.resolved(self.env_id)
-        assert cfg.eval_episodes is not None and cfg.gamma is not None
         self.run = run
         self.progress = progress
-        self.device = setup_torch(cfg)
+        # The environment decides the auto fields that depend on its observation (HER on a goal env), and none of
+        # the fields it is made from is an auto one.
         envs = EnvFactory(cfg, self.env_id)
         env, self.epopt = envs.make(training=True)
         """``epopt``: the training env's EPOpt wrapper when EPOpt is on."""
+        try:
+            goal_env = find_goal_env(env)
+            self.cfg = cfg = envs.cfg = cfg.resolved(self.env_id, goal_conditioned=goal_env is not None)
+            check_her(cfg, self.env_id, goal_env)
+            self.device = setup_torch(cfg)
+        except BaseException:
+            env.close()
+            raise
+        assert cfg.eval_episodes is not None and cfg.gamma is not None
         self.agent = Agent(cfg, Spaces.of(self.env_id, env), self.device)
         sp = self.agent.spaces
-        self.buffer = allocate(lambda: ReplayBuffer(cfg.buffer_size, sp.obs_dim, sp.act_dim, self.device,
-                                                    cfg.seed + 2),
-                               "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
+        self.buffer: Replay
+        her_goals = None
+        strategy = cfg.her_strategy
+        if goal_env is not None and strategy is not None and strategy != "none":
+            her_goals = goal_env.layout
+            self.buffer = allocate(lambda: HerReplayBuffer(cfg.buffer_size, goal_env.layout, sp.act_dim, self.device,
+                                                           cfg.seed + 2, strategy, cfg.her_k,
+                                                           goal_env.compute_reward),
+                                   "buffer_size", f"a HER replay of {cfg.buffer_size} transitions does not fit")
+        else:
+            self.buffer = allocate(lambda: ReplayBuffer(cfg.buffer_size, sp.obs_dim, sp.act_dim, self.device,
+                                                        cfg.seed + 2),
+                                   "buffer_size", f"a replay buffer of {cfg.buffer_size} transitions does not fit")
         nstep = NStepReturns(cfg.n_step, cfg.gamma) if cfg.n_step > 1 else None
-        self.collector = Collector(env, cfg.overlap_env, self.agent.obs, nstep)
+        self.collector = Collector(env, cfg.overlap_env, self.agent.obs, nstep, her_goals)
         self.evaluator = Evaluator(envs, cfg.eval_episodes, cfg.seed, self.device)
         self.metrics = Metrics(run.metrics if run is not None else None)
         self.state = LoopState()
