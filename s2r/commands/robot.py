@@ -215,7 +215,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                 raise UserError(f"cannot start on the robot: {exc}") from exc
             controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=logger, should_stop=request.poll, imu=io.imu, placer=io.placer,
-                                    clock=io.clock, sleep=io.sleep)
+                                    clock=io.clock, sleep=io.sleep, tracker=io.tracker)
             summary = run_episodes(controller, writer, args.episodes, np.random.default_rng(args.seed))
         finally:
             io.close()
