@@ -114,6 +114,13 @@ class Reading:
     """The torso's angular velocity in its own frame from the IMU (rad/s); as ``base_quat``."""
     imu_time: float = math.nan
     """When the IMU sample in ``base_quat``/``base_angvel`` was received (s, ``time.monotonic``); NaN without one."""
+    base_pos: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """The torso's position in the world from the position source (m; ``robot.tracker``), attached by the controller;
+    NaN before its first valid pose; empty for a robot without one."""
+    base_linvel: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """The torso's velocity in the world frame from the position source (m/s); as ``base_pos``."""
+    pose_time: float = math.nan
+    """When the pose in ``base_pos`` was received (s, ``time.monotonic``); NaN without one."""
 
     @property
     def stale(self) -> bool:
@@ -136,6 +143,8 @@ class Reading:
             joint_effort=self.joint_current * TORQUE_NM_PER_A,
             base_quat=self.base_quat,
             base_angvel=self.base_angvel,
+            base_pos=self.base_pos,
+            base_linvel=self.base_linvel,
         )
 
     @staticmethod

@@ -37,6 +37,7 @@ from robot.dynamixel.units import (
     joint_limits_to_ticks,
 )
 from robot.imu.protocol import FRAME_BYTES, SUPPORTED_VERSIONS
+from robot.tracker.protocol import DATAGRAM_BYTES
 from s2r.core.errors import UserError
 from s2r.core.fields import Fields
 from s2r.core.resources import config_path
@@ -70,6 +71,17 @@ MAX_IMU_RATE_HZ = 2000.0
 """Fastest IMU stream accepted (frames/s): the reader decodes frames in Python every control cycle."""
 MIN_SILENCE_FRAMES = 2
 """The IMU silence timeout must cover at least this many frame periods, so that one late frame is not silence."""
+TRACKER_KINDS = ("mocap", "estimator", "none")
+"""``tracker.kind``: motion capture over UDP (``robot.tracker.udp``), leg odometry (``robot.tracker.estimator``),
+or none."""
+DEFAULT_TRACKER_PORT = 9870
+"""UDP port the pose datagrams arrive on by default (on 127.0.0.1)."""
+MAX_TRACKER_RATE_HZ = 1000.0
+"""Fastest pose stream accepted (datagrams/s): the receiver decodes them in Python every control cycle."""
+MIN_TRACKER_AGE_FRAMES = 2
+"""``tracker.max_age_s`` covers at least this many datagram periods, so that one lost datagram is not a stop."""
+DEFAULT_VELOCITY_WINDOW_S = 0.1
+DEFAULT_STANCE_TOLERANCE_M = 0.002
 _UNIT_QUAT_TOLERANCE = 1e-6
 """How far from 1 the norm of a configured quaternion may be (-)."""
 MIN_CALIBRATION_SPAN_RAD = 0.2
@@ -179,6 +191,33 @@ class ImuConfig:
 
 
 @dataclass(frozen=True)
+class TrackerConfig:
+    """Where the torso's position and heading come from (``robot.tracker``): what the walk task observes."""
+
+    kind: str
+    """``mocap``: pose datagrams (``robot.tracker.protocol``) on UDP ``127.0.0.1:port`` from a motion-capture bridge
+    or the emulator; ``estimator``: leg odometry on the IMU's heading (drifts with the distance walked)."""
+    max_age_s: float
+    """Longest time without a valid pose (s) before the controller stops safely; at least the control period."""
+    velocity_window_s: float = DEFAULT_VELOCITY_WINDOW_S
+    """The torso's velocity is the position's difference over at least this long (s) of capture time."""
+    port: int = DEFAULT_TRACKER_PORT
+    """``mocap``: the UDP port on 127.0.0.1 the datagrams arrive on (0: any free port, for an emulator started by
+    the same process, which is told the port)."""
+    rate_hz: float = 0.0
+    """``mocap``: datagrams per second the bridge sends (Hz), at least one per control period; the emulator sends
+    at this rate. 0 for the estimator (it runs once per control cycle)."""
+    stance_tolerance_m: float = DEFAULT_STANCE_TOLERANCE_M
+    """``estimator``: how close to the floor a foot must stay between two polls to count as standing (m; see
+    ``robot.tracker.estimator``). 2 mm suits the trot of ``benchmarks/tracker_drift.py`` at 10 Hz."""
+
+    @property
+    def period_s(self) -> float:
+        """``mocap``: time between two datagrams (s)."""
+        return 1.0 / self.rate_hz
+
+
+@dataclass(frozen=True)
 class CalibrationPoses:
     """The two poses ``s2r calibrate`` reads the servos in (``robot.calibrate``): a person holds the robot in each,
     torque off. Task order, rad, inside the joint limits; the poses differ by at least
@@ -240,6 +279,9 @@ class RobotConfig:
     ``None``: a safety stop holds the last command."""
     calibration_poses: CalibrationPoses | None = None
     """The poses ``s2r calibrate`` measures the joints' offsets and directions in; ``None``: it cannot run."""
+    tracker: TrackerConfig | None = None
+    """The torso's position source (the ``tracker`` section); ``None``: none (``kind: none`` or no section). A
+    task that observes the base position (the walk) needs one; a fixed-base task must not have one."""
 
     # --- derived views ------------------------------------------------------------------------
     @property
@@ -426,6 +468,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     wd.done()
     _check_read_deadline(root, retries, max_age, period, baud, len(ids), latency_timer, return_delay)
     imu = _imu(root, spec, period)
+    tracker = _tracker(root, task, spec, period)
     safe_pose = _safe_pose(root, joints)
     poses = _calibration_poses(root.child("calibration_poses", optional=True), joints)
     root.done()
@@ -434,7 +477,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
         joints=joints, encoders=encoders, control_period_s=period, control_period_override=override,
         return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
-        imu=imu, safe_pose_rad=safe_pose, calibration_poses=poses,
+        imu=imu, safe_pose_rad=safe_pose, calibration_poses=poses, tracker=tracker,
     )
 
 
@@ -501,6 +544,62 @@ def _imu(root: _Node, spec: TaskSpec, control_period_s: float) -> ImuConfig | No
     mounting = _unit_quat(node, "mounting_quat")
     node.done()
     return ImuConfig(port, baud, rate, version, tilt_bound, silence, mounting)
+
+
+def _tracker(root: _Node, task: str, spec: TaskSpec, control_period_s: float) -> TrackerConfig | None:
+    """The ``tracker`` section: required (mocap or estimator) for a task that observes the base position, allowed
+    for a floating base, refused for a fixed one."""
+    raw = root.raw("tracker")
+    needs = bool(getattr(make_task(resolve_env_id(task)), "needs_base_position", False))
+    if raw is None:
+        if needs:
+            raise UserError(f"{root.source}: field tracker is missing: the task {spec.name!r} observes the torso's "
+                            "position and heading, which a position source gives (tracker.kind: mocap, or "
+                            "estimator for leg odometry)")
+        return None
+    node = root.child("tracker")
+    if spec.base_joint is None:
+        root.fail("tracker", f"absent: the task {spec.name!r} has no floating base to track", raw)
+    kind = node.choice("kind", TRACKER_KINDS)
+    if kind == "none":
+        if needs:
+            node.fail("kind", f"mocap or estimator: the task {spec.name!r} observes the torso's position and heading",
+                      kind)
+        node.done()
+        return None
+    if kind == "mocap":
+        port = node.integer("port", DEFAULT_TRACKER_PORT)
+        if not 0 <= port <= 65535:
+            node.fail("port", "a UDP port in 0..65535 (0: any free port, for an emulator started by the controller)",
+                      port)
+        rate = node.number("rate_hz")
+        if not 1.0 / control_period_s <= rate <= MAX_TRACKER_RATE_HZ:
+            node.fail("rate_hz", f"a rate in [{1.0 / control_period_s:g}, {MAX_TRACKER_RATE_HZ:g}] Hz (at least one "
+                      f"pose per control period of {control_period_s:g} s)", rate)
+        least = max(control_period_s, MIN_TRACKER_AGE_FRAMES / rate)
+        why = (f"{MIN_TRACKER_AGE_FRAMES} datagram periods at {rate:g} Hz ({DATAGRAM_BYTES}-byte datagrams) and the "
+               f"control period {control_period_s:g} s")
+    else:
+        port, rate = DEFAULT_TRACKER_PORT, 0.0
+        for key in ("port", "rate_hz"):
+            if key in node.data:
+                node.fail(key, "absent: the estimator runs on the servos and the IMU, once per control cycle",
+                          node.data[key])
+        least = control_period_s
+        why = f"the control period {control_period_s:g} s (the estimator updates once per cycle)"
+    max_age = node.number("max_age_s")
+    if not (math.isfinite(max_age) and max_age >= least):
+        node.fail("max_age_s", f"a time of at least {least:g} s ({why})", max_age)
+    window = node.number("velocity_window_s", DEFAULT_VELOCITY_WINDOW_S)
+    if not 0.0 < window <= max_age:
+        node.fail("velocity_window_s", f"a time in (0, {max_age:g}] s (at most tracker.max_age_s)", window)
+    stance = DEFAULT_STANCE_TOLERANCE_M
+    if kind == "estimator":
+        stance = node.number("stance_tolerance_m", DEFAULT_STANCE_TOLERANCE_M)
+        if not 0.0 < stance <= 1.0:
+            node.fail("stance_tolerance_m", "a height in (0, 1] m", stance)
+    node.done()
+    return TrackerConfig(kind, max_age, window, port, rate, stance)
 
 
 def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:

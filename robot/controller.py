@@ -23,16 +23,21 @@ valid sample joins every reading (``Reading.base_quat``/``base_angvel``/``imu_ti
 is the :class:`~sim.state.RobotState` with the base fields the sim's engine fills. A cycle without any sample
 yet holds the previous command, as a stale reading does.
 
-The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive
-failed reads, data older than a bound (both from ``config.watchdog``), a servo hardware error, a bus
-failure or a policy failure; with an IMU also on a torso tilt beyond ``imu.max_tilt_rad`` and on no valid IMU
-frame for ``imu.max_silence_s``. A config with a ``safe_pose_rad`` moves there (rate-limited, one write per
-period, no reads needed) instead of holding, before the torque goes off. A requested stop (``should_stop``
-returns a reason, e.g. from a signal handler in the command line layer) turns the torque off, also cutting a
-safety stop's hold short. Nothing here installs signal handlers. More than ``max_held_fraction`` of the newest
-``held_window`` cycles refusing a NaN or infinite action is a safety stop too. A serial port that goes away (the
-servos' or the IMU's: :class:`robot.bus.PortLost`) stops the run as ``port_lost``: the hold is tried (the IMU's
-line may be the lost one) and the torque-off cannot be confirmed when the servos' line is gone.
+A robot with a position source (``config.tracker``: motion capture or leg odometry, ``robot.tracker``) gets the torso's
+position, velocity and heading from it: the newest valid pose joins every reading (``Reading.base_pos``/
+``base_linvel``/``pose_time``), and the IMU's orientation takes the source's heading (its tilt is kept). A cycle
+without any pose yet holds the previous command. A dead-reckoning source restarts at each episode's start pose.
+
+The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive failed reads, data
+older than a bound (both from ``config.watchdog``), a servo hardware error, a bus failure or a policy failure; with an
+IMU also on a torso tilt beyond ``imu.max_tilt_rad`` and on no valid IMU frame for ``imu.max_silence_s``; with a
+position source on no valid pose for ``tracker.max_age_s``. A config with a ``safe_pose_rad`` moves there
+(rate-limited, one write per period, no reads needed) instead of holding, before the torque goes off. A requested stop
+(``should_stop`` returns a reason, e.g. from a signal handler in the command line layer) turns the torque off, also
+cutting a safety stop's hold short. Nothing here installs signal handlers. More than ``max_held_fraction`` of the
+newest ``held_window`` cycles refusing a NaN or infinite action is a safety stop too. A serial port that goes away (the
+servos' or the IMU's: :class:`robot.bus.PortLost`) stops the run as ``port_lost``: the hold is tried (the IMU's line
+may be the lost one) and the torque-off cannot be confirmed when the servos' line is gone.
 
 During each episode (from before its reset to its last step) the servos' own Bus Watchdog is armed
 (:func:`bus_watchdog_s`): should the host die, every servo stops where it is within that time. A host that left
@@ -61,6 +66,7 @@ from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.resets import Reset, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
+from robot.tracker.source import with_heading
 from robot.view import NO_VIEW, StepRecord, StepView
 from s2r.core.errors import UserError
 from sim.rotations import tilt
@@ -72,6 +78,7 @@ from sim.tasks.spec import FloatArray, TaskSpec
 if TYPE_CHECKING:
     from robot.hardware import ScenePlacer
     from robot.imu.reader import ImuCounters, ImuSource
+    from robot.tracker.source import PoseSource, TrackerCounters
 
 Policy = Callable[[NDArray[np.float32]], Any]
 """Observation (float32, shape (O,)) in, normalized action (J,) out."""
@@ -322,9 +329,9 @@ def check_policy(policy: Policy, obs_size: int, n_joints: int) -> None:
                         f"the task expects ({n_joints},)")
 
 
-def check_robot(spec: TaskSpec, config: RobotConfig, has_imu: bool) -> None:
-    """The task must be the hardware config's (``config.task_spec()``), and an IMU given exactly when the config has
-    an ``imu`` section; a :class:`UserError` otherwise."""
+def check_robot(spec: TaskSpec, config: RobotConfig, has_imu: bool, has_tracker: bool = False) -> None:
+    """The task must be the hardware config's (``config.task_spec()``), an IMU given exactly when the config has
+    an ``imu`` section, and a position source exactly when it has a ``tracker``; a :class:`UserError` otherwise."""
     expected = config.task_spec()
     if spec.joint_names != expected.joint_names or spec.name != expected.name:
         raise UserError(f"the task {spec.name!r} does not match the hardware config's task "
@@ -337,6 +344,12 @@ def check_robot(spec: TaskSpec, config: RobotConfig, has_imu: bool) -> None:
                         f"{spec.name} observation and to watch the tilt (robot.hardware.open_robot gives it)")
     if config.imu is None and has_imu:
         raise UserError(f"an IMU was given, but {config.source} has no imu section (its bounds and mounting)")
+    if config.tracker is not None and not has_tracker:
+        raise UserError(f"{config.source} has a tracker section ({config.tracker.kind}): the controller needs the "
+                        f"position source to build the {spec.name} observation (robot.hardware.open_robot gives it)")
+    if config.tracker is None and has_tracker:
+        raise UserError(f"a position source was given, but {config.source} has no tracker section (its kind and "
+                        "max_age_s)")
 
 
 @dataclass(frozen=True)
@@ -362,9 +375,10 @@ class EpisodeResult:
 class _EpisodeLog:
     """Rows of one episode, appended as the cycles run."""
 
-    def __init__(self, n_terms: int, imu: bool = False) -> None:
+    def __init__(self, n_terms: int, imu: bool = False, tracker: bool = False) -> None:
         self.n_terms = n_terms
         self.imu = imu
+        self.tracker = tracker
         self.readings: list[Reading] = []
         self.obs: list[NDArray[np.float32]] = []
         self.actions: list[FloatArray] = []
@@ -414,6 +428,12 @@ class _EpisodeLog:
                 "base_angvel": np.array([r.base_angvel for r in rs], dtype=np.float64).reshape(len(rs), 3),
                 "imu_age": np.array([r.time - r.imu_time for r in rs], dtype=np.float64),
             }
+        if self.tracker:
+            base |= {
+                "base_pos": np.array([r.base_pos for r in rs], dtype=np.float64).reshape(len(rs), 3),
+                "base_linvel": np.array([r.base_linvel for r in rs], dtype=np.float64).reshape(len(rs), 3),
+                "pose_age": np.array([r.time - r.pose_time for r in rs], dtype=np.float64),
+            }
         return {
             **base,
             "time": np.array([r.time for r in rs]),
@@ -444,9 +464,10 @@ class Controller:
     config's (``config.task_spec()``, the same joints and control period). ``should_stop`` is polled
     every cycle and returns a reason (e.g. ``"SIGTERM"``) to stop, or ``None``. ``imu`` is the torso IMU, required
     exactly when the config has an ``imu`` section; ``placer`` puts a floating base down at episode starts
-    (``None``: a person does). Both come from :func:`robot.hardware.open_robot`; ``imu`` must run on ``clock``.
-    ``view`` is shown every policy step after its write, and each episode's end (:mod:`robot.view`; the live view
-    of ``--view``).
+    (``None``: a person does). ``tracker`` is the torso's position source, required exactly when the config has a
+    ``tracker`` section. All three come from :func:`robot.hardware.open_robot`; ``imu`` and ``tracker`` must run on
+    ``clock``. ``view`` is shown every policy step after its write, and each episode's end (:mod:`robot.view`; the
+    live view of ``--view``).
     """
 
     def __init__(
@@ -464,9 +485,10 @@ class Controller:
         imu: ImuSource | None = None,
         placer: ScenePlacer | None = None,
         view: StepView = NO_VIEW,
+        tracker: PoseSource | None = None,
     ) -> None:
         spec = task.spec
-        check_robot(spec, config, imu is not None)
+        check_robot(spec, config, imu is not None, tracker is not None)
         self.policy = policy
         self.bus = bus
         self.task = task
@@ -480,6 +502,9 @@ class Controller:
         self.placer = placer
         self.view = view
         """Shown each policy step (:mod:`robot.view`); detached, with an error logged, when it raises."""
+        self.tracker = tracker
+        self._raw: Reading | None = None
+        """The newest reading before the pose was attached: the position source's input."""
         self.limits = SafetyLimits(spec, config.low, config.high)
         self.state = PolicyState(self.limits)
         self.reset: Reset = make_reset(spec, config, self.settings.reset_settings(), self.limits, self.log,
@@ -529,11 +554,32 @@ class Controller:
         except BusError as exc:  # PortLost from the IMU's line too
             raise self._bus_stop(exc, "reading") from exc
         self._last_bus_io = self.clock()
-        if self.imu is None:
+        if self.imu is not None:
+            if sample is None:
+                reading = replace(reading, base_quat=np.full(4, np.nan), base_angvel=np.full(3, np.nan))
+            else:
+                reading = replace(reading, base_quat=sample.quat, base_angvel=sample.angvel,
+                                  imu_time=sample.receive_time)
+        self._raw = reading
+        return self._with_pose(reading)
+
+    def _with_pose(self, reading: Reading) -> Reading:
+        """``reading`` (servos and IMU) with the position source's newest pose, and the IMU's orientation turned to
+        its heading; NaN position and velocity before the source's first valid pose."""
+        if self.tracker is None:
             return reading
-        if sample is None:
-            return replace(reading, base_quat=np.full(4, np.nan), base_angvel=np.full(3, np.nan))
-        return replace(reading, base_quat=sample.quat, base_angvel=sample.angvel, imu_time=sample.receive_time)
+        try:
+            pose = self.tracker.poll(reading.state())
+        except OSError as exc:  # the receiver's socket closed, a lock-step emulator's datagrams lost
+            raise ControllerStop(Stop("port_lost", f"position source lost: {type(exc).__name__}: {exc}",
+                                      self.clock())) from exc
+        if pose is None:
+            return replace(reading, base_pos=np.full(3, np.nan), base_linvel=np.full(3, np.nan))
+        quat = reading.base_quat
+        if quat.shape == (4,) and np.all(np.isfinite(quat)):
+            quat = with_heading(quat, pose.yaw)
+        return replace(reading, base_quat=quat, base_pos=pose.position, base_linvel=pose.linvel,
+                       pose_time=pose.receive_time)
 
     def _bus_stop(self, exc: BusError, what: str) -> ControllerStop:
         """Leave the loop for a bus failure while doing ``what`` (see :func:`bus_stop`)."""
@@ -565,6 +611,7 @@ class Controller:
         if self.imu is not None:
             self._check_imu_age(reading.time)
             self._check_tilt(reading)
+        self._check_pose_age(reading.time)
 
     def _check_imu_age(self, now: float) -> None:
         """IMU silence: no valid frame for longer than ``imu.max_silence_s``."""
@@ -580,6 +627,21 @@ class Controller:
                      else f"no valid IMU frame for {age * 1e3:.0f} ms")
             raise ControllerStop(Stop("safety", f"IMU silent: {shown} (limit {limit * 1e3:.0f} ms; "
                                       f"{counters.describe()})", self.clock()))
+
+    def _check_pose_age(self, now: float) -> None:
+        """A stale or missing pose: none valid for longer than ``tracker.max_age_s``."""
+        if self.tracker is None or self.config.tracker is None:
+            return
+        counters = self.tracker.counters
+        last = counters.last_receive_time
+        # Before the first pose the bound runs from the controller's start, as the IMU's silence bound does.
+        age = now - (self._started if last is None else last)
+        limit = self.config.tracker.max_age_s
+        if age > limit:
+            shown = (f"no valid pose in {age * 1e3:.0f} ms since the start" if last is None
+                     else f"no valid pose for {age * 1e3:.0f} ms")
+            raise ControllerStop(Stop("safety", f"position source ({self.config.tracker.kind}) stale: {shown} (limit "
+                                      f"{limit * 1e3:.0f} ms; {counters.describe()})", self.clock()))
 
     def _check_tilt(self, reading: Reading) -> None:
         """The torso tilted beyond ``imu.max_tilt_rad`` from upright."""
@@ -607,6 +669,7 @@ class Controller:
         now = self.clock()
         self._check_age(now)
         self._check_imu_age(now)
+        self._check_pose_age(now)
         try:
             sent = self.bus.write(command)
         except HardwareFault as exc:
@@ -636,14 +699,20 @@ class Controller:
         start = task.sample_start(rng)
         goal = dict(start.goal)
         target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
-        log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None)
+        log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None, tracker=self.tracker is not None)
         info: dict[str, Any] = {}
         steps = self.episode_steps
         stop: Stop | None = None
         imu_before = self.imu.counters if self.imu is not None else None
+        tracker_before = self.tracker.counters if self.tracker is not None else None
         recent_holds: deque[bool] = deque(maxlen=self.settings.held_window)
         try:
             reading = self._reset(start, target, info)
+            if self.tracker is not None and self._raw is not None:
+                # A dead-reckoning source restarts at the start pose (the episode's world frame), then the episode's
+                # first reading takes the restarted pose.
+                self.tracker.start_episode(start_base_pose(start), self._raw.state())
+                reading = self._with_pose(self._raw)
             self.state.start(target)
             # The actions before and after the step whose reward is due: the action-rate term's input.
             stepped = (self.state.last_action, self.state.last_action)
@@ -680,7 +749,7 @@ class Controller:
             stop = exc.stop
             self.log.warning("stopping: %s", stop.describe())
         episode = self.episodes_run
-        self._end_episode(log, info, imu_before)
+        self._end_episode(log, info, imu_before, tracker_before)
         result = self._result(log, goal, target, info, steps, stop)
         try:
             self.view.episode_end(episode, result.meta)
@@ -711,7 +780,8 @@ class Controller:
         finally:
             info["reset_comm_errors"] = self._new_errors()
 
-    def _end_episode(self, log: _EpisodeLog, info: dict[str, Any], imu_before: ImuCounters | None) -> None:
+    def _end_episode(self, log: _EpisodeLog, info: dict[str, Any], imu_before: ImuCounters | None,
+                     tracker_before: TrackerCounters | None = None) -> None:
         """Disarm the servos' watchdog and account the errors and IMU frames since the last step."""
         self._disarm_bus_watchdog()
         # Errors after the last logged step (the final reading, a stop, the disarming) go to that step, or to the
@@ -722,6 +792,8 @@ class Controller:
             info["reset_comm_errors"] += self._new_errors()
         if self.imu is not None and imu_before is not None:
             info["imu"] = self.imu.counters.since(imu_before)
+        if self.tracker is not None and tracker_before is not None:
+            info["tracker"] = self.tracker.counters.since(tracker_before)
         self.episodes_run += 1
 
     def _arm_bus_watchdog(self) -> None:
@@ -758,7 +830,8 @@ class Controller:
     def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
         """The policy's action (NaN when not run) and the filtered command for one cycle."""
         n = self.limits.spec.n_joints
-        if reading.stale or (self.imu is not None and not np.all(np.isfinite(reading.base_quat))):
+        if (reading.stale or (self.imu is not None and not np.all(np.isfinite(reading.base_quat)))
+                or (self.tracker is not None and not np.all(np.isfinite(reading.base_pos)))):
             return np.full(n, np.nan), self.state.hold(Hold.STALE_READING)
         try:
             raw = self.policy(obs)

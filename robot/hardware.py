@@ -18,6 +18,12 @@ instead (``Bus.passive_driven``).
 ``clock`` and ``sleep`` are then that time's, and the controller must take them. An emulator
 started here is told so through its control connection; one started elsewhere (``s2r emulate --lockstep``) through
 the time socket it printed (``clock_socket``).
+
+A robot whose config has a ``tracker`` gets its position source too (:func:`make_tracker`): for ``mocap`` a
+:class:`~robot.tracker.udp.PoseReceiver` on ``127.0.0.1:<tracker.port>`` (an emulator started here sends its poses
+there, to the port actually bound when the config says 0; the mock driver has a
+:class:`~robot.tracker.mock.MockPoseStream`), for ``estimator`` the task's leg odometry
+(:class:`~robot.tracker.estimator.LegOdometry`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from robot.bus import DRIVERS, Bus, make_bus
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
 from robot.simtime import SimTime
+from robot.tracker.estimator import LegOdometry, Legs
+from robot.tracker.source import PoseSource
+from robot.tracker.udp import PoseReceiver
 from s2r.core.errors import ParameterError, UserError
+from sim import resolve_env_id
+from sim.tasks import make_task
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:
@@ -40,6 +51,7 @@ if TYPE_CHECKING:
     from robot.emulator.reality import RealityConfig
     from robot.imu.mock import MockImuStream
     from robot.mock import MockBus
+    from robot.tracker.mock import MockPoseStream
 
 
 class ScenePlacer(Protocol):
@@ -54,19 +66,22 @@ class ScenePlacer(Protocol):
 class MockScene:
     """Scene placement on the mock: the mock bus's joints and the mock IMU's torso orientation."""
 
-    def __init__(self, bus: MockBus, imu: MockImuStream | None) -> None:
+    def __init__(self, bus: MockBus, imu: MockImuStream | None, tracker: MockPoseStream | None = None) -> None:
         self.bus = bus
         self.imu = imu
+        self.tracker = tracker
 
     def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
         self.bus.place(joint_pos, passive_pos)
         if self.imu is not None and base_pose is not None:
             self.imu.place(base_pose[3:])
+        if self.tracker is not None and base_pose is not None:
+            self.tracker.place(base_pose[:3], base_pose[3:])
 
 
 @dataclass
 class RobotIO:
-    """The bus, IMU and scene placer of one robot; :meth:`close` releases them (the IMU first)."""
+    """The bus, IMU, position source and scene placer of one robot; :meth:`close` releases them (the bus last)."""
 
     bus: Bus
     """The servo bus (not yet connected)."""
@@ -74,6 +89,8 @@ class RobotIO:
     """The torso IMU; ``None`` for a robot without one."""
     placer: ScenePlacer | None = None
     """Scene placement at episode starts; ``None`` where a person places the robot."""
+    tracker: PoseSource | None = None
+    """The torso's position source (the config's ``tracker``); ``None`` for a robot without one."""
     clock: Callable[[], float] = time.monotonic
     """The time the bus and IMU run on (s): the controller's ``clock``. The emulator's simulated time in lock-step."""
     sleep: Callable[[float], None] = time.sleep
@@ -88,10 +105,14 @@ class RobotIO:
 
     def close(self) -> None:
         try:
-            if self.imu is not None:
-                self.imu.close()
+            if self.tracker is not None:
+                self.tracker.close()
         finally:
-            self.bus.close()
+            try:
+                if self.imu is not None:
+                    self.imu.close()
+            finally:
+                self.bus.close()
 
     def __enter__(self) -> RobotIO:
         return self
@@ -130,23 +151,78 @@ def open_robot(
     lockstep: bool = False,
     clock_socket: str | None = None,
 ) -> RobotIO:
-    """The bus (not yet connected), IMU and placer of ``config``'s robot on ``driver``.
+    """The bus (not yet connected), IMU, position source and placer of ``config``'s robot on ``driver``.
 
     ``port`` and ``reality``/``faults`` mean what they mean for :func:`robot.bus.make_bus`; ``imu_port`` overrides
     ``config.imu.port`` (the second line of ``s2r emulate`` for an emulator started elsewhere); ``clock`` is the
-    mock's time source, also the IMU reader's; ``interrupt`` ends a Dynamixel bus's read retries (see
-    :func:`robot.bus.make_bus`). ``lockstep`` runs an emulator in simulated time (module docstring); with ``port``
-    it needs the time socket that ``s2r emulate --lockstep`` printed (``clock_socket``).
+    mock's time source, also the IMU reader's and the position source's; ``interrupt`` ends a Dynamixel bus's read
+    retries (see :func:`robot.bus.make_bus`). ``lockstep`` runs an emulator in simulated time (module docstring);
+    with ``port`` it needs the time socket that ``s2r emulate --lockstep`` printed (``clock_socket``).
     """
     check_driver_options(driver, lockstep, clock_socket)
+    tracker = config.tracker
+    if tracker is None or tracker.kind != "mocap" or driver == "mock":
+        io = _open_robot(config, driver, port, imu_port=imu_port, reality=reality, faults=faults, clock=clock,
+                         interrupt=interrupt, lockstep=lockstep, clock_socket=clock_socket)
+        if tracker is not None and tracker.kind == "estimator":
+            io = replace(io, tracker=make_tracker(config, clock=io.clock))
+        return io
+    if tracker.port == 0 and (driver == "dynamixel" or port is not None):
+        raise UserError(f"{config.source}: tracker.port 0 (any free port) works only with an emulator started by this "
+                        "process, which is told the port; a motion-capture bridge or an emulator started elsewhere "
+                        "needs the port named in tracker.port")
+    # Bound before an emulator starts sending, and its port told to an emulator started here.
+    receiver = PoseReceiver(tracker.port, velocity_window_s=tracker.velocity_window_s, clock=clock)
+    try:
+        served = replace(config, tracker=replace(tracker, port=receiver.port))
+        io = _open_robot(served, driver, port, imu_port=imu_port, reality=reality, faults=faults, clock=clock,
+                         interrupt=interrupt, lockstep=lockstep, clock_socket=clock_socket, receiver=receiver)
+    except BaseException:
+        receiver.close()
+        raise
+    return replace(io, tracker=receiver)
+
+
+def make_tracker(config: RobotConfig, *, clock: Callable[[], float] = time.monotonic) -> PoseSource | None:
+    """The position source of ``config``'s ``tracker`` on its own: a :class:`PoseReceiver` on ``tracker.port`` for
+    ``mocap`` (a bridge sends there), the task's :class:`LegOdometry` for ``estimator``; ``None`` without one."""
+    tracker = config.tracker
+    if tracker is None:
+        return None
+    if tracker.kind == "mocap":
+        return PoseReceiver(tracker.port, velocity_window_s=tracker.velocity_window_s, clock=clock)
+    task = make_task(resolve_env_id(config.task))
+    if not (hasattr(task, "feet") and hasattr(task, "foot_radius")):
+        raise UserError(f"{config.source}: tracker.kind estimator needs a legged task's kinematics (feet, "
+                        f"foot_radius); the task {config.task!r} has none")
+    legs: Legs = task  # type: ignore[assignment]  # checked above: a legged task has feet and foot_radius
+    return LegOdometry(legs, stance_tolerance_m=tracker.stance_tolerance_m,
+                       velocity_window_s=tracker.velocity_window_s, clock=clock)
+
+
+def _open_robot(
+    config: RobotConfig,
+    driver: str,
+    port: str | None = None,
+    *,
+    imu_port: str | None = None,
+    reality: RealityConfig | None = None,
+    faults: FaultSpec | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    interrupt: Callable[[], object] | None = None,
+    lockstep: bool = False,
+    clock_socket: str | None = None,
+    receiver: PoseReceiver | None = None,
+) -> RobotIO:
+    """:func:`open_robot` but for a motion-capture ``receiver`` (already bound; lock-step puts it on its clock)."""
     if lockstep:
         if driver == "mock":
             # The mock integrates its servos up to any clock reading, so lock-step is a clock only sleeps move.
             sim_time = SimTime()
-            io = open_robot(config, "mock", port, imu_port=imu_port, faults=faults, clock=sim_time,
-                            interrupt=interrupt)
+            io = _open_robot(config, "mock", port, imu_port=imu_port, faults=faults, clock=sim_time,
+                             interrupt=interrupt)
             return replace(io, clock=sim_time, sleep=sim_time.sleep, lockstep=True)
-        return _open_lockstep(config, port, imu_port, reality, faults, interrupt, clock_socket)
+        return _open_lockstep(config, port, imu_port, reality, faults, interrupt, clock_socket, receiver)
     imu_config = config.imu
     if imu_config is None:
         if imu_port is not None:
@@ -160,13 +236,17 @@ def open_robot(
     if driver == "mock":
         from robot.imu.mock import MockImuStream
         from robot.mock import MockBus
+        from robot.tracker.mock import MockPoseStream
 
         if imu_port is not None:
             raise ParameterError("imu_port", "applies to the emulator and dynamixel drivers; the mock driver has its "
                                  "own IMU")
         mock = MockBus(config, faults=faults, clock=clock)
         stream = MockImuStream(imu_config, clock=clock, faults=faults, cycle=lambda: mock.read_transactions)
-        return RobotIO(mock, ImuReader(stream, imu_config, clock=clock), MockScene(mock, stream))
+        poses = (MockPoseStream(config.tracker, clock=clock)
+                 if config.tracker is not None and config.tracker.kind == "mocap" else None)
+        return RobotIO(mock, ImuReader(stream, imu_config, clock=clock), MockScene(mock, stream, poses),
+                       tracker=poses)
 
     if driver == "dynamixel":
         path = imu_port or imu_config.port
@@ -205,7 +285,7 @@ def open_robot(
 
 def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, reality: RealityConfig | None,
                    faults: FaultSpec | None, interrupt: Callable[[], object] | None,
-                   clock_socket: str | None) -> RobotIO:
+                   clock_socket: str | None, receiver: PoseReceiver | None = None) -> RobotIO:
     """The emulator driver in lock-step: an emulator started here, or the one on ``port`` driven through
     ``clock_socket``."""
     from robot.dynamixel.bus import DynamixelBus
@@ -252,6 +332,8 @@ def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, 
         except BaseException:
             bus.close()
             raise
+    if receiver is not None:
+        receiver.follow(clock.now, lambda: clock.tracker_datagrams)
     return RobotIO(bus, imu, emulator, clock=clock.now, sleep=clock.sleep, lockstep=True)
 
 

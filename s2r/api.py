@@ -403,7 +403,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
                 raise UserError(f"cannot start on the robot: {exc}") from exc
             controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
-                                    sleep=io.sleep, view=view)
+                                    sleep=io.sleep, view=view, tracker=io.tracker)
             summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed))
         finally:
             io.close()

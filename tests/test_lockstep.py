@@ -190,7 +190,7 @@ def test_a_client_that_breaks_the_protocol_ends_only_its_own_session() -> None:
         client.send(("advance", 0.05, 0, False))
         client.send(("advance", "soon", 0, False))  # not a time
         server.serve_lockstep(time_, end)  # returns: the session is over, the emulator is not
-        assert client.recv() == ("at", 0.05, 0, 0)
+        assert client.recv() == ("at", 0.05, 0, 0, 0)
         assert server.stats()["lockstep_protocol_errors"] == 1
         client, end = Pipe()
         client.send(("advance", 0.1, 0, False))

@@ -59,6 +59,8 @@ class LockstepClock:
         """Bytes the emulator has written to the servo pty so far (as of the last advance)."""
         self.imu_bytes = 0
         """Bytes the emulator has written to the IMU pty so far (as of the last advance)."""
+        self.tracker_datagrams = 0
+        """Pose datagrams the emulator has sent so far (as of the last advance; ``robot.emulator.tracker``)."""
         self.advances = 0
         """Advance requests sent."""
         self.lost: LockstepError | None = None
@@ -91,13 +93,14 @@ class LockstepClock:
             self._conn.send(("advance", max(target_s, self._t), self.written, until_reply))
             if not self._conn.poll(ADVANCE_TIMEOUT_S):
                 raise TimeoutError(f"no answer to an advance within {ADVANCE_TIMEOUT_S:g} s")
-            status, t, servo_bytes, imu_bytes = self._conn.recv()
+            status, t, servo_bytes, imu_bytes, poses = self._conn.recv()
             if status != "at":
                 raise ValueError(f"it answered {status!r} to an advance")
         except (EOFError, OSError, ValueError) as exc:
             self.lost = LockstepError(f"the lock-step emulator is lost: {type(exc).__name__}: {exc}")
             raise self.lost from exc
         self._t, self.servo_bytes, self.imu_bytes = float(t), int(servo_bytes), int(imu_bytes)
+        self.tracker_datagrams = int(poses)
 
     def stats(self) -> dict[str, float]:
         """The emulator's counters (``Emulator.stats``), asked on the time channel."""

@@ -20,6 +20,11 @@ A reality YAML file (every field optional; defaults are the nominal simulation a
     reply_latency_s: 0.0           # extra firmware time before every reply (s)
     initial_joint_pos_rad: null    # joint positions at power-on (task order); null = the task's reset pose
     initial_passive_pos_rad: null  # passive joints (the valve) at power-on; null = 0
+    tracker_latency_s: 0.0         # a legged robot's motion capture (tracker.kind mocap): capture to arrival (s)
+    tracker_position_noise_std_m: 0.0  # Gaussian noise on each axis of every pose's position (m)
+    tracker_orientation_noise_std_rad: 0.0  # random rotation of every pose's orientation, std per component (rad)
+    tracker_dropout_prob: 0.0      # chance per pose that the system loses the body (untracked datagrams) ...
+    tracker_dropout_duration_s: 0.0  # ... for this long (s; 0: that one pose)
     mounting:                      # how servos really sit on their joints (what `s2r calibrate` measures), in the
       f0_top: {scale: -1, offset_rad: 0.12}  # config's convention joint = raw_rad * scale + offset_rad; a joint
                                    # left out sits exactly as the hardware config says
@@ -106,6 +111,18 @@ class RealityConfig:
     Real servos are never late to notice a packet; a process woken from ``select`` on a small VM starts 50-200 us
     late. 0 (the default) never spins: on a shared machine a spinning emulator starves the loop it serves. The
     control-loop benchmark sets it to a little more than one control period, giving the emulator a core."""
+    tracker_latency_s: float = 0.0
+    """Motion capture: time from a pose being taken to its datagram arriving (s): the system's processing and the
+    bridge's."""
+    tracker_position_noise_std_m: float = 0.0
+    """Motion capture: Gaussian noise on each axis of every pose's position (m)."""
+    tracker_orientation_noise_std_rad: float = 0.0
+    """Motion capture: std of each component of a random rotation applied to every pose's orientation (rad)."""
+    tracker_dropout_prob: float = 0.0
+    """Motion capture: chance per pose (-) that the system loses the body (occluded markers) and sends untracked
+    datagrams for ``tracker_dropout_duration_s``."""
+    tracker_dropout_duration_s: float = 0.0
+    """Motion capture: how long a dropout lasts (s); 0: the one pose."""
     mounting: Mapping[str, JointMounting] = field(default_factory=dict)
     """Joint name -> how its servo really sits (``mounting``); a joint not named sits as the hardware config's
     ``scale`` and ``offset_rad`` say, so a config is exactly calibrated for the nominal reality."""
@@ -189,10 +206,22 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         imu_orientation_noise_std_rad=imu_orientation_noise,
         imu_angvel_noise_std_rad_s=imu_angvel_noise,
         line_poll_s=root.number("line_poll_s", 0.0, low=0.0),
+        tracker_latency_s=root.number("tracker_latency_s", 0.0, low=0.0),
+        tracker_position_noise_std_m=root.number("tracker_position_noise_std_m", 0.0, low=0.0),
+        tracker_orientation_noise_std_rad=root.number("tracker_orientation_noise_std_rad", 0.0, low=0.0),
+        tracker_dropout_prob=_probability(root, "tracker_dropout_prob"),
+        tracker_dropout_duration_s=root.number("tracker_dropout_duration_s", 0.0, low=0.0),
         mounting=_mounting(root.child("mounting", optional=True), config),
     )
     root.done()
     return reality
+
+
+def _probability(node: Fields, key: str) -> float:
+    p = node.number(key, 0.0)
+    if not 0.0 <= p <= 1.0:
+        node.fail(key, "a probability in [0, 1]", p)
+    return p
 
 
 def _mounting(node: Fields, config: RobotConfig) -> dict[str, JointMounting]:

@@ -8,7 +8,9 @@ instruction's own bytes, the servo's Return Delay Time and any injected delay, a
 config's baud.
 
 A robot with an ``imu`` section gets its IMU on a second pty (:class:`~robot.emulator.imu.EmulatedImu`), served by
-the same thread from the same physics: the loop also wakes when the next IMU frame falls due.
+the same thread from the same physics: the loop also wakes when the next IMU frame falls due. A robot whose
+``tracker`` is motion capture gets its poses as UDP datagrams to ``127.0.0.1:<tracker.port>``
+(:class:`~robot.emulator.tracker.EmulatedTracker`), served the same way.
 
 The owner's control connection (see ``process``) takes ``("stats",)``, ``("stop",)`` and ``("place", joint_pos,
 passive_pos, base_pose)``: a scene reset (:meth:`ServoChain.place`), answered ``("placed", None)`` or
@@ -18,14 +20,14 @@ robot down.
 **Lock-step** (:meth:`ChainServer.serve_lockstep`, PX4 SITL's lockstep): time is simulated and only the client moves
 it. The server's clock is a :class:`SimTime` that the loop sets; nothing happens between two requests. The client
 writes instruction packets to the pty as usual, then asks for time with ``("advance", t_target, bytes_written,
-until_reply)`` on the control connection: the server first reads exactly ``bytes_written`` (the client's running
-total of bytes written to the pty) and acts on those packets at the present simulated time, scheduling each status
-packet when it would have finished arriving (the same wire time, return delay and injected delay as in real
-time); then it walks simulated time forward event by event (every physics step, every IMU frame, every reply due),
-writing what falls due, until ``t_target``, or until the first reply is written when ``until_reply`` is true (a
-client waiting for one). It answers ``("at", t, servo_bytes, imu_bytes)``: the simulated time reached and the
-running totals of bytes written to the servo and IMU ptys, so the client knows how many bytes to wait for (a pty
-hands bytes over asynchronously, so "nothing readable yet" does not mean "nothing sent"). A client that finds no
+until_reply)`` on the control connection: the server first reads exactly ``bytes_written`` (the client's running total
+of bytes written to the pty) and acts on those packets at the present simulated time, scheduling each status packet
+when it would have finished arriving (the same wire time, return delay and injected delay as in real time); then it
+walks simulated time forward event by event (every physics step, every IMU frame, every reply due), writing what falls
+due, until ``t_target``, or until the first reply is written when ``until_reply`` is true (a client waiting for one).
+It answers ``("at", t, servo_bytes, imu_bytes, tracker_datagrams)``: the simulated time reached, the running totals of
+bytes written to the servo and IMU ptys and of pose datagrams sent, so the client knows how many bytes to wait for (a
+pty hands bytes over asynchronously, so "nothing readable yet" does not mean "nothing sent"). A client that finds no
 reply and nothing unread knows none is coming before ``t_target`` and times out there, in simulated time.
 """
 
@@ -50,6 +52,7 @@ from robot.emulator.faults import FaultSpec
 from robot.emulator.imu import EmulatedImu
 from robot.emulator.physics import RealTimePhysics
 from robot.emulator.reality import RealityConfig
+from robot.emulator.tracker import EmulatedTracker
 from robot.simtime import SimTime
 from s2r.core.errors import UserError
 from s2r.core.extras import MissingExtra
@@ -109,7 +112,8 @@ def build_chain(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
 
 def build_server(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
                  clock: Callable[[], float] = time.monotonic) -> ChainServer:
-    """The server of ``config``'s robot: its servo chain, and its IMU when the config has one."""
+    """The server of ``config``'s robot: its servo chain, its IMU when the config has one, and its motion capture
+    when the config's tracker is ``mocap`` (sent to ``tracker.port``)."""
     if faults.any_imu and config.imu is None:
         raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
     chain = build_chain(config, reality, faults, clock)
@@ -117,16 +121,20 @@ def build_server(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
     if config.imu is not None:
         imu = EmulatedImu(config.imu, chain.physics.state, reality, faults, t_start=chain.t_start,
                           cycle=lambda: chain.cycle)
-    return ChainServer(chain, imu=imu, clock=clock)
+    tracker = None
+    if config.tracker is not None and config.tracker.kind == "mocap":
+        tracker = EmulatedTracker(config.tracker, chain.physics.state, reality, t_start=chain.t_start)
+    return ChainServer(chain, imu=imu, tracker=tracker, clock=clock)
 
 
 class ChainServer:
     """A :class:`ServoChain` behind a pseudo-terminal, and the robot's IMU behind another when it has one."""
 
-    def __init__(self, chain: ServoChain, *, imu: EmulatedImu | None = None,
+    def __init__(self, chain: ServoChain, *, imu: EmulatedImu | None = None, tracker: EmulatedTracker | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.chain = chain
         self.imu = imu
+        self.tracker = tracker
         self.baud = chain.config.baud
         self.wire_time = chain.reality.wire_time
         self.line_poll_s = chain.reality.line_poll_s
@@ -173,6 +181,8 @@ class ChainServer:
         self._master = self._slave = -1
         if self.imu is not None:
             self.imu.close()
+        if self.tracker is not None:
+            self.tracker.close()
         self.chain.physics.close()
 
     def stats(self) -> dict[str, float]:
@@ -185,6 +195,8 @@ class ChainServer:
         out["handle_time_max_s"] = self.handle_time_max_s
         if self.imu is not None:
             out.update({k: float(v) for k, v in self.imu.stats.items()})
+        if self.tracker is not None:
+            out.update({k: float(v) for k, v in self.tracker.stats.items()})
         return out
 
     def serve(self, should_stop: Callable[[], bool], control: Any = None) -> None:
@@ -197,6 +209,8 @@ class ChainServer:
             wait = min(IDLE_WAKE_S, max(0.0, self.chain.physics.next_step_due() - now))
             if self.imu is not None:
                 wait = min(wait, max(0.0, self.imu.next_due() - now))
+            if self.tracker is not None:
+                wait = min(wait, max(0.0, self.tracker.next_due() - now))
             if now - self._last_rx < self.line_poll_s:
                 wait = 0.0
             ready, _, _ = select.select(fds, [], [], wait)
@@ -220,6 +234,8 @@ class ChainServer:
             self.chain.idle(t)
             if self.imu is not None:
                 self.imu.serve(t)
+            if self.tracker is not None:
+                self.tracker.serve(t)
 
     def serve_lockstep(self, time_: SimTime, control: Any, should_stop: Callable[[], bool] = lambda: False,
                        poll_s: float = 0.1) -> None:
@@ -231,8 +247,9 @@ class ChainServer:
         # Byte totals count from this client's start: an earlier client's bytes are not its business.
         read0, written0 = self.bytes_read, self.bytes_written
         imu0 = self.imu.bytes_written if self.imu is not None else 0
+        poses0 = self.tracker.sent if self.tracker is not None else 0
         try:
-            self._serve_client(time_, control, should_stop, poll_s, read0, written0, imu0)
+            self._serve_client(time_, control, should_stop, poll_s, read0, written0, imu0, poses0)
         except (LockstepProtocolError, ValueError, TypeError) as exc:
             # A client that breaks the protocol ends its own session, not the emulator another client may use next.
             self.chain.stats["lockstep_protocol_errors"] += 1
@@ -245,7 +262,7 @@ class ChainServer:
             self._discard_input(quiet_s=SESSION_QUIET_S)
 
     def _serve_client(self, time_: SimTime, control: Any, should_stop: Callable[[], bool], poll_s: float,
-                      read0: int, written0: int, imu0: int) -> None:
+                      read0: int, written0: int, imu0: int, poses0: int) -> None:
         while not should_stop():
             if not control.poll(poll_s):
                 continue
@@ -258,8 +275,9 @@ class ChainServer:
                 self._consume(read0 + int(written), time_.t)
                 self._advance(time_, float(target), bool(until_reply))
                 imu_bytes = self.imu.bytes_written - imu0 if self.imu is not None else 0
+                poses = self.tracker.sent - poses0 if self.tracker is not None else 0
                 try:
-                    control.send(("at", time_.t, self.bytes_written - written0, imu_bytes))
+                    control.send(("at", time_.t, self.bytes_written - written0, imu_bytes, poses))
                 except OSError:
                     return  # the client is gone (killed while it waited)
             else:
@@ -308,12 +326,16 @@ class ChainServer:
             nxt = min(target, physics.next_step_due())
             if self.imu is not None:
                 nxt = min(nxt, self.imu.next_due())
+            if self.tracker is not None:
+                nxt = min(nxt, self.tracker.next_due())
             if queue:
                 nxt = min(nxt, queue[0][0])
             time_.t = t = max(t, nxt)
             self.chain.idle(t, sample=False)
             if self.imu is not None:
                 self.imu.serve(t)
+            if self.tracker is not None:
+                self.tracker.serve(t)
             if self._decoder.pending and t - self._last_rx > PARTIAL_PACKET_TIMEOUT_S:
                 self._decoder.clear()
                 self.chain.stats["partial_packets_dropped"] += 1

@@ -8,8 +8,8 @@ runnable as ``python -m s2r.commands.emulator --robot hardware_configs/dclaw.yam
 
 ``--lockstep`` serves in simulated time (``robot.emulator.server``, "Lock-step"): time stands still until a client
 moves it. A last line then names the time socket, a Unix socket that takes one client at a time; the client speaks
-``multiprocessing.connection`` framing (pickled tuples) on it: ``("advance", t_target, bytes_written,
-until_reply)`` answered ``("at", t, servo_bytes, imu_bytes)``, and ``("stats",)``. ``s2r deploy --driver emulator
+``multiprocessing.connection`` framing (pickled tuples) on it: ``("advance", t_target, bytes_written, until_reply)``
+answered ``("at", t, servo_bytes, imu_bytes, tracker_datagrams)``, and ``("stats",)``. ``s2r deploy --driver emulator
 --port LINE1 [--imu-port LINE2] --lockstep --clock-socket LAST_LINE`` is such a client
 (``robot.emulator.lockstep.connect_clock``); a client that hangs up leaves the emulator waiting for the next one.
 

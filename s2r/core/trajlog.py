@@ -55,6 +55,14 @@ base_angvel        (T+1, 3)    rad/s  torso angular velocity in the torso frame 
 imu_age            (T+1,)      s      reading time minus the receive time of the IMU sample used
 =================  ==========  =====  ======================================================
 
+A robot with a position source (the hardware config's ``tracker``) adds, per reading:
+
+=================  ==========  =====  ======================================================
+base_pos           (T+1, 3)    m      torso position in the world (NaN before the source's first pose)
+base_linvel        (T+1, 3)    m/s    torso velocity in the world frame
+pose_age           (T+1,)      s      reading time minus the receive time of the pose used
+=================  ==========  =====  ======================================================
+
 Logs without them (the claw's, older ones) read as before; readers look for them with ``name in episode.arrays``.
 
 A robot with a camera would add ``camera_NAME`` (T+1, H, W, 3) uint8, its RGB frame of each reading; the datasets
@@ -98,8 +106,9 @@ TEMP_NAME = re.compile(r"\.(?:episode_\d+\.npz|run\.json)\.(?P<tag>.+)\.tmp")
 """Name of a writer's temporary file; ``tag`` starts with the writer's process id."""
 STEP_ARRAYS = ("action", "command", "reward", "reward_terms", "comm_errors", "cycle_time", "period_error")
 READING_ARRAYS = ("time", "joint_pos", "joint_vel", "joint_effort", "passive_pos", "passive_vel", "stale", "obs")
-BASE_ARRAYS: dict[str, tuple[int, ...]] = {"base_quat": (4,), "base_angvel": (3,), "imu_age": ()}
-"""Optional per-reading arrays of a robot with an IMU, with their shape per row."""
+BASE_ARRAYS: dict[str, tuple[int, ...]] = {"base_quat": (4,), "base_angvel": (3,), "imu_age": (),
+                                           "base_pos": (3,), "base_linvel": (3,), "pose_age": ()}
+"""Optional per-reading arrays of a robot with an IMU (and a position source), with their shape per row."""
 
 log = logging.getLogger(__name__)
 

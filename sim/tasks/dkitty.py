@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -260,6 +261,15 @@ class KittyTask:
         """Torso height above the lowest foot (m), estimated from joint angles and the IMU orientation."""
         return height_above_feet(state.joint_pos, _require_base(state), self.geometry)
 
+    def feet(self, joint_pos: FloatArray) -> FloatArray:
+        """Centres of the four feet in the torso frame (m), shape (4, 3): the robot's leg odometry uses them."""
+        return foot_positions(joint_pos, self.geometry)
+
+    @property
+    def foot_radius(self) -> float:
+        """Radius of the feet's contact spheres (m)."""
+        return self.geometry.foot_radius
+
 
 @dataclass(frozen=True)
 class DKittyStand(KittyTask):
@@ -305,6 +315,9 @@ class DKittyWalk(KittyTask):
 
     spec: TaskSpec = WALK_SPEC
     """The walk task spec."""
+    needs_base_position: ClassVar[bool] = True
+    """The observation holds the target in the heading frame: on hardware a position source (the config's
+    ``tracker``) must give the torso's position and heading."""
 
     def sample_start(self, rng: np.random.Generator) -> EpisodeStart:
         """Standing at the origin with small joint and heading noise; the target lies 2 m along world x."""
