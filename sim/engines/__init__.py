@@ -19,7 +19,7 @@ def make_engine(name: str, task: Task, timestep: float) -> Engine:
         from sim.engines.mujoco_engine import MujocoEngine
 
         return MujocoEngine(task.model_xml(timestep), task.spec.joint_names, task.spec.passive_joints,
-                            task.spec.base_joint)
+                            task.spec.base_joint, task.spec.cameras)
     if name == "pybullet":
         require("pybullet", extra="pybullet", purpose="the PyBullet engine")
         with quiet_native_output():  # pybullet prints its build time on import

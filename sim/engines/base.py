@@ -148,6 +148,12 @@ class Engine(Protocol):
         """An RGB image (height, width, 3) of uint8 of the current scene."""
         ...
 
+    def render_camera(self, name: str) -> np.ndarray:
+        """What the task's camera ``name`` (a :class:`sim.camera.CameraSpec`) sees of the current scene: an RGB
+        image (its height, its width, 3) of uint8, rendered offscreen, without shadows, on the CPU where the
+        machine has no GPU. An unknown name is a ``KeyError`` naming the task's cameras."""
+        ...
+
     def close(self) -> None:
         """Free native resources."""
         ...

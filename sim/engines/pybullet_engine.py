@@ -49,7 +49,9 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
   states report the URDF link frame (MuJoCo's body frame), converted both ways here.
 * **External forces** (pushes): applied before every physics step at the body's centre of mass in world
   axes, as MuJoCo's ``xfrc_applied`` (PyBullet forgets them after each step). Resets and restores end them.
-* **Cameras** are the MJCF's world cameras (``pos``, ``xyaxes``, ``fovy``); the first one is the default.
+* **Cameras**: :meth:`PybulletEngine.render` draws the MJCF's world cameras (``pos``, ``xyaxes``, ``fovy``; the
+  first is the default); :meth:`PybulletEngine.render_camera` the task's :class:`sim.camera.CameraSpec` with its
+  intrinsics, in the pixel convention MuJoCo and :meth:`sim.camera.CameraSpec.project` share.
 
 Contacts themselves differ between the engines (MuJoCo's are soft, PyBullet's are rigid with error
 reduction), so trajectories agree closely in free motion and only qualitatively while pushing the valve.
@@ -69,6 +71,7 @@ import numpy as np
 import pybullet as pb
 
 from s2r.core.atomicio import write_text_atomic
+from sim.camera import CAMERA_FAR_M, CAMERA_NEAR_M
 from sim.engines.base import ParamSpec
 from sim.rotations import (
     normalize_quat,
@@ -108,8 +111,10 @@ CameraPose = tuple[tuple[float, float, float], tuple[float, float, float], tuple
 """Eye (m), viewing direction, up vector and vertical field of view (deg) of a camera."""
 MJCF_DEFAULT_FOVY_DEG = 45.0
 """MuJoCo's vertical field of view for cameras without ``fovy`` (deg)."""
-CAMERA_NEAR_M = 0.01
-CAMERA_FAR_M = 5.0
+TINY_RENDERER_PIXEL_SHIFT = (-0.5, 0.5)
+"""Where PyBullet's TinyRenderer samples a pixel, relative to the pixel's centre (pixels, right and down): its
+images are shifted by this against MuJoCo's and the pinhole projection, so the task cameras' principal point is moved
+back by it (measured: tests/test_cameras.py finds a projected point within a tenth of a pixel with it)."""
 LIGHT_DIRECTION = (0.4, -0.4, 1.0)
 """Direction towards the light (-): from the front left, above."""
 _FLOATING = "floating"
@@ -165,7 +170,8 @@ def mjcf_cameras(xml: str) -> dict[str, CameraPose]:
     """The world cameras of an MJCF scene, by name, in document order.
 
     A camera's frame is given by ``pos`` and ``xyaxes`` (MuJoCo's default frame when absent: looking down
-    world -z with y up); it looks along its -z axis. Cameras on moving bodies, or oriented another way,
+    world -z with y up); it looks along its -z axis. A camera given by pixel intrinsics gets the vertical field of
+    view of its focal length. Cameras on moving bodies, or oriented another way,
     are not world-fixed views and are left out.
     """
     world = ET.fromstring(xml).find("worldbody")
@@ -186,6 +192,11 @@ def mjcf_cameras(xml: str) -> dict[str, CameraPose]:
         forward = (float(-z[0]), float(-z[1]), float(-z[2]))
         up = (float(y[0]), float(y[1]), float(y[2]))
         fovy = float(cam.attrib.get("fovy", MJCF_DEFAULT_FOVY_DEG))
+        if "focalpixel" in cam.attrib and "resolution" in cam.attrib:
+            # A camera given by intrinsics (sim.camera.CameraSpec.mjcf): its vertical field of view, principal point
+            # taken as centred, for views at other sizes; render_camera draws it exactly.
+            fy_px = float(cam.attrib["focalpixel"].split()[1])
+            fovy = math.degrees(2.0 * math.atan(0.5 * float(cam.attrib["resolution"].split()[1]) / fy_px))
         cams[cam.attrib.get("name", f"camera{i}")] = (eye, forward, up, fovy)
     return cams
 
@@ -292,6 +303,9 @@ class PybulletEngine:
         self._nb = BASE_DOFS if scene.floating else 0
         self._base_start = (list(scene.base_xyz), list(pb.getQuaternionFromEuler(scene.base_rpy)))
         self._cameras = mjcf_cameras(task.model_xml(timestep))
+        self._task_cameras = {c.name: c for c in spec.cameras}
+        self._camera_matrices = {c.name: (c.view_matrix(), c.projection_matrix(pixel_shift=TINY_RENDERER_PIXEL_SHIFT))
+                                 for c in spec.cameras}
         self._tmpdir = tempfile.mkdtemp(prefix="s2r-pybullet-")
         self._state_path = os.path.join(self._tmpdir, "state.bullet")
         self._urdf_paths = [self._write(f"scene{i}.urdf", text) for i, text in enumerate((scene.robot, *scene.statics))]
@@ -764,6 +778,9 @@ class PybulletEngine:
         name = next(iter(self._cameras)) if camera is None else camera
         if name not in self._cameras:
             raise ValueError(f"unknown camera {name!r}; the pybullet scene has {', '.join(self._cameras)}")
+        if name in self._task_cameras and (width, height) == (self._task_cameras[name].width,
+                                                               self._task_cameras[name].height):
+            return self.render_camera(name)
         eye, forward, up, fovy = self._cameras[name]
         target = [e + f for e, f in zip(eye, forward, strict=True)]
         view = pb.computeViewMatrix(list(eye), target, list(up), physicsClientId=self._client)
@@ -772,6 +789,15 @@ class PybulletEngine:
         _, _, rgba, _, _ = pb.getCameraImage(width, height, view, proj, lightDirection=list(LIGHT_DIRECTION),
                                              shadow=0, renderer=pb.ER_TINY_RENDERER, physicsClientId=self._client)
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+    def render_camera(self, name: str) -> np.ndarray:
+        if name not in self._task_cameras:
+            raise KeyError(f"the task has no camera {name!r}; its cameras are {list(self._task_cameras)}")
+        cam = self._task_cameras[name]
+        view, proj = self._camera_matrices[name]
+        _, _, rgba, _, _ = pb.getCameraImage(cam.width, cam.height, view, proj, lightDirection=list(LIGHT_DIRECTION),
+                                             shadow=0, renderer=pb.ER_TINY_RENDERER, physicsClientId=self._client)
+        return np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3].copy()
 
     def close(self) -> None:
         self._finalizer()

@@ -15,9 +15,10 @@ hangs vertically, so the fingertips sit ``tip_radius_at_reset`` from the axis, j
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sim.camera import CameraSpec
 from sim.models.links import Capsule
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
 from sim.models.servo import ServoJoints
@@ -29,6 +30,8 @@ valve's damping time (inertia / damping) or the soft constraint pushes a coastin
 of braking it; twice the 2.5 ms physics step is MuJoCo's floor for a stable constraint."""
 FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
 JOINT_SUFFIXES = ("top", "mid", "bot")
+VALVE_MARKER_RGBA = (0.1, 0.85, 0.2, 1.0)
+"""Colour of the valve's angle marker: green, found nowhere else in the scene, so a camera image locates it."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,13 @@ def mjcf(
     joint_ranges: Mapping[str, tuple[float, float]],
     g: ClawGeometry = NOMINAL_GEOMETRY,
     timestep: float | None = None,
+    cameras: Sequence[CameraSpec] = (),
 ) -> str:
     """The MuJoCo XML of the claw scene.
 
     ``joint_ranges`` maps each finger joint name to its (low, high) limit in rad; it comes from the
     task spec so the model's limits and the command ranges cannot drift apart. ``timestep``
-    overrides ``g.physics_timestep``.
+    overrides ``g.physics_timestep``. ``cameras`` (the task's) follow the scene's own ``front`` view.
     """
     dt = g.physics_timestep if timestep is None else timestep
     fingers = []
@@ -181,7 +185,7 @@ def mjcf(
     <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 -0.02" rgba="0.82 0.84 0.86 1"
           contype="2" conaffinity="1"/>
     <camera name="front" pos="0 -0.42 0.32" xyaxes="1 0 0 0 0.6 0.8" fovy="45"/>
-    <camera name="top" pos="0 0 0.55" xyaxes="1 0 0 0 1 0" fovy="45"/>
+    {"".join(c.mjcf() for c in cameras)}
     <geom name="valve_post" type="cylinder" size="0.01 0.01" pos="0 0 -0.01" class="visual"/>
     {"".join(fingers)}
     <body name="valve" pos="0 0 0">
@@ -192,7 +196,7 @@ def mjcf(
             pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="0.9 0.75 0.3 1" class="valve"/>
       {"".join(spokes)}
       <geom name="valve_marker" type="box" size="0.006 0.006 0.004" pos="{marker_x:.6g} 0 {g.spoke_top_z + 0.002:.6g}"
-            rgba="0.9 0.1 0.1 1" class="visual"/>
+            rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>
     </body>
   </worldbody>
   <actuator>

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from sim.models.dclaw import FINGER_AZIMUTH_STEP_RAD, FINGER_COUNT, ClawGeometry
+from sim.models.dclaw import FINGER_AZIMUTH_STEP_RAD, FINGER_COUNT, VALVE_MARKER_RGBA, ClawGeometry
 from sim.models.urdf import (
     MassProps,
     both,
@@ -74,7 +74,7 @@ _RGBA = {
     "tip": (0.1, 0.1, 0.1, 1.0),
     "valve": (0.9, 0.75, 0.3, 1.0),
     "spoke0": (0.85, 0.2, 0.15, 1.0),
-    "marker": (0.9, 0.1, 0.1, 1.0),
+    "marker": VALVE_MARKER_RGBA,
     "mount": (0.5, 0.5, 0.55, 1.0),
     "floor": (0.82, 0.84, 0.86, 1.0),
 }

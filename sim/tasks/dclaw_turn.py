@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from sim.camera import CameraSpec
 from sim.engines.base import ParamSpec
 from sim.models.dclaw import FINGER_COUNT, NOMINAL_GEOMETRY, ClawGeometry, finger_joint_names, mjcf
 from sim.state import RobotState
@@ -48,6 +49,18 @@ OBS_LAYOUT = ObsLayout(
     )
 )
 
+TOP_CAMERA = CameraSpec(
+    name="top",
+    width=84,
+    height=84,
+    position=(0.0, 0.0, 0.35),
+    target=(0.0, 0.0, 0.0),
+    up=(0.0, 1.0, 0.0),
+    fovy_deg=45.0,
+)
+"""Looks straight down the valve axis, world x to the right of the image and y up: the whole valve, at the
+84 x 84 of image-based policies."""
+
 REWARD_TERMS = ("target_dist", "pose_dev", "joint_vel", "near_bonus", "success_bonus")
 
 SPEC = TaskSpec(
@@ -64,6 +77,7 @@ SPEC = TaskSpec(
     periodic_passive=("valve",),
     obs_layout=OBS_LAYOUT,
     reward_terms=REWARD_TERMS,
+    cameras=(TOP_CAMERA,),
 )
 
 Variant = Literal["fixed", "random", "goal"]
@@ -95,7 +109,7 @@ class DClawTurn:
 
     def model_xml(self, timestep: float) -> str:
         """MuJoCo XML of the scene at the given physics step (s)."""
-        return mjcf(self.spec.joint_ranges, self.geometry, timestep=timestep)
+        return mjcf(self.spec.joint_ranges, self.geometry, timestep=timestep, cameras=self.spec.cameras)
 
     def model_urdf(self) -> str:
         """URDF of the same scene for PyBullet, from the same geometry and joint limits."""

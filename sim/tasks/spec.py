@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from sim.camera import CameraSpec
+
 FloatArray = NDArray[np.float64]
 
 
@@ -122,6 +124,9 @@ class TaskSpec:
     Above 0 the task's reward gets the term ``"action_rate"`` (:func:`sim.tasks.base.step_reward_terms`), which
     ``reward_terms`` must then list; it keeps a policy from jittering its targets where the state alone does
     not show it."""
+    cameras: tuple[CameraSpec, ...] = ()
+    """World-fixed cameras of the task, each rendered by name by every engine
+    (:meth:`sim.engines.base.Engine.render_camera`); names are unique."""
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -150,9 +155,20 @@ class TaskSpec:
         if not (self.action_rate_weight >= 0.0 and math.isfinite(self.action_rate_weight)):
             raise ValueError(f"TaskSpec {self.name}: action_rate_weight must be a finite number >= 0, "
                              f"got {self.action_rate_weight!r}")
+        names = [c.name for c in self.cameras]
+        if not all(isinstance(c, CameraSpec) for c in self.cameras) or len(set(names)) != len(names):
+            raise ValueError(f"TaskSpec {self.name}: cameras must be CameraSpec objects with unique names, "
+                             f"got {names}")
         if (self.action_rate_weight > 0.0) != (ACTION_RATE_TERM in self.reward_terms):
             raise ValueError(f"TaskSpec {self.name}: reward_terms must list {ACTION_RATE_TERM!r} exactly when "
                              f"action_rate_weight is above 0 (it is {self.action_rate_weight})")
+
+    def camera(self, name: str) -> CameraSpec:
+        """The camera called ``name``; a ``KeyError`` naming the task's cameras otherwise."""
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise KeyError(f"task {self.name} has no camera {name!r}; its cameras are {[c.name for c in self.cameras]}")
 
     @property
     def n_joints(self) -> int:

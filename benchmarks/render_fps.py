@@ -1,0 +1,84 @@
+"""Frames per second of the task cameras, rendered offscreen on the CPU by MuJoCo and PyBullet.
+
+For each task camera of the claw (``top``, 84 x 84): the valve is set to a new angle before every frame (so no
+engine can reuse a frame), and the time of ``render_camera`` alone is measured over ``--frames`` frames after a
+warm-up. MuJoCo renders through ``MUJOCO_GL`` (default ``egl``: Mesa's llvmpipe on a machine without a GPU), with
+``LP_NUM_THREADS=1`` (one rasterizer thread) unless the environment sets it; PyBullet through its TinyRenderer,
+single-threaded. The goal: >= 500 fps at 84 x 84 on one core with MuJoCo (``goals``). Other jobs on the machine
+slow every wall-clock number: the load average is reported next to them, and ``fps_per_cpu_second`` (frames over
+the process's CPU time) is what a core of its own would give. The last stdout line is one JSON object.
+
+Usage: python benchmarks/render_fps.py [--quick] [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+# One llvmpipe thread: the goal is per core, and Mesa reads this when the first GL context is made.
+os.environ.setdefault("LP_NUM_THREADS", "1")
+
+import time
+from typing import Any
+
+import numpy as np
+
+from sim.engines import make_engine
+from sim.tasks.dclaw_turn import DClawTurn
+
+GOAL_FPS = 500.0
+"""MuJoCo frames per second at the task's resolution on one core."""
+TIMESTEP_S = 0.0025
+WARMUP_FRAMES = 10
+
+
+def fps(engine_name: str, camera: str, frames: int) -> dict[str, Any]:
+    task = DClawTurn()
+    engine = make_engine(engine_name, task, TIMESTEP_S)
+    angles = np.linspace(-np.pi, np.pi, frames + WARMUP_FRAMES)
+    elapsed = cpu = 0.0
+    try:
+        for i, angle in enumerate(angles):
+            engine.reset(task.spec.reset, np.array([angle]))
+            t0, c0 = time.perf_counter(), time.process_time()
+            image = engine.render_camera(camera)
+            if i >= WARMUP_FRAMES:
+                elapsed += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+    finally:
+        engine.close()
+    # fps per CPU second: what a core of its own would give, on a machine where other jobs take turns on the cores.
+    return {"fps": round(frames / elapsed, 1), "ms_per_frame": round(1e3 * elapsed / frames, 3),
+            "fps_per_cpu_second": round(frames / cpu, 1),
+            "shape": list(image.shape), "frames": frames}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames (under a minute)")
+    parser.add_argument("--frames", type=int, default=None, help="frames measured per engine and camera")
+    args = parser.parse_args()
+    frames = args.frames or (200 if args.quick else 2000)
+    results: dict[str, Any] = {}
+    for cam in DClawTurn().spec.cameras:
+        for engine in ("mujoco", "pybullet"):
+            r = fps(engine, cam.name, frames)
+            results[f"{engine}/{cam.name}"] = r
+            print(f"{engine:9s} {cam.name} {cam.width}x{cam.height}: {r['fps']:8.1f} fps wall, "
+                  f"{r['fps_per_cpu_second']:8.1f} per CPU second")
+    mujoco_fps = min(v["fps"] for k, v in results.items() if k.startswith("mujoco/"))
+    print(json.dumps({
+        "benchmark": "render_fps",
+        "mujoco_gl": os.environ.get("MUJOCO_GL", "egl"),
+        "lp_num_threads": os.environ["LP_NUM_THREADS"],
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "results": results,
+        "goals": {"mujoco_fps_at_task_resolution": GOAL_FPS, "met": mujoco_fps >= GOAL_FPS},
+    }))
+
+
+if __name__ == "__main__":
+    main()
