@@ -24,8 +24,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from policies.dataset import Segment, integer_fps, observation_names
+from s2r.core.atomicio import new_directory
 from s2r.core.errors import UserError
 
 CODEBASE_VERSION = "v3.0"
@@ -98,14 +97,8 @@ def write_lerobot(segments: list[Segment], metadata: Mapping[str, Any], out: str
     if final.exists():
         raise UserError(f"{final} exists: the LeRobot dataset goes into a new directory")
     fps = integer_fps(float(metadata["control_period_s"]))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with new_directory(final) as tmp:
         _write(tmp, segments, metadata, fps)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

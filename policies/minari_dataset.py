@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from minari.dataset.minari_dataset import parse_dataset_id
 from minari.dataset.minari_storage import MinariStorage
 
 from policies.dataset import Segment
+from s2r.core.atomicio import new_directory
 from s2r.core.errors import ParameterError, UserError
 
 DATA_FORMAT = "arrow"
@@ -80,10 +79,8 @@ def write_minari(segments: list[Segment], metadata: Mapping[str, Any], root: str
     final = Path(root) / dataset_id
     if final.exists():
         raise UserError(f"{final} exists: a Minari dataset is never overwritten; choose another id or root")
-    final.parent.mkdir(parents=True, exist_ok=True)
     env_spec = gym.spec(metadata["env_id"])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with new_directory(final) as tmp:
         storage = MinariStorage.new(tmp / "data", observation_space=_observation_space(segments[0]),
                                     action_space=gym.spaces.Box(-1.0, 1.0, segments[0].actions.shape[1:], np.float32),
                                     env_spec=env_spec, data_format=DATA_FORMAT, jpeg_encoding=False)
@@ -97,10 +94,6 @@ def write_minari(segments: list[Segment], metadata: Mapping[str, Any], root: str
             "s2r": json.dumps(metadata),
         })
         storage.update_episodes(_episode(i, s) for i, s in enumerate(segments))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

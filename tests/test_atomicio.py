@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s2r.core.atomicio import atomic_path, write_bytes_atomic, write_text_atomic
+from s2r.core.atomicio import atomic_path, new_directory, write_bytes_atomic, write_text_atomic
 
 
 def test_write_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -34,3 +34,18 @@ def test_the_temporary_name_is_a_hidden_sibling(tmp_path: Path) -> None:
         assert not tmp.exists()
         tmp.write_bytes(b"x")
     assert target.read_bytes() == b"x"
+
+
+def test_a_new_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "dataset"
+    with pytest.raises(RuntimeError, match="cut short"), new_directory(target) as tmp:
+        (tmp / "part.bin").write_bytes(b"x")
+        raise RuntimeError("cut short")
+    assert not target.exists() and list((tmp_path / "sub").iterdir()) == []
+    with new_directory(target) as tmp:
+        (tmp / "meta").mkdir()
+        (tmp / "meta" / "info.json").write_text("{}")
+        assert not target.exists()
+    assert (target / "meta" / "info.json").read_text() == "{}" and list((tmp_path / "sub").iterdir()) == [target]
+    with pytest.raises(FileExistsError, match="exists"), new_directory(target):
+        pass

@@ -3,13 +3,15 @@
 A reader (or a process that resumes after a crash) sees either the old file or the whole new one, never a file cut
 short. Everything that writes an output file goes through :func:`atomic_path`, or :func:`write_bytes_atomic` /
 :func:`write_text_atomic` for data already in memory. The one exception is :mod:`s2r.core.trajlog`, whose episode files
-must never replace an existing file (it links rather than renames).
+must never replace an existing file (it links rather than renames). A new directory of files (a dataset) is
+written through :func:`new_directory`.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,3 +80,23 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bo
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`); returns the path."""
     return write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
+
+
+@contextmanager
+def new_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary directory for the caller to fill; on a clean exit it is renamed to ``path``, which must not
+    exist. On an exception (or if ``path`` appeared meanwhile: the rename then fails) the temporary directory is
+    removed, so a failed write leaves nothing behind."""
+    target = Path(path)
+    if target.exists():
+        raise FileExistsError(f"{target} exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, target)  # fails on an existing non-empty directory: another writer's output is never replaced
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
