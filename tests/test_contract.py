@@ -282,6 +282,8 @@ def test_param_values_apply_from_nominal_and_never_compound(case: tuple[str, str
     params.set(name, a)
     params.set(name, spec.nominal)
     _assert_same(_rollout(env, actions), nominal)  # A then nominal == never set
+    if spec.kind == "terrain_seed":
+        return  # a bump pattern shows only on bumps: tests/test_terrain.py checks it with some roughness
     # The value reaches the simulation: a perturbed run differs from the nominal one.
     assert not (np.array_equal(once[0], nominal[0]) and np.array_equal(once[1], nominal[1])), (
         f"setting {name}={b} (nominal {spec.nominal}) did not change the trajectory"

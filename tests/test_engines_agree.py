@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 
 import sim  # noqa: F401  (registers the s2r environments)
-from sim.engines import make_engine
-from sim.engines.base import ENV_KINDS, ParamKind, ParamSpec
+from sim.engines import ENGINES, make_engine
+from sim.engines.base import ENV_KINDS, TERRAIN_KINDS, ParamKind, ParamSpec
 from sim.env import SimEnv
 from sim.models.dclaw import FINGER_COUNT
 from sim.models.dclaw_urdf import link_mass_props
 from sim.state import SimState
 from sim.tasks.actions import normalize
 from sim.tasks.dclaw_turn import DClawTurn
+from sim.tasks.dkitty import DKittyWalk
 
 pytest.importorskip("pybullet")
 
@@ -228,14 +229,19 @@ def _rollout(env: gym.Env, n: int = 12) -> np.ndarray:
     return np.array(rows)
 
 
-def test_every_engine_param_kind_is_supported() -> None:
-    engine = make_engine("pybullet", DClawTurn(), 0.0025)
+@pytest.mark.parametrize("name", ENGINES)
+def test_every_engine_param_kind_is_supported(name: str) -> None:
+    claw, kitty = make_engine(name, DClawTurn(), 0.0025), make_engine(name, DKittyWalk(), 0.0025)
     try:
         for kind in get_args(ParamKind):
-            # Engine kinds are the engine's to apply; env kinds (latency, noise, jitter) the env's.
-            assert engine.supports(ParamSpec("p", kind, "-", 1.0, (), "test")) == (kind not in ENV_KINDS), kind
+            spec = ParamSpec("p", kind, "-", 1.0, (), "test")
+            # Engine kinds are the engine's to apply; env kinds (latency, noise, jitter) the env's; terrain kinds
+            # need a scene with a heightfield (the quadruped's), which the claw's has not.
+            assert kitty.supports(spec) == (kind not in ENV_KINDS), kind
+            assert claw.supports(spec) == (kind not in ENV_KINDS | TERRAIN_KINDS), kind
     finally:
-        engine.close()
+        claw.close()
+        kitty.close()
 
 
 @pytest.mark.parametrize("spec", _engine_specs(), ids=lambda s: s.name)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from s2r.core.extras import quiet_native_output, require
 from sim.engines.base import Engine, ParamSpec, UnsupportedParameter
+from sim.models.terrain import task_terrain
 
 if TYPE_CHECKING:
     from sim.tasks.base import Task
@@ -19,7 +20,7 @@ def make_engine(name: str, task: Task, timestep: float) -> Engine:
         from sim.engines.mujoco_engine import MujocoEngine
 
         return MujocoEngine(task.model_xml(timestep), task.spec.joint_names, task.spec.passive_joints,
-                            task.spec.base_joint, task.spec.cameras)
+                            task.spec.base_joint, task.spec.cameras, task_terrain(task))
     if name == "pybullet":
         require("pybullet", extra="pybullet", purpose="the PyBullet engine")
         with quiet_native_output():  # pybullet prints its build time on import

@@ -29,6 +29,9 @@ ParamKind = Literal[
     "base_orientation_noise_std",
     "base_angvel_noise_std",
     "push_force_std",
+    "terrain_roughness",
+    "terrain_slope",
+    "terrain_seed",
 ]
 """How a parameter acts. Engine kinds change the model; env kinds are applied by the env itself.
 
@@ -37,7 +40,13 @@ Env kinds: ``action_latency`` (s), ``obs_noise_std`` (rad, on joint and passive 
 reading), ``base_angvel_noise_std`` (rad/s, on the base angular velocity reading) and ``push_force_std``
 (N: every control period, a horizontal force with this std per axis pushes the parameter's target bodies,
 through their centres of mass, for that period; applied with :meth:`Engine.set_external_force`).
+
+Terrain kinds (engine kinds, for scenes with a :class:`~sim.models.terrain.Terrain`): ``terrain_roughness`` (m),
+``terrain_slope`` (rad) and ``terrain_seed`` (-), the heightfield's bumps, incline and bump pattern (see
+:mod:`sim.models.terrain`); an engine supports them exactly when its scene has a terrain.
 """
+
+TERRAIN_KINDS: frozenset[str] = frozenset({"terrain_roughness", "terrain_slope", "terrain_seed"})
 
 ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std",
                                        "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std"})

@@ -13,7 +13,8 @@ import mujoco
 import numpy as np
 
 from sim.camera import CameraSpec
-from sim.engines.base import ParamSpec
+from sim.engines.base import TERRAIN_KINDS, ParamSpec
+from sim.models.terrain import Terrain, is_flat, terrain_heights
 from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.spec import FloatArray
 
@@ -32,7 +33,8 @@ class MujocoEngine:
     name = "mujoco"
 
     def __init__(self, xml: str, joint_names: Sequence[str], passive_joints: Sequence[str],
-                 base_joint: str | None = None, cameras: Sequence[CameraSpec] = ()) -> None:
+                 base_joint: str | None = None, cameras: Sequence[CameraSpec] = (),
+                 terrain: Terrain | None = None) -> None:
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
         self.timestep = float(self.model.opt.timestep)
@@ -66,6 +68,24 @@ class MujocoEngine:
             "body_mass": m.body_mass.copy(),
             "body_inertia": m.body_inertia.copy(),
         }
+        self._terrain = terrain
+        self._terrain_values = {"terrain_roughness": 0.0, "terrain_slope": 0.0, "terrain_seed": 0.0}
+        if terrain is not None:
+            # The heightfield geom, and the body's other geoms (the flat floor) it stands in for while not flat.
+            self._hfield_geom = m.geom(terrain.name).id
+            if m.geom_type[self._hfield_geom] != mujoco.mjtGeom.mjGEOM_HFIELD:
+                raise ValueError(f"geom {terrain.name!r} of the MuJoCo scene is not a heightfield")
+            self._hfield = int(m.geom_dataid[self._hfield_geom])
+            if (m.hfield_nrow[self._hfield], m.hfield_ncol[self._hfield]) != (terrain.n, terrain.n):
+                raise ValueError(f"heightfield {terrain.name!r} is not the terrain's {terrain.n} x {terrain.n} grid")
+            body = m.body(terrain.body).id
+            self._flat_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] == body and g != self._hfield_geom]
+            # Swapped in, the heightfield takes the floor's collision bits and colour; the floor is then switched off.
+            self._nominal["geom_contype"] = m.geom_contype.copy()
+            self._nominal["geom_conaffinity"] = m.geom_conaffinity.copy()
+            self._nominal["geom_rgba"] = m.geom_rgba.copy()
+            ref = self._flat_geoms[0] if self._flat_geoms else self._hfield_geom
+            self._terrain_contype = (int(m.geom_contype[ref]), int(m.geom_conaffinity[ref]))
         self._renderer: mujoco.Renderer | None = None
         self._cameras = {c.name: c for c in cameras}
         for c in cameras:
@@ -157,7 +177,31 @@ class MujocoEngine:
 
     # --- named parameters -------------------------------------------------------------------
     def supports(self, spec: ParamSpec) -> bool:
-        return spec.kind in _ENGINE_KINDS
+        return spec.kind in _ENGINE_KINDS or (spec.kind in TERRAIN_KINDS and self._terrain is not None)
+
+    def _apply_terrain(self) -> None:
+        """Write the heightfield for the current terrain values and swap it in for the flat floor, or back out."""
+        assert self._terrain is not None
+        m, nom, t = self.model, self._nominal, self._terrain
+        v = self._terrain_values
+        g, flat = self._hfield_geom, self._flat_geoms
+        if is_flat(v["terrain_roughness"], v["terrain_slope"]):
+            for key, field in (("geom_contype", m.geom_contype), ("geom_conaffinity", m.geom_conaffinity),
+                               ("geom_rgba", m.geom_rgba)):
+                field[[g, *flat]] = nom[key][[g, *flat]]
+        else:
+            heights = terrain_heights(t, v["terrain_roughness"], v["terrain_slope"], v["terrain_seed"])
+            # Elevation data in [0, 1] times the fixed height range, from the geom's base at -range / 2.
+            start, size = m.hfield_adr[self._hfield], t.n * t.n
+            m.hfield_data[start:start + size] = (heights.ravel() / t.height_range_m + 0.5).astype(np.float32)
+            m.geom_contype[g], m.geom_conaffinity[g] = self._terrain_contype
+            m.geom_contype[flat], m.geom_conaffinity[flat] = 0, 0
+            m.geom_rgba[g, 3] = 1.0
+            m.geom_rgba[flat, 3] = 0.0
+        # The renderer holds its own copy of the heightfield: a new one uploads the new heights.
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def set_param(self, spec: ParamSpec, value: float) -> None:
         m, nom = self.model, self._nominal
@@ -184,6 +228,9 @@ class MujocoEngine:
             # Masses feed derived constants (subtree masses, inverse weights): recompute them on a
             # scratch MjData, because mj_setConst overwrites the state of the data it is given.
             mujoco.mj_setConst(m, mujoco.MjData(m))
+        elif spec.kind in TERRAIN_KINDS and self._terrain is not None:
+            self._terrain_values[spec.kind] = value
+            self._apply_terrain()
         else:
             raise KeyError(f"the mujoco engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
 

@@ -52,6 +52,9 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
 * **Cameras**: :meth:`PybulletEngine.render` draws the MJCF's world cameras (``pos``, ``xyaxes``, ``fovy``; the
   first is the default); :meth:`PybulletEngine.render_camera` the task's :class:`sim.camera.CameraSpec` with its
   intrinsics, in the pixel convention MuJoCo and :meth:`sim.camera.CameraSpec.project` share.
+* **Terrain** (scenes with a :class:`~sim.models.terrain.Terrain`): a ``GEOM_HEIGHTFIELD`` body with the same
+  heights as MuJoCo's hfield, in place of the floor box, whose collisions it switches off; it carries the floor's
+  friction. The world is rebuilt at every reset and restore, so a new terrain takes effect there (MuJoCo's at once).
 
 Contacts themselves differ between the engines (MuJoCo's are soft, PyBullet's are rigid with error
 reduction), so trajectories agree closely in free motion and only qualitatively while pushing the valve.
@@ -72,7 +75,8 @@ import pybullet as pb
 
 from s2r.core.atomicio import write_text_atomic
 from sim.camera import CAMERA_FAR_M, CAMERA_NEAR_M
-from sim.engines.base import ParamSpec
+from sim.engines.base import TERRAIN_KINDS, ParamSpec
+from sim.models.terrain import is_flat, task_terrain, terrain_heights
 from sim.rotations import (
     normalize_quat,
     quat_conj,
@@ -306,6 +310,10 @@ class PybulletEngine:
         self._task_cameras = {c.name: c for c in spec.cameras}
         self._camera_matrices = {c.name: (c.view_matrix(), c.projection_matrix(pixel_shift=TINY_RENDERER_PIXEL_SHIFT))
                                  for c in spec.cameras}
+        self._terrain = task_terrain(task) if self._floating else None
+        self._terrain_values = {"terrain_roughness": 0.0, "terrain_slope": 0.0, "terrain_seed": 0.0}
+        self._terrain_heights: FloatArray | None = None
+        self._terrain_body: int | None = None
         self._tmpdir = tempfile.mkdtemp(prefix="s2r-pybullet-")
         self._state_path = os.path.join(self._tmpdir, "state.bullet")
         self._urdf_paths = [self._write(f"scene{i}.urdf", text) for i, text in enumerate((scene.robot, *scene.statics))]
@@ -394,6 +402,11 @@ class PybulletEngine:
         self._bv, self._bw = np.zeros(3), np.zeros(3)
         self.reset(spec.reset, np.zeros(len(spec.passive_joints)))
 
+    @property
+    def client(self) -> int:
+        """This engine's PyBullet client id, for read-only queries (ray tests, contact points)."""
+        return self._client
+
     # --- world construction ----------------------------------------------------------------------
     def _write(self, name: str, text: str) -> str:
         path = os.path.join(self._tmpdir, name)
@@ -415,7 +428,25 @@ class PybulletEngine:
             return [robot]
         statics = [int(pb.loadURDF(p, useFixedBase=True, flags=_LOAD_FLAGS, physicsClientId=client))
                    for p in self._urdf_paths[1:]]
+        self._terrain_body = None
+        if self._terrain_heights is not None:
+            self._terrain_body = self._load_terrain(client, statics)
         return [robot, *statics]
+
+    def _load_terrain(self, client: int, statics: list[int]) -> int:
+        """The heightfield as a fixed body, in place of the flat floor (whose collisions it switches off)."""
+        assert self._terrain is not None and self._terrain_heights is not None
+        t, heights = self._terrain, self._terrain_heights
+        # Bullet's heightfield: data[i * rows + j] at (x_j, y_i), rows counting along x, centred in x and y and
+        # vertically on the middle of its height range, so the body sits at that middle.
+        shape = pb.createCollisionShape(pb.GEOM_HEIGHTFIELD, meshScale=[t.spacing_m, t.spacing_m, 1.0],
+                                        heightfieldData=heights.ravel().tolist(), numHeightfieldRows=t.n,
+                                        numHeightfieldColumns=t.n, physicsClientId=client)
+        middle = float(heights.max() + heights.min()) / 2.0
+        body = int(pb.createMultiBody(0.0, shape, -1, [0.0, 0.0, middle], physicsClientId=client))
+        floor_slot, floor_link = self._link_index[t.body]
+        pb.setCollisionFilterGroupMask(statics[floor_slot - 1], floor_link, 0, 0, physicsClientId=client)
+        return body
 
     def _load_twin(self) -> int:
         """(Re)load the armature-free twin with the current link masses; it only answers mass-matrix queries."""
@@ -456,6 +487,9 @@ class PybulletEngine:
             inertia = self._nominal_inertia[key] * scale + self._link_armature.get(key, 0.0)
             kwargs["localInertiaDiagonal"] = inertia.tolist()
         pb.changeDynamics(self._bodies[key[0]], key[1], physicsClientId=self._client, **kwargs)
+        if self._terrain_body is not None and self._terrain is not None and key == self._link_index[self._terrain.body]:
+            pb.changeDynamics(self._terrain_body, -1, lateralFriction=kwargs["lateralFriction"],
+                              physicsClientId=self._client)
 
     def _apply_frictionloss(self) -> None:
         # A velocity motor with target 0 and force limit = friction torque is Coulomb friction; a limit
@@ -724,7 +758,7 @@ class PybulletEngine:
 
     # --- named parameters ----------------------------------------------------------------------------
     def supports(self, spec: ParamSpec) -> bool:
-        return spec.kind in _ENGINE_KINDS
+        return spec.kind in _ENGINE_KINDS or (spec.kind in TERRAIN_KINDS and self._terrain is not None)
 
     def _dofs(self, spec: ParamSpec) -> list[int]:
         unknown = [t for t in spec.targets if t not in self._dof_of_name]
@@ -768,6 +802,13 @@ class PybulletEngine:
                 self._apply_link(key)
             # PyBullet builds its mass-matrix model once per loaded body: reload the twin.
             self._twin_body = self._load_twin()
+        elif spec.kind in TERRAIN_KINDS and self._terrain is not None:
+            # The world is rebuilt at every reset and restore: the new ground takes effect there.
+            self._terrain_values[spec.kind] = value
+            v = self._terrain_values
+            roughness, slope = v["terrain_roughness"], v["terrain_slope"]
+            self._terrain_heights = (None if is_flat(roughness, slope)
+                                     else terrain_heights(self._terrain, roughness, slope, v["terrain_seed"]))
         else:
             raise KeyError(f"the pybullet engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
 

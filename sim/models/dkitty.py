@@ -30,6 +30,7 @@ import numpy as np
 from sim.models.links import Capsule
 from sim.models.mjcf_parts import fmt, head, position_actuators, servo_defaults
 from sim.models.servo import ServoJoints
+from sim.models.terrain import DEFAULT_TERRAIN, Terrain
 from sim.tasks.spec import FloatArray
 
 LEGS = ("fr", "fl", "bl", "br")
@@ -41,6 +42,9 @@ BASE_JOINT = "root"
 TORSO = "torso"
 FLOOR = "floor"
 IMU_SITE = "imu"
+TERRAIN_IDLE_CONTYPE = 2
+"""Collision bits of the heightfield geom in the file: a class no other geom has, so it touches nothing, yet it is
+compiled into MuJoCo's collision structures (which leave out geoms with no bits at all) for the engine to swap in."""
 LEG_SIGNS: Mapping[str, tuple[int, int]] = {"fr": (1, -1), "fl": (1, 1), "bl": (-1, 1), "br": (-1, -1)}
 """(front +1 / back -1, left +1 / right -1) of each leg."""
 
@@ -175,12 +179,15 @@ def mjcf(
     joint_ranges: Mapping[str, tuple[float, float]],
     g: KittyGeometry = NOMINAL_GEOMETRY,
     timestep: float | None = None,
+    terrain: Terrain = DEFAULT_TERRAIN,
 ) -> str:
     """The MuJoCo XML of the quadruped on its floor.
 
     ``joint_ranges`` maps each leg joint name to its (low, high) limit in rad; it comes from the task spec
     so the model's limits and the command ranges cannot drift apart. ``timestep`` overrides
-    ``g.physics_timestep``.
+    ``g.physics_timestep``. ``terrain`` sizes the heightfield (asset and geom ``terrain.name``) in the floor body:
+    its heights are the engine's to write (``terrain_*`` parameters); it touches nothing until the engine swaps it in
+    for the plane. Its surface is ``pos_z + data * size_z``, data in [0, 1] (see :mod:`sim.models.terrain`).
     """
     dt = g.physics_timestep if timestep is None else timestep
     hx, hy, hz = g.torso_half_sizes()
@@ -217,6 +224,8 @@ def mjcf(
     <texture name="grid" type="2d" builtin="checker" rgb1="0.78 0.8 0.82" rgb2="0.62 0.64 0.68" width="256"
              height="256"/>
     <material name="grid" texture="grid" texrepeat="8 8" reflectance="0"/>
+    <hfield name="{terrain.name}" nrow="{terrain.n}" ncol="{terrain.n}"
+            size="{fmt(terrain.half_extent_m, terrain.half_extent_m, terrain.height_range_m, terrain.base_m)}"/>
   </asset>
   <default>
     {defaults}
@@ -228,6 +237,9 @@ def mjcf(
     <body name="{FLOOR}">
       <geom name="{FLOOR}" type="plane" size="5 5 0.1" material="grid" contype="1" conaffinity="1" condim="3"
             friction="{g.foot_friction:.6g} 0.005 0.0001"/>
+      <geom name="{terrain.name}" type="hfield" hfield="{terrain.name}" pos="0 0 {-terrain.height_range_m / 2:.9g}"
+            contype="{TERRAIN_IDLE_CONTYPE}" conaffinity="{TERRAIN_IDLE_CONTYPE}" condim="3"
+            friction="{g.foot_friction:.6g} 0.005 0.0001" rgba="0.62 0.64 0.68 0" mass="0"/>
     </body>
     <body name="{TORSO}" pos="0 0 {g.start_height:.6g}">
       <freejoint name="{BASE_JOINT}"/>

@@ -41,6 +41,7 @@ from sim.models.dkitty import (
     mjcf,
     torso_corners,
 )
+from sim.models.terrain import DEFAULT_TERRAIN, Terrain
 from sim.rotations import gravity_in_body, quat_from_yaw, quat_to_matrix, tilt, upright, yaw_of
 from sim.state import RobotState
 from sim.tasks.spec import ACTION_RATE_TERM, FloatArray, ObsField, ObsLayout, TaskSpec
@@ -226,10 +227,12 @@ class KittyTask:
     """The task spec; replace it (e.g. another control period) with ``dataclasses.replace``."""
     geometry: KittyGeometry = NOMINAL_GEOMETRY
     """Dimensions, masses and gains of the scene."""
+    terrain: Terrain = DEFAULT_TERRAIN
+    """The heightfield the ``terrain_*`` parameters shape (flat at their nominal values)."""
 
     def model_xml(self, timestep: float) -> str:
         """MuJoCo XML of the scene at the given physics step (s)."""
-        return mjcf(self.spec.joint_ranges, self.geometry, timestep=timestep)
+        return mjcf(self.spec.joint_ranges, self.geometry, timestep=timestep, terrain=self.terrain)
 
     def model_urdf(self) -> str:
         """URDF of the same scene for PyBullet, from the same geometry and joint limits."""
@@ -239,7 +242,7 @@ class KittyTask:
 
     def param_specs(self) -> tuple[ParamSpec, ...]:
         """The named physical parameters of this scene, with nominal values from the geometry."""
-        return kitty_params(self.geometry, self.spec)
+        return kitty_params(self.geometry, self.spec, self.terrain)
 
     def _start(self, rng: np.random.Generator, noise_rad: float, goal: dict[str, float]) -> EpisodeStart:
         noise = rng.uniform(-noise_rad, noise_rad, self.spec.n_joints)
@@ -360,7 +363,7 @@ class DKittyWalk(KittyTask):
         return float(np.linalg.norm(self._to_target(state, goal))) < self.spec.extras["success_radius_m"]
 
 
-def kitty_params(g: KittyGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
+def kitty_params(g: KittyGeometry, spec: TaskSpec, terrain: Terrain = DEFAULT_TERRAIN) -> tuple[ParamSpec, ...]:
     """The quadruped scene's named parameters; names are shared by both engines and the emulator."""
     joints = spec.joint_names
     return (
@@ -389,4 +392,12 @@ def kitty_params(g: KittyGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
                   "drawn afresh for every control period", high=100.0),
         ParamSpec("control_jitter_std", "control_jitter_std", "s", 0.0, (),
                   "std of the per-step deviation of the control period", high=0.05),
+        ParamSpec("terrain_roughness", "terrain_roughness", "m", 0.0, (terrain.body,),
+                  f"std of random bumps (about {terrain.bump_spacing_m:g} m apart) of a heightfield replacing the "
+                  "flat floor", high=terrain.max_roughness_m),
+        ParamSpec("terrain_slope", "terrain_slope", "rad", 0.0, (terrain.body,),
+                  "incline of the ground along world x, the walking direction (positive: uphill ahead)",
+                  low=-terrain.max_slope_rad, high=terrain.max_slope_rad),
+        ParamSpec("terrain_seed", "terrain_seed", "-", 0.0, (terrain.body,),
+                  "its integer part seeds the bump pattern (no effect while terrain_roughness is 0)", high=2.0**31),
     )
