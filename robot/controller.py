@@ -615,33 +615,27 @@ class Controller:
 
     def _check_imu_age(self, now: float) -> None:
         """IMU silence: no valid frame for longer than ``imu.max_silence_s``."""
-        if self.imu is None or self.config.imu is None:
-            return
-        counters = self.imu.counters
-        last = counters.last_receive_time
-        # Before the first frame the bound runs from the controller's start, as the servo watchdog's does.
-        age = now - (self._started if last is None else last)
-        limit = self.config.imu.max_silence_s
-        if age > limit:
-            shown = (f"no valid IMU frame in {age * 1e3:.0f} ms since the start" if last is None
-                     else f"no valid IMU frame for {age * 1e3:.0f} ms")
-            raise ControllerStop(Stop("safety", f"IMU silent: {shown} (limit {limit * 1e3:.0f} ms; "
-                                      f"{counters.describe()})", self.clock()))
+        if self.imu is not None and self.config.imu is not None:
+            self._check_silence(now, self.imu.counters.last_receive_time, self.config.imu.max_silence_s,
+                            "IMU silent", "valid IMU frame", self.imu.counters.describe())
 
     def _check_pose_age(self, now: float) -> None:
         """A stale or missing pose: none valid for longer than ``tracker.max_age_s``."""
-        if self.tracker is None or self.config.tracker is None:
-            return
-        counters = self.tracker.counters
-        last = counters.last_receive_time
-        # Before the first pose the bound runs from the controller's start, as the IMU's silence bound does.
+        if self.tracker is not None and self.config.tracker is not None:
+            self._check_silence(now, self.tracker.counters.last_receive_time, self.config.tracker.max_age_s,
+                            f"position source ({self.config.tracker.kind}) stale", "valid pose",
+                            self.tracker.counters.describe())
+
+    def _check_silence(self, now: float, last: float | None, limit: float, what: str, sample: str,
+                       counters: str) -> None:
+        """A sensor silent for longer than ``limit`` (s) stops the run; before its first sample the bound runs from
+        the controller's start, as the servo watchdog's does."""
         age = now - (self._started if last is None else last)
-        limit = self.config.tracker.max_age_s
         if age > limit:
-            shown = (f"no valid pose in {age * 1e3:.0f} ms since the start" if last is None
-                     else f"no valid pose for {age * 1e3:.0f} ms")
-            raise ControllerStop(Stop("safety", f"position source ({self.config.tracker.kind}) stale: {shown} (limit "
-                                      f"{limit * 1e3:.0f} ms; {counters.describe()})", self.clock()))
+            shown = (f"no {sample} in {age * 1e3:.0f} ms since the start" if last is None
+                     else f"no {sample} for {age * 1e3:.0f} ms")
+            raise ControllerStop(Stop("safety", f"{what}: {shown} (limit {limit * 1e3:.0f} ms; {counters})",
+                                      self.clock()))
 
     def _check_tilt(self, reading: Reading) -> None:
         """The torso tilted beyond ``imu.max_tilt_rad`` from upright."""

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# MuJoCo picks its OpenGL backend when it is first imported, and a test file may import it before `sim` (which
+# chooses EGL): headless rendering must be chosen here, before any test module loads.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 from collections.abc import Callable, Iterator
 from typing import Any
 
