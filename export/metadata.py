@@ -12,7 +12,12 @@ floats), lists and mappings as JSON. Keys of schema ``s2r-onnx-policy`` version 
   embedded distribution as JSON, or ``unknown`` for a policy trained outside s2r);
 - ``s2r_version``, ``export_time_utc`` (ISO 8601), ``source_checkpoint``;
 - s2r tasks only: ``task`` (the task spec's name), ``robot``, ``joint_names`` (JSON list, action
-  order), ``obs_layout`` (JSON list of ``{"name", "start", "stop", "unit"}``), ``control_period_s``.
+  order), ``obs_layout`` (JSON list of ``{"name", "start", "stop", "unit"}``), ``control_period_s``;
+- goal-conditioned s2r tasks only: ``goal`` (JSON ``{"block", "fields", "encoding"}``): the observation is the
+  task's goal observation fields then the ``block`` (``desired_goal``) of ``obs_layout``, made from the named goal
+  values ``fields`` (a list of ``{"name", "unit", "low", "high"}``: what ``s2r deploy --goal NAME=VALUE`` may
+  command, SI units) as ``encoding`` says (``desired_goal = (cos(target), sin(target))``). A reader that does not
+  know the key sees a policy whose observation layout differs from the flat task's, and refuses it.
 
 This module imports neither torch nor onnx: the robot side parses metadata with numpy alone.
 """
@@ -55,6 +60,36 @@ class ObsSlice:
     """One past the last index."""
     unit: str
     """Unit of the block's entries (``"-"`` for dimensionless)."""
+
+
+@dataclass(frozen=True)
+class GoalValue:
+    """One named goal value a goal policy can be commanded, as recorded in the file."""
+
+    name: str
+    """Key of the task's goal (``target``)."""
+    unit: str
+    """SI unit (``rad``)."""
+    low: float
+    """Smallest commandable value (``unit``)."""
+    high: float
+    """Largest commandable value (``unit``)."""
+
+
+@dataclass(frozen=True)
+class GoalSpec:
+    """How a goal-conditioned policy takes its goal: where it sits in the observation and what makes it."""
+
+    block: str
+    """Name of the ``obs_layout`` block holding the desired goal (the last one, ``desired_goal``)."""
+    fields: tuple[GoalValue, ...]
+    """The named goal values the desired goal is made from."""
+    encoding: str
+    """How the named values become the block, in words (``desired_goal = (cos(target), sin(target))``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"block": self.block, "encoding": self.encoding,
+                "fields": [{"name": f.name, "unit": f.unit, "low": f.low, "high": f.high} for f in self.fields]}
 
 
 @dataclass(frozen=True)
@@ -110,6 +145,8 @@ class PolicyMetadata:
     """Observation blocks in order (s2r tasks only)."""
     control_period_s: float | None = None
     """Time between two policy actions (s; s2r tasks only)."""
+    goal: GoalSpec | None = None
+    """How the goal enters the observation (goal-conditioned s2r tasks only; ``None``: a flat policy)."""
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` key/value strings (task keys only for s2r tasks)."""
@@ -144,6 +181,8 @@ class PolicyMetadata:
             )
         if self.control_period_s is not None:
             props["control_period_s"] = repr(float(self.control_period_s))
+        if self.goal is not None:
+            props["goal"] = json.dumps(self.goal.to_json())
         return props
 
 
@@ -180,7 +219,7 @@ class _Props(Fields):
 
 
 JSON_KEYS = ("s2r_format_version", "obs_size", "action_size", "training_steps", "control_period_s", "env_kwargs",
-             "action_low", "action_high", "joint_names", "obs_layout")
+             "action_low", "action_high", "joint_names", "obs_layout", "goal")
 """Keys whose string values are JSON (numbers, lists, mappings); the rest are plain strings."""
 
 
@@ -221,6 +260,27 @@ def _parse_layout(r: Fields, obs_size: int) -> tuple[ObsSlice, ...]:
     return tuple(blocks)
 
 
+def _parse_goal(r: Fields, layout: tuple[ObsSlice, ...]) -> GoalSpec | None:
+    if r.raw("goal") is None:
+        return None
+    g = r.child("goal")
+    g.only("block", "fields", "encoding")
+    block = g.text("block")
+    if not layout or layout[-1].name != block:
+        g.fail("block", f"the name of the last obs_layout block ({layout[-1].name if layout else 'none recorded'})",
+               block)
+    values = []
+    for f in g.items("fields"):
+        f.only("name", "unit", "low", "high")
+        low, high = f.number("low"), f.number("high")
+        if not low <= high:
+            f.fail("high", f"a number >= low ({low})", high)
+        values.append(GoalValue(f.text("name"), f.text("unit"), low, high))
+    if not values:
+        g.fail("fields", "a non-empty list of goal values", [])
+    return GoalSpec(block, tuple(values), g.text("encoding", empty=True))
+
+
 def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
     """Validate s2r ``metadata_props`` into :class:`PolicyMetadata`; a bad or missing key is a :class:`UserError`
     naming the key. Keys this version does not know are ignored (a later exporter's additions, other tools')."""
@@ -240,6 +300,7 @@ def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
         control_period_s = r.number("control_period_s", expected="a positive number of seconds")
         if control_period_s <= 0:
             r.fail("control_period_s", "a positive number of seconds", control_period_s)
+    layout = _parse_layout(r, obs_size)
     return PolicyMetadata(
         env_id=r.text("env_id"),
         engine=r.text("engine", empty=True),
@@ -261,6 +322,7 @@ def parse_metadata(props: Mapping[str, str], source: str) -> PolicyMetadata:
         task=_optional_text(r, "task"),
         robot=_optional_text(r, "robot"),
         joint_names=() if r.raw("joint_names") is None else r.strings("joint_names", action_size, "joint names"),
-        obs_layout=_parse_layout(r, obs_size),
+        obs_layout=layout,
         control_period_s=control_period_s,
+        goal=_parse_goal(r, layout),
     )

@@ -42,6 +42,8 @@ from export.metadata import (
     ACTION_ENV_BOUNDS,
     ACTION_NORMALIZED,
     UNKNOWN_RANDOMIZATION,
+    GoalSpec,
+    GoalValue,
     ObsSlice,
     PolicyMetadata,
     Provenance,
@@ -55,8 +57,9 @@ from policies.envs import S2R_PREFIX, find_goal_env, make_env, resolve_task
 from policies.networks import ObsNormalizer
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
+from sim.goal_env import DESIRED_GOAL, GoalEnv, GoalTask, goal_obs_layout
 from sim.rollout import to_env_action
-from sim.tasks.spec import TaskSpec
+from sim.tasks.spec import ObsLayout, TaskSpec
 
 INPUT_NAME = "obs"
 OUTPUT_NAME = "action"
@@ -225,23 +228,40 @@ def _torch_export(module: nn.Module, obs_dim: int, opset: int) -> onnx.ModelProt
 
 def _spec_of(env: gym.Env) -> TaskSpec | None:
     """The task spec the environment actually runs (with any control-period override), for s2r envs."""
-    spec = getattr(env.unwrapped, "spec_", None)
+    inner = env.unwrapped
+    spec = getattr(inner.sim if isinstance(inner, GoalEnv) else inner, "spec_", None)
     return spec if isinstance(spec, TaskSpec) else None
+
+
+def _goal_task_of(env: gym.Env) -> GoalTask | None:
+    """The goal task of a goal-conditioned s2r environment, else ``None``."""
+    inner = env.unwrapped
+    return inner.task if isinstance(inner, GoalEnv) else None
+
+
+def goal_spec(task: GoalTask) -> GoalSpec:
+    """What the metadata records of how ``task``'s goal enters a goal policy's observation."""
+    return GoalSpec(DESIRED_GOAL, tuple(GoalValue(f.name, f.unit, f.low, f.high) for f in task.goal_fields),
+                    task.goal_encoding)
 
 
 def _policy_metadata(env_id: str, engine: str, env_kwargs: Mapping[str, Any], obs_dim: int, low: np.ndarray,
                      high: np.ndarray, spec: TaskSpec | None, action_output: str,
-                     provenance: Provenance) -> PolicyMetadata:
-    """The metadata of an export (task fields from ``spec`` for s2r tasks)."""
+                     provenance: Provenance, goal_task: GoalTask | None = None) -> PolicyMetadata:
+    """The metadata of an export (task fields from ``spec`` for s2r tasks; for a goal-conditioned one,
+    ``goal_task``, the observation layout is its goal view's and the ``goal`` key says how the goal enters)."""
     act_dim = len(low)
-    if spec is not None and (spec.obs_layout.size != obs_dim or spec.n_joints != act_dim):
+    obs_layout: ObsLayout | None = None
+    if spec is not None:
+        obs_layout = goal_obs_layout(goal_task, spec) if goal_task is not None else spec.obs_layout
+    if spec is not None and obs_layout is not None and (obs_layout.size != obs_dim or spec.n_joints != act_dim):
         what = provenance.source_checkpoint or "the policy"
         raise UserError(f"{what!r} has obs/action sizes {obs_dim}/{act_dim}, but the task {spec.name!r} has "
-                        f"{spec.obs_layout.size}/{spec.n_joints}")
+                        f"{obs_layout.size}/{spec.n_joints}")
     layout: tuple[ObsSlice, ...] = ()
-    if spec is not None:
-        slices = spec.obs_layout.slices()
-        layout = tuple(ObsSlice(f.name, *slices[f.name], f.unit) for f in spec.obs_layout.fields)
+    if obs_layout is not None:
+        slices = obs_layout.slices()
+        layout = tuple(ObsSlice(f.name, *slices[f.name], f.unit) for f in obs_layout.fields)
     return PolicyMetadata(
         env_id=env_id,
         engine=engine,
@@ -259,6 +279,7 @@ def _policy_metadata(env_id: str, engine: str, env_kwargs: Mapping[str, Any], ob
         joint_names=() if spec is None else spec.joint_names,
         obs_layout=layout,
         control_period_s=None if spec is None else spec.control_period,
+        goal=None if spec is None or goal_task is None else goal_spec(goal_task),
     )
 
 
@@ -380,11 +401,12 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
     what = provenance.source_checkpoint or "the policy"
     env = make_env(env_id, engine, env_kwargs or None)
     try:
-        if find_goal_env(env) is not None:
-            # The ONNX contract's metadata describes a flat task's observation layout; a goal policy's input
-            # (observation then desired goal) has no layout there yet, so nothing could deploy it safely.
-            raise UserError(f"{what!r} is a goal-conditioned policy ({env_id}): exporting goal-conditioned "
-                            "policies is not supported yet (the ONNX metadata has no goal layout); evaluate it in "
+        goal_task = _goal_task_of(env)
+        if find_goal_env(env) is not None and (goal_task is None or not env_id.startswith(S2R_PREFIX)):
+            # A goal policy's input is observation then desired goal: only an s2r goal task says which blocks and
+            # how a commanded goal becomes the desired goal, so nothing could deploy another one safely.
+            raise UserError(f"{what!r} is a goal-conditioned policy of {env_id}, which is not an s2r goal task: "
+                            "the ONNX metadata could not say how its goal enters the observation; evaluate it in "
                             "simulation with s2r eval")
         space = env.observation_space
         act_space = env.action_space
@@ -403,7 +425,8 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
                             f"{tuple(probe.shape)}; the environment expects (1, {len(low)})")
         spec = _spec_of(env) if env_id.startswith(S2R_PREFIX) else None
         module, action_output = contract_module(policy, env_id, low, high)
-        meta = _policy_metadata(env_id, engine, env_kwargs, obs_dim, low, high, spec, action_output, provenance)
+        meta = _policy_metadata(env_id, engine, env_kwargs, obs_dim, low, high, spec, action_output, provenance,
+                                goal_task)
         n_rollout = round(cfg.samples * cfg.rollout_fraction)
         rollouts, episodes = rollout_observations(policy, env, n_rollout, cfg.seed)
     finally:

@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from export.metadata import ACTION_NORMALIZED, PolicyMetadata, has_s2r_metadata, parse_metadata
+from export.metadata import ACTION_NORMALIZED, GoalSpec, PolicyMetadata, has_s2r_metadata, parse_metadata
 from s2r.core.errors import UserError
+from sim.tasks.spec import ObsField, ObsLayout
 
 if TYPE_CHECKING:
     from sim.tasks.spec import TaskSpec
@@ -127,6 +128,12 @@ class OnnxPolicy:
                             f"recorded in the metadata ({key})")
         return size
 
+    @property
+    def goal(self) -> GoalSpec | None:
+        """How a goal-conditioned policy takes its goal (the ``desired_goal`` block, the named goal values with their
+        units and ranges, the encoding); ``None`` for a flat policy or a file without s2r metadata."""
+        return None if self.info is None else self.info.goal
+
     # --- running ------------------------------------------------------------------------------------------
     def act(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
         """Action(s) for one observation ``(O,)`` or a batch ``(B, O)``; float32 and finite, else ``ValueError``."""
@@ -197,7 +204,7 @@ class OnnxPolicy:
         def differs(what: str, ours: object, theirs: object) -> None:
             problems.append(f"{what}: the file has {ours}, {against} has {theirs}")
 
-        layout = spec.obs_layout
+        layout = self._expected_layout(spec, problems)
         if self.obs_size != layout.size:
             differs("observation size", self.obs_size, layout.size)
         if self.action_size != spec.n_joints:
@@ -229,6 +236,24 @@ class OnnxPolicy:
         if info.action_output != ACTION_NORMALIZED:
             differs("action output", repr(info.action_output), repr(ACTION_NORMALIZED))
         return problems
+
+
+    def _expected_layout(self, spec: TaskSpec, problems: list[str]) -> ObsLayout:
+        """The observation layout this file should have on ``spec``: the spec's, or for a goal policy the spec's
+        blocks the file names, then its goal block (whose size the task's goal view checks, at deploy)."""
+        info = self.info
+        if info is None or info.goal is None:
+            return spec.obs_layout
+        by_name = {f.name: f for f in spec.obs_layout.fields}
+        blocks = []
+        for b in info.obs_layout[:-1]:
+            if b.name not in by_name:
+                problems.append(f"observation block {b.name!r} of the goal policy is not in the task {spec.name!r}'s "
+                                f"observation ({', '.join(by_name)})")
+                continue
+            blocks.append(by_name[b.name])
+        last = info.obs_layout[-1]
+        return ObsLayout((*blocks, ObsField(last.name, last.stop - last.start, last.unit, "the desired goal")))
 
 
 def _names_text(names: tuple[str, ...]) -> str:

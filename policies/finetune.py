@@ -85,10 +85,11 @@ def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[
     deployed = deployed_checkpoint(cfg.run_dir)
     source = load_checkpoint(deployed)
     if source.env_id in GOAL_IDS:
-        # The robot logs flat observations without achieved goals, and no deployment feeds a goal policy yet.
+        # s2r deploy runs a goal policy now, but fine-tuning's learner replays the robot's episodes without Hindsight
+        # Experience Replay (no achieved goals to relabel with), and its rounds draw their own goals.
         raise UserError(f"{str(deployed)!r} is a goal-conditioned policy ({source.env_id}): fine-tuning on the "
-                        "robot needs goal-conditioned deployment (observation, commanded goal and achieved goal in "
-                        "the trajectory logs), which is not built yet")
+                        "robot needs goal-conditioned fine-tuning (hindsight relabelling of the robot's episodes), "
+                        "which is not built yet; deploy it with s2r deploy (--goal or --goal-schedule)")
     # The robot is the only world now: no simulated randomization or model mining. No weight averaging either: the
     # deployed policy (an average, if the run averaged) is where the actor starts, and a round's few hundred
     # updates are the candidate itself.

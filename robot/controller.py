@@ -53,7 +53,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -375,8 +375,11 @@ class EpisodeResult:
 class _EpisodeLog:
     """Rows of one episode, appended as the cycles run."""
 
-    def __init__(self, n_terms: int, imu: bool = False, tracker: bool = False) -> None:
+    def __init__(self, n_terms: int, imu: bool = False, tracker: bool = False,
+                 goal: Mapping[str, float] | None = None) -> None:
         self.n_terms = n_terms
+        self.goal = np.array([float(v) for v in (goal or {}).values()], dtype=np.float64)
+        """The episode's goal values (meta ``goal_names`` order), logged with every reading."""
         self.imu = imu
         self.tracker = tracker
         self.readings: list[Reading] = []
@@ -444,6 +447,7 @@ class _EpisodeLog:
             "passive_vel": np.array([r.passive_vel for r in rs]),
             "stale": np.array([r.stale for r in rs], dtype=np.int8),
             "obs": np.asarray(self.obs[: t + 1], dtype=np.float32),
+            "goal": np.tile(self.goal, (len(rs), 1)),
             "action": rows(self.actions, n_j),
             "command": rows(self.sent, n_j),
             "command_filtered": rows(self.filtered, n_j),
@@ -687,13 +691,17 @@ class Controller:
         return new
 
     # --- an episode -----------------------------------------------------------------------------
-    def episode(self, rng: np.random.Generator) -> EpisodeResult:
-        """Reset, then run one episode of policy cycles; a stop ends it early (see ``EpisodeResult.stop``)."""
+    def episode(self, rng: np.random.Generator, goal: Mapping[str, float] | None = None) -> EpisodeResult:
+        """Reset, then run one episode of policy cycles; a stop ends it early (see ``EpisodeResult.stop``).
+
+        ``goal`` (the task's goal dict, checked by the caller: :func:`robot.goals.check_goal`) replaces the goal the
+        task draws; the start is drawn either way, so a commanded goal leaves the episode's start as it was."""
         task, spec = self.task, self.task.spec
         start = task.sample_start(rng)
-        goal = dict(start.goal)
+        goal = dict(start.goal) if goal is None else {k: float(v) for k, v in goal.items()}
         target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
-        log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None, tracker=self.tracker is not None)
+        log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None, tracker=self.tracker is not None,
+                          goal=goal)
         info: dict[str, Any] = {}
         steps = self.episode_steps
         stop: Stop | None = None
@@ -850,6 +858,7 @@ class Controller:
         arrays = log.arrays() if log.readings else {}
         meta = {
             "goal": goal,
+            "goal_names": list(goal),
             "success": success,
             "complete": complete,
             "stop_reason": "time_limit" if stop is None else stop.describe(),

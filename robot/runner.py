@@ -9,6 +9,7 @@ the torque is off: the robot is made safe first, then the logs are flushed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -111,10 +112,15 @@ def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[s
 
 
 def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int,
-                 rng: np.random.Generator) -> RunSummary:
-    """Run up to ``episodes`` episodes, writing each; always ends with the torque off (or trying to)."""
+                 rng: np.random.Generator, goals: Sequence[Mapping[str, float]] | None = None) -> RunSummary:
+    """Run up to ``episodes`` episodes, writing each; always ends with the torque off (or trying to).
+
+    ``goals``: episode ``i``'s commanded goal is ``goals[i]`` (at least ``episodes`` of them, checked against the
+    task by the caller); ``None``: the task draws each episode's goal."""
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0; got {episodes}")
+    if goals is not None and len(goals) < episodes:
+        raise ValueError(f"{episodes} episodes need as many goals; got {len(goals)}")
     successes: list[bool] = []
     returns: list[float] = []
     imu_start = controller.imu.counters if controller.imu is not None else None
@@ -133,8 +139,8 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
             shutdown_errors += controller.bus.counters.total_comm_errors - before
 
     try:
-        for _ in range(episodes):
-            result = controller.episode(rng)
+        for i in range(episodes):
+            result = controller.episode(rng, None if goals is None else goals[i])
             if result.stop is not None:
                 stop = result.stop
                 torque_off, shut = shutdown(stop), True

@@ -54,14 +54,16 @@ from robot.config import load_config
 from robot.controller import Controller, ControllerSettings, check_policy
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
+from robot.goals import check_goal, load_goal_schedule
 from robot.hardware import check_driver_options, open_robot
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.view import check_view_target, open_view, require_view
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.core.trajlog import SkippedFile, SkippedFileWarning, TrajectoryWriter
-from s2r.policy_files import evaluate_policy, load_policy
+from s2r.policy_files import LoadedPolicy, evaluate_policy, load_policy
 from sim import resolve_env_id
+from sim.goal_env import GoalView, is_goal_task
 from sim.tasks import make_task
 from sim.tasks.base import Task
 from sim.tasks.spec import TaskSpec
@@ -308,10 +310,19 @@ class DeployJob:
     view: PathLike | None = None
     """The live view of every policy step (Rerun, the ``view`` extra): :data:`robot.view.SPAWN` (``"spawn"``) for
     a viewer of its own, or a recording file ending in ``.rrd`` to write; ``None``: no view."""
+    goal: Mapping[str, float] | None = None
+    """The goal of every episode, the task's named goal values in SI units (``{"target": 1.57}``, rad), checked
+    against the task's names and ranges; ``None``: the task draws each episode's goal (or ``goal_schedule``)."""
+    goal_schedule: PathLike | None = None
+    """A YAML file of one goal per episode, in order (:mod:`robot.goals`); it must hold at least ``episodes``
+    goals. Not together with ``goal``."""
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
             raise ParameterError("episodes", f"must be >= 0; got {self.episodes}")
+        if self.goal is not None and self.goal_schedule is not None:
+            raise ParameterError("goal_schedule", "and {goal} do not go together: give one goal for every episode "
+                                 "or a schedule of one per episode")
         _seed(self.seed, "deploy")
         if self.reality is not None and self.driver != "emulator":
             raise ParameterError("reality", "applies to the emulator driver only")
@@ -362,6 +373,37 @@ def deploy_task(config_task: str, requested: str | None, policy_env_id: str | No
     return replace(task, spec=spec)  # type: ignore[type-var]
 
 
+def commanded_goals(job: DeployJob, task: Task) -> tuple[dict[str, float], ...] | None:
+    """One goal per episode from ``job.goal`` or ``job.goal_schedule``, checked against ``task``'s goal names and
+    ranges (a :class:`ParameterError` of ``goal``, a :class:`UserError` naming the schedule's entry); ``None`` when
+    the task draws the goals."""
+    if job.goal is not None:
+        return (check_goal(task, job.goal),) * job.episodes
+    if job.goal_schedule is None:
+        return None
+    goals = load_goal_schedule(job.goal_schedule, task)
+    if len(goals) < job.episodes:
+        raise ParameterError("episodes", f"is {job.episodes}, but the goal schedule {os.fspath(job.goal_schedule)!r} "
+                             f"holds {len(goals)} goal(s), one per episode")
+    return goals
+
+
+def goal_view(task: Task, loaded: LoadedPolicy) -> Task:
+    """``task`` as the goal policy ``loaded`` sees it (:class:`sim.goal_env.GoalView`: the observation
+    ``concat(observation, desired_goal)``), checked against the layout its file records."""
+    if not is_goal_task(task):
+        raise UserError(f"{loaded.description} is goal-conditioned, but the task {task.spec.name!r} has no "
+                        "goal-conditioned view (desired goal) to feed it")
+    view = GoalView(task)  # type: ignore[arg-type]
+    expected = list(view.spec.obs_layout.slices().items())
+    if loaded.obs_layout and list(loaded.obs_layout) != expected:
+        def text(blocks: list[tuple[str, tuple[int, int]]]) -> str:
+            return ", ".join(f"{n}[{a}:{b}]" for n, (a, b) in blocks)
+        raise UserError(f"{loaded.description} takes the observation [{text(list(loaded.obs_layout))}], but the goal "
+                        f"view of the task {task.spec.name!r} is [{text(expected)}]")
+    return view
+
+
 def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: logging.Logger | None = None
            ) -> DeployResult:
     """Run ``job.episodes`` episodes of ``job.policy`` at the hardware config's control rate, each a scripted reset
@@ -384,12 +426,17 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     loaded = load_policy(job.policy, spec=spec, seed=job.seed, period_override=config.control_period_override,
                          limits=(config.low, config.high))
     task = deploy_task(config.task, job.task, loaded.env_id, spec)
-    check_policy(loaded.act, spec.obs_layout.size, spec.n_joints)
+    goals = commanded_goals(job, task)
+    if loaded.goal_conditioned:
+        task = goal_view(task, loaded)
+    check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)
     steps = settings.episode_steps or spec.episode_steps
     writer = TrajectoryWriter(job.log_dir, run_info(config, job.driver, steps, {
         "policy": loaded.description, "task_variant": job.task or loaded.env_id or config.task,
         "seed": job.seed, "reality": None if job.reality is None else os.fspath(job.reality),
         "faults": faults.describe() if faults else None, "lockstep": job.lockstep,
+        "goal_conditioned": loaded.goal_conditioned, "goal": None if job.goal is None or not goals else goals[0],
+        "goal_schedule": None if job.goal_schedule is None else os.fspath(job.goal_schedule),
     }))
     poll = should_stop or _never
     log = logger or logging.getLogger("robot.deploy")
@@ -404,7 +451,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
             controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
                                     sleep=io.sleep, view=view, tracker=io.tracker)
-            summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed))
+            summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed), goals)
         finally:
             io.close()
     return DeployResult(summary, loaded.description, job.driver)

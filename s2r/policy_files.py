@@ -23,6 +23,7 @@ from export.sb3_files import is_sb3_zip, sb3_zip_refusal
 from policies.evaluate import evaluate
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
+from sim.tasks import GOAL_IDS
 from sim.tasks.excitation import ExcitePolicy, MultiSine
 from sim.tasks.spec import FloatArray, TaskSpec
 
@@ -73,6 +74,11 @@ class LoadedPolicy:
     """Observation length the policy takes (``None`` for a scripted policy: any)."""
     action_size: int | None = None
     """Action length the policy returns."""
+    obs_layout: tuple[tuple[str, tuple[int, int]], ...] = ()
+    """The observation's blocks ``(name, (start, stop))`` as an ONNX file records them (empty when unknown)."""
+    goal_conditioned: bool = False
+    """Whether the policy takes ``concat(observation, desired_goal)`` (a goal task's, :mod:`sim.goal_env`) instead
+    of the task's flat observation."""
 
 
 def load_policy(source: str | os.PathLike[str], *, spec: TaskSpec | None = None, seed: int = 0,
@@ -111,7 +117,8 @@ def _load_checkpoint(path: Path) -> LoadedPolicy:
     ckpt = load_checkpoint(file)
     return LoadedPolicy(policy_from_checkpoint(ckpt), "checkpoint",
                         f"checkpoint {file} ({ckpt.algo}, step {ckpt.step})", file, ckpt.env_id, ckpt.engine,
-                        dict(ckpt.config.get("env_kwargs") or {}), ckpt.algo, ckpt.step, ckpt.obs_dim, ckpt.act_dim)
+                        dict(ckpt.config.get("env_kwargs") or {}), ckpt.algo, ckpt.step, ckpt.obs_dim, ckpt.act_dim,
+                        goal_conditioned=ckpt.env_id in GOAL_IDS)
 
 
 def _load_onnx(path: Path, spec: TaskSpec | None, period_override: bool) -> LoadedPolicy:
@@ -134,7 +141,8 @@ def _load_onnx(path: Path, spec: TaskSpec | None, period_override: bool) -> Load
             return onnx.to_normalized(onnx.act(obs))
 
     return LoadedPolicy(act, "onnx", f"onnx {path}", path, info.env_id, info.engine, dict(info.env_kwargs or {}),
-                        info.provenance.algo, info.provenance.training_steps, onnx.obs_size, onnx.action_size)
+                        info.provenance.algo, info.provenance.training_steps, onnx.obs_size, onnx.action_size,
+                        tuple((b.name, (b.start, b.stop)) for b in info.obs_layout), info.goal is not None)
 
 
 def scripted_policy(name: str, spec: TaskSpec, seed: int,

@@ -13,16 +13,18 @@ state, as the reward of the flat task is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal, Protocol, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from sim.engines.base import ParamSpec
 from sim.env import SimEnv
 from sim.state import RobotState
-from sim.tasks.base import Task
-from sim.tasks.spec import FloatArray
+from sim.tasks.base import EpisodeStartLike, Task
+from sim.tasks.spec import FloatArray, GoalField, ObsField, ObsLayout, TaskSpec
 
 RewardType = Literal["sparse", "dense"]
 REWARD_TYPES: tuple[RewardType, ...] = ("sparse", "dense")
@@ -46,9 +48,85 @@ class GoalTask(Task, Protocol):
         """Length of ``achieved_goal`` and ``desired_goal``."""
         ...
 
+    @property
+    def goal_fields(self) -> tuple[GoalField, ...]:
+        """The named goal values (the keys of an episode's goal dict), with their units and commandable ranges."""
+        ...
+
+    @property
+    def goal_encoding(self) -> str:
+        """How the named goal values become ``desired_goal``, in words (for the export metadata)."""
+        ...
+
     def achieved_goal(self, state: RobotState) -> FloatArray: ...
     def desired_goal(self, goal: dict[str, float]) -> FloatArray: ...
     def goal_distance(self, achieved: FloatArray, desired: FloatArray) -> FloatArray: ...
+
+
+DESIRED_GOAL = "desired_goal"
+"""Name of the goal block, the last of a goal policy's flat observation."""
+GOAL_MEMBERS = ("goal_observation_fields", "goal_tolerance", "goal_size", "goal_fields", "goal_encoding",
+                "achieved_goal", "desired_goal", "goal_distance")
+
+
+def is_goal_task(task: object) -> bool:
+    """Whether ``task`` has the goal-conditioned view of :class:`GoalTask` (the flat D'Claw turn task has it too:
+    every variant of it can run a goal policy)."""
+    return all(hasattr(task, name) for name in GOAL_MEMBERS)
+
+
+def goal_obs_layout(task: GoalTask, spec: TaskSpec | None = None) -> ObsLayout:
+    """The flat observation a goal policy takes: the task's goal observation fields (of ``spec``'s layout,
+    default the task's), then the ``desired_goal`` block, as :func:`policies.envs.make_env` flattens it."""
+    layout = (spec or task.spec).obs_layout
+    by_name = {f.name: f for f in layout.fields}
+    return ObsLayout((*(by_name[n] for n in task.goal_observation_fields),
+                      ObsField(DESIRED_GOAL, task.goal_size, "-", task.goal_encoding)))
+
+
+def goal_observation(task: GoalTask, flat: np.ndarray, goal: dict[str, float]) -> np.ndarray:
+    """The goal-conditioned observation ``concat(observation, desired_goal(goal))`` (float32) from the task's
+    flat observation ``flat``."""
+    layout = task.spec.obs_layout
+    parts = [np.asarray(flat, dtype=np.float64)[layout.slice(n)] for n in task.goal_observation_fields]
+    return np.concatenate([*parts, task.desired_goal(goal)]).astype(np.float32)
+
+
+class GoalView:
+    """A goal task as its goal policy sees it: a :class:`~sim.tasks.base.Task` whose observation is
+    ``concat(observation, desired_goal)`` (:func:`goal_obs_layout`, the spec's ``obs_layout``) and whose every
+    other part is the task's. The robot's controller runs a goal policy on this view, with the goals it is given."""
+
+    def __init__(self, task: GoalTask) -> None:
+        if not is_goal_task(task):
+            raise ValueError(f"task {task.spec.name!r} has no goal-conditioned view")
+        self.task = task
+        self._spec = replace(task.spec, obs_layout=goal_obs_layout(task))
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self._spec
+
+    def model_xml(self, timestep: float) -> str:
+        return self.task.model_xml(timestep)
+
+    def model_urdf(self) -> str:
+        return self.task.model_urdf()
+
+    def param_specs(self) -> tuple[ParamSpec, ...]:
+        return self.task.param_specs()
+
+    def sample_start(self, rng: np.random.Generator) -> EpisodeStartLike:
+        return self.task.sample_start(rng)
+
+    def observe(self, state: RobotState, last_action: FloatArray, goal: dict[str, float]) -> np.ndarray:
+        return goal_observation(self.task, self.task.observe(state, last_action, goal), goal)
+
+    def reward_terms(self, state: RobotState, goal: dict[str, float]) -> dict[str, float]:
+        return self.task.reward_terms(state, goal)
+
+    def success(self, state: RobotState, goal: dict[str, float]) -> bool:
+        return self.task.success(state, goal)
 
 
 def goal_reward(task: GoalTask, achieved: FloatArray, desired: FloatArray,

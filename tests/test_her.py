@@ -1,7 +1,7 @@
 """Hindsight Experience Replay (:mod:`policies.her`): relabelling at sampling time with each strategy, rewards
 recomputed by the environment, episodes stored once, the trainer on the goal-conditioned claw with every learner
-(and its resume), observation statistics fed achieved goals, and the refusals (HER on a flat task, export and
-fine-tuning of a goal policy)."""
+(and its resume), observation statistics fed achieved goals, the refusals (HER on a flat task, fine-tuning of a
+goal policy) and a goal policy's verified export with its goal layout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from export.config import MIN_VERIFY_SAMPLES, ExportConfig
 from export.onnx_export import export_policy
+from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint
 from policies.collector import Collector
 from policies.config import config_from_mapping
@@ -253,11 +255,33 @@ def test_her_is_on_by_default_on_goal_tasks_only_and_refused_on_flat_ones() -> N
         _cfg("sac", her_strategy="later")
 
 
-def test_a_goal_policy_is_refused_by_export_and_fine_tuning_until_deployment_has_goals(tmp_path: Path) -> None:
+def test_fine_tuning_refuses_a_goal_policy(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(_cfg("td3", steps=81, warmup_steps=81, eval_interval=81), run, progress=False)
-    with pytest.raises(UserError, match=r"goal-conditioned policy .* not supported yet"):
-        export_policy(run, tmp_path / "policy.onnx")
-    assert not (tmp_path / "policy.onnx").exists()
-    with pytest.raises(UserError, match=r"goal-conditioned policy .* needs goal-conditioned deployment"):
+    with pytest.raises(UserError, match=r"goal-conditioned policy .* needs goal-conditioned fine-tuning"):
         build_agent(FinetuneConfig(run_dir=run, robot=tmp_path / "unused.yaml"))
+
+
+@pytest.mark.slow
+def test_a_goal_policy_exports_verified_with_its_goal_layout(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_cfg("td3", steps=200, warmup_steps=100, eval_interval=200), run, progress=False)
+    result = export_policy(run, tmp_path / "policy.onnx", ExportConfig(samples=MIN_VERIFY_SAMPLES))
+    assert result.verification.passed and result.verification.rollout_samples > 0
+    policy = OnnxPolicy(tmp_path / "policy.onnx")
+    assert policy.obs_size == 22 and policy.goal is not None and policy.goal.block == "desired_goal"
+    assert [(b.name, b.start, b.stop) for b in policy.info.obs_layout] == [  # type: ignore[union-attr]
+        ("joint_pos", 0, 9), ("valve_cos_sin", 9, 11), ("last_action", 11, 20), ("desired_goal", 20, 22)]
+    assert [(f.name, f.unit) for f in policy.goal.fields] == [("target", "rad")]
+    # Parity on the goal claw's own observations: the file and the checkpoint act alike, goal by goal.
+    ckpt = load_checkpoint(run / "last.pt")
+    actor = ckpt.policy_module()
+    env = make_env(GOAL_ID)
+    try:
+        obs = [env.reset(seed=s)[0] for s in range(8)]
+    finally:
+        env.close()
+    batch = np.stack(obs).astype(np.float32)
+    with torch.inference_mode():
+        expected = actor(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(policy.act(batch), expected, atol=1e-5)

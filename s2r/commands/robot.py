@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from policies.dataset import dataset_metadata, save_dataset, trajlog_segments, trajlog_to_dataset
+from robot.goals import parse_goal
 from robot.view import SPAWN
 from s2r import cliargs
 from s2r.api import DeployJob, deploy
@@ -86,6 +87,13 @@ def register(sub: Any) -> None:
                    "the one the policy was trained on when its file says, else the hardware config's task")
     p.add_argument("--episode-steps", type=int, metavar="T", help="policy steps per episode (default: the task's; "
                    "fewer only for smoke tests)")
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--goal", type=goal_arg, metavar="NAME=VALUE[,...]",
+                      help="the goal of every episode, the task's named goal values in SI units (the claw: "
+                      "target=1.57, the valve angle in rad, -pi to pi); default: the task draws each episode's goal")
+    goal.add_argument("--goal-schedule", metavar="FILE.yaml",
+                      help="one goal per episode, in order: a YAML file 'goals: [{target: 1.57}, {target: -0.5}]' "
+                      "holding at least --episodes goals")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     add_view_argument(p)
     p.set_defaults(func=run_deploy)
@@ -127,6 +135,14 @@ def add_view_argument(p: argparse.ArgumentParser) -> None:
                    "file instead of starting a viewer (open it with `rerun FILE.rrd`)")
 
 
+def goal_arg(text: str) -> dict[str, float]:
+    """``--goal``'s value, ``NAME=VALUE[,NAME=VALUE...]`` (the names and ranges are the task's, checked later)."""
+    try:
+        return parse_goal(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # --- signals --------------------------------------------------------------------------------------
 class StopRequest:
     """Set by SIGINT/SIGTERM; the controller polls it once per cycle."""
@@ -163,7 +179,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                         episodes=args.episodes, seed=args.seed, port=args.port, imu_port=args.imu_port,
                         reality=args.reality, faults=args.faults,
                         lockstep=args.lockstep, clock_socket=args.clock_socket, task=args.task,
-                        episode_steps=args.episode_steps, view=args.view)
+                        episode_steps=args.episode_steps, view=args.view, goal=args.goal,
+                        goal_schedule=args.goal_schedule)
         result = deploy(job, should_stop=request.poll, logger=logger)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None

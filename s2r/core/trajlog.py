@@ -36,6 +36,8 @@ passive_pos        (T+1, P)    rad    passive joints (the valve) as read
 passive_vel        (T+1, P)    rad/s  passive joint velocities as read
 stale              (T+1,)      -      1 where the reading was stale (a failed read)
 obs                (T+1, O)    -      observation given to the policy
+goal               (T+1, G)    SI     the goal's named values at each reading (names: meta ``goal_names``);
+                                      optional: older logs lack it, their goal is meta ``goal`` alone
 action             (T, J)      -      the policy's normalized action
 command            (T, J)      rad    joint targets actually sent after the safety filter
 reward             (T,)        -      reward from the task's terms
@@ -71,9 +73,9 @@ A robot with a camera would add ``camera_NAME`` (T+1, H, W, 3) uint8, its RGB fr
 Writers may add arrays and meta keys. The robot controller (``robot.runner``) adds
 ``command_filtered`` (T, J; rad, the safety filter's command before tick rounding), ``hold`` (T; 0 none,
 1 stale reading, 2 NaN/inf action) and ``overrun`` (T; 1 where the cycle missed its deadline), and the
-meta keys ``complete`` (False when a stop cut the episode short), ``return``, ``steps``,
-``episode_steps``, ``start_command``, ``stale_readings``, ``held_actions`` and ``reset_*`` (how the
-scripted reset went).
+meta keys ``goal_names`` (the columns of ``goal``), ``complete`` (False when a stop cut the episode short),
+``return``, ``steps``, ``episode_steps``, ``start_command``, ``stale_readings``, ``held_actions`` and ``reset_*``
+(how the scripted reset went).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ READING_ARRAYS = ("time", "joint_pos", "joint_vel", "joint_effort", "passive_pos
 BASE_ARRAYS: dict[str, tuple[int, ...]] = {"base_quat": (4,), "base_angvel": (3,), "imu_age": (),
                                            "base_pos": (3,), "base_linvel": (3,), "pose_age": ()}
 """Optional per-reading arrays of a robot with an IMU (and a position source), with their shape per row."""
+GOAL_ARRAY = "goal"
+"""Optional per-reading array of the goal's named values (T+1, G); the names are the episode meta's ``goal_names``."""
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +462,8 @@ def _check_shapes(arrays: Mapping[str, np.ndarray], info: RunInfo, where: str) -
     for k, row in BASE_ARRAYS.items():
         if k in arrays and shapes[k] != (steps + 1, *row):
             raise ValueError(f"{where}: {k} has shape {shapes[k]}, expected {(steps + 1, *row)}")
+    if GOAL_ARRAY in arrays and (len(shapes[GOAL_ARRAY]) != 2 or shapes[GOAL_ARRAY][0] != steps + 1):
+        raise ValueError(f"{where}: {GOAL_ARRAY} has shape {shapes[GOAL_ARRAY]}, expected ({steps + 1}, G)")
     n_joints, n_passive = len(info.joint_names), len(info.passive_joints)
     columns = {"joint_pos": n_joints, "joint_vel": n_joints, "command": n_joints, "action": n_joints,
                "passive_pos": n_passive, "passive_vel": n_passive}

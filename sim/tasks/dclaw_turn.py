@@ -19,7 +19,7 @@ from sim.engines.base import ParamSpec
 from sim.models.dclaw import FINGER_COUNT, NOMINAL_GEOMETRY, ClawGeometry, finger_joint_names, mjcf
 from sim.state import RobotState
 from sim.tasks.actions import wrap_angle
-from sim.tasks.spec import FloatArray, ObsField, ObsLayout, TaskSpec
+from sim.tasks.spec import FloatArray, GoalField, ObsField, ObsLayout, TaskSpec
 
 JOINT_NAMES = finger_joint_names()
 _RANGE_BY_SUFFIX_RAD = {
@@ -170,6 +170,12 @@ class DClawTurn:
     """Distance (rad) within which a goal counts as reached; the same as :meth:`success`."""
     goal_size: ClassVar[int] = 2
     """(cos, sin) of the valve angle."""
+    goal_fields: ClassVar[tuple[GoalField, ...]] = (
+        GoalField("target", "rad", -math.pi, math.pi, "valve angle to turn to (angles wrap: give it in [-pi, pi])"),
+    )
+    """The named goal values a user may command (``s2r deploy --goal target=1.57``); every variant's goal."""
+    goal_encoding: ClassVar[str] = "desired_goal = (cos(target), sin(target))"
+    """How the named goal values become ``desired_goal`` (:meth:`desired_goal`), in words for the export metadata."""
 
     def achieved_goal(self, state: RobotState) -> FloatArray:
         """Where the valve is, as (cos, sin) of its angle: a goal without a wrap-around."""

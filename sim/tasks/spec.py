@@ -79,6 +79,22 @@ class ObsLayout:
         return np.concatenate(parts).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class GoalField:
+    """One named value of a task's goal (the ``goal`` dict of an episode start), as a user may command it."""
+
+    name: str
+    """Key in the goal dict (``target``)."""
+    unit: str
+    """SI unit of the value (``"rad"``)."""
+    low: float
+    """Smallest value that may be commanded (``unit``)."""
+    high: float
+    """Largest value that may be commanded (``unit``)."""
+    doc: str
+    """What the value asks for, in words."""
+
+
 ACTION_RATE_TERM = "action_rate"
 """Name of the reward term that :attr:`TaskSpec.action_rate_weight` adds."""
 
