@@ -251,8 +251,15 @@ def prior_edges(prior: ParameterDistribution, posterior_moments: dict[str, tuple
     return out
 
 
+NOT_A_QUANTITY_KINDS = frozenset({"terrain_seed"})
+"""Kinds that pick a pattern rather than measure something: a Gaussian posterior over them means nothing (nearby
+seeds are unrelated terrains), so the adaptation passes them through."""
+
+
 def adaptable(spec: ParamSpec) -> bool:
-    """Whether the one-step replay likelihood depends on a parameter of this kind."""
+    """Whether the one-step replay likelihood depends on a parameter of this kind, as a quantity."""
+    if spec.kind in NOT_A_QUANTITY_KINDS:
+        return False
     return not spec.is_env_level or spec.kind in LIKELIHOOD_PARAM_KINDS_ENV
 
 

@@ -21,8 +21,11 @@ def _cos_sin(angle: float | np.ndarray) -> np.ndarray:
     return np.stack([np.cos(angle), np.sin(angle)], axis=-1)
 
 
-def test_the_goal_claw_passes_gymnasiums_checker_and_follows_the_dict_convention() -> None:
-    env = gym.make(GOAL_ID)
+@pytest.mark.parametrize("engine", ["mujoco", "pybullet"])
+def test_the_goal_claw_passes_gymnasiums_checker_and_follows_the_dict_convention(engine: str) -> None:
+    if engine == "pybullet":
+        pytest.importorskip("pybullet")
+    env = gym.make(GOAL_ID, engine=engine)
     with pytest.warns(UserWarning, match="infinity"):  # unbounded observation boxes, as the flat tasks have
         check_env(env.unwrapped)
     obs, info = env.reset(seed=3)
