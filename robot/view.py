@@ -278,6 +278,16 @@ class _ViewFailed(Exception):
 
 
 @contextmanager
+def _stopped_on_error(view: ProcessView) -> Iterator[ProcessView]:
+    """``view`` for the run; a run that ends in an exception stops the view's process at once (no file kept)."""
+    try:
+        yield view
+    except BaseException:
+        view._stop()
+        raise
+
+
+@contextmanager
 def open_view(target: str | None, config: RobotConfig, *, name: str = "s2r",
               log: logging.Logger | None = None) -> Iterator[StepView]:
     """The view of a run on ``config``'s robot: :data:`NO_VIEW` for ``None``; a Rerun viewer spawned for
@@ -292,22 +302,14 @@ def open_view(target: str | None, config: RobotConfig, *, name: str = "s2r",
     require_view()
     layout = ViewLayout.of(config)
     if target == SPAWN:
-        view = ProcessView(layout, SPAWN, name, log)
-        try:
+        with _stopped_on_error(ProcessView(layout, SPAWN, name, log)) as view:
             yield view
-        except BaseException:
-            view._stop()
-            raise
         view.close()
         return
     try:
         with atomic_path(target) as tmp:
-            view = ProcessView(layout, tmp, name, log)
-            try:
+            with _stopped_on_error(ProcessView(layout, tmp, name, log)) as view:
                 yield view
-            except BaseException:
-                view._stop()
-                raise
             if not view.close():
                 raise _ViewFailed
     except _ViewFailed:
