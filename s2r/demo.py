@@ -385,7 +385,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _stop_note(deployment: dict[str, Any]) -> str:
+def _deployment_note(deployment: dict[str, Any]) -> str:
     stop = deployment.get("stop")
     looks = deployment.get("looks")
     return _join("" if not looks else f"{' + '.join(str(d['episodes']) for d in looks)} episodes in "
@@ -653,13 +653,13 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
         Row("1. trained with randomization" + (" + EPOpt" if budget.epopt_eps is not None else ""),
             "simulation (MuJoCo, nominal)", sim["success_rate"], sim["return_mean"], sim["episodes"]),
         Row("2. first deployment", where, first["success_rate"], first["return_mean"], first["episodes"],
-            _stop_note(first)),
+            _deployment_note(first)),
         Row("3. after adaptation + retraining", "simulation (MuJoCo, nominal)", sim_adapted["success_rate"],
             sim_adapted["return_mean"], sim_adapted["episodes"]),
         Row("3. after adaptation + retraining", where, adapted["success_rate"], adapted["return_mean"],
-            adapted["episodes"], _join(_stop_note(adapted), _service_note(stage3))),
+            adapted["episodes"], _join(_deployment_note(adapted), _service_note(stage3))),
         Row(f"4. after fine-tuning ({tuned['episodes_done']} robot episodes)", where,
-            final["success_rate"], final["return_mean"], final["episodes"], _stop_note(final)),
+            final["success_rate"], final["return_mean"], final["episodes"], _deployment_note(final)),
     ]
     data["table"] = [asdict(r) for r in rows]
     data["stage_times_s"] = {k: round(v, 1) for k, v in stages.times.items()}
