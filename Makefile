@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LEROBOT_VENV ?= .venv-lerobot
 
-.PHONY: setup demo test lint install-check bench-quick
+.PHONY: setup demo test lint install-check lerobot-check bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,16 @@ test: $(STAMP)
 # A non-editable install: the wheel carries the configs, and s2r deploys from an empty directory (about a minute).
 install-check: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests/test_install.py
+
+# LeRobot's own loader reads s2r's LeRobot dataset back. It needs torchvision, whose wheels pin another torch than
+# this stack's, so it gets a venv of its own (about 6 GB and 4 minutes the first time; ci/lerobot-requirements.txt).
+$(LEROBOT_VENV)/.installed: ci/lerobot-requirements.txt
+	$(PYTHON) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/python -m pip install --quiet -r ci/lerobot-requirements.txt
+	touch $@
+
+lerobot-check: $(STAMP) $(LEROBOT_VENV)/.installed
+	S2R_LEROBOT_PYTHON=$(LEROBOT_VENV)/bin/python $(BIN)/python -m pytest -q tests/test_datasets.py -k lerobot_dataset_reads
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
