@@ -1,7 +1,7 @@
 """How much faster than real time the lock-step emulator runs deployments: the claw and the quadruped.
 
-For each robot a lock-step emulator is started (``open_robot(..., lockstep=True)``), the bus connects, and the
-controller runs scripted episodes at the shipped config exactly as ``s2r deploy --lockstep`` does (the claw
+For each robot a lock-step emulator is started (``open_robot(..., OpenOptions(lockstep=True))``), the bus connects,
+and the controller runs scripted episodes at the shipped config exactly as ``s2r deploy --lockstep`` does (the claw
 ``scripted:random``, the quadruped ``scripted:hold``: random legs tip it over). Simulated time is the emulator's
 clock; wall time is ``time.perf_counter``. ``x_real_time`` is simulated time over wall time for the episodes
 (resets included, the emulator's start and connect not); ``x_real_time_with_start`` includes them. The host's
@@ -35,7 +35,7 @@ ROBOTS = {"claw": ("dclaw.yaml", "random"), "quadruped": ("dkitty.yaml", "hold")
 def run_robot(config_file: str, policy_name: str, episodes: int, seed: int) -> dict[str, Any]:
     from robot.config import load_config
     from robot.controller import Controller, ControllerSettings
-    from robot.hardware import open_robot
+    from robot.hardware import OpenOptions, open_robot
     from robot.runner import run_episodes, run_info
     from s2r.core.trajlog import TrajectoryWriter
     from s2r.policy_files import load_policy
@@ -50,7 +50,7 @@ def run_robot(config_file: str, policy_name: str, episodes: int, seed: int) -> d
     log.addHandler(logging.NullHandler())
     log.propagate = False
     w0 = time.perf_counter()
-    with open_robot(config, "emulator", lockstep=True) as io, tempfile.TemporaryDirectory() as logs:
+    with open_robot(config, "emulator", OpenOptions(lockstep=True)) as io, tempfile.TemporaryDirectory() as logs:
         io.bus.connect()
         ctrl = Controller(policy.act, io.bus, task, config, settings=io.controller_settings(ControllerSettings()),
                           logger=log, imu=io.imu, placer=io.placer, clock=io.clock, sleep=io.sleep)

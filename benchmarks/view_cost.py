@@ -49,7 +49,7 @@ import numpy as np
 
 from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings, Stop
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.rerun_view import SEND_INTERVAL_S, RerunView
 from robot.view import NO_VIEW, ProcessView, StepRecord, StepView, ViewLayout
 from s2r.api import deploy_task
@@ -90,7 +90,7 @@ def pct_us(samples_s: list[float]) -> dict[str, float]:
 def run(config: RobotConfig, view: StepView, episodes: int, steps: int) -> dict[str, Any]:
     """``episodes`` episodes of ``steps`` steps with ``view``; the view's call times and the loop's wall time."""
     timed = TimedView(view)
-    io = open_robot(config, "mock", lockstep=True)
+    io = open_robot(config, "mock", OpenOptions(lockstep=True))
     rng = np.random.default_rng(0)
     spec = config.task_spec()
     try:

@@ -14,24 +14,17 @@ from typing import TYPE_CHECKING
 from s2r.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from export.config import ExportConfig, ExportResult, Verification, VerificationError
-    from export.metadata import PolicyMetadata
-    from export.onnx_export import ObsNorm, export_module, export_policy
-    from export.onnx_policy import OnnxPolicy
-    from export.sb3_export import export_sb3
+    from export.config import ExportConfig as ExportConfig
+    from export.config import ExportResult as ExportResult
+    from export.config import Verification as Verification
+    from export.config import VerificationError as VerificationError
+    from export.metadata import PolicyMetadata as PolicyMetadata
+    from export.onnx_export import ObsNorm as ObsNorm
+    from export.onnx_export import export_module as export_module
+    from export.onnx_export import export_policy as export_policy
+    from export.onnx_policy import OnnxPolicy as OnnxPolicy
+    from export.sb3_export import export_sb3 as export_sb3
 
-__all__ = [
-    "ExportConfig",
-    "ExportResult",
-    "ObsNorm",
-    "OnnxPolicy",
-    "PolicyMetadata",
-    "Verification",
-    "VerificationError",
-    "export_module",
-    "export_policy",
-    "export_sb3",
-]
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "config": ("ExportConfig", "ExportResult", "Verification", "VerificationError"),
     "metadata": ("PolicyMetadata",),
@@ -41,4 +34,4 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 }
 """Where each public name lives, imported on first use: torch loads only for ``ObsNorm`` and the exporters,
 onnxruntime for them and ``OnnxPolicy``."""
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -20,30 +20,22 @@ from typing import TYPE_CHECKING
 from s2r.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from policies.checkpoint import Checkpoint, load_checkpoint, policy_from_checkpoint, resolve_checkpoint_path
-    from policies.config import ALGOS, TrainConfig, config_from_mapping, load_config_file, parse_overrides
-    from policies.dataset import save_dataset, trajlog_to_dataset
-    from policies.envs import make_env, resolve_task
-    from policies.finetune_config import FinetuneConfig
-    from policies.train import Trainer
+    from policies.checkpoint import Checkpoint as Checkpoint
+    from policies.checkpoint import load_checkpoint as load_checkpoint
+    from policies.checkpoint import policy_from_checkpoint as policy_from_checkpoint
+    from policies.checkpoint import resolve_checkpoint_path as resolve_checkpoint_path
+    from policies.config import ALGOS as ALGOS
+    from policies.config import TrainConfig as TrainConfig
+    from policies.config import config_from_mapping as config_from_mapping
+    from policies.config import load_config_file as load_config_file
+    from policies.config import parse_overrides as parse_overrides
+    from policies.dataset import save_dataset as save_dataset
+    from policies.dataset import trajlog_to_dataset as trajlog_to_dataset
+    from policies.envs import make_env as make_env
+    from policies.envs import resolve_task as resolve_task
+    from policies.finetune_config import FinetuneConfig as FinetuneConfig
+    from policies.train import Trainer as Trainer
 
-__all__ = [
-    "ALGOS",
-    "Checkpoint",
-    "FinetuneConfig",
-    "TrainConfig",
-    "Trainer",
-    "config_from_mapping",
-    "load_checkpoint",
-    "load_config_file",
-    "make_env",
-    "parse_overrides",
-    "policy_from_checkpoint",
-    "resolve_checkpoint_path",
-    "resolve_task",
-    "save_dataset",
-    "trajlog_to_dataset",
-]
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "config": ("ALGOS", "TrainConfig", "config_from_mapping", "load_config_file", "parse_overrides"),
     "finetune_config": ("FinetuneConfig",),
@@ -54,4 +46,4 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 }
 """Where each public name lives, imported on first use: ``import policies`` loads no torch (only ``Checkpoint``, the
 checkpoint functions and ``Trainer`` need it). Training itself: :func:`s2r.api.train`."""
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)

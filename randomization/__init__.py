@@ -18,36 +18,22 @@ from typing import TYPE_CHECKING
 from s2r.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from randomization.adapt import AdaptConfig, AdaptResult
-    from randomization.distributions import (
-        ParameterDistribution,
-        load_distribution,
-        save_distribution,
-        task_param_specs,
-    )
-    from randomization.epopt import EpoptConfig
-    from randomization.parallel import ExecutorConfig
-    from randomization.simlogs import SimLogConfig, record_sim_logs
-    from randomization.sweep import GridAxis, SweepResult, parse_grid_axis, run_sweep
-    from randomization.wrapper import RandomizedEnv
+    from randomization.adapt import AdaptConfig as AdaptConfig
+    from randomization.adapt import AdaptResult as AdaptResult
+    from randomization.distributions import ParameterDistribution as ParameterDistribution
+    from randomization.distributions import load_distribution as load_distribution
+    from randomization.distributions import save_distribution as save_distribution
+    from randomization.distributions import task_param_specs as task_param_specs
+    from randomization.epopt import EpoptConfig as EpoptConfig
+    from randomization.parallel import ExecutorConfig as ExecutorConfig
+    from randomization.simlogs import SimLogConfig as SimLogConfig
+    from randomization.simlogs import record_sim_logs as record_sim_logs
+    from randomization.sweep import GridAxis as GridAxis
+    from randomization.sweep import SweepResult as SweepResult
+    from randomization.sweep import parse_grid_axis as parse_grid_axis
+    from randomization.sweep import run_sweep as run_sweep
+    from randomization.wrapper import RandomizedEnv as RandomizedEnv
 
-__all__ = [
-    "AdaptConfig",
-    "AdaptResult",
-    "EpoptConfig",
-    "ExecutorConfig",
-    "GridAxis",
-    "ParameterDistribution",
-    "RandomizedEnv",
-    "SimLogConfig",
-    "SweepResult",
-    "load_distribution",
-    "parse_grid_axis",
-    "record_sim_logs",
-    "run_sweep",
-    "save_distribution",
-    "task_param_specs",
-]
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "distributions": ("ParameterDistribution", "load_distribution", "save_distribution", "task_param_specs"),
     "wrapper": ("RandomizedEnv",),
@@ -59,4 +45,4 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 }
 """Where each public name lives, imported on first use. The adaptation itself: :func:`s2r.api.adapt` (or
 :func:`randomization.adapt.adapt`)."""
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -7,33 +7,25 @@ from typing import TYPE_CHECKING
 from s2r.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from robot.bus import Bus, BusError
-    from robot.config import RobotConfig, load_config
-    from robot.controller import Controller, ControllerSettings
-    from robot.emulator import Emulator, load_reality
-    from robot.hardware import RobotIO, open_robot
-    from robot.mock import MockBus
-    from robot.runner import RunSummary, run_episodes
+    from robot.bus import Bus as Bus
+    from robot.bus import BusError as BusError
+    from robot.config import RobotConfig as RobotConfig
+    from robot.config import load_config as load_config
+    from robot.controller import Controller as Controller
+    from robot.controller import ControllerSettings as ControllerSettings
+    from robot.emulator import Emulator as Emulator
+    from robot.emulator import load_reality as load_reality
+    from robot.hardware import OpenOptions as OpenOptions
+    from robot.hardware import RobotIO as RobotIO
+    from robot.hardware import open_robot as open_robot
+    from robot.mock import MockBus as MockBus
+    from robot.runner import RunSummary as RunSummary
+    from robot.runner import run_episodes as run_episodes
 
-__all__ = [
-    "Bus",
-    "BusError",
-    "Controller",
-    "ControllerSettings",
-    "Emulator",
-    "MockBus",
-    "RobotConfig",
-    "RobotIO",
-    "RunSummary",
-    "load_config",
-    "load_reality",
-    "open_robot",
-    "run_episodes",
-]
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "config": ("RobotConfig", "load_config"),
     "controller": ("Controller", "ControllerSettings"),
-    "hardware": ("RobotIO", "open_robot"),
+    "hardware": ("OpenOptions", "RobotIO", "open_robot"),
     "runner": ("RunSummary", "run_episodes"),
     "bus": ("Bus", "BusError"),
     "mock": ("MockBus",),
@@ -41,4 +33,4 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 }
 """Where each public name lives, imported on first use: ``import robot`` loads neither the simulator nor the servo
 SDK."""
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -13,7 +13,7 @@ connection to this process. Without a placer the episode starts where the robot 
 so (``base_reset``). Passive joints with a servo of their own (the claw's valve) are reset by that servo
 instead (``Bus.passive_driven``).
 
-``lockstep=True`` (the emulator and mock drivers) runs the robot in simulated time: the emulator's
+``OpenOptions(lockstep=True)`` (the emulator and mock drivers) runs the robot in simulated time: the emulator's
 (``robot.emulator.lockstep``), or for the mock a clock only sleeps move (``robot.simtime``). The :class:`RobotIO`'s
 ``clock`` and ``sleep`` are then that time's, and the controller must take them. An emulator
 started here is told so through its control connection; one started elsewhere (``s2r emulate --lockstep``) through
@@ -138,45 +138,49 @@ def check_driver_options(driver: str, lockstep: bool, clock_socket: str | None) 
                              "time (set {driver} to emulator or mock, or drop {lockstep})")
 
 
-def open_robot(
-    config: RobotConfig,
-    driver: str,
-    port: str | None = None,
-    *,
-    imu_port: str | None = None,
-    reality: RealityConfig | None = None,
-    faults: FaultSpec | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    interrupt: Callable[[], object] | None = None,
-    lockstep: bool = False,
-    clock_socket: str | None = None,
-) -> RobotIO:
-    """The bus (not yet connected), IMU, position source and placer of ``config``'s robot on ``driver``.
+@dataclass(frozen=True)
+class OpenOptions:
+    """How :func:`open_robot` opens a robot on its driver, beyond the config: every field's default is the plain
+    case (the config's port, a real-time robot)."""
 
-    ``port`` and ``reality``/``faults`` mean what they mean for :func:`robot.bus.make_bus`; ``imu_port`` overrides
-    ``config.imu.port`` (the second line of ``s2r emulate`` for an emulator started elsewhere); ``clock`` is the
-    mock's time source, also the IMU reader's and the position source's; ``interrupt`` ends a Dynamixel bus's read
-    retries (see :func:`robot.bus.make_bus`). ``lockstep`` runs an emulator in simulated time (module docstring);
-    with ``port`` it needs the time socket that ``s2r emulate --lockstep`` printed (``clock_socket``).
-    """
-    check_driver_options(driver, lockstep, clock_socket)
+    port: str | None = None
+    """The bus's serial port, as for :func:`robot.bus.make_bus`; for the emulator driver, that of an emulator
+    started elsewhere (``s2r emulate``; ``None``: one is started here)."""
+    imu_port: str | None = None
+    """Overrides ``config.imu.port``: the second line of ``s2r emulate`` for an emulator started elsewhere."""
+    reality: RealityConfig | None = None
+    """The reality of an emulator started here (see :func:`robot.bus.make_bus`)."""
+    faults: FaultSpec | None = None
+    """Faults the emulator or the mock injects (see :func:`robot.bus.make_bus`)."""
+    clock: Callable[[], float] = time.monotonic
+    """The mock's time source (s), also the IMU reader's and the position source's."""
+    interrupt: Callable[[], object] | None = None
+    """Ends a Dynamixel bus's read retries (see :func:`robot.bus.make_bus`)."""
+    lockstep: bool = False
+    """Run the emulator or the mock in simulated time (module docstring)."""
+    clock_socket: str | None = None
+    """With ``port`` and ``lockstep``: the time socket that ``s2r emulate --lockstep`` printed."""
+
+
+def open_robot(config: RobotConfig, driver: str, options: OpenOptions = OpenOptions()) -> RobotIO:
+    """The bus (not yet connected), IMU, position source and placer of ``config``'s robot on ``driver``, opened as
+    ``options`` say."""
+    check_driver_options(driver, options.lockstep, options.clock_socket)
     tracker = config.tracker
     if tracker is None or tracker.kind != "mocap" or driver == "mock":
-        io = _open_robot(config, driver, port, imu_port=imu_port, reality=reality, faults=faults, clock=clock,
-                         interrupt=interrupt, lockstep=lockstep, clock_socket=clock_socket)
+        io = _open_robot(config, driver, options)
         if tracker is not None and tracker.kind == "estimator":
             io = replace(io, tracker=make_tracker(config, clock=io.clock))
         return io
-    if tracker.port == 0 and (driver == "dynamixel" or port is not None):
+    if tracker.port == 0 and (driver == "dynamixel" or options.port is not None):
         raise UserError(f"{config.source}: tracker.port 0 (any free port) works only with an emulator started by this "
                         "process, which is told the port; a motion-capture bridge or an emulator started elsewhere "
                         "needs the port named in tracker.port")
     # Bound before an emulator starts sending, and its port told to an emulator started here.
-    receiver = PoseReceiver(tracker.port, velocity_window_s=tracker.velocity_window_s, clock=clock)
+    receiver = PoseReceiver(tracker.port, velocity_window_s=tracker.velocity_window_s, clock=options.clock)
     try:
         served = replace(config, tracker=replace(tracker, port=receiver.port))
-        io = _open_robot(served, driver, port, imu_port=imu_port, reality=reality, faults=faults, clock=clock,
-                         interrupt=interrupt, lockstep=lockstep, clock_socket=clock_socket, receiver=receiver)
+        io = _open_robot(served, driver, options, receiver)
     except BaseException:
         receiver.close()
         raise
@@ -200,29 +204,18 @@ def make_tracker(config: RobotConfig, *, clock: Callable[[], float] = time.monot
                        velocity_window_s=tracker.velocity_window_s, clock=clock)
 
 
-def _open_robot(
-    config: RobotConfig,
-    driver: str,
-    port: str | None = None,
-    *,
-    imu_port: str | None = None,
-    reality: RealityConfig | None = None,
-    faults: FaultSpec | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    interrupt: Callable[[], object] | None = None,
-    lockstep: bool = False,
-    clock_socket: str | None = None,
-    receiver: PoseReceiver | None = None,
-) -> RobotIO:
+def _open_robot(config: RobotConfig, driver: str, options: OpenOptions,
+                receiver: PoseReceiver | None = None) -> RobotIO:
     """:func:`open_robot` but for a motion-capture ``receiver`` (already bound; lock-step puts it on its clock)."""
-    if lockstep:
+    port, imu_port, reality, faults = options.port, options.imu_port, options.reality, options.faults
+    clock, interrupt = options.clock, options.interrupt
+    if options.lockstep:
         if driver == "mock":
             # The mock integrates its servos up to any clock reading, so lock-step is a clock only sleeps move.
             sim_time = SimTime()
-            io = _open_robot(config, "mock", port, imu_port=imu_port, faults=faults, clock=sim_time,
-                             interrupt=interrupt)
+            io = _open_robot(config, "mock", replace(options, reality=None, clock=sim_time, lockstep=False))
             return replace(io, clock=sim_time, sleep=sim_time.sleep, lockstep=True)
-        return _open_lockstep(config, port, imu_port, reality, faults, interrupt, clock_socket, receiver)
+        return _open_lockstep(config, options, receiver)
     imu_config = config.imu
     if imu_config is None:
         if imu_port is not None:
@@ -283,15 +276,15 @@ def _open_robot(
     return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, clock, bus), emulator)
 
 
-def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, reality: RealityConfig | None,
-                   faults: FaultSpec | None, interrupt: Callable[[], object] | None,
-                   clock_socket: str | None, receiver: PoseReceiver | None = None) -> RobotIO:
-    """The emulator driver in lock-step: an emulator started here, or the one on ``port`` driven through
-    ``clock_socket``."""
+def _open_lockstep(config: RobotConfig, options: OpenOptions, receiver: PoseReceiver | None = None) -> RobotIO:
+    """The emulator driver in lock-step: an emulator started here, or the one on ``options.port`` driven through
+    ``options.clock_socket``."""
     from robot.dynamixel.bus import DynamixelBus
     from robot.emulator import Emulator, EmulatorError
     from robot.emulator.lockstep import LockstepByteSource, LockstepClock, LockstepPortHandler, connect_clock
 
+    port, imu_port, reality, faults = options.port, options.imu_port, options.reality, options.faults
+    clock_socket = options.clock_socket
     emulator: Emulator | None = None
     if port is not None:
         if reality is not None or faults is not None:
@@ -318,7 +311,7 @@ def _open_lockstep(config: RobotConfig, port: str | None, imu_port: str | None, 
         handler = LockstepPortHandler(servo_path, config.latency_timer_s, len(config.all_ids) * config.return_delay_s,
                                       clock)
         bus = DynamixelBus(config, servo_path, port_handler=handler, on_close=on_close, clock=clock.now,
-                           sleep=clock.sleep, interrupt=interrupt)
+                           sleep=clock.sleep, interrupt=options.interrupt)
     except BaseException:
         on_close()
         raise

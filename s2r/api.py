@@ -55,7 +55,7 @@ from robot.controller import Controller, ControllerSettings, check_policy
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
 from robot.goals import check_goal, load_goal_schedule
-from robot.hardware import check_driver_options, open_robot
+from robot.hardware import OpenOptions, check_driver_options, open_robot
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.view import check_view_target, open_view, require_view
 from s2r.core.errors import ParameterError, UserError
@@ -441,8 +441,9 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     poll = should_stop or _never
     log = logger or logging.getLogger("robot.deploy")
     with open_view(view_target, config, name="s2r deploy", log=log) as view:
-        io = open_robot(config, job.driver, job.port, imu_port=job.imu_port, reality=reality, faults=faults,
-                        interrupt=poll, lockstep=job.lockstep, clock_socket=job.clock_socket)
+        options = OpenOptions(port=job.port, imu_port=job.imu_port, reality=reality, faults=faults, interrupt=poll,
+                              lockstep=job.lockstep, clock_socket=job.clock_socket)
+        io = open_robot(config, job.driver, options)
         try:
             try:
                 io.bus.connect()

@@ -72,7 +72,7 @@ from robot.bus import BusError
 from robot.config import RobotConfig, load_config
 from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
 from robot.emulator.reality import load_reality
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.runner import run_info
 from robot.view import NO_VIEW, StepView
 from s2r.api import deploy_task
@@ -215,8 +215,8 @@ class ControllerSession:
     def __init__(self, cfg: FinetuneConfig, config: RobotConfig, task: Task, log: logging.Logger,
                  should_stop: Callable[[], str | None], view: StepView = NO_VIEW) -> None:
         reality = load_reality(cfg.reality, config) if cfg.reality is not None else None
-        self.io = open_robot(config, cfg.driver, cfg.port, reality=reality, interrupt=should_stop,
-                             lockstep=cfg.lockstep)
+        self.io = open_robot(config, cfg.driver, OpenOptions(port=cfg.port, reality=reality, interrupt=should_stop,
+                                                             lockstep=cfg.lockstep))
         try:
             self.io.bus.connect()
         except BusError as exc:

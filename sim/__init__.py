@@ -17,11 +17,11 @@ from sim.tasks import GOAL_IDS, TASK_IDS, make_task
 from sim.tasks.dclaw_turn import DClawTurn
 
 if TYPE_CHECKING:
-    from sim.engines import make_engine
-    from sim.env import SimEnv
-    from sim.params import ParameterSet
-    from sim.rollout import run_episodes
-    from sim.tasks.spec import TaskSpec
+    from sim.engines import make_engine as make_engine
+    from sim.env import SimEnv as SimEnv
+    from sim.params import ParameterSet as ParameterSet
+    from sim.rollout import run_episodes as run_episodes
+    from sim.tasks.spec import TaskSpec as TaskSpec
 
 
 def _make(env_id: str, **kwargs: Any) -> gym.Env:
@@ -99,24 +99,6 @@ if GOAL_IDS[0] not in gym.registry:
     gym.register(id=GOAL_IDS[0], entry_point="sim:make_dclaw_turn_goal",
                  max_episode_steps=max_episode_steps(GOAL_IDS[0]), disable_env_checker=True)
 
-__all__ = [
-    "GOAL_IDS",
-    "TASK_IDS",
-    "ParameterSet",
-    "SimEnv",
-    "TaskSpec",
-    "make_dclaw_turn_fixed",
-    "make_dclaw_turn_goal",
-    "make_dclaw_turn_random",
-    "make_dkitty_stand_fixed",
-    "make_dkitty_walk_fixed",
-    "make_engine",
-    "make_task",
-    "max_episode_steps",
-    "resolve_env_id",
-    "run_episodes",
-    "time_limit",
-]
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "env": ("SimEnv",),
     "engines": ("make_engine",),
@@ -125,4 +107,16 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "tasks.spec": ("TaskSpec",),
 }
 """The public names not defined above, imported on first use."""
-__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC, defined=(
+    "GOAL_IDS",
+    "TASK_IDS",
+    "make_dclaw_turn_fixed",
+    "make_dclaw_turn_goal",
+    "make_dclaw_turn_random",
+    "make_dkitty_stand_fixed",
+    "make_dkitty_walk_fixed",
+    "make_task",
+    "max_episode_steps",
+    "resolve_env_id",
+    "time_limit",
+))

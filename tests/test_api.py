@@ -4,6 +4,7 @@ the API and the packages loads no torch, and the README's example runs."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
@@ -77,6 +78,12 @@ def test_each_package_exports_its_public_names(name: str) -> None:
     for module, names in package._PUBLIC.items():
         source = importlib.import_module(f"{name}.{module}")
         assert all(getattr(package, n) is getattr(source, n) for n in names)
+    # What type checkers see, the package's `if TYPE_CHECKING:` re-exports, is what it imports on first use.
+    tree = ast.parse(Path(package.__file__).read_text())
+    checked = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    seen = {(imp.module, a.name) for imp in checked.body if isinstance(imp, ast.ImportFrom) for a in imp.names
+            if a.asname == a.name}
+    assert seen == {(f"{name}.{module}", n) for module, names in package._PUBLIC.items() for n in names}
     with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'no_such_name'"):
         package.no_such_name  # noqa: B018
 

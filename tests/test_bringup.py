@@ -22,7 +22,7 @@ import pytest
 from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings
 from robot.dynamixel.bus import DynamixelBus
-from robot.hardware import RobotIO, open_robot
+from robot.hardware import OpenOptions, RobotIO, open_robot
 from sim import resolve_env_id
 from sim.tasks import make_task
 
@@ -52,9 +52,9 @@ def robot(request: pytest.FixtureRequest) -> Iterator[RobotIO]:
         if port is None:
             pytest.skip("the real-robot bring-up needs the robot's serial port: pytest -m hardware --robot YAML "
                         "--port /dev/ttyUSB0")
-        io = open_robot(config, "dynamixel", port)
+        io = open_robot(config, "dynamixel", OpenOptions(port=port))
     else:
-        io = open_robot(config, "emulator", lockstep=True)
+        io = open_robot(config, "emulator", OpenOptions(lockstep=True))
         if config.imu is not None and io.placer is not None:
             # A legged robot is brought up on a stand, legs free; the emulated one lies on its back, legs up.
             io.bus.connect(torque_on=False)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from robot_helpers import FakeClock
 
 from robot.bus import Bus, Reading
 from robot.config import RobotConfig, config_from_mapping, load_config
@@ -25,7 +26,7 @@ from robot.controller import (
 )
 from robot.dynamixel.units import TORQUE_NM_PER_A
 from robot.emulator.faults import parse_faults
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.mock import MockBus
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.safety import Hold, SafetyLimits
@@ -41,19 +42,6 @@ CONFIG_PATH = ROOT / "hardware_configs" / "dclaw.yaml"
 CONFIG = load_config(CONFIG_PATH)
 RAD_PER_TICK = 2 * math.pi / 4096
 FAST_SETTINGS = ControllerSettings(spin_s=0.0)
-
-
-class FakeClock:
-    """Time that moves only when slept in or advanced: a loop on it runs in zero wall time."""
-
-    def __init__(self, t0: float = 1000.0) -> None:
-        self.t = t0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
 
 
 def config_with(**changes: Any) -> RobotConfig:
@@ -407,7 +395,7 @@ def test_dropped_replies_through_the_emulator(tmp_path: Path) -> None:
     # Plain sync reads: ten replies a cycle, so 1 % drops several in 180 cycles, while three failed attempts in a row
     # (which a fast read's single reply at a higher rate makes likely during a reset) stay improbable.
     config = config_with(fast_sync_read=False)
-    io = open_robot(config, "emulator", faults=parse_faults("drop=0.01,seed=2"), lockstep=True)
+    io = open_robot(config, "emulator", OpenOptions(faults=parse_faults("drop=0.01,seed=2"), lockstep=True))
     bus = io.bus
     try:
         bus.connect()

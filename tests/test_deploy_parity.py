@@ -26,7 +26,7 @@ from export.onnx_policy import OnnxPolicy
 from robot.config import load_config
 from robot.controller import Controller, ControllerSettings
 from robot.emulator.reality import RealityConfig
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.runner import run_episodes, run_info
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.env import SimEnv
@@ -79,7 +79,7 @@ def test_the_emulator_replays_the_simulation(tmp_path: Path) -> None:
     # emulator, however busy the host.
     config = CONFIG
     logs = tmp_path / "logs"
-    io = open_robot(config, "emulator", lockstep=True)
+    io = open_robot(config, "emulator", OpenOptions(lockstep=True))
     try:
         io.bus.connect()
         task = replace(DClawTurn(), spec=config.task_spec())
@@ -186,7 +186,7 @@ def test_deployed_episodes_match_eval_on_the_same_seeds(policy: Any, task: str) 
     nominal = RealityConfig(wire_time=False, return_delay=False)  # no bus time: the command acts at the reading
     assert nominal.engine == "mujoco" and not nominal.params and nominal.action_latency_s == 0.0
     assert nominal.position_noise_std_rad == 0.0 and nominal.velocity_noise_std_rad_s == 0.0
-    with open_robot(CONFIG, "emulator", reality=nominal, lockstep=True) as io:
+    with open_robot(CONFIG, "emulator", OpenOptions(reality=nominal, lockstep=True)) as io:
         io.bus.connect()
         ctrl = Controller(policy, io.bus, make_task(env_id), CONFIG, settings=io.controller_settings(
             ControllerSettings()), clock=io.clock, sleep=io.sleep)

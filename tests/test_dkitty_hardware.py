@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from robot_helpers import FakeClock, changed_config, config_data, with_changes
 
 from robot.config import RobotConfig, config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings, EpisodeResult, episode_start_action
-from robot.hardware import MockScene, RobotIO, open_robot
+from robot.hardware import MockScene, OpenOptions, RobotIO, open_robot
 from robot.imu.mock import MockImuStream
 from robot.imu.reader import ImuReader, SerialByteSource
 from robot.mock import MockBus
@@ -46,49 +47,14 @@ TIPPED = quat_from_rotvec([1.0, 0.0, 0.0])
 """57 degrees about the torso's x axis: beyond the 45 degree bound."""
 
 
-class FakeClock:
-    """Time that moves only when slept in (s)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
-
-
-def kitty_data() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(CONFIG_PATH.read_text())
-    return data
-
-
 def kitty_config(changes: dict[str, Any], source: str = "test config") -> RobotConfig:
     """dkitty.yaml with dotted fields set (a value of ``...`` deletes the field)."""
-    data = kitty_data()
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is ...:
-            del node[key]
-        else:
-            node[key] = value
-    return config_from_mapping(data, source=source)
+    return changed_config(CONFIG_PATH, changes, source)
 
 
 def write_config(tmp_path: Path, changes: dict[str, Any]) -> Path:
-    data = kitty_data()
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        node[key] = value
     path = tmp_path / "kitty.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(with_changes(config_data(CONFIG_PATH), changes), sort_keys=False))
     return path
 
 
@@ -101,7 +67,7 @@ def mock_robot(config: RobotConfig = CONFIG, faults: str | None = None,
     from robot.emulator.faults import parse_faults
 
     clock = FakeClock()
-    io = open_robot(config, "mock", faults=parse_faults(faults) if faults else None, clock=clock)
+    io = open_robot(config, "mock", OpenOptions(faults=parse_faults(faults) if faults else None, clock=clock))
     io.bus.connect()
     bus = io.bus
     assert isinstance(bus, MockBus) and isinstance(io.placer, MockScene) and io.placer.imu is not None
@@ -162,7 +128,7 @@ def test_bad_fields_name_the_field_and_what_was_expected(changes: dict[str, Any]
 
 def test_imu_section_only_where_a_floating_base_is_and_encoders_may_be_omitted() -> None:
     claw = yaml.safe_load(CLAW_PATH.read_text())
-    claw["imu"] = kitty_data()["imu"]
+    claw["imu"] = config_data(CONFIG_PATH)["imu"]
     with pytest.raises(UserError, match="field imu must be absent: the task 'dclaw-turn' has no floating base"):
         config_from_mapping(claw)
     assert kitty_config({"encoders": ...}).encoders == ()
@@ -293,17 +259,17 @@ def test_open_robot_refuses_what_cannot_work() -> None:
 
     claw = load_config(CLAW_PATH)
     with pytest.raises(UserError, match=r"IMU faults \(imu_silent@1s\) need an IMU"):
-        open_robot(claw, "mock", faults=parse_faults("imu_silent@1s"))
+        open_robot(claw, "mock", OpenOptions(faults=parse_faults("imu_silent@1s")))
     with pytest.raises(UserError, match="has no imu section"):
-        open_robot(claw, "mock", imu_port="/dev/null")
+        open_robot(claw, "mock", OpenOptions(imu_port="/dev/null"))
     with pytest.raises(UserError, match=r"imu\.port 'auto' means the emulator's or the mock's IMU"):
-        open_robot(CONFIG, "dynamixel", "/dev/null")
+        open_robot(CONFIG, "dynamixel", OpenOptions(port="/dev/null"))
     with pytest.raises(UserError, match=r"^imu_port is needed: the emulator on /dev/null serves its IMU on the pty"):
-        open_robot(CONFIG, "emulator", "/dev/null")
+        open_robot(CONFIG, "emulator", OpenOptions(port="/dev/null"))
     with pytest.raises(UserError, match=r"^imu_port applies to the emulator and dynamixel drivers; the mock driver"):
-        open_robot(CONFIG, "mock", imu_port="/dev/null")
+        open_robot(CONFIG, "mock", OpenOptions(imu_port="/dev/null"))
     with pytest.raises(UserError, match=r"^imu_port needs port: an emulator started here serves its own IMU$"):
-        open_robot(CONFIG, "emulator", imu_port="/dev/null")
+        open_robot(CONFIG, "emulator", OpenOptions(imu_port="/dev/null"))
 
 
 # --- the command line, the emulator -------------------------------------------------------------------
@@ -386,7 +352,7 @@ class FallenStand(DKittyStand):
 
 def test_emulator_places_a_tipped_robot_and_the_controller_stops_for_tilt(tmp_path: Path) -> None:
     config = CONFIG
-    io = open_robot(config, "emulator", lockstep=True)
+    io = open_robot(config, "emulator", OpenOptions(lockstep=True))
     try:
         io.bus.connect()
         task = replace(FallenStand(), spec=config.task_spec())
@@ -425,11 +391,11 @@ def test_emulate_prints_the_imu_pty_on_its_second_line() -> None:
         assert servo_path.startswith("/dev/pts/") and imu_path.startswith("/dev/pts/") and servo_path != imu_path
         reader = ImuReader(SerialByteSource(imu_path, CONFIG.imu.baud), CONFIG.imu)
         deadline = time.monotonic() + 10.0
-        while reader.counters.frames < 10 and time.monotonic() < deadline:
+        while reader.counters.received < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
             reader.poll()
         sample = reader.latest
-        assert sample is not None and reader.counters.frames >= 10 and reader.counters.total_corrupt == 0
+        assert sample is not None and reader.counters.received >= 10 and reader.counters.total_rejected == 0
         assert tilt(sample.quat) < 0.1  # powered on resting on its feet
         reader.close()
     finally:

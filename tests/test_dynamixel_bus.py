@@ -19,7 +19,7 @@ from robot.config import RobotConfig, config_from_mapping
 from robot.dynamixel.control_table import HardwareError, Register, decode, encode
 from robot.dynamixel.units import RAD_PER_TICK
 from robot.emulator import Emulator, parse_faults
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.mock import MockBus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_unknown_servo_fails_connect_and_is_counted(emulator: Emulator) -> None:
 
 
 def test_a_silent_servo_gives_stale_readings_counted_by_kind() -> None:
-    with open_robot(CONFIG, "emulator", faults=parse_faults("silent=32@4cycles"), lockstep=True) as io:
+    with open_robot(CONFIG, "emulator", OpenOptions(faults=parse_faults("silent=32@4cycles"), lockstep=True)) as io:
         bus = io.bus
         bus.connect()  # connect's own reads are cycles 1 and 2
         good = bus.read()
@@ -251,7 +251,7 @@ def test_mock_and_emulated_bus_answer_the_same_calls_alike(emulator: Emulator) -
 @pytest.mark.parametrize("driver", ["emulator", "mock"])
 def test_reboot_clears_an_overload_and_restores_torque(driver: str) -> None:
     faults = parse_faults("overload=20@5cycles")
-    io = open_robot(CONFIG, driver, faults=faults, lockstep=driver == "emulator")
+    io = open_robot(CONFIG, driver, OpenOptions(faults=faults, lockstep=driver == "emulator"))
     bus = io.bus
     try:
         bus.connect()

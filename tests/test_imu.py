@@ -28,7 +28,7 @@ from robot.imu.protocol import (
     decode_frame,
     encode_frame,
 )
-from robot.imu.reader import ImuReader, SerialByteSource
+from robot.imu.reader import ImuCounters, ImuReader, SerialByteSource
 from s2r.core.errors import UserError
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_mul, rotate
 from sim.state import RobotState
@@ -131,6 +131,18 @@ def test_sequence_gaps_duplicates_and_wrap() -> None:
     assert (c.gaps, c.frames_missed, c.duplicates, c.frames) == (1, 3, 1, 7)
 
 
+def test_imu_counters_log_their_changes_and_describe_themselves() -> None:
+    before = ImuCounters(received=10, rejected={"crc": 1}, gaps=1, missed=2, duplicates=1, read_errors=0)
+    after = ImuCounters(received=25, rejected={"crc": 4, "length": 1}, gaps=2, missed=5, duplicates=1,
+                        bytes_skipped=9, read_errors=1, last_receive_time=3.5)
+    assert after.since(before) == {"frames": 15, "gaps": 1, "frames_missed": 3, "duplicates": 0, "read_errors": 1,
+                                   "corrupt_crc": 3, "corrupt_length": 1, "corrupt_version": 0, "corrupt_invalid": 0}
+    assert list(after.since(before))[:5] == ["frames", "gaps", "frames_missed", "duplicates", "read_errors"]
+    assert before.describe() == "10 frames, 1 corrupt (crc 1), 1 gaps (2 frames missed)"
+    assert after.describe() == "25 frames, 5 corrupt (crc 4, length 1), 2 gaps (5 frames missed), 1 read errors"
+    assert after.total_rejected == 5 and after.age(4.0) == 0.5 and before.age(4.0) == math.inf
+
+
 def test_mounting_round_trip_and_meaning() -> None:
     mount = quat_from_yaw(math.pi / 2)  # IMU x axis along the torso's y
     q_s, w_s = torso_to_sensor(TILTED, SPIN, mount)
@@ -154,7 +166,7 @@ def test_reader_keeps_the_newest_sample_with_its_receive_time_in_the_torso_frame
     np.testing.assert_allclose(sample.quat, TILTED, atol=1e-6)
     np.testing.assert_allclose(sample.angvel, SPIN, atol=1e-5)
     assert sample.device_time_s == pytest.approx(100.1, abs=1e-6)
-    assert reader.counters.frames == 21 and reader.counters.gaps == 0
+    assert reader.counters.received == 21 and reader.counters.gaps == 0
     assert reader.poll() is sample  # nothing new: the same sample, no younger
     assert reader.counters.age(clock.t + 0.05) == pytest.approx(0.05)
 
@@ -202,7 +214,7 @@ def test_serial_source_on_a_pty_discards_what_came_before_it_opened() -> None:
         assert reader.poll() is None
         os.write(master, b"".join(frames([3, 4])))
         sample = reader.poll()
-        assert sample is not None and sample.sequence == 4 and reader.counters.frames == 2
+        assert sample is not None and sample.sequence == 4 and reader.counters.received == 2
         reader.close()
         reader.close()
     finally:
@@ -220,14 +232,14 @@ def test_mock_faults_corrupt_drop_and_silence() -> None:
         clock.t += 0.1
         reader.poll()
     c = reader.counters
-    assert c.corrupt["crc"] > 10 and c.gaps > 10
-    assert c.frames + c.corrupt["crc"] == stream.frames_sent < 200  # frames 0..199 were due before 1 s; some dropped
+    assert c.rejected["crc"] > 10 and c.gaps > 10
+    assert c.received + c.rejected["crc"] == stream.frames_sent < 200  # frames 0..199 were due before 1 s; some dropped
     last = reader.latest
     assert last is not None and last.receive_time <= 1.0 + 1e-9
     for _ in range(5):
         clock.t += 0.1
         reader.poll()
-    assert reader.latest is last and reader.counters.frames == c.frames  # silent from 1 s on
+    assert reader.latest is last and reader.counters.received == c.received  # silent from 1 s on
 
 
 def test_mock_silence_by_cycle_and_a_reader_that_fell_behind() -> None:
@@ -238,12 +250,12 @@ def test_mock_silence_by_cycle_and_a_reader_that_fell_behind() -> None:
     reader.poll()
     clock.t = 10.0  # 2000 more frames due: a 4 KiB buffer keeps the newest 102
     reader.poll()
-    assert reader.counters.frames == 103 and reader.counters.gaps == 1 and reader.counters.frames_missed == 1898
+    assert reader.counters.received == 103 and reader.counters.gaps == 1 and reader.counters.missed == 1898
     cycles[0] = 3
     clock.t += 0.1
-    before = reader.counters.frames
+    before = reader.counters.received
     reader.poll()
-    assert reader.counters.frames == before
+    assert reader.counters.received == before
 
 
 def test_emulated_imu_streams_the_torso_through_the_mounting_on_a_pty() -> None:
@@ -263,7 +275,7 @@ def test_emulated_imu_streams_the_torso_through_the_mounting_on_a_pty() -> None:
         np.testing.assert_allclose(sample.angvel, SPIN, atol=1e-5)
         c = reader.counters
         assert imu.stats["imu_frames"] == 21 and imu.stats["imu_frames_merged"] == 80
-        assert c.frames + c.corrupt["crc"] == 21 and c.corrupt["crc"] == imu.stats["imu_corrupted"] > 0
+        assert c.received + c.rejected["crc"] == 21 and c.rejected["crc"] == imu.stats["imu_corrupted"] > 0
         reader.close()
     finally:
         imu.close()

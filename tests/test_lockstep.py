@@ -25,7 +25,7 @@ from robot.dynamixel.timing import packet_timeout_s
 from robot.dynamixel.units import wire_time_s
 from robot.emulator import Emulator, parse_faults
 from robot.emulator.lockstep import TIMEOUT_MARGIN_S, LockstepClock
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from s2r.cli import main as s2r_main
 from s2r.core.trajlog import read_episodes
 
@@ -118,7 +118,7 @@ def test_time_on_the_wire_is_simulated_time() -> None:
 
 
 def test_a_late_reply_times_out_and_is_drained_in_simulated_time() -> None:
-    with open_robot(CLAW, "emulator", faults=parse_faults("late=1:20ms,seed=1"), lockstep=True) as io:
+    with open_robot(CLAW, "emulator", OpenOptions(faults=parse_faults("late=1:20ms,seed=1"), lockstep=True)) as io:
         bus = io.bus
         with pytest.raises(BusError, match=r"f0_top, id 10: no answer to PING \(timeout\)"):
             bus.connect()  # every reply 20 ms late: past the 4 ms packet timeout, every time
@@ -142,7 +142,7 @@ def test_the_physics_advances_by_exactly_the_time_that_passes() -> None:
 def test_the_imu_streams_exactly_its_rate_in_simulated_time() -> None:
     kitty = load_config(KITTY_PATH)
     assert kitty.imu is not None
-    with open_robot(kitty, "emulator", lockstep=True) as io:
+    with open_robot(kitty, "emulator", OpenOptions(lockstep=True)) as io:
         assert io.imu is not None
         period = kitty.imu.frame_period_s
         for t in (1.0, 1.5):
@@ -150,8 +150,8 @@ def test_the_imu_streams_exactly_its_rate_in_simulated_time() -> None:
             sample = io.imu.poll()
             counters = io.imu.counters
             # one frame every 5 ms from power-on (t = 0), none lost, the newest at most a period old
-            assert sample is not None and abs(counters.frames - (t / period + 1)) <= 1
-            assert counters.gaps == 0 and counters.total_corrupt == 0 and counters.frames == sample.sequence + 1
+            assert sample is not None and abs(counters.received - (t / period + 1)) <= 1
+            assert counters.gaps == 0 and counters.total_rejected == 0 and counters.received == sample.sequence + 1
             assert t - period - 1e-9 <= sample.device_time_s <= t and sample.receive_time == t
 
 
@@ -159,17 +159,18 @@ def test_lockstep_needs_a_simulated_robot() -> None:
     from s2r.core.errors import UserError
 
     with pytest.raises(UserError, match="the dynamixel driver runs in real time"):
-        open_robot(CLAW, "dynamixel", lockstep=True)
+        open_robot(CLAW, "dynamixel", OpenOptions(lockstep=True))
     with pytest.raises(UserError, match="the mock has its own simulated time"):
-        open_robot(CLAW, "mock", lockstep=True, clock_socket="/tmp/nothing.sock")
-    with open_robot(CLAW, "mock", lockstep=True) as io:  # the mock's lock-step: a clock only sleeps move
+        open_robot(CLAW, "mock", OpenOptions(lockstep=True, clock_socket="/tmp/nothing.sock"))
+    with open_robot(CLAW, "mock", OpenOptions(lockstep=True)) as io:  # the mock's lock-step: a clock only sleeps move
         assert io.lockstep and io.clock() == 0.0
         io.sleep(0.25)
         assert io.clock() == 0.25
     with pytest.raises(UserError, match=r"^clock_socket needs port: an emulator started here is driven directly$"):
-        open_robot(CLAW, "emulator", lockstep=True, clock_socket="/tmp/nothing.sock")
+        open_robot(CLAW, "emulator", OpenOptions(lockstep=True, clock_socket="/tmp/nothing.sock"))
     with pytest.raises(UserError, match="cannot connect to the lock-step emulator's time socket"):
-        open_robot(CLAW, "emulator", "/dev/null", lockstep=True, clock_socket="/nonexistent/clock.sock")
+        open_robot(CLAW, "emulator",
+                   OpenOptions(port="/dev/null", lockstep=True, clock_socket="/nonexistent/clock.sock"))
 
 
 def test_a_client_that_breaks_the_protocol_ends_only_its_own_session() -> None:

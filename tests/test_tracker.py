@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from robot_helpers import FakeClock, changed_config
 
 from robot.config import RobotConfig, TrackerConfig, config_from_mapping, load_config
 from robot.controller import Controller, ControllerSettings
 from robot.emulator.faults import NO_FAULTS
 from robot.emulator.reality import RealityConfig, reality_from_mapping
 from robot.emulator.server import build_server
-from robot.hardware import MockScene, RobotIO, make_tracker, open_robot
+from robot.hardware import MockScene, OpenOptions, RobotIO, make_tracker, open_robot
 from robot.mock import MockBus
 from robot.safety import Hold
 from robot.simtime import SimTime
@@ -39,7 +40,7 @@ from robot.tracker.protocol import (
     encode_datagram,
     sequence_delta,
 )
-from robot.tracker.source import VelocityWindow, with_heading
+from robot.tracker.source import TrackerCounters, VelocityWindow, with_heading
 from robot.tracker.udp import PoseReceiver, PoseSender
 from s2r.core.errors import UserError
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_mul, tilt, yaw_of
@@ -53,37 +54,9 @@ PERIOD_S = WALK.control_period_s
 FAST = ControllerSettings(spin_s=0.0)
 
 
-class FakeClock:
-    """Time that moves only when slept in (s)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
-
-
-def walk_data() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(WALK_PATH.read_text())
-    return data
-
-
 def walk_config(changes: dict[str, Any]) -> RobotConfig:
     """dkitty_walk.yaml with dotted fields set (a value of ``...`` deletes the field)."""
-    data = walk_data()
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is ...:
-            del node[key]
-        else:
-            node[key] = value
-    return config_from_mapping(data, source="test config")
+    return changed_config(WALK_PATH, changes)
 
 
 class RawSender:
@@ -170,7 +143,7 @@ def test_the_receiver_drops_and_counts_bad_old_and_untracked_datagrams_and_keeps
         assert pose.yaw == pytest.approx(0.5) and pose.capture_time_s == pytest.approx(0.05)
         np.testing.assert_allclose(pose.linvel, [1.0, 0.0, 0.0])  # 5 cm in 50 ms of capture time
         c = receiver.counters
-        assert (c.poses, c.gaps, c.missed, c.out_of_order) == (3, 1, 3, 2)
+        assert (c.received, c.gaps, c.missed, c.out_of_order) == (3, 1, 3, 2)
         assert c.rejected == {**dict.fromkeys(REJECT_KINDS, 0), "crc": 1, "length": 1, "untracked": 1}
         assert receiver.datagrams == 8 and c.last_receive_time == clock.t
         assert "3 poses, 3 rejected (length 1, crc 1, untracked 1), 1 gaps (3 missed)" in c.describe()
@@ -210,6 +183,19 @@ def test_with_heading_keeps_the_tilt_and_sets_the_yaw() -> None:
     q = quat_mul(quat_from_yaw(2.0), quat_from_rotvec([0.2, -0.1, 0.0]))
     turned = with_heading(q, -0.7)
     assert yaw_of(turned) == pytest.approx(-0.7) and tilt(turned) == pytest.approx(tilt(q))
+
+
+def test_tracker_counters_log_their_changes_and_describe_themselves() -> None:
+    before = TrackerCounters(received=5, rejected={"untracked": 2}, gaps=1, missed=1)
+    after = TrackerCounters(received=9, rejected={"crc": 3, "untracked": 2}, gaps=2, missed=4, out_of_order=1,
+                            last_receive_time=2.0)
+    assert after.since(before) == {"poses": 4, "gaps": 1, "missed": 3, "out_of_order": 1, "rejected_crc": 3,
+                                   "rejected_untracked": 0}
+    assert list(after.since(before)) == ["poses", "gaps", "missed", "out_of_order", "rejected_crc",
+                                         "rejected_untracked"]
+    assert before.describe() == "5 poses, 2 rejected (untracked 2), 1 gaps (1 missed), 0 out of order"
+    assert after.describe() == "9 poses, 5 rejected (crc 3, untracked 2), 2 gaps (4 missed), 1 out of order"
+    assert after.age(2.25) == 0.25 and before.age(2.25) == math.inf
 
 
 # --- the config --------------------------------------------------------------------------------------------
@@ -261,7 +247,7 @@ def test_reality_tracker_fields_have_defaults_and_are_checked() -> None:
 # --- the controller (mock robot, fake clock) ----------------------------------------------------------------
 def mock_walk(config: RobotConfig = WALK) -> tuple[FakeClock, RobotIO]:
     clock = FakeClock()
-    io = open_robot(config, "mock", clock=clock)
+    io = open_robot(config, "mock", OpenOptions(clock=clock))
     io.bus.connect()
     assert isinstance(io.bus, MockBus) and isinstance(io.placer, MockScene)
     return clock, io
@@ -432,7 +418,7 @@ def test_the_emulator_sends_the_physics_pose_with_the_realitys_latency_noise_and
                 truth[round(t, 6)] = (np.array(st.base_pos), yaw_of(st.base_quat))
                 tracker.serve(t)
                 pose = receiver.poll()
-                if pose is not None and pose.receive_time == t and receiver.counters.poses > len(position_errors):
+                if pose is not None and pose.receive_time == t and receiver.counters.received > len(position_errors):
                     assert t - pose.capture_time_s == pytest.approx(0.02, abs=1e-6)
                     true_pos, true_yaw = truth[round(pose.capture_time_s, 6)]
                     position_errors.append(pose.position - true_pos)
@@ -442,8 +428,8 @@ def test_the_emulator_sends_the_physics_pose_with_the_realitys_latency_noise_and
             server.close()
     errors = np.array(position_errors)
     # 100 poses a second, the last two still on their way (20 ms latency); about a tenth lost.
-    assert 97 <= tracker.sent <= 99 and len(errors) == c.poses and 75 < c.poses < 97
-    assert c.rejected["untracked"] == tracker.stats["tracker_untracked"] == tracker.sent - c.poses
+    assert 97 <= tracker.sent <= 99 and len(errors) == c.received and 75 < c.received < 97
+    assert c.rejected["untracked"] == tracker.stats["tracker_untracked"] == tracker.sent - c.received
     assert c.total_rejected == c.rejected["untracked"] and c.gaps == 0
     # The noise is the reality's: 2 mm per axis, about 0.01 rad of heading.
     assert np.all(np.abs(errors) < 5 * 0.002) and 0.0015 < float(np.std(errors)) < 0.0025
@@ -453,7 +439,7 @@ def test_the_emulator_sends_the_physics_pose_with_the_realitys_latency_noise_and
 def test_the_controller_walks_on_the_emulators_motion_capture_in_lockstep() -> None:
     """End to end: the emulator's physics -> pose datagrams -> the receiver -> the walk's observation."""
     config = walk_config({"tracker.port": 0})  # any free port: the emulator started here is told which
-    io = open_robot(config, "emulator", lockstep=True)
+    io = open_robot(config, "emulator", OpenOptions(lockstep=True))
     try:
         assert isinstance(io.tracker, PoseReceiver) and io.tracker.port != 0
         io.bus.connect()
@@ -490,7 +476,7 @@ def test_the_estimators_drift_over_a_16_s_walk_is_measured_and_bounded() -> None
 def test_an_emulator_whose_motion_capture_loses_the_body_stops_the_walk_safely() -> None:
     config = walk_config({"tracker.port": 0})
     reality = RealityConfig(tracker_dropout_prob=1.0)  # every pose untracked: the markers are never seen
-    io = open_robot(config, "emulator", lockstep=True, reality=reality)
+    io = open_robot(config, "emulator", OpenOptions(lockstep=True, reality=reality))
     try:
         io.bus.connect()
         t0 = io.clock()

@@ -27,7 +27,7 @@ from robot.dynamixel.control_table import STATE_BLOCK_SIZE, OperatingMode, Regis
 from robot.dynamixel.units import RAD_PER_TICK
 from robot.emulator import Emulator, RealityConfig
 from robot.emulator.physics import XM430_TORQUE_LIMIT_NM, RealTimePhysics
-from robot.hardware import open_robot
+from robot.hardware import OpenOptions, open_robot
 from robot.mock import MockBus
 from robot.runner import run_episodes, run_info
 from s2r.core.errors import UserError
@@ -463,7 +463,8 @@ def test_the_dynamixel_bus_drives_the_valve_servo_only_inside_the_block() -> Non
 def test_on_the_emulator_a_turned_valve_is_reset_and_free_during_episodes(tmp_path: Path) -> None:
     # The valve was left at 1.5 rad; the scripted policy sweeps the top joints, which turns it again.
     config = load_config(CONFIG_PATH)
-    io = open_robot(config, "emulator", reality=RealityConfig(initial_passive_pos_rad=(1.5,)), lockstep=True)
+    reality = RealityConfig(initial_passive_pos_rad=(1.5,))
+    io = open_robot(config, "emulator", OpenOptions(reality=reality, lockstep=True))
     inner = io.bus
     bus = WatchingBus(inner, ask_servos=True)
     last = SPEC.obs_layout.slice("last_action")

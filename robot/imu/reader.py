@@ -16,13 +16,12 @@ control rate, one frame period.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import select
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import serial
@@ -37,6 +36,7 @@ from robot.imu.protocol import (
     FrameDecoder,
     ImuFrame,
 )
+from robot.streams import StreamCounters
 from s2r.core.errors import UserError
 from sim.tasks.spec import FloatArray
 
@@ -117,52 +117,26 @@ class ImuSample:
     """Host time of the poll that received it (s, the reader's clock)."""
 
 
-@dataclass(frozen=True)
-class ImuCounters:
-    """A snapshot of an IMU reader's counters since it was made."""
+@dataclass(frozen=True, kw_only=True)
+class ImuCounters(StreamCounters):
+    """A snapshot of an IMU reader's counters since it was made: ``received`` frames, ``rejected`` (corrupt) frames
+    by kind (``robot.imu.protocol.CORRUPT_KINDS``), and the reader's own counters."""
 
-    frames: int
-    """Valid frames received."""
-    corrupt: dict[str, int] = field(default_factory=dict)
-    """Rejected frames by kind (``robot.imu.protocol.CORRUPT_KINDS``)."""
-    gaps: int = 0
-    """Jumps of the sequence number (frames lost)."""
-    frames_missed: int = 0
-    """Frames the jumps skipped."""
+    ITEMS: ClassVar[str] = "frames"
+    REJECTED: ClassVar[str] = "corrupt"
+    MISSED: ClassVar[str] = "frames_missed"
+    KINDS: ClassVar[tuple[str, ...] | None] = CORRUPT_KINDS
+    LOGGED: ClassVar[tuple[str, ...]] = ("duplicates", "read_errors")
+
     duplicates: int = 0
     """Repeated frames (rejected)."""
     bytes_skipped: int = 0
     """Bytes outside any valid frame."""
     read_errors: int = 0
     """Polls whose read of the line failed (device unplugged, emulator gone)."""
-    last_receive_time: float | None = None
-    """Receive time of the newest valid sample (s), ``None`` before the first."""
 
-    @property
-    def total_corrupt(self) -> int:
-        """Rejected frames of every kind."""
-        return sum(self.corrupt.values())
-
-    def age(self, now: float) -> float:
-        """Seconds since the newest valid sample was received (infinite before the first)."""
-        return math.inf if self.last_receive_time is None else now - self.last_receive_time
-
-    def since(self, earlier: ImuCounters) -> dict[str, int]:
-        """What happened between ``earlier`` and this snapshot, for a log's meta."""
-        out = {"frames": self.frames - earlier.frames, "gaps": self.gaps - earlier.gaps,
-               "frames_missed": self.frames_missed - earlier.frames_missed,
-               "duplicates": self.duplicates - earlier.duplicates,
-               "read_errors": self.read_errors - earlier.read_errors}
-        for kind in CORRUPT_KINDS:
-            out[f"corrupt_{kind}"] = self.corrupt.get(kind, 0) - earlier.corrupt.get(kind, 0)
-        return out
-
-    def describe(self) -> str:
-        """``"1960 frames, 3 corrupt (crc 3), 1 gap (2 frames missed)"``."""
-        kinds = ", ".join(f"{k} {v}" for k, v in self.corrupt.items() if v)
-        corrupt = f"{self.total_corrupt} corrupt" + (f" ({kinds})" if kinds else "")
-        text = f"{self.frames} frames, {corrupt}, {self.gaps} gaps ({self.frames_missed} frames missed)"
-        return text + (f", {self.read_errors} read errors" if self.read_errors else "")
+    def _describe_own(self) -> str:
+        return f", {self.read_errors} read errors" if self.read_errors else ""
 
 
 class ImuSource(Protocol):
@@ -234,8 +208,9 @@ class ImuReader:
     @property
     def counters(self) -> ImuCounters:
         c = self._decoder.counters
-        return ImuCounters(c.frames, dict(c.corrupt), c.gaps, c.frames_missed, c.duplicates, c.bytes_skipped,
-                           self._read_errors, None if self._latest is None else self._latest.receive_time)
+        return ImuCounters(received=c.frames, rejected=dict(c.corrupt), gaps=c.gaps, missed=c.frames_missed,
+                           duplicates=c.duplicates, bytes_skipped=c.bytes_skipped, read_errors=self._read_errors,
+                           last_receive_time=None if self._latest is None else self._latest.receive_time)
 
     def close(self) -> None:
         self.source.close()

@@ -99,7 +99,7 @@ class LegOdometry:
 
     @property
     def counters(self) -> TrackerCounters:
-        return TrackerCounters(self._poses, {"invalid": self._invalid},
+        return TrackerCounters(received=self._poses, rejected={"invalid": self._invalid},
                                last_receive_time=None if self._latest is None else self._latest.receive_time)
 
     def close(self) -> None:

@@ -13,13 +13,13 @@ drifts, the tracker's is the world's.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 
+from robot.streams import StreamCounters
 from sim.rotations import normalize_quat, quat_from_yaw, quat_mul, yaw_of
 from sim.state import RobotState
 from sim.tasks.spec import FloatArray
@@ -43,46 +43,21 @@ class PoseSample:
     """Host time of the poll that received or computed it (s, the controller's clock)."""
 
 
-@dataclass(frozen=True)
-class TrackerCounters:
-    """A snapshot of a position source's counters since it was made."""
+@dataclass(frozen=True, kw_only=True)
+class TrackerCounters(StreamCounters):
+    """A snapshot of a position source's counters since it was made: ``received`` poses, ``rejected`` datagrams by
+    kind (``robot.tracker.protocol.REJECT_KINDS``; the estimator: ``invalid`` states), and datagrams out of order."""
 
-    poses: int
-    """Valid poses taken."""
-    rejected: dict[str, int] = field(default_factory=dict)
-    """Rejected datagrams by kind (``robot.tracker.protocol.REJECT_KINDS``; the estimator: ``invalid`` states)."""
-    gaps: int = 0
-    """Jumps of the sequence number (datagrams lost)."""
-    missed: int = 0
-    """Datagrams the jumps skipped."""
+    ITEMS: ClassVar[str] = "poses"
+    REJECTED: ClassVar[str] = "rejected"
+    MISSED: ClassVar[str] = "missed"
+    LOGGED: ClassVar[tuple[str, ...]] = ("out_of_order",)
+
     out_of_order: int = 0
     """Datagrams older than, or repeating, one already taken (dropped)."""
-    last_receive_time: float | None = None
-    """Receive time of the newest valid pose (s), ``None`` before the first."""
 
-    @property
-    def total_rejected(self) -> int:
-        """Rejected datagrams of every kind."""
-        return sum(self.rejected.values())
-
-    def age(self, now: float) -> float:
-        """Seconds since the newest valid pose was received (infinite before the first)."""
-        return math.inf if self.last_receive_time is None else now - self.last_receive_time
-
-    def since(self, earlier: TrackerCounters) -> dict[str, int]:
-        """What happened between ``earlier`` and this snapshot, for a log's meta."""
-        out = {"poses": self.poses - earlier.poses, "gaps": self.gaps - earlier.gaps,
-               "missed": self.missed - earlier.missed, "out_of_order": self.out_of_order - earlier.out_of_order}
-        for kind in sorted(set(self.rejected) | set(earlier.rejected)):
-            out[f"rejected_{kind}"] = self.rejected.get(kind, 0) - earlier.rejected.get(kind, 0)
-        return out
-
-    def describe(self) -> str:
-        """``"812 poses, 3 rejected (crc 3), 1 gap (2 missed), 0 out of order"``."""
-        kinds = ", ".join(f"{k} {v}" for k, v in self.rejected.items() if v)
-        rejected = f"{self.total_rejected} rejected" + (f" ({kinds})" if kinds else "")
-        return (f"{self.poses} poses, {rejected}, {self.gaps} gaps ({self.missed} missed), "
-                f"{self.out_of_order} out of order")
+    def _describe_own(self) -> str:
+        return f", {self.out_of_order} out of order"
 
 
 class PoseSource(Protocol):

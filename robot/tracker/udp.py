@@ -189,8 +189,9 @@ class PoseReceiver:
 
     @property
     def counters(self) -> TrackerCounters:
-        return TrackerCounters(self._poses, dict(self._rejected), self._gaps, self._missed, self._out_of_order,
-                               None if self._latest is None else self._latest.receive_time)
+        return TrackerCounters(received=self._poses, rejected=dict(self._rejected), gaps=self._gaps,
+                               missed=self._missed, out_of_order=self._out_of_order,
+                               last_receive_time=None if self._latest is None else self._latest.receive_time)
 
     def start_episode(self, base_pose: FloatArray | None, state: RobotState) -> None:
         """Motion capture measures the pose: nothing to restart."""

@@ -28,7 +28,7 @@ from robot.calibrate import Calibration, PoseSource, calibrated_text, measure, p
 from robot.config import RobotConfig, load_config
 from robot.dynamixel.bus import DynamixelBus
 from robot.emulator.reality import RealityConfig, load_reality
-from robot.hardware import RobotIO, ScenePlacer, open_robot
+from robot.hardware import OpenOptions, RobotIO, ScenePlacer, open_robot
 from s2r import cliargs
 from s2r.core.atomicio import write_bytes_atomic, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
@@ -186,7 +186,7 @@ def _open(config: RobotConfig, args: argparse.Namespace, reality: RealityConfig 
     try:
         if self_placing:
             # Lock-step: nothing moves between the poses, and no reply times out however busy the machine is.
-            return open_robot(config, "emulator", reality=reality, lockstep=True)
+            return open_robot(config, "emulator", OpenOptions(reality=reality, lockstep=True))
         return RobotIO(make_bus(config, args.driver, args.port))
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None

@@ -1,0 +1,50 @@
+"""What the robot-side tests share: a clock that only sleeping moves, and shipped hardware configs with fields
+changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robot.config import RobotConfig, config_from_mapping
+
+
+class FakeClock:
+    """Time that moves only when slept in or advanced (s): a loop on it runs in zero wall time."""
+
+    def __init__(self, t0: float = 1000.0) -> None:
+        self.t = t0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        self.t += max(0.0, dt)
+
+
+def config_data(path: Path) -> dict[str, Any]:
+    """A hardware config file's mapping, to change and load."""
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def with_changes(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with dotted fields set in place (``"imu.max_silence_s": 1.0``; a value of ``...`` deletes the
+    field); returns it."""
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is ...:
+            del node[key]
+        else:
+            node[key] = value
+    return data
+
+
+def changed_config(path: Path, changes: dict[str, Any], source: str = "test config") -> RobotConfig:
+    """The config file at ``path`` with dotted fields set (:func:`with_changes`), loaded as from ``source``."""
+    return config_from_mapping(with_changes(config_data(path), changes), source=source)
