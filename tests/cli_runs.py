@@ -10,7 +10,7 @@ import yaml
 from s2r.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAIN = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1",
+TINY_TRAIN = ["--set", "hidden=[32,32]", "--set", "batch_size=32", "--set", "eval_episodes=1", "--set", "threads=1",
               "--set", "warmup_steps=100", "--quiet"]
 """`s2r train` flags for a run that only has to exist: small networks, one evaluation episode, no progress bar."""
 FAST_PERIOD_S = 0.02

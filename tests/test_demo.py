@@ -46,6 +46,9 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
         assert d["episodes"] == data["budget"]["deploy_episodes"] and d["stop"] is None
         assert len(list(Path(d["log_dir"]).glob("episode_*.npz"))) == d["episodes"]
     assert data["finetune"]["episodes_done"] == 1
+    # both training runs trained on the budget's torch threads (quick: one; tiny networks gain nothing from two)
+    for run in ("train", "retrain"):
+        assert f"\nthreads: {data['budget']['threads']}\n" in (Path(data[run]["run_dir"]) / "config.yaml").read_text()
     # fine-tuning started from the policy the stage-3 decision left in service, and the report says which
     service = data["in_service_after_retraining"]
     assert service["policy"] == ("retrained" if service["replaced"] else "first")

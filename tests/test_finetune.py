@@ -104,7 +104,10 @@ def test_finetune_resumes_after_sigkill_with_every_completed_episode(
     out = tmp_path / "ft"
     logs = out / "logs"
     cmd = [sys.executable, "-m", "s2r.cli", *_finetune_args(sim_run, fast_robot, out, 4)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One torch thread, as this process has since train_tiny: the tiny networks' updates are too small to share,
+    # and on a busy 2-core host two threads made them several times slower.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 240
         while not logs.is_dir() or len(episode_files(logs)) < 2:
