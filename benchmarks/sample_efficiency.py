@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from policies.checkpoint import save_checkpoint
 from policies.config import TrainConfig
 from policies.envs import make_env
 from policies.evaluate import evaluate_env
@@ -64,6 +65,10 @@ class Run(Protocol):
 
     def policy(self) -> Policy: ...
 
+    def save(self, stem: Path) -> Path:
+        """Write the model as its own library saves it (``stem`` plus that library's suffix); returns the file."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +91,11 @@ class OursRun:
             return out
 
         return act
+
+    def save(self, stem: Path) -> Path:
+        path = stem.with_suffix(".pt")
+        save_checkpoint(path, self.trainer.checkpoint(training=False))
+        return path
 
     def close(self) -> None:
         self.trainer.close()
@@ -129,6 +139,11 @@ class SB3Run:
 
         return act
 
+    def save(self, stem: Path) -> Path:
+        path = stem.with_suffix(".zip")
+        self.model.save(path)
+        return path
+
     def close(self) -> None:
         self.model.get_env().close()
 
@@ -141,7 +156,7 @@ def make_run(learner: str, seed: int, steps: int, randomize: dict[str, Any], war
 
 
 def measure(learner: str, seed: int, steps: int, every: int, episodes: int, randomize: dict[str, Any],
-            warmup: int | None) -> dict[str, Any]:
+            warmup: int | None, save_dir: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = make_run(learner, seed, steps, randomize, warmup)
     eval_env = make_env(SB3Run._env_id())
@@ -156,10 +171,11 @@ def measure(learner: str, seed: int, steps: int, every: int, episodes: int, rand
             curve.append({"step": step, "success": result["success_rate"], "train_s": round(train_s, 1)})
             print(f"{learner:10s} seed={seed} step={step:6d} success={result['success_rate']:.2f} "
                   f"train={train_s:6.0f}s", flush=True)
+        saved = None if save_dir is None else str(run.save(save_dir / f"{learner}_s{seed}_{steps}"))
     finally:
         run.close()
         eval_env.close()
-    return summarize_run(learner, seed, curve)
+    return {**summarize_run(learner, seed, curve), "saved": saved}
 
 
 def summarize_run(learner: str, seed: int, curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,6 +217,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="environment steps per run (default 30000)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 5000)")
     parser.add_argument("--episodes", type=int, help="nominal episodes per evaluation (default 50)")
+    parser.add_argument("--save-models", type=Path, metavar="DIR",
+                        help="save each run's final model here (an SB3 zip for `s2r export --from-sb3`, or our "
+                             "checkpoint), named LEARNER_sSEED_STEPS")
     parser.add_argument("--jsonl", type=Path, help="append one line per finished run to this file")
     parser.add_argument("--from-jsonl", type=Path, nargs="+", help="summarize runs recorded earlier; train nothing")
     args = parser.parse_args()
@@ -210,6 +229,8 @@ def main() -> None:
     warmup = 100 if args.quick else None
     seeds = args.seeds[:1] if args.quick else args.seeds
     randomize = read_yaml_file(PRIOR, "randomization config")
+    if args.save_models is not None:
+        args.save_models.mkdir(parents=True, exist_ok=True)
 
     runs: list[dict[str, Any]] = []
     if args.from_jsonl:
@@ -218,7 +239,7 @@ def main() -> None:
     else:
         for seed in seeds:
             for learner in args.learners:
-                result = measure(learner, seed, steps, every, episodes, randomize, warmup)
+                result = measure(learner, seed, steps, every, episodes, randomize, warmup, args.save_models)
                 runs.append(result)
                 if args.jsonl is not None:
                     with args.jsonl.open("a") as f:
