@@ -74,8 +74,8 @@ class Run(Protocol):
 
 class OursRun:
     def __init__(self, algo: str, seed: int, steps: int, randomize: dict[str, Any], warmup: int | None) -> None:
-        cfg = TrainConfig(task=TASK, algo=algo, seed=seed, steps=steps, randomize=randomize, threads=1,
-                          device="cpu", warmup_steps=warmup)  # type: ignore[arg-type]
+        cfg = TrainConfig(task=TASK, algo=algo, seed=seed, steps=steps,  # type: ignore[arg-type]  # one of LEARNERS
+                          randomize=randomize, threads=1, device="cpu", warmup_steps=warmup)
         self.trainer = Trainer(cfg)
 
     def advance(self, step: int) -> None:
