@@ -84,6 +84,9 @@ DEFAULT_VELOCITY_WINDOW_S = 0.1
 DEFAULT_STANCE_TOLERANCE_M = 0.002
 _UNIT_QUAT_TOLERANCE = 1e-6
 """How far from 1 the norm of a configured quaternion may be (-)."""
+RESET_KINDS = ("placer", "recovery")
+"""``reset.kind``: a scene placer puts the robot down (the emulator and the mock; a person on the real robot), or the
+robot recovers and stands up by itself (:class:`robot.resets.RecoveryReset`)."""
 MIN_CALIBRATION_SPAN_RAD = 0.2
 """Least distance between a joint's two calibration poses (rad, about 11 deg): a hand-held pose is a few
 degrees off, and the direction of the servo must still stand out from that."""
@@ -218,6 +221,40 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class RecoveryConfig:
+    """The ``reset`` section with ``kind: recovery``: a legged robot rights itself and stands up before each episode,
+    with no placer and no person (:class:`robot.resets.RecoveryReset`). Poses are in task order, rad, inside the
+    joint limits."""
+
+    crouch_pose_rad: tuple[float, ...]
+    """The crouch the legs fold to first, safe from any stance (the D'Kitty's legs folded under the torso); the
+    stand-up extends from it to the episode's start pose."""
+    righting_poses_rad: tuple[tuple[float, ...], ...]
+    """The self-righting sequence of a fallen robot, each pose reached rate-limited and held ``hold_s``, then back to
+    the crouch: one attempt."""
+    fallen_tilt_rad: float = 0.6
+    """A torso tilted more than this from upright (rad), crouched and at rest, has fallen: it is righted first."""
+    upright_tilt_rad: float = 0.25
+    """The reset is done when the torso is within this tilt of upright (rad) at the start pose."""
+    joint_tolerance_rad: float = 0.2
+    """... and every joint within this of its start (rad): weight-bearing legs sag under load, by more than the
+    controller's ``reset_tolerance_rad``."""
+    righting_attempts: int = 2
+    """Most self-righting attempts in one reset; a robot still fallen after them is a failed reset."""
+    hold_s: float = 1.0
+    """How long each reached pose of the sequence is held for the torso to come to rest (s)."""
+    stand_waypoints: int = 4
+    """Segments of the stand-up from the crouch to the start pose: every joint passes each waypoint together, so the
+    legs extend evenly instead of the fastest joint first."""
+    max_consecutive_failures: int = 3
+    """After this many failed resets in a row the run stops safely (a safety stop): a robot that keeps failing to
+    right itself needs a person."""
+    fall_ends_episode: bool = True
+    """A tilt beyond ``imu.max_tilt_rad`` during an episode ends the episode (``stop_reason`` ``fallen: ...``) and
+    the next reset rights the robot, instead of stopping the run; false keeps the tilt a safety stop."""
+
+
+@dataclass(frozen=True)
 class CalibrationPoses:
     """The two poses ``s2r calibrate`` reads the servos in (``robot.calibrate``): a person holds the robot in each,
     torque off. Task order, rad, inside the joint limits; the poses differ by at least
@@ -282,6 +319,9 @@ class RobotConfig:
     tracker: TrackerConfig | None = None
     """The torso's position source (the ``tracker`` section); ``None``: none (``kind: none`` or no section). A
     task that observes the base position (the walk) needs one; a fixed-base task must not have one."""
+    recovery: RecoveryConfig | None = None
+    """The ``reset`` section's self-recovery (``kind: recovery``); ``None``: the default ``kind: placer``, a scene
+    placer (or a person) puts the robot at each episode's start."""
 
     # --- derived views ------------------------------------------------------------------------
     @property
@@ -471,6 +511,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     tracker = _tracker(root, task, spec, period)
     safe_pose = _safe_pose(root, joints)
     poses = _calibration_poses(root.child("calibration_poses", optional=True), joints)
+    recovery = _recovery(root, spec, joints)
     root.done()
     return RobotConfig(
         robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
@@ -478,6 +519,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
         return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
         imu=imu, safe_pose_rad=safe_pose, calibration_poses=poses, tracker=tracker,
+        recovery=recovery,
     )
 
 
@@ -602,6 +644,46 @@ def _tracker(root: _Node, task: str, spec: TaskSpec, control_period_s: float) ->
     return TrackerConfig(kind, max_age, window, port, rate, stance)
 
 
+def _recovery(root: _Node, spec: TaskSpec, joints: tuple[JointConfig, ...]) -> RecoveryConfig | None:
+    """The optional ``reset`` section: ``kind: placer`` (the default, no other field) or ``kind: recovery`` (a
+    floating base only: it needs the IMU's tilt)."""
+    raw = root.raw("reset")
+    if raw is None:
+        return None
+    node = root.child("reset")
+    kind = node.choice("kind", RESET_KINDS)
+    if kind == "placer":
+        node.done()
+        return None
+    if spec.base_joint is None:
+        node.fail("kind", f"placer: the task {spec.name!r} has a fixed base, which has nothing to recover from",
+                  kind)
+    crouch = _pose(node, "crouch_pose_rad", joints)
+    seq = node.raw("righting_poses_rad")
+    if not isinstance(seq, list) or not seq:
+        node.fail("righting_poses_rad", "a non-empty list of poses, each a list of one angle per joint (rad)", seq)
+    righting = tuple(_pose_value(node, f"righting_poses_rad[{k}]", p, joints) for k, p in enumerate(seq))
+    fallen = node.number("fallen_tilt_rad", 0.6)
+    if not 0.0 < fallen < math.pi:
+        node.fail("fallen_tilt_rad", "a tilt in (0, pi) rad", fallen)
+    upright_tilt = node.number("upright_tilt_rad", 0.25)
+    if not 0.0 < upright_tilt <= fallen:
+        node.fail("upright_tilt_rad", f"a tilt in (0, {fallen:.6g}] rad (at most fallen_tilt_rad)", upright_tilt)
+    tolerance = node.number("joint_tolerance_rad", 0.2)
+    if not 0.0 < tolerance <= 1.0:
+        node.fail("joint_tolerance_rad", "an angle in (0, 1] rad", tolerance)
+    attempts = node.count("righting_attempts", 2)
+    hold = node.number("hold_s", 1.0)
+    if not 0.0 <= hold <= 10.0:
+        node.fail("hold_s", "a time in [0, 10] s", hold)
+    waypoints = node.integer("stand_waypoints", 4, low=1)
+    failures = node.integer("max_consecutive_failures", 3, low=1)
+    fall_ends = node.flag("fall_ends_episode", True)
+    node.done()
+    return RecoveryConfig(crouch, righting, fallen, upright_tilt, tolerance, attempts, hold, waypoints, failures,
+                          fall_ends)
+
+
 def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
     v = node.raw(key, [1.0, 0.0, 0.0, 0.0])
     if (not isinstance(v, list) or len(v) != 4
@@ -620,7 +702,11 @@ def _safe_pose(root: _Node, joints: tuple[JointConfig, ...]) -> tuple[float, ...
 
 def _pose(node: _Node, key: str, joints: tuple[JointConfig, ...]) -> tuple[float, ...]:
     """The pose ``key``: one angle per joint, in task order, inside the joint limits."""
-    v = node.raw(key)
+    return _pose_value(node, key, node.raw(key), joints)
+
+
+def _pose_value(node: _Node, key: str, v: Any, joints: tuple[JointConfig, ...]) -> tuple[float, ...]:
+    """``v``, the value of the pose ``key``, checked as :func:`_pose` says."""
     if (not isinstance(v, list) or len(v) != len(joints)
             or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in v)):
         node.fail(key, f"a list of {len(joints)} finite angles (rad), one per joint in task order "

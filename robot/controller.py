@@ -30,7 +30,9 @@ without any pose yet holds the previous command. A dead-reckoning source restart
 
 The watchdog stops the run safely (hold the last safe command, then torque off) on: N consecutive failed reads, data
 older than a bound (both from ``config.watchdog``), a servo hardware error, a bus failure or a policy failure; with an
-IMU also on a torso tilt beyond ``imu.max_tilt_rad`` and on no valid IMU frame for ``imu.max_silence_s``; with a
+IMU also on a torso tilt beyond ``imu.max_tilt_rad`` (with a recovery reset, ``reset: {kind: recovery}``, a tilt ends
+the episode instead, as a fall, and the next reset rights the robot; ``max_consecutive_failures`` failed resets in a
+row are the stop) and on no valid IMU frame for ``imu.max_silence_s``; with a
 position source on no valid pose for ``tracker.max_age_s``. A config with a ``safe_pose_rad`` moves there
 (rate-limited, one write per period, no reads needed) instead of holding, before the torque goes off. A requested stop
 (``should_stop`` returns a reason, e.g. from a signal handler in the command line layer) turns the torque off, also
@@ -64,7 +66,7 @@ from numpy.typing import NDArray
 from robot.bus import Bus, BusError, HardwareFault, PortLost, Reading, describe_hardware_error
 from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
-from robot.resets import Reset, ResetSettings, ResetStart, make_reset
+from robot.resets import Reset, ResetFailed, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
 from robot.tracker.source import with_heading
 from robot.view import NO_VIEW, StepRecord, StepView
@@ -188,6 +190,10 @@ def bus_stop(exc: BusError, what: str, time: float, request: str | None = None) 
 
 
 COMPLETED = Stop("completed", "every episode ran")
+
+
+class Fallen(Exception):
+    """Raised inside an episode whose robot fell (a recovery reset's config lets a fall end the episode)."""
 
 
 class ControllerStop(Exception):
@@ -519,6 +525,13 @@ class Controller:
         self.held_actions = 0
         """Policy outputs refused for a NaN or infinity."""
         self.episodes_run = 0
+        self.failed_resets = 0
+        """Resets that could not bring the robot to its start (:class:`robot.resets.ResetFailed`)."""
+        self._failed_resets_in_a_row = 0
+        self.righted_resets = 0
+        """Resets that righted a fallen robot and then reached the start."""
+        self.fallen_episodes = 0
+        """Episodes ended by a fall (:class:`Fallen`)."""
         self._timer = RateTimer(config.control_period_s, clock, sleep, self.settings.spin_s)
         self._have_command = False
         self.errors_before_start = bus.counters.total_comm_errors
@@ -589,8 +602,9 @@ class Controller:
         """Leave the loop for a bus failure while doing ``what`` (see :func:`bus_stop`)."""
         return ControllerStop(bus_stop(exc, what, self.clock(), self.should_stop()))
 
-    def _check(self, reading: Reading) -> None:
-        """A requested stop, then the watchdog: raises :class:`ControllerStop` to leave the loop."""
+    def _check(self, reading: Reading, check_tilt: bool = True) -> None:
+        """A requested stop, then the watchdog: raises :class:`ControllerStop` to leave the loop (or
+        :class:`Fallen`, see :meth:`_check_tilt`)."""
         request = self.should_stop()
         if request is not None:
             raise ControllerStop(Stop("requested", request, self.clock()))
@@ -614,7 +628,8 @@ class Controller:
                 raise ControllerStop(Stop("safety", f"servo hardware error ({listing})", self.clock()))
         if self.imu is not None:
             self._check_imu_age(reading.time)
-            self._check_tilt(reading)
+            if check_tilt:
+                self._check_tilt(reading)
         self._check_pose_age(reading.time)
 
     def _check_imu_age(self, now: float) -> None:
@@ -642,14 +657,18 @@ class Controller:
                                       self.clock()))
 
     def _check_tilt(self, reading: Reading) -> None:
-        """The torso tilted beyond ``imu.max_tilt_rad`` from upright."""
+        """The torso tilted beyond ``imu.max_tilt_rad`` from upright: a safety stop, or :class:`Fallen` (the episode
+        ends, the next reset rights the robot) with a recovery reset whose config says so."""
         if self.config.imu is None or not np.all(np.isfinite(reading.base_quat)):
             return  # no sample yet: the silence watchdog covers it
         angle = tilt(reading.base_quat)
         bound = self.config.imu.max_tilt_rad
         if angle > bound:
-            raise ControllerStop(Stop("safety", f"tilt {angle:.3f} rad ({angle * DEG_PER_RAD:.0f} deg) beyond the "
-                                      f"bound {bound:.3f} rad ({bound * DEG_PER_RAD:.0f} deg)", self.clock()))
+            what = (f"tilt {angle:.3f} rad ({angle * DEG_PER_RAD:.0f} deg) beyond the bound {bound:.3f} rad "
+                    f"({bound * DEG_PER_RAD:.0f} deg)")
+            if self.config.recovery is not None and self.config.recovery.fall_ends_episode:
+                raise Fallen(what)
+            raise ControllerStop(Stop("safety", what, self.clock()))
 
     def _check_age(self, now: float) -> None:
         last_ok = self.bus.counters.last_ok_time
@@ -708,8 +727,12 @@ class Controller:
         imu_before = self.imu.counters if self.imu is not None else None
         tracker_before = self.tracker.counters if self.tracker is not None else None
         recent_holds: deque[bool] = deque(maxlen=self.settings.held_window)
+        if self.config.recovery is not None:
+            info["failed_resets_before"] = self._failed_resets_in_a_row
         try:
             reading = self._reset(start, target, info)
+            self._failed_resets_in_a_row = 0
+            self.righted_resets += bool(info.get("base_reset", {}).get("righted"))
             if self.tracker is not None and self._raw is not None:
                 # A dead-reckoning source restarts at the start pose (the episode's world frame), then the episode's
                 # first reading takes the restarted pose.
@@ -750,6 +773,12 @@ class Controller:
         except ControllerStop as exc:
             stop = exc.stop
             self.log.warning("stopping: %s", stop.describe())
+        except Fallen as exc:
+            info["fallen"] = str(exc)
+            self.fallen_episodes += 1
+            self.log.warning("the robot fell (%s): the episode ends, the next reset rights it", exc)
+        except ResetFailed as exc:
+            stop = self._reset_failed(exc)
         episode = self.episodes_run
         self._end_episode(log, info, imu_before, tracker_before)
         result = self._result(log, goal, target, info, steps, stop)
@@ -758,6 +787,19 @@ class Controller:
         except Exception as exc:
             self._detach_view(exc)
         return result
+
+    def _reset_failed(self, exc: ResetFailed) -> Stop | None:
+        """Count a failed reset; the stop once ``max_consecutive_failures`` ran in a row, else ``None`` (the episode
+        does not run, and the next one's reset tries again)."""
+        self.failed_resets += 1
+        self._failed_resets_in_a_row += 1
+        most = self.config.recovery.max_consecutive_failures if self.config.recovery is not None else 1
+        if self._failed_resets_in_a_row < most:
+            return None
+        stop = Stop("safety", f"{self._failed_resets_in_a_row} failed resets in a row (last: {exc.reason})",
+                    self.clock())
+        self.log.warning("stopping: %s", stop.describe())
+        return stop
 
     def _show(self, record: StepRecord) -> None:
         """One step to the view. A view that fails is detached: what shows the run must never stop the robot."""
@@ -861,7 +903,9 @@ class Controller:
             "goal_names": list(goal),
             "success": success,
             "complete": complete,
-            "stop_reason": "time_limit" if stop is None else stop.describe(),
+            "stop_reason": stop.describe() if stop is not None else (
+                f"fallen: {info['fallen']}" if "fallen" in info
+                else f"reset failed: {info['reset_failed']}" if "reset_failed" in info else "time_limit"),
             "reward_terms": list(spec.reward_terms),
             "return": episode_return,
             "steps": steps,
@@ -943,9 +987,9 @@ class _ResetCycle:
     def restart_timer(self) -> None:
         self._c._timer.restart()
 
-    def begin_cycle(self) -> Reading:
+    def begin_cycle(self, check_tilt: bool = True) -> Reading:
         reading = self._c._begin_cycle()
-        self._c._check(reading)
+        self._c._check(reading, check_tilt)
         return reading
 
     def end_cycle(self) -> None:

@@ -24,6 +24,21 @@ a scene placer (``robot.hardware``; the emulator and the mock have one) first pu
 joints at the start pose, and the servos hold that; without one (the real robot) a person has placed it and the
 episode starts where it stands. The meta says which (``base_reset``). The joints' reset follows.
 
+:class:`RecoveryReset` (a floating base with ``reset: {kind: recovery}`` in its hardware config), which needs no
+placer and no person, as ROBEL's D'Kitty resets itself between episodes:
+
+1. the legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso comes to rest;
+2. a torso still tilted beyond ``fallen_tilt_rad`` (the IMU's) has fallen: the scripted righting sequence runs (each
+   pose reached rate-limited and held, then the crouch again), at most ``righting_attempts`` times;
+3. the legs extend from the crouch to the start pose through evenly spaced waypoints;
+4. the reset is done once every joint is within ``joint_tolerance_rad`` of the start and the torso within
+   ``upright_tilt_rad`` of upright. The base is wherever the robot stands: the episode starts there, and the meta
+   records its orientation (and its position, with a position source).
+
+A robot still fallen after its attempts, or not upright at the start pose within the timeout, is a failed reset
+(:class:`ResetFailed`): the controller counts it and stops the run safely after ``max_consecutive_failures`` in a row.
+The controller's tilt stop is off during this reset (a fallen robot is what it is for); every other check runs.
+
 Every reset fills the episode meta's reset fields as they become known, so a stop part-way leaves what was known.
 """
 
@@ -34,14 +49,15 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from robot.bus import Reading
-from robot.config import RobotConfig
+from robot.config import RecoveryConfig, RobotConfig
 from robot.safety import SafetyLimits, clip_to_limits, step_towards
+from sim.rotations import tilt
 from sim.tasks.actions import wrap_angle
 from sim.tasks.spec import FloatArray, TaskSpec
 
@@ -93,8 +109,9 @@ class ResetIO(Protocol):
         overrun."""
         ...
 
-    def begin_cycle(self) -> Reading:
-        """Wait for the cycle's deadline, read every joint and check the reading."""
+    def begin_cycle(self, check_tilt: bool = True) -> Reading:
+        """Wait for the cycle's deadline, read every joint and check the reading (the torso's tilt too unless
+        ``check_tilt`` is false: a reset that rights a fallen robot watches the tilt itself)."""
         ...
 
     def end_cycle(self) -> None:
@@ -134,6 +151,15 @@ class ResetIO(Protocol):
     def safety_stop(self, reason: str) -> Exception:
         """The controller's safety stop for ``reason``, to raise."""
         ...
+
+
+class ResetFailed(Exception):
+    """A reset that could not bring the robot to its start (a fallen robot it could not right); the controller
+    counts it, and the episode does not run."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Reset(Protocol):
@@ -329,13 +355,7 @@ class JointReset:
                                       or reading.imu_time >= placed_at + self.imu_frame_period_s)
 
     def _step(self, io: ResetIO, reading: Reading, target: FloatArray) -> None:
-        """One rate-limited command towards ``target``; a stale reading holds the last command."""
-        if reading.stale:
-            if io.commanded:
-                io.write(io.command)
-            return
-        command = step_towards(target, io.command, self.limits)
-        io.write(target.copy() if np.allclose(command, target, rtol=0, atol=EXACT_ATOL) else command)
+        _step(io, reading, target, self.limits)
 
 
 @dataclass(frozen=True)
@@ -370,10 +390,130 @@ class PlacedReset:
         return {"placed": True, "base_pose": pose}
 
 
+@dataclass(frozen=True)
+class RecoveryReset:
+    """Fold to the crouch, right a fallen robot, stand up to the start pose; no placer (module docstring)."""
+
+    limits: SafetyLimits
+    settings: ResetSettings
+    """``timeout_s``: the longest wait for the torso and joints to settle at the start pose."""
+    recovery: RecoveryConfig
+    log: logging.Logger
+
+    def run(self, io: ResetIO, start: ResetStart, info: dict[str, Any]) -> Reading:
+        r = self.recovery
+        t0 = io.now()
+        report: dict[str, Any] = {"placed": False, "kind": "recovery", "fallen": False, "righting_attempts": 0,
+                                  "why": "no scene placement: the robot rights itself and stands up where it is"}
+        info["base_reset"] = report
+        info["reset_cycles"] = 0
+        io.restart_timer()
+        crouch = self._limited(r.crouch_pose_rad)
+        reading = self._move(io, crouch, r.hold_s, info)
+        report["crouched_tilt_rad"] = _tilt(reading)
+        while not _tilt(reading) <= r.fallen_tilt_rad:  # NaN (no IMU sample) cannot happen: _move waits for one
+            report["fallen"] = True
+            if report["righting_attempts"] >= r.righting_attempts:
+                self._fail(io, info, t0, f"still fallen after {r.righting_attempts} righting attempts (tilt "
+                           f"{_tilt(reading):.2f} rad, more than fallen_tilt_rad {r.fallen_tilt_rad:g})")
+            report["righting_attempts"] += 1
+            tilts = [_tilt(self._move(io, self._limited(pose), r.hold_s, info)) for pose in r.righting_poses_rad]
+            reading = self._move(io, crouch, r.hold_s, info)
+            # The torso's tilt after each pose of the sequence and after the crouch (rad): where a sequence fails.
+            report.setdefault("righting_tilts_rad", []).append([*tilts, _tilt(reading)])
+        report["righted"] = report["fallen"]
+        target = start.joint_pos
+        for k in range(1, r.stand_waypoints + 1):
+            reading = self._move(io, crouch + (target - crouch) * (k / r.stand_waypoints), 0.0, info)
+        reading = self._settle(io, target, info, t0)
+        report["tilt_rad"] = _tilt(reading)
+        report["base_quat"] = [float(v) for v in reading.base_quat]
+        if reading.base_pos.shape == (3,) and np.all(np.isfinite(reading.base_pos)):
+            report["base_pos"] = [float(v) for v in reading.base_pos]
+        return reading
+
+    def _limited(self, pose: tuple[float, ...]) -> FloatArray:
+        return clip_to_limits(np.asarray(pose, dtype=np.float64), self.limits)
+
+    def _move(self, io: ResetIO, target: FloatArray, hold_s: float, info: dict[str, Any]) -> Reading:
+        """Rate-limited to ``target`` through the safety filter, then held ``hold_s``; returns the last reading, one
+        with an IMU sample (the silence watchdog bounds the wait for one)."""
+        arrived_at: float | None = None
+        path: list[FloatArray] = []
+        while True:
+            reading = io.begin_cycle(check_tilt=False)
+            info["reset_cycles"] += 1
+            if not io.commanded and not reading.stale:
+                io.start_from(clip_to_limits(reading.joint_pos, self.limits))
+            if not path and not np.array_equal(io.command, target):
+                path = _waypoints(io.command, target, self.limits)
+            if arrived_at is None and np.array_equal(io.command, target):
+                arrived_at = io.now()
+            if (arrived_at is not None and io.now() - arrived_at >= hold_s - EXACT_ATOL and not reading.stale
+                    and np.all(np.isfinite(reading.base_quat))):
+                return reading
+            _step(io, reading, path[0] if path else target, self.limits)
+            if path and np.array_equal(io.command, path[0]):
+                path.pop(0)
+            io.end_cycle()
+
+    def _settle(self, io: ResetIO, target: FloatArray, info: dict[str, Any], t0: float) -> Reading:
+        """Wait at the start pose for the joints and the torso to be there; a failed reset after the timeout."""
+        r = self.recovery
+        since = io.now()
+        while True:
+            reading = io.begin_cycle(check_tilt=False)
+            info["reset_cycles"] += 1
+            error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
+            angle = _tilt(reading)
+            info.update(reset_error_rad=error, reset_settled=False)
+            if error <= r.joint_tolerance_rad and angle <= r.upright_tilt_rad:
+                info.update(reset_settled=True, reset_duration_s=io.now() - t0)
+                return reading
+            if io.now() - since >= self.settings.timeout_s:
+                self._fail(io, info, t0, f"not at the start pose within {self.settings.timeout_s:g} s (largest joint "
+                           f"error {error:.3f} rad, tilt {angle:.2f} rad)")
+            _step(io, reading, target, self.limits)
+            io.end_cycle()
+
+    def _fail(self, io: ResetIO, info: dict[str, Any], t0: float, reason: str) -> NoReturn:
+        io.end_cycle()
+        info.update(reset_failed=reason, reset_settled=False, reset_duration_s=io.now() - t0)
+        self.log.warning("reset failed: %s", reason)
+        raise ResetFailed(reason)
+
+
+def _tilt(reading: Reading) -> float:
+    """The torso's tilt from upright (rad); NaN without an IMU sample."""
+    q = reading.base_quat
+    return tilt(q) if q.shape == (4,) and np.all(np.isfinite(q)) else math.nan
+
+
+def _waypoints(start: FloatArray, target: FloatArray, limits: SafetyLimits) -> list[FloatArray]:
+    """Evenly spaced commands from ``start`` to ``target``, each within one rate-limited step of the last: every
+    joint moves at once and arrives together (a rate limit alone moves the shortest move's joints first, and a
+    fold in that order can tip the torso)."""
+    steps = max(1, math.ceil(float(np.max(np.abs(target - start))) / limits.max_step - EXACT_ATOL))
+    return [target.copy() if k == steps else start + (target - start) * (k / steps) for k in range(1, steps + 1)]
+
+
+def _step(io: ResetIO, reading: Reading, target: FloatArray, limits: SafetyLimits) -> None:
+    """One rate-limited command towards ``target``; a stale reading holds the last command."""
+    if reading.stale:
+        if io.commanded:
+            io.write(io.command)
+        return
+    command = step_towards(target, io.command, limits)
+    io.write(target.copy() if np.allclose(command, target, rtol=0, atol=EXACT_ATOL) else command)
+
+
 def make_reset(spec: TaskSpec, config: RobotConfig, settings: ResetSettings, limits: SafetyLimits,
                log: logging.Logger, place: Place | None = None) -> Reset:
-    """The reset of ``config``'s robot on ``spec``'s task: :class:`PlacedReset` for a floating base (``place``: the
-    scene placer's, ``None`` where a person places it), else :class:`JointReset`."""
+    """The reset of ``config``'s robot on ``spec``'s task: :class:`RecoveryReset` for a floating base whose config
+    chooses it (``reset: {kind: recovery}``; ``place`` is not used), :class:`PlacedReset` for another floating base
+    (``place``: the scene placer's, ``None`` where a person places it), else :class:`JointReset`."""
+    if spec.base_joint is not None and config.recovery is not None:
+        return RecoveryReset(limits, settings, config.recovery, log)
     names = config.resettable_passive_joints
     drive = None
     if names:

@@ -56,6 +56,9 @@ class RunSummary:
     """Where the episodes were written."""
     imu: dict[str, Any] | None = None
     """The IMU's counters over the run (frames, corrupt frames by kind, sequence gaps, ...); ``None`` without one."""
+    resets: dict[str, int] | None = None
+    """With a recovery reset (``reset: {kind: recovery}``): ``failed`` resets, ``righted`` (resets that righted a
+    fallen robot and reached the start) and ``fallen`` episodes (ended by a fall); ``None`` with another reset."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +88,9 @@ class RunSummary:
             f"comm errors: {self.comm_errors} ({kinds}); stale reads {self.stale_reads}; "
             f"held actions {self.held_actions}",
             *imu,
+            *([] if self.resets is None else [
+                f"resets: {self.resets['failed']} failed, {self.resets['righted']} righted a fallen robot; "
+                f"{self.resets['fallen']} episodes ended by a fall"]),
             f"stop: {self.stop_kind if self.stop_kind == 'completed' else self.stop_kind + ': ' + self.stop_reason}; "
             f"torque {'off' if self.torque_off else 'NOT confirmed off'}",
         ])
@@ -107,7 +113,8 @@ def run_info(config: RobotConfig, source: str, episode_steps: int, extra: dict[s
         extra={"hardware_config": config.source, "episode_steps": episode_steps,
                "resettable_passive_joints": list(config.resettable_passive_joints), **imu, **(extra or {})},
         # The config's contents, not where it was loaded from: appending needs the same calibration and limits.
-        config_hash=config_hash({k: v for k, v in asdict(config).items() if k != "source"}),
+        config_hash=config_hash({k: v for k, v in asdict(config).items()
+                                 if k != "source" and not (k == "recovery" and v is None)}),
     )
 
 
@@ -178,6 +185,9 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
         torque_off=torque_off,
         log_dir=str(writer.directory),
         imu=None if controller.imu is None or imu_start is None else controller.imu.counters.since(imu_start),
+        resets=None if controller.config.recovery is None else {
+            "failed": controller.failed_resets, "righted": controller.righted_resets,
+            "fallen": controller.fallen_episodes},
     )
 
 

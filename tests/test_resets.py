@@ -83,7 +83,7 @@ class FakeRobot:
     def restart_timer(self) -> None:
         self.events.append("restart")
 
-    def begin_cycle(self) -> Reading:
+    def begin_cycle(self, check_tilt: bool = True) -> Reading:
         self._advance()
         passive = self.passive_pos.copy()
         if self.driving and self.glitch_rad:

@@ -1,0 +1,289 @@
+"""The legged robot's recovery reset (robot.resets.RecoveryReset, ``reset: {kind: recovery}``): its config, the
+strategy against a fake plant (a fallen robot righted, a displaced upright one stood up, one that cannot be righted),
+the controller's failure count and safe stop on the mock, and the emulated D'Kitty in lock-step."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from robot_helpers import changed_config
+from test_dkitty_hardware import TIPPED, deploy, mock_robot, task_for
+
+from robot.bus import Reading
+from robot.config import RobotConfig, load_config
+from robot.controller import Controller, ControllerSettings
+from robot.hardware import OpenOptions, open_robot
+from robot.resets import PlacedReset, RecoveryReset, ResetFailed, ResetSettings, ResetStart, make_reset
+from robot.runner import run_episodes, run_info
+from robot.safety import SafetyLimits, clip_to_limits
+from s2r.commands.robot import EXIT_SAFETY_STOP
+from s2r.core.errors import UserError
+from s2r.core.trajlog import TrajectoryWriter, read_episodes
+from sim.rotations import quat_from_rotvec, quat_from_yaw
+from sim.tasks.spec import FloatArray
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = ROOT / "hardware_configs" / "dkitty_recovery.yaml"
+CONFIG = load_config(PATH)
+assert CONFIG.recovery is not None
+RECOVERY = CONFIG.recovery
+LIMITS = SafetyLimits(CONFIG.task_spec(), CONFIG.low, CONFIG.high)
+UPRIGHT = np.array([1.0, 0.0, 0.0, 0.0])
+ON_ITS_SIDE = quat_from_rotvec([math.pi / 2, 0.0, 0.0])
+FAST = ControllerSettings(spin_s=0.0)
+LOG = logging.getLogger("test_recovery_reset")
+
+
+def recovery_config(changes: dict[str, Any]) -> RobotConfig:
+    return changed_config(PATH, changes)
+
+
+# --- the config ------------------------------------------------------------------------------------
+def test_the_shipped_configs_choose_the_placer_by_default_and_recovery_when_asked() -> None:
+    assert load_config(ROOT / "hardware_configs" / "dkitty.yaml").recovery is None
+    assert recovery_config({"reset": {"kind": "placer"}}).recovery is None
+    assert RECOVERY.max_consecutive_failures == 3 and len(RECOVERY.righting_poses_rad) >= 1
+    spec = CONFIG.task_spec()
+    assert isinstance(make_reset(spec, CONFIG, ResetSettings(), LIMITS, LOG), RecoveryReset)
+    placer_config = recovery_config({"reset": ...})
+    assert isinstance(make_reset(spec, placer_config, ResetSettings(), LIMITS, LOG), PlacedReset)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"reset.kind": "teleport"}, r"reset\.kind.*one of placer, recovery"),
+    ({"reset.crouch_pose_rad": [0.0] * 11}, r"reset\.crouch_pose_rad.*a list of 12 finite angles"),
+    ({"reset.righting_poses_rad": [[0.0, 2.0, -1.0] * 4]}, r"reset\.righting_poses_rad\[0\]\[1\].*fr_knee1"),
+    ({"reset.righting_poses_rad": []}, r"reset\.righting_poses_rad.*non-empty list"),
+    ({"reset.upright_tilt_rad": 0.9}, r"reset\.upright_tilt_rad.*at most fallen_tilt_rad"),
+    ({"reset.max_consecutive_failures": 0}, r"reset\.max_consecutive_failures.*integer >= 1"),
+    ({"reset.hold_s": -1.0}, r"reset\.hold_s.*a time in \[0, 10\] s"),
+    ({"reset.teleport": True}, r"unknown field reset\.teleport"),
+])
+def test_bad_reset_fields_name_the_field_and_what_was_expected(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        recovery_config(changes)
+
+
+def test_the_claw_has_nothing_to_recover_from() -> None:
+    with pytest.raises(UserError, match=r"reset\.kind.*fixed base"):
+        changed_config(ROOT / "hardware_configs" / "dclaw.yaml",
+                       {"reset": {"kind": "recovery", "crouch_pose_rad": [0.0] * 9,
+                                  "righting_poses_rad": [[0.0] * 9]}})
+
+
+# --- the strategy on a fake plant ------------------------------------------------------------------
+class FakeKitty:
+    """A :class:`robot.resets.ResetIO` on a plant whose joints reach each command a period later and whose torso
+    stays as it is, except that reaching the righting sequence's last pose rights it when ``rightable``. Every
+    command is recorded."""
+
+    def __init__(self, joint_pos: FloatArray, quat: FloatArray, rightable: bool = True) -> None:
+        self.t = 0.0
+        self.joint_pos = np.array(joint_pos, dtype=np.float64)
+        self.quat = np.array(quat, dtype=np.float64)
+        self.rightable = rightable
+        self.commands: list[FloatArray] = []
+        self._command = self.joint_pos.copy()
+        self._commanded = False
+        self.tilt_checked: list[bool] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def restart_timer(self) -> None:
+        pass
+
+    def begin_cycle(self, check_tilt: bool = True) -> Reading:
+        self.tilt_checked.append(check_tilt)
+        self.t += CONFIG.control_period_s
+        if self._commanded:
+            self.joint_pos = self._command.copy()
+        if self.rightable and np.array_equal(self.joint_pos, np.asarray(RECOVERY.righting_poses_rad[-1])):
+            self.quat = UPRIGHT.copy()
+        z = np.zeros(12)
+        return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), np.zeros(0), np.zeros(0), True, 1,
+                       base_quat=self.quat.copy(), base_angvel=np.zeros(3), imu_time=self.t)
+
+    def end_cycle(self) -> None:
+        pass
+
+    @property
+    def command(self) -> FloatArray:
+        return self._command
+
+    @property
+    def commanded(self) -> bool:
+        return self._commanded
+
+    def start_from(self, command: FloatArray) -> None:
+        self._command = command
+
+    def write(self, command: FloatArray) -> None:
+        self.commands.append(command.copy())
+        self._command = command
+        self._commanded = True
+
+    def placed(self, command: FloatArray) -> None:
+        raise AssertionError("the recovery reset places nothing")
+
+    def passive_driven(self, names: tuple[str, ...]) -> Any:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def write_passive(self, goals: dict[str, float]) -> None:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def safety_stop(self, reason: str) -> Exception:
+        return RuntimeError(reason)
+
+
+def kitty_start() -> ResetStart:
+    return ResetStart(clip_to_limits(np.asarray(CONFIG.task_spec().reset), LIMITS), np.zeros(0), None)
+
+
+def run_reset(robot: FakeKitty) -> tuple[Reading, dict[str, Any]]:
+    info: dict[str, Any] = {}
+    reset = RecoveryReset(LIMITS, ResetSettings(), RECOVERY, LOG)
+    return reset.run(robot, kitty_start(), info), info
+
+
+def assert_safe_commands(robot: FakeKitty, start: FloatArray) -> None:
+    """Every command inside the limits and within one rate-limited step of the one before."""
+    sent = np.array([start, *robot.commands])
+    assert np.all(sent[1:] >= CONFIG.low) and np.all(sent[1:] <= CONFIG.high)
+    assert np.max(np.abs(np.diff(sent, axis=0))) <= LIMITS.max_step + 1e-9
+    assert not any(robot.tilt_checked)  # the reset watches the tilt itself
+
+
+def test_a_fallen_robot_is_righted_then_stands_up_to_the_start() -> None:
+    away = np.array([0.2, 0.1, -0.3] * 4)
+    robot = FakeKitty(away, ON_ITS_SIDE)
+    reading, info = run_reset(robot)
+    base = info["base_reset"]
+    assert base["fallen"] and base["righted"] and base["righting_attempts"] == 1 and not base["placed"]
+    assert base["crouched_tilt_rad"] == pytest.approx(math.pi / 2)
+    np.testing.assert_array_equal(reading.joint_pos, kitty_start().joint_pos)
+    assert info["reset_settled"] and base["tilt_rad"] == 0.0 and base["base_quat"] == [1.0, 0.0, 0.0, 0.0]
+    assert_safe_commands(robot, away)
+    # The legs passed through the crouch before the righting sequence, and through its last pose.
+    assert any(np.array_equal(c, np.asarray(RECOVERY.crouch_pose_rad)) for c in robot.commands)
+    assert any(np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[-1])) for c in robot.commands)
+
+
+def test_a_displaced_upright_robot_only_stands_up_where_it_is() -> None:
+    robot = FakeKitty(np.array([0.1, 0.3, -0.5] * 4), quat_from_yaw(2.0))
+    _, info = run_reset(robot)
+    base = info["base_reset"]
+    assert not base["fallen"] and base["righting_attempts"] == 0 and info["reset_settled"]
+    assert base["tilt_rad"] == pytest.approx(0.0, abs=1e-9)
+    assert not any(np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[0])) for c in robot.commands)
+
+
+def test_a_robot_that_cannot_be_righted_fails_after_its_attempts() -> None:
+    robot = FakeKitty(np.asarray(RECOVERY.crouch_pose_rad), quat_from_rotvec([math.pi, 0.0, 0.0]), rightable=False)
+    info: dict[str, Any] = {}
+    with pytest.raises(ResetFailed, match=r"still fallen after 2 righting attempts \(tilt 3\.14 rad"):
+        RecoveryReset(LIMITS, ResetSettings(), RECOVERY, LOG).run(robot, kitty_start(), info)
+    assert info["base_reset"]["righting_attempts"] == RECOVERY.righting_attempts
+    assert "still fallen" in info["reset_failed"] and not info["reset_settled"]
+    assert_safe_commands(robot, np.asarray(RECOVERY.crouch_pose_rad))
+
+
+# --- the controller on the mock: failures counted, the safe stop, a fall ends an episode --------------
+def test_failed_resets_are_counted_and_the_kth_in_a_row_is_a_safety_stop(tmp_path: Path) -> None:
+    config = replace(CONFIG, recovery=replace(RECOVERY, hold_s=0.2))
+    clock, io, _, stream = mock_robot(config)
+    stream.place(TIPPED)  # the mock never moves its torso: no sequence rights it
+    ctrl = Controller(lambda obs: np.zeros(12), io.bus, task_for(config), config,
+                      settings=replace(FAST, episode_steps=3), clock=clock, sleep=clock.sleep, imu=io.imu,
+                      placer=io.placer)
+    writer = TrajectoryWriter(tmp_path / "logs", run_info(config, "mock", 3))
+    summary = run_episodes(ctrl, writer, 10, np.random.default_rng(0))
+    assert summary.stop_kind == "safety" and summary.torque_off
+    assert summary.stop_reason.startswith("3 failed resets in a row (last: still fallen after 2 righting attempts")
+    assert summary.resets == {"failed": 3, "righted": 0, "fallen": 0} and summary.episodes == 0
+    assert ctrl.episodes_run == 3
+    assert "resets: 3 failed" in summary.describe()
+
+
+def test_a_fall_ends_the_episode_and_the_next_reset_starts_after_counting_none_failed(tmp_path: Path) -> None:
+    clock, io, _, stream = mock_robot(CONFIG)
+    calls = [0]
+
+    def policy(obs: Any) -> FloatArray:
+        calls[0] += 1
+        if calls[0] == 3:  # the robot falls over after its 3rd action: the next reading sees it
+            stream.place(TIPPED)
+        return np.zeros(12)
+
+    ctrl = Controller(policy, io.bus, task_for(CONFIG), CONFIG, settings=replace(FAST, episode_steps=5),
+                      clock=clock, sleep=clock.sleep, imu=io.imu, placer=io.placer)
+    first = ctrl.episode(np.random.default_rng(0))
+    assert first.stop is None and not first.complete and first.meta["stop_reason"].startswith("fallen: tilt 1.000 rad")
+    assert first.meta["failed_resets_before"] == 0 and ctrl.fallen_episodes == 1
+    stream.place(UPRIGHT)  # a person is not needed: here the mock's torso simply reads upright again
+    second = ctrl.episode(np.random.default_rng(1))
+    assert second.complete and second.stop is None and second.meta["reset_settled"]
+    assert second.meta["base_reset"]["fallen"] is False
+
+
+# --- the emulated D'Kitty in lock-step -------------------------------------------------------------
+def emulated_reset(base_pose: FloatArray, joint_pos: FloatArray) -> dict[str, Any]:
+    """One recovery reset and a one-step episode on a lock-step emulator whose placer first put the robot at
+    ``base_pose`` with ``joint_pos``; the episode's meta."""
+    io = open_robot(CONFIG, "emulator", OpenOptions(lockstep=True))
+    try:
+        io.bus.connect()
+        assert io.placer is not None
+        io.placer.place(joint_pos, np.zeros(0), base_pose)
+        ctrl = Controller(lambda obs: np.zeros(12), io.bus, task_for(CONFIG), CONFIG,
+                          settings=io.controller_settings(replace(FAST, episode_steps=1)), imu=io.imu,
+                          placer=io.placer, clock=io.clock, sleep=io.sleep)
+        result = ctrl.episode(np.random.default_rng(0))
+        assert result.stop is None
+        return result.meta
+    finally:
+        io.close()
+
+
+def test_the_emulated_robot_displaced_and_standing_is_brought_to_the_start_where_it_is() -> None:
+    stand = np.array([0.0, 0.4, -0.8] * 4)
+    meta = emulated_reset(np.concatenate([[0.4, -0.3, 0.22], quat_from_yaw(1.0)]), stand)
+    base = meta["base_reset"]
+    assert meta["complete"] and meta["reset_settled"] and not base["placed"] and not base["fallen"]
+    assert base["tilt_rad"] < RECOVERY.upright_tilt_rad and meta["reset_error_rad"] < RECOVERY.joint_tolerance_rad
+    assert abs(math.atan2(2 * base["base_quat"][0] * base["base_quat"][3], 1 - 2 * base["base_quat"][3] ** 2)
+               - 1.0) < 0.2  # it starts where it stands: the heading it was put down with
+
+
+@pytest.mark.slow
+def test_the_emulated_robot_on_its_side_is_rolled_upright_by_the_sequence_but_tips_in_the_fold() -> None:
+    """What the shipped sequence does on the emulator, measured: from its side the robot is rolled upright (its
+    torso within 0.2 rad of upright after the thighs swing back), but folding into the crouch from there sits it
+    back on its tail (about 0.87 rad), so the reset fails. A failed reset is what this records; the sequence that
+    also survives the fold is not found yet."""
+    crouch = np.asarray(RECOVERY.crouch_pose_rad)
+    meta = emulated_reset(np.concatenate([[0.0, 0.0, 0.15], ON_ITS_SIDE]), crouch)
+    base = meta["base_reset"]
+    assert base["fallen"] and base["righting_attempts"] >= 1 and not meta["complete"]
+    assert base["righting_tilts_rad"][0][1] < 0.2 and "reset failed" in meta["stop_reason"]
+
+
+@pytest.mark.slow
+def test_deploy_stops_with_the_safety_exit_after_failed_resets(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = deploy(["scripted:random", "--robot", str(PATH), "--driver", "emulator", "--lockstep",
+                             "--episodes", "10", "--episode-steps", "40", "--seed", "0", "--log-dir",
+                             str(tmp_path / "logs"), "--json"], capsys)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == EXIT_SAFETY_STOP and summary["torque_off"] and "3 failed resets in a row" in summary["stop_reason"]
+    assert summary["resets"]["failed"] == 3 and summary["resets"]["fallen"] >= 1
+    (ep, *_) = read_episodes(tmp_path / "logs")
+    assert ep.meta["stop_reason"].startswith("fallen: tilt") and "failed resets" in err
+
