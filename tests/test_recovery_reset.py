@@ -263,16 +263,19 @@ def test_the_emulated_robot_displaced_and_standing_is_brought_to_the_start_where
 
 
 @pytest.mark.slow
-def test_the_emulated_robot_on_its_side_is_rolled_upright_by_the_sequence_but_tips_in_the_fold() -> None:
-    """What the shipped sequence does on the emulator, measured: from its side the robot is rolled upright (its
-    torso within 0.2 rad of upright after the thighs swing back), but folding into the crouch from there sits it
-    back on its tail (about 0.87 rad), so the reset fails. A failed reset is what this records; the sequence that
-    also survives the fold is not found yet."""
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="not met yet: the shipped sequence rolls the emulated robot upright from its side, but "
+                          "folding into the crouch sits it back on its tail (about 0.87 rad)")
+def test_the_emulated_robot_on_its_side_is_righted_and_stands() -> None:
+    """The goal on the emulator: a robot on its side ends standing at the start pose. Today the thighs' swing rolls
+    the torso to within 0.2 rad of upright (checked first, so a regression there fails outright), then the fold
+    tips it back; strict, so the day the sequence works this test says so."""
     crouch = np.asarray(RECOVERY.crouch_pose_rad)
     meta = emulated_reset(np.concatenate([[0.0, 0.0, 0.15], ON_ITS_SIDE]), crouch)
     base = meta["base_reset"]
-    assert base["fallen"] and base["righting_attempts"] >= 1 and not meta["complete"]
-    assert base["righting_tilts_rad"][0][1] < 0.2 and "reset failed" in meta["stop_reason"]
+    if not (base["fallen"] and base["righting_attempts"] >= 1 and base["righting_tilts_rad"][0][1] < 0.2):
+        raise RuntimeError(f"the righting sequence no longer rolls the robot upright: {base}")  # not the xfail
+    assert meta["complete"], meta["stop_reason"]
 
 
 @pytest.mark.slow
