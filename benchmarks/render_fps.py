@@ -8,7 +8,12 @@ single-threaded. The goal: >= 500 fps at 84 x 84 on one core with MuJoCo (``goal
 slow every wall-clock number: the load average is reported next to them, and ``fps_per_cpu_second`` (frames over
 the process's CPU time) is what a core of its own would give. The last stdout line is one JSON object.
 
-Usage: python benchmarks/render_fps.py [--quick] [--frames N]
+With ``--visual`` each camera is measured twice more, through :meth:`sim.env.SimEnv.render_camera` at nominal
+visual parameters and under a fresh draw of ``randomization/configs/dclaw_visual.yaml`` every
+``VISUAL_FRAMES_PER_DRAW`` frames (PyBullet without the distractors, which it cannot draw): the cost of visual
+randomization, pixel effects included.
+
+Usage: python benchmarks/render_fps.py [--quick] [--frames N] [--visual]
 """
 
 from __future__ import annotations
@@ -25,13 +30,19 @@ from typing import Any
 
 import numpy as np
 
+from randomization.distributions import ParameterDistribution, load_distribution
+from s2r.core.resources import shipped_file
 from sim.engines import make_engine
+from sim.engines.base import DISTRACTOR_KINDS
+from sim.env import SimEnv
 from sim.tasks.dclaw_turn import DClawTurn
 
 GOAL_FPS = 500.0
 """MuJoCo frames per second at the task's resolution on one core."""
 TIMESTEP_S = 0.0025
 WARMUP_FRAMES = 10
+VISUAL_FRAMES_PER_DRAW = 10
+"""Frames rendered per draw of the visual parameters (an episode's frames share one draw)."""
 
 
 def fps(engine_name: str, camera: str, frames: int) -> dict[str, Any]:
@@ -55,10 +66,40 @@ def fps(engine_name: str, camera: str, frames: int) -> dict[str, Any]:
             "shape": list(image.shape), "frames": frames}
 
 
+def visual_fps(engine_name: str, camera: str, frames: int, randomized: bool) -> dict[str, Any]:
+    """Frames per second of ``SimEnv.render_camera``: nominal visual parameters, or a new draw every
+    ``VISUAL_FRAMES_PER_DRAW`` frames (the draw's cost, which happens once per episode, is not timed)."""
+    env = SimEnv(DClawTurn(), engine=engine_name)
+    dist = load_distribution(shipped_file("randomization.configs", "dclaw_visual.yaml"))
+    if engine_name != "mujoco":
+        dist = ParameterDistribution(dist.task, {k: m for k, m in dist.marginals.items()
+                                                 if env.params.spec(k).kind not in DISTRACTOR_KINDS})
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    angles = np.linspace(-np.pi, np.pi, frames + WARMUP_FRAMES)
+    elapsed = cpu = 0.0
+    try:
+        for i, angle in enumerate(angles):
+            if randomized and i % VISUAL_FRAMES_PER_DRAW == 0:
+                env.params.assign(dist.sample(rng))
+            env.engine.reset(env.spec_.reset, np.array([angle]))
+            t0, c0 = time.perf_counter(), time.process_time()
+            image = env.render_camera(camera)
+            if i >= WARMUP_FRAMES:
+                elapsed += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+    finally:
+        env.close()
+    return {"fps": round(frames / elapsed, 1), "ms_per_frame": round(1e3 * elapsed / frames, 3),
+            "fps_per_cpu_second": round(frames / cpu, 1), "shape": list(image.shape), "frames": frames}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames (under a minute)")
     parser.add_argument("--frames", type=int, default=None, help="frames measured per engine and camera")
+    parser.add_argument("--visual", action="store_true",
+                        help="also measure through the env with visual randomization off and on")
     args = parser.parse_args()
     frames = args.frames or (200 if args.quick else 2000)
     results: dict[str, Any] = {}
@@ -68,7 +109,13 @@ def main() -> None:
             results[f"{engine}/{cam.name}"] = r
             print(f"{engine:9s} {cam.name} {cam.width}x{cam.height}: {r['fps']:8.1f} fps wall, "
                   f"{r['fps_per_cpu_second']:8.1f} per CPU second")
-    mujoco_fps = min(v["fps"] for k, v in results.items() if k.startswith("mujoco/"))
+            if args.visual:
+                for label, on in (("visual_off", False), ("visual_on", True)):
+                    r = visual_fps(engine, cam.name, frames, on)
+                    results[f"{engine}/{cam.name}/{label}"] = r
+                    print(f"{engine:9s} {cam.name} {label:10s}: {r['fps']:8.1f} fps wall, "
+                          f"{r['fps_per_cpu_second']:8.1f} per CPU second")
+    mujoco_fps = min(v["fps"] for k, v in results.items() if k.startswith("mujoco/") and k.count("/") == 1)
     print(json.dumps({
         "benchmark": "render_fps",
         "mujoco_gl": os.environ.get("MUJOCO_GL", "egl"),

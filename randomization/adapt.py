@@ -258,7 +258,7 @@ seeds are unrelated terrains), so the adaptation passes them through."""
 
 def adaptable(spec: ParamSpec) -> bool:
     """Whether the one-step replay likelihood depends on a parameter of this kind, as a quantity."""
-    if spec.kind in NOT_A_QUANTITY_KINDS:
+    if spec.kind in NOT_A_QUANTITY_KINDS or spec.is_visual:  # images are not in the logged transitions
         return False
     return not spec.is_env_level or spec.kind in LIKELIHOOD_PARAM_KINDS_ENV
 

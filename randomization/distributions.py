@@ -597,6 +597,33 @@ def parse_distribution(data: Any, where: str = "distribution", task: str | None 
     return ParameterDistribution(file_task, marginals, joint)
 
 
+def combine_distributions(dists: Sequence[ParameterDistribution]) -> ParameterDistribution:
+    """One distribution drawing every parameter of ``dists`` (e.g. ``dclaw.yaml``'s physics and
+    ``dclaw_visual.yaml``'s rendering), independently of each other; they must be for tasks with the same
+    parameters, name each parameter at most once across them, and hold at most one joint Gaussian between them."""
+    if not dists:
+        raise UserError("no randomization distributions to combine")
+    first = dists[0]
+    marginals: dict[str, Marginal] = {}
+    joint: JointGaussian | None = None
+    seen: set[str] = set()
+    for d in dists:
+        if task_spec_name(d.task) != task_spec_name(first.task):
+            raise UserError(f"randomization files for different tasks cannot be combined: {first.task!r} and "
+                            f"{d.task!r}")
+        both = sorted(seen & set(d.names()))
+        if both:
+            raise UserError(f"randomization files to combine name {', '.join(both)} more than once; give each "
+                            "parameter in one file only")
+        seen |= set(d.names())
+        marginals.update(d.marginals)
+        if d.joint is not None:
+            if joint is not None:
+                raise UserError("randomization files to combine hold two joint Gaussians; merge them into one")
+            joint = d.joint
+    return ParameterDistribution(first.task, marginals, joint)
+
+
 def load_distribution(path: str | os.PathLike[str], task: str | None = None) -> ParameterDistribution:
     """Read and validate a randomization YAML; every problem is a ``UserError`` naming the file and field."""
     p = Path(path)

@@ -25,9 +25,18 @@ from sim.state import RobotState, SimState
 from sim.tasks.actions import action_to_command, clip_action, start_action
 from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
+from sim.visual import ImageEffects, postprocess
 
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
 """Largest physics step (s); the real step is shortened so whole substeps fill a control period."""
+IMAGE_STREAM_KEY = 0x1A6E
+"""Spawn key of the image-noise stream: ``reset(seed=s)`` seeds it apart from the physics' stream, which images
+never draw from (so a vector policy's episodes are the same with or without camera images)."""
+
+
+def image_rng(seed: int | None) -> np.random.Generator:
+    """The generator of image noise for ``seed`` (fresh entropy for ``None``)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(IMAGE_STREAM_KEY,)))
 
 
 class SimEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -74,12 +83,15 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._substep_clock = 0
         self._pending: deque[tuple[int, FloatArray]] = deque()
         self._pushed: tuple[str, ...] = ()
+        self._image_rng = image_rng(None)
 
     # --- gymnasium API --------------------------------------------------------------------------
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
+        if seed is not None:
+            self._image_rng = image_rng(seed)
         start = self.task.sample_start(self.np_random)
         self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
         self._pushed = ()
@@ -120,6 +132,22 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             return None
         w, h = self.render_size
         return self.engine.render(w, h)
+
+    def render_camera(self, name: str) -> np.ndarray:
+        """What the task camera ``name`` sees now (RGB uint8, its height x width x 3), with the ``image_*``
+        parameters' pixel effects (:func:`sim.visual.postprocess`); their noise comes from a stream of its own,
+        seeded by ``reset(seed=...)``, so the same seed, parameters and frames give the same images."""
+        return postprocess(self.engine.render_camera(name), self.image_effects(), self._image_rng)
+
+    def image_effects(self) -> ImageEffects:
+        """The pixel-level effects of the current ``image_*`` parameters (none where the task declares none)."""
+        names = self._param_names
+        return ImageEffects(
+            brightness=self.params.get("image_brightness") if "image_brightness" in names else 0.0,
+            contrast=self.params.get("image_contrast") if "image_contrast" in names else 1.0,
+            blur_sigma=self.params.get("image_blur_sigma") if "image_blur_sigma" in names else 0.0,
+            noise_std=self.params.get("image_noise_std") if "image_noise_std" in names else 0.0,
+        )
 
     def close(self) -> None:
         self.engine.close()

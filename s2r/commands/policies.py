@@ -12,7 +12,7 @@ from typing import Any
 
 from policies.config import ALGOS, CONFIG_NAME, TrainConfig, config_from_mapping, load_config_file, parse_overrides
 from policies.finetune_config import FinetuneConfig
-from randomization.distributions import load_distribution
+from randomization.distributions import combine_distributions, load_distribution
 from robot.controller import SAFETY_STOP_KINDS
 from s2r import api, cliargs
 from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code
@@ -48,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set batch_size=512 --set hidden=[128,128]; repeatable",
     )
-    p.add_argument("--randomize", metavar="FILE", help="train under this per-episode parameter distribution "
-                   "(e.g. randomization/configs/dclaw.yaml); the run keeps a copy in config.yaml")
+    p.add_argument("--randomize", metavar="FILE", action="append", help="train under this per-episode parameter "
+                   "distribution (e.g. randomization/configs/dclaw.yaml); repeat it to draw the parameters of several "
+                   "files together (dclaw.yaml's physics and dclaw_visual.yaml's rendering); the run keeps a copy "
+                   "in config.yaml")
     p.add_argument("--epopt-eps", type=float, metavar="EPS", help="EPOpt: keep the worst EPS fraction of probed "
                    "models as the hard set the next episodes are collected in (needs --randomize; e.g. 0.1)")
     p.add_argument("--epopt-models", type=int, metavar="N", help="EPOpt: models probed per iteration (default: 20)")
@@ -148,7 +150,8 @@ def _train(args: argparse.Namespace) -> int:
         raise cliargs.flag_error(exc, args, {"overrides": "--set"}) from None
     if args.randomize:
         task = overrides.get("task") or flags.get("task") or base.task
-        flags["randomize"] = load_distribution(args.randomize, task=task).to_yaml_dict()
+        flags["randomize"] = combine_distributions(
+            [load_distribution(path, task=task) for path in args.randomize]).to_yaml_dict()
     try:
         cfg = config_from_mapping({**flags, **overrides}, base)
         summary = api.train(cfg, out, resume=args.resume, progress=not args.quiet).to_json()

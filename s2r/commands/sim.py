@@ -112,6 +112,7 @@ def describe_params(env_id: str, engines: Sequence[str], *, strict: bool) -> dic
                     "high": _finite_or_none(spec.high),
                     "kind": spec.kind,
                     "applied_by": "env" if spec.is_env_level else "engine",
+                    "visual": spec.is_visual,
                     "doc": spec.doc,
                     "supported": {
                         a.name: built[a.name].params.supported(pname) if a.available else None for a in availability

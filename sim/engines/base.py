@@ -32,6 +32,29 @@ ParamKind = Literal[
     "terrain_roughness",
     "terrain_slope",
     "terrain_seed",
+    "color_r",
+    "color_g",
+    "color_b",
+    "light_dx",
+    "light_dy",
+    "light_dz",
+    "light_intensity",
+    "light_r",
+    "light_g",
+    "light_b",
+    "camera_dx",
+    "camera_dy",
+    "camera_dz",
+    "camera_droll",
+    "camera_dpitch",
+    "camera_dyaw",
+    "camera_dfovy",
+    "distractor_count",
+    "distractor_seed",
+    "image_brightness",
+    "image_contrast",
+    "image_blur_sigma",
+    "image_noise_std",
 ]
 """How a parameter acts. Engine kinds change the model; env kinds are applied by the env itself.
 
@@ -48,8 +71,22 @@ Terrain kinds (engine kinds, for scenes with a :class:`~sim.models.terrain.Terra
 
 TERRAIN_KINDS: frozenset[str] = frozenset({"terrain_roughness", "terrain_slope", "terrain_seed"})
 
+IMAGE_KINDS: frozenset[str] = frozenset({"image_brightness", "image_contrast", "image_blur_sigma", "image_noise_std"})
+"""Pixel-level visual kinds: the env applies them to rendered images."""
+
+VISUAL_KINDS: frozenset[str] = frozenset({
+    "color_r", "color_g", "color_b", "light_dx", "light_dy", "light_dz", "light_intensity", "light_r", "light_g",
+    "light_b", "camera_dx", "camera_dy", "camera_dz", "camera_droll", "camera_dpitch", "camera_dyaw", "camera_dfovy",
+    "distractor_count", "distractor_seed", *IMAGE_KINDS,
+})
+"""Kinds that act on rendering only: physics and vector observations are the same whatever their values."""
+
+DISTRACTOR_KINDS: frozenset[str] = frozenset({"distractor_count", "distractor_seed"})
+"""Visual kinds only the MuJoCo engine applies: PyBullet's distractors would be bodies of its physics world."""
+
 ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std",
-                                       "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std"})
+                                       "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std",
+                                       *IMAGE_KINDS})
 
 
 @dataclass(frozen=True)
@@ -77,6 +114,11 @@ class ParamSpec:
     def is_env_level(self) -> bool:
         """True for parameters the env applies (latency, noise, jitter) rather than the engine."""
         return self.kind in ENV_KINDS
+
+    @property
+    def is_visual(self) -> bool:
+        """True for parameters that change only rendered images, never the physics (:data:`VISUAL_KINDS`)."""
+        return self.kind in VISUAL_KINDS
 
     def validate(self, value: float) -> float:
         """``value`` as a float, or a ``ValueError`` naming the parameter and its allowed range."""

@@ -13,10 +13,11 @@ import mujoco
 import numpy as np
 
 from sim.camera import CameraSpec
-from sim.engines.base import TERRAIN_KINDS, ParamSpec
+from sim.engines.base import IMAGE_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
 from sim.models.terrain import Terrain, is_flat, terrain_heights
 from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.spec import FloatArray
+from sim.visual import CAMERA_KINDS, CameraJitter, Distractor, aimed_light, distractor_layout, fovy_scale, jitter_camera
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 CAMERA_MESH_SLICES = 12
@@ -24,7 +25,8 @@ CAMERA_MESH_SLICES = 12
 camera images: at 84 x 84 the default 28 x 16 costs 3-4x the frame time for no visible difference."""
 _ENGINE_KINDS = frozenset(
     {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "body_mass", "body_mass_scale"}
-)
+) | (VISUAL_KINDS - IMAGE_KINDS)
+_DISTRACTOR_GEOM = {"box": mujoco.mjtGeom.mjGEOM_BOX, "sphere": mujoco.mjtGeom.mjGEOM_SPHERE}
 
 
 class MujocoEngine:
@@ -68,6 +70,16 @@ class MujocoEngine:
             "body_mass": m.body_mass.copy(),
             "body_inertia": m.body_inertia.copy(),
         }
+        # Visual parameters: colours and light strengths are written into the model (the renderer reads them at
+        # every frame); the lights' and cameras' poses and the distractors are applied to the renderer's scene
+        # after update_scene, so that nothing of MjData, and so nothing of the physics, is touched.
+        self._nominal["visual_rgba"] = m.geom_rgba.copy()
+        self._nominal["light_diffuse"] = m.light_diffuse.copy()
+        self._light_gain = {"light_intensity": 1.0, "light_r": 1.0, "light_g": 1.0, "light_b": 1.0}
+        self._light_offsets: dict[int, FloatArray] = {}
+        self._camera_jitter: dict[str, CameraJitter] = {}
+        self._distractor_values = {"distractor_count": 0.0, "distractor_seed": 0.0}
+        self._distractors: tuple[Distractor, ...] = ()
         self._terrain = terrain
         self._terrain_values = {"terrain_roughness": 0.0, "terrain_slope": 0.0, "terrain_seed": 0.0}
         if terrain is not None:
@@ -231,8 +243,71 @@ class MujocoEngine:
         elif spec.kind in TERRAIN_KINDS and self._terrain is not None:
             self._terrain_values[spec.kind] = value
             self._apply_terrain()
+        elif spec.kind in VISUAL_KINDS and spec.kind not in IMAGE_KINDS:
+            self._set_visual(spec, value)
         else:
             raise KeyError(f"the mujoco engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
+
+    def _set_visual(self, spec: ParamSpec, value: float) -> None:
+        m, nom, kind = self.model, self._nominal, spec.kind
+        if kind in ("color_r", "color_g", "color_b"):
+            ids = [m.geom(t).id for t in spec.targets]
+            m.geom_rgba[ids, "rgb".index(kind[-1])] = value
+        elif kind in ("light_intensity", "light_r", "light_g", "light_b"):
+            self._light_gain[kind] = value
+            ids = [m.light(t).id for t in spec.targets]
+            g = self._light_gain
+            gain = g["light_intensity"] * np.array([g["light_r"], g["light_g"], g["light_b"]])
+            m.light_diffuse[ids] = nom["light_diffuse"][ids] * gain
+        elif kind in ("light_dx", "light_dy", "light_dz"):
+            for t in spec.targets:
+                offset = self._light_offsets.setdefault(m.light(t).id, np.zeros(3))
+                offset["xyz".index(kind[-1])] = value
+        elif kind in CAMERA_KINDS:
+            for t in spec.targets:
+                if t not in self._cameras:
+                    raise KeyError(f"parameter {spec.name!r}: the task has no camera {t!r}")
+                self._camera_jitter[t] = self._camera_jitter.get(t, CameraJitter()).with_kind(kind, value)
+        elif kind in ("distractor_count", "distractor_seed"):
+            self._distractor_values[kind] = value
+            # Resting on the top of the target geom (a plane's top is its position).
+            floor_z = float(m.geom_pos[m.geom(spec.targets[0]).id, 2]) if spec.targets else 0.0
+            v = self._distractor_values
+            self._distractors = distractor_layout(int(v["distractor_count"]), int(v["distractor_seed"]), floor_z)
+        else:
+            raise KeyError(f"the mujoco engine cannot apply parameter kind {kind!r} ({spec.name})")
+
+    def _decorate(self, scene: mujoco.MjvScene, camera: str | None) -> None:
+        """Apply the visual parameters that act on a frame's scene: moved lights, a jittered task camera and the
+        distractors. Nothing is changed at nominal values, so a nominal frame is the unrandomized one."""
+        m = self.model
+        for i in range(scene.nlight):
+            light = scene.lights[i]
+            offset = self._light_offsets.get(int(light.id))
+            if offset is not None and offset.any():
+                pos, direction = aimed_light(tuple(m.light_pos[light.id]), tuple(m.light_dir[light.id]),
+                                             (float(offset[0]), float(offset[1]), float(offset[2])))
+                light.pos, light.dir = pos, direction
+        jitter = self._camera_jitter.get(camera) if camera is not None else None
+        if camera is not None and jitter is not None and not jitter.is_zero:
+            spec = self._cameras[camera]
+            moved = jitter_camera(spec, jitter)
+            r = moved.rotation
+            scale = fovy_scale(spec, jitter.dfovy)
+            for gl in scene.camera:
+                gl.pos, gl.forward, gl.up = moved.position, -r[:, 2], r[:, 1]
+                gl.frustum_center *= scale
+                gl.frustum_width *= scale
+                gl.frustum_bottom *= scale
+                gl.frustum_top *= scale
+        for d in self._distractors:
+            if scene.ngeom >= scene.maxgeom:
+                break
+            c, s = np.cos(d.yaw), np.sin(d.yaw)
+            mat = np.array([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0])
+            mujoco.mjv_initGeom(scene.geoms[scene.ngeom], _DISTRACTOR_GEOM[d.shape], np.full(3, d.half_size),
+                                np.asarray(d.position), mat, np.asarray(d.rgba, dtype=np.float32))
+            scene.ngeom += 1
 
     # --- rendering ---------------------------------------------------------------------------
     def render(self, width: int, height: int, camera: str | None = None) -> np.ndarray:
@@ -241,6 +316,7 @@ class MujocoEngine:
                 self._renderer.close()
             self._renderer = _renderer(self.model, width, height)
         self._renderer.update_scene(self.data, camera=camera if camera is not None else -1)
+        self._decorate(self._renderer.scene, camera if camera in self._cameras else None)
         return self._renderer.render().copy()
 
     def render_camera(self, name: str) -> np.ndarray:
@@ -250,6 +326,7 @@ class MujocoEngine:
                 raise KeyError(f"the task has no camera {name!r}; its cameras are {list(self._cameras)}")
             renderer = self._camera_renderers[name] = self._camera_renderer(self._cameras[name])
         renderer.update_scene(self.data, camera=name)
+        self._decorate(renderer.scene, name)
         return renderer.render()
 
     def _camera_renderer(self, cam: CameraSpec) -> mujoco.Renderer:

@@ -52,6 +52,9 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
 * **Cameras**: :meth:`PybulletEngine.render` draws the MJCF's world cameras (``pos``, ``xyaxes``, ``fovy``; the
   first is the default); :meth:`PybulletEngine.render_camera` the task's :class:`sim.camera.CameraSpec` with its
   intrinsics, in the pixel convention MuJoCo and :meth:`sim.camera.CameraSpec.project` share.
+* **Visual parameters** (:mod:`sim.visual`): colours through ``changeVisualShape`` on the URDF visuals named as the
+  MJCF geoms (put back after every rebuild), ``light_*`` through TinyRenderer's one directional light, camera jitter
+  through the task cameras' matrices; distractors are not drawn (they would be bodies of the physics world).
 * **Terrain** (scenes with a :class:`~sim.models.terrain.Terrain`): a ``GEOM_HEIGHTFIELD`` body with the same
   heights as MuJoCo's hfield, in place of the floor box, whose collisions it switches off; it carries the floor's
   friction. The world is rebuilt at every reset and restore, so a new terrain takes effect there (MuJoCo's at once).
@@ -75,7 +78,7 @@ import pybullet as pb
 
 from s2r.core.atomicio import write_text_atomic
 from sim.camera import CAMERA_FAR_M, CAMERA_NEAR_M
-from sim.engines.base import TERRAIN_KINDS, ParamSpec
+from sim.engines.base import DISTRACTOR_KINDS, IMAGE_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
 from sim.models.terrain import is_flat, task_terrain, terrain_heights
 from sim.rotations import (
     normalize_quat,
@@ -89,12 +92,17 @@ from sim.rotations import (
 from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.base import Task
 from sim.tasks.spec import FloatArray
+from sim.visual import CAMERA_KINDS, CameraJitter, aimed_light, jitter_camera
 
 GRAVITY_M_S2 = -9.81
 """Gravity along world z (m/s^2), as MuJoCo's default."""
 _ENGINE_KINDS = frozenset(
     {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "body_mass", "body_mass_scale"}
-)
+) | (VISUAL_KINDS - IMAGE_KINDS - DISTRACTOR_KINDS)
+"""Distractors are MuJoCo's only: here they would be bodies of the physics world, which snapshots carry."""
+TINY_RENDERER_DIFFUSE = 0.35
+"""TinyRenderer's default diffuse coefficient of its light (-), which ``light_intensity`` scales (passing it gives
+the same images as leaving it out: tests/test_visual.py)."""
 _LOAD_FLAGS = pb.URDF_USE_INERTIA_FROM_FILE | pb.URDF_USE_SELF_COLLISION
 """Take the URDF's inertias as written; let links collide except parent with child (MuJoCo's filter)."""
 _MOVABLE = (pb.JOINT_REVOLUTE, pb.JOINT_PRISMATIC)
@@ -205,6 +213,24 @@ def mjcf_cameras(xml: str) -> dict[str, CameraPose]:
     return cams
 
 
+def mjcf_lights(xml: str) -> dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """The named world lights of an MJCF scene: position (m) and direction (-), MuJoCo's defaults where absent."""
+    world = ET.fromstring(xml).find("worldbody")
+    out: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {}
+    for light in [] if world is None else world.findall("light"):
+        if "name" in light.attrib:
+            pos = _floats(light.attrib.get("pos", "0 0 0"), 3)
+            d = _floats(light.attrib.get("dir", "0 0 -1"), 3)
+            out[light.attrib["name"]] = ((pos[0], pos[1], pos[2]), (d[0], d[1], d[2]))
+    return out
+
+
+def urdf_visual_names(urdf: str) -> dict[str, list[str]]:
+    """The ``<visual>`` names of every link of a URDF, in document order (PyBullet's order of a link's shapes)."""
+    return {link.attrib["name"]: [v.attrib.get("name", "") for v in link.findall("visual")]
+            for link in ET.fromstring(urdf).findall("link")}
+
+
 @dataclass(frozen=True)
 class SceneBodies:
     """A task's URDF as the bodies PyBullet loads."""
@@ -306,7 +332,9 @@ class PybulletEngine:
         self._floating = scene.floating
         self._nb = BASE_DOFS if scene.floating else 0
         self._base_start = (list(scene.base_xyz), list(pb.getQuaternionFromEuler(scene.base_rpy)))
-        self._cameras = mjcf_cameras(task.model_xml(timestep))
+        xml = task.model_xml(timestep)
+        self._cameras = mjcf_cameras(xml)
+        self._lights = mjcf_lights(xml)
         self._task_cameras = {c.name: c for c in spec.cameras}
         self._camera_matrices = {c.name: (c.view_matrix(), c.projection_matrix(pixel_shift=TINY_RENDERER_PIXEL_SHIFT))
                                  for c in spec.cameras}
@@ -386,6 +414,25 @@ class PybulletEngine:
         self._kp = self._nominal_kp.copy()
         self._mass_scale = {key: 1.0 for key in self._links}
         self._friction = dict(self._nominal_friction)
+
+        # --- visual model: each named URDF visual as (body slot, link, shape index), and its colour ---------------
+        self._visual_shapes: dict[str, list[tuple[int, int, int]]] = {}
+        for slot, text in enumerate((scene.robot, *scene.statics)):
+            for link_name, visuals in urdf_visual_names(text).items():
+                if link_name in self._link_index and self._link_index[link_name][0] == slot:
+                    link = self._link_index[link_name][1]
+                    for k, vname in enumerate(visuals):
+                        self._visual_shapes.setdefault(vname, []).append((slot, link, k))
+        self._nominal_rgba: dict[tuple[int, int, int], FloatArray] = {}
+        for slot, b in enumerate(self._bodies):
+            counts: dict[int, int] = {}
+            for shape in pb.getVisualShapeData(b, physicsClientId=c):
+                k = counts[shape[1]] = counts.get(shape[1], -1) + 1
+                self._nominal_rgba[(slot, shape[1], k)] = np.array(shape[7], dtype=np.float64)
+        self._rgba = {key: v.copy() for key, v in self._nominal_rgba.items()}
+        self._light_offsets: dict[str, FloatArray] = {}
+        self._light_gain = {"light_intensity": 1.0, "light_r": 1.0, "light_g": 1.0, "light_b": 1.0}
+        self._camera_jitter = {name: CameraJitter() for name in self._task_cameras}
 
         self._twin_body = self._load_twin()
         self._link_armature, self._armature_coupling = self._place_armature()
@@ -473,6 +520,9 @@ class PybulletEngine:
             pb.changeDynamics(body, j, jointDamping=0.0, physicsClientId=c)
             pb.changeDynamics(body, j, maxJointVelocity=_MAX_JOINT_VELOCITY_RAD_S, physicsClientId=c)
         self._apply_frictionloss()
+        for shape, rgba in self._rgba.items():  # the reload drew the URDF's colours
+            if not np.array_equal(rgba, self._nominal_rgba[shape]):
+                self._apply_rgba(shape)
         if state_file is not None:
             pb.restoreState(fileName=state_file, physicsClientId=c)
         self._forces.clear()
@@ -490,6 +540,11 @@ class PybulletEngine:
         if self._terrain_body is not None and self._terrain is not None and key == self._link_index[self._terrain.body]:
             pb.changeDynamics(self._terrain_body, -1, lateralFriction=kwargs["lateralFriction"],
                               physicsClientId=self._client)
+
+    def _apply_rgba(self, key: tuple[int, int, int]) -> None:
+        slot, link, shape = key
+        pb.changeVisualShape(self._bodies[slot], link, shapeIndex=shape, rgbaColor=self._rgba[key].tolist(),
+                             physicsClientId=self._client)
 
     def _apply_frictionloss(self) -> None:
         # A velocity motor with target 0 and force limit = friction torque is Coulomb friction; a limit
@@ -802,6 +857,8 @@ class PybulletEngine:
                 self._apply_link(key)
             # PyBullet builds its mass-matrix model once per loaded body: reload the twin.
             self._twin_body = self._load_twin()
+        elif spec.kind in _ENGINE_KINDS and spec.kind in VISUAL_KINDS:
+            self._set_visual(spec, value)
         elif spec.kind in TERRAIN_KINDS and self._terrain is not None:
             # The world is rebuilt at every reset and restore: the new ground takes effect there.
             self._terrain_values[spec.kind] = value
@@ -811,6 +868,50 @@ class PybulletEngine:
                                      else terrain_heights(self._terrain, roughness, slope, v["terrain_seed"]))
         else:
             raise KeyError(f"the pybullet engine cannot apply parameter kind {spec.kind!r} ({spec.name})")
+
+    def _set_visual(self, spec: ParamSpec, value: float) -> None:
+        kind = spec.kind
+        if kind in ("color_r", "color_g", "color_b"):
+            unknown = [t for t in spec.targets if t not in self._visual_shapes]
+            if unknown:
+                raise KeyError(f"parameter {spec.name!r}: the pybullet scene has no visual(s) {', '.join(unknown)}")
+            for t in spec.targets:
+                for key in self._visual_shapes[t]:
+                    self._rgba[key]["rgb".index(kind[-1])] = value
+                    self._apply_rgba(key)
+        elif kind in ("light_intensity", "light_r", "light_g", "light_b"):
+            self._light_gain[kind] = value
+        elif kind in ("light_dx", "light_dy", "light_dz"):
+            for t in spec.targets:
+                if t not in self._lights:
+                    raise KeyError(f"parameter {spec.name!r}: the scene has no light {t!r}")
+                self._light_offsets.setdefault(t, np.zeros(3))["xyz".index(kind[-1])] = value
+        elif kind in CAMERA_KINDS:
+            for t in spec.targets:
+                if t not in self._task_cameras:
+                    raise KeyError(f"parameter {spec.name!r}: the task has no camera {t!r}")
+                self._camera_jitter[t] = jitter = self._camera_jitter[t].with_kind(kind, value)
+                cam = jitter_camera(self._task_cameras[t], jitter)
+                self._camera_matrices[t] = (cam.view_matrix(),
+                                            cam.projection_matrix(pixel_shift=TINY_RENDERER_PIXEL_SHIFT))
+        else:
+            raise KeyError(f"the pybullet engine cannot apply parameter kind {kind!r} ({spec.name})")
+
+    def _light_args(self) -> dict[str, object]:
+        """TinyRenderer's light for the visual parameters: its defaults (and :data:`LIGHT_DIRECTION`) where they
+        are nominal. It has one directional light: the first moved light of the scene turns it."""
+        args: dict[str, object] = {"lightDirection": list(LIGHT_DIRECTION)}
+        for name, offset in self._light_offsets.items():
+            if offset.any():
+                pos, direction = self._lights[name]
+                _, d = aimed_light(pos, direction, (float(offset[0]), float(offset[1]), float(offset[2])))
+                args["lightDirection"] = (-d).tolist()  # TinyRenderer takes the direction towards the light
+                break
+        # Always given: TinyRenderer keeps a light coefficient from one call to the next once it was passed.
+        g = self._light_gain
+        args["lightDiffuseCoeff"] = TINY_RENDERER_DIFFUSE * g["light_intensity"]
+        args["lightColor"] = [g["light_r"], g["light_g"], g["light_b"]]
+        return args
 
     # --- rendering -----------------------------------------------------------------------------------
     def render(self, width: int, height: int, camera: str | None = None) -> np.ndarray:
@@ -827,8 +928,8 @@ class PybulletEngine:
         view = pb.computeViewMatrix(list(eye), target, list(up), physicsClientId=self._client)
         proj = pb.computeProjectionMatrixFOV(fovy, width / height, CAMERA_NEAR_M, CAMERA_FAR_M,
                                              physicsClientId=self._client)
-        _, _, rgba, _, _ = pb.getCameraImage(width, height, view, proj, lightDirection=list(LIGHT_DIRECTION),
-                                             shadow=0, renderer=pb.ER_TINY_RENDERER, physicsClientId=self._client)
+        _, _, rgba, _, _ = pb.getCameraImage(width, height, view, proj, shadow=0, renderer=pb.ER_TINY_RENDERER,
+                                             physicsClientId=self._client, **self._light_args())
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
     def render_camera(self, name: str) -> np.ndarray:
@@ -836,8 +937,9 @@ class PybulletEngine:
             raise KeyError(f"the task has no camera {name!r}; its cameras are {list(self._task_cameras)}")
         cam = self._task_cameras[name]
         view, proj = self._camera_matrices[name]
-        _, _, rgba, _, _ = pb.getCameraImage(cam.width, cam.height, view, proj, lightDirection=list(LIGHT_DIRECTION),
-                                             shadow=0, renderer=pb.ER_TINY_RENDERER, physicsClientId=self._client)
+        _, _, rgba, _, _ = pb.getCameraImage(cam.width, cam.height, view, proj, shadow=0,
+                                             renderer=pb.ER_TINY_RENDERER, physicsClientId=self._client,
+                                             **self._light_args())
         return np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[:, :, :3].copy()
 
     def close(self) -> None:

@@ -32,6 +32,18 @@ FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
 JOINT_SUFFIXES = ("top", "mid", "bot")
 VALVE_MARKER_RGBA = (0.1, 0.85, 0.2, 1.0)
 """Colour of the valve's angle marker: green, found nowhere else in the scene, so a camera image locates it."""
+VALVE_RGBA = (0.9, 0.75, 0.3, 1.0)
+"""Colour of the valve's hub and of every spoke but the first."""
+SPOKE0_RGBA = (0.85, 0.2, 0.15, 1.0)
+"""Colour of spoke 0, the one under finger 0 at valve angle 0."""
+FLOOR_RGBA = (0.82, 0.84, 0.86, 1.0)
+"""Colour of the floor."""
+FLOOR_Z_M = -0.02
+"""Height of the floor plane (m)."""
+KEY_LIGHT_POS_M = (0.3, -0.3, 0.6)
+"""Position of the key light (m): front right, above."""
+KEY_LIGHT_DIR = (-0.4, 0.4, -1.0)
+"""Direction the key light shines in (-), towards the valve."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ def mjcf(
     for k in range(g.spoke_count):
         a = k * 2.0 * math.pi / g.spoke_count
         ex, ey = g.spoke_length * math.cos(a), g.spoke_length * math.sin(a)
-        rgba = "0.85 0.2 0.15 1" if k == 0 else "0.9 0.75 0.3 1"
+        rgba = fmt(*(SPOKE0_RGBA if k == 0 else VALVE_RGBA))
         spokes.append(
             f'<geom name="valve_spoke{k}" type="capsule" fromto="0 0 {g.spoke_height:.6g} '
             f'{ex:.6g} {ey:.6g} {g.spoke_height:.6g}" size="{g.spoke_radius:.6g}" '
@@ -180,9 +192,9 @@ def mjcf(
     <default class="visual"><geom contype="0" conaffinity="0" density="0" rgba="0.5 0.5 0.55 1"/></default>
   </default>
   <worldbody>
-    <light name="key" pos="0.3 -0.3 0.6" dir="-0.4 0.4 -1" diffuse="0.8 0.8 0.8"/>
+    <light name="key" pos="{fmt(*KEY_LIGHT_POS_M)}" dir="{fmt(*KEY_LIGHT_DIR)}" diffuse="0.8 0.8 0.8"/>
     <light name="fill" pos="-0.3 0.3 0.5" dir="0.4 -0.4 -1" diffuse="0.3 0.3 0.3"/>
-    <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 -0.02" rgba="0.82 0.84 0.86 1"
+    <geom name="floor" type="plane" size="0.3 0.3 0.01" pos="0 0 {FLOOR_Z_M:.6g}" rgba="{fmt(*FLOOR_RGBA)}"
           contype="2" conaffinity="1"/>
     <camera name="front" pos="0 -0.42 0.32" xyaxes="1 0 0 0 0.6 0.8" fovy="45"/>
     {"".join(c.mjcf() for c in cameras)}
@@ -193,7 +205,7 @@ def mjcf(
              frictionloss="{g.valve_frictionloss:.6g}" armature="{g.valve_armature:.6g}" limited="false"
              solreffriction="{VALVE_FRICTION_TIMECONST_S:.6g} 1"/>
       <geom name="valve_hub" type="cylinder" size="{g.hub_radius:.6g} {g.spoke_height:.6g}"
-            pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="0.9 0.75 0.3 1" class="valve"/>
+            pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="{fmt(*VALVE_RGBA)}" class="valve"/>
       {"".join(spokes)}
       <geom name="valve_marker" type="box" size="0.006 0.006 0.004" pos="{marker_x:.6g} 0 {g.spoke_top_z + 0.002:.6g}"
             rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>

@@ -7,6 +7,9 @@ from collections.abc import Iterable, Mapping
 
 from sim.models.servo import ServoJoints
 
+LINK_RGBA = (0.25, 0.28, 0.32, 1.0)
+"""Colour of the ``link`` class: the grey colliding links."""
+
 
 def fmt(*values: float) -> str:
     """Numbers as MJCF writes them: space-separated, six significant digits."""
@@ -34,7 +37,7 @@ def servo_defaults(joint_class: str, servo: ServoJoints, contact_class: str, fri
       <joint type="hinge" damping="{servo.damping:.6g}" armature="{servo.armature:.6g}"
              frictionloss="{servo.frictionloss:.6g}" limited="true"/>
     </default>
-    <default class="link"><geom rgba="0.25 0.28 0.32 1" contype="1" conaffinity="1" condim="3"/></default>
+    <default class="link"><geom rgba="{fmt(*LINK_RGBA)}" contype="1" conaffinity="1" condim="3"/></default>
     <default class="{contact_class}">
       <geom rgba="0.1 0.1 0.1 1" contype="1" conaffinity="1" condim="3" friction="{friction:.6g} 0.005 0.0001"/>
     </default>"""

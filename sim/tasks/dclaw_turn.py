@@ -16,10 +16,21 @@ import numpy as np
 
 from sim.camera import CameraSpec
 from sim.engines.base import ParamSpec
-from sim.models.dclaw import FINGER_COUNT, NOMINAL_GEOMETRY, ClawGeometry, finger_joint_names, mjcf
+from sim.models.dclaw import (
+    FINGER_COUNT,
+    FLOOR_RGBA,
+    NOMINAL_GEOMETRY,
+    SPOKE0_RGBA,
+    VALVE_RGBA,
+    ClawGeometry,
+    finger_joint_names,
+    mjcf,
+)
+from sim.models.mjcf_parts import LINK_RGBA
 from sim.state import RobotState
 from sim.tasks.actions import wrap_angle
 from sim.tasks.spec import FloatArray, GoalField, ObsField, ObsLayout, TaskSpec
+from sim.visual import MAX_DISTRACTORS
 
 JOINT_NAMES = finger_joint_names()
 _RANGE_BY_SUFFIX_RAD = {
@@ -220,4 +231,68 @@ def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
                   "std of Gaussian noise on every joint and valve angle reading"),
         ParamSpec("control_jitter_std", "control_jitter_std", "s", 0.0, (),
                   "std of the per-step deviation of the control period", high=0.05),
+        *claw_visual_params(g, spec),
+    )
+
+
+MAX_LIGHT_SHIFT_M = 0.5
+"""Largest move of the key light along an axis (m): it stays above the scene (the light sits 0.6 m up)."""
+MAX_CAMERA_SHIFT_M = 0.1
+"""Largest shift of a task camera along an axis (m): the top camera stays above the fingers (0.35 m up)."""
+MAX_CAMERA_TURN_RAD = 0.5
+"""Largest turn of a task camera about each of its axes (rad)."""
+MAX_FOVY_CHANGE_RAD = 0.5
+"""Largest change of a task camera's vertical field of view (rad; the top camera's is 0.785)."""
+
+
+def _rgb(prefix: str, what: str, rgba: tuple[float, ...], geoms: tuple[str, ...]) -> tuple[ParamSpec, ...]:
+    return tuple(ParamSpec(f"{prefix}_{ch}", f"color_{ch}", "-", rgba[i], geoms,  # type: ignore[arg-type]
+                           f"[visual] {name} channel of the colour of {what}", high=1.0)
+                 for i, (ch, name) in enumerate((("r", "red"), ("g", "green"), ("b", "blue"))))
+
+
+def claw_visual_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
+    """The claw scene's visual parameters (rendering only: :data:`sim.engines.base.VISUAL_KINDS`)."""
+    cams = tuple(c.name for c in spec.cameras)
+    links = tuple(f"f{i}_{s}_geom" for i in range(FINGER_COUNT) for s in ("top", "mid", "bot"))
+    valve = ("valve_hub", *(f"valve_spoke{k}" for k in range(1, g.spoke_count)))
+    lights = ("key", "fill")
+    m, t, f = MAX_LIGHT_SHIFT_M, MAX_CAMERA_TURN_RAD, MAX_CAMERA_SHIFT_M
+    return (
+        *_rgb("valve", "the valve's hub and spokes (all but spoke 0)", VALVE_RGBA, valve),
+        *_rgb("spoke0", "spoke 0, the marked spoke", SPOKE0_RGBA, ("valve_spoke0",)),
+        *_rgb("finger", "the finger links", LINK_RGBA, links),
+        *_rgb("floor", "the floor", FLOOR_RGBA, ("floor",)),
+        *(ParamSpec(f"light_d{a}", f"light_d{a}", "m", 0.0, ("key",),  # type: ignore[arg-type]
+                    f"[visual] shift of the key light along world {a}; it stays aimed at the valve", low=-m, high=m)
+          for a in "xyz"),
+        ParamSpec("light_intensity", "light_intensity", "-", 1.0, lights,
+                  "[visual] factor on the diffuse brightness of every light", high=5.0),
+        *(ParamSpec(f"light_{ch}", f"light_{ch}", "-", 1.0, lights,  # type: ignore[arg-type]
+                    f"[visual] factor on the {name} channel of every light's colour", high=2.0)
+          for ch, name in (("r", "red"), ("g", "green"), ("b", "blue"))),
+        *(ParamSpec(f"camera_d{a}", f"camera_d{a}", "m", 0.0, cams,  # type: ignore[arg-type]
+                    f"[visual] shift of every task camera along world {a}", low=-f, high=f) for a in "xyz"),
+        ParamSpec("camera_droll", "camera_droll", "rad", 0.0, cams,
+                  "[visual] turn of every task camera about its optical axis", low=-t, high=t),
+        ParamSpec("camera_dpitch", "camera_dpitch", "rad", 0.0, cams,
+                  "[visual] turn of every task camera about its image x axis (positive looks up)", low=-t, high=t),
+        ParamSpec("camera_dyaw", "camera_dyaw", "rad", 0.0, cams,
+                  "[visual] turn of every task camera about its image y axis (positive looks left)", low=-t, high=t),
+        ParamSpec("camera_dfovy", "camera_dfovy", "rad", 0.0, cams,
+                  "[visual] change of every task camera's vertical field of view",
+                  low=-MAX_FOVY_CHANGE_RAD, high=MAX_FOVY_CHANGE_RAD),
+        ParamSpec("distractor_count", "distractor_count", "-", 0.0, ("floor",),
+                  f"[visual] boxes and spheres resting on the floor, out of the fingers' reach (whole number, at most "
+                  f"{MAX_DISTRACTORS}; mujoco only)", high=float(MAX_DISTRACTORS)),
+        ParamSpec("distractor_seed", "distractor_seed", "-", 0.0, ("floor",),
+                  "[visual] picks the distractors' places, sizes and colours (whole number)", high=2.0**31),
+        ParamSpec("image_brightness", "image_brightness", "-", 0.0, (),
+                  "[visual] added to every pixel of task camera images (full scale 1)", low=-1.0, high=1.0),
+        ParamSpec("image_contrast", "image_contrast", "-", 1.0, (),
+                  "[visual] factor on every pixel's difference from the image's mean", high=5.0),
+        ParamSpec("image_blur_sigma", "image_blur_sigma", "px", 0.0, (),
+                  "[visual] std of a Gaussian blur of task camera images", high=10.0),
+        ParamSpec("image_noise_std", "image_noise_std", "-", 0.0, (),
+                  "[visual] std of Gaussian noise per pixel and channel (full scale 1)", high=1.0),
     )
