@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from robot.config import RobotConfig, config_from_mapping
+from sim.tasks.spec import FloatArray
 
 
 class FakeClock:
@@ -22,6 +24,33 @@ class FakeClock:
 
     def sleep(self, dt: float) -> None:
         self.t += max(0.0, dt)
+
+
+class FakeCommands:
+    """The command half of ``robot.resets.ResetIO`` that the fake robots of the reset tests share: the command in
+    force and whether a reset has written one. A subclass records what it needs by extending :meth:`write`."""
+
+    def __init__(self, command: FloatArray) -> None:
+        self._command = np.array(command, dtype=np.float64)
+        self._commanded = False
+
+    def end_cycle(self) -> None:
+        pass
+
+    @property
+    def command(self) -> FloatArray:
+        return self._command
+
+    @property
+    def commanded(self) -> bool:
+        return self._commanded
+
+    def start_from(self, command: FloatArray) -> None:
+        self._command = command
+
+    def write(self, command: FloatArray) -> None:
+        self._command = command
+        self._commanded = True
 
 
 def config_data(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from robot_helpers import changed_config
+from robot_helpers import FakeCommands, changed_config
 from test_dkitty_hardware import TIPPED, deploy, mock_robot, task_for
 
 from robot.bus import Reading
@@ -79,7 +79,7 @@ def test_the_claw_has_nothing_to_recover_from() -> None:
 
 
 # --- the strategy on a fake plant ------------------------------------------------------------------
-class FakeKitty:
+class FakeKitty(FakeCommands):
     """A :class:`robot.resets.ResetIO` on a plant whose joints reach each command a period later and whose torso
     stays as it is, except that reaching the righting sequence's last pose rights it when ``rightable``. Every
     command is recorded."""
@@ -90,8 +90,7 @@ class FakeKitty:
         self.quat = np.array(quat, dtype=np.float64)
         self.rightable = rightable
         self.commands: list[FloatArray] = []
-        self._command = self.joint_pos.copy()
-        self._commanded = False
+        super().__init__(self.joint_pos)
         self.tilt_checked: list[bool] = []
 
     def now(self) -> float:
@@ -111,24 +110,9 @@ class FakeKitty:
         return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), np.zeros(0), np.zeros(0), True, 1,
                        base_quat=self.quat.copy(), base_angvel=np.zeros(3), imu_time=self.t)
 
-    def end_cycle(self) -> None:
-        pass
-
-    @property
-    def command(self) -> FloatArray:
-        return self._command
-
-    @property
-    def commanded(self) -> bool:
-        return self._commanded
-
-    def start_from(self, command: FloatArray) -> None:
-        self._command = command
-
     def write(self, command: FloatArray) -> None:
         self.commands.append(command.copy())
-        self._command = command
-        self._commanded = True
+        super().write(command)
 
     def placed(self, command: FloatArray) -> None:
         raise AssertionError("the recovery reset places nothing")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from robot_helpers import FakeCommands
 
 from robot.bus import Reading
 from robot.config import RobotConfig, load_config
@@ -40,7 +41,7 @@ class FakeStop(Exception):
     """The fake controller's safety stop."""
 
 
-class FakeRobot:
+class FakeRobot(FakeCommands):
     """A :class:`robot.resets.ResetIO` on a plant that moves only between cycles, by one control period each: the
     joints reach the last command when ``joints_follow``, else stay; a driven passive joint covers ``passive_gain``
     of the way to its goal. ``events`` records what the reset did, in order."""
@@ -59,8 +60,7 @@ class FakeRobot:
         """How old the IMU sample of each reading is (s); NaN: no IMU."""
         self.glitch_rad = glitch_rad
         """Added to the first passive reading while driven (a glitched encoder reading)."""
-        self._command = np.zeros_like(self.joint_pos)
-        self._commanded = False
+        super().__init__(np.zeros_like(self.joint_pos))
         self.passive_goal: FloatArray | None = None
         self.driving: tuple[str, ...] = ()
         self.events: list[Any] = []
@@ -92,23 +92,8 @@ class FakeRobot:
         return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), passive, self.passive_vel.copy(), True, 1,
                        imu_time=self.t - self.imu_lag_s)
 
-    def end_cycle(self) -> None:
-        pass
-
-    @property
-    def command(self) -> FloatArray:
-        return self._command
-
-    @property
-    def commanded(self) -> bool:
-        return self._commanded
-
-    def start_from(self, command: FloatArray) -> None:
-        self._command = command
-
     def write(self, command: FloatArray) -> None:
-        self._command = command
-        self._commanded = True
+        super().write(command)
         self.events.append("write")
 
     def placed(self, command: FloatArray) -> None:
