@@ -415,24 +415,7 @@ class PybulletEngine:
         self._mass_scale = {key: 1.0 for key in self._links}
         self._friction = dict(self._nominal_friction)
 
-        # --- visual model: each named URDF visual as (body slot, link, shape index), and its colour ---------------
-        self._visual_shapes: dict[str, list[tuple[int, int, int]]] = {}
-        for slot, text in enumerate((scene.robot, *scene.statics)):
-            for link_name, visuals in urdf_visual_names(text).items():
-                if link_name in self._link_index and self._link_index[link_name][0] == slot:
-                    link = self._link_index[link_name][1]
-                    for k, vname in enumerate(visuals):
-                        self._visual_shapes.setdefault(vname, []).append((slot, link, k))
-        self._nominal_rgba: dict[tuple[int, int, int], FloatArray] = {}
-        for slot, b in enumerate(self._bodies):
-            counts: dict[int, int] = {}
-            for shape in pb.getVisualShapeData(b, physicsClientId=c):
-                k = counts[shape[1]] = counts.get(shape[1], -1) + 1
-                self._nominal_rgba[(slot, shape[1], k)] = np.array(shape[7], dtype=np.float64)
-        self._rgba = {key: v.copy() for key, v in self._nominal_rgba.items()}
-        self._light_offsets: dict[str, FloatArray] = {}
-        self._light_gain = {"light_intensity": 1.0, "light_r": 1.0, "light_g": 1.0, "light_b": 1.0}
-        self._camera_jitter = {name: CameraJitter() for name in self._task_cameras}
+        self._init_visuals(scene)
 
         self._twin_body = self._load_twin()
         self._link_armature, self._armature_coupling = self._place_armature()
@@ -540,6 +523,28 @@ class PybulletEngine:
         if self._terrain_body is not None and self._terrain is not None and key == self._link_index[self._terrain.body]:
             pb.changeDynamics(self._terrain_body, -1, lateralFriction=kwargs["lateralFriction"],
                               physicsClientId=self._client)
+
+    def _init_visuals(self, scene: SceneBodies) -> None:
+        """The visual model: each named URDF visual as (body slot, link, shape index), its nominal colour, and the
+        lights' and cameras' nominal offsets."""
+        c = self._client
+        self._visual_shapes: dict[str, list[tuple[int, int, int]]] = {}
+        for slot, text in enumerate((scene.robot, *scene.statics)):
+            for link_name, visuals in urdf_visual_names(text).items():
+                if link_name in self._link_index and self._link_index[link_name][0] == slot:
+                    link = self._link_index[link_name][1]
+                    for k, vname in enumerate(visuals):
+                        self._visual_shapes.setdefault(vname, []).append((slot, link, k))
+        self._nominal_rgba: dict[tuple[int, int, int], FloatArray] = {}
+        for slot, b in enumerate(self._bodies):
+            counts: dict[int, int] = {}
+            for shape in pb.getVisualShapeData(b, physicsClientId=c):
+                k = counts[shape[1]] = counts.get(shape[1], -1) + 1
+                self._nominal_rgba[(slot, shape[1], k)] = np.array(shape[7], dtype=np.float64)
+        self._rgba = {key: v.copy() for key, v in self._nominal_rgba.items()}
+        self._light_offsets: dict[str, FloatArray] = {}
+        self._light_gain = {"light_intensity": 1.0, "light_r": 1.0, "light_g": 1.0, "light_b": 1.0}
+        self._camera_jitter = {name: CameraJitter() for name in self._task_cameras}
 
     def _apply_rgba(self, key: tuple[int, int, int]) -> None:
         slot, link, shape = key
