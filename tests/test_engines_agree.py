@@ -18,7 +18,7 @@ import pytest
 
 import sim  # noqa: F401  (registers the s2r environments)
 from sim.engines import ENGINES, make_engine
-from sim.engines.base import DISTRACTOR_KINDS, ENV_KINDS, TERRAIN_KINDS, ParamKind, ParamSpec
+from sim.engines.base import ENV_KINDS, MUJOCO_ONLY_KINDS, TERRAIN_KINDS, ParamKind, ParamSpec
 from sim.env import SimEnv
 from sim.models.dclaw import FINGER_COUNT
 from sim.models.dclaw_urdf import link_mass_props
@@ -214,7 +214,9 @@ def test_engines_coexist_and_close_independently() -> None:
 # --- (4) named parameters --------------------------------------------------------------------------------
 def _engine_specs() -> list[ParamSpec]:
     # Visual parameters must not change the motion: tests/test_visual.py checks that, and what they do to images.
-    return [s for s in DClawTurn().param_specs() if not s.is_env_level and not s.is_visual]
+    # MuJoCo-only kinds have no PyBullet side to agree with.
+    return [s for s in DClawTurn().param_specs()
+            if not s.is_env_level and not s.is_visual and s.kind not in MUJOCO_ONLY_KINDS]
 
 
 def _rollout(env: gym.Env, n: int = 12) -> np.ndarray:
@@ -238,8 +240,8 @@ def test_every_engine_param_kind_is_supported(name: str) -> None:
             spec = ParamSpec("p", kind, "-", 1.0, (), "test")
             # Engine kinds are the engine's to apply; env kinds (latency, noise, jitter) the env's; terrain kinds
             # need a scene with a heightfield (the quadruped's), which the claw's has not.
-            # distractors are MuJoCo's only (PyBullet's would be bodies of its physics world).
-            mujoco_only = DISTRACTOR_KINDS if name == "pybullet" else frozenset()
+            # Some kinds are MuJoCo's only (sim.engines.base.MUJOCO_ONLY_KINDS says why).
+            mujoco_only = MUJOCO_ONLY_KINDS if name == "pybullet" else frozenset()
             assert kitty.supports(spec) == (kind not in ENV_KINDS | mujoco_only), kind
             assert claw.supports(spec) == (kind not in ENV_KINDS | TERRAIN_KINDS | mujoco_only), kind
     finally:

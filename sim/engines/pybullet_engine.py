@@ -78,7 +78,7 @@ import pybullet as pb
 
 from s2r.core.atomicio import write_text_atomic
 from sim.camera import CAMERA_FAR_M, CAMERA_NEAR_M
-from sim.engines.base import DISTRACTOR_KINDS, IMAGE_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
+from sim.engines.base import IMAGE_KINDS, MUJOCO_ONLY_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
 from sim.models.terrain import is_flat, task_terrain, terrain_heights
 from sim.rotations import (
     normalize_quat,
@@ -98,7 +98,7 @@ GRAVITY_M_S2 = -9.81
 """Gravity along world z (m/s^2), as MuJoCo's default."""
 _ENGINE_KINDS = frozenset(
     {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "body_mass", "body_mass_scale"}
-) | (VISUAL_KINDS - IMAGE_KINDS - DISTRACTOR_KINDS)
+) | (VISUAL_KINDS - IMAGE_KINDS - MUJOCO_ONLY_KINDS)
 """Distractors are MuJoCo's only: here they would be bodies of the physics world, which snapshots carry."""
 TINY_RENDERER_DIFFUSE = 0.35
 """TinyRenderer's default diffuse coefficient of its light (-), which ``light_intensity`` scales (passing it gives

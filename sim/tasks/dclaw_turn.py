@@ -205,6 +205,12 @@ class DClawTurn:
         return np.asarray(np.abs(np.arctan2(cross, np.sum(a * d, axis=-1))))
 
 
+MUJOCO_SOLREF_TIMECONST_S = 0.02
+"""MuJoCo's default contact time constant (solref[0], s), which the claw's geoms keep."""
+MIN_CONTACT_TIMECONST_S = 0.005
+"""Smallest contact time constant (s): MuJoCo raises anything below two physics steps (2 x 2.5 ms) to that."""
+
+
 def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
     """The claw scene's named parameters; names are shared by both engines and the emulator."""
     fingers = spec.joint_names
@@ -223,6 +229,10 @@ def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
                   "position-servo stiffness of every finger joint", low=1e-3),
         ParamSpec("tip_friction", "contact_friction", "-", g.tip_friction, contact_bodies,
                   "sliding friction coefficient between fingertips and valve", low=1e-3, high=5.0),
+        ParamSpec("contact_timeconst", "contact_timeconst", "s", MUJOCO_SOLREF_TIMECONST_S, contact_bodies,
+                  "time constant of the fingertip-valve contacts' spring-damper (MuJoCo's solref; larger is softer): "
+                  "how another engine's or the robot's contacts differ from MuJoCo's",
+                  low=MIN_CONTACT_TIMECONST_S, high=1.0),
         ParamSpec("finger_mass_scale", "body_mass_scale", "-", 1.0, links,
                   "multiplier on every finger link's mass and inertia", low=0.05, high=20.0),
         ParamSpec("action_latency", "action_latency", "s", 0.0, (),
