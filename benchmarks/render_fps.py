@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("LP_NUM_THREADS", "1")
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from randomization.distributions import ParameterDistribution, load_distribution
 from s2r.core.resources import shipped_file
 from sim.engines import make_engine
-from sim.engines.base import DISTRACTOR_KINDS
+from sim.engines.base import MUJOCO_ONLY_KINDS
 from sim.env import SimEnv
 from sim.tasks.dclaw_turn import DClawTurn
 
@@ -45,25 +46,34 @@ VISUAL_FRAMES_PER_DRAW = 10
 """Frames rendered per draw of the visual parameters (an episode's frames share one draw)."""
 
 
-def fps(engine_name: str, camera: str, frames: int) -> dict[str, Any]:
-    task = DClawTurn()
-    engine = make_engine(engine_name, task, TIMESTEP_S)
-    angles = np.linspace(-np.pi, np.pi, frames + WARMUP_FRAMES)
+def time_renders(frames: int, prepare: Callable[[int, float], None],
+                 render: Callable[[], np.ndarray]) -> dict[str, Any]:
+    """Time ``render()`` alone over ``frames`` frames after ``WARMUP_FRAMES`` untimed ones; before each, the untimed
+    ``prepare(i, angle)`` sets frame ``i``'s scene with the valve at ``angle`` (a new angle every frame, so no
+    engine can reuse one)."""
     elapsed = cpu = 0.0
-    try:
-        for i, angle in enumerate(angles):
-            engine.reset(task.spec.reset, np.array([angle]))
-            t0, c0 = time.perf_counter(), time.process_time()
-            image = engine.render_camera(camera)
-            if i >= WARMUP_FRAMES:
-                elapsed += time.perf_counter() - t0
-                cpu += time.process_time() - c0
-    finally:
-        engine.close()
+    image = np.zeros(0)
+    for i, angle in enumerate(np.linspace(-np.pi, np.pi, frames + WARMUP_FRAMES)):
+        prepare(i, float(angle))
+        t0, c0 = time.perf_counter(), time.process_time()
+        image = render()
+        if i >= WARMUP_FRAMES:
+            elapsed += time.perf_counter() - t0
+            cpu += time.process_time() - c0
     # fps per CPU second: what a core of its own would give, on a machine where other jobs take turns on the cores.
     return {"fps": round(frames / elapsed, 1), "ms_per_frame": round(1e3 * elapsed / frames, 3),
-            "fps_per_cpu_second": round(frames / cpu, 1),
-            "shape": list(image.shape), "frames": frames}
+            "fps_per_cpu_second": round(frames / cpu, 1), "shape": list(image.shape), "frames": frames}
+
+
+def fps(engine_name: str, camera: str, frames: int) -> dict[str, Any]:
+    """Frames per second of the engine's own ``render_camera``."""
+    task = DClawTurn()
+    engine = make_engine(engine_name, task, TIMESTEP_S)
+    try:
+        return time_renders(frames, lambda i, angle: engine.reset(task.spec.reset, np.array([angle])),
+                            lambda: engine.render_camera(camera))
+    finally:
+        engine.close()
 
 
 def visual_fps(engine_name: str, camera: str, frames: int, randomized: bool) -> dict[str, Any]:
@@ -73,25 +83,19 @@ def visual_fps(engine_name: str, camera: str, frames: int, randomized: bool) -> 
     dist = load_distribution(shipped_file("randomization.configs", "dclaw_visual.yaml"))
     if engine_name != "mujoco":
         dist = ParameterDistribution(dist.task, {k: m for k, m in dist.marginals.items()
-                                                 if env.params.spec(k).kind not in DISTRACTOR_KINDS})
+                                                 if env.params.spec(k).kind not in MUJOCO_ONLY_KINDS})
     rng = np.random.default_rng(0)
     env.reset(seed=0)
-    angles = np.linspace(-np.pi, np.pi, frames + WARMUP_FRAMES)
-    elapsed = cpu = 0.0
+
+    def prepare(i: int, angle: float) -> None:
+        if randomized and i % VISUAL_FRAMES_PER_DRAW == 0:
+            env.params.assign(dist.sample(rng))
+        env.engine.reset(env.spec_.reset, np.array([angle]))
+
     try:
-        for i, angle in enumerate(angles):
-            if randomized and i % VISUAL_FRAMES_PER_DRAW == 0:
-                env.params.assign(dist.sample(rng))
-            env.engine.reset(env.spec_.reset, np.array([angle]))
-            t0, c0 = time.perf_counter(), time.process_time()
-            image = env.render_camera(camera)
-            if i >= WARMUP_FRAMES:
-                elapsed += time.perf_counter() - t0
-                cpu += time.process_time() - c0
+        return time_renders(frames, prepare, lambda: env.render_camera(camera))
     finally:
         env.close()
-    return {"fps": round(frames / elapsed, 1), "ms_per_frame": round(1e3 * elapsed / frames, 3),
-            "fps_per_cpu_second": round(frames / cpu, 1), "shape": list(image.shape), "frames": frames}
 
 
 def main() -> None:
