@@ -53,7 +53,7 @@ class CameraJitter:
     @property
     def is_zero(self) -> bool:
         """Whether the camera is exactly at its nominal pose and field of view."""
-        return all(v == 0.0 for v in (self.dx, self.dy, self.dz, self.droll, self.dpitch, self.dyaw, self.dfovy))
+        return self == CameraJitter()
 
     def with_kind(self, kind: str, value: float) -> CameraJitter:
         """This jitter with the offset of ``kind`` (one of :data:`CAMERA_KINDS`) set to ``value``."""
@@ -209,7 +209,7 @@ class ImageEffects:
     @property
     def is_identity(self) -> bool:
         """Whether these effects leave every image as it is."""
-        return self.brightness == 0.0 and self.contrast == 1.0 and self.blur_sigma == 0.0 and self.noise_std == 0.0
+        return self == ImageEffects()
 
 
 def gaussian_blur(image: NDArray[np.floating], sigma: float) -> NDArray[np.floating]:
