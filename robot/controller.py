@@ -80,6 +80,7 @@ from sim.tasks.spec import FloatArray, TaskSpec
 if TYPE_CHECKING:
     from robot.hardware import ScenePlacer
     from robot.imu.reader import ImuCounters, ImuSource
+    from robot.streams import StreamCounters
     from robot.tracker.source import PoseSource, TrackerCounters
 
 Policy = Callable[[NDArray[np.float32]], Any]
@@ -635,25 +636,25 @@ class Controller:
     def _check_imu_age(self, now: float) -> None:
         """IMU silence: no valid frame for longer than ``imu.max_silence_s``."""
         if self.imu is not None and self.config.imu is not None:
-            self._check_silence(now, self.imu.counters.last_receive_time, self.config.imu.max_silence_s,
-                            "IMU silent", "valid IMU frame", self.imu.counters.describe())
+            self._check_silence(now, self.imu.counters, self.config.imu.max_silence_s, "IMU silent",
+                                "valid IMU frame")
 
     def _check_pose_age(self, now: float) -> None:
         """A stale or missing pose: none valid for longer than ``tracker.max_age_s``."""
         if self.tracker is not None and self.config.tracker is not None:
-            self._check_silence(now, self.tracker.counters.last_receive_time, self.config.tracker.max_age_s,
-                            f"position source ({self.config.tracker.kind}) stale", "valid pose",
-                            self.tracker.counters.describe())
+            self._check_silence(now, self.tracker.counters, self.config.tracker.max_age_s,
+                                f"position source ({self.config.tracker.kind}) stale", "valid pose")
 
-    def _check_silence(self, now: float, last: float | None, limit: float, what: str, sample: str,
-                       counters: str) -> None:
+    def _check_silence(self, now: float, counters: StreamCounters, limit: float, what: str, sample: str) -> None:
         """A sensor silent for longer than ``limit`` (s) stops the run; before its first sample the bound runs from
-        the controller's start, as the servo watchdog's does."""
+        the controller's start, as the servo watchdog's does. The counters' text is made only for the stop: this
+        runs every cycle."""
+        last = counters.last_receive_time
         age = now - (self._started if last is None else last)
         if age > limit:
             shown = (f"no {sample} in {age * 1e3:.0f} ms since the start" if last is None
                      else f"no {sample} for {age * 1e3:.0f} ms")
-            raise ControllerStop(Stop("safety", f"{what}: {shown} (limit {limit * 1e3:.0f} ms; {counters})",
+            raise ControllerStop(Stop("safety", f"{what}: {shown} (limit {limit * 1e3:.0f} ms; {counters.describe()})",
                                       self.clock()))
 
     def _check_tilt(self, reading: Reading) -> None:
