@@ -3,7 +3,8 @@
 Per step: the normalized action goes through the task's action mapping (the same pure functions
 the robot controller uses) into joint targets; the engine runs the substeps that make up one
 control period, with the command reaching the actuators after ``action_latency`` and, where the task
-declares ``push_force_std``, a random horizontal push on its target bodies; the observation is built by
+declares ``push_force_std`` or ``passive_torque_std``, a random push on its target bodies or a random torque on its
+passive joints; the observation is built by
 the task from a reading with ``obs_noise_std`` noise (and IMU noise for a floating base); the reward is the
 sum of the task's named terms, which ``info["reward_terms"]`` reports one by one.
 """
@@ -83,6 +84,11 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._substep_clock = 0
         self._pending: deque[tuple[int, FloatArray]] = deque()
         self._pushed: tuple[str, ...] = ()
+        self._nudged = False
+        # The task's parameter of kind passive_torque_std (the claw's valve_torque_std), if it declares one.
+        self._nudge = next((p for p in task.param_specs() if p.kind == "passive_torque_std"), None)
+        self._nudge_index = np.array([] if self._nudge is None else
+                                     [self.spec_.passive_joints.index(j) for j in self._nudge.targets], dtype=np.int64)
         self._image_rng = image_rng(None)
 
     # --- gymnasium API --------------------------------------------------------------------------
@@ -95,6 +101,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         start = self.task.sample_start(self.np_random)
         self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
         self._pushed = ()
+        self._nudged = False
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
         self._last_action = start_action(self._command, self.spec_)
         self._goal = dict(start.goal)
@@ -166,6 +173,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
                              else np.asarray(state.last_action, dtype=np.float64).copy())
         self._pending.clear()
         self._pushed = ()
+        self._nudged = False
 
     def read(self) -> RobotState:
         """The noiseless current reading."""
@@ -210,18 +218,29 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             self._substep_clock += k
 
     def _push(self) -> None:
-        """A fresh horizontal force (N) on the push targets for this control period, or none."""
+        """Fresh disturbances for this control period: a horizontal force (N) on the push targets and a torque
+        (N m) on the nudged passive joints, or none."""
         std = self._env_param("push_force_std")
         if std <= 0.0:
             for body in self._pushed:
                 self.engine.set_external_force(body, np.zeros(3))
             self._pushed = ()
+        else:
+            targets = self.params.spec("push_force_std").targets
+            force = np.concatenate([self.np_random.normal(0.0, std, 2), [0.0]])
+            for body in targets:
+                self.engine.set_external_force(body, force)
+            self._pushed = targets
+        std = 0.0 if self._nudge is None else self.params.get(self._nudge.name)
+        if std <= 0.0:
+            if self._nudged:
+                self.engine.set_passive_torque(np.zeros(len(self.spec_.passive_joints)))
+                self._nudged = False
             return
-        targets = self.params.spec("push_force_std").targets
-        force = np.concatenate([self.np_random.normal(0.0, std, 2), [0.0]])
-        for body in targets:
-            self.engine.set_external_force(body, force)
-        self._pushed = targets
+        torque = np.zeros(len(self.spec_.passive_joints))
+        torque[self._nudge_index] = self.np_random.normal(0.0, std, len(self._nudge_index))
+        self.engine.set_passive_torque(torque)
+        self._nudged = True
 
     def _noisy(self, state: RobotState) -> RobotState:
         """The reading as the sensors would give it: angle noise on joints, IMU noise on a floating base."""

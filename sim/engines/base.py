@@ -30,6 +30,7 @@ ParamKind = Literal[
     "base_orientation_noise_std",
     "base_angvel_noise_std",
     "push_force_std",
+    "passive_torque_std",
     "terrain_roughness",
     "terrain_slope",
     "terrain_seed",
@@ -63,7 +64,10 @@ Env kinds: ``action_latency`` (s), ``obs_noise_std`` (rad, on joint and passive 
 ``control_jitter_std`` (s), ``base_orientation_noise_std`` (rad, a random rotation of the base orientation
 reading), ``base_angvel_noise_std`` (rad/s, on the base angular velocity reading) and ``push_force_std``
 (N: every control period, a horizontal force with this std per axis pushes the parameter's target bodies,
-through their centres of mass, for that period; applied with :meth:`Engine.set_external_force`).
+through their centres of mass, for that period; applied with :meth:`Engine.set_external_force`) and
+``passive_torque_std`` (N m: every control period, a torque with this std turns each of the parameter's target
+passive joints for that period, as a hand or a cable nudging them would; applied with
+:meth:`Engine.set_passive_torque`).
 
 Terrain kinds (engine kinds, for scenes with a :class:`~sim.models.terrain.Terrain`): ``terrain_roughness`` (m),
 ``terrain_slope`` (rad) and ``terrain_seed`` (-), the heightfield's bumps, incline and bump pattern (see
@@ -90,6 +94,7 @@ MUJOCO_ONLY_KINDS: frozenset[str] = DISTRACTOR_KINDS | {"contact_timeconst"}
 
 ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std",
                                        "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std",
+                                       "passive_torque_std",
                                        *IMAGE_KINDS})
 
 

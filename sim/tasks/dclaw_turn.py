@@ -239,6 +239,9 @@ def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
                   "delay between the policy's action and the servos receiving it", high=1.0),
         ParamSpec("obs_noise_std", "obs_noise_std", "rad", 0.0, (),
                   "std of Gaussian noise on every joint and valve angle reading"),
+        ParamSpec("valve_torque_std", "passive_torque_std", "N m", 0.0, ("valve",),
+                  "std of a random torque on the valve hinge, drawn afresh for every control period: knocks the "
+                  "valve about, as contacts the simulator does not model would", high=1.0),
         ParamSpec("control_jitter_std", "control_jitter_std", "s", 0.0, (),
                   "std of the per-step deviation of the control period", high=0.05),
         *claw_visual_params(g, spec),
