@@ -9,7 +9,9 @@ command line and a script run the same code.
 - :func:`deploy`: a :class:`DeployJob` -> :class:`DeployResult`;
 - :func:`adapt`: an :class:`AdaptJob` (its knobs a :class:`randomization.adapt.AdaptConfig`) -> :class:`AdaptRun`;
 - :func:`sweep`: a :class:`SweepJob` -> :class:`SweepRun`;
-- :func:`finetune`: a :class:`policies.finetune_config.FinetuneConfig` -> :class:`s2r.finetune.FinetuneSummary`.
+- :func:`finetune`: a :class:`policies.finetune_config.FinetuneConfig` -> :class:`s2r.finetune.FinetuneSummary`;
+- :func:`train_perception`: a :class:`PerceptionTrainJob` -> :class:`PerceptionTrainResult` (a valve-angle estimator
+  from camera images); :func:`evaluate_perception`: a :class:`PerceptionEvalJob` -> :class:`PerceptionEvalResult`.
 
 A config is checked when it is made (a :class:`~policies.config.TrainConfig` when :func:`train` starts, as a
 config file is when read): a bad field is a :class:`s2r.core.errors.UserError` naming the field.
@@ -23,22 +25,35 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import s2r
 from export.config import ExportConfig, ExportResult
+from export.metadata import canonical_json
+from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
 from policies.config import TrainConfig, config_from_mapping
 from policies.finetune_config import FinetuneConfig
+from policies.perception_config import PerceptionTrainConfig
 from randomization.adapt import AdaptConfig, AdaptResult, edge_warning, output_paths, result_json, write_outputs
 from randomization.adapt import adapt as fit_distribution
-from randomization.distributions import load_distribution, task_param_specs
+from randomization.distributions import (
+    ParameterDistribution,
+    combine_distributions,
+    load_distribution,
+    parse_distribution,
+    task_param_specs,
+)
 from randomization.parallel import ExecutorConfig
+from randomization.perception_data import PERCEPTION_TASK, SceneConfig, angle_error_deg, render_angle_dataset
 from randomization.sweep import (
     GridAxis,
     SweepResult,
@@ -85,6 +100,11 @@ __all__ = [
     "ExportJob",
     "ExportResult",
     "FinetuneConfig",
+    "PerceptionEvalJob",
+    "PerceptionEvalResult",
+    "PerceptionTrainConfig",
+    "PerceptionTrainJob",
+    "PerceptionTrainResult",
     "Sb3Model",
     "SweepJob",
     "SweepRun",
@@ -94,10 +114,12 @@ __all__ = [
     "deploy",
     "deploy_task",
     "evaluate",
+    "evaluate_perception",
     "export",
     "finetune",
     "sweep",
     "train",
+    "train_perception",
 ]
 
 PathLike = str | Path
@@ -634,3 +656,184 @@ def finetune(config: FinetuneConfig, *, should_stop: StopPoll | None = None, pro
     with open_view(view_target, load_config(config.robot), name="s2r finetune", log=logger) as shown:
         return run(config, logger=logger, should_stop=should_stop, progress=progress,
                    open_session=partial(ControllerSession, view=shown))
+
+
+# --- perception -------------------------------------------------------------------------------------------------
+PERCEPTION_CHECKPOINT = "perception.pt"
+"""The estimator's weights in ``train-perception``'s output directory."""
+PERCEPTION_ONNX = "perception.onnx"
+"""The exported estimator in ``train-perception``'s output directory."""
+PERCEPTION_VERIFY_FRAMES = 64
+"""Training frames the export is verified on (besides random ones)."""
+
+
+def _distribution_of(randomize: tuple[PathLike, ...]) -> ParameterDistribution | None:
+    if not randomize:
+        return None
+    return combine_distributions([load_distribution(p, task=PERCEPTION_TASK) for p in randomize])
+
+
+@dataclass(frozen=True)
+class PerceptionTrainJob:
+    """Train a valve-angle estimator on rendered images and export it."""
+
+    out: Path
+    """Directory to write ``perception.pt`` and ``perception.onnx`` into (created if missing)."""
+    samples: int = 16000
+    """Training images to render."""
+    engine: str = "mujoco"
+    """Engine that renders them."""
+    randomize: tuple[PathLike, ...] = ()
+    """Visual randomization files, combined (empty: the nominal scene only)."""
+    seed: int = 0
+    """Seed of the images (their scenes, parameters and noise) and of training."""
+    train: PerceptionTrainConfig = field(default_factory=PerceptionTrainConfig)
+    """Network and training settings (its own ``seed`` is replaced by ``seed``)."""
+
+    def __post_init__(self) -> None:
+        _seed(self.seed, "perception")
+        SceneConfig(samples=self.samples, engine=self.engine, seed=self.seed).validated()
+        replace(self.train, seed=self.seed).validated()
+
+
+@dataclass(frozen=True)
+class PerceptionTrainResult:
+    """What :func:`train_perception` wrote and measured."""
+
+    checkpoint: Path
+    """The weights (``torch.save`` of tensors and plain values)."""
+    onnx: Path
+    """The verified ONNX file."""
+    samples: int
+    """Training images."""
+    epochs: int
+    """Passes over them."""
+    skipped_params: tuple[str, ...]
+    """Visual parameters the engine could not render, left out."""
+    render_time_s: float
+    """Wall time of rendering the images (s)."""
+    train_time_s: float
+    """Wall time of the gradient steps (s)."""
+    final_loss: float
+    """Mean training loss of the last epoch."""
+    train_error_deg: tuple[float, float]
+    """Median and 95th percentile absolute angle error (deg) on the training images."""
+    max_onnx_diff_rad: float
+    """Largest angle difference between the ONNX file and PyTorch in the export's check (rad)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "onnx": str(self.onnx), "samples": self.samples,
+                "epochs": self.epochs, "skipped_params": list(self.skipped_params),
+                "render_time_s": self.render_time_s, "train_time_s": self.train_time_s,
+                "final_loss": self.final_loss, "train_median_error_deg": self.train_error_deg[0],
+                "train_p95_error_deg": self.train_error_deg[1], "max_onnx_diff_rad": self.max_onnx_diff_rad}
+
+
+def train_perception(job: PerceptionTrainJob, *, progress: Callable[[str], None] | None = None
+                     ) -> PerceptionTrainResult:
+    """Render ``job.samples`` labelled images (:func:`randomization.perception_data.render_angle_dataset`), train an
+    :class:`policies.perception.AngleNet` on them, save its checkpoint and export it, verified, to ONNX. Needs torch
+    (the ``train`` extra)."""
+    require_torch("s2r.api.train_perception")
+    say = progress or (lambda _text: None)
+    if job.out.exists() and not job.out.is_dir():
+        raise UserError(f"output {str(job.out)!r} is a file; expected a directory to write "
+                        f"{PERCEPTION_CHECKPOINT} and {PERCEPTION_ONNX} into")
+    distribution = _distribution_of(job.randomize)  # a bad file fails before torch loads (seconds)
+    from export.perception_export import export_estimator  # torch, the optional `train` extra
+    from policies.perception import predict_angles, save_checkpoint, train_angle_net
+
+    start = time.perf_counter()
+    data = render_angle_dataset(SceneConfig(samples=job.samples, engine=job.engine, seed=job.seed), distribution)
+    render_s = time.perf_counter() - start
+    say(f"rendered {job.samples} images on {job.engine} in {render_s:.0f} s")
+    cfg = replace(job.train, seed=job.seed)
+    trained = train_angle_net(data.images, data.angles, cfg,
+                              progress=lambda e, loss: say(f"epoch {e}/{cfg.epochs}: loss {loss:.4f}"))
+    predicted, _ = predict_angles(trained.model, data.images)
+    errors = angle_error_deg(predicted, data.angles)
+    randomization = "none" if distribution is None else canonical_json(distribution.to_yaml_dict())
+    info = {"engine": job.engine, "samples": job.samples, "seed": job.seed, "train": cfg.to_json(),
+            "randomization": randomization, "skipped_params": list(data.skipped), "losses": list(trained.losses)}
+    checkpoint = save_checkpoint(job.out / PERCEPTION_CHECKPOINT, trained.model, info)
+    meta = PerceptionMetadata(task=PERCEPTION_TASK, camera=camera_json(data.camera), engine=job.engine,
+                              samples=job.samples, epochs=cfg.epochs, seed=job.seed, randomization=randomization,
+                              skipped_params=data.skipped, s2r_version=s2r.__version__,
+                              export_time_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+                              source_checkpoint=str(checkpoint))
+    verification = export_estimator(trained.model, job.out / PERCEPTION_ONNX, meta,
+                                    data.images[:PERCEPTION_VERIFY_FRAMES], seed=job.seed)
+    return PerceptionTrainResult(checkpoint, job.out / PERCEPTION_ONNX, job.samples, cfg.epochs, data.skipped,
+                                 render_s, trained.train_time_s, trained.losses[-1],
+                                 (float(np.median(errors)), float(np.percentile(errors, 95))),
+                                 verification.max_angle_diff_rad)
+
+
+@dataclass(frozen=True)
+class PerceptionEvalJob:
+    """Measure an exported estimator on held-out renders."""
+
+    model: PathLike
+    """The ``perception.onnx`` file."""
+    samples: int = 1000
+    """Images to render."""
+    engine: str = "mujoco"
+    """Engine that renders them."""
+    randomize: tuple[PathLike, ...] | None = None
+    """Visual randomization files, combined; ``None``: the distribution the model was trained on (its metadata), ``()``
+    the nominal scene."""
+    seed: int = 0
+    """Seed of the images, drawn apart from training's (the same seed gives other images)."""
+
+    def __post_init__(self) -> None:
+        _seed(self.seed, "eval-perception")
+        SceneConfig(samples=self.samples, engine=self.engine, seed=self.seed).validated()
+
+
+@dataclass(frozen=True)
+class PerceptionEvalResult:
+    """Angle errors of an estimator on held-out renders."""
+
+    model: str
+    """The file evaluated."""
+    engine: str
+    """Engine that rendered the images."""
+    samples: int
+    """Images."""
+    randomization: str
+    """What drew their visual parameters: ``trained`` (the model's own distribution), file names, or ``none``."""
+    skipped_params: tuple[str, ...]
+    """Visual parameters the engine could not render, left out."""
+    median_error_deg: float
+    """Median absolute angle error (deg, wrapped)."""
+    p95_error_deg: float
+    """95th percentile absolute angle error (deg, wrapped)."""
+    max_error_deg: float
+    """Largest absolute angle error (deg)."""
+    seed: int
+    """Seed of the images."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped_params": list(self.skipped_params)}
+
+
+def evaluate_perception(job: PerceptionEvalJob) -> PerceptionEvalResult:
+    """Render ``job.samples`` held-out images and compare the ONNX estimator's angles with the simulator's. Runs on
+    the base install (onnxruntime, no torch)."""
+    estimator = OnnxAngleEstimator(job.model)
+    if job.randomize is None:
+        recorded = estimator.info.distribution
+        distribution = None if recorded is None else parse_distribution(recorded, f"{job.model} (its metadata)",
+                                                                       task=PERCEPTION_TASK)
+        described = "trained" if recorded is not None else "none"
+    else:
+        distribution = _distribution_of(job.randomize)
+        described = ", ".join(os.fspath(p) for p in job.randomize) or "none"
+    data = render_angle_dataset(SceneConfig(samples=job.samples, engine=job.engine, seed=job.seed, held_out=True),
+                                distribution)
+    estimator.check_camera(data.camera)
+    predicted, _ = estimator.predict(data.images)
+    errors = angle_error_deg(predicted, data.angles)
+    return PerceptionEvalResult(os.fspath(job.model), job.engine, job.samples, described, data.skipped,
+                                float(np.median(errors)), float(np.percentile(errors, 95)), float(np.max(errors)),
+                                job.seed)

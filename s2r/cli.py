@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "s2r.commands.policies",
     "s2r.commands.randomization",
     "s2r.commands.export",
+    "s2r.commands.perception",
     "s2r.commands.emulator",
     "s2r.commands.robot",
     "s2r.commands.calibrate",

@@ -33,6 +33,7 @@ def test_the_commands_that_need_torch_name_the_extra_and_write_nothing(tmp_path:
         "s2r export": ["export", checkpoint, "--out", tmp_path / "policy.onnx"],
         f"loading the checkpoint {str(checkpoint)!r}": ["eval", checkpoint, "--episodes", "1"],
         "s2r demo": ["demo", "--quick", "--out", earlier.parent, "--force"],
+        "s2r train-perception": ["train-perception", "--samples", "10", "--out", tmp_path / "perception"],
     }
     for purpose, args in commands.items():
         done = s2r_without_torch(*args, cwd=tmp_path)

@@ -1,0 +1,185 @@
+"""A small CNN that reads the valve angle from one task-camera image, and its supervised training.
+
+The network takes the camera's uint8 ``(B, H, W, 3)`` frames as they come (the scaling to [-1, 1] is its first
+layer, so the exported graph holds the whole preprocessing), runs strided 3x3 convolutions, turns each feature map
+into the expected image position of its activation (a spatial soft-argmax: Levine et al. 2016, "End-to-End Training
+of Deep Visuomotor Policies", JMLR), and maps those keypoints through an MLP to a 2-vector whose direction is the
+angle: ``angle = atan2(sin, cos)``. Keypoints suit the task: the angle is where the marked spoke lies relative to the
+hub, whatever its colours, and a camera moved by a centimetre moves both.
+
+Checkpoints are ``torch.save`` of a dict of tensors, numbers, strings and lists only, read back with
+``torch.load(weights_only=True)``: a checkpoint is never unpickled as arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
+from s2r.core.atomicio import atomic_path
+from s2r.core.errors import UserError
+
+CHECKPOINT_FORMAT = "s2r-perception-checkpoint"
+"""The ``format`` entry of a checkpoint."""
+CHECKPOINT_VERSION = 1
+"""Version of the checkpoint's layout."""
+STRIDED_LAYERS = 2
+"""The first convolutions that halve the image; the rest keep its size."""
+
+
+class SpatialSoftArgmax(nn.Module):
+    """Each of ``C`` feature maps ``(B, C, H, W)`` to the expected (x, y) of its softmax over the pixels, in [-1, 1]
+    from the left (top) edge to the right (bottom) one: ``(B, 2 C)``."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1))  # (H W, 2)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: Tensor) -> Tensor:
+        b, c = features.shape[0], features.shape[1]
+        weights = torch.softmax(features.reshape(b, c, -1) * torch.exp(-self.log_temperature), dim=-1)
+        grid: Tensor = self.grid  # type: ignore[assignment]
+        return (weights @ grid).reshape(b, 2 * c)
+
+
+class AngleNet(nn.Module):
+    """uint8 frames ``(B, H, W, 3)`` to ``(angle (B,), cos_sin (B, 2))``: the angle in (-pi, pi] (rad) and its unit
+    direction. :meth:`raw` is the unnormalized 2-vector the training loss sees."""
+
+    def __init__(self, height: int, width: int, config: AngleNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = (config or AngleNetConfig()).validated()
+        self.height, self.width = height, width
+        layers: list[nn.Module] = []
+        c_in, h, w = 3, height, width
+        for i, c_out in enumerate(self.config.channels):
+            stride = 2 if i < STRIDED_LAYERS else 1
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU()]
+            c_in = c_out
+            if stride == 2:
+                h, w = (h + 1) // 2, (w + 1) // 2
+        self.features = nn.Sequential(*layers[:-1])  # the soft-argmax takes the last maps before any ReLU
+        self.keypoints = SpatialSoftArgmax(h, w)
+        self.head = nn.Sequential(nn.Linear(2 * c_in, self.config.hidden), nn.ReLU(),
+                                  nn.Linear(self.config.hidden, self.config.hidden), nn.ReLU(),
+                                  nn.Linear(self.config.hidden, 2))
+
+    def raw(self, frames: Tensor) -> Tensor:
+        """The unnormalized (cos, sin) direction ``(B, 2)`` of uint8 frames ``(B, H, W, 3)``."""
+        x = frames.to(torch.float32).permute(0, 3, 1, 2) * (2.0 / 255.0) - 1.0
+        return self.head(self.keypoints(self.features(x)))
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        v = self.raw(frames)
+        unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
+        return torch.atan2(unit[:, 1], unit[:, 0]), unit
+
+
+@dataclass(frozen=True)
+class TrainedAngleNet:
+    """A trained network and how it got there."""
+
+    model: AngleNet
+    """The network, in eval mode."""
+    config: PerceptionTrainConfig
+    """The training settings."""
+    losses: tuple[float, ...]
+    """Mean training loss of each epoch."""
+    train_time_s: float
+    """Wall time of the gradient steps (s)."""
+
+
+def cos_sin_targets(angles: NDArray[np.floating]) -> Tensor:
+    a = torch.as_tensor(np.asarray(angles, dtype=np.float64))
+    return torch.stack([torch.cos(a), torch.sin(a)], dim=1).to(torch.float32)
+
+
+def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], config: PerceptionTrainConfig,
+                    progress: Callable[[int, float], None] | None = None) -> TrainedAngleNet:
+    """Fit an :class:`AngleNet` to ``images`` ``(N, H, W, 3)`` uint8 and their ``angles`` (rad): mean squared error
+    between its raw 2-vector and (cos, sin), AdamW with a cosine-decayed learning rate. ``progress`` gets each
+    finished epoch's number and mean loss."""
+    cfg = config.validated()
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise UserError(f"training images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if len(angles) != len(images) or len(images) == 0:
+        raise UserError(f"need one angle per image and at least one image, got {len(angles)} and {len(images)}")
+    torch.manual_seed(cfg.seed)
+    model = AngleNet(images.shape[1], images.shape[2], cfg.net)
+    x, y = torch.from_numpy(np.ascontiguousarray(images)), cos_sin_targets(angles)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    order = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=order)
+        total = 0.0
+        for k in range(steps_per_epoch):
+            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            loss = ((model.raw(x[idx]) - y[idx]) ** 2).sum(dim=1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / n)
+        if progress is not None:
+            progress(epoch + 1, losses[-1])
+    model.eval()
+    return TrainedAngleNet(model, cfg, tuple(losses), time.perf_counter() - start)
+
+
+def predict_angles(model: AngleNet, images: NDArray[np.uint8], batch: int = 256) -> tuple[NDArray[np.float64],
+                                                                                         NDArray[np.float64]]:
+    """The model's angles ``(N,)`` (rad) and unit directions ``(N, 2)`` for uint8 ``images`` ``(N, H, W, 3)``."""
+    out_a, out_v = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            a, v = model(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])))
+            out_a.append(a.numpy())
+            out_v.append(v.numpy())
+    return np.concatenate(out_a).astype(np.float64), np.concatenate(out_v).astype(np.float64)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, model: AngleNet, info: Mapping[str, Any]) -> Path:
+    """Write ``model``'s weights and shape with ``info`` (JSON-like: what it saw, how it trained) to ``path``,
+    atomically."""
+    data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "height": model.height,
+            "width": model.width, "net": model.config.to_json(), "state_dict": model.state_dict(), "info": dict(info)}
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[AngleNet, dict[str, Any]]:
+    """The network and ``info`` :func:`save_checkpoint` wrote (tensors and plain values only: ``weights_only``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"no perception checkpoint at {str(p)!r}")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged or foreign file
+        raise UserError(f"cannot read perception checkpoint {str(p)!r}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{str(p)!r} is not a perception checkpoint (written by s2r train-perception)")
+    model = AngleNet(int(data["height"]), int(data["width"]), AngleNetConfig.from_json(data["net"]))
+    model.load_state_dict(data["state_dict"])
+    model.eval()
+    return model, dict(data["info"])
