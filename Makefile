@@ -20,8 +20,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/s2r demo --seed 0 --force
 
+# Both cores of a 2-core machine; a test file stays on one worker, so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # A non-editable install: the wheel carries the configs, and s2r deploys from an empty directory (about a minute).
 install-check: $(STAMP)
