@@ -116,9 +116,11 @@ def find_goal_env(env: gym.Env[Any, Any]) -> FlatGoalEnv | None:
         env = inner
 
 
-def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None) -> Env:
+def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] | None = None,
+             dict_obs: bool = False) -> Env:
     """``gym.make(env_id)`` (with ``engine`` for our ids), checked to have flat Box spaces; a goal-conditioned
-    environment comes as a :class:`FlatGoalEnv`."""
+    environment comes as a :class:`FlatGoalEnv`. With ``dict_obs`` a camera env (:data:`sim.PIXEL_IDS`) comes as it
+    is, its dict observation for a policy that takes it (a modular policy; no learner here does)."""
     kwargs = dict(env_kwargs or {})
     if env_id.startswith(S2R_PREFIX):
         if engine not in ENGINES:
@@ -146,6 +148,8 @@ def make_env(env_id: str, engine: str = "mujoco", env_kwargs: Mapping[str, Any] 
     layout = goal_layout_of(obs_space)
     if layout is not None:
         return FlatGoalEnv(env, layout)
+    if dict_obs and env_id in sim.PIXEL_IDS:
+        return env
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         env.close()
         raise UserError(f"environment {env_id!r} needs a 1-d Box observation space, or a goal-conditioned dict of "

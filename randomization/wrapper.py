@@ -11,6 +11,7 @@ from randomization.distributions import ParameterDistribution
 from s2r.core.errors import UserError
 from sim.env import SimEnv
 from sim.goal_env import GoalEnv
+from sim.pixels_env import PixelsEnv
 
 PARAM_STREAM_KEY = 0x5EED
 """Spawn key that separates the parameter draws from the env's own random stream for the same seed."""
@@ -22,9 +23,10 @@ def param_rng(seed: int | None) -> np.random.Generator:
 
 
 def sim_env_of(env: gym.Env) -> SimEnv:
-    """The :class:`~sim.env.SimEnv` inside ``env``'s wrappers (a goal env's flat one), or a ``UserError``."""
+    """The :class:`~sim.env.SimEnv` inside ``env``'s wrappers (a goal or camera env's flat one), or a
+    ``UserError``."""
     inner = env.unwrapped
-    if isinstance(inner, GoalEnv):
+    if isinstance(inner, (GoalEnv, PixelsEnv)):
         return inner.unwrapped_sim
     if not isinstance(inner, SimEnv):
         raise UserError(f"randomization needs an s2r simulated env, got {type(inner).__name__}")

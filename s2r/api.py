@@ -34,13 +34,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 
 import s2r
 from export.config import ExportConfig, ExportResult
 from export.metadata import canonical_json
+from export.modular_policy import ModularPolicy
 from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
 from policies.config import TrainConfig, config_from_mapping
+from policies.envs import make_env
+from policies.evaluate import evaluate_env
 from policies.finetune_config import FinetuneConfig
 from policies.perception_config import PerceptionTrainConfig
 from randomization.adapt import AdaptConfig, AdaptResult, edge_warning, output_paths, result_json, write_outputs
@@ -64,6 +68,7 @@ from randomization.sweep import (
     run_sweep,
     write_sweep,
 )
+from randomization.wrapper import RandomizedEnv
 from robot.bus import BusError
 from robot.config import load_config
 from robot.controller import Controller, ControllerSettings, check_policy
@@ -79,7 +84,9 @@ from s2r.core.trajlog import SkippedFile, SkippedFileWarning, TrajectoryWriter
 from s2r.policy_files import LoadedPolicy, evaluate_policy, load_policy
 from sim import resolve_env_id
 from sim.goal_env import GoalView, is_goal_task
-from sim.tasks import make_task
+from sim.pixels_env import PixelsEnv
+from sim.rollout import Policy
+from sim.tasks import PIXEL_IDS, make_task
 from sim.tasks.base import Task
 from sim.tasks.spec import TaskSpec
 
@@ -254,6 +261,12 @@ class EvalJob:
     """Seed of the first episode; the others are ``seed + 1, ...``."""
     engine: str | None = None
     """Physics engine; default the one the policy trained on."""
+    perception: PathLike | None = None
+    """A valve-angle estimator (``s2r train-perception``'s ``perception.onnx``): run ``policy``, a state policy of a
+    D'Claw turn task, as a :class:`export.modular_policy.ModularPolicy` on that task's camera env (no valve angle in
+    the observation; :data:`sim.tasks.PIXEL_IDS`). ``None``: the policy on its own env."""
+    randomize: tuple[PathLike, ...] = ()
+    """Randomization files (combined) drawn afresh for every episode, seeded by the episode's seed."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -283,15 +296,59 @@ class EvalResult:
     """Environment steps trained, when the file records it."""
     seed: int
     """Seed of the first episode."""
+    perception: str | None = None
+    """The valve-angle estimator the policy read the valve through, as given (``None``: the simulator's angle)."""
+    randomize: tuple[str, ...] = ()
+    """The randomization files drawn from, as given."""
 
 
 def evaluate(job: EvalJob) -> EvalResult:
     """Run ``job.policy`` in simulation on the environment it trained on; an ONNX file runs through the same
-    :class:`export.onnx_policy.OnnxPolicy` the robot runs, so it and its checkpoint give the same result."""
+    :class:`export.onnx_policy.OnnxPolicy` the robot runs, so it and its checkpoint give the same result. With
+    ``job.perception`` it runs behind that estimator on the camera env of its task (:func:`_modular_env`)."""
     loaded = load_policy(job.policy)
-    result = evaluate_policy(loaded, job.episodes, job.seed, job.engine)
-    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), loaded.path, loaded.kind,
-                      str(loaded.env_id), job.engine or loaded.engine, loaded.algo, loaded.step, job.seed)
+    engine = job.engine or loaded.engine
+    if job.perception is None and not job.randomize:
+        result = evaluate_policy(loaded, job.episodes, job.seed, job.engine)
+        env_id = str(loaded.env_id)
+    else:
+        env, policy, env_id = _eval_env(loaded, job, engine)
+        try:
+            result = evaluate_env(policy, env, job.episodes, job.seed)
+        finally:
+            env.close()
+    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), loaded.path, loaded.kind, env_id, engine,
+                      loaded.algo, loaded.step, job.seed,
+                      None if job.perception is None else os.fspath(job.perception),
+                      tuple(os.fspath(p) for p in job.randomize))
+
+
+def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env, Policy, str]:
+    """The env (randomized if asked) and the policy of an evaluation with perception or randomization."""
+    if loaded.env_id is None:
+        raise UserError(f"cannot evaluate {str(loaded.path)!r}: it carries no s2r metadata naming its environment")
+    env_id: str = loaded.env_id
+    policy: Policy = loaded.act
+    if job.perception is not None:
+        flat_to_pixels = {flat: pixels for pixels, flat in PIXEL_IDS.items()}
+        if env_id not in flat_to_pixels:
+            raise ParameterError("perception", f"reads the valve for a state policy of {', '.join(flat_to_pixels)}; "
+                                 f"{os.fspath(job.policy)!r} was trained on {env_id}")
+        env_id = flat_to_pixels[env_id]
+    env = make_env(env_id, engine, dict(loaded.env_kwargs) or None, dict_obs=job.perception is not None)
+    try:
+        if job.perception is not None:
+            inner = env.unwrapped
+            assert isinstance(inner, PixelsEnv)
+            policy = ModularPolicy(OnnxAngleEstimator(job.perception, camera=inner.camera), loaded.act, inner.task)
+        if job.randomize:
+            task = make_task(env_id).spec.name
+            distribution = combine_distributions([load_distribution(p, task=task) for p in job.randomize])
+            env = RandomizedEnv(env, distribution)
+    except BaseException:
+        env.close()
+        raise
+    return env, policy, env_id
 
 
 # --- deploy -----------------------------------------------------------------------------------------------------

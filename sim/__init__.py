@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 from s2r.core.lazy import lazy_exports
-from sim.tasks import GOAL_IDS, TASK_IDS, make_task
+from sim.tasks import GOAL_IDS, PIXEL_IDS, TASK_IDS, make_task
 from sim.tasks.dclaw_turn import DClawTurn
 
 if TYPE_CHECKING:
@@ -58,6 +58,23 @@ def make_dclaw_turn_goal(reward_type: str = "sparse", **kwargs: Any) -> gym.Env:
     return GoalEnv(DClawTurn(variant="goal"), reward_type, **kwargs)
 
 
+def make_dclaw_turn_pixels_fixed(**kwargs: Any) -> gym.Env:
+    """``s2r/DClawTurnPixels-v0``: the fixed turn seen by the top camera, with no valve angle in the
+    observation (:mod:`sim.pixels_env`)."""
+    return _make_pixels("s2r/DClawTurnPixels-v0", **kwargs)
+
+
+def make_dclaw_turn_pixels_random(**kwargs: Any) -> gym.Env:
+    """``s2r/DClawTurnPixelsRandom-v0``: the random-start, random-target turn seen by the top camera."""
+    return _make_pixels("s2r/DClawTurnPixelsRandom-v0", **kwargs)
+
+
+def _make_pixels(env_id: str, **kwargs: Any) -> gym.Env:
+    from sim.pixels_env import PixelsEnv
+
+    return PixelsEnv(make_task(env_id), **kwargs)
+
+
 def resolve_env_id(task: str) -> str:
     """A short task name (``dclaw-turn``) or a gymnasium id, as a gymnasium id."""
     return TASK_IDS.get(task, task)
@@ -99,6 +116,12 @@ if GOAL_IDS[0] not in gym.registry:
     gym.register(id=GOAL_IDS[0], entry_point="sim:make_dclaw_turn_goal",
                  max_episode_steps=max_episode_steps(GOAL_IDS[0]), disable_env_checker=True)
 
+for _id, _entry in zip(PIXEL_IDS, ("sim:make_dclaw_turn_pixels_fixed", "sim:make_dclaw_turn_pixels_random"),
+                       strict=True):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry, max_episode_steps=max_episode_steps(_id),
+                     disable_env_checker=True)
+
 _PUBLIC: dict[str, tuple[str, ...]] = {
     "env": ("SimEnv",),
     "engines": ("make_engine",),
@@ -109,9 +132,12 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 """The public names not defined above, imported on first use."""
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC, defined=(
     "GOAL_IDS",
+    "PIXEL_IDS",
     "TASK_IDS",
     "make_dclaw_turn_fixed",
     "make_dclaw_turn_goal",
+    "make_dclaw_turn_pixels_fixed",
+    "make_dclaw_turn_pixels_random",
     "make_dclaw_turn_random",
     "make_dkitty_stand_fixed",
     "make_dkitty_walk_fixed",

@@ -36,7 +36,9 @@ def run_episodes(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict
         total = 0.0
         terms: dict[str, float] = {}
         while True:
-            action = policy(np.asarray(obs, dtype=np.float32))
+            # A dict observation (a camera env's) goes to the policy as it is; a flat one as float32.
+            given: Any = obs if isinstance(obs, dict) else np.asarray(obs, dtype=np.float32)
+            action = policy(given)
             obs, reward, terminated, truncated, info = env.step(to_env_action(action, low, high))
             total += float(reward)
             for name, value in info.get("reward_terms", {}).items():

@@ -20,9 +20,11 @@ import sim
 from sim.engines import ENGINES, ParamSpec, UnsupportedParameter
 from sim.env import SimEnv
 
-TASK_ENV_IDS = tuple(sorted(i for i in gym.registry if i.startswith("s2r/") and i not in sim.GOAL_IDS))
+TASK_ENV_IDS = tuple(sorted(i for i in gym.registry
+                            if i.startswith("s2r/") and i not in sim.GOAL_IDS and i not in sim.PIXEL_IDS))
 """The flat tasks; the goal-conditioned ids (dict observations over these same tasks' physics) keep
-gymnasium-robotics' contract instead, in tests/test_goal_env.py."""
+gymnasium-robotics' contract instead, in tests/test_goal_env.py, and the camera ids (a dict with an image, over the
+same physics as their flat ids, which these cases cover) keep gymnasium's, in tests/test_pixels_env.py."""
 CASES = [(i, e) for i in TASK_ENV_IDS for e in ENGINES]
 _FIRST_OF_TASK = {sim.make_task(i).spec.name: i for i in reversed(TASK_ENV_IDS)}
 PARAM_CASES = [(i, e, s.name) for i in TASK_ENV_IDS for e in ENGINES for s in sim.make_task(i).param_specs()

@@ -125,6 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--episodes", type=int, default=DEFAULT_EVAL_EPISODES, help="episodes to run")
     e.add_argument("--engine", help="physics engine (default: the one trained on)")
     e.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the first episode")
+    e.add_argument("--perception", metavar="MODEL", help="a valve-angle estimator (`s2r train-perception`'s "
+                   "perception.onnx): run POLICY, a D'Claw turn state policy, behind it on the task's camera env "
+                   "(s2r/DClawTurnPixels-v0, ...), whose observation has no valve angle")
+    e.add_argument("--randomize", metavar="FILE", action="append", default=[], help="parameter distribution drawn "
+                   "for every episode (repeat to combine files), e.g. randomization/configs/dclaw_visual.yaml")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_eval)
 
@@ -228,18 +233,22 @@ def _eval(args: argparse.Namespace) -> int:
     """``s2r eval``: :func:`s2r.api.evaluate`. An ONNX file runs through ``OnnxPolicy``, the same policy object the
     robot controller runs."""
     try:
-        result = api.evaluate(api.EvalJob(args.path, episodes=args.episodes, seed=args.seed, engine=args.engine))
+        result = api.evaluate(api.EvalJob(args.path, episodes=args.episodes, seed=args.seed, engine=args.engine,
+                                          perception=args.perception, randomize=tuple(args.randomize)))
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     ev = asdict(result.evaluation)
     onnx = result.kind == "onnx"
     if args.json:
         where = {"policy": args.path} if onnx else {"checkpoint": str(result.path)}
-        print(json.dumps({**ev, **where, "env_id": result.env_id, "engine": result.engine, "step": result.step}))
+        print(json.dumps({**ev, **where, "env_id": result.env_id, "engine": result.engine, "step": result.step,
+                          "perception": result.perception, "randomize": list(result.randomize)}))
     else:
         what = f"onnx, {result.algo}" if onnx else result.algo
-        print(f"{args.path if onnx else result.path} ({what}, step {result.step}) on {result.env_id} "
-              f"[{result.engine}], seeds {args.seed}..{args.seed + args.episodes - 1}:")
+        via = "" if result.perception is None else f" behind {result.perception}"
+        drawn = "".join(f", randomized by {p}" for p in result.randomize)
+        print(f"{args.path if onnx else result.path} ({what}, step {result.step}){via} on {result.env_id} "
+              f"[{result.engine}]{drawn}, seeds {args.seed}..{args.seed + args.episodes - 1}:")
         print(f"  {_describe(ev)}")
     sys.stdout.flush()
     return 0

@@ -15,10 +15,15 @@ TASK_IDS = {
 """Short task names used on the command line, mapped to their gymnasium ids."""
 GOAL_IDS = ("s2r/DClawTurnGoal-v0",)
 """Goal-conditioned ids (dict observations, :mod:`sim.goal_env`), outside the flat tasks above."""
+PIXEL_IDS = {"s2r/DClawTurnPixels-v0": "s2r/DClawTurnFixed-v0",
+             "s2r/DClawTurnPixelsRandom-v0": "s2r/DClawTurnRandom-v0"}
+"""Camera ids (dict observations with an image and no valve angle, :mod:`sim.pixels_env`), each mapped to the flat
+id of the same task and physics."""
 
 
 def make_task(env_id: str) -> Task:
     """The task object behind one of our gymnasium ids."""
+    env_id = PIXEL_IDS.get(env_id, env_id)
     if env_id == "s2r/DClawTurnFixed-v0":
         return DClawTurn(variant="fixed")
     if env_id == "s2r/DClawTurnRandom-v0":
