@@ -201,7 +201,13 @@ def _fit_ir_version(model: onnx.ModelProto) -> None:
 
 
 def _torch_export(module: nn.Module, obs_dim: int, opset: int) -> onnx.ModelProto:
-    example = (torch.zeros(2, obs_dim),)
+    return torch_to_onnx(module, (torch.zeros(2, obs_dim),), [INPUT_NAME], [OUTPUT_NAME], opset, "the policy")
+
+
+def torch_to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+                  output_names: list[str], opset: int, what: str) -> onnx.ModelProto:
+    """``module`` as an ONNX model through the dynamo exporter, its inputs' first dimension a dynamic batch; a
+    failure is a ``UserError`` naming ``what`` was exported, with the exporter's printout."""
     batch = torch.export.Dim("batch", min=1)
     log = logging.getLogger("torch.onnx")
     level = log.level
@@ -212,16 +218,16 @@ def _torch_export(module: nn.Module, obs_dim: int, opset: int) -> onnx.ModelProt
         with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, example, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), opset_version=opset, verbose=False, optimize=True,
+                module, example, dynamo=True, input_names=input_names, output_names=output_names,
+                dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, verbose=False, optimize=True,
             )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"torch.onnx.export failed: {first}\n{printed.getvalue()}") from exc
+        raise UserError(f"torch.onnx.export of {what} failed: {first}\n{printed.getvalue()}") from exc
     finally:
         log.setLevel(level)
     if program is None:
-        raise UserError("torch.onnx.export returned no program")
+        raise UserError(f"torch.onnx.export returned no program for {what}")
     model: onnx.ModelProto = program.model_proto
     return model
 

@@ -8,10 +8,6 @@ onnxruntime on the given frames and on random ones, compared with PyTorch, and r
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +18,7 @@ from numpy.typing import NDArray
 
 import s2r
 from export.config import DEFAULT_OPSET
-from export.onnx_export import _fit_ir_version
+from export.onnx_export import _fit_ir_version, torch_to_onnx
 from export.perception_model import (
     INPUT_NAME,
     OUTPUT_ANGLE,
@@ -61,25 +57,7 @@ class PerceptionVerification:
 
 def _torch_export(model: AngleNet, opset: int) -> onnx.ModelProto:
     example = (torch.zeros(2, model.height, model.width, 3, dtype=torch.uint8),)
-    batch = torch.export.Dim("batch", min=1)
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    printed = io.StringIO()
-    try:
-        log.setLevel(logging.ERROR)  # the exporter's notes (e.g. no torchvision) are not addressed to the user
-        with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, example, dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_ANGLE, OUTPUT_COS_SIN], dynamic_shapes=({0: batch},),
-                                        opset_version=opset, verbose=False, optimize=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"torch.onnx.export of the angle estimator failed: {first}\n{printed.getvalue()}") from exc
-    finally:
-        log.setLevel(level)
-    if program is None:
-        raise UserError("torch.onnx.export returned no program")
-    return program.model_proto
+    return torch_to_onnx(model, example, [INPUT_NAME], [OUTPUT_ANGLE, OUTPUT_COS_SIN], opset, "the angle estimator")
 
 
 def verify_estimator(model: AngleNet, estimator: OnnxAngleEstimator,

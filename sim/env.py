@@ -261,3 +261,21 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if angvel_std > 0.0:
             out = replace(out, base_angvel=out.base_angvel + rng.normal(0.0, angvel_std, 3))
         return out
+
+
+class DictObservationEnv(gym.Env[dict[str, Any], np.ndarray]):
+    """A dict-observation view over a :class:`SimEnv` (``self.sim``), the goal and camera envs' common part: the
+    flat env does the physics, renders and closes."""
+
+    sim: SimEnv
+
+    def render(self) -> np.ndarray | None:
+        return self.sim.render()
+
+    def close(self) -> None:
+        self.sim.close()
+
+    @property
+    def unwrapped_sim(self) -> SimEnv:
+        """The flat env underneath (parameters, state access)."""
+        return self.sim

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sim.engines.base import ParamSpec
-from sim.env import SimEnv
+from sim.env import DictObservationEnv, SimEnv
 from sim.state import RobotState
 from sim.tasks.base import EpisodeStartLike, Task
 from sim.tasks.spec import FloatArray, GoalField, ObsField, ObsLayout, TaskSpec
@@ -138,7 +138,7 @@ def goal_reward(task: GoalTask, achieved: FloatArray, desired: FloatArray,
     return -distance.astype(np.float32)
 
 
-class GoalEnv(gym.Env[dict[str, Any], np.ndarray]):
+class GoalEnv(DictObservationEnv):
     """A goal task on an engine with a dict observation; extra keyword arguments go to :class:`SimEnv`."""
 
     metadata = SimEnv.metadata
@@ -180,17 +180,6 @@ class GoalEnv(gym.Env[dict[str, Any], np.ndarray]):
         obs = self._observation(flat)
         reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
         return obs, reward, terminated, truncated, {**info, "is_success": self._reached(obs)}
-
-    def render(self) -> np.ndarray | None:
-        return self.sim.render()
-
-    def close(self) -> None:
-        self.sim.close()
-
-    @property
-    def unwrapped_sim(self) -> SimEnv:
-        """The flat env underneath (parameters, state access)."""
-        return self.sim
 
     def _observation(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {

@@ -23,7 +23,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from sim.env import SimEnv
+from sim.env import DictObservationEnv, SimEnv
 from sim.tasks.base import Task
 
 PROPRIOCEPTIVE_FIELDS = ("joint_pos", "last_action")
@@ -32,7 +32,7 @@ IMAGE_KEY = "image"
 GOAL_KEY = "goal"
 
 
-class PixelsEnv(gym.Env[dict[str, Any], np.ndarray]):
+class PixelsEnv(DictObservationEnv):
     """A task with a camera on an engine, with the dict observation above; extra keyword arguments go to
     :class:`SimEnv`. ``camera`` names the task camera (default the task's first)."""
 
@@ -76,17 +76,6 @@ class PixelsEnv(gym.Env[dict[str, Any], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         flat, reward, terminated, truncated, info = self.sim.step(action)
         return self._observation(flat), reward, terminated, truncated, info
-
-    def render(self) -> np.ndarray | None:
-        return self.sim.render()
-
-    def close(self) -> None:
-        self.sim.close()
-
-    @property
-    def unwrapped_sim(self) -> SimEnv:
-        """The flat env underneath (parameters, state access)."""
-        return self.sim
 
     def _observation(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         goal = self.sim.goal
