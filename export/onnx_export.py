@@ -200,14 +200,25 @@ def _fit_ir_version(model: onnx.ModelProto) -> None:
     model.ir_version = top
 
 
-def _torch_export(module: nn.Module, obs_dim: int, opset: int) -> onnx.ModelProto:
-    return torch_to_onnx(module, (torch.zeros(2, obs_dim),), [INPUT_NAME], [OUTPUT_NAME], opset, "the policy")
-
-
 def torch_to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
-                  output_names: list[str], opset: int, what: str) -> onnx.ModelProto:
-    """``module`` as an ONNX model through the dynamo exporter, its inputs' first dimension a dynamic batch; a
+                  output_names: list[str], opset: int, what: str, props: Mapping[str, str],
+                  producer: str) -> onnx.ModelProto:
+    """``module`` as a checked ONNX model through the dynamo exporter, its inputs' first dimension a dynamic batch,
+    at an IR version onnxruntime reads, with ``props`` as its only metadata and ``producer`` as its producer; a
     failure is a ``UserError`` naming ``what`` was exported, with the exporter's printout."""
+    model = _dynamo_export(module, example, input_names, output_names, opset, what)
+    _fit_ir_version(model)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = producer
+    model.producer_version = s2r.__version__
+    onnx.checker.check_model(model)
+    return model
+
+
+def _dynamo_export(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+                   output_names: list[str], opset: int, what: str) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1)
     log = logging.getLogger("torch.onnx")
     level = log.level
@@ -441,14 +452,8 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
     random_obs = random_observations(norm, space, n_random, np.random.default_rng(cfg.seed))
     obs = np.concatenate([random_obs, rollouts])
 
-    model = _torch_export(module, obs_dim, cfg.opset)
-    _fit_ir_version(model)
-    del model.metadata_props[:]
-    for key, value in meta.to_props().items():
-        model.metadata_props.add(key=key, value=value)
-    model.producer_name = "s2r export"
-    model.producer_version = s2r.__version__
-    onnx.checker.check_model(model)
+    model = torch_to_onnx(module, (torch.zeros(2, obs_dim),), [INPUT_NAME], [OUTPUT_NAME], cfg.opset, "the policy",
+                          meta.to_props(), "s2r export")
 
     with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))

@@ -16,9 +16,8 @@ import onnx
 import torch
 from numpy.typing import NDArray
 
-import s2r
 from export.config import DEFAULT_OPSET
-from export.onnx_export import _fit_ir_version, torch_to_onnx
+from export.onnx_export import torch_to_onnx
 from export.perception_model import (
     INPUT_NAME,
     OUTPUT_ANGLE,
@@ -55,9 +54,6 @@ class PerceptionVerification:
         return self.max_angle_diff_rad <= MAX_ANGLE_DIFF_RAD and self.max_cos_sin_diff <= MAX_COS_SIN_DIFF
 
 
-def _torch_export(model: AngleNet, opset: int) -> onnx.ModelProto:
-    example = (torch.zeros(2, model.height, model.width, 3, dtype=torch.uint8),)
-    return torch_to_onnx(model, example, [INPUT_NAME], [OUTPUT_ANGLE, OUTPUT_COS_SIN], opset, "the angle estimator")
 
 
 def verify_estimator(model: AngleNet, estimator: OnnxAngleEstimator,
@@ -79,14 +75,9 @@ def export_estimator(model: AngleNet, out_path: str | Path, metadata: Perception
     if out.suffix.lower() != ".onnx":
         raise UserError(f"output {str(out)!r} must end in .onnx")
     model.eval()
-    proto = _torch_export(model, opset)
-    _fit_ir_version(proto)
-    del proto.metadata_props[:]
-    for key, value in metadata.to_props().items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "s2r train-perception"
-    proto.producer_version = s2r.__version__
-    onnx.checker.check_model(proto)
+    example = (torch.zeros(2, model.height, model.width, 3, dtype=torch.uint8),)
+    proto = torch_to_onnx(model, example, [INPUT_NAME], [OUTPUT_ANGLE, OUTPUT_COS_SIN], opset, "the angle estimator",
+                          metadata.to_props(), "s2r train-perception")
     noise = np.random.default_rng(seed).integers(0, 256, (RANDOM_FRAMES, model.height, model.width, 3), np.uint8)
     check = np.concatenate([np.asarray(frames, dtype=np.uint8), noise])
     with atomic_path(out) as tmp:
