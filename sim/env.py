@@ -84,7 +84,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._substep_clock = 0
         self._pending: deque[tuple[int, FloatArray]] = deque()
         self._pushed: tuple[str, ...] = ()
-        self._nudged = False
         # The task's parameter of kind passive_torque_std (the claw's valve_torque_std), if it declares one.
         self._nudge = next((p for p in task.param_specs() if p.kind == "passive_torque_std"), None)
         self._nudge_index = np.array([] if self._nudge is None else
@@ -101,7 +100,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         start = self.task.sample_start(self.np_random)
         self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
         self._pushed = ()
-        self._nudged = False
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
         self._last_action = start_action(self._command, self.spec_)
         self._goal = dict(start.goal)
@@ -173,7 +171,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
                              else np.asarray(state.last_action, dtype=np.float64).copy())
         self._pending.clear()
         self._pushed = ()
-        self._nudged = False
 
     def read(self) -> RobotState:
         """The noiseless current reading."""
@@ -231,16 +228,13 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             for body in targets:
                 self.engine.set_external_force(body, force)
             self._pushed = targets
-        std = 0.0 if self._nudge is None else self.params.get(self._nudge.name)
-        if std <= 0.0:
-            if self._nudged:
-                self.engine.set_passive_torque(np.zeros(len(self.spec_.passive_joints)))
-                self._nudged = False
+        if self._nudge is None:
             return
+        std = self.params.get(self._nudge.name)
         torque = np.zeros(len(self.spec_.passive_joints))
-        torque[self._nudge_index] = self.np_random.normal(0.0, std, len(self._nudge_index))
+        if std > 0.0:  # nothing is drawn at 0, so runs without nudges keep their random stream
+            torque[self._nudge_index] = self.np_random.normal(0.0, std, len(self._nudge_index))
         self.engine.set_passive_torque(torque)
-        self._nudged = True
 
     def _noisy(self, state: RobotState) -> RobotState:
         """The reading as the sensors would give it: angle noise on joints, IMU noise on a floating base."""
