@@ -45,7 +45,7 @@ CAMERA_PREFIX = "camera_"
 (none of the shipped robots has a camera yet); the dataset formats carry it as images."""
 
 
-def _usable(obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> np.ndarray:
+def usable_transitions(obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> np.ndarray:
     """(T,) bool: transitions whose observations on both sides, action and reward are all finite."""
     return (np.all(np.isfinite(obs[:-1]), axis=1) & np.all(np.isfinite(obs[1:]), axis=1)
             & np.all(np.isfinite(action), axis=1) & np.isfinite(reward))
@@ -68,7 +68,7 @@ def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool 
         obs = np.asarray(ep["obs"], dtype=np.float64)
         action = np.asarray(ep["action"], dtype=np.float64)
         reward = np.asarray(ep["reward"], dtype=np.float64)
-        idx = np.flatnonzero(_usable(obs, action, reward))
+        idx = np.flatnonzero(usable_transitions(obs, action, reward))
         if idx.size == 0:
             continue
         timeouts = np.zeros(idx.size, dtype=bool)
@@ -149,7 +149,7 @@ def trajlog_segments(directory: str | os.PathLike[str], include_partial: bool = 
         action = np.asarray(ep["action"], dtype=np.float64)
         reward = np.asarray(ep["reward"], dtype=np.float64)
         frames = _frames(ep.arrays, ep.steps + 1, f"episode {ep.index} of {directory}")
-        ok = _usable(obs, action, reward)
+        ok = usable_transitions(obs, action, reward)
         # Runs of True in ok: [start, stop) pairs from the edges of the 0/1 sequence.
         edges = np.flatnonzero(np.diff(np.concatenate(([0], ok.astype(np.int8), [0]))))
         for start, stop in zip(edges[::2], edges[1::2], strict=True):

@@ -4,6 +4,7 @@ defaults for its help)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,12 @@ class FinetuneConfig:
     """Episodes measuring the incumbent again in each round (before the candidate's)."""
     confidence: float = DEFAULT_CONFIDENCE
     """Confidence of the one-sided test a candidate must pass to replace the incumbent."""
+    goal: Mapping[str, float] | None = None
+    """The goal of every episode, the task's named goal values in SI units (``{"target": 1.57}``, rad), as
+    ``s2r deploy --goal``; ``None``: the task draws each episode's goal (or ``goal_schedule``)."""
+    goal_schedule: Path | None = None
+    """A YAML file of one goal per episode, in order (:mod:`robot.goals`), episode ``k`` taking entry ``k``: it
+    must hold at least ``episodes`` goals. Not together with ``goal``."""
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -78,6 +85,9 @@ class FinetuneConfig:
         if self.lockstep and (self.driver not in ("emulator", "mock") or self.port is not None):
             raise ParameterError("lockstep", "runs a simulated robot this run starts (an emulator or the mock) in "
                                  "simulated time: it needs driver emulator or mock, and no port", FINETUNE)
+        if self.goal is not None and self.goal_schedule is not None:
+            raise ParameterError("goal_schedule", "and {goal} do not go together: give one goal for every episode "
+                                 "or a schedule of one per episode", FINETUNE)
         if self.reeval_episodes < 0:
             raise ParameterError("reeval_episodes", f"must be >= 0, got {self.reeval_episodes}", FINETUNE)
 

@@ -28,6 +28,11 @@ safety filter and watchdog all active. Choices, and why:
   (:func:`policies.dataset.trajlog_to_dataset`); every episode's transitions go in, evaluation episodes' too.
 * **Observation normalization** stays at the deployed policy's statistics: every exported policy keeps one
   input scale.
+* **Goals.** Each episode's goal is the task's draw, or the commanded one (``goal``, or entry ``k`` of
+  ``goal_schedule`` for episode ``k``: the goals of ``s2r deploy --goal``/``--goal-schedule``,
+  :mod:`robot.goals`), logged with every reading. A goal-conditioned run's policy runs on the task's
+  :class:`~sim.goal_env.GoalView`, and its episodes are replayed with hindsight goals as in training
+  (:class:`policies.finetune.GoalSetup`: the run's strategy, the environment's ``compute_reward``).
 * **Reports.** ``finetune.json`` after every episode (the incumbent's measured success included); ``metrics.jsonl``
   and ``tensorboard/``, one row per robot episode (step = episodes done): return, length, success, the
   incumbent's success rate and the updates' losses, also under Stable-Baselines3's tag names.
@@ -43,7 +48,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -62,7 +67,6 @@ from policies.finetune import (
     deployed_checkpoint,
     gate_settings,
     replay_gate,
-    transitions_from_logs,
 )
 from policies.finetune_config import FinetuneConfig
 from policies.gate import EVAL_INCUMBENT, EXPLORE, Gate
@@ -72,6 +76,7 @@ from robot.bus import BusError
 from robot.config import RobotConfig, load_config
 from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
 from robot.emulator.reality import load_reality
+from robot.goals import Goal, check_goal, load_goal_schedule
 from robot.hardware import OpenOptions, open_robot
 from robot.runner import run_info
 from robot.view import NO_VIEW, StepView
@@ -79,6 +84,7 @@ from s2r.api import deploy_task
 from s2r.core.atomicio import atomic_path, write_text_atomic
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.trajlog import TrajectoryWriter, episode_files, read_run
+from sim.goal_env import GoalView, is_goal_task
 from sim.tasks.base import Task
 
 LOG_DIR = "logs"
@@ -145,6 +151,10 @@ class FinetuneSummary:
     ``s2r deploy`` does)."""
     policy: str | None = None
     """``OUT/policy.onnx``: the incumbent."""
+    goals: dict[str, Any] = field(default_factory=dict)
+    """A goal-conditioned run's goals and their replay: ``commanded`` (the goal of every episode, or the schedule
+    file, or ``None``: the task's draws), ``her_strategy`` (``none``: no relabelling) and ``her_k``; empty for a
+    flat run."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,8 +197,10 @@ class RobotSession(Protocol):
     """What fine-tuning needs of the robot: episodes of a given policy, and a safe end. The real one is
     :class:`ControllerSession`; tests pass a fake robot."""
 
-    def episode(self, policy: Policy, rng: np.random.Generator) -> EpisodeResult:
-        """One episode of ``policy`` from the start state ``rng`` draws."""
+    def episode(self, policy: Policy, rng: np.random.Generator,
+                goal: Mapping[str, float] | None = None) -> EpisodeResult:
+        """One episode of ``policy`` from the start state ``rng`` draws, toward ``goal`` (``None``: the goal ``rng``
+        draws with the start)."""
         ...
 
     def shutdown(self, stop: Stop) -> bool:
@@ -231,9 +243,10 @@ class ControllerSession:
                                should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
                                sleep=self.io.sleep, view=view, tracker=self.io.tracker)
 
-    def episode(self, policy: Policy, rng: np.random.Generator) -> EpisodeResult:
+    def episode(self, policy: Policy, rng: np.random.Generator,
+                goal: Mapping[str, float] | None = None) -> EpisodeResult:
         self.switch.current = policy
-        return self.ctrl.episode(rng)
+        return self.ctrl.episode(rng, goal)
 
     def shutdown(self, stop: Stop) -> bool:
         return bool(self.ctrl.shutdown(stop))
@@ -259,7 +272,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
         for k in range(run.done, cfg.episodes):
             kind, round_ = cfg.schedule.kind(k)
             policy, candidate, export_s = run.policy_for(k, kind, round_)
-            result = session.episode(policy, np.random.default_rng([cfg.seed, k]))
+            result = session.episode(policy, np.random.default_rng([cfg.seed, k]), run.goal_of(k))
             run.record(k, kind, round_, result)
             if result.stop is not None:
                 summary.stop_kind, summary.stop_reason = result.stop.kind, result.stop.reason
@@ -308,10 +321,19 @@ class _Run:
             raise UserError(f"cannot resume: {str(self.deployed)!r} changed since this fine-tuning run started from it")
         if recorded:
             start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
-        self.task = deploy_task(config.task, None, spaces.env_id, spec)
-        if spaces.obs_dim != spec.obs_layout.size or spaces.act_dim != spec.n_joints:
+        task = deploy_task(config.task, None, spaces.env_id, spec)
+        self.goals = _commanded_goals(cfg, task)
+        goal = learning.goal
+        if goal is not None:
+            if not is_goal_task(task):
+                raise UserError(f"the run's policy is goal-conditioned ({spaces.env_id}), but the robot's task "
+                                f"{spec.name!r} has no goal-conditioned view (desired goal) to feed it")
+            task = GoalView(task)  # type: ignore[arg-type]
+        self.task = task
+        size = task.spec.obs_layout.size
+        if spaces.obs_dim != size or spaces.act_dim != spec.n_joints:
             raise UserError(f"the run's policy takes {spaces.obs_dim} observations and gives {spaces.act_dim} "
-                            f"actions; the robot's task needs {spec.obs_layout.size} and {spec.n_joints}")
+                            f"actions; the robot's task needs {size} and {spec.n_joints}")
         if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
             export_onnx(self.deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
         # policy.onnx is the incumbent: after a crash it is put back from the gate's replayed decisions.
@@ -320,18 +342,28 @@ class _Run:
         self.tuner = Finetuner(cfg, learning, max(cfg.episodes, done + 1) * (spec.episode_steps + 1))
         if resume_state is not None:
             self.tuner.restore_progress(load_checkpoint(resume_state).training)
-        data = transitions_from_logs(logs) if done else None
-        if data is not None:
-            self.tuner.add_dataset(data)
+        if done:
+            self.tuner.add_logs(logs)
+        commanded = (dict(cfg.goal) if cfg.goal is not None else
+                     None if cfg.goal_schedule is None else str(cfg.goal_schedule))
+        goals = {} if goal is None else {"commanded": commanded, "her_strategy": goal.strategy or "none",
+                                         "her_k": goal.k}
         self.summary = FinetuneSummary(out_dir=str(out), episodes_done=done, resumed_from_episode=done, start=start,
                                        history=self.gate.history, gate=self.gate.summary(),
-                                       success_rate=self.gate.incumbent_success_rate, policy=str(out / POLICY_NAME))
+                                       success_rate=self.gate.incumbent_success_rate, policy=str(out / POLICY_NAME),
+                                       goals=goals)
         self.writer = TrajectoryWriter(logs, run_info(config, cfg.driver, spec.episode_steps, {
             "policy": f"finetune of {self.deployed}", "task_variant": spaces.env_id, "seed": cfg.seed,
-            "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True}))
+            "reality": None if cfg.reality is None else str(cfg.reality), "finetune": True,
+            "goal_conditioned": goal is not None, "goal": None if cfg.goal is None else dict(cfg.goal),
+            "goal_schedule": None if cfg.goal_schedule is None else str(cfg.goal_schedule)}))
         self.metrics = _episode_metrics(out, done) if done < cfg.episodes else Metrics(None)
         self.returns: list[float] = []
         self._onnx: dict[Path, OnnxPolicy] = {}
+
+    def goal_of(self, k: int) -> Goal | None:
+        """Episode ``k``'s commanded goal (``None``: the task draws it)."""
+        return None if self.goals is None else self.goals[k]
 
     def _onnx_policy(self, path: Path) -> OnnxPolicy:
         if path not in self._onnx:
@@ -374,18 +406,16 @@ class _Run:
         """After episode ``k``: its transitions into the real replay, the gradient steps its kind calls for, the
         learner's checkpoint and the reports."""
         tuner, cfg = self.tuner, self.cfg
-        new = transitions_from_logs(self.logs)
-        added = 0 if new is None else len(new["rewards"]) - len(tuner.real)
-        if new is not None and added > 0:
-            tuner.add_dataset({key: v[len(v) - added:] for key, v in new.items()})
+        tuner.add_logs(self.logs)
         updates, took = 0, 0.0
         if kind == EXPLORE:
             updates, took = tuner.update(result.steps)
         elif k + 1 < cfg.episodes and cfg.schedule.kind(k + 1)[0] == EXPLORE:
             updates, took = tuner.warm_up_critic()  # on the deployed policy's own transitions
         tuner.save(self.last, k + 1)
-        report = EpisodeReport(k, kind, round_, result.success, result.episode_return, result.steps, len(tuner.real),
-                               updates, took, export_s, None if candidate is None else str(candidate))
+        report = EpisodeReport(k, kind, round_, result.success, result.episode_return, result.steps,
+                               tuner.real_transitions, updates, took, export_s,
+                               None if candidate is None else str(candidate))
         self.summary.episodes.append(report)
         self.summary.episodes_done = k + 1
         self.returns.append(result.episode_return)
@@ -394,7 +424,7 @@ class _Run:
         self.metrics.write({
             "kind": "finetune", "step": k + 1, "episode_kind": kind, "round": round_, "return": result.episode_return,
             "length": result.steps, "success": float(result.success),
-            "incumbent_success_rate": self.gate.incumbent_success_rate, "real_transitions": len(tuner.real),
+            "incumbent_success_rate": self.gate.incumbent_success_rate, "real_transitions": tuner.real_transitions,
             "updates": updates, "update_time_s": took, **tuner.update_stats()})
 
     def finish(self) -> FinetuneSummary:
@@ -421,6 +451,20 @@ def _check_resume(cfg: FinetuneConfig, logs: Path, last: Path, task: str, robot:
         raise ParameterError("out", f"{str(cfg.out_dir)!r} already holds a fine-tuning run; pass {{resume}} to "
                              "continue it or pick another {out}")
     return done
+
+
+def _commanded_goals(cfg: FinetuneConfig, task: Task) -> tuple[Goal, ...] | None:
+    """One goal per episode from ``cfg.goal`` or ``cfg.goal_schedule``, checked against ``task``'s goal names and
+    ranges, as ``s2r deploy`` checks them; ``None`` when the task draws the goals."""
+    if cfg.goal is not None:
+        return (check_goal(task, cfg.goal),) * max(cfg.episodes, 1)
+    if cfg.goal_schedule is None:
+        return None
+    goals = load_goal_schedule(cfg.goal_schedule, task)
+    if len(goals) < cfg.episodes:
+        raise ParameterError("episodes", f"is {cfg.episodes}, but the goal schedule {str(cfg.goal_schedule)!r} holds "
+                             f"{len(goals)} goal(s), one per episode")
+    return goals
 
 
 def _episode_metrics(out: Path, done: int) -> Metrics:

@@ -57,7 +57,8 @@ class FakeRobot:
         self.spec = task.spec
         return self
 
-    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator) -> EpisodeResult:
+    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator,
+                goal: Any = None) -> EpisodeResult:
         self.policies.append(policy)
         spec, t = self.spec, FAKE_STEPS
         j, p, k = spec.n_joints, len(spec.passive_joints), len(spec.reward_terms)

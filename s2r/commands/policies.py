@@ -15,7 +15,7 @@ from policies.finetune_config import FinetuneConfig
 from randomization.distributions import combine_distributions, load_distribution
 from robot.controller import SAFETY_STOP_KINDS
 from s2r import api, cliargs
-from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code
+from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code, goal_arg
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.policy_files import POLICY_FILES
@@ -110,6 +110,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="confidence of the test a candidate must pass")
     f.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episodes' starts and goals, the "
                    "exploration and the exports' checks")
+    goal = f.add_mutually_exclusive_group()
+    goal.add_argument("--goal", type=goal_arg, metavar="NAME=VALUE[,...]",
+                      help="the goal of every episode, as s2r deploy --goal (the claw: target=1.57, the valve angle "
+                      "in rad); default: the task draws each episode's goal. A goal-conditioned run replays its "
+                      "episodes with hindsight goals, as it trained")
+    goal.add_argument("--goal-schedule", metavar="FILE.yaml",
+                      help="one goal per episode, in order, as s2r deploy --goal-schedule; at least --episodes goals")
     f.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     add_view_argument(f)
@@ -177,7 +184,8 @@ def _finetune(args: argparse.Namespace) -> int:
                              critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
                              resume=args.resume, incumbent_episodes=args.incumbent_episodes,
                              explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
-                             reeval_episodes=args.reeval_episodes, confidence=args.confidence)
+                             reeval_episodes=args.reeval_episodes, confidence=args.confidence, goal=args.goal,
+                             goal_schedule=Path(args.goal_schedule) if args.goal_schedule else None)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     request = StopRequest()
