@@ -135,8 +135,8 @@ class Learning:
 def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[Learning, dict[str, str]]:
     """The agent of the run's config holding the deployed policy with its training state (or, with
     ``resume_state``, the learner of that fine-tuning checkpoint), and its simulation replay when the batches use
-    it; and where it started from (``checkpoint``, ``sha256``, ``training_state_from``). No environment is built:
-    the robot is where fine-tuning acts."""
+    it; and where it started from (``checkpoint``, ``sha256``, ``training_state_from``). No environment steps: the
+    robot is where fine-tuning acts (a goal run's environment is built for its goal replay only, :func:`goal_setup`)."""
     deployed = deployed_checkpoint(cfg.run_dir)
     source = load_checkpoint(deployed)
     goal_conditioned = source.env_id in GOAL_IDS

@@ -310,8 +310,6 @@ class _Run:
             raise ParameterError("reality", "applies to the emulator driver only")
         self.done = done = _check_resume(cfg, logs, last, spec.name, spec.robot)
         self.gate = replay_gate(cfg, logs)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ONNX_DIR).mkdir(exist_ok=True)
 
         resume_state = last if (cfg.resume and last.is_file()) else None
         learning, start = build_agent(cfg, resume_state)
@@ -334,6 +332,9 @@ class _Run:
         if spaces.obs_dim != size or spaces.act_dim != spec.n_joints:
             raise UserError(f"the run's policy takes {spaces.obs_dim} observations and gives {spaces.act_dim} "
                             f"actions; the robot's task needs {size} and {spec.n_joints}")
+        # Everything is checked (the goals too) before anything is written.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ONNX_DIR).mkdir(exist_ok=True)
         if not (out / ONNX_DIR / DEPLOYED_ONNX).is_file():
             export_onnx(self.deployed, out / ONNX_DIR / DEPLOYED_ONNX, cfg.seed)
         # policy.onnx is the incumbent: after a crash it is put back from the gate's replayed decisions.
