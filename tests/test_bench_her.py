@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
+from policies.envs import make_env
 from policies.her import HerReplayBuffer
 from policies.replay import ReplayBuffer
 
@@ -75,3 +77,19 @@ def test_a_short_run_reports_every_learner_on_the_same_episodes() -> None:
         assert [c["step"] for c in run["curve"]] == [75, 150]
         assert all(0.0 <= c["success"] <= 1.0 and -40.0 <= c["return_mean"] <= 0.0 for c in run["curve"])
         assert run["train_s"] > 0 and run["success_at"] == {str(c["step"]): c["success"] for c in run["curve"]}
+
+
+def test_ours_and_sb3_are_evaluated_on_the_same_episodes(bench: ModuleType) -> None:
+    ours = make_env(bench.GOAL_ID, env_kwargs={"reward_type": "sparse"})
+    theirs = bench.goal_env()
+    try:
+        goals = set()
+        for seed in range(bench.EVAL_SEED, bench.EVAL_SEED + 5):
+            flat, _ = ours.reset(seed=seed)
+            obs, _ = theirs.reset(seed=seed)
+            np.testing.assert_array_equal(flat, np.concatenate([obs["observation"], obs["desired_goal"]]))
+            goals.add(tuple(obs["desired_goal"].tolist()))
+        assert len(goals) == 5  # random goals, one per episode
+    finally:
+        ours.close()
+        theirs.close()
