@@ -8,6 +8,10 @@ A task with a floating base (``TaskSpec.base_joint``, a legged robot) observes t
 angular velocity, so its config must have an ``imu`` section (:class:`ImuConfig`: the serial IMU of
 ``robot.imu``); a fixed-base task's config must not. ``encoders`` may be left out when the task has no
 passive joints.
+
+A task with cameras (``TaskSpec.cameras``) may have a ``camera`` section (:class:`CameraConfig`): a camera read
+through OpenCV (``robot.camera``) that shows what the named task camera sees, for a deployment that estimates a
+passive joint from its frames instead of reading its encoder (``s2r deploy --perception``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,12 @@ MAX_TRACKER_RATE_HZ = 1000.0
 """Fastest pose stream accepted (datagrams/s): the receiver decodes them in Python every control cycle."""
 MIN_TRACKER_AGE_FRAMES = 2
 """``tracker.max_age_s`` covers at least this many datagram periods, so that one lost datagram is not a stop."""
+MAX_CAMERA_FPS = 240.0
+"""Fastest camera stream accepted (frames/s): every frame is decoded on the robot's computer."""
+MIN_CAMERA_AGE_FRAMES = 2
+"""``camera.max_frame_age_s`` covers at least this many frame periods, so that one late frame is not a stop."""
+CAMERA_URL_SCHEMES = ("http://", "https://", "rtsp://", "udp://", "tcp://")
+"""Stream URLs a ``camera.source`` may name (OpenCV's FFmpeg backend opens them)."""
 DEFAULT_VELOCITY_WINDOW_S = 0.1
 DEFAULT_STANCE_TOLERANCE_M = 0.002
 _UNIT_QUAT_TOLERANCE = 1e-6
@@ -221,6 +231,31 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """A camera that shows one task camera's view (``robot.camera``), read through OpenCV's ``VideoCapture``."""
+
+    name: str
+    """The task camera it stands for (``TaskSpec.cameras``, e.g. ``"top"``): its pose and intrinsics are what an
+    estimator trained on that camera's renders expects."""
+    source: int | str
+    """A USB camera's index (``0`` is ``/dev/video0``), a stream URL (``http://...``, ``rtsp://...``), or ``"auto"``:
+    the MJPEG stream of the emulator started by the same process (``robot.emulator.camera``)."""
+    width: int
+    """Frame width (pixels); the task camera's."""
+    height: int
+    """Frame height (pixels); the task camera's."""
+    fps: float
+    """Frames per second the camera delivers (Hz); the emulator renders at it in real time."""
+    max_frame_age_s: float
+    """Longest time without a new valid frame (s) before the controller stops safely."""
+
+    @property
+    def frame_period_s(self) -> float:
+        """Time between two frames (s)."""
+        return 1.0 / self.fps
+
+
+@dataclass(frozen=True)
 class RecoveryConfig:
     """The ``reset`` section with ``kind: recovery``: a legged robot rights itself and stands up before each episode,
     with no placer and no person (:class:`robot.resets.RecoveryReset`). Poses are in task order, rad, inside the
@@ -319,6 +354,9 @@ class RobotConfig:
     tracker: TrackerConfig | None = None
     """The torso's position source (the ``tracker`` section); ``None``: none (``kind: none`` or no section). A
     task that observes the base position (the walk) needs one; a fixed-base task must not have one."""
+    camera: CameraConfig | None = None
+    """The ``camera`` section: a camera showing a task camera's view; ``None``: none. Opened only by a deployment that
+    reads through it (``s2r deploy --perception``)."""
     recovery: RecoveryConfig | None = None
     """The ``reset`` section's self-recovery (``kind: recovery``); ``None``: the default ``kind: placer``, a scene
     placer (or a person) puts the robot at each episode's start."""
@@ -512,6 +550,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     safe_pose = _safe_pose(root, joints)
     poses = _calibration_poses(root.child("calibration_poses", optional=True), joints)
     recovery = _recovery(root, spec, joints)
+    camera = _camera(root, spec, period)
     root.done()
     return RobotConfig(
         robot=robot, task=task, port=port, baud=baud, protocol=protocol, servo=servo, operating_mode=mode,
@@ -519,7 +558,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
         return_delay_s=return_delay, latency_timer_s=latency_timer, fast_sync_read=fast_sync_read,
         reply_spin_s=reply_spin, retries=retries, watchdog=WatchdogConfig(max_failed, max_age), source=source,
         imu=imu, safe_pose_rad=safe_pose, calibration_poses=poses, tracker=tracker,
-        recovery=recovery,
+        recovery=recovery, camera=camera,
     )
 
 
@@ -642,6 +681,46 @@ def _tracker(root: _Node, task: str, spec: TaskSpec, control_period_s: float) ->
             node.fail("stance_tolerance_m", "a height in (0, 1] m", stance)
     node.done()
     return TrackerConfig(kind, max_age, window, port, rate, stance)
+
+
+def _camera(root: _Node, spec: TaskSpec, control_period_s: float) -> CameraConfig | None:
+    """The optional ``camera`` section: one of the task's cameras, at its resolution, fast enough for the loop."""
+    raw = root.raw("camera")
+    if raw is None:
+        return None
+    cameras = {c.name: c for c in spec.cameras}
+    if not cameras:
+        root.fail("camera", f"absent: the task {spec.name!r} has no camera whose view a camera could show", raw)
+    node = root.child("camera")
+    name = node.text("name", next(iter(cameras)))
+    if name not in cameras:
+        node.fail("name", f"one of the task {spec.name!r}'s cameras: {', '.join(cameras)}", name)
+    task_camera = cameras[name]
+    source = node.raw("source", AUTO_PORT)
+    if isinstance(source, bool) or not isinstance(source, int | str):
+        node.fail("source", "a camera index (0, 1, ...), a stream URL or 'auto'", source)
+    if isinstance(source, int) and source < 0:
+        node.fail("source", "a camera index of at least 0 (0 is /dev/video0)", source)
+    if isinstance(source, str) and source != AUTO_PORT and not source.startswith(CAMERA_URL_SCHEMES):
+        node.fail("source", f"a camera index (0, 1, ...), a stream URL ({', '.join(CAMERA_URL_SCHEMES)}...) or "
+                  "'auto' (the emulator's stream)", source)
+    width = node.integer("width", task_camera.width)
+    height = node.integer("height", task_camera.height)
+    if (width, height) != (task_camera.width, task_camera.height):
+        node.fail("width", f"the task camera {name!r}'s resolution {task_camera.width}x{task_camera.height} pixels "
+                  "(an estimator reads frames of that size)", f"{width}x{height}")
+    fps = node.number("fps")
+    # Slower than the loop is allowed (a loop at 50 Hz may read a 30 fps camera: cycles then share a frame); the
+    # stale-frame bound says how old a frame may get.
+    if not 0.0 < fps <= MAX_CAMERA_FPS:
+        node.fail("fps", f"a rate in (0, {MAX_CAMERA_FPS:g}] Hz", fps)
+    max_age = node.number("max_frame_age_s")
+    least = max(control_period_s, MIN_CAMERA_AGE_FRAMES / fps)
+    if not max_age >= least:
+        node.fail("max_frame_age_s", f"a time of at least {least:g} s ({MIN_CAMERA_AGE_FRAMES} frame periods at "
+                  f"{fps:g} Hz and the control period {control_period_s:g} s)", max_age)
+    node.done()
+    return CameraConfig(name, source, width, height, fps, max_age)
 
 
 def _recovery(root: _Node, spec: TaskSpec, joints: tuple[JointConfig, ...]) -> RecoveryConfig | None:

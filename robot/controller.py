@@ -23,6 +23,14 @@ valid sample joins every reading (``Reading.base_quat``/``base_angvel``/``imu_ti
 is the :class:`~sim.state.RobotState` with the base fields the sim's engine fills. A cycle without any sample
 yet holds the previous command, as a stale reading does.
 
+A controller given a camera and an estimator (``camera``, ``estimator``: ``s2r deploy --perception``) observes the
+task's passive joint through them instead of its encoder: every cycle polls the camera's newest frame (before the
+bus read, as the IMU), and the policy's observation is the task's own ``observe`` of the reading with the
+estimator's angle as the passive joint's position (its velocity zero: the turn task does not observe it, as
+:class:`export.modular_policy.ModularPolicy` builds it in simulation). The encoder is still read and logged
+(``passive_pos``: success and reward are judged on it), next to the estimate (``passive_estimate``), the frame's age
+(``frame_age``) and the frame itself (``camera_NAME``). A cycle without any frame yet holds the previous command.
+
 A robot with a position source (``config.tracker``: motion capture or leg odometry, ``robot.tracker``) gets the torso's
 position, velocity and heading from it: the newest valid pose joins every reading (``Reading.base_pos``/
 ``base_linvel``/``pose_time``), and the IMU's orientation takes the source's heading (its tilt is kept). A cycle
@@ -33,7 +41,8 @@ older than a bound (both from ``config.watchdog``), a servo hardware error, a bu
 IMU also on a torso tilt beyond ``imu.max_tilt_rad`` (with a recovery reset, ``reset: {kind: recovery}``, a tilt ends
 the episode instead, as a fall, and the next reset rights the robot; ``max_consecutive_failures`` failed resets in a
 row are the stop) and on no valid IMU frame for ``imu.max_silence_s``; with a
-position source on no valid pose for ``tracker.max_age_s``. A config with a ``safe_pose_rad`` moves there
+position source on no valid pose for ``tracker.max_age_s``; with a camera on no new frame for
+``camera.max_frame_age_s``. A config with a ``safe_pose_rad`` moves there
 (rate-limited, one write per period, no reads needed) instead of holding, before the torque goes off. A requested stop
 (``should_stop`` returns a reason, e.g. from a signal handler in the command line layer) turns the torque off, also
 cutting a safety stop's hold short. Nothing here installs signal handlers. More than ``max_held_fraction`` of the
@@ -58,7 +67,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -78,6 +87,7 @@ from sim.tasks.base import EpisodeStartLike, Task, start_base_pose, step_reward_
 from sim.tasks.spec import FloatArray, TaskSpec
 
 if TYPE_CHECKING:
+    from robot.camera.reader import CameraFrame, CameraSource
     from robot.hardware import ScenePlacer
     from robot.imu.reader import ImuCounters, ImuSource
     from robot.streams import StreamCounters
@@ -97,6 +107,13 @@ TIME_EPSILON_S = 1e-9
 sleeps can land one rounding step short of the deadline."""
 US_PER_S = 1e6
 DEG_PER_RAD = 180.0 / math.pi
+
+
+class AngleEstimator(Protocol):
+    """Reads the task's passive joint's angle (rad) from one camera frame (RGB uint8, height x width x 3):
+    :class:`export.perception_model.OnnxAngleEstimator`."""
+
+    def angle(self, frame: NDArray[np.uint8]) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -336,6 +353,22 @@ def check_policy(policy: Policy, obs_size: int, n_joints: int) -> None:
                         f"the task expects ({n_joints},)")
 
 
+def check_camera(spec: TaskSpec, config: RobotConfig, has_camera: bool, has_estimator: bool) -> None:
+    """A camera and an estimator come together, for a config with a ``camera`` section and a task with exactly one
+    passive joint to estimate; a :class:`UserError` otherwise."""
+    if has_camera != has_estimator:
+        raise UserError("a camera needs an estimator that reads the passive joint from its frames, and an estimator "
+                        "a camera")
+    if not has_camera:
+        return
+    if config.camera is None:
+        raise UserError(f"a camera was given, but {config.source} has no camera section (its frame rate and "
+                        "stale-frame bound)")
+    if len(spec.passive_joints) != 1:
+        raise UserError(f"the task {spec.name!r} has {len(spec.passive_joints)} passive joints; a camera estimate "
+                        "stands in for exactly one")
+
+
 def check_robot(spec: TaskSpec, config: RobotConfig, has_imu: bool, has_tracker: bool = False) -> None:
     """The task must be the hardware config's (``config.task_spec()``), an IMU given exactly when the config has
     an ``imu`` section, and a position source exactly when it has a ``tracker``; a :class:`UserError` otherwise."""
@@ -383,8 +416,13 @@ class _EpisodeLog:
     """Rows of one episode, appended as the cycles run."""
 
     def __init__(self, n_terms: int, imu: bool = False, tracker: bool = False,
-                 goal: Mapping[str, float] | None = None) -> None:
+                 goal: Mapping[str, float] | None = None, camera: str | None = None) -> None:
         self.n_terms = n_terms
+        self.camera = camera
+        """The camera's task camera name when the passive joint is observed through a camera."""
+        self.estimates: list[float] = []
+        self.frame_ages: list[float] = []
+        self.frames: list[NDArray[np.uint8]] = []
         self.goal = np.array([float(v) for v in (goal or {}).values()], dtype=np.float64)
         """The episode's goal values (meta ``goal_names`` order), logged with every reading."""
         self.imu = imu
@@ -444,6 +482,12 @@ class _EpisodeLog:
                 "base_linvel": np.array([r.base_linvel for r in rs], dtype=np.float64).reshape(len(rs), 3),
                 "pose_age": np.array([r.time - r.pose_time for r in rs], dtype=np.float64),
             }
+        if self.camera is not None:
+            base |= {
+                "passive_estimate": np.asarray(self.estimates[: t + 1], dtype=np.float64).reshape(len(rs), 1),
+                "frame_age": np.asarray(self.frame_ages[: t + 1], dtype=np.float64),
+                f"camera_{self.camera}": np.stack(self.frames[: t + 1]).astype(np.uint8),
+            }
         return {
             **base,
             "time": np.array([r.time for r in rs]),
@@ -497,9 +541,16 @@ class Controller:
         placer: ScenePlacer | None = None,
         view: StepView = NO_VIEW,
         tracker: PoseSource | None = None,
+        camera: CameraSource | None = None,
+        estimator: AngleEstimator | None = None,
     ) -> None:
         spec = task.spec
         check_robot(spec, config, imu is not None, tracker is not None)
+        check_camera(spec, config, camera is not None, estimator is not None)
+        self.camera = camera
+        self.estimator = estimator
+        self._frame: CameraFrame | None = None
+        """The camera's frame of the newest cycle."""
         self.policy = policy
         self.bus = bus
         self.task = task
@@ -565,8 +616,10 @@ class Controller:
         if self._watchdog_s and silent > self._watchdog_s:
             raise ControllerStop(Stop("safety", f"the host left the bus silent for {silent:.3f} s, past the servos' "
                                       f"bus watchdog ({self._watchdog_s:g} s): they have stopped", self.clock()))
-        # The IMU first: its sample is then never younger than the servos' reply it is logged with.
+        # The IMU and the camera first: their samples are then never younger than the servos' reply they go with.
         try:
+            if self.camera is not None:
+                self._frame = self.camera.poll()
             sample = self.imu.poll() if self.imu is not None else None
             reading = self.bus.read()
         except BusError as exc:  # PortLost from the IMU's line too
@@ -632,6 +685,13 @@ class Controller:
             if check_tilt:
                 self._check_tilt(reading)
         self._check_pose_age(reading.time)
+        self._check_frame_age(reading.time)
+
+    def _check_frame_age(self, now: float) -> None:
+        """A stale camera: no new valid frame for longer than ``camera.max_frame_age_s``."""
+        if self.camera is not None and self.config.camera is not None:
+            self._check_silence(now, self.camera.counters, self.config.camera.max_frame_age_s, "camera stale",
+                                "new frame")
 
     def _check_imu_age(self, now: float) -> None:
         """IMU silence: no valid frame for longer than ``imu.max_silence_s``."""
@@ -688,6 +748,7 @@ class Controller:
         self._check_age(now)
         self._check_imu_age(now)
         self._check_pose_age(now)
+        self._check_frame_age(now)
         try:
             sent = self.bus.write(command)
         except HardwareFault as exc:
@@ -720,13 +781,15 @@ class Controller:
         start = task.sample_start(rng)
         goal = dict(start.goal) if goal is None else {k: float(v) for k, v in goal.items()}
         target = clip_to_limits(np.asarray(start.joint_pos, dtype=np.float64), self.limits)
+        camera = self.config.camera.name if self.camera is not None and self.config.camera is not None else None
         log = _EpisodeLog(len(spec.reward_terms), imu=self.imu is not None, tracker=self.tracker is not None,
-                          goal=goal)
+                          goal=goal, camera=camera)
         info: dict[str, Any] = {}
         steps = self.episode_steps
         stop: Stop | None = None
         imu_before = self.imu.counters if self.imu is not None else None
         tracker_before = self.tracker.counters if self.tracker is not None else None
+        camera_before = self.camera.counters if self.camera is not None else None
         recent_holds: deque[bool] = deque(maxlen=self.settings.held_window)
         if self.config.recovery is not None:
             info["failed_resets_before"] = self._failed_resets_in_a_row
@@ -746,9 +809,12 @@ class Controller:
                 if k > 0:
                     reading = self._begin_cycle()  # wait for the deadline, read
                 log.readings.append(reading)
-                obs = self.state.observe(task, reading.state(), goal)
+                observed, failure = self._observed(reading, log)
+                obs = self.state.observe(task, observed, goal)
                 log.obs.append(obs)
                 try:
+                    if failure is not None:
+                        raise failure
                     if k > 0:
                         self._check(reading)
                     if k == steps:
@@ -781,6 +847,8 @@ class Controller:
         except ResetFailed as exc:
             stop = self._reset_failed(exc)
         episode = self.episodes_run
+        if self.camera is not None and camera_before is not None:
+            info["camera"] = self.camera.counters.since(camera_before)
         self._end_episode(log, info, imu_before, tracker_before)
         result = self._result(log, goal, target, info, steps, stop)
         try:
@@ -872,10 +940,35 @@ class Controller:
                                       f"the last {len(recent)} cycles (limit {s.max_held_fraction:g} of "
                                       f"{s.held_window} cycles)", self.clock()))
 
+    def _observed(self, reading: Reading, log: _EpisodeLog) -> tuple[RobotState, ControllerStop | None]:
+        """The state the policy observes: the reading's, with a camera the estimator's angle of the cycle's frame as
+        the passive joint's (NaN before the first frame, or when the estimator failed: the stop to raise once the
+        reading is logged, returned second); the estimate, frame and its age are logged."""
+        state = reading.state()
+        if self.camera is None or self.estimator is None:
+            return state, None
+        frame = self._frame
+        angle, failure = math.nan, None
+        if frame is not None:
+            try:
+                angle = float(self.estimator.angle(frame.image))
+            except Exception as exc:  # any failure of the estimator must stop the robot safely, as the policy's
+                failure = ControllerStop(Stop("safety", f"perception failure: {type(exc).__name__}: {exc}",
+                                              self.clock()))
+        log.estimates.append(angle)
+        log.frame_ages.append(math.inf if frame is None else reading.time - frame.receive_time)
+        log.frames.append(np.zeros(self._blank_shape(), dtype=np.uint8) if frame is None else frame.image)
+        return replace(state, passive_pos=np.array([angle]), passive_vel=np.zeros(1)), failure
+
+    def _blank_shape(self) -> tuple[int, int, int]:
+        camera = self.config.camera
+        return (0, 0, 3) if camera is None else (camera.height, camera.width, 3)
+
     def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
         """The policy's action (NaN when not run) and the filtered command for one cycle."""
         n = self.limits.spec.n_joints
-        if (reading.stale or (self.imu is not None and not np.all(np.isfinite(reading.base_quat)))
+        if (reading.stale or (self.camera is not None and self._frame is None)
+                or (self.imu is not None and not np.all(np.isfinite(reading.base_quat)))
                 or (self.tracker is not None and not np.all(np.isfinite(reading.base_pos)))):
             return np.full(n, np.nan), self.state.hold(Hold.STALE_READING)
         try:

@@ -24,6 +24,11 @@ A robot whose config has a ``tracker`` gets its position source too (:func:`make
 there, to the port actually bound when the config says 0; the mock driver has a
 :class:`~robot.tracker.mock.MockPoseStream`), for ``estimator`` the task's leg odometry
 (:class:`~robot.tracker.estimator.LegOdometry`).
+
+``OpenOptions(camera=True)`` opens the config's ``camera`` too (:func:`open_camera`: a
+:class:`~robot.camera.reader.CameraReader` on OpenCV, the ``camera`` extra): its ``source``, or for ``auto`` the MJPEG
+stream of the emulator started here, which is asked to serve one. In lock-step the reader has the emulator render each
+frame it polls.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from robot.bus import DRIVERS, Bus, make_bus
+from robot.camera.reader import CameraReader, CameraSource
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
 from robot.simtime import SimTime
@@ -41,6 +47,7 @@ from robot.tracker.estimator import LegOdometry, Legs
 from robot.tracker.source import PoseSource
 from robot.tracker.udp import PoseReceiver
 from s2r.core.errors import ParameterError, UserError
+from s2r.core.extras import require
 from sim import resolve_env_id
 from sim.tasks import make_task
 from sim.tasks.spec import FloatArray
@@ -97,6 +104,8 @@ class RobotIO:
     """How the controller waits (s): in lock-step, letting simulated time pass."""
     lockstep: bool = False
     """Whether ``clock`` is a lock-step emulator's simulated time (the controller must not spin on it)."""
+    camera: CameraSource | None = None
+    """The config's camera, when opened (``OpenOptions.camera``); ``None`` otherwise."""
 
     def controller_settings(self, settings: ControllerSettings) -> ControllerSettings:
         """``settings`` for a controller on this robot's clock: in lock-step it must not spin, as simulated time
@@ -105,6 +114,8 @@ class RobotIO:
 
     def close(self) -> None:
         try:
+            if self.camera is not None:
+                self.camera.close()
             if self.tracker is not None:
                 self.tracker.close()
         finally:
@@ -160,12 +171,65 @@ class OpenOptions:
     """Run the emulator or the mock in simulated time (module docstring)."""
     clock_socket: str | None = None
     """With ``port`` and ``lockstep``: the time socket that ``s2r emulate --lockstep`` printed."""
+    camera: bool = False
+    """Open the config's ``camera`` (an emulator started here serves it); the config must have one."""
 
 
 def open_robot(config: RobotConfig, driver: str, options: OpenOptions = OpenOptions()) -> RobotIO:
     """The bus (not yet connected), IMU, position source and placer of ``config``'s robot on ``driver``, opened as
     ``options`` say."""
     check_driver_options(driver, options.lockstep, options.clock_socket)
+    if options.camera:
+        check_camera_options(config, driver, options)
+    io = _open_robot_sensors(config, driver, options)
+    if not options.camera:
+        return io
+    try:
+        return replace(io, camera=open_camera(config, io))
+    except BaseException:
+        io.close()
+        raise
+
+
+def check_camera_options(config: RobotConfig, driver: str, options: OpenOptions) -> None:
+    """Refuse a camera that cannot be opened on this driver (before anything starts)."""
+    camera = config.camera
+    if camera is None:
+        raise UserError(f"{config.source} has no camera section: a camera's source, frame rate and stale-frame bound "
+                        "are needed to read frames")
+    require("cv2", extra="camera", purpose="a camera (OpenCV's VideoCapture, and the emulator's stream)")
+    if driver == "mock":
+        raise UserError("the mock driver has no camera; use the emulator driver, which streams its rendering")
+    if camera.source == AUTO_PORT and (driver == "dynamixel" or options.port is not None):
+        raise UserError(f"{config.source}: camera.source 'auto' is the stream of an emulator started by this process; "
+                        "name the camera's index or stream URL in camera.source")
+
+
+def open_camera(config: RobotConfig, io: RobotIO) -> CameraSource:
+    """The reader of ``config``'s camera on the robot ``io`` was opened on: its ``source``, or for ``auto`` the stream
+    of the emulator that is ``io``'s placer; in lock-step it has that emulator render each frame it polls."""
+    # The camera extra (OpenCV) is loaded only where a camera is opened.
+    from robot.camera.opencv import OpenCvFrameSource
+    from robot.emulator import Emulator
+
+    camera = config.camera
+    assert camera is not None  # check_camera_options
+    emulator = io.placer if isinstance(io.placer, Emulator) else None
+    source: int | str = camera.source
+    if source == AUTO_PORT:
+        if emulator is None or emulator.camera_url is None:
+            raise UserError("camera.source 'auto' needs an emulator started here that serves a camera")
+        source = emulator.camera_url
+    frames = OpenCvFrameSource(source, camera)
+    if io.lockstep and emulator is not None and source == emulator.camera_url:
+        return CameraReader(frames, camera, clock=io.clock, expected=emulator.clock.camera_frame)
+    reader = CameraReader(frames, camera, clock=io.clock)
+    reader.start()
+    return reader
+
+
+def _open_robot_sensors(config: RobotConfig, driver: str, options: OpenOptions) -> RobotIO:
+    """:func:`open_robot` but for the camera."""
     tracker = config.tracker
     if tracker is None or tracker.kind != "mocap" or driver == "mock":
         io = _open_robot(config, driver, options)
@@ -217,6 +281,10 @@ def _open_robot(config: RobotConfig, driver: str, options: OpenOptions,
             return replace(io, clock=sim_time, sleep=sim_time.sleep, lockstep=True)
         return _open_lockstep(config, options, receiver)
     imu_config = config.imu
+    if imu_config is None and options.camera and driver == "emulator" and port is None:
+        if faults is not None and faults.any_imu:
+            raise UserError(f"IMU faults ({faults.describe()}) need an IMU: {config.source} has no imu section")
+        return _started_emulator(config, options, None)
     if imu_config is None:
         if imu_port is not None:
             raise ParameterError("imu_port", f"was given, but {config.source} has no imu section")
@@ -260,20 +328,27 @@ def _open_robot(config: RobotConfig, driver: str, options: OpenOptions,
         return RobotIO(bus, _serial_imu(path, imu_config, clock, bus))
     if imu_port is not None:
         raise ParameterError("imu_port", "needs {port}: an emulator started here serves its own IMU")
+    return _started_emulator(config, options, imu_config)
+
+
+def _started_emulator(config: RobotConfig, options: OpenOptions, imu_config: ImuConfig | None) -> RobotIO:
+    """An emulator started here in real time, its bus, and its IMU when ``imu_config``; the emulator is the placer."""
     from robot.dynamixel.bus import DynamixelBus
     from robot.emulator import Emulator, EmulatorError
 
-    emulator = Emulator(config, reality=reality, faults=faults)
+    emulator = Emulator(config, reality=options.reality, faults=options.faults, camera=options.camera)
     servo_path = emulator.start()
     try:
-        bus = DynamixelBus(config, servo_path, on_close=emulator.stop, interrupt=interrupt)
+        bus = DynamixelBus(config, servo_path, on_close=emulator.stop, interrupt=options.interrupt)
     except BaseException:
         emulator.stop()
         raise
+    if imu_config is None:
+        return RobotIO(bus, None, emulator)
     if emulator.imu_port is None:
         bus.close()
         raise EmulatorError("the emulator of a robot with an imu section did not open an IMU port")
-    return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, clock, bus), emulator)
+    return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, options.clock, bus), emulator)
 
 
 def _open_lockstep(config: RobotConfig, options: OpenOptions, receiver: PoseReceiver | None = None) -> RobotIO:
@@ -303,7 +378,7 @@ def _open_lockstep(config: RobotConfig, options: OpenOptions, receiver: PoseRece
             raise ParameterError("imu_port", "needs {port}: an emulator started here serves its own IMU")
         if clock_socket is not None:
             raise ParameterError("clock_socket", "needs {port}: an emulator started here is driven directly")
-        emulator = Emulator(config, reality=reality, faults=faults, lockstep=True)
+        emulator = Emulator(config, reality=reality, faults=faults, lockstep=True, camera=options.camera)
         servo_path = emulator.start()
         clock, on_close = emulator.clock, emulator.stop
         imu_port = emulator.imu_port

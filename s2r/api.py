@@ -70,12 +70,12 @@ from randomization.sweep import (
 )
 from randomization.wrapper import RandomizedEnv
 from robot.bus import BusError
-from robot.config import load_config
+from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings, check_policy
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
 from robot.goals import check_goal, load_goal_schedule
-from robot.hardware import OpenOptions, check_driver_options, open_robot
+from robot.hardware import OpenOptions, check_camera_options, check_driver_options, open_robot
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.view import check_view_target, open_view, require_view
 from s2r.core.errors import ParameterError, UserError
@@ -395,6 +395,10 @@ class DeployJob:
     goal_schedule: PathLike | None = None
     """A YAML file of one goal per episode, in order (:mod:`robot.goals`); it must hold at least ``episodes``
     goals. Not together with ``goal``."""
+    perception: PathLike | None = None
+    """A valve-angle estimator (``s2r train-perception``'s ``perception.onnx``): ``policy``, a D'Claw turn state
+    policy, observes the valve through the hardware config's ``camera`` and this estimator instead of the encoder (the
+    encoder is still read and logged, and judges success). ``None``: the encoder."""
 
     def __post_init__(self) -> None:
         if self.episodes < 0:
@@ -509,6 +513,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     if loaded.goal_conditioned:
         task = goal_view(task, loaded)
     check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)
+    estimator = None if job.perception is None else _deploy_estimator(job, config, loaded)
     steps = settings.episode_steps or spec.episode_steps
     writer = TrajectoryWriter(job.log_dir, run_info(config, job.driver, steps, {
         "policy": loaded.description, "task_variant": job.task or loaded.env_id or config.task,
@@ -516,12 +521,13 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
         "faults": faults.describe() if faults else None, "lockstep": job.lockstep,
         "goal_conditioned": loaded.goal_conditioned, "goal": None if job.goal is None or not goals else goals[0],
         "goal_schedule": None if job.goal_schedule is None else os.fspath(job.goal_schedule),
+        "perception": None if job.perception is None else os.fspath(job.perception),
     }))
     poll = should_stop or _never
     log = logger or logging.getLogger("robot.deploy")
     with open_view(view_target, config, name="s2r deploy", log=log) as view:
         options = OpenOptions(port=job.port, imu_port=job.imu_port, reality=reality, faults=faults, interrupt=poll,
-                              lockstep=job.lockstep, clock_socket=job.clock_socket)
+                              lockstep=job.lockstep, clock_socket=job.clock_socket, camera=estimator is not None)
         io = open_robot(config, job.driver, options)
         try:
             try:
@@ -530,7 +536,8 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
                 raise UserError(f"cannot start on the robot: {exc}") from exc
             controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
-                                    sleep=io.sleep, view=view, tracker=io.tracker)
+                                    sleep=io.sleep, view=view, tracker=io.tracker, camera=io.camera,
+                                    estimator=estimator)
             summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed), goals)
         finally:
             io.close()
@@ -539,6 +546,22 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
 
 def _never() -> str | None:
     return None
+
+
+def _deploy_estimator(job: DeployJob, config: RobotConfig, loaded: LoadedPolicy) -> OnnxAngleEstimator:
+    """The estimator of ``job.perception``, checked against the config's camera and the policy's task: a
+    :class:`UserError` (or a :class:`ParameterError` of ``perception``) before the robot is touched."""
+    assert job.perception is not None
+    if config.camera is None:
+        raise ParameterError("perception", f"reads the valve from a camera, but {config.source} has no camera section "
+                             "(its source, frame rate and stale-frame bound)")
+    flat = set(PIXEL_IDS.values())
+    if loaded.env_id not in flat:
+        raise ParameterError("perception", f"feeds a state policy of {', '.join(sorted(flat))}; "
+                             f"{loaded.description} was trained on {loaded.env_id or 'an unknown task'}")
+    check_camera_options(config, job.driver, OpenOptions(port=job.port, camera=True))
+    cameras = {c.name: c for c in config.task_spec().cameras}
+    return OnnxAngleEstimator(job.perception, camera=cameras[config.camera.name])
 
 
 # --- adapt ------------------------------------------------------------------------------------------------------

@@ -102,6 +102,23 @@ class LockstepClock:
         self._t, self.servo_bytes, self.imu_bytes = float(t), int(servo_bytes), int(imu_bytes)
         self.tracker_datagrams = int(poses)
 
+    def camera_frame(self) -> int:
+        """Have the emulator render its camera's frame of the present simulated time onto its stream; the frames its
+        stream has queued in all for the newest client (``robot.emulator.camera``)."""
+        if self.lost is not None:
+            raise self.lost
+        try:
+            self._conn.send(("frame",))
+            if not self._conn.poll(ADVANCE_TIMEOUT_S):
+                raise TimeoutError(f"no answer to a frame request within {ADVANCE_TIMEOUT_S:g} s")
+            status, frames = self._conn.recv()
+            if status != "frames":
+                raise ValueError(f"it answered {status!r} to a frame request")
+        except (EOFError, OSError, ValueError) as exc:
+            self.lost = LockstepError(f"the lock-step emulator is lost: {type(exc).__name__}: {exc}")
+            raise self.lost from exc
+        return int(frames)
+
     def stats(self) -> dict[str, float]:
         """The emulator's counters (``Emulator.stats``), asked on the time channel."""
         if self.lost is not None:

@@ -6,7 +6,8 @@ interpreter's switch interval (5 ms). The child is a fresh interpreter (``python
 robot.emulator.child``, safe whatever threads the parent runs, and unlike multiprocessing's ``spawn`` it
 never re-imports the caller's ``__main__``); it talks to its owner over a socket pair: it receives the
 config, reality and faults, answers ready/paths, stats, scene placements and stop, and exits when the owner goes
-away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`).
+away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`); one started with ``camera=True`` (its
+config has a ``camera`` section) streams its camera over HTTP on loopback (:attr:`Emulator.camera_url`).
 
 An emulator started with ``lockstep=True`` serves in simulated time (``ChainServer.serve_lockstep``): its
 :attr:`Emulator.clock` is the :class:`~robot.emulator.lockstep.LockstepClock` that moves that time, on the same
@@ -18,6 +19,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +62,7 @@ def child_main(conn: Connection) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", path, server.imu_path))
+    conn.send(("ready", path, server.imu_path, server.camera_url))
     try:
         if sim_time is not None:
             server.serve_lockstep(sim_time, conn)
@@ -80,8 +82,9 @@ class Emulator:
     """
 
     def __init__(self, config: RobotConfig, reality: RealityConfig | None = None,
-                 faults: FaultSpec | None = None, *, lockstep: bool = False) -> None:
-        self.config = config
+                 faults: FaultSpec | None = None, *, lockstep: bool = False, camera: bool = False) -> None:
+        # The camera is rendered and streamed only when asked for: a config's camera section alone costs nothing.
+        self.config = config if camera else replace(config, camera=None)
         self.reality = reality if reality is not None else NOMINAL_REALITY
         self.faults = faults if faults is not None else NO_FAULTS
         self.lockstep = lockstep
@@ -90,6 +93,12 @@ class Emulator:
         self._conn: Connection | None = None
         self._port = ""
         self._imu_port: str | None = None
+        self._camera_url: str | None = None
+
+    @property
+    def camera_url(self) -> str | None:
+        """The camera's MJPEG stream once started (``http://127.0.0.1:PORT/``); ``None`` without one."""
+        return self._camera_url
 
     @property
     def port(self) -> str:
@@ -143,6 +152,7 @@ class Emulator:
             raise EmulatorError(f"the emulator could not start: {value}")
         self._port = value
         self._imu_port = rest[0] if rest else None
+        self._camera_url = rest[1] if len(rest) > 1 else None
         if self.lockstep:
             from robot.emulator.lockstep import LockstepClock
 

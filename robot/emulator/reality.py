@@ -13,6 +13,8 @@ A reality YAML file (every field optional; defaults are the nominal simulation a
       obs_noise_std: 0.002         # rad, Gaussian noise on every position (joints and valve encoder)
       base_orientation_noise_std: 0.01  # rad, a legged robot's IMU: random rotation of every orientation frame
       base_angvel_noise_std: 0.02  # rad/s, Gaussian noise on every gyroscope axis of the IMU's frames
+      light_intensity: 0.8         # the camera's look (robot.emulator.camera): colours, lights, camera pose ...
+      image_noise_std: 0.01        # ... and pixel effects (image_brightness, _contrast, _blur_sigma, _noise_std)
     velocity_noise_std_rad_s: 0.0  # Gaussian noise on Present Velocity
     current_noise_std_a: 0.0       # Gaussian noise on Present Current
     wire_time: true                # replies take 10 bits per byte at the config's baud (10 us at 1 Mbps)
@@ -47,7 +49,9 @@ from s2r.core.resources import REALITY_DIR, config_path
 from s2r.core.yamlfile import read_yaml_file
 from sim import resolve_env_id
 from sim.engines import ENGINES, ParamSpec
+from sim.engines.base import IMAGE_KINDS
 from sim.tasks import make_task
+from sim.visual import ImageEffects
 
 ACTION_LATENCY = "action_latency"
 OBS_NOISE = "obs_noise_std"
@@ -56,6 +60,8 @@ IMU_ANGVEL_NOISE = "base_angvel_noise_std"
 LOOP_ONLY_PARAMS = frozenset({"control_jitter_std"})
 """Task parameters that describe the controller's loop; the emulated robot has no such thing."""
 DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
+NO_IMAGE_EFFECTS = ImageEffects()
+"""A camera image as the engine renders it."""
 MAX_MOUNTING_OFFSET_RAD = math.pi
 """Largest offset of a mounting (rad): half a turn; beyond it the same horn position has a smaller offset."""
 
@@ -123,6 +129,9 @@ class RealityConfig:
     datagrams for ``tracker_dropout_duration_s``."""
     tracker_dropout_duration_s: float = 0.0
     """Motion capture: how long a dropout lasts (s); 0: the one pose."""
+    image_effects: ImageEffects = NO_IMAGE_EFFECTS
+    """The camera's pixel effects (the ``image_*`` parameters of ``params``), applied to every frame the emulated
+    camera streams; the other visual parameters (colours, lights, camera pose) act on the engine's rendering."""
     mounting: Mapping[str, JointMounting] = field(default_factory=dict)
     """Joint name -> how its servo really sits (``mounting``); a joint not named sits as the hardware config's
     ``scale`` and ``offset_rad`` say, so a config is exactly calibrated for the nominal reality."""
@@ -181,6 +190,7 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
     noise = params.pop(OBS_NOISE, 0.0)
     imu_orientation_noise = params.pop(IMU_ORIENTATION_NOISE, 0.0)
     imu_angvel_noise = params.pop(IMU_ANGVEL_NOISE, 0.0)
+    image = {kind.removeprefix("image_"): params.pop(kind) for kind in sorted(IMAGE_KINDS) if kind in params}
     spec = config.task_spec()
     initial_joints = root.vector("initial_joint_pos_rad", spec.n_joints, "rad")
     if initial_joints is not None:
@@ -211,6 +221,7 @@ def reality_from_mapping(data: Any, config: RobotConfig, source: str = "<memory>
         tracker_orientation_noise_std_rad=root.number("tracker_orientation_noise_std_rad", 0.0, low=0.0),
         tracker_dropout_prob=_probability(root, "tracker_dropout_prob"),
         tracker_dropout_duration_s=root.number("tracker_dropout_duration_s", 0.0, low=0.0),
+        image_effects=ImageEffects(**image),
         mounting=_mounting(root.child("mounting", optional=True), config),
     )
     root.done()

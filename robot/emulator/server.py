@@ -10,7 +10,11 @@ config's baud.
 A robot with an ``imu`` section gets its IMU on a second pty (:class:`~robot.emulator.imu.EmulatedImu`), served by
 the same thread from the same physics: the loop also wakes when the next IMU frame falls due. A robot whose
 ``tracker`` is motion capture gets its poses as UDP datagrams to ``127.0.0.1:<tracker.port>``
-(:class:`~robot.emulator.tracker.EmulatedTracker`), served the same way.
+(:class:`~robot.emulator.tracker.EmulatedTracker`), served the same way. A robot whose config has a ``camera``
+section gets the task camera's rendering as an MJPEG stream over HTTP on loopback
+(:class:`~robot.emulator.camera.EmulatedCamera`), rendered by the same thread at ``camera.fps``. A render holds that
+thread for milliseconds (PyBullet's TinyRenderer about 5 ms at 84x84, MuJoCo about 2 ms): in real time on PyBullet the
+servos' replies then miss their timeouts (lock-step is unaffected: a frame is rendered between two requests).
 
 The owner's control connection (see ``process``) takes ``("stats",)``, ``("stop",)`` and ``("place", joint_pos,
 passive_pos, base_pose)``: a scene reset (:meth:`ServoChain.place`), answered ``("placed", None)`` or
@@ -28,7 +32,9 @@ due, until ``t_target``, or until the first reply is written when ``until_reply`
 It answers ``("at", t, servo_bytes, imu_bytes, tracker_datagrams)``: the simulated time reached, the running totals of
 bytes written to the servo and IMU ptys and of pose datagrams sent, so the client knows how many bytes to wait for (a
 pty hands bytes over asynchronously, so "nothing readable yet" does not mean "nothing sent"). A client that finds no
-reply and nothing unread knows none is coming before ``t_target`` and times out there, in simulated time.
+reply and nothing unread knows none is coming before ``t_target`` and times out there, in simulated time. A camera
+renders only on request in lock-step: ``("frame",)`` renders the present state's frame onto the stream and answers
+``("frames", n)``, the frames queued in all for the newest stream client, which that client reads up to.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import time
 import tty
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +66,9 @@ from sim import resolve_env_id
 from sim.engines import UnsupportedParameter
 from sim.tasks import make_task
 from sim.tasks.base import start_base_pose
+
+if TYPE_CHECKING:
+    from robot.emulator.camera import EmulatedCamera
 
 SESSION_QUIET_S = 0.05
 """Between two lock-step clients, the pty must be quiet this long (wall time) before the next one is served: bytes a
@@ -124,17 +133,26 @@ def build_server(config: RobotConfig, reality: RealityConfig, faults: FaultSpec,
     tracker = None
     if config.tracker is not None and config.tracker.kind == "mocap":
         tracker = EmulatedTracker(config.tracker, chain.physics.state, reality, t_start=chain.t_start)
-    return ChainServer(chain, imu=imu, tracker=tracker, clock=clock)
+    camera = None
+    if config.camera is not None:
+        # The camera extra (OpenCV) is loaded only for a robot whose emulator serves a camera.
+        from robot.emulator.camera import EmulatedCamera
+
+        camera = EmulatedCamera(config.camera, chain.physics.engine.render_camera, reality.image_effects, reality.seed,
+                                t_start=chain.t_start)
+    return ChainServer(chain, imu=imu, tracker=tracker, camera=camera, clock=clock)
 
 
 class ChainServer:
     """A :class:`ServoChain` behind a pseudo-terminal, and the robot's IMU behind another when it has one."""
 
     def __init__(self, chain: ServoChain, *, imu: EmulatedImu | None = None, tracker: EmulatedTracker | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 camera: EmulatedCamera | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.chain = chain
         self.imu = imu
         self.tracker = tracker
+        self.camera = camera
         self.baud = chain.config.baud
         self.wire_time = chain.reality.wire_time
         self.line_poll_s = chain.reality.line_poll_s
@@ -166,7 +184,14 @@ class ChainServer:
         self.path = os.ttyname(self._slave)
         if self.imu is not None:
             self.imu.open()
+        if self.camera is not None:
+            self.camera.open()
         return self.path
+
+    @property
+    def camera_url(self) -> str | None:
+        """The camera's MJPEG stream; ``None`` for a robot without a camera."""
+        return self.camera.url if self.camera is not None else None
 
     @property
     def imu_path(self) -> str | None:
@@ -183,6 +208,8 @@ class ChainServer:
             self.imu.close()
         if self.tracker is not None:
             self.tracker.close()
+        if self.camera is not None:
+            self.camera.close()
         self.chain.physics.close()
 
     def stats(self) -> dict[str, float]:
@@ -197,6 +224,9 @@ class ChainServer:
             out.update({k: float(v) for k, v in self.imu.stats.items()})
         if self.tracker is not None:
             out.update({k: float(v) for k, v in self.tracker.stats.items()})
+        if self.camera is not None:
+            out.update({k: float(v) for k, v in self.camera.stats.items()})
+            out["camera_frames_dropped"] = float(self.camera.server.dropped)
         return out
 
     def serve(self, should_stop: Callable[[], bool], control: Any = None) -> None:
@@ -211,6 +241,8 @@ class ChainServer:
                 wait = min(wait, max(0.0, self.imu.next_due() - now))
             if self.tracker is not None:
                 wait = min(wait, max(0.0, self.tracker.next_due() - now))
+            if self.camera is not None:
+                wait = min(wait, max(0.0, self.camera.next_due() - now))
             if now - self._last_rx < self.line_poll_s:
                 wait = 0.0
             ready, _, _ = select.select(fds, [], [], wait)
@@ -236,6 +268,8 @@ class ChainServer:
                 self.imu.serve(t)
             if self.tracker is not None:
                 self.tracker.serve(t)
+            if self.camera is not None:
+                self.camera.serve(t)
 
     def serve_lockstep(self, time_: SimTime, control: Any, should_stop: Callable[[], bool] = lambda: False,
                        poll_s: float = 0.1) -> None:
@@ -357,6 +391,9 @@ class ChainServer:
         """Act on one control message; whether it was ``("stop",)``."""
         if message == ("stats",):
             control.send(self.stats())
+            return False
+        if message == ("frame",):
+            control.send(("frames", self.camera.frame() if self.camera is not None else 0))
             return False
         if isinstance(message, tuple) and message and message[0] == "place":
             try:

@@ -94,6 +94,10 @@ def register(sub: Any) -> None:
     goal.add_argument("--goal-schedule", metavar="FILE.yaml",
                       help="one goal per episode, in order: a YAML file 'goals: [{target: 1.57}, {target: -0.5}]' "
                       "holding at least --episodes goals")
+    p.add_argument("--perception", metavar="MODEL",
+                   help="a valve-angle estimator (`s2r train-perception`'s perception.onnx): POLICY, a D'Claw turn "
+                   "state policy, observes the valve through the hardware config's camera (emulator: the stream of "
+                   "its rendering) instead of the encoder, which is still logged")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     add_view_argument(p)
     p.set_defaults(func=run_deploy)
@@ -180,7 +184,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                         reality=args.reality, faults=args.faults,
                         lockstep=args.lockstep, clock_socket=args.clock_socket, task=args.task,
                         episode_steps=args.episode_steps, view=args.view, goal=args.goal,
-                        goal_schedule=args.goal_schedule)
+                        goal_schedule=args.goal_schedule, perception=args.perception)
         result = deploy(job, should_stop=request.poll, logger=logger)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
