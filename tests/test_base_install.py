@@ -1,8 +1,9 @@
-"""The base install has no torch (it is the ``train`` extra): ONNX policies evaluate and deploy, and the commands
+"""The base install has no torch (it is the ``train`` extra) and no OpenCV (the ``camera`` extra): ONNX policies
+evaluate and deploy (the claw's config has a camera section, opened only with ``--perception``), and the commands
 that need torch say which extra installs it, exit 2 and write nothing.
 
-Each command runs in a subprocess whose ``sys.modules["torch"] = None`` makes torch unimportable, as on a robot's
-computer that installed ``pip install s2r``.
+Each command runs in a subprocess whose ``sys.modules["torch"] = sys.modules["cv2"] = None`` makes both
+unimportable, as on a robot's computer that installed ``pip install s2r``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx"
-NO_TORCH = "import sys; sys.modules['torch'] = None; from s2r.cli import main; sys.exit(main(sys.argv[1:]))"
+NO_TORCH = ("import sys; sys.modules['torch'] = sys.modules['cv2'] = None; "
+            "from s2r.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def s2r_without_torch(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -62,6 +62,8 @@ def test_serves_on_the_printed_path_until_a_signal(sig: signal.Signals, tmp_path
     finally:
         stats = stop_for_stats(proc, sig)
     assert stats["instructions"] == 1 and stats["replies"] == 1
+    # the claw's config has a camera section, but only a deployment's own emulator streams it (and only on request)
+    assert not any(key.startswith("camera") for key in stats), stats
 
 
 def test_bad_arguments_exit_2_with_the_reason(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -70,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    config = load_config(args.robot)
+    # No camera stream here: a deployment reads one only from an emulator it starts itself (its servos' thread renders
+    # the frames, which in real time would cost the servos' replies their timing).
+    config = replace(load_config(args.robot), camera=None)
     reality = load_reality(args.reality, config) if args.reality else NOMINAL_REALITY
     faults = faults_from_arg(args.faults)
     sim_time = SimTime() if args.lockstep else None
