@@ -63,7 +63,7 @@ from s2r.core.extras import require_torch
 from s2r.core.resources import HARDWARE_CONFIGS, REALITY_DIR, shipped_file
 from s2r.core.trajlog import episode_files
 from s2r.policy_files import load_policy
-from sim.render import rollout_frames, write_gif
+from sim.render import FrameOptions, rollout_frames, write_gif
 
 HARDWARE_CONFIG = shipped_file(HARDWARE_CONFIGS, "dclaw.yaml")
 ROOT = HARDWARE_CONFIG.parents[1]
@@ -368,7 +368,9 @@ def _gif(stages: Stages, policy: Path, out: Path, seed: int) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         env = make_env("s2r/DClawTurnFixed-v0", "mujoco", {"render_mode": "rgb_array"})
         try:
-            rollout = rollout_frames(env, load_policy(policy).act, episodes=1, seed=seed)
+            # The top camera's view in the corner: what a policy reading the valve from the camera would see.
+            rollout = rollout_frames(env, load_policy(policy).act, episodes=1, seed=seed,
+                                     options=FrameOptions(inset="top"))
         finally:
             env.close()
         write_gif(rollout.frames, out, rollout.frame_period)
@@ -523,6 +525,9 @@ def write_report(out: Path, data: dict[str, Any], rows: list[Row]) -> Path:
         f"![robustness heatmap]({rel(data['sweep']['heatmap'])})",
         "",
         "## A rollout of the fine-tuned policy (MuJoCo)",
+        "",
+        "The top-left corner shows the task camera `top` (84 x 84): what a policy reading the valve from the camera "
+        "sees (`s2r deploy --perception`).",
         "",
         f"![rollout]({rel(data['gif']['gif'])})",
         "",

@@ -35,6 +35,10 @@ class FrameOptions:
     """Image height (pixels)."""
     camera: str | None = None
     """Named camera of the scene; ``None`` for the engine's default view."""
+    inset: str | None = None
+    """A task camera whose image (what a policy reading that camera sees, :meth:`SimEnv.render_camera`: its
+    resolution, the visual parameters and pixel effects) is drawn in the frame's top-left corner, framed in white;
+    ``None`` for none."""
 
     def __post_init__(self) -> None:
         for label, v in (("width", self.width), ("height", self.height)):
@@ -79,15 +83,50 @@ def sim_env(env: gym.Env) -> SimEnv:
 
 
 def render_frame(env: gym.Env, options: FrameOptions) -> np.ndarray:
-    """The current scene of ``env`` as an RGB image; an unknown camera is a ``UserError`` naming it."""
-    engine = sim_env(env).engine
+    """The current scene of ``env`` as an RGB image, with the ``inset`` camera's image in its corner; an unknown
+    camera is a ``UserError`` naming it."""
+    sim = sim_env(env)
+    engine = sim.engine
     try:
         frame = engine.render(options.width, options.height, options.camera)
     except (ValueError, KeyError) as exc:
         if options.camera is None:
             raise
         raise UserError(f"camera {options.camera!r} cannot be rendered by the {engine.name} engine: {exc}") from exc
-    return np.asarray(frame, dtype=np.uint8)
+    frame = np.asarray(frame, dtype=np.uint8)
+    if options.inset is None:
+        return frame
+    try:
+        view = sim.render_camera(options.inset)
+    except KeyError as exc:
+        raise UserError(f"inset: {exc.args[0] if exc.args else exc}") from exc
+    return with_inset(frame, view)
+
+
+INSET_MAX_FRACTION = 0.5
+"""Largest share of the frame's height or width an inset may cover: the scene stays visible."""
+
+
+def with_inset(frame: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """``frame`` with ``view`` drawn in its top-left corner behind a 1-pixel white border, enlarged by the largest
+    whole factor (pixels repeated, none invented) that keeps it within :data:`INSET_MAX_FRACTION` of the frame, or
+    shrunk by striding when even factor 1 would not fit."""
+    fh, fw = frame.shape[:2]
+    vh, vw = view.shape[:2]
+    limit_h, limit_w = int(fh * INSET_MAX_FRACTION) - 2, int(fw * INSET_MAX_FRACTION) - 2
+    if limit_h < 1 or limit_w < 1:
+        return frame
+    factor = min(limit_h // vh, limit_w // vw)
+    if factor >= 1:
+        image = np.repeat(np.repeat(view, factor, axis=0), factor, axis=1)
+    else:
+        stride = max(-(-vh // limit_h), -(-vw // limit_w))
+        image = view[::stride, ::stride]
+    h, w = image.shape[:2]
+    out = frame.copy()
+    out[: h + 2, : w + 2] = 255
+    out[1 : h + 1, 1 : w + 1] = image
+    return out
 
 
 def _checked_action(policy: Policy, obs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -15,7 +15,7 @@ import pytest
 from s2r.cli import main
 from s2r.core.errors import UserError
 from sim.engines import ENGINES
-from sim.render import FrameOptions, random_policy, rollout_frames, write_gif
+from sim.render import FrameOptions, random_policy, render_frame, rollout_frames, with_inset, write_gif
 
 CLAW_PARAMS = {
     "valve_damping": "N m s/rad",
@@ -190,3 +190,36 @@ def test_write_gif_rejects_bad_input(name: str, period: float, needle: str, tmp_
     with pytest.raises(UserError, match="no frames"):
         write_gif([], tmp_path / "b.gif", 0.1)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the task camera's view in the corner ------------------------------------------------------------------------
+def test_the_inset_is_the_task_cameras_image_enlarged_in_the_corner(short_env: gym.Env) -> None:
+    short_env.reset(seed=1)
+    sim = short_env.unwrapped
+    view = sim.render_camera("top")  # type: ignore[attr-defined]
+    assert view.shape == (84, 84, 3)
+    plain = render_frame(short_env, FrameOptions(width=400, height=360))
+    framed = render_frame(short_env, FrameOptions(width=400, height=360, inset="top"))
+    # 2x: the largest whole factor within half the frame (2 * 84 + 2 <= 180)
+    np.testing.assert_array_equal(framed[1:169, 1:169], np.repeat(np.repeat(view, 2, axis=0), 2, axis=1))
+    assert (framed[0, :170] == 255).all() and (framed[169, :170] == 255).all() and (framed[:170, 169] == 255).all()
+    np.testing.assert_array_equal(framed[170:], plain[170:])
+    np.testing.assert_array_equal(framed[:, 170:], plain[:, 170:])
+
+
+def test_an_inset_larger_than_half_the_frame_is_strided_down() -> None:
+    frame = np.zeros((40, 60, 3), np.uint8)
+    view = np.arange(84 * 84 * 3, dtype=np.uint32).reshape(84, 84, 3).astype(np.uint8)
+    out = with_inset(frame, view)
+    # 18 rows fit: stride ceil(84 / 18) = 5 gives 17 of them
+    np.testing.assert_array_equal(out[1:18, 1:18], view[::5, ::5])
+    assert frame.sum() == 0  # the input is not drawn on
+
+
+def test_render_with_an_unknown_inset_camera_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.gif"
+    argv = ["render", "--task", "dclaw-turn", "--width", "16", "--height", "16", "--inset", "side", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'side'" in err and "top" in err
+    assert not out.exists()

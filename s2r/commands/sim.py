@@ -174,7 +174,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise UserError(f"--out {str(out)!r} must name a .gif file")
     if args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
-    options = FrameOptions(width=args.width, height=args.height, camera=args.camera)
+    options = FrameOptions(width=args.width, height=args.height, camera=args.camera, inset=args.inset)
     policy = load_policy(args.policy).act if args.policy else None
     env = make_sim_env(env_id, args.engine)
     try:
@@ -225,6 +225,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--width", type=int, default=DEFAULT_RENDER_WIDTH_PX, help="frame width in pixels")
     r.add_argument("--height", type=int, default=DEFAULT_RENDER_HEIGHT_PX, help="frame height in pixels")
     r.add_argument("--camera", help="named camera of the scene (default: the engine's free view)")
+    r.add_argument("--inset", metavar="CAMERA",
+                   help="also show what this task camera sees (e.g. the claw's top), in the frame's corner")
     r.add_argument("--out", required=True, metavar="FILE.gif", help="animated GIF to write")
     cliargs.add_json_flag(r, "the file, its frames and size, the episodes' returns and successes")
     r.set_defaults(func=cmd_render)
