@@ -67,8 +67,11 @@ pose_age           (T+1,)      s      reading time minus the receive time of the
 
 Logs without them (the claw's, older ones) read as before; readers look for them with ``name in episode.arrays``.
 
-A robot with a camera would add ``camera_NAME`` (T+1, H, W, 3) uint8, its RGB frame of each reading; the datasets
-(``policies.dataset``) carry such arrays as images.
+A deployment that observes a passive joint through a camera (``s2r deploy --perception``) adds ``camera_NAME``
+(T+1, H, W, 3) uint8, the RGB frame of each reading (the episode file is compressed, frames included),
+``passive_estimate`` (T+1, P; rad, the estimator's angle the policy observed: NaN before the first frame) and
+``frame_age`` (T+1; s, reading time minus the frame's receive time); ``passive_pos`` stays the encoder's. The datasets
+(``policies.dataset``) carry the frames as images.
 
 Writers may add arrays and meta keys. The robot controller (``robot.runner``) adds
 ``command_filtered`` (T, J; rad, the safety filter's command before tick rounding), ``hold`` (T; 0 none,
