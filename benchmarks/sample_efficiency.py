@@ -29,6 +29,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,29 +102,12 @@ class OursRun:
         self.trainer.close()
 
 
-class SB3Run:
-    def __init__(self, algo: str, seed: int, randomize: dict[str, Any], warmup: int | None) -> None:
-        env = RandomizedEnv(make_env(self._env_id()), parse_distribution(randomize, str(PRIOR), task=TASK), seed + 4)
-        kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
-        if warmup is not None:
-            kwargs["learning_starts"] = warmup
-        if algo.startswith("crossq"):
-            from sb3_contrib import CrossQ
+class SB3Model:
+    """A Stable-Baselines3 model as a :class:`Run`: trained in chunks, evaluated deterministically."""
 
-            if algo == "crossq256":
-                kwargs["policy_kwargs"] = {"net_arch": {"pi": [256, 256], "qf": [256, 256]}}
-            self.model: Any = CrossQ("MlpPolicy", env, **kwargs)
-        else:
-            from stable_baselines3 import SAC
-
-            self.model = SAC("MlpPolicy", env, **kwargs)
+    def __init__(self, model: Any) -> None:
+        self.model = model
         self.done = 0
-
-    @staticmethod
-    def _env_id() -> str:
-        from policies.envs import resolve_task
-
-        return resolve_task(TASK)
 
     def advance(self, step: int) -> None:
         if step > self.done:
@@ -133,7 +117,7 @@ class SB3Run:
     def policy(self) -> Policy:
         model = self.model
 
-        def act(obs: np.ndarray) -> np.ndarray:
+        def act(obs: Any) -> np.ndarray:
             out: np.ndarray = model.predict(obs, deterministic=True)[0]
             return out
 
@@ -148,6 +132,36 @@ class SB3Run:
         self.model.get_env().close()
 
 
+def sb3_kwargs(seed: int, warmup: int | None) -> dict[str, Any]:
+    """SB3's constructor arguments every peer shares: its defaults, on the CPU, quiet."""
+    kwargs: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0}
+    if warmup is not None:
+        kwargs["learning_starts"] = warmup
+    return kwargs
+
+
+class SB3Run(SB3Model):
+    def __init__(self, algo: str, seed: int, randomize: dict[str, Any], warmup: int | None) -> None:
+        env = RandomizedEnv(make_env(self._env_id()), parse_distribution(randomize, str(PRIOR), task=TASK), seed + 4)
+        kwargs = sb3_kwargs(seed, warmup)
+        if algo.startswith("crossq"):
+            from sb3_contrib import CrossQ
+
+            if algo == "crossq256":
+                kwargs["policy_kwargs"] = {"net_arch": {"pi": [256, 256], "qf": [256, 256]}}
+            super().__init__(CrossQ("MlpPolicy", env, **kwargs))
+        else:
+            from stable_baselines3 import SAC
+
+            super().__init__(SAC("MlpPolicy", env, **kwargs))
+
+    @staticmethod
+    def _env_id() -> str:
+        from policies.envs import resolve_task
+
+        return resolve_task(TASK)
+
+
 def make_run(learner: str, seed: int, steps: int, randomize: dict[str, Any], warmup: int | None) -> Run:
     lib, algo = learner.split("-", 1)
     if lib == "s2r":
@@ -158,20 +172,28 @@ def make_run(learner: str, seed: int, steps: int, randomize: dict[str, Any], war
 def measure(learner: str, seed: int, steps: int, every: int, episodes: int, randomize: dict[str, Any],
             warmup: int | None, save_dir: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
-    run = make_run(learner, seed, steps, randomize, warmup)
-    eval_env = make_env(SB3Run._env_id())
+    return learning_curve(make_run(learner, seed, steps, randomize, warmup), make_env(SB3Run._env_id()), learner,
+                          seed, Budget(steps, every, episodes, warmup, [seed]), save_dir)
+
+
+def learning_curve(run: Run, eval_env: Any, learner: str, seed: int, budget: Budget,
+                   save_dir: Path | None = None) -> dict[str, Any]:
+    """Train ``run`` to ``budget.steps``, evaluating it every ``budget.every`` steps on ``budget.episodes`` seeded
+    deterministic episodes of ``eval_env`` (training time only on the clock); its curve and summary, and where its
+    final model was saved. Closes both."""
     curve: list[dict[str, Any]] = []
     train_s = 0.0
     try:
-        for step in range(every, steps + 1, every):
+        for step in range(budget.every, budget.steps + 1, budget.every):
             t0 = time.perf_counter()
             run.advance(step)
             train_s += time.perf_counter() - t0
-            result = evaluate_env(run.policy(), eval_env, episodes, EVAL_SEED)
-            curve.append({"step": step, "success": result["success_rate"], "train_s": round(train_s, 1)})
-            print(f"{learner:10s} seed={seed} step={step:6d} success={result['success_rate']:.2f} "
-                  f"train={train_s:6.0f}s", flush=True)
-        saved = None if save_dir is None else str(run.save(save_dir / f"{learner}_s{seed}_{steps}"))
+            result = evaluate_env(run.policy(), eval_env, budget.episodes, EVAL_SEED)
+            curve.append({"step": step, "success": result["success_rate"], "return_mean": result["return_mean"],
+                          "train_s": round(train_s, 1)})
+            print(f"{learner:14s} seed={seed} step={step:6d} success={result['success_rate']:.2f} "
+                  f"return={result['return_mean']:6.1f} train={train_s:6.0f}s", flush=True)
+        saved = None if save_dir is None else str(run.save(save_dir / f"{learner}_s{seed}_{budget.steps}"))
     finally:
         run.close()
         eval_env.close()
@@ -209,54 +231,81 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass(frozen=True)
+class Budget:
+    """What one invocation measures."""
+
+    steps: int
+    """Environment steps per run."""
+    every: int
+    """Steps between evaluations."""
+    episodes: int
+    """Deterministic episodes per evaluation."""
+    warmup: int | None
+    """Learner warm-up steps (``None``: each learner's default)."""
+    seeds: list[int]
+    """Seeds, each run by every learner."""
+
+
+def benchmark_parser(doc: str, learners: tuple[str, ...], default_learners: tuple[str, ...], default_steps: int,
+                     episodes_help: str, saved_help: str) -> argparse.ArgumentParser:
+    """The command line this benchmark and :mod:`her` share."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few hundred steps, one seed (a smoke run, < 1 min)")
-    parser.add_argument("--learners", nargs="+", choices=LEARNERS, default=list(LEARNERS))
+    parser.add_argument("--learners", nargs="+", choices=learners, default=list(default_learners))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, help="environment steps per run (default 30000)")
+    parser.add_argument("--steps", type=int, help=f"environment steps per run (default {default_steps})")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default 5000)")
-    parser.add_argument("--episodes", type=int, help="nominal episodes per evaluation (default 50)")
+    parser.add_argument("--episodes", type=int, help=f"{episodes_help} per evaluation (default 50)")
     parser.add_argument("--save-models", type=Path, metavar="DIR",
-                        help="save each run's final model here (an SB3 zip for `s2r export --from-sb3`, or our "
-                             "checkpoint), named LEARNER_sSEED_STEPS")
+                        help=f"save each run's final model here ({saved_help}), named LEARNER_sSEED_STEPS")
     parser.add_argument("--jsonl", type=Path, help="append one line per finished run to this file")
     parser.add_argument("--from-jsonl", type=Path, nargs="+", help="summarize runs recorded earlier; train nothing")
-    args = parser.parse_args()
-    steps = args.steps or (400 if args.quick else 30_000)
-    every = args.eval_every or (200 if args.quick else 5000)
-    episodes = args.episodes or (5 if args.quick else 50)
-    warmup = 100 if args.quick else None
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    randomize = read_yaml_file(PRIOR, "randomization config")
+    return parser
+
+
+def budget_of(args: argparse.Namespace, default_steps: int, quick_steps: int, quick_every: int,
+              quick_episodes: int) -> Budget:
+    """The budget the arguments ask for (``--quick``: a smoke run of one seed)."""
     if args.save_models is not None:
         args.save_models.mkdir(parents=True, exist_ok=True)
+    return Budget(steps=args.steps or (quick_steps if args.quick else default_steps),
+                  every=args.eval_every or (quick_every if args.quick else 5000),
+                  episodes=args.episodes or (quick_episodes if args.quick else 50),
+                  warmup=100 if args.quick else None,
+                  seeds=args.seeds[:1] if args.quick else args.seeds)
 
+
+def collect_runs(args: argparse.Namespace, budget: Budget,
+                 measure_one: Callable[[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every learner on every seed (``measure_one(learner, seed)``), each result appended to ``--jsonl`` as it
+    ends; or, with ``--from-jsonl``, the runs recorded there."""
     runs: list[dict[str, Any]] = []
     if args.from_jsonl:
         for path in args.from_jsonl:
             runs += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        for seed in seeds:
-            for learner in args.learners:
-                result = measure(learner, seed, steps, every, episodes, randomize, warmup, args.save_models)
-                runs.append(result)
-                if args.jsonl is not None:
-                    with args.jsonl.open("a") as f:
-                        f.write(json.dumps(result) + "\n")
+        return runs
+    for seed in budget.seeds:
+        for learner in args.learners:
+            result = measure_one(learner, seed)
+            runs.append(result)
+            if args.jsonl is not None:
+                with args.jsonl.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+    return runs
 
+
+def report(args: argparse.Namespace, budget: Budget, runs: list[dict[str, Any]], **what: Any) -> dict[str, Any]:
+    """The benchmark's JSON object: ``what`` it measured, the budget, the software and machine, and the runs."""
     import stable_baselines3
 
-    summary = {
-        "benchmark": "sample_efficiency",
-        "task": TASK,
-        "randomization": str(PRIOR.relative_to(ROOT)),
-        "unit": "environment steps (and training seconds, one torch thread) to deterministic success >= 0.9 "
-                "on nominal episodes",
+    return {
+        **what,
         "quick": bool(args.quick),
-        "steps": steps,
-        "eval_every": every,
-        "eval_episodes": episodes,
+        "steps": budget.steps,
+        "eval_every": budget.every,
+        "eval_episodes": budget.episodes,
+        "eval_seed": EVAL_SEED,
         "torch": torch.__version__,
         "stable_baselines3": stable_baselines3.__version__,
         "cpu_count": os.cpu_count(),
@@ -264,7 +313,19 @@ def main() -> None:
         "learners": summarize(runs),
         "runs": runs,
     }
-    print(json.dumps(summary))
+
+
+def main() -> None:
+    args = benchmark_parser(__doc__ or "", LEARNERS, LEARNERS, 30_000, "nominal episodes",
+                            "an SB3 zip for `s2r export --from-sb3`, or our checkpoint").parse_args()
+    budget = budget_of(args, 30_000, quick_steps=400, quick_every=200, quick_episodes=5)
+    randomize = read_yaml_file(PRIOR, "randomization config")
+    runs = collect_runs(args, budget, lambda learner, seed: measure(
+        learner, seed, budget.steps, budget.every, budget.episodes, randomize, budget.warmup, args.save_models))
+    print(json.dumps(report(
+        args, budget, runs, benchmark="sample_efficiency", task=TASK, randomization=str(PRIOR.relative_to(ROOT)),
+        unit="environment steps (and training seconds, one torch thread) to deterministic success >= 0.9 on nominal "
+             "episodes")))
 
 
 if __name__ == "__main__":

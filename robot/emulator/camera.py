@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from robot.config import CameraConfig
+from robot.emulator.schedule import FrameSchedule
 from sim.visual import ImageEffects, postprocess
 
 LOOPBACK = "127.0.0.1"
@@ -187,7 +188,7 @@ class EmulatedCamera:
         self._render = render
         self._effects = effects
         self._rng = np.random.default_rng([seed, 3])  # apart from the servos', the IMU's and the tracker's streams
-        self._next_due = t_start
+        self._schedule = FrameSchedule(config.frame_period_s, t_start)
         self.server = MjpegServer()
         self.stats: Counter[str] = Counter()
         """``camera_frames`` rendered, ``camera_frames_merged``."""
@@ -203,16 +204,14 @@ class EmulatedCamera:
 
     def next_due(self) -> float:
         """When the next frame falls due (s, the serving loop's clock)."""
-        return self._next_due
+        return self._schedule.next_due
 
     def serve(self, now: float) -> None:
         """Render and send the frame that fell due, if one did."""
-        if now < self._next_due:
+        missed = self._schedule.due(now)
+        if missed is None:
             return
-        period = self.config.frame_period_s
-        missed = int((now - self._next_due) / period)
         self.stats["camera_frames_merged"] += missed
-        self._next_due += (missed + 1) * period
         self._publish()
 
     def frame(self) -> int:

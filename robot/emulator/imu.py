@@ -22,6 +22,7 @@ import numpy as np
 from robot.config import ImuConfig
 from robot.emulator.faults import FaultSpec, ImuFaultInjector, corrupt_imu_frame
 from robot.emulator.reality import RealityConfig
+from robot.emulator.schedule import FrameSchedule
 from robot.imu.mounting import torso_to_sensor
 from robot.imu.protocol import S_PER_TIMESTAMP_UNIT, encode_frame
 from sim.rotations import quat_from_rotvec, quat_mul
@@ -41,7 +42,7 @@ class EmulatedImu:
         self._mount = np.asarray(config.mounting_quat, dtype=np.float64)
         self._t_start = t_start
         self._cycle = cycle
-        self._next_due = t_start
+        self._schedule = FrameSchedule(config.frame_period_s, t_start)
         self._sequence = 0
         self._master = -1
         self._slave = -1
@@ -68,16 +69,14 @@ class EmulatedImu:
 
     def next_due(self) -> float:
         """When the next frame falls due (s, the serving loop's clock)."""
-        return self._next_due
+        return self._schedule.next_due
 
     def serve(self, now: float) -> None:
         """Send the frame that fell due, if one did."""
-        if now < self._next_due:
+        missed = self._schedule.due(now)
+        if missed is None:
             return
-        period = self.config.frame_period_s
-        missed = int((now - self._next_due) / period)
         self.stats["imu_frames_merged"] += missed
-        self._next_due += (missed + 1) * period
         sequence = self._sequence
         self._sequence += 1
         if self._injector.silent_now(now - self._t_start, self._cycle()):

@@ -19,6 +19,7 @@ import numpy as np
 
 from robot.config import TrackerConfig
 from robot.emulator.reality import RealityConfig
+from robot.emulator.schedule import FrameSchedule
 from robot.tracker.udp import PoseSender
 from sim.rotations import quat_from_rotvec, quat_mul
 from sim.state import RobotState
@@ -34,7 +35,7 @@ class EmulatedTracker:
         self._state = state
         self._reality = reality
         self._rng = np.random.default_rng([reality.seed, 2])  # apart from the servos' and the IMU's noise streams
-        self._next_due = t_start
+        self._schedule = FrameSchedule(config.period_s, t_start)
         self._lost_until = -np.inf
         self._queue: deque[tuple[float, float, FloatArray, FloatArray, bool]] = deque()
         """Poses taken, waiting out the latency: (send time, capture time, position, quaternion, tracked)."""
@@ -50,15 +51,14 @@ class EmulatedTracker:
 
     def next_due(self) -> float:
         """When the next pose is taken or a taken one sent, whichever is first (s, the serving loop's clock)."""
-        return min(self._next_due, self._queue[0][0]) if self._queue else self._next_due
+        due = self._schedule.next_due
+        return min(due, self._queue[0][0]) if self._queue else due
 
     def serve(self, now: float) -> None:
         """Take the pose that fell due, if one did, and send those whose latency has passed."""
-        if now >= self._next_due:
-            period = self.config.period_s
-            missed = int((now - self._next_due) / period)
+        missed = self._schedule.due(now)
+        if missed is not None:
             self.stats["tracker_poses_merged"] += missed
-            self._next_due += (missed + 1) * period
             self._take(now)
         while self._queue and self._queue[0][0] <= now:
             _, taken, position, quat, tracked = self._queue.popleft()
