@@ -1,0 +1,17 @@
+"""``FrameSchedule``: an emulated periodic device sends one frame per period, and one for all it missed when late."""
+
+from __future__ import annotations
+
+import pytest
+
+from robot.emulator.schedule import FrameSchedule
+
+
+def test_a_frame_falls_due_once_per_period_and_a_late_wake_merges_the_missed_ones() -> None:
+    s = FrameSchedule(period_s=0.01, next_due=1.0)
+    assert s.due(0.999) is None and s.next_due == 1.0
+    assert s.due(1.0) == 0 and s.next_due == pytest.approx(1.01)
+    assert s.due(1.005) is None
+    # woke 3.5 periods late: the frames of 1.01, 1.02 and 1.03 are one frame, the next is due at 1.05
+    assert s.due(1.045) == 3 and s.next_due == pytest.approx(1.05)
+    assert s.due(1.05) == 0
