@@ -110,3 +110,18 @@ def load_goal_schedule(path: str | os.PathLike[str], task: Any) -> tuple[Goal, .
             raise UserError(f"{source}: {entry.path} {problem}")
         goals.append({f.name: float(entry.data[f.name]) for f in fields})
     return tuple(goals)
+
+
+def episode_goals(task: Any, goal: Mapping[str, Any] | None, schedule: str | os.PathLike[str] | None,
+                  episodes: int) -> tuple[Goal, ...] | None:
+    """One goal per episode, for ``episodes`` episodes: ``goal`` for every one, or the schedule file's in order (it
+    must hold at least ``episodes``), each checked against ``task``; ``None`` with neither (the task draws them)."""
+    if goal is not None:
+        return (check_goal(task, goal),) * episodes
+    if schedule is None:
+        return None
+    goals = load_goal_schedule(schedule, task)
+    if len(goals) < episodes:
+        raise ParameterError("episodes", f"is {episodes}, but the goal schedule {os.fspath(schedule)!r} holds "
+                             f"{len(goals)} goal(s), one per episode")
+    return goals

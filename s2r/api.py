@@ -74,7 +74,7 @@ from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings, check_policy
 from robot.emulator.faults import faults_from_arg
 from robot.emulator.reality import load_reality
-from robot.goals import check_goal, load_goal_schedule
+from robot.goals import episode_goals
 from robot.hardware import OpenOptions, check_camera_options, check_driver_options, open_robot
 from robot.runner import RunSummary, run_episodes, run_info
 from robot.view import check_view_target, open_view, require_view
@@ -460,15 +460,7 @@ def commanded_goals(job: DeployJob, task: Task) -> tuple[dict[str, float], ...] 
     """One goal per episode from ``job.goal`` or ``job.goal_schedule``, checked against ``task``'s goal names and
     ranges (a :class:`ParameterError` of ``goal``, a :class:`UserError` naming the schedule's entry); ``None`` when
     the task draws the goals."""
-    if job.goal is not None:
-        return (check_goal(task, job.goal),) * job.episodes
-    if job.goal_schedule is None:
-        return None
-    goals = load_goal_schedule(job.goal_schedule, task)
-    if len(goals) < job.episodes:
-        raise ParameterError("episodes", f"is {job.episodes}, but the goal schedule {os.fspath(job.goal_schedule)!r} "
-                             f"holds {len(goals)} goal(s), one per episode")
-    return goals
+    return episode_goals(task, job.goal, job.goal_schedule, job.episodes)
 
 
 def goal_view(task: Task, loaded: LoadedPolicy) -> Task:

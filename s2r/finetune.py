@@ -76,7 +76,7 @@ from robot.bus import BusError
 from robot.config import RobotConfig, load_config
 from robot.controller import COMPLETED, Controller, ControllerSettings, EpisodeResult, Policy, Stop
 from robot.emulator.reality import load_reality
-from robot.goals import Goal, check_goal, load_goal_schedule
+from robot.goals import Goal, episode_goals
 from robot.hardware import OpenOptions, open_robot
 from robot.runner import run_info
 from robot.view import NO_VIEW, StepView
@@ -457,15 +457,7 @@ def _check_resume(cfg: FinetuneConfig, logs: Path, last: Path, task: str, robot:
 def _commanded_goals(cfg: FinetuneConfig, task: Task) -> tuple[Goal, ...] | None:
     """One goal per episode from ``cfg.goal`` or ``cfg.goal_schedule``, checked against ``task``'s goal names and
     ranges, as ``s2r deploy`` checks them; ``None`` when the task draws the goals."""
-    if cfg.goal is not None:
-        return (check_goal(task, cfg.goal),) * max(cfg.episodes, 1)
-    if cfg.goal_schedule is None:
-        return None
-    goals = load_goal_schedule(cfg.goal_schedule, task)
-    if len(goals) < cfg.episodes:
-        raise ParameterError("episodes", f"is {cfg.episodes}, but the goal schedule {str(cfg.goal_schedule)!r} holds "
-                             f"{len(goals)} goal(s), one per episode")
-    return goals
+    return episode_goals(task, cfg.goal, cfg.goal_schedule, max(cfg.episodes, 1))
 
 
 def _episode_metrics(out: Path, done: int) -> Metrics:
