@@ -456,13 +456,6 @@ def deploy_task(config_task: str, requested: str | None, policy_env_id: str | No
     return replace(task, spec=spec)  # type: ignore[type-var]
 
 
-def commanded_goals(job: DeployJob, task: Task) -> tuple[dict[str, float], ...] | None:
-    """One goal per episode from ``job.goal`` or ``job.goal_schedule``, checked against ``task``'s goal names and
-    ranges (a :class:`ParameterError` of ``goal``, a :class:`UserError` naming the schedule's entry); ``None`` when
-    the task draws the goals."""
-    return episode_goals(task, job.goal, job.goal_schedule, job.episodes)
-
-
 def goal_view(task: Task, loaded: LoadedPolicy) -> Task:
     """``task`` as the goal policy ``loaded`` sees it (:class:`sim.goal_env.GoalView`: the observation
     ``concat(observation, desired_goal)``), checked against the layout its file records."""
@@ -501,7 +494,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     loaded = load_policy(job.policy, spec=spec, seed=job.seed, period_override=config.control_period_override,
                          limits=(config.low, config.high))
     task = deploy_task(config.task, job.task, loaded.env_id, spec)
-    goals = commanded_goals(job, task)
+    goals = episode_goals(task, job.goal, job.goal_schedule, job.episodes)
     if loaded.goal_conditioned:
         task = goal_view(task, loaded)
     check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)

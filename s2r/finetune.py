@@ -320,7 +320,8 @@ class _Run:
         if recorded:
             start = {**recorded, **({"resumed_from": start["resumed_from"]} if "resumed_from" in start else {})}
         task = deploy_task(config.task, None, spaces.env_id, spec)
-        self.goals = _commanded_goals(cfg, task)
+        # one goal per episode, checked as s2r deploy checks them; None: the task draws them
+        self.goals = episode_goals(task, cfg.goal, cfg.goal_schedule, max(cfg.episodes, 1))
         goal = learning.goal
         if goal is not None:
             if not is_goal_task(task):
@@ -452,12 +453,6 @@ def _check_resume(cfg: FinetuneConfig, logs: Path, last: Path, task: str, robot:
         raise ParameterError("out", f"{str(cfg.out_dir)!r} already holds a fine-tuning run; pass {{resume}} to "
                              "continue it or pick another {out}")
     return done
-
-
-def _commanded_goals(cfg: FinetuneConfig, task: Task) -> tuple[Goal, ...] | None:
-    """One goal per episode from ``cfg.goal`` or ``cfg.goal_schedule``, checked against ``task``'s goal names and
-    ranges, as ``s2r deploy`` checks them; ``None`` when the task draws the goals."""
-    return episode_goals(task, cfg.goal, cfg.goal_schedule, max(cfg.episodes, 1))
 
 
 def _episode_metrics(out: Path, done: int) -> Metrics:
