@@ -7,6 +7,12 @@ of Deep Visuomotor Policies", JMLR), and maps those keypoints through an MLP to 
 angle: ``angle = atan2(sin, cos)``. Keypoints suit the task: the angle is where the marked spoke lies relative to the
 hub, whatever its colours, and a camera moved by a centimetre moves both.
 
+The valve has k identical spokes but one marked by its colour, so its image repeats every 2 pi / k but for that
+colour. With ``symmetry`` k the MLP gives a second 2-vector, the direction of ``k * angle``, which every spoke shows
+alike; the first only picks which of the k angles it allows is meant. So the precise angle comes from all spokes and
+the colour only has to be read to within half a spoke's spacing (README, *Reading the valve angle from the camera*,
+measures both).
+
 Checkpoints are ``torch.save`` of a dict of tensors, numbers, strings and lists only, read back with
 ``torch.load(weights_only=True)``: a checkpoint is never unpickled as arbitrary objects.
 """
@@ -74,17 +80,42 @@ class AngleNet(nn.Module):
         self.keypoints = SpatialSoftArgmax(h, w)
         self.head = nn.Sequential(nn.Linear(2 * c_in, self.config.hidden), nn.ReLU(),
                                   nn.Linear(self.config.hidden, self.config.hidden), nn.ReLU(),
-                                  nn.Linear(self.config.hidden, 2))
+                                  nn.Linear(self.config.hidden, raw_size(self.config.symmetry)))
 
     def raw(self, frames: Tensor) -> Tensor:
-        """The unnormalized (cos, sin) direction ``(B, 2)`` of uint8 frames ``(B, H, W, 3)``."""
+        """The unnormalized directions ``(B, 2)`` of the angle, or with symmetry k ``(B, 4)`` of the angle and of
+        k times it, for uint8 frames ``(B, H, W, 3)``."""
         x = frames.to(torch.float32).permute(0, 3, 1, 2) * (2.0 / 255.0) - 1.0
         return self.head(self.keypoints(self.features(x)))
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         v = self.raw(frames)
-        unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
-        return torch.atan2(unit[:, 1], unit[:, 0]), unit
+        k = self.config.symmetry
+        if k == 1:
+            unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
+            return torch.atan2(unit[:, 1], unit[:, 0]), unit
+        angle = symmetric_angle(v, k)
+        return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def symmetric_angle(raw: Tensor, symmetry: int) -> Tensor:
+    """The angle (rad, in (-pi, pi]) of a raw ``(B, 4)`` output with ``symmetry`` k: of the k angles that the
+    direction of k times the angle (columns 2 and 3) allows, the one nearest the coarse direction (columns 0 and 1).
+    Exact whenever the coarse angle is within half the spacing, pi / k, of the true one."""
+    coarse = torch.atan2(raw[:, 1], raw[:, 0])
+    fine = torch.atan2(raw[:, 3], raw[:, 2]) / symmetry
+    spacing = 2.0 * math.pi / symmetry
+    return _wrap(fine + spacing * torch.round(_wrap(coarse - fine) / spacing))
+
+
+def _wrap(angle: Tensor) -> Tensor:
+    """Angles (rad) wrapped to (-pi, pi], in operations ONNX exports."""
+    return torch.atan2(torch.sin(angle), torch.cos(angle))
+
+
+def raw_size(symmetry: int) -> int:
+    """Length of :meth:`AngleNet.raw`'s vector: (cos, sin) of the angle, and of ``symmetry`` times it when > 1."""
+    return 2 if symmetry == 1 else 4
 
 
 @dataclass(frozen=True)
@@ -101,16 +132,21 @@ class TrainedAngleNet:
     """Wall time of the gradient steps (s)."""
 
 
-def cos_sin_targets(angles: NDArray[np.floating]) -> Tensor:
+def cos_sin_targets(angles: NDArray[np.floating], symmetry: int = 1) -> Tensor:
+    """What :meth:`AngleNet.raw` is trained to give for ``angles`` (rad): (cos, sin) of each, then with ``symmetry``
+    k > 1 (cos, sin) of k times each."""
     a = torch.as_tensor(np.asarray(angles, dtype=np.float64))
-    return torch.stack([torch.cos(a), torch.sin(a)], dim=1).to(torch.float32)
+    columns = [torch.cos(a), torch.sin(a)]
+    if symmetry > 1:
+        columns += [torch.cos(symmetry * a), torch.sin(symmetry * a)]
+    return torch.stack(columns, dim=1).to(torch.float32)
 
 
 def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], config: PerceptionTrainConfig,
                     progress: Callable[[int, float], None] | None = None) -> TrainedAngleNet:
-    """Fit an :class:`AngleNet` to ``images`` ``(N, H, W, 3)`` uint8 and their ``angles`` (rad): mean squared error
-    between its raw 2-vector and (cos, sin), AdamW with a cosine-decayed learning rate. ``progress`` gets each
-    finished epoch's number and mean loss."""
+    """Fit an :class:`AngleNet` to ``images`` ``(N, H, W, 3)`` uint8 and their ``angles`` (rad): squared error
+    between its raw vector and :func:`cos_sin_targets` (summed over both directions with a symmetry), AdamW with a
+    cosine-decayed learning rate. ``progress`` gets each finished epoch's number and mean loss."""
     cfg = config.validated()
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise UserError(f"training images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
@@ -118,7 +154,7 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
         raise UserError(f"need one angle per image and at least one image, got {len(angles)} and {len(images)}")
     torch.manual_seed(cfg.seed)
     model = AngleNet(images.shape[1], images.shape[2], cfg.net)
-    x, y = torch.from_numpy(np.ascontiguousarray(images)), cos_sin_targets(angles)
+    x, y = torch.from_numpy(np.ascontiguousarray(images)), cos_sin_targets(angles, cfg.net.symmetry)
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

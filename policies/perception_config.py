@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from s2r.core.errors import ParameterError
+from sim.models.dclaw import NOMINAL_GEOMETRY
 
 PERCEPTION = "perception"
 """How errors name these settings (``perception epochs must be ...``)."""
@@ -21,6 +22,11 @@ class AngleNetConfig:
     """Output channels of each 3x3 convolution; the first two halve the image (stride 2), the rest keep it."""
     hidden: int = 128
     """Units of the MLP's hidden layer."""
+    symmetry: int = NOMINAL_GEOMETRY.spoke_count
+    """Rotational symmetry of the object's shape, the valve's spoke count (1: none). With ``k > 1`` the head also
+    regresses (cos k theta, sin k theta), an angle that all k spokes show alike whatever their colours, and the
+    plain (cos theta, sin theta) only picks which of its k candidates is meant: the precise angle comes from
+    every spoke, the marked spoke only settles which is which."""
 
     def validated(self) -> AngleNetConfig:
         """This config, or a :class:`ParameterError` naming the bad field."""
@@ -30,15 +36,20 @@ class AngleNetConfig:
                                  PERCEPTION)
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
             raise ParameterError("hidden", f"must be a whole number >= 1, got {self.hidden!r}", PERCEPTION)
+        if isinstance(self.symmetry, bool) or not isinstance(self.symmetry, int) or self.symmetry < 1:
+            raise ParameterError("symmetry", f"must be a whole number >= 1 (1: no symmetry), got {self.symmetry!r}",
+                                 PERCEPTION)
         return self
 
     def to_json(self) -> dict[str, Any]:
-        return {"channels": list(self.channels), "hidden": self.hidden}
+        return {"channels": list(self.channels), "hidden": self.hidden, "symmetry": self.symmetry}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AngleNetConfig:
-        """The config :meth:`to_json` wrote (a checkpoint's), validated."""
-        return cls(tuple(int(c) for c in data["channels"]), int(data["hidden"])).validated()
+        """The config :meth:`to_json` wrote (a checkpoint's), validated; checkpoints from before ``symmetry`` had
+        none (1)."""
+        return cls(tuple(int(c) for c in data["channels"]), int(data["hidden"]),
+                   int(data.get("symmetry", 1))).validated()
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,52 @@ def test_angle_errors_are_wrapped() -> None:
                                np.degrees([0.02, 0.2]), atol=1e-9)
 
 
+# --- the network -------------------------------------------------------------------------------------------------
+def test_the_symmetric_head_takes_its_precision_from_all_spokes_and_its_spoke_from_the_coarse_angle() -> None:
+    """With 3 spokes the coarse angle only has to fall within 60 deg of the truth; the answer is then the fine one."""
+    torch = pytest.importorskip("torch")
+    from policies.perception import cos_sin_targets, symmetric_angle
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(-math.pi, math.pi, 500)
+    exact = cos_sin_targets(true, 3)
+    off = rng.uniform(-0.99, 0.99, 500) * math.pi / 3  # the coarse angle off by up to 59.4 deg
+    raw = torch.cat([cos_sin_targets(true + off)[:, :2] * 0.5, exact[:, 2:] * 2.0], dim=1)  # lengths do not count
+    assert np.max(angle_error_deg(symmetric_angle(raw, 3).numpy(), true)) < 1e-3
+    wrong = torch.cat([cos_sin_targets(true + 2.2)[:, :2], exact[:, 2:]], dim=1)  # 126 deg off: the next spoke
+    np.testing.assert_allclose(angle_error_deg(symmetric_angle(wrong, 3).numpy(), true), 120.0, atol=1e-3)
+
+
+def test_a_checkpoint_from_before_the_symmetry_reads_as_none() -> None:
+    pytest.importorskip("torch")
+    from policies.perception_config import AngleNetConfig
+
+    assert AngleNetConfig.from_json({"channels": [4, 4], "hidden": 8}).symmetry == 1
+    assert AngleNetConfig().symmetry == 3  # the valve's spokes
+    with pytest.raises(ParameterError, match="symmetry must be a whole number >= 1"):
+        AngleNetConfig(symmetry=0).validated()
+
+
+@pytest.mark.parametrize("symmetry", [1, 3])
+def test_both_heads_export_to_the_same_angles(symmetry: int, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from datetime import UTC, datetime
+
+    from export.perception_export import export_estimator
+    from export.perception_model import PerceptionMetadata
+    from policies.perception import AngleNet
+    from policies.perception_config import AngleNetConfig
+
+    torch.manual_seed(symmetry)
+    model = AngleNet(84, 84, AngleNetConfig(channels=(4, 4), hidden=8, symmetry=symmetry)).eval()
+    data = _dataset(samples=8, seed=5)
+    meta = PerceptionMetadata(task="dclaw-turn", camera=camera_json(data.camera), engine="mujoco", samples=8,
+                              epochs=1, seed=0, randomization="none", skipped_params=(), s2r_version="test",
+                              export_time_utc=datetime.now(UTC).isoformat(), source_checkpoint="")
+    check = export_estimator(model, tmp_path / "m.onnx", meta, data.images)
+    assert check.passed and check.frames == 8 + 16
+
+
 # --- the trained file ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -221,6 +267,8 @@ def test_eval_perception_runs_without_torch(tiny_run: dict[str, Any], tmp_path: 
     (["train-perception", "--out", "{tmp}/run", "--samples", "0"], "--samples must be a whole number >= 1, got 0"),
     (["train-perception", "--out", "{tmp}/run", "--epochs", "0"], "--epochs must be a whole number >= 1, got 0"),
     (["train-perception", "--out", "{tmp}/run", "--channels", "0"], "--channels must be one or more whole numbers"),
+    (["train-perception", "--out", "{tmp}/run", "--symmetry", "0"], "--symmetry must be a whole number >= 1"),
+    (["train-perception", "--out", "{tmp}/run", "--hidden", "0"], "--hidden must be a whole number >= 1"),
     (["train-perception", "--out", "{tmp}/run", "--randomize", "{tmp}/missing.yaml"],
      "randomization file '{tmp}/missing.yaml' does not exist"),
     (["train-perception", "--out", "{tmp}/file.txt"], "is a file; expected a directory"),

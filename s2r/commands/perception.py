@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per gradient step")
     t.add_argument("--channels", type=int, nargs="+", default=list(net.channels), metavar="C",
                    help="output channels of each convolution (the first two halve the image)")
+    t.add_argument("--hidden", type=int, default=net.hidden, metavar="H", help="units of the MLP's hidden layers")
+    t.add_argument("--symmetry", type=int, default=net.symmetry, metavar="K",
+                   help="the valve's rotational symmetry, its spoke count: the network also reads K times the angle, "
+                   "which every spoke shows alike, and the marked spoke only picks among the K candidates (1: read "
+                   "the angle directly)")
     t.add_argument("--randomize", metavar="FILE", action="append", default=[], help="visual parameter distribution "
                    f"of the images (e.g. {DEFAULT_VISUAL}); repeat it to draw several files' parameters together; "
                    "without it every image shows the nominal scene")
@@ -83,7 +88,8 @@ def _train(args: argparse.Namespace) -> int:
     """``s2r train-perception``: :func:`s2r.api.train_perception`."""
     try:
         cfg = PerceptionTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                    net=AngleNetConfig(channels=tuple(args.channels)))
+                                    net=AngleNetConfig(channels=tuple(args.channels), hidden=args.hidden,
+                                                       symmetry=args.symmetry))
         job = api.PerceptionTrainJob(out=Path(args.out), samples=args.samples, engine=args.engine,
                                      randomize=tuple(args.randomize), seed=args.seed, train=cfg)
     except ParameterError as exc:
