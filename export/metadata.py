@@ -122,7 +122,8 @@ class PolicyMetadata:
     action_size: int
     """Length of the action vector (the ``action`` output's last dimension)."""
     action_output: str
-    """What the output is: one of :data:`ACTION_OUTPUTS`."""
+    """What the output is: one of :data:`ACTION_OUTPUTS`. Policies of s2r tasks output ``normalized`` actions, which
+    the task's action mapping turns into joint targets; those of other environments output ``env_bounds`` ones."""
     action_low: tuple[float, ...]
     """The environment's lower action bounds (its action units)."""
     action_high: tuple[float, ...]

@@ -770,7 +770,8 @@ class PerceptionTrainResult:
     onnx: Path
     """The verified ONNX file."""
     samples: int
-    """Training images."""
+    """Training images, each labelled with the simulator's valve angle
+    (:func:`randomization.perception_data.render_angle_dataset`)."""
     epochs: int
     """Passes over them."""
     skipped_params: tuple[str, ...]
