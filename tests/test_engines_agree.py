@@ -137,6 +137,26 @@ def test_stroke_turns_the_valve_the_same_way(make_env: Maker) -> None:
     assert pb_valve[-1] < -STROKE_MIN_TURN_RAD, pb_valve
 
 
+def test_harder_friction_slips_less_and_brackets_pybullets(make_env: Maker) -> None:
+    """``contact_impratio`` (MuJoCo only) hardens MuJoCo's soft friction, and PyBullet's rigid friction lies in its
+    range.
+
+    A stiff valve (damping 0.5 N m s/rad) resists the sweep, so the tips slip on the spokes; the harder the friction,
+    the less they slip and the further the valve turns. Measured: MuJoCo -0.108 rad at impratio 1 (its default),
+    -0.339 at 10, -0.445 at 30; PyBullet -0.280.
+    """
+    turned = {}
+    for impratio in (1.0, 10.0, 30.0):
+        env = make_env("mujoco")
+        _sim(env).params.set_many({"valve_damping": 0.5, "contact_impratio": impratio})
+        turned[impratio] = -_drive(env, _stroke_commands())[1][-1]
+    pybullet = make_env("pybullet")
+    _sim(pybullet).params.set("valve_damping", 0.5)
+    turned_pb = -_drive(pybullet, _stroke_commands())[1][-1]
+    assert turned[1.0] < turned[10.0] < turned[30.0], turned
+    assert turned[1.0] < turned_pb < turned[30.0], (turned, turned_pb)
+
+
 def test_valve_nudges_turn_a_free_valve_alike_on_both_engines(make_env: Maker) -> None:
     """``valve_torque_std`` knocks a valve the fingers do not touch about, by the same torques on both engines.
 

@@ -22,6 +22,7 @@ ParamKind = Literal[
     "actuator_kp",
     "contact_friction",
     "contact_timeconst",
+    "contact_impratio",
     "body_mass",
     "body_mass_scale",
     "action_latency",
@@ -88,9 +89,9 @@ VISUAL_KINDS: frozenset[str] = frozenset({
 
 DISTRACTOR_KINDS: frozenset[str] = frozenset({"distractor_count", "distractor_seed"})
 """Visual kinds only the MuJoCo engine applies: PyBullet's distractors would be bodies of its physics world."""
-MUJOCO_ONLY_KINDS: frozenset[str] = DISTRACTOR_KINDS | {"contact_timeconst"}
-"""Kinds only the MuJoCo engine applies: the distractors, and the contact time constant of MuJoCo's soft contacts
-(PyBullet's contacts are another model, which is what the parameter stands in for)."""
+MUJOCO_ONLY_KINDS: frozenset[str] = DISTRACTOR_KINDS | {"contact_timeconst", "contact_impratio"}
+"""Kinds only the MuJoCo engine applies: the distractors, and the time constant and friction-to-normal impedance
+ratio of MuJoCo's soft contacts (PyBullet's contacts are another model, which these parameters stand in for)."""
 
 ENV_KINDS: frozenset[str] = frozenset({"action_latency", "obs_noise_std", "control_jitter_std",
                                        "base_orientation_noise_std", "base_angvel_noise_std", "push_force_std",

@@ -24,8 +24,8 @@ CAMERA_MESH_SLICES = 12
 """Slices around (and, halved, stacks along) the meshes MuJoCo draws capsules, spheres and cylinders with, in task
 camera images: at 84 x 84 the default 28 x 16 costs 3-4x the frame time for no visible difference."""
 _ENGINE_KINDS = frozenset(
-    {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "contact_timeconst", "body_mass",
-     "body_mass_scale"}
+    {"joint_damping", "joint_frictionloss", "actuator_kp", "contact_friction", "contact_timeconst", "contact_impratio",
+     "body_mass", "body_mass_scale"}
 ) | (VISUAL_KINDS - IMAGE_KINDS)
 _DISTRACTOR_GEOM = {"box": mujoco.mjtGeom.mjGEOM_BOX, "sphere": mujoco.mjtGeom.mjGEOM_SPHERE}
 
@@ -238,6 +238,8 @@ class MujocoEngine:
             body_ids = {m.body(t).id for t in spec.targets}
             geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] in body_ids]
             m.geom_solref[geoms, 0] = value
+        elif spec.kind == "contact_impratio":
+            m.opt.impratio = value
         elif spec.kind in ("body_mass", "body_mass_scale"):
             bodies = [m.body(t).id for t in spec.targets]
             scale = value / nom["body_mass"][bodies].sum() if spec.kind == "body_mass" else value

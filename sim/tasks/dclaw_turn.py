@@ -207,6 +207,8 @@ class DClawTurn:
 
 MUJOCO_SOLREF_TIMECONST_S = 0.02
 """MuJoCo's default contact time constant (solref[0], s), which the claw's geoms keep."""
+MUJOCO_IMPRATIO = 1.0
+"""MuJoCo's default friction-to-normal impedance ratio (``<option impratio>``, -), which the claw's model keeps."""
 MIN_CONTACT_TIMECONST_S = 0.005
 """Smallest contact time constant (s): MuJoCo raises anything below two physics steps (2 x 2.5 ms) to that."""
 
@@ -233,6 +235,10 @@ def claw_params(g: ClawGeometry, spec: TaskSpec) -> tuple[ParamSpec, ...]:
                   "time constant of the fingertip-valve contacts' spring-damper (MuJoCo's solref; larger is softer): "
                   "how another engine's or the robot's contacts differ from MuJoCo's",
                   low=MIN_CONTACT_TIMECONST_S, high=1.0),
+        ParamSpec("contact_impratio", "contact_impratio", "-", MUJOCO_IMPRATIO, (),
+                  "ratio of the contacts' friction impedance to their normal impedance (MuJoCo's impratio; larger is "
+                  "harder friction that creeps less): a rigid-contact engine's or the robot's rubber tips grip "
+                  "harder than MuJoCo's default soft friction", low=0.1, high=100.0),
         ParamSpec("finger_mass_scale", "body_mass_scale", "-", 1.0, links,
                   "multiplier on every finger link's mass and inertia", low=0.05, high=20.0),
         ParamSpec("action_latency", "action_latency", "s", 0.0, (),
