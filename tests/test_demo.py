@@ -48,7 +48,13 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
     assert data["finetune"]["episodes_done"] == 1
     # both training runs trained on the budget's torch threads (quick: one; tiny networks gain nothing from two)
     for run in ("train", "retrain"):
-        assert f"\nthreads: {data['budget']['threads']}\n" in (Path(data[run]["run_dir"]) / "config.yaml").read_text()
+        config = (Path(data[run]["run_dir"]) / "config.yaml").read_text()
+        assert f"\nthreads: {data['budget']['threads']}\n" in config
+        # ... and both ended under hard friction (the first run for its last harden_steps, resumed)
+        assert "contact_impratio:" in config
+    assert data["train"]["steps"] == data["budget"]["train_steps"]
+    rows = [json.loads(line) for line in (Path(data["train"]["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["step"] == data["budget"]["train_steps"] - data["budget"]["harden_steps"] for r in rows)
     # fine-tuning started from the policy the stage-3 decision left in service, and the report says which
     service = data["in_service_after_retraining"]
     assert service["policy"] == ("retrained" if service["replaced"] else "first")
