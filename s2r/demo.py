@@ -636,7 +636,7 @@ def run_demo(out: Path, quick: bool, seed: int, quiet: bool = False, target: Dem
     if adapt["at_prior_edge"]:
         # Parameters pressed against the prior's edge were not identified (the report says why): retraining
         # keeps the prior for them rather than train on a value the robot's data say is wrong.
-        retrain_under = retrain_under.with_prior_for(load_distribution(PRIOR, task=TASK), list(adapt["at_prior_edge"]))
+        retrain_under = retrain_under.with_prior_for(prior, list(adapt["at_prior_edge"]))
         adapt["retrained_under"] = str(out / "adapt" / "retrain.yaml")
         save_distribution(retrain_under, adapt["retrained_under"],
                           "The posterior with the parameters at the prior's edge back on the prior.\n")
