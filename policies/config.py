@@ -51,9 +51,10 @@ ones lag the learning (0.0002: first 0.9 at 17.5k-20k) and were no steadier (0.0
 DEFAULT_THREADS = 2
 """torch's intra-op threads unless the config says otherwise. On the 2-core machine CrossQ on the claw (2x256, batch
 256) took 20.6 ms per environment step with two threads against 33-38 ms with one, the environment's own thread
-included (one update alone: 14-16 ms against 23-26 ms). A fixed count, not the machine's, keeps a seed's run the
-same from run to run on one machine. Another CPU can still take another path: the demo's seed 1 stood at 0.84 nominal
-success at 24k steps on one 2-core host and at 0.92 on another, with the same code."""
+included (one update alone: 14-16 ms against 23-26 ms). A fixed count, not the machine's core count, removes one
+reason for a seed's run to differ between machines. A run repeats bit for bit on one machine, but another CPU can
+still take another path: the demo's seed 1 stood at 0.84 nominal success at 24k steps on one 2-core host and at
+0.92 on another, with the same code."""
 CROSSQ_WARMUP_STEPS = 1000
 """CrossQ's random steps before learning. Its critics learn from the first batches (no target network), so a long random
 warm-up only delays it: under the shipped claw randomization a 4k warm-up first reached 0.9 success at 17k, 19k and
