@@ -186,6 +186,9 @@ class TrainConfig:
     """Environment steps between evaluations (and checkpoints); auto: ``clip(steps // 10, 1000, 5000)``."""
     eval_episodes: int | None = None
     """Deterministic episodes per evaluation; auto: 50 on ``s2r/`` tasks (40-step episodes), else 10."""
+    stop_success: float | None = None
+    """Stop at the first evaluation whose success rate is at least this (Stable-Baselines3's
+    ``StopTrainingOnRewardThreshold``, on success rather than return); ``None`` trains all ``steps``."""
     log_interval: int = 1000
     """Environment steps between rows of ``metrics.jsonl``."""
     save_replay: bool = True
@@ -339,6 +342,8 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         v = getattr(cfg, name)
         if v is not None and v < (0 if name == "warmup_steps" else 1):
             raise UserError(f"config field {name!r} must be {'>= 0' if name == 'warmup_steps' else '>= 1'}, got {v}")
+    if cfg.stop_success is not None and not 0.0 < cfg.stop_success <= 1.0:
+        raise UserError(f"config field 'stop_success' must be a success rate in (0, 1], got {cfg.stop_success}")
     if cfg.her_k < 1:
         raise UserError(f"config field 'her_k' must be at least 1 (her_strategy=none turns relabelling off), got "
                         f"{cfg.her_k}")

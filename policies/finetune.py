@@ -35,7 +35,7 @@ from policies.checkpoint import REPLAY_NAME, load_checkpoint, resolve_checkpoint
 from policies.config import TrainConfig, config_from_mapping
 from policies.dataset import trajlog_to_dataset, usable_transitions
 from policies.envs import ComputeReward, GoalLayout, find_goal_env, make_env, resolve_task
-from policies.finetune_config import FinetuneConfig
+from policies.finetune_config import CHECKPOINT_SUFFIX, FinetuneConfig
 from policies.gate import Gate
 from policies.her import HerReplayBuffer, HerStrategy
 from policies.metrics import Metrics
@@ -60,7 +60,12 @@ _NOT_A_RUN = {
 
 
 def deployed_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint ``s2r export RUN_DIR`` and ``s2r deploy RUN_DIR`` use: the run's best.pt, else last.pt."""
+    """The checkpoint ``s2r export RUN_DIR`` and ``s2r deploy RUN_DIR`` use: the run's best.pt, else last.pt; or
+    ``run_dir`` itself when it names a checkpoint in its run directory."""
+    if run_dir.suffix == CHECKPOINT_SUFFIX:
+        if not run_dir.is_file():
+            raise UserError(f"checkpoint {str(run_dir)!r} does not exist")
+        return run_dir
     if run_dir.is_file() and run_dir.suffix in _NOT_A_RUN:
         # A policy without its learner: fine-tuning continues a run's critics, temperature and replay.
         raise UserError(f"{str(run_dir)!r} is {_NOT_A_RUN[run_dir.suffix]}, not an s2r training run: fine-tuning "
@@ -156,7 +161,7 @@ def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[
     elif source.training is not None:
         path = deployed
     else:
-        path = cfg.run_dir / RUN_LAST
+        path = cfg.run_root / RUN_LAST
         if path == deployed or not path.is_file():
             raise UserError(f"{str(deployed)!r} holds no training state (critics, optimizers) and there is no "
                             f"{RUN_LAST} beside it to take them from")
@@ -176,7 +181,7 @@ def build_agent(cfg: FinetuneConfig, resume_state: Path | None = None) -> tuple[
                                              train_cfg.seed + 2) if goal is None else
                                 goal.replay(train_cfg.buffer_size, sp.act_dim, agent.device, train_cfg.seed + 2)),
                        "buffer_size", f"a replay buffer of {train_cfg.buffer_size} transitions does not fit")
-        load_replay(sim, cfg.run_dir / REPLAY_NAME)
+        load_replay(sim, cfg.run_root / REPLAY_NAME)
     return Learning(agent, sim, loop, ckpt.eval, goal), start
 
 

@@ -13,6 +13,8 @@ from s2r.core.errors import ParameterError
 
 FINETUNE = "finetune"
 """How errors name these settings (``finetune sim_fraction must be in [0, 1)``)."""
+CHECKPOINT_SUFFIX = ".pt"
+"""A training checkpoint's suffix (``best.pt``, ``last.pt``; :mod:`policies.checkpoint` needs torch)."""
 DEFAULT_OUT = "finetune"
 """Output directory inside the run directory unless ``--out`` says otherwise."""
 
@@ -22,7 +24,9 @@ class FinetuneConfig:
     """One fine-tuning run on a robot."""
 
     run_dir: Path
-    """The simulation run whose deployed checkpoint (``best.pt``, else ``last.pt``) fine-tuning starts from."""
+    """The simulation run whose deployed checkpoint fine-tuning starts from: a run directory (its ``best.pt``, else
+    ``last.pt``, as ``s2r export RUN_DIR`` takes), or one of its checkpoints (``RUN_DIR/last.pt``) when that is the
+    one deployed."""
     robot: Path
     """Hardware config of the robot (``hardware_configs/dclaw.yaml``)."""
     driver: str = "emulator"
@@ -93,7 +97,12 @@ class FinetuneConfig:
 
     @property
     def out_dir(self) -> Path:
-        return self.out if self.out is not None else self.run_dir / DEFAULT_OUT
+        return self.out if self.out is not None else self.run_root / DEFAULT_OUT
+
+    @property
+    def run_root(self) -> Path:
+        """The run directory (``run_dir``'s, when that names one of its checkpoints)."""
+        return self.run_dir.parent if self.run_dir.suffix == CHECKPOINT_SUFFIX else self.run_dir
 
     @property
     def schedule(self) -> Schedule:

@@ -164,13 +164,17 @@ class Trainer:
         """Warm-up actions."""
         self.last_eval: dict[str, Any] | None = None
         self.stop_requested = False
+        self.reached_success = False
+        """Whether an evaluation of this session reached ``cfg.stop_success`` (the loop then ends)."""
+        self._warned_no_success = False
         self._bar: tqdm[NoReturn] | None = None
         self._running_since: float | None = None
         """When the :meth:`run_until` in progress started (``perf_counter``); ``None`` outside it."""
 
     # --- the loop --------------------------------------------------------------------------------
     def run_until(self, target_step: int) -> None:
-        """Train until ``target_step`` environment steps (or until :attr:`stop_requested`)."""
+        """Train until ``target_step`` environment steps (or until :attr:`stop_requested` or
+        :attr:`reached_success`)."""
         cfg, st = self.cfg, self.state
         assert cfg.warmup_steps is not None
         first_episode = self.collector.obs is None
@@ -179,7 +183,7 @@ class Trainer:
             self.agent.episode_start()
         self._running_since = t_start = time.perf_counter()
         try:
-            while st.step < target_step and not self.stop_requested:
+            while st.step < target_step and not (self.stop_requested or self.reached_success):
                 if st.step < cfg.warmup_steps:
                     action = self.rng.uniform(-1.0, 1.0, self.agent.spaces.act_dim).astype(np.float32)
                 else:
@@ -261,13 +265,22 @@ class Trainer:
             st.best_success, st.best_return = success, result["return_mean"]
         self.save(with_best=better)
         self.plot()
+        if self.cfg.stop_success is not None:
+            if result["success_rate"] is None and not self._warned_no_success:
+                self._warned_no_success = True
+                print(f"s2r train: warning: stop_success is set, but {self.env_id} reports no success: the run "
+                      "trains all its steps", file=sys.stderr)
+            if success >= self.cfg.stop_success:
+                self.reached_success = True
         self.metrics.interval.eval_time_s += time.perf_counter() - t0
 
     def checkpoint(self, training: bool) -> Checkpoint:
         """The current policy (and, with ``training``, everything ``--resume`` needs)."""
         loop = None
         if training:
-            loop = self.state.to_dict()
+            # The loop's time so far, this session's included: a checkpoint written during the loop (every
+            # evaluation's) is what a resumed run continues counting from.
+            loop = {**self.state.to_dict(), "train_time_s": self.train_time_s()}
             if self.epopt is not None:
                 loop["epopt_iteration"] = self.epopt.schedule.iteration
         return self.agent.checkpoint(self.state.step, self.last_eval, loop)
@@ -351,6 +364,7 @@ class Trainer:
             "steps": self.state.step,
             "episodes": self.state.episodes,
             "interrupted": interrupted,
+            "reached_success": self.reached_success,
             "train_time_s": round(self.state.train_time_s, 2),
             "eval": self.last_eval,
         }

@@ -172,6 +172,8 @@ class TrainResult:
     """Training episodes in total."""
     interrupted: bool
     """Whether SIGINT stopped the run early (``last.pt`` is saved; resume with ``resume=True``)."""
+    reached_success: bool
+    """Whether an evaluation reached the config's ``stop_success`` and ended the run before ``steps``."""
     train_time_s: float
     """Wall time of the training loop (s), across resumes."""
     eval: Evaluation | None
@@ -179,7 +181,8 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "steps": self.steps, "episodes": self.episodes,
-                "interrupted": self.interrupted, "train_time_s": self.train_time_s,
+                "interrupted": self.interrupted, "reached_success": self.reached_success,
+                "train_time_s": self.train_time_s,
                 "eval": None if self.eval is None else asdict(self.eval)}
 
 
@@ -193,7 +196,8 @@ def train(config: TrainConfig, out: PathLike, *, resume: bool = False, progress:
     summary = train_run(checked, out, resume=resume, progress=progress)
     last = summary["eval"]
     return TrainResult(Path(summary["run_dir"]), summary["steps"], summary["episodes"], summary["interrupted"],
-                       summary["train_time_s"], None if last is None else Evaluation.from_dict(last))
+                       summary["reached_success"], summary["train_time_s"],
+                       None if last is None else Evaluation.from_dict(last))
 
 
 # --- export -----------------------------------------------------------------------------------------------------

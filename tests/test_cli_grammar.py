@@ -23,7 +23,7 @@ write logs, inside the directory ``--out`` names among their other outputs: ther
 produce."""
 POLICY_COMMANDS = ("eval", "sweep", "deploy", "render", "simlogs")
 """Commands that run a policy: the positional ``POLICY``."""
-FROM_TRAINING = {"export": "RUN_DIR|CHECKPOINT", "finetune": "RUN_DIR"}
+FROM_TRAINING = {"export": "RUN_DIR|CHECKPOINT", "finetune": "RUN_DIR|CHECKPOINT"}
 """Commands whose subject is a trained policy but which need what training wrote, not any policy: ``export`` makes
 the ONNX file from a checkpoint (an ONNX file or a scripted policy is no input for it), ``finetune`` continues the
 run's learner (its critics and replay). A ``POLICY`` metavar would promise them what they refuse."""

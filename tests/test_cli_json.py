@@ -55,6 +55,7 @@ def test_train_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--task", "Pendulum-v1", "--steps", "300", "--out", str(out), *TINY_TRAIN, "--json"]) == 0
     data = _json_line(capsys)
     assert data["run_dir"] == str(out) and data["steps"] == 300 and data["interrupted"] is False
+    assert data["reached_success"] is False  # no stop_success
     assert data["episodes"] >= 1 and data["train_time_s"] >= 0
     assert data["eval"]["episodes"] == 1 and "return_mean" in data["eval"]
 

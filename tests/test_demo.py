@@ -52,13 +52,20 @@ def test_quick_demo_runs_every_stage_and_writes_an_honest_report(tmp_path: Path,
         assert f"\nthreads: {data['budget']['threads']}\n" in config
         # ... and both ended under hard friction (the first run for its last harden_steps, resumed)
         assert "contact_impratio:" in config
-    assert data["train"]["steps"] == data["budget"]["train_steps"]
-    rows = [json.loads(line) for line in (Path(data["train"]["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-    assert any(r["step"] == data["budget"]["train_steps"] - data["budget"]["harden_steps"] for r in rows)
+    # the first part stopped at learn_until or learn_steps, and the hardening continued from there
+    budget, train = data["budget"], data["train"]
+    assert train["learned_steps"] <= budget["learn_steps"]
+    assert train["reached_learn_until"] or train["learned_steps"] == budget["learn_steps"]
+    assert train["steps"] == train["learned_steps"] + budget["harden_steps"]
+    rows = [json.loads(line) for line in (Path(train["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" and r["step"] == train["learned_steps"] for r in rows)
     # fine-tuning started from the policy the stage-3 decision left in service, and the report says which
     service = data["in_service_after_retraining"]
     assert service["policy"] == ("retrained" if service["replaced"] else "first")
     assert Path(service["run_dir"]).name == ("retrain" if service["replaced"] else "train")
+    # ... from the checkpoint that was deployed: the run's end (demo.DEPLOYED), whatever its best.pt
+    started = json.loads((out / "finetune" / "finetune.json").read_text())["start"]
+    assert started["checkpoint"] == service["checkpoint"] == str(Path(service["run_dir"]) / "last.pt")
     # the adaptation ran on episodes of scripted:excite (min(5, deploy_episodes) of them), deployed for it on the
     # same robot; in lock-step a busy machine cannot stop that run early
     excite = data["adapt"]["excite"]

@@ -99,6 +99,7 @@ def test_overrides_are_parsed_and_typed() -> None:
         ({"algo": "ppo"}, "expected one of"),
         ({"hidden": [64, "x"]}, "hidden"),
         ({"gamma": 1.5}, "'gamma' must be in"),
+        ({"stop_success": 0}, "'stop_success' must be a success rate in \\(0, 1\\], got 0"),
         ({"obs_norm": "yes"}, "'obs_norm': expected bool"),
     ],
 )

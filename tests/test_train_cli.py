@@ -87,6 +87,36 @@ def test_truncation_bootstraps_and_termination_does_not(overlap: bool) -> None:
     assert trainer.state.episodes == len(ends)
 
 
+def test_stop_success_ends_the_run_at_the_first_evaluation_that_reaches_it(tmp_path: Path) -> None:
+    # Two evaluation episodes of the alternating env: one succeeds and one does not, so every evaluation scores 0.5.
+    base = {"task": ALTERNATING_ID, "steps": 200, "warmup_steps": 200, "eval_interval": 50, "eval_episodes": 2,
+            "hidden": [8, 8], "batch_size": 8}
+    reached = train(config_from_mapping({**base, "stop_success": 0.5}), tmp_path / "reached", progress=False)
+    assert reached["reached_success"] and reached["steps"] == 50 and reached["eval"]["success_rate"] == 0.5
+    last = torch.load(tmp_path / "reached" / "last.pt", weights_only=True)
+    assert last["step"] == 50
+    # the checkpoint written by the evaluation that stopped the run counts the loop's time up to it, so a resumed
+    # run adds to it rather than starting its clock at zero
+    saved_time_s = last["training"]["loop"]["train_time_s"]
+    assert 0.0 < saved_time_s <= reached["train_time_s"]
+    resumed = train(config_from_mapping({**base, "steps": 100}), tmp_path / "reached", resume=True, progress=False)
+    assert resumed["steps"] == 100 and resumed["train_time_s"] > round(saved_time_s, 2)
+    short = train(config_from_mapping({**base, "stop_success": 0.6}), tmp_path / "short", progress=False)
+    assert not short["reached_success"] and short["steps"] == 200
+    evals = [json.loads(line) for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["success_rate"] for r in evals if r["kind"] == "eval"] == [0.5] * 4
+
+
+def test_stop_success_on_a_task_without_success_warns_and_trains_all_steps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config_from_mapping({"task": "Pendulum-v1", "steps": 100, "warmup_steps": 100, "eval_interval": 50,
+                               "eval_episodes": 1, "hidden": [8], "stop_success": 0.5})
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["steps"] == 100 and not summary["reached_success"]
+    err = capsys.readouterr().err
+    assert err.count("stop_success is set, but Pendulum-v1 reports no success") == 1
+
+
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()

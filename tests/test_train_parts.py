@@ -22,6 +22,7 @@ from policies.normalizer import DEFAULT_NORM_CLIP, DEFAULT_NORM_EPS, RunningMean
 from policies.observations import NORM_BATCH, ObservationNormalization
 from policies.replay import Batch, ReplayBuffer
 from policies.train import Trainer, train
+from s2r.core.errors import UserError
 
 CPU = torch.device("cpu")
 
@@ -130,6 +131,23 @@ def _tree_equal(a: object, b: object) -> bool:
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_tree_equal, a, b))
     return a == b
+
+
+def test_fine_tuning_starts_from_the_checkpoint_named_when_that_is_the_one_deployed(tmp_path: Path) -> None:
+    cfg = config_from_mapping({"task": "Pendulum-v1", "steps": 300, "warmup_steps": 100, "hidden": [16],
+                               "batch_size": 16, "eval_interval": 100, "eval_episodes": 1, "overlap_env": False})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert last.step == 300
+    for named, want in ((run, run / "best.pt"), (run / "last.pt", run / "last.pt")):
+        fine = FinetuneConfig(run_dir=named, robot=tmp_path / "unused.yaml")
+        assert fine.run_root == run and fine.out_dir == run / "finetune"
+        learning, start = build_agent(fine)
+        assert start["checkpoint"] == start["training_state_from"] == str(want)
+        assert learning.loop.step == (best if want.name == "best.pt" else last).step
+    with pytest.raises(UserError, match=r"checkpoint .*nope\.pt' does not exist"):
+        build_agent(FinetuneConfig(run_dir=run / "nope.pt", robot=tmp_path / "unused.yaml"))
 
 
 @pytest.mark.parametrize("algo", ["sac", "ddpg"])

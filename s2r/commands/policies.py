@@ -62,14 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    cliargs.add_json_flag(p, "run_dir, steps, episodes, interrupted, train_time_s and the last evaluation")
+    cliargs.add_json_flag(p, "run_dir, steps, episodes, interrupted, reached_success, train_time_s and the last "
+                          "evaluation")
     p.set_defaults(func=_train)
 
     f = sub.add_parser(
         "finetune",
         help="continue a run's learner (CrossQ, SAC, TD3 or DDPG) on the robot (or its emulator) from its deployed "
         "policy",
-        description="Fine-tune the policy s2r export/deploy take from RUN_DIR (best.pt, else last.pt) on the robot, "
+        description="Fine-tune the policy s2r export/deploy take from RUN_DIR (best.pt, else last.pt), or the "
+        "checkpoint CHECKPOINT of a run, on the robot, "
         "through the real-time controller with the safety filter on. The deployed policy (the incumbent) is "
         "measured first; then rounds of exploration episodes (gradient steps between episodes on half-real, "
         "half-simulation batches, the critics warmed up on real transitions before the actor moves) and a "
@@ -78,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "RUN_DIR/finetune/ (logs/, last.pt, policy.onnx, onnx/, candidates/, finetune.json); --resume continues "
         "after a crash with every completed episode.",
     )
-    f.add_argument("run_dir", metavar="RUN_DIR", help="the training run to continue (its best.pt, else last.pt, "
-                   "with the learner's state and replay)")
+    f.add_argument("run_dir", metavar="RUN_DIR|CHECKPOINT", help="the training run to continue (its best.pt, else "
+                   "last.pt, with the learner's state and replay), or the checkpoint of it that was deployed "
+                   "(RUN_DIR/last.pt)")
     f.add_argument("--robot", required=True, metavar="FILE", help="hardware config, e.g. hardware_configs/dclaw.yaml")
     f.add_argument("--driver", choices=("emulator", "dynamixel", "mock"), default="emulator",
                    help="the robot: a physics-backed servo emulator started here, the real servos, or a mock bus")
@@ -221,8 +224,9 @@ def _train_summary_lines(summary: dict[str, Any]) -> list[str]:
     if summary["interrupted"]:
         lines = [f"interrupted at step {summary['steps']}; saved {run_dir}/last.pt (continue with --resume)"]
     else:
+        reached = " (stop_success reached)" if summary.get("reached_success") else ""
         lines = [f"trained {summary['steps']} steps ({summary['episodes']} episodes) in "
-                 f"{summary['train_time_s']:.0f} s"]
+                 f"{summary['train_time_s']:.0f} s{reached}"]
     ev = summary.get("eval")
     if ev:
         lines.append(f"last evaluation: {_describe(ev)}")
