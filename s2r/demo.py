@@ -105,7 +105,8 @@ class DemoBudget:
     learn_steps: int
     """Most environment steps of the first training run under the prior alone."""
     learn_until: float
-    """Nominal success at which an evaluation ends that part early (``s2r train``'s ``stop_success``)."""
+    """Success at which one of training's evaluations (50 episodes drawn from the prior, seeded the same every
+    time) ends that part early (``s2r train``'s ``stop_success``)."""
     harden_steps: int
     """Environment steps after it under the prior plus :data:`CONTACTS` (resumed from the first part)."""
     retrain_steps: int
@@ -283,7 +284,7 @@ def _train_fields(budget: DemoBudget, seed: int, randomize: dict[str, Any], step
 
 def _train(stages: Stages, name: str, fields: dict[str, Any], out: Path, resume: bool) -> api.TrainResult:
     if not stages.quiet:
-        until = f", or until {fields['stop_success']:g} nominal success" if "stop_success" in fields else ""
+        until = f", or until an evaluation's success is {fields['stop_success']:g}" if "stop_success" in fields else ""
         print(f"{name:>10}: {fields['steps']} steps of {fields['algo']}{until} "
               f"({'continued' if resume else 'from scratch'})",
               file=sys.stderr)
