@@ -35,7 +35,7 @@ from policies.checkpoint import REPLAY_NAME, load_checkpoint, resolve_checkpoint
 from policies.config import TrainConfig, config_from_mapping
 from policies.dataset import trajlog_to_dataset, usable_transitions
 from policies.envs import ComputeReward, GoalLayout, find_goal_env, make_env, resolve_task
-from policies.finetune_config import CHECKPOINT_SUFFIX, FinetuneConfig
+from policies.finetune_config import FinetuneConfig
 from policies.gate import Gate
 from policies.her import HerReplayBuffer, HerStrategy
 from policies.metrics import Metrics
@@ -62,16 +62,12 @@ _NOT_A_RUN = {
 def deployed_checkpoint(run_dir: Path) -> Path:
     """The checkpoint ``s2r export RUN_DIR`` and ``s2r deploy RUN_DIR`` use: the run's best.pt, else last.pt; or
     ``run_dir`` itself when it names a checkpoint in its run directory."""
-    if run_dir.suffix == CHECKPOINT_SUFFIX:
-        if not run_dir.is_file():
-            raise UserError(f"checkpoint {str(run_dir)!r} does not exist")
-        return run_dir
     if run_dir.is_file() and run_dir.suffix in _NOT_A_RUN:
         # A policy without its learner: fine-tuning continues a run's critics, temperature and replay.
         raise UserError(f"{str(run_dir)!r} is {_NOT_A_RUN[run_dir.suffix]}, not an s2r training run: fine-tuning "
                         "continues a run's learner (its critics and replay), which the file does not hold")
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {str(run_dir)!r} does not exist")
+    if not run_dir.exists():
+        raise UserError(f"run directory or checkpoint {str(run_dir)!r} does not exist")
     return resolve_checkpoint_path(run_dir)
 
 

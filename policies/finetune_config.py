@@ -13,8 +13,6 @@ from s2r.core.errors import ParameterError
 
 FINETUNE = "finetune"
 """How errors name these settings (``finetune sim_fraction must be in [0, 1)``)."""
-CHECKPOINT_SUFFIX = ".pt"
-"""A training checkpoint's suffix (``best.pt``, ``last.pt``; :mod:`policies.checkpoint` needs torch)."""
 DEFAULT_OUT = "finetune"
 """Output directory inside the run directory unless ``--out`` says otherwise."""
 
@@ -102,7 +100,7 @@ class FinetuneConfig:
     @property
     def run_root(self) -> Path:
         """The run directory (``run_dir``'s, when that names one of its checkpoints)."""
-        return self.run_dir.parent if self.run_dir.suffix == CHECKPOINT_SUFFIX else self.run_dir
+        return self.run_dir.parent if self.run_dir.is_file() else self.run_dir
 
     @property
     def schedule(self) -> Schedule:

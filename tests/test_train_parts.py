@@ -146,7 +146,7 @@ def test_fine_tuning_starts_from_the_checkpoint_named_when_that_is_the_one_deplo
         learning, start = build_agent(fine)
         assert start["checkpoint"] == start["training_state_from"] == str(want)
         assert learning.loop.step == (best if want.name == "best.pt" else last).step
-    with pytest.raises(UserError, match=r"checkpoint .*nope\.pt' does not exist"):
+    with pytest.raises(UserError, match=r"run directory or checkpoint .*nope\.pt' does not exist"):
         build_agent(FinetuneConfig(run_dir=run / "nope.pt", robot=tmp_path / "unused.yaml"))
 
 
