@@ -88,7 +88,7 @@ from sim.tasks.spec import FloatArray, TaskSpec
 
 if TYPE_CHECKING:
     from robot.camera.reader import CameraFrame, CameraSource
-    from robot.hardware import ScenePlacer
+    from robot.hardware import GroundTruth, ScenePlacer
     from robot.imu.reader import ImuCounters, ImuSource
     from robot.streams import StreamCounters
     from robot.tracker.source import PoseSource, TrackerCounters
@@ -410,6 +410,9 @@ class EpisodeResult:
     """Sum of the rewards of the steps whose reading succeeded."""
     stop: Stop | None
     """Why the run stops after this episode, or ``None`` to go on."""
+    true_success: bool | None = None
+    """``task.success`` on the emulator's physics at the episode's end (``truth``); ``None`` without one, or for an
+    incomplete episode."""
 
 
 class _EpisodeLog:
@@ -522,7 +525,9 @@ class Controller:
     (``None``: a person does). ``tracker`` is the torso's position source, required exactly when the config has a
     ``tracker`` section. All three come from :func:`robot.hardware.open_robot`; ``imu`` and ``tracker`` must run on
     ``clock``. ``view`` is shown every policy step after its write, and each episode's end (:mod:`robot.view`; the
-    live view of ``--view``).
+    live view of ``--view``). ``truth`` (an emulator's, :attr:`robot.hardware.RobotIO.truth`) is asked for the
+    world's true state when an episode ends, to judge its success on the physics too (``meta["truth"]``); nothing
+    acts on it.
     """
 
     def __init__(
@@ -543,12 +548,14 @@ class Controller:
         tracker: PoseSource | None = None,
         camera: CameraSource | None = None,
         estimator: AngleEstimator | None = None,
+        truth: GroundTruth | None = None,
     ) -> None:
         spec = task.spec
         check_robot(spec, config, imu is not None, tracker is not None)
         check_camera(spec, config, camera is not None, estimator is not None)
         self.camera = camera
         self.estimator = estimator
+        self.truth = truth
         self._frame: CameraFrame | None = None
         """The camera's frame of the newest cycle."""
         self.policy = policy
@@ -1009,7 +1016,25 @@ class Controller:
             "held_actions": int(sum(h == Hold.NON_FINITE_ACTION for h in log.hold[:steps])),
             **info,
         }
-        return EpisodeResult(arrays, meta, steps, complete, success, episode_return, stop)
+        truth = self._truth(goal) if complete else None
+        if truth is not None:
+            meta["truth"] = truth
+        true_success = None if truth is None else bool(truth["success"])
+        return EpisodeResult(arrays, meta, steps, complete, success, episode_return, stop, true_success)
+
+    def _truth(self, goal: dict[str, float]) -> dict[str, Any] | None:
+        """The world's true state at the episode's end and the task's success on it, from ``truth``; ``None``
+        without one. A failed request is logged and leaves the episode unjudged: measuring never stops a run."""
+        if self.truth is None:
+            return None
+        try:
+            state = self.truth.true_state()
+        except Exception as exc:  # an emulator that cannot answer must not end an otherwise good run
+            self.log.warning("no ground truth for this episode: %s: %s", type(exc).__name__, exc)
+            return None
+        return {"time": float(state.time), "success": bool(self.task.success(state, goal)),
+                "passive_pos": [float(v) for v in state.passive_pos],
+                "base_pos": [float(v) for v in state.base_pos], "base_quat": [float(v) for v in state.base_quat]}
 
     # --- stopping -------------------------------------------------------------------------------
     def shutdown(self, stop: Stop) -> bool:

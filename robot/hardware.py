@@ -13,6 +13,10 @@ connection to this process. Without a placer the episode starts where the robot 
 so (``base_reset``). Passive joints with a servo of their own (the claw's valve) are reset by that servo
 instead (``Bus.passive_driven``).
 
+An emulator started here also tells the world's true state (:class:`GroundTruth`, ``RobotIO.truth``), so a run can
+be judged on the physics as well as on what the robot senses (a walk's success where the torso's position is only
+estimated). Nothing acts on it.
+
 ``OpenOptions(lockstep=True)`` (the emulator and mock drivers) runs the robot in simulated time: the emulator's
 (``robot.emulator.lockstep``), or for the mock a clock only sleeps move (``robot.simtime``). The :class:`RobotIO`'s
 ``clock`` and ``sleep`` are then that time's, and the controller must take them. An emulator
@@ -49,6 +53,7 @@ from robot.tracker.udp import PoseReceiver
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require
 from sim import resolve_env_id
+from sim.state import RobotState
 from sim.tasks import make_task
 from sim.tasks.spec import FloatArray
 
@@ -86,6 +91,15 @@ class MockScene:
             self.tracker.place(base_pose[:3], base_pose[3:])
 
 
+class GroundTruth(Protocol):
+    """The emulated world's true state, which only an emulator knows: for measuring what the robot's own sensing
+    reports (a run's success judged on the physics), never for acting on."""
+
+    def true_state(self) -> RobotState:
+        """The physics' state now."""
+        ...
+
+
 @dataclass
 class RobotIO:
     """The bus, IMU, position source and scene placer of one robot; :meth:`close` releases them (the bus last)."""
@@ -106,6 +120,9 @@ class RobotIO:
     """Whether ``clock`` is a lock-step emulator's simulated time (the controller must not spin on it)."""
     camera: CameraSource | None = None
     """The config's camera, when opened (``OpenOptions.camera``); ``None`` otherwise."""
+    truth: GroundTruth | None = None
+    """The emulator started here, which can tell the world's true state; ``None`` on hardware, the mock and an
+    emulator started elsewhere."""
 
     def controller_settings(self, settings: ControllerSettings) -> ControllerSettings:
         """``settings`` for a controller on this robot's clock: in lock-step it must not spin, as simulated time
@@ -344,11 +361,11 @@ def _started_emulator(config: RobotConfig, options: OpenOptions, imu_config: Imu
         emulator.stop()
         raise
     if imu_config is None:
-        return RobotIO(bus, None, emulator)
+        return RobotIO(bus, None, emulator, truth=emulator)
     if emulator.imu_port is None:
         bus.close()
         raise EmulatorError("the emulator of a robot with an imu section did not open an IMU port")
-    return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, options.clock, bus), emulator)
+    return RobotIO(bus, _serial_imu(emulator.imu_port, imu_config, options.clock, bus), emulator, truth=emulator)
 
 
 def _open_lockstep(config: RobotConfig, options: OpenOptions, receiver: PoseReceiver | None = None) -> RobotIO:
@@ -402,7 +419,7 @@ def _open_lockstep(config: RobotConfig, options: OpenOptions, receiver: PoseRece
             raise
     if receiver is not None:
         receiver.follow(clock.now, lambda: clock.tracker_datagrams)
-    return RobotIO(bus, imu, emulator, clock=clock.now, sleep=clock.sleep, lockstep=True)
+    return RobotIO(bus, imu, emulator, clock=clock.now, sleep=clock.sleep, lockstep=True, truth=emulator)
 
 
 def _serial_imu(path: str, imu: ImuConfig, clock: Callable[[], float], bus: Bus) -> ImuReader:

@@ -56,6 +56,9 @@ class RunSummary:
     """Where the episodes were written."""
     imu: dict[str, Any] | None = None
     """The IMU's counters over the run (frames, corrupt frames by kind, sequence gaps, ...); ``None`` without one."""
+    true_success_rate: float | None = None
+    """An emulator's judgement: the fraction of the complete episodes that succeeded on its physics (the world's
+    true state, not the robot's sensing; ``Controller.truth``); ``None`` on hardware and the mock."""
     resets: dict[str, int] | None = None
     """With a recovery reset (``reset: {kind: recovery}``): ``failed`` resets, ``righted`` (resets that righted a
     fallen robot and reached the start) and ``fallen`` episodes (ended by a fall); ``None`` with another reset."""
@@ -72,6 +75,7 @@ class RunSummary:
             return "-" if v is None else f"{v:.0f} us"
 
         rate = "-" if self.success_rate is None else f"{self.success_rate:.0%}"
+        truth = "" if self.true_success_rate is None else f"   on the emulator's physics: {self.true_success_rate:.0%}"
         ret = "-" if self.return_mean is None else f"{self.return_mean:.1f}"
         kinds = ", ".join(f"{k} {v}" for k, v in self.comm_errors_by_kind.items()) or "none"
         imu = []
@@ -81,7 +85,7 @@ class RunSummary:
                    f"({self.imu['frames_missed']} frames missed)"]
         return "\n".join([
             f"episodes: {self.episodes} complete ({self.episodes_logged} logged in {self.log_dir})",
-            f"success rate: {rate}   mean return: {ret}",
+            f"success rate: {rate}   mean return: {ret}{truth}",
             f"loop: period error p50 {us('period_error_p50_us')}, p99 {us('period_error_p99_us')}; "
             f"cycle time p50 {us('cycle_time_p50_us')}, p99 {us('cycle_time_p99_us')}; "
             f"overruns {loop.get('overruns', 0)} of {loop.get('cycles', 0)} cycles",
@@ -129,6 +133,7 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
     if goals is not None and len(goals) < episodes:
         raise ValueError(f"{episodes} episodes need as many goals; got {len(goals)}")
     successes: list[bool] = []
+    true_successes: list[bool] = []
     returns: list[float] = []
     imu_start = controller.imu.counters if controller.imu is not None else None
     logged = 0
@@ -157,6 +162,8 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
             if result.complete:
                 successes.append(result.success)
                 returns.append(result.episode_return)
+                if result.true_success is not None:
+                    true_successes.append(result.true_success)
             if result.stop is not None:
                 break
     except BaseException as exc:
@@ -184,6 +191,7 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
         stop_reason=stop.reason,
         torque_off=torque_off,
         log_dir=str(writer.directory),
+        true_success_rate=float(np.mean(true_successes)) if true_successes else None,
         imu=None if controller.imu is None or imu_start is None else controller.imu.counters.since(imu_start),
         resets=None if controller.config.recovery is None else {
             "failed": controller.failed_resets, "righted": controller.righted_resets,

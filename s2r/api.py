@@ -526,7 +526,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
             controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
                                     sleep=io.sleep, view=view, tracker=io.tracker, camera=io.camera,
-                                    estimator=estimator)
+                                    estimator=estimator, truth=io.truth)
             summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed), goals)
         finally:
             io.close()

@@ -241,7 +241,7 @@ class ControllerSession:
         settings = self.io.controller_settings(ControllerSettings(episode_steps=task.spec.episode_steps))
         self.ctrl = Controller(self.switch, self.io.bus, task, config, settings=settings, logger=log,
                                should_stop=should_stop, imu=self.io.imu, placer=self.io.placer, clock=self.io.clock,
-                               sleep=self.io.sleep, view=view, tracker=self.io.tracker)
+                               sleep=self.io.sleep, view=view, tracker=self.io.tracker, truth=self.io.truth)
 
     def episode(self, policy: Policy, rng: np.random.Generator,
                 goal: Mapping[str, float] | None = None) -> EpisodeResult:

@@ -33,6 +33,7 @@ from robot.safety import Hold, SafetyLimits
 from s2r.core.errors import UserError
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.env import SimEnv
+from sim.state import RobotState
 from sim.tasks.actions import clip_action
 from sim.tasks.base import total_reward
 from sim.tasks.dclaw_turn import DClawTurn
@@ -447,3 +448,62 @@ def test_a_failed_first_read_is_one_failed_read() -> None:
     result = ctrl.episode(np.random.default_rng(0))
     assert result.stop is None and result.complete
     assert bus.writes  # the reset moved on from the second reading
+
+
+# --- ground truth: judging an episode on the emulator's physics ---------------------------------------------
+class FixedTruth:
+    """A world whose valve sits at ``angle`` whatever the robot reads; or one that cannot answer (``angle=None``)."""
+
+    def __init__(self, angle: float | None) -> None:
+        self.angle = angle
+        self.asked = 0
+
+    def true_state(self) -> RobotState:
+        self.asked += 1
+        if self.angle is None:
+            raise ConnectionError("emulator gone")
+        return RobotState(time=1.0, joint_pos=np.zeros(9), joint_vel=np.zeros(9),
+                          passive_pos=np.array([self.angle]), passive_vel=np.zeros(1))
+
+
+def test_truth_judges_success_on_the_world_not_the_reading(tmp_path: Path) -> None:
+    ctrl, _, _ = make_controller(random_policy(3), settings=replace(FAST_SETTINGS, episode_steps=5))
+    result = ctrl.episode(np.random.default_rng(0))
+    assert not result.success and result.true_success is None  # no truth; five random steps leave the valve far off
+    target = float(result.meta["goal"]["target"])
+    truth = FixedTruth(target)  # the world says the valve is there
+    ctrl.truth = truth
+    result = ctrl.episode(np.random.default_rng(1))
+    assert not result.success and result.true_success is True
+    assert result.meta["truth"]["success"] is True and result.meta["truth"]["passive_pos"] == [target]
+    assert truth.asked == 1
+
+
+def test_a_truth_that_cannot_answer_leaves_the_run_going(tmp_path: Path) -> None:
+    ctrl, _, _ = make_controller(random_policy(3), settings=replace(FAST_SETTINGS, episode_steps=5))
+    ctrl.truth = FixedTruth(None)
+    summary = run(ctrl, tmp_path, 2)
+    assert summary.stop_kind == "completed" and summary.episodes == 2
+    assert summary.true_success_rate is None
+    assert all("truth" not in ep.meta for ep in read_episodes(tmp_path))
+
+
+def test_the_emulator_tells_its_physics_and_the_run_is_judged_on_it(tmp_path: Path) -> None:
+    io = open_robot(CONFIG, "emulator", OpenOptions(lockstep=True))
+    try:
+        io.bus.connect()
+        assert io.truth is not None
+        ctrl = Controller(random_policy(4), io.bus, task_for(CONFIG), CONFIG,
+                          settings=io.controller_settings(ControllerSettings(episode_steps=20)), clock=io.clock,
+                          sleep=io.sleep, truth=io.truth)
+        summary = run_episodes(ctrl, TrajectoryWriter(tmp_path, run_info(CONFIG, "emulator", 20)), 2,
+                               np.random.default_rng(0))
+    finally:
+        io.close()
+    assert summary.stop_kind == "completed" and summary.true_success_rate is not None
+    for ep in read_episodes(tmp_path):
+        truth = ep.meta["truth"]
+        # the encoder reads the physics to a tick, a control period before the episode ends
+        assert abs(truth["passive_pos"][0] - float(ep["passive_pos"][-1][0])) < 0.05
+        assert truth["time"] >= float(ep["time"][-1]) - 1e-9
+        assert truth["success"] == ep.meta["success"]

@@ -5,9 +5,10 @@ one process the waiting client would hold the GIL and delay the emulator's answe
 interpreter's switch interval (5 ms). The child is a fresh interpreter (``python -m
 robot.emulator.child``, safe whatever threads the parent runs, and unlike multiprocessing's ``spawn`` it
 never re-imports the caller's ``__main__``); it talks to its owner over a socket pair: it receives the
-config, reality and faults, answers ready/paths, stats, scene placements and stop, and exits when the owner goes
-away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`); one started with ``camera=True`` (its
-config has a ``camera`` section) streams its camera over HTTP on loopback (:attr:`Emulator.camera_url`).
+config, reality and faults, answers ready/paths, stats, scene placements, its physics' true state and stop, and
+exits when the owner goes away. A robot with an IMU gets a second pty for it (:attr:`Emulator.imu_port`); one started
+with ``camera=True`` (its config has a ``camera`` section) streams its camera over HTTP on loopback
+(:attr:`Emulator.camera_url`).
 
 An emulator started with ``lockstep=True`` serves in simulated time (``ChainServer.serve_lockstep``): its
 :attr:`Emulator.clock` is the :class:`~robot.emulator.lockstep.LockstepClock` that moves that time, on the same
@@ -30,6 +31,7 @@ from robot.emulator.faults import NO_FAULTS, FaultSpec
 from robot.emulator.reality import NOMINAL_REALITY, RealityConfig
 from robot.simtime import SimTime
 from s2r.core.errors import UserError
+from sim.state import RobotState
 from sim.tasks.spec import FloatArray
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ STOP_TIMEOUT_S = 5.0
 STATS_TIMEOUT_S = 5.0
 PLACE_TIMEOUT_S = 5.0
 """Longest wait for the child to confirm a scene placement (s)."""
+TRUTH_TIMEOUT_S = 5.0
+"""Longest wait for the child to send its physics' state (s)."""
 
 
 class EmulatorError(UserError):
@@ -194,6 +198,21 @@ class Emulator:
         status, detail = self._conn.recv()
         if status != "placed":
             raise EmulatorError(f"the emulator refused a scene placement: {detail}")
+
+    def true_state(self) -> RobotState:
+        """The emulated world's state now, from its physics: what the robot's sensors measure, without their noise,
+        latency and drift (the torso's true position where the robot only estimates it). For measuring a run, never
+        for acting on: no real robot can answer it."""
+        if self._conn is None or not self.running:
+            raise EmulatorError("the emulator is not running")
+        self._conn.send(("truth",))
+        if not self._conn.poll(TRUTH_TIMEOUT_S):
+            raise EmulatorError(f"the emulator did not send its state within {TRUTH_TIMEOUT_S:g} s")
+        status, state = self._conn.recv()
+        if status != "truth":
+            raise EmulatorError(f"the emulator answered a state request with {status!r}")
+        truth: RobotState = state
+        return truth
 
     def stop(self) -> None:
         """Stop the child (idempotent)."""

@@ -19,7 +19,8 @@ servos' replies then miss their timeouts (lock-step is unaffected: a frame is re
 The owner's control connection (see ``process``) takes ``("stats",)``, ``("stop",)`` and ``("place", joint_pos,
 passive_pos, base_pose)``: a scene reset (:meth:`ServoChain.place`), answered ``("placed", None)`` or
 ``("error", message)``. Only the emulator driver's scene placement sends it: on the real robot a person puts the
-robot down.
+robot down. ``("truth",)`` is answered ``("truth", state)``: the physics' :class:`~sim.state.RobotState` now, the
+ground truth a measurement compares the robot's own sensing with (no real robot can answer it).
 
 **Lock-step** (:meth:`ChainServer.serve_lockstep`, PX4 SITL's lockstep): time is simulated and only the client moves
 it. The server's clock is a :class:`SimTime` that the loop sets; nothing happens between two requests. The client
@@ -391,6 +392,9 @@ class ChainServer:
         """Act on one control message; whether it was ``("stop",)``."""
         if message == ("stats",):
             control.send(self.stats())
+            return False
+        if message == ("truth",):
+            control.send(("truth", self.chain.physics.state()))
             return False
         if message == ("frame",):
             control.send(("frames", self.camera.frame() if self.camera is not None else 0))
