@@ -176,26 +176,17 @@ class Emulator:
         ``physics_lag_s`` (simulated time skipped because the host fell behind); ``handle_time_total_s``
         and ``handle_time_max_s`` (time spent acting on instructions).
         """
-        if self._conn is None or not self.running:
-            raise EmulatorError("the emulator is not running")
-        self._conn.send(("stats",))
-        if not self._conn.poll(STATS_TIMEOUT_S):
-            raise EmulatorError("the emulator did not answer a stats request")
-        stats: dict[str, float] = self._conn.recv()
+        stats: dict[str, float] = self._ask(("stats",), STATS_TIMEOUT_S, "answer a stats request")
         return stats
 
     def place(self, joint_pos: FloatArray, passive_pos: FloatArray, base_pose: FloatArray | None) -> None:
         """Reset the emulated scene: the robot at rest with these joints and passive joints (rad) and, for a floating
         base, this pose (position (m), quaternion (w, x, y, z)); its servos hold the placed joints. Returns once
         the emulator has done it."""
-        if self._conn is None or not self.running:
-            raise EmulatorError("the emulator is not running")
         pose = None if base_pose is None else np.asarray(base_pose, dtype=np.float64)
-        self._conn.send(("place", np.asarray(joint_pos, dtype=np.float64), np.asarray(passive_pos, dtype=np.float64),
-                         pose))
-        if not self._conn.poll(PLACE_TIMEOUT_S):
-            raise EmulatorError(f"the emulator did not confirm a scene placement within {PLACE_TIMEOUT_S:g} s")
-        status, detail = self._conn.recv()
+        status, detail = self._ask(("place", np.asarray(joint_pos, dtype=np.float64),
+                                    np.asarray(passive_pos, dtype=np.float64), pose),
+                                   PLACE_TIMEOUT_S, "confirm a scene placement")
         if status != "placed":
             raise EmulatorError(f"the emulator refused a scene placement: {detail}")
 
@@ -203,16 +194,21 @@ class Emulator:
         """The emulated world's state now, from its physics: what the robot's sensors measure, without their noise,
         latency and drift (the torso's true position where the robot only estimates it). For measuring a run, never
         for acting on: no real robot can answer it."""
-        if self._conn is None or not self.running:
-            raise EmulatorError("the emulator is not running")
-        self._conn.send(("truth",))
-        if not self._conn.poll(TRUTH_TIMEOUT_S):
-            raise EmulatorError(f"the emulator did not send its state within {TRUTH_TIMEOUT_S:g} s")
-        status, state = self._conn.recv()
+        status, state = self._ask(("truth",), TRUTH_TIMEOUT_S, "send its state")
         if status != "truth":
             raise EmulatorError(f"the emulator answered a state request with {status!r}")
         truth: RobotState = state
         return truth
+
+    def _ask(self, message: tuple[Any, ...], timeout_s: float, what: str) -> Any:
+        """Send ``message`` on the control connection and return the answer; an :class:`EmulatorError` when the
+        emulator is not running or does not ``what`` within ``timeout_s``."""
+        if self._conn is None or not self.running:
+            raise EmulatorError("the emulator is not running")
+        self._conn.send(message)
+        if not self._conn.poll(timeout_s):
+            raise EmulatorError(f"the emulator did not {what} within {timeout_s:g} s")
+        return self._conn.recv()
 
     def stop(self) -> None:
         """Stop the child (idempotent)."""
