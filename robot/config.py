@@ -277,7 +277,8 @@ class RecoveryConfig:
     righting_attempts: int = 2
     """Most self-righting attempts in one reset; a robot still fallen after them is a failed reset."""
     hold_s: float = 1.0
-    """How long each reached pose of the sequence is held for the torso to come to rest (s)."""
+    """How long each reached pose of the sequence is held for the torso to come to rest (s), and how long the robot
+    stays at the start pose before the episode starts."""
     stand_waypoints: int = 4
     """Segments of the stand-up from the crouch to the start pose: every joint passes each waypoint together, so the
     legs extend evenly instead of the fastest joint first."""

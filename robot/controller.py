@@ -77,10 +77,10 @@ from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.resets import Reset, ResetFailed, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
-from robot.tracker.source import with_heading
+from robot.tracker.source import EpisodeFrame, PoseSample, with_heading
 from robot.view import NO_VIEW, StepRecord, StepView
 from s2r.core.errors import UserError
-from sim.rotations import tilt
+from sim.rotations import tilt, yaw_of
 from sim.state import RobotState
 from sim.tasks.actions import start_action
 from sim.tasks.base import EpisodeStartLike, Task, start_base_pose, step_reward_terms, total_reward
@@ -574,6 +574,12 @@ class Controller:
         self.tracker = tracker
         self._raw: Reading | None = None
         """The newest reading before the pose was attached: the position source's input."""
+        self._pose_frame: EpisodeFrame | None = None
+        """The episode's frame for the position source's poses (:meth:`_anchor`); ``None``: the source's world."""
+        self._truth_frame: EpisodeFrame | None = None
+        """The episode's frame for the ground truth's state, anchored alike."""
+        self._last_pose: PoseSample | None = None
+        """The position source's newest pose, in its own world."""
         self.limits = SafetyLimits(spec, config.low, config.high)
         self.state = PolicyState(self.limits)
         self.reset: Reset = make_reset(spec, config, self.settings.reset_settings(), self.limits, self.log,
@@ -651,8 +657,11 @@ class Controller:
         except OSError as exc:  # the receiver's socket closed, a lock-step emulator's datagrams lost
             raise ControllerStop(Stop("port_lost", f"position source lost: {type(exc).__name__}: {exc}",
                                       self.clock())) from exc
+        self._last_pose = pose
         if pose is None:
             return replace(reading, base_pos=np.full(3, np.nan), base_linvel=np.full(3, np.nan))
+        if self._pose_frame is not None:
+            pose = self._pose_frame.sample(pose)
         quat = reading.base_quat
         if quat.shape == (4,) and np.all(np.isfinite(quat)):
             quat = with_heading(quat, pose.yaw)
@@ -801,6 +810,7 @@ class Controller:
         if self.config.recovery is not None:
             info["failed_resets_before"] = self._failed_resets_in_a_row
         try:
+            self._pose_frame = self._truth_frame = None
             reading = self._reset(start, target, info)
             self._failed_resets_in_a_row = 0
             self.righted_resets += bool(info.get("base_reset", {}).get("righted"))
@@ -809,6 +819,8 @@ class Controller:
                 # first reading takes the restarted pose.
                 self.tracker.start_episode(start_base_pose(start), self._raw.state())
                 reading = self._with_pose(self._raw)
+            if not info.get("base_reset", {}).get("placed", True):
+                reading = self._anchor(start_base_pose(start), reading, info)
             self.state.start(target)
             # The actions before and after the step whose reward is due: the action-rate term's input.
             stepped = (self.state.last_action, self.state.last_action)
@@ -863,6 +875,32 @@ class Controller:
         except Exception as exc:
             self._detach_view(exc)
         return result
+
+    def _anchor(self, start_pose: FloatArray | None, reading: Reading, info: dict[str, Any]) -> Reading:
+        """A floating base the reset did not put at its start: the episode's frame is anchored where it stands
+        (:class:`EpisodeFrame`), for the position source's poses and for the ground truth; returns the first reading
+        in it. The meta's ``episode_frame`` (and ``truth_frame``) say how; without a pose yet the source's world is
+        kept, and the meta says that too."""
+        if start_pose is None:
+            return reading
+        if self.tracker is not None and self._raw is not None:
+            pose = self._last_pose
+            if pose is None:
+                info["episode_frame"] = None
+                self.log.warning("no pose at the episode's start: its goal stays in the position source's world")
+            else:
+                self._pose_frame = EpisodeFrame.anchoring(pose.position, pose.yaw, start_pose)
+                info["episode_frame"] = self._pose_frame.describe()
+                reading = self._with_pose(self._raw)
+        if self.truth is not None:
+            try:
+                true = self.truth.true_state()
+            except Exception as exc:  # measuring never stops a run
+                self.log.warning("no ground truth at the episode's start: %s: %s", type(exc).__name__, exc)
+            else:
+                self._truth_frame = EpisodeFrame.anchoring(true.base_pos, yaw_of(true.base_quat), start_pose)
+                info["truth_frame"] = self._truth_frame.describe()
+        return reading
 
     def _reset_failed(self, exc: ResetFailed) -> Stop | None:
         """Count a failed reset; the stop once ``max_consecutive_failures`` ran in a row, else ``None`` (the episode
@@ -1032,6 +1070,10 @@ class Controller:
         except Exception as exc:  # an emulator that cannot answer must not end an otherwise good run
             self.log.warning("no ground truth for this episode: %s: %s", type(exc).__name__, exc)
             return None
+        if self._truth_frame is not None:
+            state = self._truth_frame.state(state)
+        elif self._pose_frame is not None:
+            return None  # anchored for the robot but not for the truth: the two would judge different goals
         return {"time": float(state.time), "success": bool(self.task.success(state, goal)),
                 "passive_pos": [float(v) for v in state.passive_pos],
                 "base_pos": [float(v) for v in state.base_pos], "base_quat": [float(v) for v in state.base_quat]}

@@ -27,13 +27,17 @@ episode starts where it stands. The meta says which (``base_reset``). The joints
 :class:`RecoveryReset` (a floating base with ``reset: {kind: recovery}`` in its hardware config), which needs no
 placer and no person, as ROBEL's D'Kitty resets itself between episodes:
 
-1. the legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso comes to rest;
-2. a torso still tilted beyond ``fallen_tilt_rad`` (the IMU's) has fallen: the scripted righting sequence runs (each
-   pose reached rate-limited and held, then the crouch again), at most ``righting_attempts`` times;
+1. a torso tilted beyond ``fallen_tilt_rad`` (the IMU's) at the first reading has fallen: the scripted righting
+   sequence runs at once (step 2), since folding a robot part-way over into the crouch rolls it on onto its back;
+   otherwise the legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso
+   comes to rest, and a torso tilted beyond ``fallen_tilt_rad`` then has fallen too;
+2. a fallen robot runs the righting sequence (each pose reached rate-limited and held, then the crouch), at most
+   ``righting_attempts`` times, until the crouched torso is within ``fallen_tilt_rad`` of upright;
 3. the legs extend from the crouch to the start pose through evenly spaced waypoints;
-4. the reset is done once every joint is within ``joint_tolerance_rad`` of the start and the torso within
-   ``upright_tilt_rad`` of upright. The base is wherever the robot stands: the episode starts there, and the meta
-   records its orientation (and its position, with a position source).
+4. the reset is done once every joint has been within ``joint_tolerance_rad`` of the start and the torso within
+   ``upright_tilt_rad`` of upright for ``hold_s``, at rest as a simulated start is. The base is wherever the robot
+   stands: the episode starts there, and the meta records its orientation (and its position, with a position
+   source); the controller anchors the episode's frame there (``robot.tracker.source.EpisodeFrame``).
 
 A robot still fallen after its attempts, or not upright at the start pose within the timeout, is a failed reset
 (:class:`ResetFailed`): the controller counts it and stops the run safely after ``max_consecutive_failures`` in a row.
@@ -409,9 +413,14 @@ class RecoveryReset:
         info["reset_cycles"] = 0
         io.restart_timer()
         crouch = self._limited(r.crouch_pose_rad)
-        reading = self._move(io, crouch, r.hold_s, info)
-        report["crouched_tilt_rad"] = _tilt(reading)
-        while not _tilt(reading) <= r.fallen_tilt_rad:  # NaN (no IMU sample) cannot happen: _move waits for one
+        reading = self._look(io, info, t0)
+        report["start_tilt_rad"] = _tilt(reading)
+        if _tilt(reading) <= r.fallen_tilt_rad:
+            reading = self._move(io, crouch, r.hold_s, info)
+            report["crouched_tilt_rad"] = _tilt(reading)
+        # A torso already fallen goes straight to the sequence: folding a robot part-way over into the crouch rolls it
+        # on over its side onto its back, where no leg reaches the floor; the first pose of the sequence stops that.
+        while not _tilt(reading) <= r.fallen_tilt_rad:  # NaN (no IMU sample) cannot happen: both wait for one
             report["fallen"] = True
             if report["righting_attempts"] >= r.righting_attempts:
                 self._fail(io, info, t0, f"still fallen after {r.righting_attempts} righting attempts (tilt "
@@ -434,6 +443,19 @@ class RecoveryReset:
 
     def _limited(self, pose: tuple[float, ...]) -> FloatArray:
         return clip_to_limits(np.asarray(pose, dtype=np.float64), self.limits)
+
+    def _look(self, io: ResetIO, info: dict[str, Any], since: float) -> Reading:
+        """The first reading with an IMU sample received after ``since`` (s), holding the last command: a fall is
+        judged on how the torso lies now, before anything moves."""
+        while True:
+            reading = io.begin_cycle(check_tilt=False)
+            info["reset_cycles"] += 1
+            if not io.commanded and not reading.stale:
+                io.start_from(clip_to_limits(reading.joint_pos, self.limits))
+            if not reading.stale and np.all(np.isfinite(reading.base_quat)) and reading.imu_time > since:
+                return reading
+            _step(io, reading, io.command, self.limits)
+            io.end_cycle()
 
     def _move(self, io: ResetIO, target: FloatArray, hold_s: float, info: dict[str, Any]) -> Reading:
         """Rate-limited to ``target`` through the safety filter, then held ``hold_s``; returns the last reading, one
@@ -461,13 +483,17 @@ class RecoveryReset:
         """Wait at the start pose for the joints and the torso to be there; a failed reset after the timeout."""
         r = self.recovery
         since = io.now()
+        there_since: float | None = None
         while True:
             reading = io.begin_cycle(check_tilt=False)
             info["reset_cycles"] += 1
             error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
             angle = _tilt(reading)
             info.update(reset_error_rad=error, reset_settled=False)
-            if error <= r.joint_tolerance_rad and angle <= r.upright_tilt_rad:
+            there = error <= r.joint_tolerance_rad and angle <= r.upright_tilt_rad
+            there_since = (io.now() if there_since is None else there_since) if there else None
+            # Held there for hold_s: the legs and the torso come to rest, as every start in simulation is.
+            if there_since is not None and io.now() - there_since >= r.hold_s - EXACT_ATOL:
                 info.update(reset_settled=True, reset_duration_s=io.now() - t0)
                 return reading
             if io.now() - since >= self.settings.timeout_s:

@@ -84,8 +84,10 @@ class FakeKitty(FakeCommands):
     stays as it is, except that reaching the righting sequence's last pose rights it when ``rightable``. Every
     command is recorded."""
 
-    def __init__(self, joint_pos: FloatArray, quat: FloatArray, rightable: bool = True) -> None:
+    def __init__(self, joint_pos: FloatArray, quat: FloatArray, rightable: bool = True,
+                 falls_in_crouch: bool = False) -> None:
         self.t = 0.0
+        self.falls_in_crouch = falls_in_crouch
         self.joint_pos = np.array(joint_pos, dtype=np.float64)
         self.quat = np.array(quat, dtype=np.float64)
         self.rightable = rightable
@@ -106,6 +108,9 @@ class FakeKitty(FakeCommands):
             self.joint_pos = self._command.copy()
         if self.rightable and np.array_equal(self.joint_pos, np.asarray(RECOVERY.righting_poses_rad[-1])):
             self.quat = UPRIGHT.copy()
+            self.falls_in_crouch = False
+        elif self.falls_in_crouch and np.array_equal(self.joint_pos, np.asarray(RECOVERY.crouch_pose_rad)):
+            self.quat = ON_ITS_SIDE.copy()
         z = np.zeros(12)
         return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), np.zeros(0), np.zeros(0), True, 1,
                        base_quat=self.quat.copy(), base_angvel=np.zeros(3), imu_time=self.t)
@@ -151,13 +156,25 @@ def test_a_fallen_robot_is_righted_then_stands_up_to_the_start() -> None:
     reading, info = run_reset(robot)
     base = info["base_reset"]
     assert base["fallen"] and base["righted"] and base["righting_attempts"] == 1 and not base["placed"]
-    assert base["crouched_tilt_rad"] == pytest.approx(math.pi / 2)
+    assert base["start_tilt_rad"] == pytest.approx(math.pi / 2) and "crouched_tilt_rad" not in base
     np.testing.assert_array_equal(reading.joint_pos, kitty_start().joint_pos)
     assert info["reset_settled"] and base["tilt_rad"] == 0.0 and base["base_quat"] == [1.0, 0.0, 0.0, 0.0]
     assert_safe_commands(robot, away)
-    # The legs passed through the crouch before the righting sequence, and through its last pose.
-    assert any(np.array_equal(c, np.asarray(RECOVERY.crouch_pose_rad)) for c in robot.commands)
-    assert any(np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[-1])) for c in robot.commands)
+    # Fallen from the first reading: straight to the sequence (folding first rolls a robot part-way over onto its
+    # back), through its last pose, and only then the crouch.
+    sent = [np.asarray(c) for c in robot.commands]
+    first_pose = next(k for k, c in enumerate(sent) if np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[0])))
+    last_pose = next(k for k, c in enumerate(sent) if np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[-1])))
+    crouch = [k for k, c in enumerate(sent) if np.array_equal(c, np.asarray(RECOVERY.crouch_pose_rad))]
+    assert crouch and first_pose < last_pose < crouch[0]
+
+
+def test_a_robot_that_falls_as_it_crouches_is_righted_from_there() -> None:
+    robot = FakeKitty(np.array([0.1, 0.3, -0.5] * 4), UPRIGHT, falls_in_crouch=True)
+    _, info = run_reset(robot)
+    base = info["base_reset"]
+    assert base["start_tilt_rad"] == 0.0 and base["crouched_tilt_rad"] == pytest.approx(math.pi / 2)
+    assert base["fallen"] and base["righted"] and base["righting_attempts"] == 1 and info["reset_settled"]
 
 
 def test_a_displaced_upright_robot_only_stands_up_where_it_is() -> None:
@@ -214,18 +231,20 @@ def test_a_fall_ends_the_episode_and_the_next_reset_starts_after_counting_none_f
     stream.place(UPRIGHT)  # a person is not needed: here the mock's torso simply reads upright again
     second = ctrl.episode(np.random.default_rng(1))
     assert second.complete and second.stop is None and second.meta["reset_settled"]
-    assert second.meta["base_reset"]["fallen"] is False
+    assert second.meta["base_reset"]["fallen"] is False, json.dumps(second.meta["base_reset"])
 
 
 # --- the emulated D'Kitty in lock-step -------------------------------------------------------------
-def emulated_reset(base_pose: FloatArray, joint_pos: FloatArray) -> dict[str, Any]:
+def emulated_reset(base_pose: FloatArray, joint_pos: FloatArray, settle_s: float = 0.0) -> dict[str, Any]:
     """One recovery reset and a one-step episode on a lock-step emulator whose placer first put the robot at
-    ``base_pose`` with ``joint_pos``; the episode's meta."""
+    ``base_pose`` with ``joint_pos`` and left it ``settle_s`` (the IMU's next samples show where it lies); the
+    episode's meta."""
     io = open_robot(CONFIG, "emulator", OpenOptions(lockstep=True))
     try:
         io.bus.connect()
         assert io.placer is not None
         io.placer.place(joint_pos, np.zeros(0), base_pose)
+        io.sleep(settle_s)
         ctrl = Controller(lambda obs: np.zeros(12), io.bus, task_for(CONFIG), CONFIG,
                           settings=io.controller_settings(replace(FAST, episode_steps=1)), imu=io.imu,
                           placer=io.placer, clock=io.clock, sleep=io.sleep)
@@ -247,19 +266,20 @@ def test_the_emulated_robot_displaced_and_standing_is_brought_to_the_start_where
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="not met yet: the shipped sequence rolls the emulated robot upright from its side, but "
-                          "folding into the crouch sits it back on its tail (about 0.87 rad)")
-def test_the_emulated_robot_on_its_side_is_righted_and_stands() -> None:
-    """The goal on the emulator: a robot on its side ends standing at the start pose. Today the thighs' swing rolls
-    the torso to within 0.2 rad of upright (checked first, so a regression there fails outright), then the fold
-    tips it back; strict, so the day the sequence works this test says so."""
-    crouch = np.asarray(RECOVERY.crouch_pose_rad)
-    meta = emulated_reset(np.concatenate([[0.0, 0.0, 0.15], ON_ITS_SIDE]), crouch)
+@pytest.mark.parametrize(("fall", "height_m"), [([math.pi / 2, 0.0, 0.0], 0.2), ([-math.pi / 2, 0.0, 0.0], 0.2),
+                                                ([0.0, math.pi / 2, 0.0], 0.25), ([0.5, 1.2, 0.0], 0.22)],
+                         ids=["left side", "right side", "on its nose", "forward and sideways"])
+def test_the_emulated_robot_fallen_on_its_side_or_nose_is_righted_and_stands(fall: list[float],
+                                                                            height_m: float) -> None:
+    """A robot on its side or its nose, with its legs as a walk left them, ends standing at the start pose: the
+    sequence braces it, rolls it onto its belly, then onto its feet. (One still flipping over its nose or its side
+    lands on its back, where no leg reaches the floor: a failed reset.)"""
+    stand = np.asarray(CONFIG.task_spec().reset)
+    meta = emulated_reset(np.concatenate([[0.0, 0.0, height_m], quat_from_rotvec(fall)]), stand, settle_s=0.3)
     base = meta["base_reset"]
-    if not (base["fallen"] and base["righting_attempts"] >= 1 and base["righting_tilts_rad"][0][1] < 0.2):
-        raise RuntimeError(f"the righting sequence no longer rolls the robot upright: {base}")  # not the xfail
     assert meta["complete"], meta["stop_reason"]
+    assert base["fallen"] and base["righted"] and base["righting_attempts"] == 1 and meta["reset_settled"]
+    assert base["righting_tilts_rad"][0][-1] < 0.1 and base["tilt_rad"] < RECOVERY.upright_tilt_rad
 
 
 @pytest.mark.slow

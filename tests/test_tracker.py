@@ -40,7 +40,7 @@ from robot.tracker.protocol import (
     encode_datagram,
     sequence_delta,
 )
-from robot.tracker.source import TrackerCounters, VelocityWindow, with_heading
+from robot.tracker.source import EpisodeFrame, PoseSample, TrackerCounters, VelocityWindow, with_heading
 from robot.tracker.udp import PoseReceiver, PoseSender
 from s2r.core.errors import UserError
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_mul, tilt, yaw_of
@@ -50,6 +50,7 @@ from sim.tasks.dkitty import STAND_POSE_RAD, DKittyWalk
 ROOT = Path(__file__).resolve().parents[1]
 WALK_PATH = ROOT / "hardware_configs" / "dkitty_walk.yaml"
 WALK = load_config(WALK_PATH)
+WALK_RECOVERY_PATH = ROOT / "hardware_configs" / "dkitty_walk_recovery.yaml"
 PERIOD_S = WALK.control_period_s
 FAST = ControllerSettings(spin_s=0.0)
 
@@ -183,6 +184,24 @@ def test_with_heading_keeps_the_tilt_and_sets_the_yaw() -> None:
     q = quat_mul(quat_from_yaw(2.0), quat_from_rotvec([0.2, -0.1, 0.0]))
     turned = with_heading(q, -0.7)
     assert yaw_of(turned) == pytest.approx(-0.7) and tilt(turned) == pytest.approx(tilt(q))
+
+
+def test_an_episode_frame_puts_the_pose_where_it_stands_at_the_drawn_start() -> None:
+    start = np.concatenate([[0.05, -0.02, 0.2], quat_from_yaw(0.1)])
+    frame = EpisodeFrame.anchoring(np.array([3.0, 1.0, 0.18]), 2.5, start)
+    at = PoseSample(np.array([3.0, 1.0, 0.18]), 2.5, np.array([math.cos(2.5), math.sin(2.5), 0.0]), 7, 1.0, 1.0)
+    moved = frame.sample(at)
+    np.testing.assert_allclose(moved.position, [0.05, -0.02, 0.18], atol=1e-12)  # the height is the world's
+    assert moved.yaw == pytest.approx(0.1) and moved.sequence == 7
+    np.testing.assert_allclose(moved.linvel, [math.cos(0.1), math.sin(0.1), 0.0], atol=1e-12)  # walking straight on
+    # One metre further along its own heading in the world is one metre along the drawn heading in the episode.
+    ahead = frame.position(np.array([3.0 + math.cos(2.5), 1.0 + math.sin(2.5), 0.0]))
+    np.testing.assert_allclose(ahead[:2], [0.05 + math.cos(0.1), -0.02 + math.sin(0.1)], atol=1e-12)
+    tilted = quat_mul(quat_from_yaw(2.5), quat_from_rotvec([0.2, 0.0, 0.0]))
+    state = frame.state(RobotState(0.0, np.zeros(12), np.zeros(12), np.zeros(0), np.zeros(0),
+                                   base_quat=tilted, base_pos=np.array([3.0, 1.0, 0.18]), base_linvel=np.zeros(3)))
+    assert yaw_of(state.base_quat) == pytest.approx(0.1) and tilt(state.base_quat) == pytest.approx(0.2)
+    assert frame.describe()["yaw_rad"] == pytest.approx(0.1 - 2.5)
 
 
 def test_tracker_counters_log_their_changes_and_describe_themselves() -> None:
@@ -458,6 +477,44 @@ def test_the_controller_walks_on_the_emulators_motion_capture_in_lockstep() -> N
         assert tracker["poses"] >= 50 and tracker["gaps"] == 0 and tracker["rejected_crc"] == 0
     finally:
         io.close()
+
+
+def test_a_walk_that_stands_up_where_it_is_aims_at_a_target_drawn_from_there() -> None:
+    """With the recovery reset nobody puts the robot at its start: the episode's frame is anchored where it stood
+    up, for the motion capture and for the ground truth alike, so the target is 2 m ahead of it as in simulation."""
+    config = changed_config(WALK_RECOVERY_PATH, {"tracker.port": 0})
+    io = open_robot(config, "emulator", OpenOptions(lockstep=True))
+    try:
+        io.bus.connect()
+        assert io.placer is not None and io.truth is not None
+        # Left standing 3 m away, turned by 2 rad, as a walk that ended elsewhere leaves it.
+        io.placer.place(np.asarray(STAND_POSE_RAD), np.zeros(0),
+                        np.concatenate([[3.0, -1.0, 0.25], quat_from_yaw(2.0)]))
+        task = replace(DKittyWalk(), spec=config.task_spec())
+        ctrl = Controller(lambda obs: obs[30:42], io.bus, task, config,
+                          settings=io.controller_settings(replace(FAST, episode_steps=5)), imu=io.imu,
+                          clock=io.clock, sleep=io.sleep, tracker=io.tracker, truth=io.truth)
+        result = ctrl.episode(np.random.default_rng(1))
+    finally:
+        io.close()
+    assert result.complete and result.stop is None, result.stop
+    meta = result.meta
+    assert not meta["base_reset"]["placed"] and not meta["base_reset"]["fallen"]
+    start = task.sample_start(np.random.default_rng(1)).base_pose
+    assert start is not None
+    a = result.arrays
+    np.testing.assert_allclose(a["base_pos"][0, :2], start[:2], atol=0.01)
+    assert yaw_of(a["base_quat"][0]) == pytest.approx(yaw_of(start[3:]), abs=0.01)
+    yaw = yaw_of(start[3:])
+    dx, dy = 2.0 - start[0], -start[1]
+    np.testing.assert_allclose(a["obs"][0, -2:], [math.cos(yaw) * dx + math.sin(yaw) * dy,
+                                                  -math.sin(yaw) * dx + math.cos(yaw) * dy], atol=0.02)
+    frame, truth_frame = meta["episode_frame"], meta["truth_frame"]
+    assert frame["yaw_rad"] == pytest.approx(yaw - 2.0, abs=0.1)  # the fold and stand-up turn it a little
+    assert all(frame[k] == pytest.approx(truth_frame[k], abs=0.01) for k in frame)
+    # The truth judges in the same frame: the robot stands near the drawn start, 2 m short of the target.
+    np.testing.assert_allclose(meta["truth"]["base_pos"][:2], start[:2], atol=0.02)
+    assert meta["truth"]["success"] is False
 
 
 @pytest.mark.slow

@@ -13,8 +13,9 @@ drifts, the tracker's is the world's.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -41,6 +42,66 @@ class PoseSample:
     """When the pose was taken, on the source's clock (s)."""
     receive_time: float
     """Host time of the poll that received or computed it (s, the controller's clock)."""
+
+
+@dataclass(frozen=True)
+class EpisodeFrame:
+    """A turn about world z and a shift on the floor, from the position source's world into an episode's frame, in
+    which the torso's pose at the episode's start reads as the start the task drew (its position on the floor and
+    its heading). A legged robot that was not put down at its start (a self-recovery reset, or a person who set it
+    down wherever it stood) then walks to a goal drawn relative to where it stands, as in simulation; its height and
+    tilt are the world's."""
+
+    yaw_rad: float
+    """The turn (rad)."""
+    offset_m: FloatArray
+    """The shift on the floor after the turn (m, x and y)."""
+
+    @classmethod
+    def anchoring(cls, position: FloatArray, yaw: float, start_pose: FloatArray) -> EpisodeFrame:
+        """The frame in which a torso at ``position`` (m) with heading ``yaw`` (rad) is at ``start_pose`` (position,
+        quaternion)."""
+        turn = math.remainder(yaw_of(start_pose[3:]) - yaw, math.tau)
+        return cls(turn, np.asarray(start_pose[:2], dtype=np.float64) - _turned(turn, position[:2]))
+
+    def position(self, position: FloatArray) -> FloatArray:
+        """A world position (m) in the episode's frame."""
+        p = np.asarray(position, dtype=np.float64)
+        if p.size < 2:  # a state without a base position
+            return p
+        return np.array([*(_turned(self.yaw_rad, p[:2]) + self.offset_m), *p[2:]])
+
+    def velocity(self, velocity: FloatArray) -> FloatArray:
+        """A world velocity (m/s) in the episode's frame."""
+        v = np.asarray(velocity, dtype=np.float64)
+        if v.size < 2:
+            return v
+        return np.array([*_turned(self.yaw_rad, v[:2]), *v[2:]])
+
+    def quat(self, quat: FloatArray) -> FloatArray:
+        """A world orientation (w, x, y, z) in the episode's frame."""
+        if np.size(quat) != 4:
+            return np.asarray(quat, dtype=np.float64)
+        return normalize_quat(quat_mul(quat_from_yaw(self.yaw_rad), np.asarray(quat, dtype=np.float64)))
+
+    def sample(self, pose: PoseSample) -> PoseSample:
+        """A source's pose in the episode's frame."""
+        return replace(pose, position=self.position(pose.position),
+                       yaw=math.remainder(pose.yaw + self.yaw_rad, math.tau), linvel=self.velocity(pose.linvel))
+
+    def state(self, state: RobotState) -> RobotState:
+        """A world state's floating base in the episode's frame."""
+        return replace(state, base_pos=self.position(state.base_pos), base_quat=self.quat(state.base_quat),
+                       base_linvel=self.velocity(state.base_linvel))
+
+    def describe(self) -> dict[str, float]:
+        """The frame for an episode's meta."""
+        return {"yaw_rad": self.yaw_rad, "offset_x_m": float(self.offset_m[0]), "offset_y_m": float(self.offset_m[1])}
+
+
+def _turned(yaw: float, xy: FloatArray) -> FloatArray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([c * xy[0] - s * xy[1], s * xy[0] + c * xy[1]])
 
 
 @dataclass(frozen=True, kw_only=True)
