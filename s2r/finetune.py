@@ -269,7 +269,8 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
     session = open_session(cfg, run.config, run.task, run.log, should_stop or (lambda: None))
     bar = _bar(cfg.episodes, run.done, progress)
     try:
-        for k in range(run.done, cfg.episodes):
+        k = run.done
+        while k < cfg.episodes:
             kind, round_ = cfg.schedule.kind(k)
             policy, candidate, export_s = run.policy_for(k, kind, round_)
             result = session.episode(policy, np.random.default_rng([cfg.seed, k]), run.goal_of(k))
@@ -278,7 +279,12 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
                 summary.stop_kind, summary.stop_reason = result.stop.kind, result.stop.reason
                 summary.torque_off = session.shutdown(result.stop)
                 break
+            if result.steps == 0:
+                # A failed reset (a fallen robot not righted): episode k did not run, so it runs again; the
+                # controller stops the run after the config's max_consecutive_failures in a row.
+                continue
             run.learn(k, kind, round_, result, candidate, export_s)
+            k += 1
             if bar is not None:
                 bar.update(1)
                 rate = run.gate.incumbent_success_rate
@@ -392,8 +398,9 @@ class _Run:
         """Episode ``k``'s log, and the gate's verdict on it."""
         if result.steps == 0:
             return
-        # An episode a person stopped says nothing about the policy; a safety stop counts as a failure.
-        counted = result.complete or (result.stop is not None and result.stop.kind != "requested")
+        # An episode a person stopped says nothing about the policy; a safety stop and a fall count as failures.
+        counted = (result.complete or "fallen" in result.meta
+                   or (result.stop is not None and result.stop.kind != "requested"))
         self.writer.write_episode(result.arrays, {**result.meta, META_KEY: {
             "kind": kind, "round": round_, "counted": counted, "gate": gate_settings(self.cfg)}})
         decision = self.gate.record(k, result.success, counted)

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,33 @@ class FakeRobot:
         pass
 
 
+class FallingRobot(FakeRobot):
+    """A FakeRobot whose reset fails (a fallen robot it could not right) on the calls numbered in ``fails``: the
+    episode does not run, as the controller reports it."""
+
+    def __init__(self, success: Callable[[Any], bool], fails: set[int], tips: frozenset[int] = frozenset()) -> None:
+        super().__init__(success)
+        self.fails = fails
+        self.tips = tips
+        """Calls whose episode runs, but the robot falls before its end (the controller's tilt bound)."""
+        self.calls = 0
+
+    def episode(self, policy: Callable[[np.ndarray], Any], rng: np.random.Generator,
+                goal: Any = None) -> EpisodeResult:
+        self.calls += 1
+        if self.calls in self.fails:
+            self.policies.append(policy)
+            meta = {"success": False, "complete": False, "steps": 0,
+                    "stop_reason": "reset failed: still fallen after 2 righting attempts"}
+            return EpisodeResult({}, meta, 0, False, False, 0.0, None)
+        result = super().episode(policy, rng, goal)
+        if self.calls in self.tips:
+            meta = {**result.meta, "success": False, "complete": False, "fallen": "tilt 0.9 rad",
+                    "stop_reason": "fallen: tilt 0.9 rad"}
+            return replace(result, meta=meta, complete=False, success=False)
+        return result
+
+
 def _name(policy: Any) -> str:
     return policy.path.name if isinstance(policy, OnnxPolicy) else "explore"
 
@@ -142,6 +170,23 @@ def test_a_worse_candidate_is_measured_and_kept_out_of_policy_onnx(run_dir: Path
         (3, "eval-incumbent", True, 4), (4, "explore", False, 4),
         *[(k, "eval-candidate", False, 4) for k in range(5, 9)]]
     assert all(h["incumbent_success_rate"] == 1.0 for h in saved["history"])
+
+
+def test_an_episode_whose_reset_failed_runs_again_and_a_fall_counts_as_a_failure(run_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "ft"
+    robot = FallingRobot(lambda policy: _name(policy) == "deployed.onnx", fails={3, 6, 7}, tips=frozenset({9}))
+    summary = finetune(_cfg(run_dir, out, 9), progress=False, open_session=robot)
+    assert robot.calls == 12 and summary.episodes_done == 9 and summary.stop_kind == "completed"
+    # a fall is the policy's failure: the gate counts it (the candidate's second episode)
+    (decision,) = summary.gate["decisions"]
+    assert decision["candidate_episodes"] == 4 and decision["candidate_successes"] == 0
+    # the failed ones ran nothing and were tried again with the same kind of policy
+    assert [_name(p) for p in robot.policies] == (["deployed.onnx"] * 5 + ["explore"] * 3
+                                                  + ["round_001.onnx"] * 4)
+    assert [h["episode"] for h in summary.history] == list(range(9))
+    assert [h["kind"] for h in summary.history] == ["eval-incumbent"] * 4 + ["explore"] + ["eval-candidate"] * 4
+    assert len(list((out / "logs").glob("episode_*.npz"))) == 9
 
 
 def test_a_clearly_better_candidate_replaces_the_incumbent_and_a_resume_keeps_it(run_dir: Path,
