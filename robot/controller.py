@@ -658,6 +658,11 @@ class Controller:
             raise ControllerStop(Stop("port_lost", f"position source lost: {type(exc).__name__}: {exc}",
                                       self.clock())) from exc
         self._last_pose = pose
+        return self._attach(reading, pose)
+
+    def _attach(self, reading: Reading, pose: PoseSample | None) -> Reading:
+        """``reading`` with ``pose`` (in the source's world; the episode's frame applied here) and the IMU's
+        orientation turned to its heading; NaN position and velocity without a pose."""
         if pose is None:
             return replace(reading, base_pos=np.full(3, np.nan), base_linvel=np.full(3, np.nan))
         if self._pose_frame is not None:
@@ -891,7 +896,7 @@ class Controller:
             else:
                 self._pose_frame = EpisodeFrame.anchoring(pose.position, pose.yaw, start_pose)
                 info["episode_frame"] = self._pose_frame.describe()
-                reading = self._with_pose(self._raw)
+                reading = self._attach(self._raw, pose)  # the same pose, now in the frame: no second poll
         if self.truth is not None:
             try:
                 true = self.truth.true_state()

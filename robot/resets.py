@@ -490,8 +490,10 @@ class RecoveryReset:
             error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
             angle = _tilt(reading)
             info.update(reset_error_rad=error, reset_settled=False)
-            there = error <= r.joint_tolerance_rad and angle <= r.upright_tilt_rad
-            there_since = (io.now() if there_since is None else there_since) if there else None
+            if not (error <= r.joint_tolerance_rad and angle <= r.upright_tilt_rad):
+                there_since = None
+            elif there_since is None:
+                there_since = io.now()
             # Held there for hold_s: the legs and the torso come to rest, as every start in simulation is.
             if there_since is not None and io.now() - there_since >= r.hold_s - EXACT_ATOL:
                 info.update(reset_settled=True, reset_duration_s=io.now() - t0)
