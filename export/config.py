@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ DEFAULT_OPSET = 20
 """The opset torch 2.13's dynamo exporter emits by default."""
 MIN_VERIFY_SAMPLES = 1000
 MAX_ABS_DIFF = 1e-5
-"""Largest allowed difference between the PyTorch and onnxruntime actions (action units)."""
+"""Largest allowed difference between the PyTorch and onnxruntime actions (action units), beyond what float32
+rounding alone allows (:data:`FLOAT32_ALLOWANCE`)."""
+FLOAT32_ALLOWANCE = 4.0
+"""Factor on the network's own float32 rounding r (PyTorch float32 against float64) added to the tolerance.
+onnxruntime's kernels sum in another order: on the wide random probes a goal-claw policy (CrossQ, 150k steps) had
+r = 1.0e-5, onnxruntime's actions lay 2.2 r from float64 and 2.8 r from PyTorch's. A factor 4 leaves room for
+that and is still far below what a wrong graph gives (a wrong normalization or layer moves actions by 1e-2 or
+more)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,9 @@ class ExportConfig:
     rollout_fraction: float = 0.5
     """Share of the samples taken from simulated rollouts of the policy; the rest are random."""
     tolerance: float = MAX_ABS_DIFF
-    """Largest allowed max-abs difference between the two runtimes (action units)."""
+    """Largest allowed max-abs difference between the two runtimes (action units), beyond float32 rounding."""
+    float32_allowance: float = FLOAT32_ALLOWANCE
+    """Factor on the network's own float32 rounding added to ``tolerance`` (0: the bare tolerance)."""
     opset: int = DEFAULT_OPSET
     """ONNX opset of the default domain (at least :data:`MIN_OPSET`)."""
     seed: int = 0
@@ -42,6 +52,8 @@ class ExportConfig:
             raise UserError(f"rollout_fraction must be in [0, 1], got {self.rollout_fraction}")
         if not 0.0 < self.tolerance <= MAX_ABS_DIFF:
             raise UserError(f"tolerance must be in (0, {MAX_ABS_DIFF}], got {self.tolerance}")
+        if not (math.isfinite(self.float32_allowance) and self.float32_allowance >= 0.0):
+            raise UserError(f"float32_allowance must be a finite number >= 0, got {self.float32_allowance}")
         if self.opset < MIN_OPSET:
             raise UserError(f"opset must be at least {MIN_OPSET}, got {self.opset}")
         return self
@@ -66,9 +78,15 @@ class Verification:
     max_abs_diff_single: float
     """Largest difference when each sample runs alone (batch 1, as on the robot)."""
     tolerance: float
-    """The limit the differences had to stay under."""
+    """The configured limit (action units), before the float32 allowance."""
+    float32_rounding: float
+    """Largest difference between PyTorch's float32 actions and the same network run in float64 over the same
+    samples: how far float32 rounding alone moves this network's actions (action units)."""
+    limit: float
+    """The limit ``max_abs_diff`` had to stay under: ``tolerance`` plus the configured ``float32_allowance`` times
+    ``float32_rounding``."""
     passed: bool
-    """Whether ``max_abs_diff <= tolerance`` (and every action is finite)."""
+    """Whether ``max_abs_diff <= limit`` (and every action is finite)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

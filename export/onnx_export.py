@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 import s2r
 from export.config import DEFAULT_OPSET as DEFAULT_OPSET
+from export.config import FLOAT32_ALLOWANCE as FLOAT32_ALLOWANCE
 from export.config import MAX_ABS_DIFF as MAX_ABS_DIFF
 from export.config import MIN_OPSET, ExportConfig, ExportResult, Verification, VerificationError
 from export.config import MIN_VERIFY_SAMPLES as MIN_VERIFY_SAMPLES
@@ -376,20 +377,35 @@ def _torch_actions(module: nn.Module, obs: np.ndarray) -> np.ndarray:
     return actions
 
 
+def float32_rounding(module: nn.Module, obs: np.ndarray, actions: np.ndarray) -> float:
+    """How far float32 rounding alone moves ``module``'s ``actions`` on ``obs``: the largest difference from the
+    same network run in float64 (action units; ``inf`` if either is not finite)."""
+    exact = copy.deepcopy(module).double()
+    with torch.inference_mode():
+        reference: np.ndarray = exact(torch.from_numpy(obs).double()).numpy()
+    if not (np.isfinite(reference).all() and np.isfinite(actions).all()):
+        return float("inf")
+    return float(np.max(np.abs(actions.astype(np.float64) - reference)))
+
+
 def verify(module: nn.Module, onnx_policy: OnnxPolicy, obs: np.ndarray, n_random: int, episodes: int,
-           tolerance: float) -> Verification:
-    """Run ``obs`` through PyTorch and through the exported file (as one batch and one by one) and compare."""
-    expected = _torch_actions(module, obs).astype(np.float64)
+           tolerance: float, float32_allowance: float = FLOAT32_ALLOWANCE) -> Verification:
+    """Run ``obs`` through PyTorch and through the exported file (as one batch and one by one) and compare; the
+    limit is ``tolerance`` plus ``float32_allowance`` times the network's own float32 rounding."""
+    expected = _torch_actions(module, obs)
+    rounding = float32_rounding(module, obs, expected)
+    expected = expected.astype(np.float64)
     batch = onnx_policy.act(obs).astype(np.float64)
     single = np.stack([onnx_policy.act(o) for o in obs]).astype(np.float64)
     finite = bool(np.isfinite(batch).all() and np.isfinite(single).all() and np.isfinite(expected).all())
     d_batch = float(np.max(np.abs(batch - expected))) if finite else float("inf")
     d_single = float(np.max(np.abs(single - expected))) if finite else float("inf")
     worst = max(d_batch, d_single)
+    limit = tolerance + float32_allowance * rounding
     return Verification(
         samples=len(obs), random_samples=n_random, rollout_samples=len(obs) - n_random, rollout_episodes=episodes,
         max_abs_diff=worst, max_abs_diff_batch=d_batch, max_abs_diff_single=d_single, tolerance=tolerance,
-        passed=finite and worst <= tolerance,
+        float32_rounding=rounding, limit=limit, passed=finite and worst <= limit,
     )
 
 
@@ -457,12 +473,15 @@ def _export_verified(policy: nn.Module, norm: ObsNorm | None, out_path: Path, cf
 
     with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))
-        verification = verify(module, OnnxPolicy(tmp), obs, n_random, episodes, cfg.tolerance)
+        verification = verify(module, OnnxPolicy(tmp), obs, n_random, episodes, cfg.tolerance,
+                              cfg.float32_allowance)
         if not verification.passed:
             raise VerificationError(
                 f"export of {what!r} failed verification: onnxruntime and PyTorch differ by up to "
-                f"{verification.max_abs_diff:.3g} (limit {cfg.tolerance:g}) over {verification.samples} observations; "
-                f"no file was written", verification)
+                f"{verification.max_abs_diff:.3g} (limit {verification.limit:.3g}: {cfg.tolerance:g} + "
+                f"{cfg.float32_allowance:g} x the network's own float32 rounding, "
+                f"{verification.float32_rounding:.2g}) over {verification.samples} observations; no file was written",
+                verification)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return meta, verification, opset, model.ir_version
 

@@ -6,6 +6,7 @@ Checkpoints are built here with random-initialized actors, so nothing depends on
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -25,6 +26,7 @@ import yaml
 from export import OnnxPolicy
 from export.metadata import NO_RANDOMIZATION, config_sha256, describe_randomization, parse_metadata
 from export.onnx_export import (
+    FLOAT32_ALLOWANCE,
     MAX_ABS_DIFF,
     MIN_OPSET,
     ExportConfig,
@@ -34,8 +36,9 @@ from export.onnx_export import (
     export_policy,
     max_ir_version,
     random_observations,
+    verify,
 )
-from policies.checkpoint import BEST_NAME, Checkpoint, save_checkpoint
+from policies.checkpoint import BEST_NAME, Checkpoint, load_checkpoint, save_checkpoint
 from policies.evaluate import evaluate
 from policies.networks import Actor
 from robot.config import config_from_mapping
@@ -195,16 +198,39 @@ def test_failed_verification_writes_nothing(tmp_path: Path) -> None:
     run = save_run(tmp_path / "run", synthetic_checkpoint(CLAW_ID, n_obs, n_act, -np.ones(n_act), np.ones(n_act),
                                                           True, CONFIG, seed=2))
     out = tmp_path / "strict.onnx"
-    # Two runtimes never agree to 1e-15 on a thousand observations (different tanh and GEMM kernels).
+    # Two runtimes never agree to 1e-15 on a thousand observations (different tanh and GEMM kernels); without the
+    # float32 allowance that is the limit.
     with pytest.raises(VerificationError, match="failed verification") as err:
-        export_policy(run, out, ExportConfig(samples=SAMPLES, tolerance=1e-15))
+        export_policy(run, out, ExportConfig(samples=SAMPLES, tolerance=1e-15, float32_allowance=0.0))
     assert not err.value.verification.passed and err.value.verification.max_abs_diff > 1e-15
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_verification_allows_float32_rounding_but_not_a_wrong_graph(claw: ExportResult) -> None:
+    v = claw.verification
+    assert 0.0 < v.float32_rounding < MAX_ABS_DIFF
+    assert v.limit == pytest.approx(v.tolerance + FLOAT32_ALLOWANCE * v.float32_rounding, rel=1e-12)
+    assert claw.checkpoint is not None
+    ckpt = load_checkpoint(claw.checkpoint)
+    module = ckpt.policy_module()  # what an s2r task's export runs (normalized actions)
+    obs = random_observations(checkpoint_obs_norm(ckpt), gym.spaces.Box(-np.inf, np.inf, (CLAW_SPEC.obs_layout.size,)),
+                              1000, np.random.default_rng(5))
+    exported = OnnxPolicy(claw.path)
+    same = verify(module, exported, obs, len(obs), 0, MAX_ABS_DIFF)
+    assert same.passed and same.max_abs_diff <= same.limit
+    # The graph of another network: one output bias moved by 1e-3, far above any rounding.
+    wrong = copy.deepcopy(module)
+    with torch.no_grad():
+        wrong.actor.biases[-1][0] += 1e-3
+    other = verify(wrong, exported, obs, len(obs), 0, MAX_ABS_DIFF)
+    assert not other.passed and other.max_abs_diff > 1e-4 > other.limit
 
 
 def test_export_config_and_paths_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="samples must be at least 1000"):
         export_policy(tmp_path, config=ExportConfig(samples=999))
+    with pytest.raises(UserError, match="float32_allowance must be a finite number >= 0"):
+        export_policy(tmp_path, config=ExportConfig(float32_allowance=-1.0))
     with pytest.raises(UserError, match="opset must be at least 17"):
         export_policy(tmp_path, config=ExportConfig(opset=13))
     with pytest.raises(UserError, match="holds no checkpoint"):

@@ -106,7 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"wrote {result.path} from {result.checkpoint} ({made.algo}, step {made.training_steps}, "
               f"{meta.env_id}, {meta.action_output} actions); verified on {v.samples} observations "
               f"({v.random_samples} random, {v.rollout_samples} from {v.rollout_episodes} rollout episodes): "
-              f"max |onnx - torch| = {v.max_abs_diff:.2e} <= {v.tolerance:g}")
+              f"max |onnx - torch| = {v.max_abs_diff:.2e} <= {v.limit:.2g} ({v.tolerance:g} + float32 rounding)")
     print(json.dumps(summary))
     sys.stdout.flush()
     return 0
