@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 CONTROL_PERIOD_TOLERANCE_S = 1e-9
 """Control periods closer than this (s) count as equal."""
 _FLOAT_INPUT = "tensor(float)"
+PIXELS_FORMAT = "s2r-onnx-pixels-policy"
+"""``s2r_format`` of a camera policy (:mod:`export.pixels_policy`, which imports this module and names it too)."""
 
 
 class RobotConfig(Protocol):
@@ -86,6 +88,10 @@ class OnnxPolicy:
         self._session = _open_session(self.path)
         name = str(self.path)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if self._session.get_modelmeta().custom_metadata_map.get("s2r_format") == PIXELS_FORMAT:
+            raise UserError(f"{name!r} is a camera policy (the camera frame and the joint readings in, written by "
+                            "`s2r export --perception`), not a state policy: `s2r eval` and `s2r deploy` run it as "
+                            "it is")
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"ONNX policy {name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
                             "a policy has one observation input and one action output")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -42,6 +43,8 @@ from export.config import ExportConfig, ExportResult
 from export.metadata import canonical_json
 from export.modular_policy import ModularPolicy
 from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
+from export.pixels_export import PixelsExport, export_pixels_policy
+from export.pixels_policy import OnnxPixelsPolicy, pixels_file, split_pixels_policy
 from policies.config import TrainConfig, config_from_mapping
 from policies.envs import make_env
 from policies.evaluate import evaluate_env
@@ -112,6 +115,8 @@ __all__ = [
     "PerceptionTrainConfig",
     "PerceptionTrainJob",
     "PerceptionTrainResult",
+    "PixelsExportJob",
+    "PixelsExportResult",
     "Sb3Model",
     "SweepJob",
     "SweepRun",
@@ -123,6 +128,7 @@ __all__ = [
     "evaluate",
     "evaluate_perception",
     "export",
+    "export_pixels",
     "finetune",
     "sweep",
     "train",
@@ -251,6 +257,59 @@ def export(job: ExportJob) -> ExportResult:
     return export_policy(source, job.out, job.config)
 
 
+@dataclass(frozen=True)
+class PixelsExportJob:
+    """A state policy of a D'Claw turn task and a valve-angle estimator to join into one camera policy file
+    (:mod:`export.pixels_policy`: the camera frame and the robot's own readings in, the action out)."""
+
+    state_policy: Path | Sb3Model
+    """An exported state policy (``.onnx``), or what :class:`ExportJob` exports first (a run directory, a checkpoint,
+    an SB3 model), to its usual file."""
+    perception: Path
+    """The estimator, ``s2r train-perception``'s ``perception.onnx``."""
+    out: Path | None = None
+    """Camera policy file to write; default the state policy file's name with ``_pixels.onnx``, beside it."""
+    config: ExportConfig = field(default_factory=ExportConfig)
+    """The state policy's export, when it is not an ONNX file yet; its ``seed`` also seeds the camera policy's
+    check."""
+
+    def __post_init__(self) -> None:
+        self.config.validated()
+
+
+@dataclass(frozen=True)
+class PixelsExportResult:
+    """What :func:`export_pixels` wrote and measured."""
+
+    pixels: PixelsExport
+    """The camera policy file and its check against the modular policy."""
+    state_policy: Path
+    """The state policy file joined."""
+    state_export: ExportResult | None
+    """The state policy's own export, when this job made it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.pixels.path), "env_id": self.pixels.env_id, "state_policy": str(self.state_policy),
+                "state_export": None if self.state_export is None else self.state_export.to_dict(),
+                "verification": self.pixels.verification.to_dict()}
+
+
+def export_pixels(job: PixelsExportJob) -> PixelsExportResult:
+    """Join ``job.state_policy`` and ``job.perception`` into one camera policy file, written only when onnxruntime
+    running it gives the modular policy's actions (:func:`export.pixels_export.export_pixels_policy`). An ONNX state
+    policy needs no torch; anything else is exported first (:func:`export`)."""
+    source = job.state_policy
+    state_export = None
+    if isinstance(source, Path) and source.suffix.lower() == ".onnx":
+        state_file = source
+    else:
+        state_export = export(ExportJob(source, None, job.config))
+        state_file = state_export.path
+    out = job.out if job.out is not None else state_file.with_name(f"{state_file.stem}_pixels.onnx")
+    made = export_pixels_policy(state_file, job.perception, out, seed=job.config.seed)
+    return PixelsExportResult(made, state_file, state_export)
+
+
 # --- evaluate ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalJob:
@@ -301,7 +360,8 @@ class EvalResult:
     seed: int
     """Seed of the first episode."""
     perception: str | None = None
-    """The valve-angle estimator the policy read the valve through, as given (``None``: the simulator's angle)."""
+    """The valve-angle estimator the policy read the valve through, as given (a camera policy's own file, which
+    carries it; ``None``: the simulator's angle)."""
     randomize: tuple[str, ...] = ()
     """The randomization files drawn from, as given."""
 
@@ -309,7 +369,10 @@ class EvalResult:
 def evaluate(job: EvalJob) -> EvalResult:
     """Run ``job.policy`` in simulation on the environment it trained on; an ONNX file runs through the same
     :class:`export.onnx_policy.OnnxPolicy` the robot runs, so it and its checkpoint give the same result. With
-    ``job.perception`` it runs behind that estimator on the camera env of its task (:func:`_modular_env`)."""
+    ``job.perception`` it runs behind that estimator on the camera env of its task (:func:`_eval_env`); a camera
+    policy file (``s2r export --perception``) runs on that env as it is (:func:`_evaluate_pixels`)."""
+    if pixels_file(job.policy):
+        return _evaluate_pixels(job)
     loaded = load_policy(job.policy)
     engine = job.engine or loaded.engine
     if job.perception is None and not job.randomize:
@@ -345,14 +408,41 @@ def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env,
             inner = env.unwrapped
             assert isinstance(inner, PixelsEnv)
             policy = ModularPolicy(OnnxAngleEstimator(job.perception, camera=inner.camera), loaded.act, inner.task)
-        if job.randomize:
-            task = make_task(env_id).spec.name
-            distribution = combine_distributions([load_distribution(p, task=task) for p in job.randomize])
-            env = RandomizedEnv(env, distribution)
+        env = _randomized(env, env_id, job.randomize)
     except BaseException:
         env.close()
         raise
     return env, policy, env_id
+
+
+def _randomized(env: gym.Env, env_id: str, files: tuple[PathLike, ...]) -> gym.Env:
+    """``env`` drawing the parameters of ``files`` (combined) afresh every episode; ``env`` itself without files."""
+    if not files:
+        return env
+    task = make_task(env_id).spec.name
+    return RandomizedEnv(env, combine_distributions([load_distribution(p, task=task) for p in files]))
+
+
+def _evaluate_pixels(job: EvalJob) -> EvalResult:
+    """A camera policy file on the camera env it was made for (checked against that env's camera)."""
+    if job.perception is not None:
+        raise ParameterError("perception", f"{os.fspath(job.policy)!r} is a camera policy: it carries its own "
+                             "estimator; give a state policy to run behind another one")
+    policy = OnnxPixelsPolicy(job.policy)
+    info = policy.info
+    engine = job.engine or info.engine
+    env = make_env(policy.env_id, engine, dict(info.env_kwargs) or None, dict_obs=True)
+    try:
+        inner = env.unwrapped
+        assert isinstance(inner, PixelsEnv)
+        policy.check_camera(inner.camera)
+        env = _randomized(env, policy.env_id, job.randomize)
+        result = evaluate_env(policy, env, job.episodes, job.seed)
+    finally:
+        env.close()
+    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), policy.path, "onnx", policy.env_id, engine,
+                      info.provenance.algo, info.provenance.training_steps, job.seed, os.fspath(job.policy),
+                      tuple(os.fspath(p) for p in job.randomize))
 
 
 # --- deploy -----------------------------------------------------------------------------------------------------
@@ -482,7 +572,22 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     and one episode of policy steps, written to ``job.log_dir`` as soon as it ends. A safety stop (watchdog, servo
     hardware error, bus or policy failure) holds and turns the torque off; the result says how the run stopped
     (``summary.stop_kind``) and whether the servos confirmed the torque off. Everything is checked before the
-    robot is touched."""
+    robot is touched. A camera policy file (``s2r export --perception``) runs as its state policy behind its
+    estimator, both cut out of the file (:func:`export.pixels_policy.split_pixels_policy`)."""
+    if not pixels_file(job.policy):
+        return _deploy(job, {}, should_stop, logger)
+    if job.perception is not None:
+        raise ParameterError("perception", f"{os.fspath(job.policy)!r} is a camera policy: it carries its own "
+                             "estimator; give a state policy to run behind another one")
+    with tempfile.TemporaryDirectory(prefix="s2r-camera-policy-") as parts:
+        state, estimator = split_pixels_policy(job.policy, parts)
+        return _deploy(replace(job, policy=state, perception=estimator),
+                       {"camera_policy": os.fspath(job.policy)}, should_stop, logger)
+
+
+def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | None,
+            logger: logging.Logger | None) -> DeployResult:
+    """:func:`deploy` of a state policy; ``provenance`` goes into the run's info as it is."""
     config = load_config(job.robot)
     spec = config.task_spec()
     view_target = _check_view(job.view)
@@ -504,13 +609,15 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)
     estimator = None if job.perception is None else _deploy_estimator(job, config, loaded)
     steps = settings.episode_steps or spec.episode_steps
+    described = f"camera policy {provenance['camera_policy']}" if "camera_policy" in provenance \
+        else loaded.description
     writer = TrajectoryWriter(job.log_dir, run_info(config, job.driver, steps, {
-        "policy": loaded.description, "task_variant": job.task or loaded.env_id or config.task,
+        "policy": described, "task_variant": job.task or loaded.env_id or config.task,
         "seed": job.seed, "reality": None if job.reality is None else os.fspath(job.reality),
         "faults": faults.describe() if faults else None, "lockstep": job.lockstep,
         "goal_conditioned": loaded.goal_conditioned, "goal": None if job.goal is None or not goals else goals[0],
         "goal_schedule": None if job.goal_schedule is None else os.fspath(job.goal_schedule),
-        "perception": None if job.perception is None else os.fspath(job.perception),
+        "perception": None if job.perception is None else os.fspath(job.perception), **provenance,
     }))
     poll = should_stop or _never
     log = logger or logging.getLogger("robot.deploy")
@@ -530,7 +637,7 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
             summary = run_episodes(controller, writer, job.episodes, np.random.default_rng(job.seed), goals)
         finally:
             io.close()
-    return DeployResult(summary, loaded.description, job.driver)
+    return DeployResult(summary, described, job.driver)
 
 
 def _never() -> str | None:

@@ -211,6 +211,22 @@ def test_the_file_takes_uint8_frames_and_records_the_camera(tiny_run: dict[str, 
         estimator.check_camera(replace(TOP_CAMERA, width=64))
 
 
+def test_a_trained_estimator_joins_a_state_policy_in_one_camera_policy(tiny_run: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    from export.pixels_export import export_pixels_policy
+    from export.pixels_policy import OnnxPixelsPolicy
+
+    made = export_pixels_policy(ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx", tiny_run["out"] / "perception.onnx",
+                                tmp_path / "camera.onnx")
+    assert made.verification.passed and made.verification.rollout_observations > 0
+    frames = _dataset(samples=3, seed=12, held_out=True).images
+    batch = {"image": frames, "joint_pos": np.zeros((3, 9), np.float32), "last_action": np.zeros((3, 9), np.float32),
+             "goal": np.full((3, 1), np.pi, np.float32)}
+    _, angles = OnnxPixelsPolicy(made.path, camera=TOP_CAMERA).predict(batch)
+    estimated = OnnxAngleEstimator(tiny_run["out"] / "perception.onnx").predict(frames)[0]
+    np.testing.assert_allclose(angles, estimated, atol=1e-6)
+
+
 def test_other_files_are_refused_by_name(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is an exported policy"):
         OnnxAngleEstimator(ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx")

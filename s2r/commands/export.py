@@ -11,7 +11,7 @@ from typing import Any
 
 from export.config import ExportConfig, VerificationError
 from export.sb3_files import ACTIVATIONS
-from s2r.api import ExportJob, Sb3Model, export
+from s2r.api import ExportJob, PixelsExportJob, Sb3Model, export, export_pixels
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
 from sim.engines import ENGINES
@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
                    "from the zip's policy_kwargs, else SB3's relu)")
     p.add_argument("--out", metavar="FILE.onnx", help="ONNX file to write (default: policy.onnx in the run "
                    "directory, or beside the checkpoint file; with --from-sb3 the zip's name with .onnx)")
+    p.add_argument("--perception", metavar="MODEL.onnx",
+                   help="join the state policy (an exported .onnx file, or what is exported first) and this "
+                   "valve-angle estimator (s2r train-perception's perception.onnx) into one camera policy: inputs "
+                   "'image' (uint8, batch x H x W x 3), 'joint_pos', 'last_action', 'goal'; outputs 'action' and "
+                   "'angle' (the estimate). Written (default: the state policy file's name with _pixels.onnx) only "
+                   "when onnxruntime running it gives the actions of the state policy behind the estimator, on the "
+                   "camera env's observations and random ones; no torch for an .onnx state policy")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
                    help="observations to verify with, at least 1000")
     p.add_argument("--json", action="store_true",
@@ -74,6 +81,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         return
     if args.path is None:
         raise UserError("s2r export needs a run directory or checkpoint, or --from-sb3 MODEL.zip --task TASK")
+    if Path(args.path).suffix.lower() == ".onnx" and args.perception is None:
+        raise UserError(f"{args.path!r} is exported already; an .onnx file is exported again only with --perception "
+                        "(into a camera policy)")
     given = [f for f, v in (("--vecnormalize", args.vecnormalize), ("--task", args.task),
                             ("--activation", args.activation)) if v is not None]
     if given:
@@ -82,9 +92,9 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """``s2r export``: :func:`s2r.api.export`; returns the exit code."""
+    """``s2r export``: :func:`s2r.api.export` (with ``--perception`` :func:`s2r.api.export_pixels`); returns the exit
+    code."""
     _check_flags(args)
-    require_torch("s2r export")
     config = ExportConfig(samples=args.samples)
     source: Path | Sb3Model
     if args.from_sb3 is not None:
@@ -92,6 +102,9 @@ def run_export(args: argparse.Namespace) -> int:
                           args.engine, args.activation)
     else:
         source = Path(args.path)
+    if args.perception is not None:
+        return _run_export_pixels(args, source, config)
+    require_torch("s2r export")
     try:
         result = export(ExportJob(source, Path(args.out) if args.out else None, config))
     except VerificationError as exc:
@@ -108,5 +121,26 @@ def run_export(args: argparse.Namespace) -> int:
               f"({v.random_samples} random, {v.rollout_samples} from {v.rollout_episodes} rollout episodes): "
               f"max |onnx - torch| = {v.max_abs_diff:.2e} <= {v.limit:.2g} ({v.tolerance:g} + float32 rounding)")
     print(json.dumps(summary))
+    sys.stdout.flush()
+    return 0
+
+
+def _run_export_pixels(args: argparse.Namespace, source: Path | Sb3Model, config: ExportConfig) -> int:
+    if not (isinstance(source, Path) and source.suffix.lower() == ".onnx"):
+        require_torch("s2r export")
+    try:
+        result = export_pixels(PixelsExportJob(source, Path(args.perception), Path(args.out) if args.out else None,
+                                               config))
+    except VerificationError as exc:
+        print(json.dumps({"path": None, "verification": exc.verification.to_dict()}))
+        sys.stdout.flush()
+        raise
+    if not args.json:
+        v = result.pixels.verification
+        print(f"wrote {result.pixels.path} ({result.pixels.env_id}: {result.state_policy} behind {args.perception}); "
+              f"verified on {v.rollout_observations + v.random_observations} observations ({v.random_observations} "
+              f"random): max |action - modular policy's| = {v.max_action_diff:.2e} <= {v.to_dict()['action_limit']:g}, "
+              f"max |angle - estimator's| = {v.max_angle_diff_rad:.2e} rad")
+    print(json.dumps(result.to_dict()))
     sys.stdout.flush()
     return 0
