@@ -50,6 +50,7 @@ from policies.envs import make_env
 from policies.evaluate import evaluate_env
 from policies.finetune_config import FinetuneConfig
 from policies.perception_config import PerceptionTrainConfig
+from policies.pixels_config import PixelsSacConfig
 from randomization.adapt import AdaptConfig, AdaptResult, edge_warning, output_paths, result_json, write_outputs
 from randomization.adapt import adapt as fit_distribution
 from randomization.distributions import (
@@ -94,6 +95,7 @@ from sim.tasks.base import Task
 from sim.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from policies.pixels_sac import PixelsTrainResult
     from s2r.finetune import FinetuneSummary
 
 __all__ = [
@@ -117,6 +119,8 @@ __all__ = [
     "PerceptionTrainResult",
     "PixelsExportJob",
     "PixelsExportResult",
+    "PixelsSacConfig",
+    "PixelsTrainJob",
     "Sb3Model",
     "SweepJob",
     "SweepRun",
@@ -133,6 +137,7 @@ __all__ = [
     "sweep",
     "train",
     "train_perception",
+    "train_pixels",
 ]
 
 PathLike = str | Path
@@ -944,6 +949,30 @@ def train_perception(job: PerceptionTrainJob, *, progress: Callable[[str], None]
                                  render_s, trained.train_time_s, trained.losses[-1],
                                  (float(np.median(errors)), float(np.percentile(errors, 95))),
                                  verification.max_angle_diff_rad)
+
+
+@dataclass(frozen=True)
+class PixelsTrainJob:
+    """Learn a claw policy end to end from the camera (:mod:`policies.pixels_sac`)."""
+
+    out: Path
+    """Directory to write ``best.pt``, ``last.pt`` and ``metrics.jsonl`` into (created if missing)."""
+    config: PixelsSacConfig = field(default_factory=PixelsSacConfig)
+    """The learner and its budget."""
+
+    def __post_init__(self) -> None:
+        self.config.validated()
+
+
+def train_pixels(job: PixelsTrainJob, *, progress: Callable[[str], None] | None = None) -> PixelsTrainResult:
+    """SAC from pixels with DrQ's shift and a critic that sees the simulator's state; needs torch (the ``train``
+    extra)."""
+    require_torch("s2r.api.train_pixels")
+    if job.out.exists() and not job.out.is_dir():
+        raise UserError(f"output {str(job.out)!r} is a file; expected a directory to write the run into")
+    from policies.pixels_sac import train_pixels as learn  # torch, the optional `train` extra
+
+    return learn(job.config, job.out, progress)
 
 
 @dataclass(frozen=True)

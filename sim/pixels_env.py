@@ -30,15 +30,19 @@ PROPRIOCEPTIVE_FIELDS = ("joint_pos", "last_action")
 """Blocks of the flat observation a robot measures without a sensor on its passive joints."""
 IMAGE_KEY = "image"
 GOAL_KEY = "goal"
+STATE_KEY = "state"
+"""With ``privileged``: the flat task's whole observation, valve included, for an asymmetric critic in training."""
 
 
 class PixelsEnv(DictObservationEnv):
     """A task with a camera on an engine, with the dict observation above; extra keyword arguments go to
-    :class:`SimEnv`. ``camera`` names the task camera (default the task's first)."""
+    :class:`SimEnv`. ``camera`` names the task camera (default the task's first). ``privileged`` adds ``state``
+    (:data:`STATE_KEY`), the flat observation with the valve, for a learner whose critic sees the simulator's state
+    (an asymmetric actor-critic); a policy that runs on a robot must not read it."""
 
     metadata = SimEnv.metadata
 
-    def __init__(self, task: Task, camera: str | None = None, **sim_kwargs: Any) -> None:
+    def __init__(self, task: Task, camera: str | None = None, privileged: bool = False, **sim_kwargs: Any) -> None:
         cameras = {c.name: c for c in task.spec.cameras}
         if not cameras:
             raise ValueError(f"task {task.spec.name!r} has no camera")
@@ -62,6 +66,9 @@ class PixelsEnv(DictObservationEnv):
         }
         if "last_action" in spaces:
             spaces["last_action"] = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        self.privileged = privileged
+        if privileged:
+            spaces[STATE_KEY] = self.sim.observation_space
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = self.sim.action_space
         self.render_mode = self.sim.render_mode
@@ -83,4 +90,5 @@ class PixelsEnv(DictObservationEnv):
             IMAGE_KEY: self.sim.render_camera(self.camera.name),
             **{n: np.asarray(flat[s], dtype=np.float32) for n, s in self._slices.items()},
             GOAL_KEY: np.array([goal[n] for n in self.goal_names], dtype=np.float64),
+            **({STATE_KEY: np.asarray(flat, dtype=np.float32)} if self.privileged else {}),
         }

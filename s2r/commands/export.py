@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", nargs="?",
                    help="a training run directory (its best.pt, else last.pt) or a checkpoint (.pt): what the ONNX "
-                   "file is made from (not with --from-sb3)")
+                   "file is made from (not with --from-sb3); with --perception also an exported state policy (.onnx)")
     p.add_argument("--from-sb3", metavar="MODEL.zip", dest="from_sb3",
                    help="export a Stable-Baselines3 model saved with model.save (SAC, TD3, DDPG or sb3-contrib "
                    "CrossQ with MlpPolicy) instead of an s2r checkpoint; needs --task")

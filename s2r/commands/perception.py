@@ -1,5 +1,5 @@
-"""``s2r train-perception`` and ``s2r eval-perception``: a valve-angle estimator from the task camera's images.
-torch is loaded only inside ``train-perception``."""
+"""``s2r train-perception`` and ``s2r eval-perception``: a valve-angle estimator from the task camera's images;
+``s2r train-pixels``: a policy learned end to end from them. torch is loaded only inside the two that train."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
+from policies.pixels_config import PixelsSacConfig
 from s2r import api, cliargs
 from s2r.core.errors import ParameterError
 from s2r.core.extras import require_torch
@@ -20,7 +21,7 @@ DEFAULT_VISUAL = "randomization/configs/dclaw_visual.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train-perception`` and ``eval-perception``."""
+    """Add ``train-perception``, ``eval-perception`` and ``train-pixels``."""
     net = AngleNetConfig()
     t = sub.add_parser(
         "train-perception",
@@ -76,6 +77,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=cliargs.seed, default=EVAL_DEFAULTS.seed, help="seed of the images")
     cliargs.add_json_flag(e, "the median, p95 and largest error in degrees, and what was rendered")
     e.set_defaults(func=_eval)
+    register_pixels(sub)
+
+
+def register_pixels(sub: argparse._SubParsersAction) -> None:
+    """Add ``train-pixels``."""
+    cfg = PixelsSacConfig()
+    p = sub.add_parser(
+        "train-pixels",
+        help="learn a D'Claw turn policy end to end from the top camera (SAC with DrQ's shift, a state critic)",
+        description="Learn a policy of the camera env (the top camera's image, the joint readings, the last action "
+        "and the goal; no valve angle) end to end: CrossQ's SAC whose actor reads the image through strided "
+        "convolutions and a spatial soft-argmax, with DrQ's random shift on its training images, and whose twin "
+        "critics read the simulator's state (an asymmetric actor-critic; only training has that state). A linear "
+        "read-out of the image features is trained on the valve's (cos, sin) alongside. Writes DIR/best.pt and "
+        "DIR/last.pt (read back with torch.load(weights_only=True)) and DIR/metrics.jsonl (one line per "
+        "evaluation), then evaluates the best policy over --final-episodes episodes. CPU-bound: the convolutions "
+        "take most of each update.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the run into (created if missing)")
+    p.add_argument("--task", default=cfg.task, help="the camera env (s2r/DClawTurnPixels-v0, "
+                   "s2r/DClawTurnPixelsRandom-v0)")
+    p.add_argument("--engine", choices=ENGINES, default=cfg.engine, help="physics engine and renderer")
+    p.add_argument("--steps", type=int, default=cfg.steps, metavar="N", help="environment steps")
+    p.add_argument("--seed", type=cliargs.seed, default=cfg.seed, help="seed of the episodes, networks and batches")
+    p.add_argument("--warmup-steps", type=int, default=cfg.warmup_steps, metavar="N",
+                   help="uniformly random steps before the first update")
+    p.add_argument("--batch-size", type=int, default=cfg.batch_size, metavar="B", help="transitions per critic update")
+    p.add_argument("--actor-batch-size", type=int, default=cfg.actor_batch_size, metavar="B",
+                   help="of those, the transitions the actor's update reads")
+    p.add_argument("--shift", type=int, default=cfg.shift, metavar="PX",
+                   help="DrQ's random shift of the actor's training images, in pixels each way (0: none)")
+    p.add_argument("--aux-weight", type=float, default=cfg.aux_weight, metavar="W",
+                   help="weight of the image features' valve (cos, sin) read-out loss (0: none)")
+    p.add_argument("--eval-interval", type=int, default=cfg.eval_interval, metavar="N",
+                   help="steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=cfg.eval_episodes, metavar="N",
+                   help="episodes per evaluation")
+    p.add_argument("--final-episodes", type=int, default=cfg.final_episodes, metavar="N",
+                   help="episodes of the best policy's final evaluation")
+    p.add_argument("--threads", type=int, default=cfg.threads, metavar="T", help="torch threads")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    cliargs.add_json_flag(p, "the learning curve, the files written, the training and update times, the final "
+                          "evaluation")
+    p.set_defaults(func=_train_pixels)
+
+
+def _train_pixels(args: argparse.Namespace) -> int:
+    """``s2r train-pixels``: :func:`s2r.api.train_pixels`."""
+    try:
+        cfg = PixelsSacConfig(task=args.task, engine=args.engine, steps=args.steps, seed=args.seed,
+                              warmup_steps=args.warmup_steps, batch_size=args.batch_size,
+                              actor_batch_size=args.actor_batch_size, shift=args.shift, aux_weight=args.aux_weight,
+                              eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
+                              final_episodes=args.final_episodes, threads=args.threads)
+        job = api.PixelsTrainJob(out=Path(args.out), config=cfg)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
+    require_torch("s2r train-pixels")
+    result = api.train_pixels(job, progress=None if args.quiet else lambda text: print(text, file=sys.stderr))
+    final = result.final
+    cliargs.print_result(args.json, result.to_json(), [
+        f"{cfg.steps} steps of {cfg.task} in {result.train_s:.0f} s ({result.update_ms:.0f} ms per update); best "
+        f"policy at step {result.best_step}: success {final['success_rate']:.2f} over {final['episodes']} episodes",
+        f"wrote {result.best} and {result.last}"])
+    return 0
 
 
 def _note_skipped(skipped: tuple[str, ...], engine: str) -> None:
