@@ -106,10 +106,7 @@ def parse_perception_metadata(props: dict[str, str], source: str) -> PerceptionM
         r.fail("s2r_format", f"{FORMAT!r} (an estimator written by `s2r train-perception`)", r.raw("s2r_format"))
     if r.integer("s2r_format_version") != FORMAT_VERSION:
         r.fail("s2r_format_version", f"{FORMAT_VERSION} (this s2r reads that version)", r.raw("s2r_format_version"))
-    cam = r.child("camera")
-    camera = {"name": cam.text("name"), "width": cam.count("width"), "height": cam.count("height"),
-              "intrinsics": list(cam.numbers("intrinsics", 4)), "position": list(cam.numbers("position", 3)),
-              "rotation": [list(row) for row in cam.matrix("rotation", 3, 3)]}
+    camera = parse_camera(r.child("camera"))
     # An empty list is a model whose engine rendered every parameter (Fields.strings wants at least one).
     skipped = () if r.raw("skipped_params") == [] else r.strings("skipped_params", what="parameter names")
     return PerceptionMetadata(
@@ -117,6 +114,13 @@ def parse_perception_metadata(props: dict[str, str], source: str) -> PerceptionM
         epochs=r.integer("epochs", low=1), seed=r.integer("seed", low=0), randomization=r.text("randomization"),
         skipped_params=skipped, s2r_version=r.text("s2r_version"),
         export_time_utc=r.text("export_time_utc"), source_checkpoint=r.text("source_checkpoint", empty=True))
+
+
+def parse_camera(cam: Fields) -> dict[str, Any]:
+    """A camera as :func:`camera_json` writes it, read back field by field (a bad one is a ``UserError`` naming it)."""
+    return {"name": cam.text("name"), "width": cam.count("width"), "height": cam.count("height"),
+            "intrinsics": list(cam.numbers("intrinsics", 4)), "position": list(cam.numbers("position", 3)),
+            "rotation": [list(row) for row in cam.matrix("rotation", 3, 3)]}
 
 
 def camera_problems(recorded: dict[str, Any], camera: CameraSpec) -> list[str]:

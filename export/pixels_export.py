@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,14 +44,17 @@ from export.pixels_policy import (
     IMAGE_NODE,
     JOINT_POS_INPUT,
     LAST_ACTION_INPUT,
+    MODULAR,
     OBSERVATION_NODE,
     POLICY_PREFIX,
+    CameraPolicyInfo,
     InputSpec,
     OnnxPixelsPolicy,
 )
 from policies.envs import make_env
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
+from sim.camera import CameraSpec
 from sim.pixels_env import PixelsEnv
 from sim.tasks import PIXEL_IDS
 
@@ -72,25 +75,30 @@ GLUE_BLOCKS = ("joint_pos", "last_action", "valve_cos_sin", "target_error")
 
 @dataclass(frozen=True)
 class PixelsVerification:
-    """onnxruntime running the file against the modular policy on the same observations."""
+    """onnxruntime running the file against its reference (the modular policy, or PyTorch) on the same
+    observations."""
 
     rollout_observations: int
     """Observations of the camera env, from rollouts of the modular policy."""
     random_observations: int
     """Random observations."""
     max_action_diff: float
-    """Largest |file - modular policy| over every action entry."""
+    """Largest |file - reference| over every action entry."""
     max_angle_diff_rad: float
-    """Largest |file - estimator| angle (rad)."""
+    """Largest |file - reference| angle (rad)."""
+    action_limit: float = MAX_ACTION_DIFF
+    """The largest action difference that passes."""
+    angle_limit_rad: float = MAX_ANGLE_DIFF_RAD
+    """The largest angle difference that passes (rad)."""
 
     @property
     def passed(self) -> bool:
-        return self.max_action_diff <= MAX_ACTION_DIFF and self.max_angle_diff_rad <= MAX_ANGLE_DIFF_RAD
+        return self.max_action_diff <= self.action_limit and self.max_angle_diff_rad <= self.angle_limit_rad
 
     def to_dict(self) -> dict[str, Any]:
         return {"rollout_observations": self.rollout_observations, "random_observations": self.random_observations,
                 "max_action_diff": self.max_action_diff, "max_angle_diff_rad": self.max_angle_diff_rad,
-                "action_limit": MAX_ACTION_DIFF, "angle_limit_rad": MAX_ANGLE_DIFF_RAD, "passed": self.passed}
+                "action_limit": self.action_limit, "angle_limit_rad": self.angle_limit_rad, "passed": self.passed}
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,7 @@ def export_pixels_policy(state_policy: str | Path, perception: str | Path, out: 
         assert isinstance(inner, PixelsEnv)
         estimator = OnnxAngleEstimator(perception, camera=inner.camera)
         reference = ModularPolicy(estimator, state.act, inner.task)
-        observations = _rollouts(env, reference, seed) + _random_observations(inner, seed)
+        observations = rollouts(env, reference, seed) + random_observations(inner, seed)
     finally:
         env.close()
     batch = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
@@ -138,13 +146,13 @@ def export_pixels_policy(state_policy: str | Path, perception: str | Path, out: 
     model = compose(onnx.load(str(state.path)), onnx.load(str(estimator.path)),
                     [(b.name, b.start, b.stop) for b in info.obs_layout], reference.goal_names, inner.camera.height,
                     inner.camera.width)
-    inputs = _input_specs(inner, reference.goal_names)
-    props = {"s2r_format": FORMAT, "s2r_format_version": str(FORMAT_VERSION), "env_id": env_id,
-             "state_policy": _json(state.metadata), "perception": _json(estimator.metadata),
-             "inputs": _json([i.to_json() for i in inputs]), "camera": _json(camera_json(inner.camera)),
-             "s2r_version": s2r.__version__,
-             "export_time_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-             "source_policy": str(state_policy), "source_perception": str(perception)}
+    inputs = input_specs(inner, reference.goal_names)
+    assert info.task is not None and info.control_period_s is not None  # a PIXEL_IDS task's policy has them
+    described = CameraPolicyInfo(MODULAR, env_id, info.engine, dict(info.env_kwargs), info.task, info.joint_names,
+                                 info.control_period_s, info.provenance.algo, info.provenance.training_steps)
+    props = {**header(described, inputs, inner.camera), "state_policy": _json(state.metadata),
+             "perception": _json(estimator.metadata), "source_policy": str(state_policy),
+             "source_perception": str(perception)}
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
     with atomic_path(out) as tmp:
@@ -265,7 +273,16 @@ def _data_inputs(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in weights]
 
 
-def _input_specs(env: PixelsEnv, goal_names: Sequence[str]) -> tuple[InputSpec, ...]:
+def header(info: CameraPolicyInfo, inputs: Sequence[InputSpec], camera: CameraSpec) -> dict[str, str]:
+    """The metadata keys every camera policy file has (:mod:`export.pixels_policy`)."""
+    return {"s2r_format": FORMAT, "s2r_format_version": str(FORMAT_VERSION), **info.to_props(),
+            "inputs": _json([i.to_json() for i in inputs]), "camera": _json(camera_json(camera)),
+            "s2r_version": s2r.__version__,
+            "export_time_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+
+
+def input_specs(env: PixelsEnv, goal_names: Sequence[str]) -> tuple[InputSpec, ...]:
+    """The graph's inputs on ``env``, as the metadata records them."""
     space = env.observation_space
     assert isinstance(space, gym.spaces.Dict)
     cam = env.camera
@@ -278,7 +295,9 @@ def _input_specs(env: PixelsEnv, goal_names: Sequence[str]) -> tuple[InputSpec, 
 
 
 # --- the observations it is checked on ----------------------------------------------------------------------------
-def _rollouts(env: gym.Env[Any, Any], policy: ModularPolicy, seed: int) -> list[dict[str, NDArray[Any]]]:
+def rollouts(env: gym.Env[Any, Any], policy: Callable[[dict[str, NDArray[Any]]], NDArray[Any]], seed: int
+             ) -> list[dict[str, NDArray[Any]]]:
+    """The observations of :data:`ROLLOUT_EPISODES` episodes of ``policy`` on the camera env ``env``."""
     seen = []
     for episode in range(ROLLOUT_EPISODES):
         obs, _ = env.reset(seed=seed + episode)
@@ -290,7 +309,9 @@ def _rollouts(env: gym.Env[Any, Any], policy: ModularPolicy, seed: int) -> list[
     return seen
 
 
-def _random_observations(env: PixelsEnv, seed: int) -> list[dict[str, NDArray[Any]]]:
+def random_observations(env: PixelsEnv, seed: int) -> list[dict[str, NDArray[Any]]]:
+    """:data:`RANDOM_OBSERVATIONS` observations of ``env``'s kind drawn anywhere: uniform pixels, joints in their
+    ranges, actions in [-1, 1], goals in their ranges."""
     rng = np.random.default_rng(seed)
     spec = env.task.spec
     low, high = np.asarray(spec.joint_low, dtype=np.float64), np.asarray(spec.joint_high, dtype=np.float64)

@@ -1,22 +1,28 @@
 """A claw policy for a robot without a valve encoder, in one ONNX file: the camera frame and the robot's own readings
 in, the action out.
 
-:mod:`export.pixels_export` writes it from an exported state policy and a valve-angle estimator; this module runs it
-on onnxruntime (numpy only, no torch). The graph takes what :class:`sim.pixels_env.PixelsEnv` observes, by name:
+Two kinds share the contract. ``modular``: a state policy behind a valve-angle estimator, joined by
+:mod:`export.pixels_export` (inside, the estimate becomes the state policy's observation as the task's ``observe``
+builds it; the export checks that against ``observe`` before the file appears). ``end_to_end``: the actor of
+``s2r train-pixels`` (:mod:`export.pixels_sac_export`), whose angle is its image features' auxiliary read-out. This
+module runs either on onnxruntime (numpy only, no torch). The graph takes what :class:`sim.pixels_env.PixelsEnv`
+observes, by name:
 
 - ``image``: uint8 ``(B, H, W, 3)``, the task camera's RGB frame as the camera gives it;
 - ``joint_pos`` and ``last_action``: float32 ``(B, n)``, the joint readings (rad) and the last normalized action;
 - ``goal``: float32 ``(B, G)``, the commanded goal values in the task's ``goal_fields`` order (SI units);
 
-and gives ``action`` (float32 ``(B, n)``, normalized in [-1, 1]) and ``angle`` (float32 ``(B,)``, the estimator's valve
-angle, rad, for the logs). Inside, the estimator's angle becomes the state policy's observation as the task's own
-``observe`` builds it (the export checks that against ``observe`` before the file appears).
+and gives ``action`` (float32 ``(B, n)``, normalized in [-1, 1]) and ``angle`` (float32 ``(B,)``, the valve angle
+the policy read, rad, for the logs).
 
-Metadata keys of schema ``s2r-onnx-pixels-policy`` version 1: ``s2r_format``, ``s2r_format_version``; ``state_policy``
-and ``perception``, the two source files' own ``metadata_props`` (JSON objects, parsed with their own readers);
-``inputs`` (JSON list of ``{"name", "dtype", "shape", "what"}``, shapes without the batch); ``camera`` (the
-estimator's); ``env_id`` (the camera env, :data:`sim.tasks.PIXEL_IDS`); ``verification`` (JSON, what the export
-measured); ``s2r_version``, ``export_time_utc``, ``source_policy``, ``source_perception``.
+Metadata keys of schema ``s2r-onnx-pixels-policy`` version 1, both kinds: ``s2r_format``, ``s2r_format_version``,
+``kind``; ``env_id`` (the camera env, :data:`sim.tasks.PIXEL_IDS`), ``engine``, ``env_kwargs`` (JSON), ``task``,
+``joint_names`` (JSON, action order), ``control_period_s``, ``algo``, ``training_steps``; ``inputs`` (JSON list of
+``{"name", "dtype", "shape", "what"}``, shapes without the batch); ``camera`` (JSON, as
+:func:`export.perception_model.camera_json` writes it); ``s2r_version``, ``export_time_utc``. ``modular`` adds
+``state_policy`` and ``perception``, the two source files' own ``metadata_props`` (JSON objects, parsed with their
+own readers), ``source_policy`` and ``source_perception``; ``end_to_end`` adds ``training`` (JSON, the learner's
+settings) and ``source_checkpoint``.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from export.perception_model import (
     OUTPUT_COS_SIN,
     PerceptionMetadata,
     camera_problems,
+    parse_camera,
     parse_perception_metadata,
 )
 from s2r.core.errors import UserError
+from s2r.core.fields import Fields
 from sim.camera import CameraSpec
 
 FORMAT = PIXELS_FORMAT
@@ -88,6 +96,46 @@ class InputSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "what": self.what}
 
 
+MODULAR, END_TO_END = "modular", "end_to_end"
+KINDS = (MODULAR, END_TO_END)
+"""What a camera policy is inside: a state policy behind an estimator, or one network from pixels."""
+
+
+@dataclass(frozen=True)
+class CameraPolicyInfo:
+    """What a camera policy file says it is and where it comes from (both kinds)."""
+
+    kind: str
+    """One of :data:`KINDS`."""
+    env_id: str
+    """The camera env it runs on."""
+    engine: str
+    """Physics engine it trained on."""
+    env_kwargs: dict[str, Any]
+    """Extra ``gym.make`` keyword arguments it trained with."""
+    task: str
+    """Task spec name (``dclaw-turn``)."""
+    joint_names: tuple[str, ...]
+    """Actuated joints in action order."""
+    control_period_s: float
+    """Time between two actions (s)."""
+    algo: str
+    """Learner that trained it (the state policy's, for a modular policy)."""
+    training_steps: int
+    """Environment steps it trained for."""
+
+    def to_props(self) -> dict[str, str]:
+        return {"kind": self.kind, "env_id": self.env_id, "engine": self.engine,
+                "env_kwargs": json.dumps(self.env_kwargs, sort_keys=True), "task": self.task,
+                "joint_names": json.dumps(list(self.joint_names)), "control_period_s": repr(self.control_period_s),
+                "algo": self.algo, "training_steps": str(self.training_steps)}
+
+
+class _Props(Fields):
+    noun = "metadata key"
+    missing_note = " (the file is damaged or was not written by `s2r export`)"
+
+
 def is_pixels_policy(props: Mapping[str, str]) -> bool:
     """Whether ``metadata_props`` are a camera policy's."""
     return props.get("s2r_format") == FORMAT
@@ -109,9 +157,10 @@ def pixels_file(path: str | os.PathLike[str]) -> bool:
 class OnnxPixelsPolicy:
     """A camera policy file: :meth:`act` (also ``policy(obs)``) maps one :class:`sim.pixels_env.PixelsEnv`
     observation (a dict of ``image``, ``joint_pos``, ``last_action``, ``goal``) to the normalized action;
-    :meth:`predict` runs a batch. ``info`` is the state policy's :class:`PolicyMetadata` (task, joints, control
-    period, training provenance), ``perception`` the estimator's; with ``camera`` the file is checked against that
-    camera at load. ``last_angle`` is the estimate of the last :meth:`act` (rad)."""
+    :meth:`predict` runs a batch. ``info`` is what the file is (:class:`CameraPolicyInfo`); a modular one also has
+    its state policy's :class:`PolicyMetadata` (``state_info``) and its estimator's ``perception`` (else ``None``).
+    With ``camera`` the file is checked against that camera at load. ``last_angle`` is the angle read in the last
+    :meth:`act` (rad)."""
 
     def __init__(self, path: str | os.PathLike[str], camera: CameraSpec | None = None) -> None:
         self.path = Path(path)
@@ -128,17 +177,15 @@ class OnnxPixelsPolicy:
         if not is_pixels_policy(self.metadata):
             raise UserError(f"{name!r} is not a camera policy (s2r_format {self.metadata.get('s2r_format')!r}): "
                             "expected a file written by `s2r export POLICY --perception MODEL.onnx`")
-        self.info, self.perception, self.inputs = parse_pixels_metadata(self.metadata, name)
+        parsed = parse_pixels_metadata(self.metadata, name)
+        self.info, self.state_info, self.perception, self.inputs, self.camera = parsed
         got_in = [(i.name, i.type) for i in self._session.get_inputs()]
         want_in = [(s.name, "tensor(uint8)" if s.dtype == "uint8" else "tensor(float)") for s in self.inputs]
         got_out = [o.name for o in self._session.get_outputs()]
         if got_in != want_in or got_out != list(OUTPUTS):
             raise UserError(f"{name!r}: the graph takes {got_in} and gives {got_out}; its metadata says {want_in} "
                             f"and {list(OUTPUTS)}; the file is inconsistent")
-        self._shapes = {s.name: s.shape for s in self.inputs}
-        self.camera: dict[str, Any] = self.perception.camera
-        """The camera the estimator was trained for (:func:`export.perception_model.camera_json`)."""
-        self.env_id = self.metadata.get("env_id", "")
+        self.env_id = self.info.env_id
         """The camera env it runs on (:data:`sim.tasks.PIXEL_IDS`)."""
         self.last_angle: float | None = None
         """The estimate of the last :meth:`act` (rad)."""
@@ -146,7 +193,7 @@ class OnnxPixelsPolicy:
             self.check_camera(camera)
 
     def check_camera(self, camera: CameraSpec) -> None:
-        """A ``UserError`` naming every way ``camera`` differs from the one the estimator was trained for."""
+        """A ``UserError`` naming every way ``camera`` differs from the one the policy was trained for."""
         problems = camera_problems(self.camera, camera)
         if problems:
             raise UserError(f"{str(self.path)!r} was trained for another camera: {camera.name!r} has "
@@ -187,36 +234,48 @@ class OnnxPixelsPolicy:
 
 
 def parse_pixels_metadata(props: Mapping[str, str], source: str
-                          ) -> tuple[PolicyMetadata, PerceptionMetadata, tuple[InputSpec, ...]]:
-    """The state policy's and the estimator's metadata and the inputs of a camera policy's ``metadata_props``; a
-    missing or malformed key is a ``UserError`` naming it."""
-    version = props.get("s2r_format_version")
-    if version != str(FORMAT_VERSION):
-        raise UserError(f"{source!r}: metadata key s2r_format_version is {version!r}, expected {FORMAT_VERSION!r} "
-                        "(this s2r reads that version)")
-    parts: dict[str, Any] = {}
-    for key in ("state_policy", "perception", "inputs"):
-        try:
-            parts[key] = json.loads(props[key])
-        except KeyError:
-            raise UserError(f"{source!r}: metadata key {key!r} is missing (the file is damaged or was not written by "
-                            "`s2r export --perception`)") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{source!r}: metadata key {key!r} is not JSON ({exc})") from None
-    if not isinstance(parts["state_policy"], dict) or not isinstance(parts["perception"], dict):
-        raise UserError(f"{source!r}: metadata keys 'state_policy' and 'perception' must be JSON objects")
-    info = parse_metadata({str(k): str(v) for k, v in parts["state_policy"].items()}, f"{source} (its state policy)")
-    perception = parse_perception_metadata({str(k): str(v) for k, v in parts["perception"].items()},
-                                           f"{source} (its estimator)")
-    try:
-        inputs = tuple(InputSpec(str(i["name"]), str(i["dtype"]), tuple(int(n) for n in i["shape"]), str(i["what"]))
-                       for i in parts["inputs"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise UserError(f"{source!r}: metadata key 'inputs' must be a list of {{name, dtype, shape, what}} ({exc})") \
-            from None
+                          ) -> tuple[CameraPolicyInfo, PolicyMetadata | None, PerceptionMetadata | None,
+                                     tuple[InputSpec, ...], dict[str, Any]]:
+    """What a camera policy's ``metadata_props`` say: its :class:`CameraPolicyInfo`, a modular one's state policy
+    and estimator metadata (else ``None``), its inputs and its camera; a missing or malformed key is a ``UserError``
+    naming it."""
+    data: dict[str, Any] = dict(props)
+    for key in ("s2r_format_version", "env_kwargs", "joint_names", "control_period_s", "training_steps", "inputs",
+                "camera", "state_policy", "perception", "training"):
+        if key in data:
+            try:
+                data[key] = json.loads(data[key])
+            except json.JSONDecodeError:
+                pass  # the field's own check names what it should be
+    r = _Props(data, "", source)
+    if r.integer("s2r_format_version") != FORMAT_VERSION:
+        r.fail("s2r_format_version", f"{FORMAT_VERSION} (this s2r reads that version)", r.raw("s2r_format_version"))
+    kind = r.choice("kind", KINDS)
+    env_kwargs = r.raw("env_kwargs")
+    if not isinstance(env_kwargs, dict):
+        r.fail("env_kwargs", "a JSON object", env_kwargs)
+    info = CameraPolicyInfo(kind, r.text("env_id"), r.text("engine"), env_kwargs, r.text("task"),
+                            r.strings("joint_names", what="joint names"), r.number("control_period_s", low=0.0),
+                            r.text("algo"), r.integer("training_steps", low=0))
+    camera = parse_camera(r.child("camera"))
+    inputs = []
+    for item in r.items("inputs"):
+        shape = item.raw("shape")
+        size = len(shape) if isinstance(shape, list) and shape else 1
+        inputs.append(InputSpec(item.text("name"), item.choice("dtype", ("uint8", "float32")),
+                                tuple(int(n) for n in item.numbers("shape", size)), item.text("what")))
     if tuple(i.name for i in inputs) != INPUTS:
-        raise UserError(f"{source!r}: metadata key 'inputs' names {[i.name for i in inputs]}, expected {list(INPUTS)}")
-    return info, perception, inputs
+        r.fail("inputs", f"the inputs {list(INPUTS)} in that order", [i.name for i in inputs])
+    state_info = perception = None
+    if kind == MODULAR:
+        for key in ("state_policy", "perception"):
+            if not isinstance(r.raw(key), dict):
+                r.fail(key, "a JSON object (the source file's own metadata)", r.raw(key))
+        state_info = parse_metadata({str(k): str(v) for k, v in r.raw("state_policy").items()},
+                                    f"{source} (its state policy)")
+        perception = parse_perception_metadata({str(k): str(v) for k, v in r.raw("perception").items()},
+                                               f"{source} (its estimator)")
+    return info, state_info, perception, tuple(inputs), camera
 
 
 def split_pixels_policy(path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -232,7 +291,9 @@ def split_pixels_policy(path: str | os.PathLike[str], out_dir: str | os.PathLike
     props = {p.key: p.value for p in model.metadata_props}
     if not is_pixels_policy(props):
         raise UserError(f"{name!r} is not a camera policy (s2r_format {props.get('s2r_format')!r})")
-    parse_pixels_metadata(props, name)
+    if parse_pixels_metadata(props, name)[0].kind != MODULAR:
+        raise UserError(f"{name!r} is an end-to-end camera policy (one network from pixels): it has no state policy "
+                        "and estimator to run on the robot's camera path; `s2r eval` runs it in simulation")
     nodes = {n.name: n for n in model.graph.node}
     missing = [n for n in (IMAGE_NODE, OBSERVATION_NODE, ACTION_NODE) if n not in nodes]
     if missing:

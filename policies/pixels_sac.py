@@ -46,6 +46,8 @@ from sim.pixels_env import GOAL_KEY, IMAGE_KEY, STATE_KEY, PixelsEnv
 PROPRIO_KEYS = ("joint_pos", "last_action", GOAL_KEY)
 """The vector part of the actor's observation, in this order."""
 CHECKPOINT_FORMAT = "s2r-pixels-sac"
+ALGO = "pixels-crossq"
+"""The learner's name in exported metadata."""
 EVAL_SEED = 10_000
 """First episode seed of the periodic evaluations (plus the run's seed)."""
 FINAL_SEED = 20_000
@@ -286,6 +288,26 @@ def save_checkpoint(path: Path, model: PixelsSacModel, cfg: PixelsSacConfig, dim
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def is_pixels_checkpoint(path: Path) -> bool:
+    """Whether ``path`` (a file) was written by :func:`save_checkpoint`; anything unreadable is not."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged or foreign file fails in many ways; its own loader names the problem
+        return False
+    return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+
+
+def run_checkpoint(path: Path) -> Path | None:
+    """The pixels SAC checkpoint ``path`` names: the file itself, or a run directory's ``best.pt`` (else
+    ``last.pt``); ``None`` when it names none."""
+    if path.is_dir():
+        for name in (BEST_NAME, LAST_NAME):
+            if (path / name).is_file() and is_pixels_checkpoint(path / name):
+                return path / name
+        return None
+    return path if path.is_file() and is_pixels_checkpoint(path) else None
 
 
 def load_actor(path: Path) -> tuple[PixelsActor, PixelsSacConfig, dict[str, Any]]:

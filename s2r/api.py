@@ -133,7 +133,9 @@ __all__ = [
     "evaluate_perception",
     "export",
     "export_pixels",
+    "export_pixels_run",
     "finetune",
+    "pixels_run",
     "sweep",
     "train",
     "train_perception",
@@ -260,6 +262,24 @@ def export(job: ExportJob) -> ExportResult:
         return export_sb3(source.model, job.out, task=source.task, vecnormalize=source.vecnormalize,
                           engine=source.engine, activation=source.activation, config=job.config)
     return export_policy(source, job.out, job.config)
+
+
+def pixels_run(source: Path | Sb3Model) -> Path | None:
+    """The ``s2r train-pixels`` checkpoint ``source`` names (the file, or a run directory's ``best.pt``, else
+    ``last.pt``), ``None`` for anything else. Needs torch."""
+    require_torch("s2r.api.pixels_run")
+    from policies.pixels_sac import run_checkpoint  # torch, the optional `train` extra
+
+    return run_checkpoint(source) if isinstance(source, Path) else None
+
+
+def export_pixels_run(checkpoint: Path, out: Path | None = None, seed: int = 0) -> PixelsExport:
+    """The end-to-end camera policy of an ``s2r train-pixels`` checkpoint to ONNX (default ``policy_pixels.onnx``
+    beside it), checked against PyTorch before it appears (:func:`export.pixels_sac_export.export_pixels_sac`)."""
+    require_torch("s2r.api.export_pixels_run")
+    from export.pixels_sac_export import export_pixels_sac  # torch, the optional `train` extra
+
+    return export_pixels_sac(checkpoint, out if out is not None else checkpoint.with_name("policy_pixels.onnx"), seed)
 
 
 @dataclass(frozen=True)
@@ -436,17 +456,17 @@ def _evaluate_pixels(job: EvalJob) -> EvalResult:
     policy = OnnxPixelsPolicy(job.policy)
     info = policy.info
     engine = job.engine or info.engine
-    env = make_env(policy.env_id, engine, dict(info.env_kwargs) or None, dict_obs=True)
+    env = make_env(info.env_id, engine, dict(info.env_kwargs) or None, dict_obs=True)
     try:
         inner = env.unwrapped
         assert isinstance(inner, PixelsEnv)
         policy.check_camera(inner.camera)
-        env = _randomized(env, policy.env_id, job.randomize)
+        env = _randomized(env, info.env_id, job.randomize)
         result = evaluate_env(policy, env, job.episodes, job.seed)
     finally:
         env.close()
-    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), policy.path, "onnx", policy.env_id, engine,
-                      info.provenance.algo, info.provenance.training_steps, job.seed, os.fspath(job.policy),
+    return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), policy.path, "onnx", info.env_id, engine,
+                      info.algo, info.training_steps, job.seed, os.fspath(job.policy),
                       tuple(os.fspath(p) for p in job.randomize))
 
 

@@ -3,7 +3,9 @@ checkpoint, the command."""
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from policies.pixels_config import PixelsSacConfig  # noqa: E402 -- after the torch check
+from export.pixels_policy import OnnxPixelsPolicy  # noqa: E402 -- after the torch check
+from policies.pixels_config import PixelsSacConfig  # noqa: E402
 from policies.pixels_sac import (  # noqa: E402
     PixelsBatch,
     PixelsPolicy,
@@ -148,23 +151,60 @@ def test_the_checkpoint_holds_the_averaged_policy_and_loads_with_weights_only(tm
         load_actor(tmp_path / "else.pt")
 
 
+def _train_tiny(out: Path) -> dict[str, Any]:
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        assert main(["train-pixels", "--out", str(out), *TINY, "--quiet", "--json"]) == 0
+    result: dict[str, Any] = json.loads(buffer.getvalue().strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("pixels_sac") / "run"
+    return out, _train_tiny(out)
+
+
 def test_the_command_learns_evaluates_and_writes_the_run_the_same_every_time(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runs = []
-    for name in ("a", "b"):
-        assert main(["train-pixels", "--out", str(tmp_path / name), *TINY, "--quiet", "--json"]) == 0
-        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
-    first = runs[0]
+        tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, first = tiny_run
     assert [r["step"] for r in first["curve"]] == [120, 240]
     assert "aux_loss" in first["curve"][-1] and first["final"]["episodes"] == 1
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
-    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert {"best.pt", "last.pt", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [120, 240]
 
     def learned(run: dict[str, Any]) -> list[Any]:
         return [{k: v for k, v in row.items() if k != "train_s"} for row in run["curve"]]
 
-    assert learned(runs[0]) == learned(runs[1])
+    assert learned(first) == learned(_train_tiny(tmp_path / "again"))
+
+
+def test_the_run_exports_to_a_verified_camera_policy_that_eval_runs_as_the_checkpoint(
+        tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "camera.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["checkpoint"] == str(tiny_run[0] / "best.pt") and summary["verification"]["passed"]
+    policy = OnnxPixelsPolicy(out)
+    assert policy.info.kind == "end_to_end" and policy.info.algo == "pixels-crossq"
+    assert policy.state_info is None and policy.perception is None
+    actor = load_actor(tiny_run[0] / "best.pt")[0]
+    assert policy.info.training_steps == torch.load(tiny_run[0] / "best.pt", weights_only=True)["step"]
+    env = PixelsEnv(DClawTurn(variant="fixed"))
+    try:
+        obs, _ = env.reset(seed=3)
+        for _ in range(5):
+            action = policy(obs)
+            np.testing.assert_allclose(action, PixelsPolicy(actor)(obs), atol=1e-5)
+            obs, *_ = env.step(action)
+    finally:
+        env.close()
+    assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["env_id"] == "s2r/DClawTurnPixels-v0"
+    assert main(["deploy", str(out), "--robot", "dclaw", "--driver", "emulator", "--episodes", "1",
+                 "--log-dir", str(tmp_path / "logs")]) == 2
+    assert "is an end-to-end camera policy (one network from pixels)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -11,7 +11,7 @@ from typing import Any
 
 from export.config import ExportConfig, VerificationError
 from export.sb3_files import ACTIVATIONS
-from s2r.api import ExportJob, PixelsExportJob, Sb3Model, export, export_pixels
+from s2r.api import ExportJob, PixelsExportJob, Sb3Model, export, export_pixels, export_pixels_run, pixels_run
 from s2r.core.errors import UserError
 from s2r.core.extras import require_torch
 from sim.engines import ENGINES
@@ -105,6 +105,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.perception is not None:
         return _run_export_pixels(args, source, config)
     require_torch("s2r export")
+    checkpoint = pixels_run(source)
+    if checkpoint is not None:
+        return _run_export_pixels_run(args, checkpoint, config)
     try:
         result = export(ExportJob(source, Path(args.out) if args.out else None, config))
     except VerificationError as exc:
@@ -139,8 +142,22 @@ def _run_export_pixels(args: argparse.Namespace, source: Path | Sb3Model, config
         v = result.pixels.verification
         print(f"wrote {result.pixels.path} ({result.pixels.env_id}: {result.state_policy} behind {args.perception}); "
               f"verified on {v.rollout_observations + v.random_observations} observations ({v.random_observations} "
-              f"random): max |action - modular policy's| = {v.max_action_diff:.2e} <= {v.to_dict()['action_limit']:g}, "
+              f"random): max |action - modular policy's| = {v.max_action_diff:.2e} <= {v.action_limit:g}, "
               f"max |angle - estimator's| = {v.max_angle_diff_rad:.2e} rad")
     print(json.dumps(result.to_dict()))
+    sys.stdout.flush()
+    return 0
+
+
+def _run_export_pixels_run(args: argparse.Namespace, checkpoint: Path, config: ExportConfig) -> int:
+    made = export_pixels_run(checkpoint, Path(args.out) if args.out else None, config.seed)
+    v = made.verification
+    if not args.json:
+        print(f"wrote {made.path} ({made.env_id}, end to end from {checkpoint}); verified on "
+              f"{v.rollout_observations + v.random_observations} observations ({v.random_observations} random): max "
+              f"|onnx - torch| = {v.max_action_diff:.2e} <= {v.action_limit:g} in the action, "
+              f"{v.max_angle_diff_rad:.2e} rad in the angle")
+    print(json.dumps({"path": str(made.path), "env_id": made.env_id, "checkpoint": str(checkpoint),
+                      "verification": v.to_dict()}))
     sys.stdout.flush()
     return 0
