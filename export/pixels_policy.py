@@ -232,6 +232,19 @@ class OnnxPixelsPolicy:
 
     __call__ = act
 
+    def act_frame(self, frame: NDArray[np.uint8], joint_pos: NDArray[Any], last_action: NDArray[Any],
+                  goal: NDArray[Any]) -> NDArray[np.float32]:
+        """The action for one cycle on a robot: its camera frame, joint readings (rad), last action and goal values
+        (:class:`robot.controller.FramePolicy`)."""
+        return self.act({IMAGE_INPUT: frame, JOINT_POS_INPUT: joint_pos, LAST_ACTION_INPUT: last_action,
+                         GOAL_INPUT: goal})
+
+    def angle(self, frame: NDArray[np.uint8]) -> float:
+        """The valve angle (rad) the policy reads from one frame, for the logs (the vector inputs zero: the angle
+        depends on the image alone, in both kinds)."""
+        zeros = {s.name: np.zeros((1, *s.shape), np.float32) for s in self.inputs if s.name != IMAGE_INPUT}
+        return float(self.predict({IMAGE_INPUT: np.asarray(frame)[None], **zeros})[1][0])
+
 
 def parse_pixels_metadata(props: Mapping[str, str], source: str
                           ) -> tuple[CameraPolicyInfo, PolicyMetadata | None, PerceptionMetadata | None,

@@ -67,7 +67,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -114,6 +114,16 @@ class AngleEstimator(Protocol):
     :class:`export.perception_model.OnnxAngleEstimator`."""
 
     def angle(self, frame: NDArray[np.uint8]) -> float: ...
+
+
+@runtime_checkable
+class FramePolicy(Protocol):
+    """A policy of the camera frame and the robot's own readings instead of the task's observation: an end-to-end
+    camera policy (:class:`export.pixels_policy.OnnxPixelsPolicy`). Given as the controller's policy, it acts on
+    each cycle's frame, joint readings (rad), last action and goal (SI units, the task's ``goal_fields`` order)."""
+
+    def act_frame(self, frame: NDArray[np.uint8], joint_pos: FloatArray, last_action: FloatArray,
+                  goal: FloatArray) -> NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)
@@ -532,7 +542,7 @@ class Controller:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: Policy | FramePolicy,
         bus: Bus,
         task: Task,
         config: RobotConfig,
@@ -553,6 +563,16 @@ class Controller:
         spec = task.spec
         check_robot(spec, config, imu is not None, tracker is not None)
         check_camera(spec, config, camera is not None, estimator is not None)
+        self._frame_policy: FramePolicy | None = None
+        """The policy as a :class:`FramePolicy` when it is one (checked once: a runtime protocol check is slow)."""
+        self._obs_policy: Policy | None = None
+        """The policy of the task's observation otherwise."""
+        if isinstance(policy, FramePolicy):
+            self._frame_policy = policy
+        else:
+            self._obs_policy = policy
+        if self._frame_policy is not None and camera is None:
+            raise UserError("a policy of the camera frame needs the camera (the config's camera section)")
         self.camera = camera
         self.estimator = estimator
         self.truth = truth
@@ -845,7 +865,7 @@ class Controller:
                         self._end_cycle()
                         break
                     before = self.state.last_action
-                    action, f = self._decide(reading, obs)
+                    action, f = self._decide(reading, obs, goal)
                     recent_holds.append(f.hold == Hold.NON_FINITE_ACTION)
                     self._check_holds(recent_holds)
                     sent = self._write(f.command)
@@ -1014,15 +1034,24 @@ class Controller:
         camera = self.config.camera
         return (0, 0, 3) if camera is None else (camera.height, camera.width, 3)
 
-    def _decide(self, reading: Reading, obs: NDArray[np.float32]) -> tuple[FloatArray, Filtered]:
+    def _decide(self, reading: Reading, obs: NDArray[np.float32], goal: dict[str, float]
+                ) -> tuple[FloatArray, Filtered]:
         """The policy's action (NaN when not run) and the filtered command for one cycle."""
         n = self.limits.spec.n_joints
-        if (reading.stale or (self.camera is not None and self._frame is None)
+        frame = self._frame
+        if (reading.stale or (self.camera is not None and frame is None)
                 or (self.imu is not None and not np.all(np.isfinite(reading.base_quat)))
                 or (self.tracker is not None and not np.all(np.isfinite(reading.base_pos)))):
             return np.full(n, np.nan), self.state.hold(Hold.STALE_READING)
         try:
-            raw = self.policy(obs)
+            if self._frame_policy is not None:
+                assert frame is not None  # a frame policy comes with a camera (checked at construction)
+                names = tuple(f.name for f in getattr(self.task, "goal_fields", ()))
+                raw = self._frame_policy.act_frame(frame.image, reading.joint_pos, self.state.last_action,
+                                                   np.array([goal[name] for name in names]))
+            else:
+                assert self._obs_policy is not None
+                raw = self._obs_policy(obs)
             action = np.asarray(raw, dtype=np.float64)
             f = self.state.act(action)
         except Exception as exc:  # any failure of the policy (or its output's shape) must stop the robot safely

@@ -24,6 +24,7 @@ per control cycle (the command line passes its SIGINT/SIGTERM flag).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -44,7 +45,7 @@ from export.metadata import canonical_json
 from export.modular_policy import ModularPolicy
 from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
 from export.pixels_export import PixelsExport, export_pixels_policy
-from export.pixels_policy import OnnxPixelsPolicy, pixels_file, split_pixels_policy
+from export.pixels_policy import END_TO_END, OnnxPixelsPolicy, pixels_file, split_pixels_policy
 from policies.config import TrainConfig, config_from_mapping
 from policies.envs import make_env
 from policies.evaluate import evaluate_env
@@ -604,15 +605,19 @@ def deploy(job: DeployJob, *, should_stop: StopPoll | None = None, logger: loggi
     if job.perception is not None:
         raise ParameterError("perception", f"{os.fspath(job.policy)!r} is a camera policy: it carries its own "
                              "estimator; give a state policy to run behind another one")
+    provenance = {"camera_policy": os.fspath(job.policy)}
+    policy = OnnxPixelsPolicy(job.policy)
+    if policy.info.kind == END_TO_END:
+        return _deploy(job, provenance, should_stop, logger, frame_policy=policy)
     with tempfile.TemporaryDirectory(prefix="s2r-camera-policy-") as parts:
         state, estimator = split_pixels_policy(job.policy, parts)
-        return _deploy(replace(job, policy=state, perception=estimator),
-                       {"camera_policy": os.fspath(job.policy)}, should_stop, logger)
+        return _deploy(replace(job, policy=state, perception=estimator), provenance, should_stop, logger)
 
 
 def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | None,
-            logger: logging.Logger | None) -> DeployResult:
-    """:func:`deploy` of a state policy; ``provenance`` goes into the run's info as it is."""
+            logger: logging.Logger | None, frame_policy: OnnxPixelsPolicy | None = None) -> DeployResult:
+    """:func:`deploy` of a state policy, or of ``frame_policy`` (an end-to-end camera policy, which reads its own
+    frames and logs its own angle); ``provenance`` goes into the run's info as it is."""
     config = load_config(job.robot)
     spec = config.task_spec()
     view_target = _check_view(job.view)
@@ -625,14 +630,19 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
             raise ParameterError("faults", f"names servo ID(s) {', '.join(map(str, unknown))}, which {config.source} "
                                  f"does not have; its IDs: {', '.join(map(str, config.all_ids))}")
     settings = ControllerSettings(episode_steps=job.episode_steps)
-    loaded = load_policy(job.policy, spec=spec, seed=job.seed, period_override=config.control_period_override,
-                         limits=(config.low, config.high))
+    if frame_policy is None:
+        loaded = load_policy(job.policy, spec=spec, seed=job.seed, period_override=config.control_period_override,
+                             limits=(config.low, config.high))
+    else:
+        loaded = _frame_policy_loaded(job, frame_policy, config)
     task = deploy_task(config.task, job.task, loaded.env_id, spec)
     goals = episode_goals(task, job.goal, job.goal_schedule, job.episodes)
     if loaded.goal_conditioned:
         task = goal_view(task, loaded)
-    check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)
-    estimator = None if job.perception is None else _deploy_estimator(job, config, loaded)
+    estimator: OnnxAngleEstimator | OnnxPixelsPolicy | None = frame_policy
+    if frame_policy is None:
+        check_policy(loaded.act, task.spec.obs_layout.size, spec.n_joints)
+        estimator = None if job.perception is None else _deploy_estimator(job, config, loaded)
     steps = settings.episode_steps or spec.episode_steps
     described = f"camera policy {provenance['camera_policy']}" if "camera_policy" in provenance \
         else loaded.description
@@ -655,7 +665,8 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
                 io.bus.connect()
             except BusError as exc:
                 raise UserError(f"cannot start on the robot: {exc}") from exc
-            controller = Controller(loaded.act, io.bus, task, config, settings=io.controller_settings(settings),
+            policy = loaded.act if frame_policy is None else frame_policy
+            controller = Controller(policy, io.bus, task, config, settings=io.controller_settings(settings),
                                     logger=log, should_stop=poll, imu=io.imu, placer=io.placer, clock=io.clock,
                                     sleep=io.sleep, view=view, tracker=io.tracker, camera=io.camera,
                                     estimator=estimator, truth=io.truth)
@@ -667,6 +678,38 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
 
 def _never() -> str | None:
     return None
+
+
+def _frame_policy_loaded(job: DeployJob, policy: OnnxPixelsPolicy, config: RobotConfig) -> LoadedPolicy:
+    """An end-to-end camera policy checked against the robot (its task, joints, control period and camera; a
+    :class:`UserError` naming every mismatch before the robot is touched), described as a loaded policy."""
+    info, spec = policy.info, config.task_spec()
+    problems = []
+    if info.task != spec.name:
+        problems.append(f"task: the file has {info.task!r}, the robot {spec.name!r}")
+    if info.joint_names != spec.joint_names:
+        problems.append(f"joint names/order: the file has {list(info.joint_names)}, the robot {list(spec.joint_names)}")
+    if not config.control_period_override and not math.isclose(info.control_period_s, spec.control_period,
+                                                              rel_tol=0.0, abs_tol=1e-9):
+        problems.append(f"control period: the file has {info.control_period_s} s, the robot {spec.control_period} s")
+    if config.camera is None:
+        problems.append(f"camera: the policy reads one, and {config.source} has no camera section")
+    else:
+        cameras = {c.name: c for c in spec.cameras}
+        try:
+            policy.check_camera(cameras[config.camera.name])
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"refusing to deploy {str(policy.path)!r} on the {spec.robot} ({spec.name}):\n{lines}")
+    check_camera_options(config, job.driver, OpenOptions(port=job.port, camera=True))
+
+    def not_an_observation_policy(_obs: np.ndarray) -> np.ndarray:
+        raise AssertionError("an end-to-end camera policy acts on frames (FramePolicy.act_frame)")
+
+    return LoadedPolicy(not_an_observation_policy, "onnx", f"camera policy {policy.path}", policy.path,
+                        PIXEL_IDS[info.env_id], info.engine, info.env_kwargs, info.algo, info.training_steps)
 
 
 def _deploy_estimator(job: DeployJob, config: RobotConfig, loaded: LoadedPolicy) -> OnnxAngleEstimator:

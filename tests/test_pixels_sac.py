@@ -202,9 +202,41 @@ def test_the_run_exports_to_a_verified_camera_policy_that_eval_runs_as_the_check
         env.close()
     assert main(["eval", str(out), "--episodes", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["env_id"] == "s2r/DClawTurnPixels-v0"
-    assert main(["deploy", str(out), "--robot", "dclaw", "--driver", "emulator", "--episodes", "1",
+
+
+def test_deploy_feeds_the_end_to_end_policy_each_cycles_frame_and_readings(
+        tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cv2")  # the emulator's camera stream (the `camera` extra)
+    out = tmp_path / "camera.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--json"]) == 0
+    logs = tmp_path / "logs"
+    assert main(["deploy", str(out), "--robot", "dclaw", "--driver", "emulator", "--lockstep", "--episodes", "1",
+                 "--seed", "1", "--log-dir", str(logs), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stop_kind"] == "completed" and summary["policy"] == f"camera policy {out}"
+    policy = OnnxPixelsPolicy(out)
+    last_action = OBS_LAYOUT.slice("last_action")
+    with np.load(logs / "episode_000000.npz") as log:
+        steps = len(log["action"])
+        assert steps > 10
+        for t in range(steps):  # what the robot did is the file's action on what the robot saw
+            frame = log["camera_top"][t]
+            expected = policy.act_frame(frame, log["joint_pos"][t], log["obs"][t][last_action], log["goal"][t])
+            np.testing.assert_allclose(log["action"][t], expected, atol=1e-6)
+            assert log["passive_estimate"][t][0] == pytest.approx(policy.angle(frame), abs=1e-6)
+    assert json.loads((logs / "run.json").read_text())["extra"]["camera_policy"] == str(out)
+
+
+def test_an_end_to_end_policy_is_refused_by_a_robot_it_was_not_made_for(
+        tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "camera.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["deploy", str(out), "--robot", "dkitty", "--driver", "mock", "--episodes", "1",
                  "--log-dir", str(tmp_path / "logs")]) == 2
-    assert "is an end-to-end camera policy (one network from pixels)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"refusing to deploy {str(out)!r} on the dkitty" in err and "task: the file has 'dclaw-turn'" in err
+    assert "has no camera section" in err and not (tmp_path / "logs").exists()
 
 
 @pytest.mark.parametrize(("extra", "message"), [
