@@ -90,8 +90,7 @@ class OnnxPolicy:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if self._session.get_modelmeta().custom_metadata_map.get("s2r_format") == PIXELS_FORMAT:
             raise UserError(f"{name!r} is a camera policy (the camera frame and the joint readings in, written by "
-                            "`s2r export --perception`), not a state policy: `s2r eval` and `s2r deploy` run it as "
-                            "it is")
+                            "`s2r export`), not a state policy: `s2r eval` and `s2r deploy` run it as it is")
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"ONNX policy {name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
                             "a policy has one observation input and one action output")

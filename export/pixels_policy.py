@@ -176,7 +176,8 @@ class OnnxPixelsPolicy:
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         if not is_pixels_policy(self.metadata):
             raise UserError(f"{name!r} is not a camera policy (s2r_format {self.metadata.get('s2r_format')!r}): "
-                            "expected a file written by `s2r export POLICY --perception MODEL.onnx`")
+                            "expected a file written by `s2r export POLICY --perception MODEL.onnx` or by "
+                            "`s2r export` of an `s2r train-pixels` run")
         parsed = parse_pixels_metadata(self.metadata, name)
         self.info, self.state_info, self.perception, self.inputs, self.camera = parsed
         got_in = [(i.name, i.type) for i in self._session.get_inputs()]
