@@ -573,12 +573,13 @@ class Controller:
             self._obs_policy = policy
         if self._frame_policy is not None and camera is None:
             raise UserError("a policy of the camera frame needs the camera (the config's camera section)")
+        self._goal_names = tuple(f.name for f in getattr(task, "goal_fields", ()))
+        """The task's goal values in the order a frame policy takes them."""
         self.camera = camera
         self.estimator = estimator
         self.truth = truth
         self._frame: CameraFrame | None = None
         """The camera's frame of the newest cycle."""
-        self.policy = policy
         self.bus = bus
         self.task = task
         self.config = config
@@ -1046,9 +1047,8 @@ class Controller:
         try:
             if self._frame_policy is not None:
                 assert frame is not None  # a frame policy comes with a camera (checked at construction)
-                names = tuple(f.name for f in getattr(self.task, "goal_fields", ()))
                 raw = self._frame_policy.act_frame(frame.image, reading.joint_pos, self.state.last_action,
-                                                   np.array([goal[name] for name in names]))
+                                                   np.array([goal[name] for name in self._goal_names]))
             else:
                 assert self._obs_policy is not None
                 raw = self._obs_policy(obs)

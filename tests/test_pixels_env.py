@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -146,7 +147,6 @@ def test_visual_randomization_applies_to_the_camera_env() -> None:
 # --- s2r eval --perception ------------------------------------------------------------------------------------------
 def constant_estimator(path: Path, camera: dict[str, object] | None = None) -> Path:
     """An estimator file (built with onnx.helper) that reads 0 rad from every frame, with valid metadata."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     h, w = TOP_CAMERA.height, TOP_CAMERA.width
@@ -167,7 +167,16 @@ def constant_estimator(path: Path, camera: dict[str, object] | None = None) -> P
         [numpy_helper.from_array(np.zeros((), np.float32), "zero"),
          numpy_helper.from_array(np.array([1], np.int64), "axis1")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return save_estimator(graph, path, camera)
+
+
+def save_estimator(graph: Any, path: Path, camera: dict[str, object] | None = None, opset: int = 17) -> Path:
+    """``graph`` (frames -> angle, cos_sin) saved as an estimator file with valid metadata for ``camera`` (default
+    the claw's top camera)."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 10
     meta = PerceptionMetadata("dclaw-turn", camera or camera_json(TOP_CAMERA), "mujoco", 1, 1, 0, "none", (),
                               "test", "2026-01-01T00:00:00+00:00", "")

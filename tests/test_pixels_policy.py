@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_pixels_env import save_estimator
 
 from export.modular_policy import ModularPolicy
 from export.onnx_policy import OnnxPolicy
-from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
+from export.perception_model import OnnxAngleEstimator, camera_json
 from export.pixels_export import MAX_ACTION_DIFF, export_pixels_policy
 from export.pixels_policy import INPUTS, OnnxPixelsPolicy, pixels_file, split_pixels_policy
 from s2r.cli import main
@@ -56,14 +57,7 @@ def pixel_estimator(path: Path, camera: dict[str, object] | None = None, opset: 
          numpy_helper.from_array(np.array(2 * np.pi / 510, np.float32), "scale"),
          numpy_helper.from_array(np.array(np.pi, np.float32), "pi")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
-    meta = PerceptionMetadata("dclaw-turn", camera or camera_json(TOP_CAMERA), "mujoco", 1, 1, 0, "none", (),
-                              "test", "2026-01-01T00:00:00+00:00", "")
-    for key, value in meta.to_props().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
+    return save_estimator(graph, path, camera, opset)
 
 
 @pytest.fixture(scope="module")
