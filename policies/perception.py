@@ -1,17 +1,20 @@
 """A small CNN that reads the valve angle from one task-camera image, and its supervised training.
 
-The network takes the camera's uint8 ``(B, H, W, 3)`` frames as they come (the scaling to [-1, 1] is its first
-layer, so the exported graph holds the whole preprocessing), runs strided 3x3 convolutions, turns each feature map
-into the expected image position of its activation (a spatial soft-argmax: Levine et al. 2016, "End-to-End Training
-of Deep Visuomotor Policies", JMLR), and maps those keypoints through an MLP to a 2-vector whose direction is the
-angle: ``angle = atan2(sin, cos)``. Keypoints suit the task: the angle is where the marked spoke lies relative to the
-hub, whatever its colours, and a camera moved by a centimetre moves both.
+The network takes the camera's uint8 ``(B, H, W, 3)`` frames as they come (the scaling to [-1, 1] and, by default,
+a per-image standardization are its first layers, so the exported graph holds the whole preprocessing), runs strided
+3x3 convolutions, turns each feature map into the expected image position of its activation (a spatial soft-argmax:
+Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies", JMLR), and maps those keypoints through an MLP
+to a 2-vector whose direction is the angle: ``angle = atan2(sin, cos)``. Keypoints suit the task: the angle is
+where the marked spoke lies relative to the hub, whatever its colours, and a camera moved by a centimetre moves both.
 
 The valve has k identical spokes but one marked by its colour, so its image repeats every 2 pi / k but for that
 colour. With ``symmetry`` k the MLP gives a second 2-vector, the direction of ``k * angle``, which every spoke shows
 alike; the first only picks which of the k angles it allows is meant. So the precise angle comes from all spokes and
 the colour only has to be read to within half a spoke's spacing (README, *Reading the valve angle from the camera*,
 measures both).
+
+Training moves and re-exposes every batch afresh (:mod:`policies.augment`): the renders randomize the scene, the
+augmentations the camera that sees it.
 
 Checkpoints are ``torch.save`` of a dict of tensors, numbers, strings and lists only, read back with
 ``torch.load(weights_only=True)``: a checkpoint is never unpickled as arbitrary objects.
@@ -31,6 +34,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from policies.augment import photometric, random_shift
 from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
@@ -41,6 +45,8 @@ CHECKPOINT_VERSION = 1
 """Version of the checkpoint's layout."""
 STRIDED_LAYERS = 2
 """The first convolutions that halve the image; the rest keep its size."""
+MIN_SPREAD = 0.02
+"""Smallest pixel spread :func:`standardized` divides by (of [-1, 1] values: about 2.5 grey levels)."""
 
 
 class SpatialSoftArgmax(nn.Module):
@@ -86,6 +92,8 @@ class AngleNet(nn.Module):
         """The unnormalized directions ``(B, 2)`` of the angle, or with symmetry k ``(B, 4)`` of the angle and of
         k times it, for uint8 frames ``(B, H, W, 3)``."""
         x = frames.to(torch.float32).permute(0, 3, 1, 2) * (2.0 / 255.0) - 1.0
+        if self.config.standardize:
+            x = standardized(x)
         return self.head(self.keypoints(self.features(x)))
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,6 +104,19 @@ class AngleNet(nn.Module):
             return torch.atan2(unit[:, 1], unit[:, 0]), unit
         angle = symmetric_angle(v, k)
         return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def standardized(x: Tensor) -> Tensor:
+    """Images ``(B, C, H, W)`` less each channel's mean, over the spread of all their pixels: the same for any
+    exposure, light strength or contrast, but for clipping and noise. A flat image (spread below
+    :data:`MIN_SPREAD`) is not blown up."""
+    # In float64: the division scales the sums' rounding by 1 / spread, and the exported graph's sums (onnxruntime)
+    # add in another order than PyTorch's; in float32 a dark image's angle then differs by more than the export
+    # check allows.
+    d = x.to(torch.float64)
+    centred = d - d.mean(dim=(2, 3), keepdim=True)
+    spread = torch.sqrt((centred * centred).mean(dim=(1, 2, 3), keepdim=True))
+    return (centred / torch.clamp(spread, min=MIN_SPREAD)).to(torch.float32)
 
 
 def symmetric_angle(raw: Tensor, symmetry: int) -> Tensor:
@@ -146,7 +167,8 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
                     progress: Callable[[int, float], None] | None = None) -> TrainedAngleNet:
     """Fit an :class:`AngleNet` to ``images`` ``(N, H, W, 3)`` uint8 and their ``angles`` (rad): squared error
     between its raw vector and :func:`cos_sin_targets` (summed over both directions with a symmetry), AdamW with a
-    cosine-decayed learning rate. ``progress`` gets each finished epoch's number and mean loss."""
+    cosine-decayed learning rate, every batch shifted and re-exposed afresh (:mod:`policies.augment`, as
+    ``config`` says). ``progress`` gets each finished epoch's number and mean loss."""
     cfg = config.validated()
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise UserError(f"training images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
@@ -160,6 +182,7 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     order = torch.Generator().manual_seed(cfg.seed)
+    augment = torch.Generator().manual_seed(cfg.seed + 1)
     losses = []
     start = time.perf_counter()
     model.train()
@@ -168,7 +191,10 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
         total = 0.0
         for k in range(steps_per_epoch):
             idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            loss = ((model.raw(x[idx]) - y[idx]) ** 2).sum(dim=1).mean()
+            frames = random_shift(x[idx], cfg.shift, augment)
+            if cfg.photometric is not None:
+                frames = photometric(frames, cfg.photometric, augment)
+            loss = ((model.raw(frames) - y[idx]) ** 2).sum(dim=1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

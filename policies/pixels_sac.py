@@ -5,10 +5,10 @@ joint readings, the last action, the goal); the twin critics see the simulator's
 valve included), which only training has: an asymmetric actor-critic (Pinto et al. 2018). The critics are CrossQ's
 (:class:`policies.crossq.RenormTwinCritic`: batch-renormalized, no target network, the current and next batches in
 one pass), with ``s2r train``'s CrossQ defaults. The actor's images are moved by a few pixels at random in every
-batch, DrQ's augmentation (Kostrikov et al. 2020; :func:`random_shift`). Its encoder reads keypoints as the
-valve-angle estimator does (strided 3x3 convolutions and a spatial soft-argmax), and a linear read-out of them is
-trained on the valve's (cos, sin): an auxiliary target that gives the encoder a direct signal besides the actor's
-loss.
+batch, DrQ's augmentation (Kostrikov et al. 2020; :func:`policies.augment.random_shift`). Its encoder reads
+keypoints as the valve-angle estimator does (strided 3x3 convolutions and a spatial soft-argmax), and a linear
+read-out of them is trained on the valve's (cos, sin): an auxiliary target that gives the encoder a direct signal
+besides the actor's loss.
 
 The loop reads top to bottom as CleanRL's: act (uniformly during warm-up), step, store, update
 (:func:`pixels_sac_update`, the whole update), and every ``eval_interval`` steps evaluate the averaged policy and
@@ -32,6 +32,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from policies.augment import random_shift
 from policies.crossq import CROSSQ_BETA1, RenormTwinCritic
 from policies.envs import make_env
 from policies.evaluate import evaluate_env
@@ -105,20 +106,6 @@ class PixelsActor(nn.Module):
     def deterministic(self, frames: Tensor, proprio: Tensor) -> Tensor:
         """The mean action ``tanh(mu)``, the one evaluation and deployment run."""
         return torch.tanh(self(frames, proprio)[0])
-
-
-def random_shift(frames: Tensor, pad: int, generator: torch.Generator) -> Tensor:
-    """DrQ's augmentation: every frame ``(B, H, W, C)`` moved by its own random whole number of pixels in
-    ``[-pad, pad]`` along each axis, the edge pixels repeated into the uncovered border."""
-    if pad == 0:
-        return frames
-    b, h, w = frames.shape[:3]
-    # Edge padding by concatenating repeated edge rows and columns, then one slice per frame: gathers of uint8 pixels
-    # (fancy indexing, index_select) cost ten times more on a CPU.
-    rows = torch.cat([frames[:, :1].expand(-1, pad, -1, -1), frames, frames[:, -1:].expand(-1, pad, -1, -1)], 1)
-    padded = torch.cat([rows[:, :, :1].expand(-1, -1, pad, -1), rows, rows[:, :, -1:].expand(-1, -1, pad, -1)], 2)
-    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
-    return torch.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)])
 
 
 def sample_action(actor: PixelsActor, frames: Tensor, proprio: Tensor, generator: torch.Generator

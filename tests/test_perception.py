@@ -123,18 +123,22 @@ def test_the_symmetric_head_takes_its_precision_from_all_spokes_and_its_spoke_fr
     np.testing.assert_allclose(angle_error_deg(symmetric_angle(wrong, 3).numpy(), true), 120.0, atol=1e-3)
 
 
-def test_a_checkpoint_from_before_the_symmetry_reads_as_none() -> None:
+def test_a_checkpoint_from_before_the_symmetry_and_the_standardization_reads_as_without_them() -> None:
     pytest.importorskip("torch")
     from policies.perception_config import AngleNetConfig
 
-    assert AngleNetConfig.from_json({"channels": [4, 4], "hidden": 8}).symmetry == 1
-    assert AngleNetConfig().symmetry == 3  # the valve's spokes
+    old = AngleNetConfig.from_json({"channels": [4, 4], "hidden": 8})
+    assert old.symmetry == 1 and old.standardize is False
+    assert AngleNetConfig().symmetry == 3 and AngleNetConfig().standardize  # the valve's spokes
+    assert AngleNetConfig.from_json(AngleNetConfig().to_json()) == AngleNetConfig()
     with pytest.raises(ParameterError, match="symmetry must be a whole number >= 1"):
         AngleNetConfig(symmetry=0).validated()
 
 
-@pytest.mark.parametrize("symmetry", [1, 3])
-def test_both_heads_export_to_the_same_angles(symmetry: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("symmetry, dark", [(1, False), (3, False), (3, True)])
+def test_both_heads_export_to_the_same_angles(symmetry: int, dark: bool, tmp_path: Path) -> None:
+    """Dark frames too: the standardization divides by their small spread, which scales any difference in how the
+    two runtimes sum."""
     torch = pytest.importorskip("torch")
     from datetime import UTC, datetime
 
@@ -146,6 +150,8 @@ def test_both_heads_export_to_the_same_angles(symmetry: int, tmp_path: Path) -> 
     torch.manual_seed(symmetry)
     model = AngleNet(84, 84, AngleNetConfig(channels=(4, 4), hidden=8, symmetry=symmetry)).eval()
     data = _dataset(samples=8, seed=5)
+    if dark:
+        data = replace(data, images=data.images // 24)  # 0 .. 10 of 255
     meta = PerceptionMetadata(task="dclaw-turn", camera=camera_json(data.camera), engine="mujoco", samples=8,
                               epochs=1, seed=0, randomization="none", skipped_params=(), s2r_version="test",
                               export_time_utc=datetime.now(UTC).isoformat(), source_checkpoint="")
@@ -299,6 +305,21 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(argv: list[str], message
     err = capsys.readouterr().err
     assert message.replace("{tmp}", str(tmp_path)) in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_training_moves_and_re_exposes_the_batches_the_same_way_for_the_same_seed() -> None:
+    torch = pytest.importorskip("torch")
+    from policies.perception import train_angle_net
+    from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
+
+    data = _dataset(samples=16, seed=2)
+    cfg = PerceptionTrainConfig(epochs=2, batch_size=8, net=AngleNetConfig(channels=(4, 4), hidden=8))
+    a, b = (train_angle_net(data.images, data.angles, cfg) for _ in range(2))
+    assert a.losses == b.losses
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(),
+                                                 strict=True))
+    for plain in (replace(cfg, shift=0), replace(cfg, photometric=None)):
+        assert train_angle_net(data.images, data.angles, plain).losses != a.losses  # each augmentation is applied
 
 
 # --- learning ------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
+from policies.perception_config import AngleNetConfig, PerceptionTrainConfig, PhotometricConfig
 from policies.pixels_config import PixelsSacConfig
 from s2r import api, cliargs
 from s2r.core.errors import ParameterError
@@ -49,6 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the valve's rotational symmetry, its spoke count: the network also reads K times the angle, "
                    "which every spoke shows alike, and the marked spoke only picks among the K candidates (1: read "
                    "the angle directly)")
+    t.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=net.standardize,
+                   help="scale each image to zero mean and unit spread inside the network, so exposure and light "
+                   "strength do not matter")
+    t.add_argument("--shift", type=int, default=TRAIN_DEFAULTS.train.shift, metavar="PX",
+                   help="DrQ's random shift of the training images, in pixels each way (0: none)")
+    t.add_argument("--photometric", action=argparse.BooleanOptionalAction,
+                   default=TRAIN_DEFAULTS.train.photometric is not None,
+                   help="re-expose every training batch as another camera under another light would see it (gain, "
+                   "tint, gamma, saturation, contrast, offset, blur, noise: policies.perception_config."
+                   "PhotometricConfig)")
     t.add_argument("--randomize", metavar="FILE", action="append", default=[], help="visual parameter distribution "
                    f"of the images (e.g. {DEFAULT_VISUAL}); repeat it to draw several files' parameters together; "
                    "without it every image shows the nominal scene")
@@ -153,9 +163,10 @@ def _note_skipped(skipped: tuple[str, ...], engine: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     """``s2r train-perception``: :func:`s2r.api.train_perception`."""
     try:
-        cfg = PerceptionTrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+        cfg = PerceptionTrainConfig(epochs=args.epochs, batch_size=args.batch_size, shift=args.shift,
+                                    photometric=PhotometricConfig() if args.photometric else None,
                                     net=AngleNetConfig(channels=tuple(args.channels), hidden=args.hidden,
-                                                       symmetry=args.symmetry))
+                                                       symmetry=args.symmetry, standardize=args.standardize))
         job = api.PerceptionTrainJob(out=Path(args.out), samples=args.samples, engine=args.engine,
                                      randomize=tuple(args.randomize), seed=args.seed, train=cfg)
     except ParameterError as exc:
