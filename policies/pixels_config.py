@@ -51,7 +51,7 @@ class PixelsSacConfig:
     channels: tuple[int, ...] = (16, 16, 32)
     """Output channels of the actor's 3x3 convolutions, each of stride 2, read out by a spatial soft-argmax as the
     valve-angle estimator's are (:class:`policies.perception.SpatialSoftArgmax`). Three strided layers of 16, 16
-    and 32 channels cost a fifth of the estimator's network per image (its 32, 32, 64 with two strided)."""
+    and 32 channels cost a fifth of the estimator's first three layers per image (its 32, 32, 64 with two strided)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of the actor's head and of each critic."""
     shift: int = 4
