@@ -4,9 +4,9 @@
 - :func:`random_shift`: DrQ's shift (Kostrikov et al. 2020), what a camera moved sideways looks like.
 - :func:`photometric`: what another camera, exposure and light make of the same scene: a gain, a tint, a gamma,
   less or more colour, less or more contrast, an offset, a defocus and sensor noise, each drawn per image, in the
-  order light meets the sensor. The ranges (:class:`policies.perception_config.PhotometricConfig`) go past the
-  rendered randomization's own (``image_*`` parameters in ``randomization/configs/dclaw_visual.yaml``): renders
-  randomize the scene, this randomizes the camera that sees it, cheaply, on every batch.
+  order light meets the sensor. The ranges (:class:`policies.perception_config.PhotometricConfig`) cover the
+  rendered image effects' (``image_*`` parameters in ``randomization/configs/dclaw_visual.yaml``) and reach a little
+  past them: renders randomize the scene, this randomizes the camera that sees it, cheaply, on every batch.
 """
 
 from __future__ import annotations
