@@ -291,6 +291,7 @@ def test_eval_perception_runs_without_torch(tiny_run: dict[str, Any], tmp_path: 
     (["train-perception", "--out", "{tmp}/run", "--channels", "0"], "--channels must be one or more whole numbers"),
     (["train-perception", "--out", "{tmp}/run", "--symmetry", "0"], "--symmetry must be a whole number >= 1"),
     (["train-perception", "--out", "{tmp}/run", "--hidden", "0"], "--hidden must be a whole number >= 1"),
+    (["train-perception", "--out", "{tmp}/run", "--shift", "-1"], "--shift must be a whole number of pixels in [0,"),
     (["train-perception", "--out", "{tmp}/run", "--randomize", "{tmp}/missing.yaml"],
      "randomization file '{tmp}/missing.yaml' does not exist"),
     (["train-perception", "--out", "{tmp}/file.txt"], "is a file; expected a directory"),
