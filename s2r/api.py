@@ -43,6 +43,7 @@ import s2r
 from export.config import ExportConfig, ExportResult
 from export.metadata import canonical_json
 from export.modular_policy import ModularPolicy
+from export.onnx_policy import CONTROL_PERIOD_TOLERANCE_S
 from export.perception_model import OnnxAngleEstimator, PerceptionMetadata, camera_json
 from export.pixels_export import PixelsExport, export_pixels_policy
 from export.pixels_policy import END_TO_END, OnnxPixelsPolicy, pixels_file, split_pixels_policy
@@ -689,8 +690,8 @@ def _frame_policy_loaded(job: DeployJob, policy: OnnxPixelsPolicy, config: Robot
         problems.append(f"task: the file has {info.task!r}, the robot {spec.name!r}")
     if info.joint_names != spec.joint_names:
         problems.append(f"joint names/order: the file has {list(info.joint_names)}, the robot {list(spec.joint_names)}")
-    if not config.control_period_override and not math.isclose(info.control_period_s, spec.control_period,
-                                                              rel_tol=0.0, abs_tol=1e-9):
+    if not config.control_period_override and not math.isclose(info.control_period_s, spec.control_period, rel_tol=0.0,
+                                                              abs_tol=CONTROL_PERIOD_TOLERANCE_S):
         problems.append(f"control period: the file has {info.control_period_s} s, the robot {spec.control_period} s")
     if config.camera is None:
         problems.append(f"camera: the policy reads one, and {config.source} has no camera section")
