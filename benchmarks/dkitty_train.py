@@ -81,8 +81,9 @@ def trained_run(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
 
 def sim_as_the_robot_judges(onnx: Path, episodes: int, seed: int) -> dict[str, Any]:
     """The policy in simulation (seeds ``seed, seed + 1, ...``, as the evaluation), judged as the robot judges it: the
-    controller ends an episode whose torso passes the task's tilt bound (a fall), the simulation does not, so such an
-    episode fails here whatever its end. Also counts those episodes."""
+    controller ends an episode whose torso passes the task's tilt bound (a fall), so such an episode fails here
+    whatever its end. Also counts those episodes. The walk's simulation ends at the same bound now (the task's
+    ``terminated``), so this equals the plain success rate; it checks that the two rules agree."""
     policy = OnnxPolicy(onnx)
     if policy.info is None:
         raise SystemExit(f"{onnx}: no s2r metadata naming its environment")
@@ -129,9 +130,10 @@ def deploy(policy: Path, robot: Path, episodes: int, log_dir: Path, lockstep: bo
 
 
 def deploy_until(policy: Path, robot: Path, episodes: int, log_root: Path, lockstep: bool,
-                 reality: str | None) -> dict[str, Any]:
+                 reality: str | None, seed: int = EVAL_SEED) -> dict[str, Any]:
     """Deploy until ``episodes`` episodes have ended, as an operator would: a fall (the safety stop on the torso's
-    tilt) fails the episode it ends, the robot is put back and ``s2r deploy`` starts again with the next seed. Any
+    tilt) fails the episode it ends, the robot is put back and ``s2r deploy`` starts again with the next seed (from
+    ``seed``). Any
     other stop ends the measurement. Success rates are over the ended episodes, falls included."""
     parts: list[dict[str, Any]] = []
     ended = falls = 0
@@ -140,7 +142,7 @@ def deploy_until(policy: Path, robot: Path, episodes: int, log_root: Path, locks
     returns = 0.0
     while ended < episodes:
         part = deploy(policy, robot, episodes - ended, log_root / f"part{len(parts)}", lockstep, reality,
-                      seed=EVAL_SEED + ended)
+                      seed=seed + ended)
         parts.append(part)
         done = int(part["episodes"])
         successes += (part["success_rate"] or 0.0) * done
@@ -177,6 +179,10 @@ def main() -> None:
                         "source for the walk")
     parser.add_argument("--lockstep", action="store_true", help="deploy on the lock-step emulator (simulated time)")
     parser.add_argument("--reality", metavar="FILE", help="the emulated robot's reality (default: the nominal one)")
+    parser.add_argument("--deploy-seed", type=int, default=EVAL_SEED, help=f"seed of the first deployed episode "
+                        f"(default {EVAL_SEED}, the simulation evaluation's)")
+    parser.add_argument("--sources", nargs="+", help="the walk's position sources to deploy with (default: all of "
+                        f"{', '.join(SOURCES['walk'])})")
     parser.add_argument("--randomize", metavar="FILE", help="train under this parameter distribution (e.g. "
                         "randomization/configs/dkitty.yaml); the evaluations stay nominal")
     args = parser.parse_args()
@@ -225,10 +231,18 @@ def main() -> None:
     print(f"simulation: success {sim['success_rate']:.2f} over {episodes} episodes "
           f"(goal {GOALS[args.task]:.2f})", flush=True)
     out["robot"] = {}
-    for source, robot_config in SOURCES[args.task].items() if deploy_episodes else ():
+    sources = SOURCES[args.task]
+    for name in args.sources or ():
+        if name not in sources:
+            raise SystemExit(f"--sources: {name!r} is not a position source of the {args.task} robot "
+                             f"(one of {', '.join(sources)})")
+    for source, robot_config in sources.items() if deploy_episodes else ():
+        if args.sources and source not in args.sources:
+            continue
         t_deploy = time.perf_counter()
-        robot = deploy_until(onnx, robot_config, deploy_episodes, run_dir / f"deploy-{source}", args.lockstep,
-                             args.reality)
+        where = f"deploy-{source}-{Path(args.reality).stem if args.reality else 'nominal'}-{args.deploy_seed}"
+        robot = deploy_until(onnx, robot_config, deploy_episodes, run_dir / where, args.lockstep, args.reality,
+                             args.deploy_seed)
         # The emulator's physics judges: the robot's own judgement is only as good as its position source.
         judged = robot["true_success_rate"] if robot["true_success_rate"] is not None else robot["success_rate"]
         gap = abs((judged or 0.0) - sim["success_rate"])

@@ -6,8 +6,10 @@ One row per transition of every logged episode (complete ones; stopped ones on r
     actions            (N, J) float32   the action as applied: the policy's output clipped to [-1, 1]
     rewards            (N,)   float32   reward of the step (the task's terms, summed)
     next_observations  (N, O) float32   observation after the step
-    terminals          (N,)   bool      always False: the tasks end by time limit only
-    timeouts           (N,)   bool      True on the last transition of each episode (the trajectory ends)
+    terminals          (N,)   bool      True on an episode's last transition where the task ended it (meta
+                                        ``terminated``: the walk past its tilt bound), as simulation does
+    timeouts           (N,)   bool      True on the last transition of each episode that is not terminal (the
+                                        trajectory stops there)
     episode            (N,)   int64     index of the episode file the transition came from
 
 Transitions with a stale reading on either side, or a policy output the safety filter refused (NaN or
@@ -51,6 +53,12 @@ def usable_transitions(obs: np.ndarray, action: np.ndarray, reward: np.ndarray) 
             & np.all(np.isfinite(action), axis=1) & np.isfinite(reward))
 
 
+def ends_terminated(meta: Mapping[str, Any], stop: int, steps: int) -> bool:
+    """Whether transitions that run up to step ``stop`` of an episode of ``steps`` end in its terminal state: the
+    episode's meta says the task ended it (``terminated``) and they reach its last reading."""
+    return stop == steps and meta.get("terminated") is True
+
+
 def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool = False, *, strict: bool = False,
                        on_skip: OnSkip | None = None) -> dict[str, np.ndarray]:
     """Every usable transition of a log directory (see the module docstring).
@@ -71,13 +79,15 @@ def trajlog_to_dataset(directory: str | os.PathLike[str], include_partial: bool 
         idx = np.flatnonzero(usable_transitions(obs, action, reward))
         if idx.size == 0:
             continue
+        terminals = np.zeros(idx.size, dtype=bool)
+        terminals[-1] = ends_terminated(ep.meta, int(idx[-1]) + 1, t)
         timeouts = np.zeros(idx.size, dtype=bool)
-        timeouts[-1] = True
+        timeouts[-1] = not terminals[-1]
         parts["observations"].append(obs[idx].astype(np.float32))
         parts["actions"].append(clip_action(action[idx]).astype(np.float32))
         parts["rewards"].append(reward[idx].astype(np.float32))
         parts["next_observations"].append(obs[idx + 1].astype(np.float32))
-        parts["terminals"].append(np.zeros(idx.size, dtype=bool))
+        parts["terminals"].append(terminals)
         parts["timeouts"].append(timeouts)
         parts["episode"].append(np.full(idx.size, ep.index, dtype=np.int64))
     if not parts["rewards"]:
@@ -107,6 +117,8 @@ class Segment:
     """(n,) float32: reward of each step."""
     frames: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Camera name -> (n+1, H, W, 3) uint8 frames, aligned with ``observations``."""
+    terminated: bool = False
+    """The last transition ends the episode in a state where the task ended it (:func:`ends_terminated`)."""
 
     @property
     def steps(self) -> int:
@@ -115,14 +127,17 @@ class Segment:
 
     @property
     def terminations(self) -> np.ndarray:
-        """(n,) bool, all False: the tasks end by time limit only."""
-        return np.zeros(self.steps, dtype=bool)
+        """(n,) bool, True on the last transition of a segment that ends ``terminated``."""
+        out = np.zeros(self.steps, dtype=bool)
+        out[-1] = self.terminated
+        return out
 
     @property
     def truncations(self) -> np.ndarray:
-        """(n,) bool, True on the last transition: the trajectory stops there (time limit, stop or left-out step)."""
+        """(n,) bool, True on the last transition unless it is terminal: the trajectory stops there (time limit, stop
+        or left-out step)."""
         out = np.zeros(self.steps, dtype=bool)
-        out[-1] = True
+        out[-1] = not self.terminated
         return out
 
 
@@ -159,6 +174,7 @@ def trajlog_segments(directory: str | os.PathLike[str], include_partial: bool = 
                 actions=clip_action(action[start:stop]).astype(np.float32),
                 rewards=reward[start:stop].astype(np.float32),
                 frames={k: v[start:stop + 1] for k, v in frames.items()},
+                terminated=ends_terminated(ep.meta, int(stop), ep.steps),
             ))
     if not segments:
         raise _no_transitions(directory, include_partial)

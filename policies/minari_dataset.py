@@ -1,7 +1,8 @@
 """Trajectory logs as a Minari dataset (the ``datasets`` extra), with the env spec to recover the environment.
 
 Each :class:`~policies.dataset.Segment` is one Minari episode: ``observations`` (n+1), ``actions``, ``rewards``,
-``terminations`` (all False) and ``truncations`` (True on the last step), and in ``infos`` the logged episode and
+``terminations`` (True on the last step where the task ended the episode, as a walk past its tilt bound) and
+``truncations`` (True on the last step otherwise), and in ``infos`` the logged episode and
 step each observation came from (``source_episode``, ``source_step``). With cameras, an observation is a dict: the
 vector under ``state`` and each camera's RGB frame under ``images``. The dataset's metadata keeps
 :func:`policies.dataset.dataset_metadata` as JSON under ``s2r``.

@@ -217,6 +217,7 @@ def _record_episode(
     observations = [obs]
     actions, commands, rewards, terms, cycle_times = [], [], [], [], []
     success = bool(reset_info["success"])
+    terminated = False
     for _ in range(spec.episode_steps):
         action = np.asarray(policy(obs), dtype=np.float64)
         start = time.perf_counter()
@@ -256,6 +257,6 @@ def _record_episode(
         arrays["base_angvel"] = np.array([r.base_angvel for r in readings])
         arrays["imu_age"] = np.zeros(steps + 1)
     writer.write_episode(arrays, {
-        "goal": env.goal, "success": success, "stop_reason": "time_limit",
-        "reward_terms": list(spec.reward_terms),
+        "goal": env.goal, "success": success, "stop_reason": "terminated" if terminated else "time_limit",
+        "terminated": bool(terminated), "reward_terms": list(spec.reward_terms),
     })

@@ -1068,6 +1068,9 @@ class Controller:
         complete = steps == planned
         last = log.readings[steps] if log.readings else None
         success = bool(complete and last is not None and not last.stale and self.task.success(last.state(), goal))
+        # The task's own end (the walk past its tilt bound), as simulation ends there: learning from the log then
+        # takes the last transition as terminal, as it does in simulation.
+        terminated = bool(last is not None and not last.stale and self.task.terminated(last.state(), goal))
         rewards = np.asarray(log.rewards[:steps], dtype=np.float64)
         episode_return = float(np.sum(rewards[np.isfinite(rewards)]))
         arrays = log.arrays() if log.readings else {}
@@ -1076,6 +1079,7 @@ class Controller:
             "goal_names": list(goal),
             "success": success,
             "complete": complete,
+            "terminated": terminated,
             "stop_reason": stop.describe() if stop is not None else (
                 f"fallen: {info['fallen']}" if "fallen" in info
                 else f"reset failed: {info['reset_failed']}" if "reset_failed" in info else "time_limit"),

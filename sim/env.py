@@ -41,7 +41,8 @@ def image_rng(seed: int | None) -> np.random.Generator:
 
 
 class SimEnv(gym.Env[np.ndarray, np.ndarray]):
-    """A task on an engine, as a gymnasium env. Episodes end by time limit (``truncated``) only."""
+    """A task on an engine, as a gymnasium env. Episodes end by time limit (``truncated``), or where the task says
+    the robot would stop (``terminated``, :meth:`~sim.tasks.base.Task.terminated`)."""
 
     # gymnasium declares metadata as a mutable instance attribute; the class default is read by gym.make.
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
@@ -123,14 +124,15 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         state = self.engine.read()
         obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
         terms = step_reward_terms(self.task, state, self._goal, a, previous_action)
-        truncated = self._steps >= self.spec_.episode_steps
+        terminated = self.task.terminated(state, self._goal)
+        truncated = not terminated and self._steps >= self.spec_.episode_steps
         info = {
             "reward_terms": terms,
             "success": self.task.success(state, self._goal),
             "command": command,
             "goal": dict(self._goal),
         }
-        return obs, total_reward(terms), False, truncated, info
+        return obs, total_reward(terms), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

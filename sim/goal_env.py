@@ -128,6 +128,9 @@ class GoalView:
     def success(self, state: RobotState, goal: dict[str, float]) -> bool:
         return self.task.success(state, goal)
 
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        return self.task.terminated(state, goal)
+
 
 def goal_reward(task: GoalTask, achieved: FloatArray, desired: FloatArray,
                 reward_type: RewardType) -> NDArray[np.float32]:

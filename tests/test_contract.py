@@ -199,7 +199,8 @@ def test_same_seed_same_actions_same_trajectory(case: tuple[str, str], make_env:
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_random_steps_over_three_episodes_stay_finite_and_consistent(case: tuple[str, str], make_env: Maker) -> None:
-    """No NaN/inf; reward == sum of its named terms; truncated exactly at the episode length, never terminated."""
+    """No NaN/inf; reward == sum of its named terms; terminated exactly where the task says so from the true state,
+    else truncated exactly at the episode length, never both."""
     env = make_env(*case)
     spec = _sim(env).spec_
     env.action_space.seed(SEED)
@@ -214,9 +215,10 @@ def test_random_steps_over_three_episodes_stay_finite_and_consistent(case: tuple
         assert tuple(terms) == spec.reward_terms
         assert all(math.isfinite(v) for v in terms.values())
         assert float(reward) == pytest.approx(sum(terms.values()), rel=1e-12, abs=1e-12)
-        assert not terminated
-        assert truncated == (t == spec.episode_steps)
-        if truncated:
+        sim_env = _sim(env)
+        assert terminated == sim_env.task.terminated(sim_env.read(), sim_env.goal)
+        assert truncated == (t == spec.episode_steps and not terminated)
+        if terminated or truncated:
             obs, _ = env.reset()
             t = 0
             assert np.all(np.isfinite(obs))

@@ -25,6 +25,8 @@ from sim.state import RobotState, SimState
 from sim.tasks.actions import normalize
 from sim.tasks.dkitty import (
     CROUCH_POSE_RAD,
+    FALL_PENALTY,
+    MAX_TILT_RAD,
     STAND_POSE_RAD,
     STAND_SPEC,
     DKittyStand,
@@ -391,6 +393,35 @@ def test_walk_target_error_is_in_the_heading_frame() -> None:
     assert terms["heading"] == pytest.approx(0.5) and terms["progress"] == pytest.approx(5.0 * 0.3)
     assert walk.success(state, {"target_x": 1.0, "target_y": 0.3})
     assert not walk.success(state, {"target_x": 1.0, "target_y": 1.0})
+
+
+def _tilted(angle: float) -> RobotState:
+    return RobotState(0.0, np.asarray(STAND_POSE_RAD), np.zeros(12), np.zeros(0), np.zeros(0),
+                      base_quat=quat_from_rotvec(np.array([angle, 0.0, 0.0])), base_angvel=np.zeros(3),
+                      base_pos=np.array([0.0, 0.0, 0.2]), base_linvel=np.zeros(3))
+
+
+def test_the_walk_ends_with_a_fall_penalty_past_the_tilt_bound_and_the_stand_by_time_only() -> None:
+    walk, stand, goal = DKittyWalk(), DKittyStand(), {"target_x": 2.0, "target_y": 0.0}
+    for angle, fell in ((MAX_TILT_RAD - 0.01, False), (MAX_TILT_RAD + 0.01, True), (math.pi - 0.1, True)):
+        state = _tilted(angle)
+        assert walk.terminated(state, goal) is fell
+        assert walk.reward_terms(state, goal)["fall"] == (-FALL_PENALTY if fell else 0.0)
+        assert stand.terminated(state, {}) is False
+
+
+def test_a_walk_rolled_past_the_tilt_bound_terminates_in_the_env(make_env: Maker) -> None:
+    env = make_env(WALK_ID, "mujoco")
+    sim_env = _sim(env)
+    env.reset(seed=SEED)
+    _, _, terminated, truncated, info = env.step(np.zeros(12, dtype=np.float32))
+    assert not terminated and info["reward_terms"]["fall"] == 0.0
+    # On its side, just above the floor: the next step ends the episode, with the penalty, and no time limit.
+    pose = np.concatenate([[0.0, 0.0, 0.3], quat_from_rotvec(np.array([math.pi / 2, 0.0, 0.0]))])
+    sim_env.engine.reset(np.asarray(STAND_POSE_RAD), np.zeros(0), pose)
+    _, reward, terminated, truncated, info = env.step(np.zeros(12, dtype=np.float32))
+    assert terminated and not truncated and info["reward_terms"]["fall"] == -FALL_PENALTY
+    assert float(reward) == pytest.approx(sum(info["reward_terms"].values()))
 
 
 def test_imu_noise_parameters_perturb_only_the_imu_blocks(make_env: Maker) -> None:

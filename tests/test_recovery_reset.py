@@ -16,6 +16,7 @@ import pytest
 from robot_helpers import FakeCommands, changed_config
 from test_dkitty_hardware import TIPPED, deploy, mock_robot, task_for
 
+from policies.dataset import trajlog_segments, trajlog_to_dataset
 from robot.bus import Reading
 from robot.config import RobotConfig, load_config
 from robot.controller import Controller, ControllerSettings
@@ -27,6 +28,8 @@ from s2r.commands.robot import EXIT_SAFETY_STOP
 from s2r.core.errors import UserError
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.rotations import quat_from_rotvec, quat_from_yaw
+from sim.state import RobotState
+from sim.tasks.dkitty import DKittyStand
 from sim.tasks.spec import FloatArray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +235,40 @@ def test_a_fall_ends_the_episode_and_the_next_reset_starts_after_counting_none_f
     second = ctrl.episode(np.random.default_rng(1))
     assert second.complete and second.stop is None and second.meta["reset_settled"]
     assert second.meta["base_reset"]["fallen"] is False, json.dumps(second.meta["base_reset"])
+
+
+class EndsAtTheBound(DKittyStand):
+    """A stand that ends where the walk does, past the tilt bound (the shipped stand ends by time only)."""
+
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        return self.fallen(state)
+
+
+@pytest.mark.parametrize(("task", "terminated"), [(task_for(CONFIG), False),
+                                                  (replace(EndsAtTheBound(), spec=CONFIG.task_spec()), True)])
+def test_a_fall_is_logged_terminal_where_the_task_ends_there(task: DKittyStand, terminated: bool,
+                                                             tmp_path: Path) -> None:
+    """The meta's ``terminated`` is the task's verdict on the reading that fell, and the dataset's last transition is
+    terminal (not a time-out) exactly then, as in simulation."""
+    clock, io, _, stream = mock_robot(CONFIG)
+    calls = [0]
+
+    def policy(obs: Any) -> FloatArray:
+        calls[0] += 1
+        if calls[0] == 3:
+            stream.place(TIPPED)
+        return np.zeros(12)
+
+    ctrl = Controller(policy, io.bus, task, CONFIG, settings=replace(FAST, episode_steps=5), clock=clock,
+                      sleep=clock.sleep, imu=io.imu, placer=io.placer)
+    result = ctrl.episode(np.random.default_rng(0))
+    assert result.meta["stop_reason"].startswith("fallen") and result.meta["terminated"] is terminated
+    writer = TrajectoryWriter(tmp_path, run_info(CONFIG, "mock", 5))
+    writer.write_episode(result.arrays, result.meta)
+    data = trajlog_to_dataset(tmp_path, include_partial=True)
+    assert data["terminals"].tolist() == [False, False, terminated]
+    assert data["timeouts"].tolist() == [False, False, not terminated]
+    assert [s.terminated for s in trajlog_segments(tmp_path, include_partial=True)] == [terminated]
 
 
 # --- the emulated D'Kitty in lock-step -------------------------------------------------------------

@@ -61,6 +61,12 @@ class Task(Protocol):
         """Whether the goal is met in this state."""
         ...
 
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """Whether the episode ends here, failed, before its time is up: a state the robot's controller stops in
+        (the quadruped's walk past the IMU's tilt bound), so that simulation ends where the robot does. Tasks that
+        end by time only return False."""
+        ...
+
 
 def start_base_pose(start: EpisodeStartLike) -> FloatArray | None:
     """The optional ``base_pose`` of an episode start (position (m), quaternion (w, x, y, z)), or ``None``."""

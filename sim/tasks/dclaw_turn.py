@@ -174,6 +174,10 @@ class DClawTurn:
         """The valve is within 0.1 rad of the target (judged at the end of an episode)."""
         return abs(float(wrap_angle(goal["target"] - float(state.passive_pos[0])))) < SUCCESS_THRESHOLD_RAD
 
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """Never: the claw's episodes end by time only."""
+        return False
+
     # --- the goal-conditioned view (sim.goal_env) -------------------------------------------------
     goal_observation_fields: ClassVar[tuple[str, ...]] = ("joint_pos", "valve_cos_sin", "last_action")
     """The observation without the goal: the target error moves into ``desired_goal``."""

@@ -16,7 +16,13 @@ Stand starts crouched (legs folded, the torso resting low on its feet, small joi
 rise to the standing pose and stay upright there to the end of the episode: 80 steps (8 s) at 10 Hz, about
 1 s to rise at the joint speed limit and the rest to show that the pose holds (success is judged at the last
 step). Walk starts standing and must bring the torso within 0.5 m of a target 2 m ahead: 160 steps (16 s),
-ROBEL's length. Episodes end by time only; the tilt bound in the spec is for the robot's safety stop.
+ROBEL's length.
+
+The spec's tilt bound (45 degrees) is where the robot's controller stops: a safety stop, or with a recovery reset
+the end of the episode. Walk ends there in simulation too (``terminated``), with a ``fall`` penalty, so what a walk
+policy learns holds under the robot's rule: without it, SAC learned to roll past the bound and back, and 27 of 200
+simulated walks that succeeded would have been stopped on the robot. Stand ends by time only: its reward already
+costs any tilt, and no stand policy came near the bound on the robot.
 """
 
 from __future__ import annotations
@@ -110,6 +116,10 @@ TARGET_DIST_WEIGHT_PER_M = 1.0
 PROGRESS_WEIGHT_PER_M_S = 5.0
 HEADING_WEIGHT = 0.5
 WALK_BONUS = 5.0
+FALL_PENALTY = 50.0
+"""Walk's one-off cost of passing the tilt bound, which ends the episode. Ending must never pay: standing still at
+the start earns about -0.5 per step (2 m from the target, upright, facing it), -50 over the rest of an episode
+discounted at 0.99, so a fall costs at least that."""
 
 _IMU_FIELDS = (
     ObsField("gravity_body", 3, "-", "unit vector along gravity in the torso frame, from the IMU orientation "
@@ -126,7 +136,7 @@ WALK_OBS_LAYOUT = ObsLayout((
                                      "torso's heading, y to its left); needs a position source on hardware"),
 ))
 STAND_REWARD_TERMS = ("upright", "height", "pose", "joint_vel", "base_angvel", "success_bonus", ACTION_RATE_TERM)
-WALK_REWARD_TERMS = ("target_dist", "progress", "heading", "upright", "joint_vel", "success_bonus")
+WALK_REWARD_TERMS = ("target_dist", "progress", "heading", "upright", "joint_vel", "success_bonus", "fall")
 
 
 def standing_height(g: KittyGeometry = NOMINAL_GEOMETRY) -> float:
@@ -260,6 +270,10 @@ class KittyTask:
             "last_action": last_action,
         }
 
+    def fallen(self, state: RobotState) -> bool:
+        """The torso tilts beyond the spec's ``max_tilt_rad``: where the robot's controller stops."""
+        return tilt(_require_base(state)) > self.spec.extras["max_tilt_rad"]
+
     def height(self, state: RobotState) -> float:
         """Torso height above the lowest foot (m), estimated from joint angles and the IMU orientation."""
         return height_above_feet(state.joint_pos, _require_base(state), self.geometry)
@@ -311,6 +325,10 @@ class DKittyStand(KittyTask):
                 and abs(self.height(state) - x["stand_height_m"]) < x["stand_height_tol_m"]
                 and pose_error < x["stand_pose_tol_rad"])
 
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """Never: stand ends by time only (see the module docstring)."""
+        return False
+
 
 @dataclass(frozen=True)
 class DKittyWalk(KittyTask):
@@ -356,11 +374,16 @@ class DKittyWalk(KittyTask):
             "upright": UPRIGHT_WEIGHT * upright(quat),
             "joint_vel": -JOINT_VEL_WEIGHT * float(np.linalg.norm(state.joint_vel)),
             "success_bonus": WALK_BONUS if dist < self.spec.extras["success_radius_m"] else 0.0,
+            "fall": -FALL_PENALTY if self.fallen(state) else 0.0,
         }
 
     def success(self, state: RobotState, goal: dict[str, float]) -> bool:
         """The torso is within ``success_radius_m`` of the target on the floor."""
         return float(np.linalg.norm(self._to_target(state, goal))) < self.spec.extras["success_radius_m"]
+
+    def terminated(self, state: RobotState, goal: dict[str, float]) -> bool:
+        """The torso passed the tilt bound, where the robot's controller stops the episode."""
+        return self.fallen(state)
 
 
 def kitty_params(g: KittyGeometry, spec: TaskSpec, terrain: Terrain = DEFAULT_TERRAIN) -> tuple[ParamSpec, ...]:
