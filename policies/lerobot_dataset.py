@@ -13,10 +13,10 @@ written here, and ``LeRobotDataset(repo_id, root=DIR)`` reads it::
 
 A frame is one step of a :class:`~policies.dataset.Segment`: ``observation.state`` (the policy's observation
 vector, one name per entry), ``action`` (normalized, one per joint), ``next.reward``, ``next.done`` (the episode
-ends after this step), ``next.terminated`` (where the task ended the episode), ``next.truncated``, ``timestamp`` (frame_index times the
-control period, as LeRobot expects), and each camera's frame as an image ``observation.images.NAME`` (PNG). As in
-LeRobot, a frame holds the observation an action was taken on: the observation after an episode's last action is
-not stored.
+ends after this step), ``next.terminated`` (where the task ended the episode), ``next.truncated``, ``timestamp``
+(frame_index times the control period, as LeRobot expects), and each camera's frame as an image
+``observation.images.NAME`` (PNG). As in LeRobot, a frame holds the observation an action was taken on: the
+observation after an episode's last action is not stored.
 """
 
 from __future__ import annotations

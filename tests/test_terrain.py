@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sim.env import SimEnv
-from sim.models.terrain import DEFAULT_TERRAIN, Terrain, terrain_heights
-from sim.tasks.dkitty import DKittyStand, DKittyWalk
+from sim.models.terrain import DEFAULT_TERRAIN, Terrain, ground_height, terrain_heights
+from sim.tasks.dkitty import STAND_POSE_RAD, DKittyStand, DKittyWalk
 
 pb = pytest.importorskip("pybullet")
 
@@ -97,7 +97,7 @@ def test_both_engines_have_the_same_floor_heights() -> None:
 
 
 @pytest.mark.parametrize("engine", ["mujoco", "pybullet"])
-def test_the_robot_rests_on_the_terrain_and_the_flat_floor_is_off(engine: str) -> None:
+def test_the_robot_rests_on_the_terrain_and_the_flat_floor_is_below_it(engine: str) -> None:
     # Downhill of the start pad the ground lies below z = 0: the robot, walked there by a slope, goes below it too.
     env = SimEnv(DKittyWalk(), engine, params={"terrain_slope": -0.3, "foot_friction": 0.05})
     try:
@@ -108,6 +108,26 @@ def test_the_robot_rests_on_the_terrain_and_the_flat_floor_is_off(engine: str) -
         state = env.read()
         assert state.base_pos[0] > 0.1  # slid downhill, towards +x
         assert state.base_pos[2] < DKittyWalk().spec.extras["stand_height_m"] - 0.02
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("engine", ["mujoco", "pybullet"])
+def test_beyond_the_heightfields_edge_the_robot_stands_on_the_flat_ground(engine: str) -> None:
+    """A robot that walks off the field (as an unattended walk did, 3 m out) steps down onto ground just below the
+    field's lowest point; before, the world ended there and PyBullet's physics diverged."""
+    values = {"terrain_roughness": 0.005, "terrain_seed": 3.0}
+    ground = ground_height(terrain_heights(DEFAULT_TERRAIN, 0.005, 0.0, 3.0))
+    env = SimEnv(DKittyWalk(), engine, params=values)
+    try:
+        env.reset(seed=0)
+        beyond = [DEFAULT_TERRAIN.half_extent_m + 0.6, 0.0, 0.25, 1.0, 0.0, 0.0, 0.0]
+        env.engine.reset(np.asarray(STAND_POSE_RAD), np.zeros(0), np.asarray(beyond))
+        for _ in range(20):
+            env.step(np.zeros(12, np.float32))
+        stand = DKittyWalk().spec.extras["stand_height_m"]
+        assert ground < -0.01  # lowered below the field, not at the nominal floor's z = 0
+        assert env.read().base_pos[2] == pytest.approx(ground + stand, abs=0.03)
     finally:
         env.close()
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from sim.camera import CameraSpec
 from sim.engines.base import IMAGE_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
-from sim.models.terrain import Terrain, is_flat, terrain_heights
+from sim.models.terrain import Terrain, ground_height, is_flat, terrain_heights
 from sim.state import BASE_QPOS_SIZE, BASE_QVEL_SIZE, RobotState, SimState
 from sim.tasks.spec import FloatArray
 from sim.visual import CAMERA_KINDS, CameraJitter, Distractor, aimed_light, distractor_layout, fovy_scale, jitter_camera
@@ -93,10 +93,12 @@ class MujocoEngine:
                 raise ValueError(f"heightfield {terrain.name!r} is not the terrain's {terrain.n} x {terrain.n} grid")
             body = m.body(terrain.body).id
             self._flat_geoms = [g for g in range(m.ngeom) if m.geom_bodyid[g] == body and g != self._hfield_geom]
-            # Swapped in, the heightfield takes the floor's collision bits and colour; the floor is then switched off.
+            # Swapped in, the heightfield takes the floor's collision bits and colour; the floor drops to just below
+            # it, the ground beyond its edge.
             self._nominal["geom_contype"] = m.geom_contype.copy()
             self._nominal["geom_conaffinity"] = m.geom_conaffinity.copy()
             self._nominal["geom_rgba"] = m.geom_rgba.copy()
+            self._nominal["geom_pos"] = m.geom_pos.copy()
             ref = self._flat_geoms[0] if self._flat_geoms else self._hfield_geom
             self._terrain_contype = (int(m.geom_contype[ref]), int(m.geom_conaffinity[ref]))
         self._renderer: mujoco.Renderer | None = None
@@ -200,7 +202,7 @@ class MujocoEngine:
         g, flat = self._hfield_geom, self._flat_geoms
         if is_flat(v["terrain_roughness"], v["terrain_slope"]):
             for key, field in (("geom_contype", m.geom_contype), ("geom_conaffinity", m.geom_conaffinity),
-                               ("geom_rgba", m.geom_rgba)):
+                               ("geom_rgba", m.geom_rgba), ("geom_pos", m.geom_pos)):
                 field[[g, *flat]] = nom[key][[g, *flat]]
         else:
             heights = terrain_heights(t, v["terrain_roughness"], v["terrain_slope"], v["terrain_seed"])
@@ -208,9 +210,10 @@ class MujocoEngine:
             start, size = m.hfield_adr[self._hfield], t.n * t.n
             m.hfield_data[start:start + size] = (heights.ravel() / t.height_range_m + 0.5).astype(np.float32)
             m.geom_contype[g], m.geom_conaffinity[g] = self._terrain_contype
-            m.geom_contype[flat], m.geom_conaffinity[flat] = 0, 0
+            m.geom_pos[flat, 2] = nom["geom_pos"][flat, 2] + ground_height(heights)
             m.geom_rgba[g, 3] = 1.0
-            m.geom_rgba[flat, 3] = 0.0
+        # A static geom's world pose is a derived constant: recompute it (on a scratch MjData, as for the masses).
+        mujoco.mj_setConst(m, mujoco.MjData(m))
         # The renderer holds its own copy of the heightfield: a new one uploads the new heights.
         if self._renderer is not None:
             self._renderer.close()

@@ -56,8 +56,9 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
   MJCF geoms (put back after every rebuild), ``light_*`` through TinyRenderer's one directional light, camera jitter
   through the task cameras' matrices; distractors are not drawn (they would be bodies of the physics world).
 * **Terrain** (scenes with a :class:`~sim.models.terrain.Terrain`): a ``GEOM_HEIGHTFIELD`` body with the same
-  heights as MuJoCo's hfield, in place of the floor box, whose collisions it switches off; it carries the floor's
-  friction. The world is rebuilt at every reset and restore, so a new terrain takes effect there (MuJoCo's at once).
+  heights as MuJoCo's hfield, with the floor box dropped to just below it as the ground beyond its edge; it carries
+  the floor's friction. The world is rebuilt at every reset and restore, so a new terrain takes effect there
+  (MuJoCo's at once).
 
 Contacts themselves differ between the engines (MuJoCo's are soft, PyBullet's are rigid with error
 reduction), so trajectories agree closely in free motion and only qualitatively while pushing the valve.
@@ -79,7 +80,7 @@ import pybullet as pb
 from s2r.core.atomicio import write_text_atomic
 from sim.camera import CAMERA_FAR_M, CAMERA_NEAR_M
 from sim.engines.base import IMAGE_KINDS, MUJOCO_ONLY_KINDS, TERRAIN_KINDS, VISUAL_KINDS, ParamSpec
-from sim.models.terrain import is_flat, task_terrain, terrain_heights
+from sim.models.terrain import ground_height, is_flat, task_terrain, terrain_heights
 from sim.rotations import (
     normalize_quat,
     quat_conj,
@@ -464,7 +465,8 @@ class PybulletEngine:
         return [robot, *statics]
 
     def _load_terrain(self, client: int, statics: list[int]) -> int:
-        """The heightfield as a fixed body, in place of the flat floor (whose collisions it switches off)."""
+        """The heightfield as a fixed body; the scene's fixed parts (the flat floor) drop to just below it, the ground
+        beyond its edge."""
         assert self._terrain is not None and self._terrain_heights is not None
         t, heights = self._terrain, self._terrain_heights
         # Bullet's heightfield: data[i * rows + j] at (x_j, y_i), rows counting along x, centred in x and y and
@@ -474,8 +476,9 @@ class PybulletEngine:
                                         numHeightfieldColumns=t.n, physicsClientId=client)
         middle = float(heights.max() + heights.min()) / 2.0
         body = int(pb.createMultiBody(0.0, shape, -1, [0.0, 0.0, middle], physicsClientId=client))
-        floor_slot, floor_link = self._link_index[t.body]
-        pb.setCollisionFilterGroupMask(statics[floor_slot - 1], floor_link, 0, 0, physicsClientId=client)
+        floor_slot, _ = self._link_index[t.body]
+        pb.resetBasePositionAndOrientation(statics[floor_slot - 1], [0.0, 0.0, ground_height(heights)],
+                                          [0.0, 0.0, 0.0, 1.0], physicsClientId=client)
         return body
 
     def _load_twin(self) -> int:

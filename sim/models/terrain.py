@@ -16,7 +16,11 @@ just above z = 0, drops at most a few centimetres onto it.
 
 While the terrain is flat (roughness and slope 0) the engines keep today's plane (MuJoCo) or box (PyBullet)
 floor and the heightfield takes no part in contacts, so the nominal scene behaves exactly as a scene without
-terrain. Grid layout (both engines): ``heights[i, j]`` is the height at ``y = -h + i * spacing``,
+terrain. While it is not, the flat floor stays as the ground beyond the heightfield, lowered to just below its lowest
+point (:func:`ground_height`): a robot that walks off the field's edge steps down onto ground. (Without it a
+walk that wandered 3 m over unattended episodes fell out of the world, and PyBullet's physics diverged.)
+
+Grid layout (both engines): ``heights[i, j]`` is the height at ``y = -h + i * spacing``,
 ``x = -h + j * spacing``, ``h`` the half extent.
 """
 
@@ -79,6 +83,14 @@ class Terrain:
 MAX_BUMP_SIGMAS = 12.0
 """Headroom for bumps in standard deviations (-): 6 for the highest bump, 6 for the pad's highest point below it."""
 DEFAULT_TERRAIN = Terrain()
+GROUND_BELOW_M = 0.001
+"""Gap between the heightfield's lowest point and the flat ground beyond it (m): under the field the ground is
+never touched, since nothing reaches through the field."""
+
+
+def ground_height(heights: FloatArray) -> float:
+    """Height of the flat ground under and beyond a heightfield of these heights (m)."""
+    return float(np.min(heights)) - GROUND_BELOW_M
 
 
 def task_terrain(task: object) -> Terrain | None:
