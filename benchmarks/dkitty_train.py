@@ -133,8 +133,7 @@ def deploy_until(policy: Path, robot: Path, episodes: int, log_root: Path, locks
                  reality: str | None, seed: int = EVAL_SEED) -> dict[str, Any]:
     """Deploy until ``episodes`` episodes have ended, as an operator would: a fall (the safety stop on the torso's
     tilt) fails the episode it ends, the robot is put back and ``s2r deploy`` starts again with the next seed (from
-    ``seed``). Any
-    other stop ends the measurement. Success rates are over the ended episodes, falls included."""
+    ``seed``). Any other stop ends the measurement. Success rates are over the ended episodes, falls included."""
     parts: list[dict[str, Any]] = []
     ended = falls = 0
     fell = False
@@ -236,9 +235,8 @@ def main() -> None:
         if name not in sources:
             raise SystemExit(f"--sources: {name!r} is not a position source of the {args.task} robot "
                              f"(one of {', '.join(sources)})")
-    for source, robot_config in sources.items() if deploy_episodes else ():
-        if args.sources and source not in args.sources:
-            continue
+    chosen = {k: v for k, v in sources.items() if deploy_episodes and (not args.sources or k in args.sources)}
+    for source, robot_config in chosen.items():
         t_deploy = time.perf_counter()
         where = f"deploy-{source}-{Path(args.reality).stem if args.reality else 'nominal'}-{args.deploy_seed}"
         robot = deploy_until(onnx, robot_config, deploy_episodes, run_dir / where, args.lockstep, args.reality,
