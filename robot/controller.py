@@ -77,9 +77,10 @@ from robot.config import RobotConfig
 from robot.dynamixel.control_table import BUS_WATCHDOG_MAX_S
 from robot.resets import Reset, ResetFailed, ResetSettings, ResetStart, make_reset
 from robot.safety import Filtered, Hold, SafetyLimits, clip_to_limits, filter_action, hold_command, step_towards
-from robot.tracker.source import EpisodeFrame, PoseSample, with_heading
+from robot.tracker.source import EpisodeFrame, PoseSample
 from robot.view import NO_VIEW, StepRecord, StepView
 from s2r.core.errors import UserError
+from sim.odometry import with_heading
 from sim.rotations import tilt, yaw_of
 from sim.state import RobotState
 from sim.tasks.actions import start_action

@@ -47,12 +47,13 @@ from robot.camera.reader import CameraReader, CameraSource
 from robot.config import AUTO_PORT, ImuConfig, RobotConfig
 from robot.imu.reader import ImuReader, ImuSource, SerialByteSource
 from robot.simtime import SimTime
-from robot.tracker.estimator import LegOdometry, Legs
+from robot.tracker.estimator import LegOdometry
 from robot.tracker.source import PoseSource
 from robot.tracker.udp import PoseReceiver
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require
 from sim import resolve_env_id
+from sim.odometry import Legs
 from sim.state import RobotState
 from sim.tasks import make_task
 from sim.tasks.spec import FloatArray

@@ -89,6 +89,7 @@ from s2r.core.extras import require_torch
 from s2r.core.trajlog import SkippedFile, SkippedFileWarning, TrajectoryWriter
 from s2r.policy_files import LoadedPolicy, evaluate_policy, load_policy
 from sim import resolve_env_id
+from sim.env import POSITION_SOURCES
 from sim.goal_env import GoalView, is_goal_task
 from sim.pixels_env import PixelsEnv
 from sim.rollout import Policy
@@ -357,11 +358,18 @@ class EvalJob:
     the observation; :data:`sim.tasks.PIXEL_IDS`). ``None``: the policy on its own env."""
     randomize: tuple[PathLike, ...] = ()
     """Randomization files (combined) drawn afresh for every episode, seeded by the episode's seed."""
+    position_source: str | None = None
+    """Where a walk's observed position comes from (:data:`sim.env.POSITION_SOURCES`): ``truth`` (the simulator's,
+    as motion capture gives it) or ``odometry`` (leg odometry, as a robot without motion capture measures it; success
+    is still judged on the truth). ``None``: the one the policy trained with."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ParameterError("episodes", f"must be at least 1, got {self.episodes}")
         _seed(self.seed, "eval")
+        if self.position_source is not None and self.position_source not in POSITION_SOURCES:
+            raise ParameterError("position_source", f"must be one of {', '.join(POSITION_SOURCES)}, got "
+                                 f"{self.position_source!r}")
 
 
 @dataclass(frozen=True)
@@ -391,6 +399,8 @@ class EvalResult:
     carries it; ``None``: the simulator's angle)."""
     randomize: tuple[str, ...] = ()
     """The randomization files drawn from, as given."""
+    position_source: str | None = None
+    """The walk's position source evaluated with (``truth`` or ``odometry``); ``None`` for a task without one."""
 
 
 def evaluate(job: EvalJob) -> EvalResult:
@@ -402,7 +412,7 @@ def evaluate(job: EvalJob) -> EvalResult:
         return _evaluate_pixels(job)
     loaded = load_policy(job.policy)
     engine = job.engine or loaded.engine
-    if job.perception is None and not job.randomize:
+    if job.perception is None and not job.randomize and job.position_source is None:
         result = evaluate_policy(loaded, job.episodes, job.seed, job.engine)
         env_id = str(loaded.env_id)
     else:
@@ -411,10 +421,12 @@ def evaluate(job: EvalJob) -> EvalResult:
             result = evaluate_env(policy, env, job.episodes, job.seed)
         finally:
             env.close()
+    source = job.position_source or loaded.env_kwargs.get("position_source", "truth")
     return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), loaded.path, loaded.kind, env_id, engine,
                       loaded.algo, loaded.step, job.seed,
                       None if job.perception is None else os.fspath(job.perception),
-                      tuple(os.fspath(p) for p in job.randomize))
+                      tuple(os.fspath(p) for p in job.randomize),
+                      source if _observes_position(env_id) else None)
 
 
 def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env, Policy, str]:
@@ -429,7 +441,13 @@ def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env,
             raise ParameterError("perception", f"reads the valve for a state policy of {', '.join(flat_to_pixels)}; "
                                  f"{os.fspath(job.policy)!r} was trained on {env_id}")
         env_id = flat_to_pixels[env_id]
-    env = make_env(env_id, engine, dict(loaded.env_kwargs) or None, dict_obs=job.perception is not None)
+    env_kwargs = dict(loaded.env_kwargs)
+    if job.position_source is not None:
+        if not _observes_position(env_id):
+            raise ParameterError("position_source", f"is for a walk, whose observation holds its position; "
+                                 f"{os.fspath(job.policy)!r} was trained on {env_id}")
+        env_kwargs["position_source"] = job.position_source
+    env = make_env(env_id, engine, env_kwargs or None, dict_obs=job.perception is not None)
     try:
         if job.perception is not None:
             inner = env.unwrapped
@@ -440,6 +458,11 @@ def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env,
         env.close()
         raise
     return env, policy, env_id
+
+
+def _observes_position(env_id: str) -> bool:
+    """Whether ``env_id``'s task observes the torso's position (the walk), so it has a position source."""
+    return env_id.startswith("s2r/") and bool(getattr(make_task(env_id), "needs_base_position", False))
 
 
 def _randomized(env: gym.Env, env_id: str, files: tuple[PathLike, ...]) -> gym.Env:
@@ -657,6 +680,9 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
     }))
     poll = should_stop or _never
     log = logger or logging.getLogger("robot.deploy")
+    mismatch = position_source_mismatch(config, loaded)
+    if mismatch:
+        log.warning("%s", mismatch)
     with open_view(view_target, config, name="s2r deploy", log=log) as view:
         options = OpenOptions(port=job.port, imu_port=job.imu_port, reality=reality, faults=faults, interrupt=poll,
                               lockstep=job.lockstep, clock_socket=job.clock_socket, camera=estimator is not None)
@@ -675,6 +701,19 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
         finally:
             io.close()
     return DeployResult(summary, described, job.driver)
+
+
+def position_source_mismatch(config: RobotConfig, loaded: LoadedPolicy) -> str | None:
+    """A warning when a walk trained on the simulator's position runs on leg odometry (``tracker: {kind:
+    estimator}``): a gait whose feet slide walks on past a target its odometry has not reached (the README's
+    *Walking on the emulated robot*). ``None`` otherwise: motion capture gives what the simulator gave, and a walk
+    trained on odometry only gains from it."""
+    trained = loaded.env_kwargs.get("position_source", "truth")
+    if config.tracker is None or config.tracker.kind != "estimator" or trained == "odometry":
+        return None
+    return (f"{loaded.description} was trained on the simulator's position, and {config.source} measures its "
+            f"position by leg odometry: `s2r eval POLICY --position-source odometry` shows how it walks on that in "
+            f"simulation; a walk trained with env_kwargs {{position_source: odometry}} learns a gait it can follow")
 
 
 def _never() -> str | None:

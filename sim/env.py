@@ -7,6 +7,12 @@ declares ``push_force_std`` or ``passive_torque_std``, a random push on its targ
 passive joints; the observation is built by
 the task from a reading with ``obs_noise_std`` noise (and IMU noise for a floating base); the reward is the
 sum of the task's named terms, which ``info["reward_terms"]`` reports one by one.
+
+A task that observes the torso's position (the walk) observes the simulator's by default. With
+``position_source="odometry"`` it observes the position a robot without motion capture measures: leg odometry on the
+noisy reading (:class:`sim.odometry.StanceOdometry`, the robot's own code), restarted at each episode's start as the
+robot's is. The reward and success stay the simulator's: a policy trained so learns to walk where its odometry holds,
+and is judged by where it really went.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import gymnasium as gym
 import numpy as np
 
 from sim.engines import Engine, make_engine
+from sim.odometry import DEFAULT_STANCE_TOLERANCE_M, Legs, StanceOdometry, with_heading
 from sim.params import ParameterSet
-from sim.rotations import quat_from_rotvec, quat_mul
+from sim.rotations import quat_from_rotvec, quat_mul, yaw_of
 from sim.state import RobotState, SimState
 from sim.tasks.actions import action_to_command, clip_action, start_action
 from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
@@ -33,6 +40,9 @@ DEFAULT_PHYSICS_TIMESTEP_S = 0.0025
 IMAGE_STREAM_KEY = 0x1A6E
 """Spawn key of the image-noise stream: ``reset(seed=s)`` seeds it apart from the physics' stream, which images
 never draw from (so a vector policy's episodes are the same with or without camera images)."""
+POSITION_SOURCES = ("truth", "odometry")
+"""``SimEnv(position_source=...)``: the simulator's torso position, or leg odometry's (the robot's ``tracker: {kind:
+estimator}``)."""
 
 
 def image_rng(seed: int | None) -> np.random.Generator:
@@ -56,9 +66,13 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         render_size: tuple[int, int] = (320, 240),
         params: Mapping[str, float] | None = None,
+        position_source: str = "truth",
+        stance_tolerance_m: float = DEFAULT_STANCE_TOLERANCE_M,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self._odometry = _odometry(task, position_source, stance_tolerance_m)
+        self.position_source = position_source
         if control_period is not None:
             task = replace(task, spec=task.spec.with_control_period(control_period))  # type: ignore[type-var]
         self.task = task
@@ -99,7 +113,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if seed is not None:
             self._image_rng = image_rng(seed)
         start = self.task.sample_start(self.np_random)
-        self.engine.reset(start.joint_pos, start.passive_pos, start_base_pose(start))
+        base_pose = start_base_pose(start)
+        self.engine.reset(start.joint_pos, start.passive_pos, base_pose)
         self._pushed = ()
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
         self._last_action = start_action(self._command, self.spec_)
@@ -108,7 +123,11 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._substep_clock = 0
         self._pending.clear()
         state = self.engine.read()
-        obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
+        reading = self._noisy(state)
+        if self._odometry is not None and base_pose is not None:  # a task that observes its position has a base
+            self._odometry.restart(base_pose[:3])
+            self._odometry.align_heading(yaw_of(base_pose[3:]), reading.base_quat)
+        obs = self.task.observe(self._positioned(reading), self._last_action, self._goal)
         return obs, {"goal": dict(self._goal), "success": self.task.success(state, self._goal)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -122,7 +141,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps += 1
 
         state = self.engine.read()
-        obs = self.task.observe(self._noisy(state), self._last_action, self._goal)
+        obs = self.task.observe(self._positioned(self._noisy(state)), self._last_action, self._goal)
         terms = step_reward_terms(self.task, state, self._goal, a, previous_action)
         terminated = self.task.terminated(state, self._goal)
         truncated = not terminated and self._steps >= self.spec_.episode_steps
@@ -238,6 +257,15 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             torque[self._nudge_index] = self.np_random.normal(0.0, std, len(self._nudge_index))
         self.engine.set_passive_torque(torque)
 
+    def _positioned(self, reading: RobotState) -> RobotState:
+        """The (noisy) reading as the policy observes it: with the odometry's pose where that is the position
+        source."""
+        if self._odometry is None:
+            return reading
+        position = self._odometry.update(reading.joint_pos, reading.base_quat)
+        return replace(reading, base_pos=position,
+                       base_quat=with_heading(reading.base_quat, self._odometry.heading(reading.base_quat)))
+
     def _noisy(self, state: RobotState) -> RobotState:
         """The reading as the sensors would give it: angle noise on joints, IMU noise on a floating base."""
         std = self._env_param("obs_noise_std")
@@ -257,6 +285,19 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if angvel_std > 0.0:
             out = replace(out, base_angvel=out.base_angvel + rng.normal(0.0, angvel_std, 3))
         return out
+
+
+def _odometry(task: Task, position_source: str, stance_tolerance_m: float) -> StanceOdometry | None:
+    """The leg odometry ``position_source`` asks for (``None`` for the simulator's position)."""
+    if position_source not in POSITION_SOURCES:
+        raise ValueError(f"position_source must be one of {', '.join(POSITION_SOURCES)}, got {position_source!r}")
+    if position_source == "truth":
+        return None
+    if not (getattr(task, "needs_base_position", False) and hasattr(task, "feet")):
+        raise ValueError(f"position_source {position_source!r} is for a legged task that observes its position "
+                         f"(dkitty-walk), not {task.spec.name}")
+    legs: Legs = task  # type: ignore[assignment]  # checked above: a legged task has feet and foot_radius
+    return StanceOdometry(legs, stance_tolerance_m)
 
 
 class DictObservationEnv(gym.Env[dict[str, Any], np.ndarray]):

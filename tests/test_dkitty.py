@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import sim  # noqa: F401  (registers the s2r environments)
+from robot.tracker.estimator import LegOdometry
 from sim.engines import ENGINES, make_engine
 from sim.engines.mujoco_engine import MujocoEngine
 from sim.env import SimEnv
@@ -422,6 +423,49 @@ def test_a_walk_rolled_past_the_tilt_bound_terminates_in_the_env(make_env: Maker
     _, reward, terminated, truncated, info = env.step(np.zeros(12, dtype=np.float32))
     assert terminated and not truncated and info["reward_terms"]["fall"] == -FALL_PENALTY
     assert float(reward) == pytest.approx(sum(info["reward_terms"].values()))
+
+
+def test_a_walk_on_leg_odometry_observes_what_the_robots_estimator_measures_and_is_judged_on_the_truth(
+        make_env: Maker) -> None:
+    """``position_source="odometry"``: the target error comes from the robot's own leg odometry on the same readings;
+    reward, success and the end of the episode stay the simulator's."""
+    layout = DKittyWalk().spec.obs_layout
+    target = layout.slice("target_error")
+    truth, odo = make_env(WALK_ID, "mujoco"), make_env(WALK_ID, "mujoco", position_source="odometry")
+    truth_obs, _ = truth.reset(seed=SEED)
+    odo_obs, info = odo.reset(seed=SEED)
+    np.testing.assert_allclose(odo_obs, truth_obs, atol=1e-6)  # both start at the start pose
+    start = _sim(odo).read()
+    robot = LegOdometry(DKittyWalk(), stance_tolerance_m=0.002, velocity_window_s=0.1, clock=lambda: 0.0)
+    robot.start_episode(np.concatenate([start.base_pos, start.base_quat]), start)
+    robot.poll(start)
+    goal = np.array([info["goal"]["target_x"], info["goal"]["target_y"]])
+    rng = np.random.default_rng(0)
+    apart = 0.0
+    for _ in range(40):
+        a = rng.uniform(-1.0, 1.0, 12).astype(np.float32)
+        truth_obs, truth_reward, truth_end, _, truth_info = truth.step(a)
+        odo_obs, odo_reward, odo_end, _, odo_info = odo.step(a)
+        assert (odo_reward, odo_end, odo_info["success"]) == (truth_reward, truth_end, truth_info["success"])
+        rest = np.ones(layout.size, dtype=bool)
+        rest[target] = False
+        np.testing.assert_array_equal(odo_obs[rest], truth_obs[rest])
+        pose = robot.poll(_sim(odo).read())
+        assert pose is not None
+        c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+        dx, dy = goal - pose.position[:2]
+        np.testing.assert_allclose(odo_obs[target], [c * dx + s * dy, -s * dx + c * dy], atol=1e-5)
+        apart = max(apart, float(np.max(np.abs(odo_obs[target] - truth_obs[target]))))
+        if truth_end:
+            break
+    assert apart > 0.005  # flailing legs slide: odometry is not the truth
+
+
+def test_leg_odometry_is_only_for_a_legged_task_that_observes_its_position(make_env: Maker) -> None:
+    with pytest.raises(ValueError, match="position_source must be one of truth, odometry, got 'gps'"):
+        make_env(WALK_ID, "mujoco", position_source="gps")
+    with pytest.raises(ValueError, match=r"legged task that observes its position .* not dkitty-stand"):
+        make_env(STAND_ID, "mujoco", position_source="odometry")
 
 
 def test_imu_noise_parameters_perturb_only_the_imu_blocks(make_env: Maker) -> None:

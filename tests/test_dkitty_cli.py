@@ -64,3 +64,17 @@ def test_every_command_runs_the_quadruped(run: Path, fast_robot: Path, tmp_path:
                  "--out", str(tmp_path / "ft"), "--quiet", "--json"]) == 0
     tuned = _json_out(capsys)
     assert tuned["episodes_done"] == 1 and tuned["stop_kind"] == "completed"
+
+
+def test_eval_picks_the_walks_position_source(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`s2r eval --position-source`: a walk evaluated on the position leg odometry measures (the robot's source
+    without motion capture) as well as on the simulator's; a task that observes no position has no source."""
+    walk = train_tiny("dkitty-walk", tmp_path / "walk")
+    for flags, source in (((), "truth"), (("--position-source", "odometry"), "odometry")):
+        assert main(["eval", str(walk), "--episodes", "1", *flags, "--json"]) == 0
+        result = _json_out(capsys)
+        assert result["position_source"] == source and result["episodes"] == 1
+    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
+    assert _json_out(capsys)["position_source"] is None
+    assert main(["eval", str(run), "--episodes", "1", "--position-source", "odometry"]) != 0
+    assert "--position-source is for a walk" in capsys.readouterr().err

@@ -40,9 +40,12 @@ from robot.tracker.protocol import (
     encode_datagram,
     sequence_delta,
 )
-from robot.tracker.source import EpisodeFrame, PoseSample, TrackerCounters, VelocityWindow, with_heading
+from robot.tracker.source import EpisodeFrame, PoseSample, TrackerCounters, VelocityWindow
 from robot.tracker.udp import PoseReceiver, PoseSender
+from s2r.api import position_source_mismatch
 from s2r.core.errors import UserError
+from s2r.policy_files import LoadedPolicy
+from sim.odometry import with_heading
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_mul, tilt, yaw_of
 from sim.state import RobotState
 from sim.tasks.dkitty import STAND_POSE_RAD, DKittyWalk
@@ -550,3 +553,17 @@ def test_an_emulator_whose_motion_capture_loses_the_body_stops_the_walk_safely()
         assert ctrl.shutdown(stop)
     finally:
         io.close()
+
+
+def test_deploy_warns_when_a_walk_trained_on_the_simulators_position_runs_on_leg_odometry() -> None:
+    odometry = load_config(ROOT / "hardware_configs" / "dkitty_walk_odometry.yaml")
+
+    def trained(**env_kwargs: str) -> LoadedPolicy:
+        return LoadedPolicy(lambda obs: obs, "onnx", "onnx walk.onnx", env_kwargs=env_kwargs)
+
+    warning = position_source_mismatch(odometry, trained())
+    assert warning is not None and "onnx walk.onnx was trained on the simulator's position" in warning
+    assert "--position-source odometry" in warning
+    assert position_source_mismatch(odometry, trained(position_source="odometry")) is None
+    for source in ("truth", "odometry"):  # motion capture gives what the simulator gave
+        assert position_source_mismatch(WALK, trained(position_source=source)) is None

@@ -7,8 +7,8 @@ stops producing valid poses shows as a sample that stops getting younger, which 
 watchdog turns into a safety stop, as it does the IMU's silence. Nothing here raises for bad data: it is counted.
 
 The torso orientation the task sees keeps the IMU's tilt (faster, and what the stand task already uses) and takes
-the source's heading (:func:`with_heading`): an IMU without a magnetometer has a yaw reference of its own that
-drifts, the tracker's is the world's.
+the source's heading (:func:`sim.odometry.with_heading`): an IMU without a magnetometer has a yaw reference of its
+own that drifts, the tracker's is the world's.
 """
 
 from __future__ import annotations
@@ -142,11 +142,6 @@ class PoseSource(Protocol):
     def close(self) -> None:
         """Release the socket; idempotent."""
         ...
-
-
-def with_heading(quat: FloatArray, yaw: float) -> FloatArray:
-    """``quat`` (w, x, y, z; body -> world) turned about world z so that its heading is ``yaw`` (rad), tilt kept."""
-    return normalize_quat(quat_mul(quat_from_yaw(yaw - yaw_of(quat)), quat))
 
 
 class VelocityWindow:

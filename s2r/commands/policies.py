@@ -19,6 +19,7 @@ from s2r.commands.robot import StopRequest, add_view_argument, deploy_exit_code,
 from s2r.core.errors import ParameterError, UserError
 from s2r.core.extras import require_torch
 from s2r.policy_files import POLICY_FILES
+from sim.env import POSITION_SOURCES
 
 DEFAULT_EVAL_EPISODES = 50
 
@@ -140,6 +141,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(s2r/DClawTurnPixels-v0, ...), whose observation has no valve angle")
     e.add_argument("--randomize", metavar="FILE", action="append", default=[], help="parameter distribution drawn "
                    "for every episode (repeat to combine files), e.g. randomization/configs/dclaw_visual.yaml")
+    e.add_argument("--position-source", choices=POSITION_SOURCES, help="a walk's observed position: truth (the "
+                   "simulator's, as motion capture gives it) or odometry (leg odometry on the readings, as a robot "
+                   "without motion capture measures it; success is judged on the truth). Default: the one trained "
+                   "with")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_eval)
 
@@ -246,7 +251,8 @@ def _eval(args: argparse.Namespace) -> int:
     robot controller runs."""
     try:
         result = api.evaluate(api.EvalJob(args.path, episodes=args.episodes, seed=args.seed, engine=args.engine,
-                                          perception=args.perception, randomize=tuple(args.randomize)))
+                                          perception=args.perception, randomize=tuple(args.randomize),
+                                          position_source=args.position_source))
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
     ev = asdict(result.evaluation)
@@ -254,11 +260,14 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         where = {"policy": args.path} if onnx else {"checkpoint": str(result.path)}
         print(json.dumps({**ev, **where, "env_id": result.env_id, "engine": result.engine, "step": result.step,
-                          "perception": result.perception, "randomize": list(result.randomize)}))
+                          "perception": result.perception, "randomize": list(result.randomize),
+                          "position_source": result.position_source}))
     else:
         what = f"onnx, {result.algo}" if onnx else result.algo
         via = "" if result.perception is None else f" behind {result.perception}"
         drawn = "".join(f", randomized by {p}" for p in result.randomize)
+        if result.position_source is not None:
+            drawn += f", position from {result.position_source}"
         print(f"{args.path if onnx else result.path} ({what}, step {result.step}){via} on {result.env_id} "
               f"[{result.engine}]{drawn}, seeds {args.seed}..{args.seed + args.episodes - 1}:")
         print(f"  {_describe(ev)}")
