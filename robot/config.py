@@ -48,6 +48,7 @@ from s2r.core.resources import config_path
 from s2r.core.yamlfile import read_yaml_file
 from sim import resolve_env_id
 from sim.tasks import make_task
+from sim.tasks.base import observes_base_position
 from sim.tasks.spec import FloatArray, TaskSpec
 
 AUTO_PORT = "auto"
@@ -632,7 +633,7 @@ def _tracker(root: _Node, task: str, spec: TaskSpec, control_period_s: float) ->
     """The ``tracker`` section: required (mocap or estimator) for a task that observes the base position, allowed
     for a floating base, refused for a fixed one."""
     raw = root.raw("tracker")
-    needs = bool(getattr(make_task(resolve_env_id(task)), "needs_base_position", False))
+    needs = observes_base_position(make_task(resolve_env_id(task)))
     if raw is None:
         if needs:
             raise UserError(f"{root.source}: field tracker is missing: the task {spec.name!r} observes the torso's "

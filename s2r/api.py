@@ -94,7 +94,7 @@ from sim.goal_env import GoalView, is_goal_task
 from sim.pixels_env import PixelsEnv
 from sim.rollout import Policy
 from sim.tasks import PIXEL_IDS, make_task
-from sim.tasks.base import Task
+from sim.tasks.base import Task, observes_base_position
 from sim.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -462,7 +462,7 @@ def _eval_env(loaded: LoadedPolicy, job: EvalJob, engine: str) -> tuple[gym.Env,
 
 def _observes_position(env_id: str) -> bool:
     """Whether ``env_id``'s task observes the torso's position (the walk), so it has a position source."""
-    return env_id.startswith("s2r/") and bool(getattr(make_task(env_id), "needs_base_position", False))
+    return env_id.startswith("s2r/") and observes_base_position(make_task(env_id))
 
 
 def _randomized(env: gym.Env, env_id: str, files: tuple[PathLike, ...]) -> gym.Env:

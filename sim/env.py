@@ -31,7 +31,7 @@ from sim.params import ParameterSet
 from sim.rotations import quat_from_rotvec, quat_mul, yaw_of
 from sim.state import RobotState, SimState
 from sim.tasks.actions import action_to_command, clip_action, start_action
-from sim.tasks.base import Task, start_base_pose, step_reward_terms, total_reward
+from sim.tasks.base import Task, observes_base_position, start_base_pose, step_reward_terms, total_reward
 from sim.tasks.spec import FloatArray
 from sim.visual import ImageEffects, postprocess
 
@@ -72,7 +72,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self._odometry = _odometry(task, position_source, stance_tolerance_m)
-        self.position_source = position_source
         if control_period is not None:
             task = replace(task, spec=task.spec.with_control_period(control_period))  # type: ignore[type-var]
         self.task = task
@@ -293,7 +292,7 @@ def _odometry(task: Task, position_source: str, stance_tolerance_m: float) -> St
         raise ValueError(f"position_source must be one of {', '.join(POSITION_SOURCES)}, got {position_source!r}")
     if position_source == "truth":
         return None
-    if not (getattr(task, "needs_base_position", False) and hasattr(task, "feet")):
+    if not (observes_base_position(task) and hasattr(task, "feet")):
         raise ValueError(f"position_source {position_source!r} is for a legged task that observes its position "
                          f"(dkitty-walk), not {task.spec.name}")
     legs: Legs = task  # type: ignore[assignment]  # checked above: a legged task has feet and foot_radius

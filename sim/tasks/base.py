@@ -79,6 +79,11 @@ def start_base_pose(start: EpisodeStartLike) -> FloatArray | None:
     return arr
 
 
+def observes_base_position(task: object) -> bool:
+    """Whether ``task`` observes its torso's position (the walk): on hardware a position source must give it."""
+    return bool(getattr(task, "needs_base_position", False))
+
+
 def base_height(task: Task, state: RobotState) -> float:
     """Height of a floating base's origin above the floor (m), estimated by the task from joint angles and the IMU.
 
