@@ -421,7 +421,7 @@ def evaluate(job: EvalJob) -> EvalResult:
             result = evaluate_env(policy, env, job.episodes, job.seed)
         finally:
             env.close()
-    source = job.position_source or loaded.env_kwargs.get("position_source", "truth")
+    source = job.position_source or trained_position_source(loaded)
     return EvalResult(Evaluation.from_dict(result), os.fspath(job.policy), loaded.path, loaded.kind, env_id, engine,
                       loaded.algo, loaded.step, job.seed,
                       None if job.perception is None else os.fspath(job.perception),
@@ -706,14 +706,21 @@ def _deploy(job: DeployJob, provenance: dict[str, Any], should_stop: StopPoll | 
 def position_source_mismatch(config: RobotConfig, loaded: LoadedPolicy) -> str | None:
     """A warning when a walk trained on the simulator's position runs on leg odometry (``tracker: {kind:
     estimator}``): a gait whose feet slide walks on past a target its odometry has not reached (the README's
-    *Walking on the emulated robot*). ``None`` otherwise: motion capture gives what the simulator gave, and a walk
-    trained on odometry only gains from it."""
-    trained = loaded.env_kwargs.get("position_source", "truth")
-    if config.tracker is None or config.tracker.kind != "estimator" or trained == "odometry":
+    *Walking on the emulated robot*). ``None`` otherwise: on motion capture a walk trained on the simulator's position
+    sees what it trained on, and the one trained on odometry measured 0.855 on the emulated robot (0.805 on
+    odometry)."""
+    if (config.tracker is None or config.tracker.kind != "estimator"
+            or trained_position_source(loaded) == "odometry"):
         return None
     return (f"{loaded.description} was trained on the simulator's position, and {config.source} measures its "
             f"position by leg odometry: `s2r eval POLICY --position-source odometry` shows how it walks on that in "
             f"simulation; a walk trained with env_kwargs {{position_source: odometry}} learns a gait it can follow")
+
+
+def trained_position_source(loaded: LoadedPolicy) -> str:
+    """The position source ``loaded`` trained with (``SimEnv``'s ``position_source``; ``truth`` when its
+    ``env_kwargs`` name none)."""
+    return str(loaded.env_kwargs.get("position_source", "truth"))
 
 
 def _never() -> str | None:

@@ -10,8 +10,8 @@ stood on the floor between the last update and this one when it was low at both:
 above the lowest foot of its update, within ``stance_tolerance_m`` of the least such height over the feet (so at
 least one foot always counts). A standing foot has not moved in the world, so the torso moved by the opposite of its
 change relative to the torso (the mean over the standing feet). Height is the lowest foot's depth below the torso
-plus the foot radius, as the stand task estimates it. The heading is the IMU's yaw, shifted at :meth:`restart` so
-that it equals the start pose's (an IMU's yaw reference is its own).
+plus the foot radius, as the stand task estimates it. The heading is the IMU's yaw, shifted by
+:meth:`~StanceOdometry.align_heading` so that it equals the start pose's (an IMU's yaw reference is its own).
 
 What it cannot see: a foot that slips, a foot taken for standing while it swings low, motion between two updates
 when the stance set changes completely, and the IMU's yaw drift. Its error grows with the distance walked and with

@@ -19,6 +19,7 @@ from robot.tracker.source import PoseSample, TrackerCounters, VelocityWindow
 from sim.odometry import Legs, StanceOdometry
 from sim.rotations import yaw_of
 from sim.state import RobotState
+from sim.tasks.spec import FloatArray
 
 
 class LegOdometry:
@@ -26,8 +27,6 @@ class LegOdometry:
 
     def __init__(self, legs: Legs, *, stance_tolerance_m: float, velocity_window_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.legs = legs
-        self.stance_tolerance_m = stance_tolerance_m
         self._odometry = StanceOdometry(legs, stance_tolerance_m)
         self._clock = clock
         self._velocity = VelocityWindow(velocity_window_s)
@@ -35,7 +34,12 @@ class LegOdometry:
         self._poses = 0
         self._invalid = 0
 
-    def start_episode(self, base_pose: np.ndarray | None, state: RobotState) -> None:
+    @property
+    def stance_tolerance_m(self) -> float:
+        """How close to the floor a foot must stay between two polls to count as standing (m)."""
+        return self._odometry.stance_tolerance_m
+
+    def start_episode(self, base_pose: FloatArray | None, state: RobotState) -> None:
         """Restart from ``base_pose`` (position (m), quaternion): the episode's world frame is the start's. Without
         one the pose goes on from where it is."""
         if base_pose is None:
