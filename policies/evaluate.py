@@ -28,10 +28,11 @@ def evaluate(
 
 
 def evaluate_env(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
-    """``{"episodes", "success_rate", "return_mean", "return_std"}`` over ``episodes`` episodes.
+    """``{"episodes", "success_rate", "return_mean", "return_std", "terminated"}`` over ``episodes`` episodes.
 
     An episode succeeds when ``info["success"]`` is true at its last step; for an environment that
-    does not report ``success`` the rate is ``None``.
+    does not report ``success`` the rate is ``None``. ``terminated`` counts the episodes the task ended before
+    their time limit (a walk's falls past the tilt bound).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -43,4 +44,5 @@ def evaluate_env(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict
         "success_rate": None if None in successes else float(np.mean(successes)),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
+        "terminated": int(sum(stats["terminated"])),
     }

@@ -169,11 +169,15 @@ class Evaluation:
     """Mean episode return."""
     return_std: float
     """Standard deviation of the episode returns (population)."""
+    terminated: int | None = None
+    """Episodes the task ended before their time limit (a walk's falls past the tilt bound); ``None`` where not
+    counted (metrics written before the count)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        ended = data.get("terminated")
         return cls(int(data["episodes"]), data["success_rate"], float(data["return_mean"]),
-                   float(data["return_std"]))
+                   float(data["return_std"]), None if ended is None else int(ended))
 
 
 @dataclass(frozen=True)

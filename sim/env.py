@@ -179,17 +179,26 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # --- state access (likelihoods, resets from logged states) ---------------------------------
     def get_sim_state(self) -> SimState:
-        """A snapshot of the simulator and the last action, exact on the same engine."""
-        return replace(self.engine.get_state(), last_action=self._last_action.copy())
+        """A snapshot of the simulator, the last action and the leg odometry if it runs, exact on the same engine."""
+        return replace(self.engine.get_state(), last_action=self._last_action.copy(),
+                       odometry=None if self._odometry is None else self._odometry.snapshot())
 
     def set_sim_state(self, state: SimState) -> None:
         """Restore a snapshot; the command in it becomes the previous command for rate limiting, and its last action
-        (else the command normalized, as at a reset) the previous action."""
+        (else the command normalized, as at a reset) the previous action. Leg odometry continues from the snapshot's,
+        or without one (a state built from a reading) restarts at the restored pose, as at a reset."""
         self.engine.set_state(state)
         self._command = np.asarray(state.command, dtype=np.float64).copy()
         self._last_action = (start_action(self._command, self.spec_) if state.last_action is None
                              else np.asarray(state.last_action, dtype=np.float64).copy())
         self._pending.clear()
+        if self._odometry is not None:
+            if state.odometry is not None:
+                self._odometry.restore(state.odometry)
+            else:
+                pose = self.engine.read()
+                self._odometry.restart(pose.base_pos)
+                self._odometry.align_heading(yaw_of(pose.base_quat), pose.base_quat)
         self._pushed = ()
 
     def read(self) -> RobotState:

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from sim.rotations import normalize_quat, quat_from_yaw, quat_mul, quat_to_matrix, yaw_of
+from sim.state import OdometryState
 from sim.tasks.spec import FloatArray
 
 DEFAULT_STANCE_TOLERANCE_M = 0.002
@@ -77,6 +78,19 @@ class StanceOdometry:
     def heading(self, imu_quat: FloatArray) -> float:
         """The estimate's heading (rad) where the IMU reads ``imu_quat``."""
         return yaw_of(imu_quat) + self._yaw_offset
+
+    def snapshot(self) -> OdometryState:
+        """Where the integration stands, to :meth:`restore` later."""
+        return OdometryState(self.position.copy(), self._yaw_offset,
+                             None if self._feet is None else self._feet.copy(),
+                             None if self._heights is None else self._heights.copy())
+
+    def restore(self, state: OdometryState) -> None:
+        """Continue from a :meth:`snapshot`, exactly as the odometry that took it would have."""
+        self.position = np.asarray(state.position, dtype=np.float64).copy()
+        self._yaw_offset = float(state.yaw_offset)
+        self._feet = None if state.feet is None else np.asarray(state.feet, dtype=np.float64).copy()
+        self._heights = None if state.heights is None else np.asarray(state.heights, dtype=np.float64).copy()
 
     def update(self, joint_pos: FloatArray, imu_quat: FloatArray) -> FloatArray:
         """Integrate one reading (finite joint angles (rad) and IMU orientation); returns the new position (m)."""

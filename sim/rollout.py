@@ -23,13 +23,15 @@ def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.n
 
 
 def run_episodes(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict[str, list[Any]]:
-    """Per-episode ``returns``, ``successes`` (bool or None) and ``reward_terms`` (sums per named term)."""
+    """Per-episode ``returns``, ``successes`` (bool or None), ``terminated`` (whether the task ended the episode
+    before its time limit: a walk's fall) and ``reward_terms`` (sums per named term)."""
     space = env.action_space
     assert isinstance(space, gym.spaces.Box)
     low = np.asarray(space.low)
     high = np.asarray(space.high)
     returns: list[float] = []
     successes: list[bool | None] = []
+    ended: list[bool] = []
     term_sums: list[dict[str, float]] = []
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)
@@ -48,5 +50,6 @@ def run_episodes(policy: Policy, env: gym.Env, episodes: int, seed: int) -> dict
         returns.append(total)
         success = info.get("success")
         successes.append(None if success is None else bool(success))
+        ended.append(bool(terminated))
         term_sums.append(terms)
-    return {"returns": returns, "successes": successes, "reward_terms": term_sums}
+    return {"returns": returns, "successes": successes, "terminated": ended, "reward_terms": term_sums}

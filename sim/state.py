@@ -47,6 +47,21 @@ BASE_QVEL_SIZE = 6
 
 
 @dataclass(frozen=True)
+class OdometryState:
+    """Where leg odometry (:class:`sim.odometry.StanceOdometry`) stands in its integration, for exact restores."""
+
+    position: FloatArray
+    """The torso origin's estimated position in the world (m)."""
+    yaw_offset: float
+    """The estimate's heading less the IMU's yaw (rad)."""
+    feet: FloatArray | None
+    """The feet's positions at the last update, in the world's axes relative to the torso (m), shape (n_feet, 3);
+    ``None`` before the first update after a restart."""
+    heights: FloatArray | None
+    """The feet's heights above the lowest foot at the last update (m); ``None`` with ``feet``."""
+
+
+@dataclass(frozen=True)
 class SimState:
     """A simulator's state: coordinates in task order (actuated, passive, then the floating base) and the command.
 
@@ -71,3 +86,6 @@ class SimState:
     last_action: FloatArray | None = None
     """The env's last applied normalized action (the observation's ``last_action``, the action-rate term's
     reference); ``None``, as an engine gives it: the command normalized, as at a reset."""
+    odometry: OdometryState | None = None
+    """The leg odometry of an env that observes it (``SimEnv(position_source="odometry")``); ``None``, as an engine
+    or a reading gives it: the odometry restarts at the restored pose, as at a reset."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import mujoco
@@ -459,6 +459,41 @@ def test_a_walk_on_leg_odometry_observes_what_the_robots_estimator_measures_and_
         if truth_end:
             break
     assert apart > 0.005  # flailing legs slide: odometry is not the truth
+
+
+def test_a_walk_on_leg_odometry_restores_its_odometry_with_the_simulator(make_env: Maker) -> None:
+    """A snapshot carries the odometry's integration: restored mid-walk, the walk observes again exactly what it did.
+    A state without one (built from a reading) restarts the odometry at the restored pose, as a reset does."""
+    env = make_env(WALK_ID, "mujoco", position_source="odometry")
+    sim_env = env.unwrapped
+    assert isinstance(sim_env, SimEnv)
+    target = DKittyWalk().spec.obs_layout.slice("target_error")
+    env.reset(seed=SEED)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        env.step(rng.uniform(-1.0, 1.0, 12).astype(np.float32))
+    snapshot = sim_env.get_sim_state()
+    assert snapshot.odometry is not None
+    actions = rng.uniform(-1.0, 1.0, (10, 12)).astype(np.float32)
+    first = [env.step(a)[0] for a in actions]
+    sim_env.set_sim_state(snapshot)
+    np.testing.assert_array_equal(np.array([env.step(a)[0] for a in actions]), np.array(first))
+
+    hold = normalize(snapshot.command, sim_env.spec_.low, sim_env.spec_.high).astype(np.float32)  # keep the pose
+    sim_env.set_sim_state(snapshot)
+    carried_on = env.step(hold)[0]
+    sim_env.set_sim_state(replace(snapshot, odometry=None))
+    restarted = env.step(hold)[0]
+    truth = make_env(WALK_ID, "mujoco")
+    truth.reset(seed=SEED)
+    truth_env = truth.unwrapped
+    assert isinstance(truth_env, SimEnv)
+    truth_env.set_sim_state(snapshot)
+    on_truth = truth.step(hold)[0]
+    # Restarted at the restored pose, it is one step's slip (of a robot restored mid-stride) from the truth; carried
+    # on, it keeps what ten flailing steps had drifted.
+    np.testing.assert_allclose(restarted[target], on_truth[target], atol=0.03)
+    assert np.max(np.abs(carried_on[target] - on_truth[target])) > 0.1
 
 
 def test_leg_odometry_is_only_for_a_legged_task_that_observes_its_position(make_env: Maker) -> None:

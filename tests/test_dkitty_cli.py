@@ -74,6 +74,7 @@ def test_eval_picks_the_walks_position_source(run: Path, tmp_path: Path, capsys:
         assert main(["eval", str(walk), "--episodes", "1", *flags, "--json"]) == 0
         result = _json_out(capsys)
         assert result["position_source"] == source and result["episodes"] == 1
+        assert result["terminated"] in (0, 1)  # a fall past the tilt bound ends a walk early
     assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
     assert _json_out(capsys)["position_source"] is None
     assert main(["eval", str(run), "--episodes", "1", "--position-source", "odometry"]) != 0

@@ -243,6 +243,8 @@ def _describe(ev: dict[str, Any]) -> str:
     text = f"return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over {ev['episodes']} episodes"
     if ev.get("success_rate") is not None:
         text += f", success {ev['success_rate']:.2f}"
+    if ev.get("terminated"):
+        text += f", {ev['terminated']} ended by the task before the time limit"
     return text
 
 
