@@ -280,6 +280,14 @@ class RecoveryConfig:
     hold_s: float = 1.0
     """How long each reached pose of the sequence is held for the torso to come to rest (s), and how long the robot
     stays at the start pose before the episode starts."""
+    rest_rate_rad_s: float = 0.5
+    """Before anything moves, an upright torso turning faster than this (rad/s, the IMU's gyroscope) is still rocking
+    or tipping over: the reset holds the legs where the episode left them until it comes to rest or falls, since
+    folding a tipping robot throws it onto its back."""
+    rest_s: float = 0.3
+    """... at rest once the rate has stayed under ``rest_rate_rad_s`` this long (s) ..."""
+    rest_timeout_s: float = 3.0
+    """... waiting at most this long (s); then the reset goes on as if it were at rest."""
     stand_waypoints: int = 4
     """Segments of the stand-up from the crouch to the start pose: every joint passes each waypoint together, so the
     legs extend evenly instead of the fastest joint first."""
@@ -757,12 +765,21 @@ def _recovery(root: _Node, spec: TaskSpec, joints: tuple[JointConfig, ...]) -> R
     hold = node.number("hold_s", 1.0)
     if not 0.0 <= hold <= 10.0:
         node.fail("hold_s", "a time in [0, 10] s", hold)
+    rest_rate = node.number("rest_rate_rad_s", 0.5)
+    if not 0.0 < rest_rate <= 10.0:
+        node.fail("rest_rate_rad_s", "an angular rate in (0, 10] rad/s", rest_rate)
+    rest = node.number("rest_s", 0.3)
+    if not 0.0 <= rest <= 10.0:
+        node.fail("rest_s", "a time in [0, 10] s", rest)
+    rest_timeout = node.number("rest_timeout_s", 3.0)
+    if not rest <= rest_timeout <= 60.0:
+        node.fail("rest_timeout_s", f"a time in [{rest:g}, 60] s (at least rest_s)", rest_timeout)
     waypoints = node.integer("stand_waypoints", 4, low=1)
     failures = node.integer("max_consecutive_failures", 3, low=1)
     fall_ends = node.flag("fall_ends_episode", True)
     node.done()
-    return RecoveryConfig(crouch, righting, fallen, upright_tilt, tolerance, attempts, hold, waypoints, failures,
-                          fall_ends)
+    return RecoveryConfig(crouch, righting, fallen, upright_tilt, tolerance, attempts, hold, rest_rate, rest,
+                          rest_timeout, waypoints, failures, fall_ends)
 
 
 def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:

@@ -28,9 +28,11 @@ episode starts where it stands. The meta says which (``base_reset``). The joints
 placer and no person, as ROBEL's D'Kitty resets itself between episodes:
 
 1. a torso tilted beyond ``fallen_tilt_rad`` (the IMU's) at the first reading has fallen: the scripted righting
-   sequence runs at once (step 2), since folding a robot part-way over into the crouch rolls it on onto its back;
-   otherwise the legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso
-   comes to rest, and a torso tilted beyond ``fallen_tilt_rad`` then has fallen too;
+   sequence runs at once (step 2), since folding a robot part-way over into the crouch rolls it on onto its back.
+   An upright torso still turning (an episode can end with the robot rocking or tipping) is first watched, the legs
+   held, until it comes to rest (``rest_rate_rad_s`` for ``rest_s``), falls, or ``rest_timeout_s`` passes. Then the
+   legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso comes to rest,
+   and a torso tilted beyond ``fallen_tilt_rad`` then has fallen too;
 2. a fallen robot runs the righting sequence (each pose reached rate-limited and held, then the crouch), at most
    ``righting_attempts`` times, until the crouched torso is within ``fallen_tilt_rad`` of upright;
 3. the legs extend from the crouch to the start pose through evenly spaced waypoints;
@@ -416,6 +418,8 @@ class RecoveryReset:
         reading = self._look(io, info, t0)
         report["start_tilt_rad"] = _tilt(reading)
         if _tilt(reading) <= r.fallen_tilt_rad:
+            reading = self._rest(io, reading, info, report)
+        if _tilt(reading) <= r.fallen_tilt_rad:
             reading = self._move(io, crouch, r.hold_s, info)
             report["crouched_tilt_rad"] = _tilt(reading)
         # A torso already fallen goes straight to the sequence: folding a robot part-way over into the crouch rolls it
@@ -456,6 +460,30 @@ class RecoveryReset:
                 return reading
             _step(io, reading, io.command, self.limits)
             io.end_cycle()
+
+    def _rest(self, io: ResetIO, reading: Reading, info: dict[str, Any], report: dict[str, Any]) -> Reading:
+        """Hold the last command until the torso has turned slower than ``rest_rate_rad_s`` for ``rest_s``, has
+        fallen, or ``rest_timeout_s`` has passed; returns the last reading. An episode can end with the robot
+        still tipping, and folding it then throws it over."""
+        r = self.recovery
+        since = io.now()
+        calm_since: float | None = None
+        while True:
+            rate = _rate(reading)
+            if not rate <= r.rest_rate_rad_s:  # NaN (no gyroscope sample) is not at rest either
+                calm_since = None
+            elif calm_since is None:
+                calm_since = io.now()
+            waited = io.now() - since
+            at_rest = calm_since is not None and io.now() - calm_since >= r.rest_s - EXACT_ATOL
+            if at_rest or not _tilt(reading) <= r.fallen_tilt_rad or waited >= r.rest_timeout_s - EXACT_ATOL:
+                # How long the robot was watched before anything moved (s), and whether it came to rest.
+                report.update(rest_wait_s=waited, at_rest=at_rest)
+                return reading
+            _step(io, reading, io.command, self.limits)
+            io.end_cycle()
+            reading = io.begin_cycle(check_tilt=False)
+            info["reset_cycles"] += 1
 
     def _move(self, io: ResetIO, target: FloatArray, hold_s: float, info: dict[str, Any]) -> Reading:
         """Rate-limited to ``target`` through the safety filter, then held ``hold_s``; returns the last reading, one
@@ -509,6 +537,13 @@ class RecoveryReset:
         info.update(reset_failed=reason, reset_settled=False, reset_duration_s=io.now() - t0)
         self.log.warning("reset failed: %s", reason)
         raise ResetFailed(reason)
+
+
+def _rate(reading: Reading) -> float:
+    """The torso's angular speed (rad/s); NaN without a fresh IMU sample."""
+    if reading.stale or reading.base_angvel.shape != (3,):
+        return math.nan
+    return float(np.linalg.norm(reading.base_angvel))
 
 
 def _tilt(reading: Reading) -> float:

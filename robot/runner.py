@@ -159,6 +159,8 @@ def run_episodes(controller: Controller, writer: TrajectoryWriter, episodes: int
             if result.steps > 0:
                 writer.write_episode(result.arrays, result.meta)
                 logged += 1
+            else:
+                writer.write_unstarted(result.meta)
             if result.complete:
                 successes.append(result.success)
                 returns.append(result.episode_return)

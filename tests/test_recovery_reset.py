@@ -67,6 +67,8 @@ def test_the_shipped_configs_choose_the_placer_by_default_and_recovery_when_aske
     ({"reset.upright_tilt_rad": 0.9}, r"reset\.upright_tilt_rad.*at most fallen_tilt_rad"),
     ({"reset.max_consecutive_failures": 0}, r"reset\.max_consecutive_failures.*integer >= 1"),
     ({"reset.hold_s": -1.0}, r"reset\.hold_s.*a time in \[0, 10\] s"),
+    ({"reset.rest_rate_rad_s": 0.0}, r"reset\.rest_rate_rad_s.*an angular rate in \(0, 10\] rad/s"),
+    ({"reset.rest_s": 1.0, "reset.rest_timeout_s": 0.5}, r"reset\.rest_timeout_s.*\[1, 60\] s \(at least rest_s\)"),
     ({"reset.teleport": True}, r"unknown field reset\.teleport"),
 ])
 def test_bad_reset_fields_name_the_field_and_what_was_expected(changes: dict[str, Any], message: str) -> None:
@@ -88,9 +90,14 @@ class FakeKitty(FakeCommands):
     command is recorded."""
 
     def __init__(self, joint_pos: FloatArray, quat: FloatArray, rightable: bool = True,
-                 falls_in_crouch: bool = False) -> None:
+                 falls_in_crouch: bool = False, rocking_s: float = 0.0, tips_over: bool = False) -> None:
         self.t = 0.0
         self.falls_in_crouch = falls_in_crouch
+        self.rocking_s = rocking_s
+        """The torso turns at 2 rad/s until this time (s), wherever the legs are ..."""
+        self.tips_over = tips_over
+        """... and then lies on its side."""
+        self.command_times: list[float] = []
         self.joint_pos = np.array(joint_pos, dtype=np.float64)
         self.quat = np.array(quat, dtype=np.float64)
         self.rightable = rightable
@@ -114,12 +121,17 @@ class FakeKitty(FakeCommands):
             self.falls_in_crouch = False
         elif self.falls_in_crouch and np.array_equal(self.joint_pos, np.asarray(RECOVERY.crouch_pose_rad)):
             self.quat = ON_ITS_SIDE.copy()
+        rocking = self.t < self.rocking_s
+        if self.tips_over and not rocking:
+            self.quat, self.tips_over = ON_ITS_SIDE.copy(), False
         z = np.zeros(12)
         return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), np.zeros(0), np.zeros(0), True, 1,
-                       base_quat=self.quat.copy(), base_angvel=np.zeros(3), imu_time=self.t)
+                       base_quat=self.quat.copy(), base_angvel=np.array([2.0 if rocking else 0.0, 0.0, 0.0]),
+                       imu_time=self.t)
 
     def write(self, command: FloatArray) -> None:
         self.commands.append(command.copy())
+        self.command_times.append(self.t)
         super().write(command)
 
     def placed(self, command: FloatArray) -> None:
@@ -189,6 +201,45 @@ def test_a_displaced_upright_robot_only_stands_up_where_it_is() -> None:
     assert not any(np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[0])) for c in robot.commands)
 
 
+def first_move_s(robot: FakeKitty, start: FloatArray) -> float:
+    """When the reset first commanded anything but the pose the robot started in (s)."""
+    return next(t for t, c in zip(robot.command_times, robot.commands, strict=True) if not np.array_equal(c, start))
+
+
+def test_a_rocking_robot_is_watched_with_its_legs_held_until_it_comes_to_rest() -> None:
+    stance = np.array([0.1, 0.3, -0.5] * 4)
+    robot = FakeKitty(stance, UPRIGHT, rocking_s=1.0)
+    _, info = run_reset(robot)
+    base = info["base_reset"]
+    assert base["at_rest"] and not base["fallen"] and info["reset_settled"]
+    # The rate drops under the bound at 1.0 s and stays there rest_s: only then do the legs fold.
+    assert base["rest_wait_s"] == pytest.approx(1.0 + RECOVERY.rest_s, abs=CONFIG.control_period_s + 1e-9)
+    assert first_move_s(robot, stance) >= 1.0 + RECOVERY.rest_s - 1e-9
+    assert_safe_commands(robot, stance)
+
+
+def test_a_robot_that_tips_over_while_watched_is_righted_without_folding_first() -> None:
+    robot = FakeKitty(np.array([0.1, 0.3, -0.5] * 4), UPRIGHT, rocking_s=0.5, tips_over=True)
+    _, info = run_reset(robot)
+    base = info["base_reset"]
+    assert not base["at_rest"] and base["fallen"] and base["righted"] and "crouched_tilt_rad" not in base
+    first_pose = np.asarray(RECOVERY.righting_poses_rad[0])
+    crouch = np.asarray(RECOVERY.crouch_pose_rad)
+    sent = [np.asarray(c) for c in robot.commands]
+    assert (next(k for k, c in enumerate(sent) if np.array_equal(c, first_pose))
+            < next(k for k, c in enumerate(sent) if np.array_equal(c, crouch)))
+
+
+def test_a_robot_that_never_comes_to_rest_is_watched_for_the_timeout_then_reset() -> None:
+    stance = np.array([0.1, 0.3, -0.5] * 4)
+    robot = FakeKitty(stance, UPRIGHT, rocking_s=math.inf)
+    _, info = run_reset(robot)
+    base = info["base_reset"]
+    assert not base["at_rest"] and info["reset_settled"]
+    assert base["rest_wait_s"] == pytest.approx(RECOVERY.rest_timeout_s, abs=CONFIG.control_period_s + 1e-9)
+    assert first_move_s(robot, stance) >= RECOVERY.rest_timeout_s - 1e-9
+
+
 def test_a_robot_that_cannot_be_righted_fails_after_its_attempts() -> None:
     robot = FakeKitty(np.asarray(RECOVERY.crouch_pose_rad), quat_from_rotvec([math.pi, 0.0, 0.0]), rightable=False)
     info: dict[str, Any] = {}
@@ -214,6 +265,20 @@ def test_failed_resets_are_counted_and_the_kth_in_a_row_is_a_safety_stop(tmp_pat
     assert summary.resets == {"failed": 3, "righted": 0, "fallen": 0} and summary.episodes == 0
     assert ctrl.episodes_run == 3
     assert "resets: 3 failed" in summary.describe()
+    # What each failed reset saw is kept, though no episode ran: one file each, numbered in turn.
+    kept = sorted((tmp_path / "logs").glob("unstarted_*.json"))
+    assert [p.name for p in kept] == [f"unstarted_{k:06d}.json" for k in range(3)]
+    metas = [json.loads(p.read_text()) for p in kept]
+    assert all(m["reset_failed"].startswith("still fallen after 2 righting attempts") for m in metas)
+    assert all(m["base_reset"]["righting_attempts"] == 2 and m["before_episode"] == 0 for m in metas)
+    assert [m["failed_resets_before"] for m in metas] == [0, 1, 2]
+    assert metas[-1]["stop_reason"].startswith("safety: 3 failed resets in a row")
+    # A second run in the same directory adds its own after them, never over them.
+    again = Controller(lambda obs: np.zeros(12), io.bus, task_for(config), config,
+                       settings=replace(FAST, episode_steps=3), clock=clock, sleep=clock.sleep, imu=io.imu,
+                       placer=io.placer)
+    run_episodes(again, TrajectoryWriter(tmp_path / "logs", run_info(config, "mock", 3)), 1, np.random.default_rng(1))
+    assert len(list((tmp_path / "logs").glob("unstarted_*.json"))) == 4
 
 
 def test_a_fall_ends_the_episode_and_the_next_reset_starts_after_counting_none_failed(tmp_path: Path) -> None:

@@ -77,6 +77,21 @@ def test_unfinished_temporary_file_is_ignored(tmp_path: Path) -> None:
     assert len(list(read_episodes(tmp_path))) == 1
 
 
+def test_an_episode_that_never_started_keeps_its_meta_beside_the_episodes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    w = TrajectoryWriter(tmp_path, INFO)
+    w.write_episode(_episode(2, rng), {"n": 0})
+    first = w.write_unstarted({"reset_failed": "still fallen", "base_reset": {"righting_attempts": 2}})
+    second = TrajectoryWriter(tmp_path, INFO).write_unstarted({"reset_failed": "not at the start pose"})
+    assert (first.name, second.name) == ("unstarted_000000.json", "unstarted_000001.json")  # never over another
+    meta = json.loads(first.read_text())
+    assert meta["reset_failed"] == "still fallen" and meta["base_reset"] == {"righting_attempts": 2}
+    assert (meta["before_episode"], meta["control_period"], meta["source"]) == (1, 0.1, "sim")
+    assert json.loads(second.read_text())["before_episode"] == 1
+    # Readers of episodes see the episodes only.
+    assert [e.meta["n"] for e in read_episodes(tmp_path)] == [0] and len(episode_files(tmp_path)) == 1
+
+
 def test_truncated_episode_is_a_clear_error(tmp_path: Path) -> None:
     w = TrajectoryWriter(tmp_path, INFO)
     path = w.write_episode(_episode(2, np.random.default_rng(2)), {})

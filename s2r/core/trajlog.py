@@ -6,6 +6,7 @@ Layout of a log directory::
     episode_000000.npz    one finished episode (arrays below), written to a temporary name and renamed
     episode_000001.npz
     ...
+    unstarted_000000.json an episode that never started (its reset failed, or a stop came during it): its meta
 
 A killed process loses at most the episode in progress: every earlier episode file was complete
 before it got its final name. No episode is ever overwritten: a writer numbers its next episode one
@@ -107,7 +108,9 @@ RUN_FILE = "run.json"
 EPISODE_GLOB = "episode_*.npz"
 EPISODE_NAME = re.compile(r"episode_(\d{6,})\.npz")
 """Name of a finished episode file; the number is its index."""
-TEMP_NAME = re.compile(r"\.(?:episode_\d+\.npz|run\.json)\.(?P<tag>.+)\.tmp")
+UNSTARTED_NAME = re.compile(r"unstarted_(\d{6,})\.json")
+"""Name of the meta of an episode that never started; the number counts those files, apart from the episodes'."""
+TEMP_NAME = re.compile(r"\.(?:episode_\d+\.npz|unstarted_\d+\.json|run\.json)\.(?P<tag>.+)\.tmp")
 """Name of a writer's temporary file; ``tag`` starts with the writer's process id."""
 STEP_ARRAYS = ("action", "command", "reward", "reward_terms", "comm_errors", "cycle_time", "period_error")
 READING_ARRAYS = ("time", "joint_pos", "joint_vel", "joint_effort", "passive_pos", "passive_vel", "stale", "obs")
@@ -446,6 +449,27 @@ class TrajectoryWriter:
             return path
         raise UserError(f"{self.directory}: {MAX_NAME_COLLISIONS} episode names in a row were taken by another "
                         "writer; refusing to go on")
+
+    def write_unstarted(self, meta: Mapping[str, Any]) -> Path:
+        """Write the meta of an episode that never started (no reading to log: its reset failed, or a stop came
+        during the reset) as ``unstarted_NNNNNN.json``; returns its path. What the reset saw (the robot's tilt,
+        its righting attempts) is data the robot produced: it is kept as the episodes are, never overwritten.
+        ``before_episode`` is the index the next episode file takes."""
+        taken = [int(m.group(1)) for p in self.directory.glob("unstarted_*.json")
+                 if (m := UNSTARTED_NAME.fullmatch(p.name))]
+        index = max(taken, default=-1) + 1
+        payload = json.dumps({**meta, "before_episode": self._next, "control_period": self.info.control_period,
+                              "source": self.info.source, "config_hash": self.info.config_hash}, indent=2).encode()
+        for _ in range(MAX_NAME_COLLISIONS):
+            path = self.directory / f"unstarted_{index:06d}.json"
+            try:
+                write_new_file(path, lambda fh: fh.write(payload))
+            except FileExistsError:
+                index += 1
+                continue
+            return path
+        raise UserError(f"{self.directory}: {MAX_NAME_COLLISIONS} names in a row were taken by another writer; "
+                        "refusing to go on")
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray], info: RunInfo, where: str) -> None:
