@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from test_cameras import marker_centroid
 
 from randomization.distributions import (
     ParameterDistribution,
@@ -49,14 +50,6 @@ def _frame(env: SimEnv, values: dict[str, float] | None = None) -> np.ndarray:
     env.params.assign(values or {})
     env.engine.reset(env.spec_.reset, np.array([VALVE_ANGLE_RAD]))
     return env.render_camera("top").astype(np.int64)
-
-
-def _marker(image: np.ndarray) -> np.ndarray:
-    """Pixel (u, v) of the green marker's centroid (tests/test_cameras.py's measure)."""
-    mask = (image[:, :, 1] > image[:, :, 0] + 60) & (image[:, :, 1] > image[:, :, 2] + 60)
-    rows, cols = np.nonzero(mask)
-    assert rows.size >= 3, "the marker is not in sight"
-    return np.array([cols.mean() + 0.5, rows.mean() + 0.5])
 
 
 def _visual_draw(seed: int, engine: str) -> dict[str, float]:
@@ -147,15 +140,16 @@ def test_camera_jitter_moves_the_marker_where_the_projection_says(engine: str) -
     try:
         env.engine.reset(env.spec_.reset, np.array([VALVE_ANGLE_RAD]))
         g = DClawTurn().geometry
-        r = g.spoke_length * 0.8
-        marker = np.array([r * math.cos(VALVE_ANGLE_RAD), r * math.sin(VALVE_ANGLE_RAD), g.spoke_top_z + 0.002])
-        base = _marker(_frame(env))
+        x, y, z = g.marker_center  # in the valve's frame, turned by the valve angle
+        c, s = math.cos(VALVE_ANGLE_RAD), math.sin(VALVE_ANGLE_RAD)
+        marker = np.array([c * x - s * y, s * x + c * y, z])
+        base = marker_centroid(_frame(env), TOP_CAMERA.project(marker))
         for jitter in (CameraJitter(dx=0.02, dy=-0.015), CameraJitter(dyaw=0.08, dpitch=-0.05, droll=0.2),
                        CameraJitter(dz=0.03, dfovy=-0.15), CameraJitter(dx=-0.01, droll=-0.3, dfovy=0.3)):
             values = {f"camera_{k}": getattr(jitter, k) for k in ("dx", "dy", "dz", "droll", "dpitch", "dyaw",
                                                                    "dfovy")}
-            found = _marker(_frame(env, values))
             expected = jitter_camera(TOP_CAMERA, jitter).project(marker)
+            found = marker_centroid(_frame(env, values), expected)
             assert np.linalg.norm(found - base) > 2.0  # it moved ...
             np.testing.assert_allclose(found, expected, atol=1.0, err_msg=f"{engine}: {jitter}")  # ... as predicted
     finally:

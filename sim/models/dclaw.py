@@ -32,6 +32,8 @@ FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
 JOINT_SUFFIXES = ("top", "mid", "bot")
 VALVE_MARKER_RGBA = (0.1, 0.85, 0.2, 1.0)
 """Colour of the valve's angle marker: green, found nowhere else in the scene, so a camera image locates it."""
+VALVE_MARKER_THICKNESS_M = 0.004
+"""Thickness of the valve's angle marker disc and pointer (m)."""
 VALVE_RGBA = (0.9, 0.75, 0.3, 1.0)
 """Colour of the valve's hub and of every spoke but the first."""
 SPOKE0_RGBA = (0.85, 0.2, 0.15, 1.0)
@@ -76,6 +78,14 @@ class ClawGeometry:
     """Height of the spoke axes above the valve base (m)."""
     hub_radius: float = 0.015
     """Radius of the valve hub cylinder (m)."""
+    marker_radius: float = 0.014
+    """Radius of the angle marker, a thin visual-only disc centred on the end of spoke 0 (m). Its round shape,
+    wider than any spoke, tells a camera which spoke is marked where colours do not (a pink spoke on a pink
+    floor); a real valve needs the same disc glued on (README, Reading the valve angle from the camera)."""
+    pointer_width: float = 0.010
+    """Width of the angle pointer, a thin visual-only bar in the marker's colour on top of the hub, from its axis to
+    its rim towards spoke 0 (m). The fingers cover the spokes' outer ends (the disc too) whenever the spokes lie
+    under them, as at the start; the hub's top stays in sight between the fingertips."""
     valve_mass: float = 0.080
     """Total mass of the valve (hub and spokes) (kg)."""
 
@@ -104,6 +114,19 @@ class ClawGeometry:
     def spoke_top_z(self) -> float:
         """Height of the top of the spokes (m)."""
         return self.spoke_height + self.spoke_radius
+
+    @property
+    def marker_center(self) -> tuple[float, float, float]:
+        """Centre of the angle marker disc in the valve frame (m): on spoke 0's end, its bottom on the spoke's top."""
+        return (self.spoke_length, 0.0, self.spoke_top_z + VALVE_MARKER_THICKNESS_M / 2)
+
+    @property
+    def pointer_box(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """Centre and half sizes of the angle pointer in the valve frame (m): on the hub's top, along spoke 0."""
+        half_length = self.hub_radius / 2
+        half_height = VALVE_MARKER_THICKNESS_M / 2
+        return ((half_length, 0.0, 2.0 * self.spoke_height + half_height),
+                (half_length, self.pointer_width / 2, half_height))
 
     @property
     def mount_height(self) -> float:
@@ -180,7 +203,8 @@ def mjcf(
             f'{ex:.6g} {ey:.6g} {g.spoke_height:.6g}" size="{g.spoke_radius:.6g}" '
             f'mass="{spoke_mass:.6g}" rgba="{rgba}" class="valve"/>'
         )
-    marker_x = g.spoke_length * 0.8
+    mx, my, mz = g.marker_center
+    pointer_pos, pointer_half = g.pointer_box
     actuators = position_actuators(finger_joint_names(), g.fingers, joint_ranges)
     defaults = servo_defaults("finger", g.fingers, "tip", g.tip_friction)
     return f"""{head("dclaw_turn", dt)}
@@ -207,7 +231,9 @@ def mjcf(
       <geom name="valve_hub" type="cylinder" size="{g.hub_radius:.6g} {g.spoke_height:.6g}"
             pos="0 0 {g.spoke_height:.6g}" mass="{hub_mass:.6g}" rgba="{fmt(*VALVE_RGBA)}" class="valve"/>
       {"".join(spokes)}
-      <geom name="valve_marker" type="box" size="0.006 0.006 0.004" pos="{marker_x:.6g} 0 {g.spoke_top_z + 0.002:.6g}"
+      <geom name="valve_marker" type="cylinder" size="{g.marker_radius:.6g} {VALVE_MARKER_THICKNESS_M / 2:.6g}"
+            pos="{mx:.6g} {my:.6g} {mz:.6g}" rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>
+      <geom name="valve_pointer" type="box" size="{fmt(*pointer_half)}" pos="{fmt(*pointer_pos)}"
             rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>
     </body>
   </worldbody>

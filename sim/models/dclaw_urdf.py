@@ -10,8 +10,8 @@ Masses and inertias follow MuJoCo's rule for ``mass=`` geoms: each geom is a sol
 with the given mass (capsule = cylinder + two hemispheres, sphere, cylinder), and a link's inertia is
 the sum of its geoms' about the link's centre of mass. The result equals MuJoCo's compiled
 ``body_mass`` / ``body_ipos`` / ``body_inertia`` to rounding for every finger link. The valve weighs
-``valve_mass`` (hub and spokes, as the ``valve_mass`` parameter says); the MJCF's visual marker box has
-no ``mass=`` and so gets MuJoCo's default density (1.15 g more valve) until the MJCF marks it massless.
+``valve_mass`` (hub and spokes, as the ``valve_mass`` parameter says); the angle marker disc is visual
+only and massless in both.
 The inertial frame is written in principal axes (``rpy`` plus a diagonal tensor), which is what
 PyBullet stores. The mass and XML helpers live in :mod:`sim.models.urdf`.
 
@@ -24,7 +24,7 @@ Friction: ``<contact><lateral_friction>`` per link, MuJoCo's sliding coefficient
 per link, so the distal link takes its fingertip's ``tip_friction``).
 
 Collision geometry: the floor plane becomes a thick box whose top face lies where the plane is; the
-finger mounts, the valve post and the valve marker are visual only, as in the MJCF.
+finger mounts, the valve post and the valve's angle marker and pointer are visual only, as in the MJCF.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from sim.models.dclaw import FINGER_AZIMUTH_STEP_RAD, FINGER_COUNT, VALVE_MARKER_RGBA, ClawGeometry
+from sim.models.dclaw import (
+    FINGER_AZIMUTH_STEP_RAD,
+    FINGER_COUNT,
+    VALVE_MARKER_RGBA,
+    VALVE_MARKER_THICKNESS_M,
+    ClawGeometry,
+)
 from sim.models.urdf import (
     MassProps,
     both,
@@ -62,8 +68,6 @@ FLOOR_COLLISION_HALF_SIZE_M = 1.0
 """Half side of the floor's collision box (m): MuJoCo planes are infinite, so make it wide."""
 FLOOR_COLLISION_THICKNESS_M = 0.1
 """Thickness of the floor's collision box below the plane (m)."""
-VALVE_MARKER_HALF_SIZE_M = (0.006, 0.006, 0.004)
-"""Half sizes of the valve's angle marker box (m), as in the MJCF."""
 MJCF_DEFAULT_FRICTION = 1.0
 """Sliding friction (-) of MJCF geoms without a ``friction=`` (finger links, floor): MuJoCo's default."""
 JOINT_VELOCITY_LIMIT_URDF_RAD_S = 100.0
@@ -98,10 +102,6 @@ def link_mass_props(g: ClawGeometry = DEFAULT_GEOMETRY) -> dict[str, MassProps]:
         parts.append(capsule_props(spoke_mass, g.spoke_radius, g.spoke_length, center, axis=(ux, uy, 0.0)))
     props["valve"] = combine(parts)
     return props
-
-
-def _marker_center(g: ClawGeometry) -> tuple[float, float, float]:
-    return (g.spoke_length * 0.8, 0.0, g.spoke_top_z + 0.002)
 
 
 def _spoke_dirs(g: ClawGeometry) -> list[tuple[float, float]]:
@@ -169,8 +169,10 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: ClawGeometry = DEFA
         valve_geoms.append(both(f"valve_spoke{k}", shape("capsule", {"radius": g.spoke_radius,
                                                                      "length": g.spoke_length}),
                                 "spoke0" if k == 0 else "valve", mid, rpy))
-    marker_size = tuple(2.0 * h for h in VALVE_MARKER_HALF_SIZE_M)
-    valve_geoms.append(visual("valve_marker", box(marker_size), "marker", _marker_center(g)))
+    marker = shape("cylinder", {"radius": g.marker_radius, "length": VALVE_MARKER_THICKNESS_M})
+    valve_geoms.append(visual("valve_marker", marker, "marker", g.marker_center))
+    pointer_pos, pointer_half = g.pointer_box
+    valve_geoms.append(visual("valve_pointer", box(tuple(2.0 * h for h in pointer_half)), "marker", pointer_pos))
     links.append(f'<link name="valve">{inertial(props["valve"])}{contact(g.tip_friction)}'
                  f'{"".join(valve_geoms)}</link>')
     joints.append(
