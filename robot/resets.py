@@ -540,8 +540,9 @@ class RecoveryReset:
 
 
 def _rate(reading: Reading) -> float:
-    """The torso's angular speed (rad/s); NaN without a fresh IMU sample."""
-    if reading.stale or reading.base_angvel.shape != (3,):
+    """The torso's angular speed (rad/s) from the IMU sample the reading carries (a failed servo read still carries
+    one; the IMU's silence watchdog bounds its age); NaN without one."""
+    if reading.base_angvel.shape != (3,):
         return math.nan
     return float(np.linalg.norm(reading.base_angvel))
 

@@ -90,11 +90,14 @@ class FakeKitty(FakeCommands):
     command is recorded."""
 
     def __init__(self, joint_pos: FloatArray, quat: FloatArray, rightable: bool = True,
-                 falls_in_crouch: bool = False, rocking_s: float = 0.0, tips_over: bool = False) -> None:
+                 falls_in_crouch: bool = False, rocking_s: float = 0.0, tips_over: bool = False,
+                 rocking_rate: float = 2.0) -> None:
         self.t = 0.0
         self.falls_in_crouch = falls_in_crouch
         self.rocking_s = rocking_s
-        """The torso turns at 2 rad/s until this time (s), wherever the legs are ..."""
+        """The torso turns at ``rocking_rate`` (rad/s; NaN: a gyroscope reading NaN) until this time (s), wherever the
+        legs are ..."""
+        self.rocking_rate = rocking_rate
         self.tips_over = tips_over
         """... and then lies on its side."""
         self.command_times: list[float] = []
@@ -125,9 +128,9 @@ class FakeKitty(FakeCommands):
         if self.tips_over and not rocking:
             self.quat, self.tips_over = ON_ITS_SIDE.copy(), False
         z = np.zeros(12)
+        gyro = np.array([self.rocking_rate if rocking else 0.0, 0.0, 0.0])
         return Reading(self.t, self.t, self.joint_pos.copy(), z, z.copy(), np.zeros(0), np.zeros(0), True, 1,
-                       base_quat=self.quat.copy(), base_angvel=np.array([2.0 if rocking else 0.0, 0.0, 0.0]),
-                       imu_time=self.t)
+                       base_quat=self.quat.copy(), base_angvel=gyro, imu_time=self.t)
 
     def write(self, command: FloatArray) -> None:
         self.commands.append(command.copy())
@@ -230,9 +233,10 @@ def test_a_robot_that_tips_over_while_watched_is_righted_without_folding_first()
             < next(k for k, c in enumerate(sent) if np.array_equal(c, crouch)))
 
 
-def test_a_robot_that_never_comes_to_rest_is_watched_for_the_timeout_then_reset() -> None:
+@pytest.mark.parametrize("rate", [2.0, math.nan], ids=["turning", "a NaN gyroscope"])
+def test_a_robot_that_never_comes_to_rest_is_watched_for_the_timeout_then_reset(rate: float) -> None:
     stance = np.array([0.1, 0.3, -0.5] * 4)
-    robot = FakeKitty(stance, UPRIGHT, rocking_s=math.inf)
+    robot = FakeKitty(stance, UPRIGHT, rocking_s=math.inf, rocking_rate=rate)
     _, info = run_reset(robot)
     base = info["base_reset"]
     assert not base["at_rest"] and info["reset_settled"]

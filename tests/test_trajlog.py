@@ -5,6 +5,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -81,11 +82,13 @@ def test_an_episode_that_never_started_keeps_its_meta_beside_the_episodes(tmp_pa
     rng = np.random.default_rng(2)
     w = TrajectoryWriter(tmp_path, INFO)
     w.write_episode(_episode(2, rng), {"n": 0})
-    first = w.write_unstarted({"reset_failed": "still fallen", "base_reset": {"righting_attempts": 2}})
+    first = w.write_unstarted({"reset_failed": "still fallen", "base_reset": {"righting_attempts": 2},
+                               "reset_error_rad": math.inf, "tilts": [0.5, math.nan]})
     second = TrajectoryWriter(tmp_path, INFO).write_unstarted({"reset_failed": "not at the start pose"})
     assert (first.name, second.name) == ("unstarted_000000.json", "unstarted_000001.json")  # never over another
-    meta = json.loads(first.read_text())
+    meta = json.loads(first.read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert meta["reset_failed"] == "still fallen" and meta["base_reset"] == {"righting_attempts": 2}
+    assert meta["reset_error_rad"] is None and meta["tilts"] == [0.5, None]  # strict JSON: no NaN or Infinity
     assert (meta["before_episode"], meta["control_period"], meta["source"]) == (1, 0.1, "sim")
     assert json.loads(second.read_text())["before_episode"] == 1
     # Readers of episodes see the episodes only.

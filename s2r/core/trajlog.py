@@ -6,7 +6,7 @@ Layout of a log directory::
     episode_000000.npz    one finished episode (arrays below), written to a temporary name and renamed
     episode_000001.npz
     ...
-    unstarted_000000.json an episode that never started (its reset failed, or a stop came during it): its meta
+    unstarted_000000.json an episode that ended before its first step (its reset failed, or a stop came first): its meta
 
 A killed process loses at most the episode in progress: every earlier episode file was complete
 before it got its final name. No episode is ever overwritten: a writer numbers its next episode one
@@ -16,8 +16,9 @@ exists. A writer that appends to a directory must match its ``run.json``: task, 
 control period, source and, where both know it, the configuration hash (:func:`config_hash`); and
 each episode's ``meta`` records its own ``control_period``, ``source`` and ``config_hash``, which
 readers prefer to ``run.json``'s. Temporary files a killed writer left behind
-(``.episode_NNNNNN.npz.PID.*.tmp``, ``.run.json.PID.*.tmp``) are removed when the next writer opens
-the directory, unless their process is still alive; readers ignore them and report them.
+(``.episode_NNNNNN.npz.PID.*.tmp``, ``.unstarted_NNNNNN.json.PID.*.tmp``, ``.run.json.PID.*.tmp``) are removed
+when the next writer opens the directory, unless their process is still alive; readers ignore them and report
+them.
 
 Readers (:func:`read_episodes`) either fail on the first damaged episode file (``strict``) or skip
 it and report it (:class:`SkippedFile`), so one bad file does not cost the good ones; a directory
@@ -451,15 +452,17 @@ class TrajectoryWriter:
                         "writer; refusing to go on")
 
     def write_unstarted(self, meta: Mapping[str, Any]) -> Path:
-        """Write the meta of an episode that never started (no reading to log: its reset failed, or a stop came
-        during the reset) as ``unstarted_NNNNNN.json``; returns its path. What the reset saw (the robot's tilt,
-        its righting attempts) is data the robot produced: it is kept as the episodes are, never overwritten.
-        ``before_episode`` is the index the next episode file takes."""
+        """Write the meta of an episode that ended before its first step (its reset failed, or a stop came first)
+        as ``unstarted_NNNNNN.json``; returns its path. What the reset saw (the robot's tilt, its righting attempts)
+        is data the robot produced: it is kept as the episodes are, never overwritten. ``before_episode`` is the
+        index the next episode file takes. Non-finite numbers (an error never measured) are written as ``null``, so
+        the file is strict JSON."""
         taken = [int(m.group(1)) for p in self.directory.glob("unstarted_*.json")
                  if (m := UNSTARTED_NAME.fullmatch(p.name))]
         index = max(taken, default=-1) + 1
-        payload = json.dumps({**meta, "before_episode": self._next, "control_period": self.info.control_period,
-                              "source": self.info.source, "config_hash": self.info.config_hash}, indent=2).encode()
+        payload = json.dumps(_finite_or_null({
+            **meta, "before_episode": self._next, "control_period": self.info.control_period,
+            "source": self.info.source, "config_hash": self.info.config_hash}), indent=2, allow_nan=False).encode()
         for _ in range(MAX_NAME_COLLISIONS):
             path = self.directory / f"unstarted_{index:06d}.json"
             try:
@@ -470,6 +473,17 @@ class TrajectoryWriter:
             return path
         raise UserError(f"{self.directory}: {MAX_NAME_COLLISIONS} names in a row were taken by another writer; "
                         "refusing to go on")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float inside it (in dicts, lists and tuples) replaced by ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _check_shapes(arrays: Mapping[str, np.ndarray], info: RunInfo, where: str) -> None:

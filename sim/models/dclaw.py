@@ -31,7 +31,8 @@ of braking it; twice the 2.5 ms physics step is MuJoCo's floor for a stable cons
 FINGER_AZIMUTH_STEP_RAD = 2.0 * math.pi / FINGER_COUNT
 JOINT_SUFFIXES = ("top", "mid", "bot")
 VALVE_MARKER_RGBA = (0.1, 0.85, 0.2, 1.0)
-"""Colour of the valve's angle marker: green, found nowhere else in the scene, so a camera image locates it."""
+"""Colour of the valve's angle marks, the disc on spoke 0's end and the pointer on the hub: green, found nowhere
+else in the nominal scene, so a camera image locates them."""
 VALVE_MARKER_THICKNESS_M = 0.004
 """Thickness of the valve's angle marker disc and pointer (m)."""
 VALVE_RGBA = (0.9, 0.75, 0.3, 1.0)

@@ -10,8 +10,8 @@ Masses and inertias follow MuJoCo's rule for ``mass=`` geoms: each geom is a sol
 with the given mass (capsule = cylinder + two hemispheres, sphere, cylinder), and a link's inertia is
 the sum of its geoms' about the link's centre of mass. The result equals MuJoCo's compiled
 ``body_mass`` / ``body_ipos`` / ``body_inertia`` to rounding for every finger link. The valve weighs
-``valve_mass`` (hub and spokes, as the ``valve_mass`` parameter says); the angle marker disc is visual
-only and massless in both.
+``valve_mass`` (hub and spokes, as the ``valve_mass`` parameter says); the angle marks (the disc on
+spoke 0's end, the pointer on the hub) are visual only and massless in both.
 The inertial frame is written in principal axes (``rpy`` plus a diagonal tensor), which is what
 PyBullet stores. The mass and XML helpers live in :mod:`sim.models.urdf`.
 
