@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -78,6 +79,31 @@ def test_task_spec_refuses_duplicate_cameras() -> None:
         replace(SPEC, cameras=(TOP_CAMERA, TOP_CAMERA))
     with pytest.raises(KeyError, match="no camera 'side'"):
         SPEC.camera("side")
+
+
+VALVE_MARKS = ("valve_marker", "valve_pointer")
+"""The valve's angle marks: drawn, never touched."""
+
+
+def test_the_valve_marks_are_drawn_and_weigh_nothing_on_both_engines() -> None:
+    task = DClawTurn()
+    engine = make_engine("mujoco", task, TIMESTEP_S)
+    assert isinstance(engine, MujocoEngine)
+    try:
+        model = engine.model
+        for name in VALVE_MARKS:
+            geom = model.geom(name)
+            assert geom.contype[0] == 0 and geom.conaffinity[0] == 0, name
+            assert geom.bodyid[0] == model.body("valve").id and geom.rgba[3] == 1.0, name
+        # The valve weighs what the geometry says: hub and spokes, nothing for the marks.
+        assert model.body("valve").mass[0] == pytest.approx(task.geometry.valve_mass, rel=1e-9)
+    finally:
+        engine.close()
+    valve = ElementTree.fromstring(task.model_urdf()).find("link[@name='valve']")
+    assert valve is not None
+    drawn = {v.get("name") for v in valve.findall("visual")}
+    touched = {c.get("name") for c in valve.findall("collision")}
+    assert set(VALVE_MARKS) <= drawn and not set(VALVE_MARKS) & touched
 
 
 def _marker_world(task: DClawTurn, angle: float) -> np.ndarray:
