@@ -85,7 +85,7 @@ VALVE_MARKS = ("valve_marker", "valve_pointer")
 """The valve's angle marks: drawn, never touched."""
 
 
-def test_the_valve_marks_are_drawn_and_weigh_nothing_on_both_engines() -> None:
+def test_the_valve_marks_are_visual_only_on_both_engines() -> None:
     task = DClawTurn()
     engine = make_engine("mujoco", task, TIMESTEP_S)
     assert isinstance(engine, MujocoEngine)
@@ -99,6 +99,7 @@ def test_the_valve_marks_are_drawn_and_weigh_nothing_on_both_engines() -> None:
         assert model.body("valve").mass[0] == pytest.approx(task.geometry.valve_mass, rel=1e-9)
     finally:
         engine.close()
+    # PyBullet's URDF: the marks are visuals without a collision; a visual carries no mass there.
     valve = ElementTree.fromstring(task.model_urdf()).find("link[@name='valve']")
     assert valve is not None
     drawn = {v.get("name") for v in valve.findall("visual")}
