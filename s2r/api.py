@@ -977,7 +977,7 @@ class PerceptionTrainJob:
     samples: int = 36000
     """Training images to render. At 24,000 the 95th percentile on PyBullet's renders (an engine it never trained
     on) depended on the training seed: 7.3 to 8.2 deg for seed 0, 10.6 to 11.2 for seed 1, against a 10 deg goal.
-    36,000 put both seeds under it (7.9 to 9.0 deg) for half again the training time."""
+    36,000 put seeds 0, 1 and 2 under it (7.9 to 9.3 deg) for half again the training time."""
     engine: str = "mujoco"
     """Engine that renders them."""
     randomize: tuple[PathLike, ...] = ()
