@@ -1,4 +1,5 @@
-"""Export a trained valve-angle estimator (:class:`policies.perception.AngleNet`) to ONNX, verified before it appears.
+"""Export a trained valve-angle estimator (:class:`policies.perception.AngleNet`, or several read together,
+:class:`policies.perception.AngleEnsemble`) to ONNX, verified before it appears.
 
 The graph is the whole network, preprocessing included: input ``frames`` uint8 ``(batch, H, W, 3)`` (dynamic batch),
 outputs ``angle`` ``(batch,)`` (rad) and ``cos_sin`` ``(batch, 2)``; the metadata is
@@ -25,7 +26,7 @@ from export.perception_model import (
     OnnxAngleEstimator,
     PerceptionMetadata,
 )
-from policies.perception import AngleNet, predict_angles
+from policies.perception import AngleEnsemble, AngleNet, predict_angles
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
 from sim.tasks.actions import wrap_angle
@@ -56,7 +57,7 @@ class PerceptionVerification:
 
 
 
-def verify_estimator(model: AngleNet, estimator: OnnxAngleEstimator,
+def verify_estimator(model: AngleNet | AngleEnsemble, estimator: OnnxAngleEstimator,
                      frames: NDArray[np.uint8]) -> PerceptionVerification:
     """Compare ``estimator`` (the ONNX file) with ``model`` on ``frames``."""
     angle_t, cos_sin_t = predict_angles(model, frames)
@@ -66,7 +67,7 @@ def verify_estimator(model: AngleNet, estimator: OnnxAngleEstimator,
         float(np.max(np.abs(cos_sin_o.astype(np.float64) - cos_sin_t))))
 
 
-def export_estimator(model: AngleNet, out_path: str | Path, metadata: PerceptionMetadata,
+def export_estimator(model: AngleNet | AngleEnsemble, out_path: str | Path, metadata: PerceptionMetadata,
                      frames: NDArray[np.uint8], seed: int = 0,
                      opset: int = DEFAULT_OPSET) -> PerceptionVerification:
     """Write ``model`` (eval mode) to ``out_path`` with ``metadata``, after onnxruntime and PyTorch agree on

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,66 @@ class AngleNet(nn.Module):
             return torch.atan2(unit[:, 1], unit[:, 0]), unit
         angle = symmetric_angle(v, k)
         return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+class AngleEnsemble(nn.Module):
+    """Several trained :class:`AngleNet` read together, each on the frame and on copies of it moved by ``shift``
+    pixels each way (edges repeated): the mean of their unit directions, then the angle as one network gives it.
+    Averaging nets trained from other seeds, and views a few pixels apart, takes out the errors they do not share;
+    the wrong spoke on held-out images most of all (README, *Two networks, five views*). Same contract as
+    :class:`AngleNet`: uint8 frames ``(B, H, W, 3)`` to ``(angle, cos_sin)``."""
+
+    def __init__(self, members: Sequence[AngleNet], shift: int = 0) -> None:
+        super().__init__()
+        if not members:
+            raise UserError("an estimator ensemble needs at least one trained network")
+        first = members[0]
+        for k, m in enumerate(members[1:], start=1):
+            if (m.height, m.width, m.config.symmetry) != (first.height, first.width, first.config.symmetry):
+                raise UserError(f"network {k + 1} reads {m.height} x {m.width} images with symmetry "
+                                f"{m.config.symmetry}; expected {first.height} x {first.width} and symmetry "
+                                f"{first.config.symmetry}, as network 1")
+        if not 0 <= shift < min(first.height, first.width) // 2:
+            raise UserError(f"test-time shift must be a whole number of pixels in [0, "
+                            f"{min(first.height, first.width) // 2}), got {shift}")
+        self.members = nn.ModuleList(members)  # registered: weights, eval mode and export follow them
+        self.nets: tuple[AngleNet, ...] = tuple(members)
+        """The members, typed (a ``ModuleList`` yields plain modules)."""
+        self.height, self.width, self.symmetry, self.shift = first.height, first.width, first.config.symmetry, shift
+        moves = [(0, 0)] if shift == 0 else [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]
+        self.moves = tuple(moves)
+
+    def raw(self, frames: Tensor) -> Tensor:
+        """The sum of the members' unit directions over every view, ``(B, 2)`` or ``(B, 4)`` as :meth:`AngleNet.raw`."""
+        views = [shifted(frames, dx, dy) for dx, dy in self.moves]
+        return torch.stack([_unit_pairs(net.raw(view)) for net in self.nets for view in views]).sum(dim=0)
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        v = self.raw(frames)
+        if self.symmetry == 1:
+            unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
+            return torch.atan2(unit[:, 1], unit[:, 0]), unit
+        angle = symmetric_angle(v, self.symmetry)
+        return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def _unit_pairs(v: Tensor) -> Tensor:
+    """Each (cos, sin) pair of a raw output scaled to unit length, so every member and view weighs alike."""
+    pairs = v.reshape(v.shape[0], -1, 2)
+    return (pairs / torch.sqrt((pairs * pairs).sum(dim=2, keepdim=True) + 1e-12)).reshape(v.shape)
+
+
+def shifted(frames: Tensor, dx: int, dy: int) -> Tensor:
+    """Frames ``(B, H, W, C)`` moved ``dx`` pixels right and ``dy`` down, the edge pixels repeated into the gap
+    (float32; :meth:`AngleNet.raw` takes them as it takes uint8)."""
+    x = frames.to(torch.float32)
+    if dx == 0 and dy == 0:
+        return x
+    h, w = x.shape[1], x.shape[2]
+    pad = max(abs(dx), abs(dy))
+    padded = nn.functional.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad), mode="replicate")
+    top, left = pad - dy, pad - dx
+    return padded[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
 
 
 def standardized(x: Tensor) -> Tensor:
@@ -207,8 +267,8 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
     return TrainedAngleNet(model, cfg, tuple(losses), time.perf_counter() - start)
 
 
-def predict_angles(model: AngleNet, images: NDArray[np.uint8], batch: int = 256) -> tuple[NDArray[np.float64],
-                                                                                         NDArray[np.float64]]:
+def predict_angles(model: AngleNet | AngleEnsemble, images: NDArray[np.uint8],
+                   batch: int = 256) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The model's angles ``(N,)`` (rad) and unit directions ``(N, 2)`` for uint8 ``images`` ``(N, H, W, 3)``."""
     out_a, out_v = [], []
     with torch.inference_mode():

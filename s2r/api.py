@@ -974,10 +974,11 @@ class PerceptionTrainJob:
 
     out: Path
     """Directory to write ``perception.pt`` and ``perception.onnx`` into (created if missing)."""
-    samples: int = 36000
+    samples: int = 60000
     """Training images to render. At 24,000 the 95th percentile on PyBullet's renders (an engine it never trained
     on) depended on the training seed: 7.3 to 8.2 deg for seed 0, 10.6 to 11.2 for seed 1, against a 10 deg goal.
-    36,000 put seeds 0, 1 and 2 under it (7.9 to 9.3 deg) for half again the training time."""
+    36,000 put seeds 0, 1 and 2 under it (7.9 to 9.3 deg); 60,000 (seeds 0 and 1) 6.1 to 7.0, and 10.9 to 11.7 on
+    held-out conditions where 36,000 gave 12.8 to 19.6, for 70 % more training time."""
     engine: str = "mujoco"
     """Engine that renders them."""
     randomize: tuple[PathLike, ...] = ()
@@ -1065,6 +1066,79 @@ def train_perception(job: PerceptionTrainJob, *, progress: Callable[[str], None]
                                  render_s, trained.train_time_s, trained.losses[-1],
                                  (float(np.median(errors)), float(np.percentile(errors, 95))),
                                  verification.max_angle_diff_rad)
+
+
+@dataclass(frozen=True)
+class PerceptionJoinJob:
+    """Read several trained estimators together, each on a few views of the frame (:class:`policies.perception.
+    AngleEnsemble`), as one ONNX file."""
+
+    runs: tuple[Path, ...]
+    """``s2r train-perception`` output directories (each with ``perception.pt`` and ``perception.onnx``), trained for
+    the same camera on the same distribution."""
+    out: Path
+    """The ONNX file to write (``.onnx``; its directory is created if missing)."""
+    shift: int = 2
+    """Each network also reads the frame moved this many pixels left, right, up and down, five views in all
+    (0: the frame only)."""
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ParameterError("runs", "must name one or more train-perception output directories, got none")
+        if not isinstance(self.shift, int) or self.shift < 0:
+            raise ParameterError("shift", f"must be a whole number of pixels >= 0, got {self.shift}")
+
+
+@dataclass(frozen=True)
+class PerceptionJoinResult:
+    """What :func:`join_perception` wrote."""
+
+    onnx: Path
+    """The verified ONNX file."""
+    networks: int
+    """Networks read together."""
+    views: int
+    """Views of each frame every network reads (the frame and its shifted copies)."""
+    max_onnx_diff_rad: float
+    """Largest angle difference between the ONNX file and PyTorch in the export's check (rad)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"onnx": str(self.onnx), "networks": self.networks, "views": self.views,
+                "max_onnx_diff_rad": self.max_onnx_diff_rad}
+
+
+def join_perception(job: PerceptionJoinJob) -> PerceptionJoinResult:
+    """Export the runs' networks, read together, as ``job.out``, verified against PyTorch on rendered and random
+    frames. Runs made for another camera or trained on another distribution are refused by name. Needs torch (the
+    ``train`` extra)."""
+    require_torch("s2r.api.join_perception")
+    if job.out.suffix.lower() != ".onnx":
+        raise UserError(f"output {str(job.out)!r} must end in .onnx")
+    infos = [OnnxAngleEstimator(run / PERCEPTION_ONNX).info for run in job.runs]  # each names a missing file
+    first = infos[0]
+    for run, info in zip(job.runs[1:], infos[1:], strict=True):
+        for what, mine, theirs in (("camera", info.camera, first.camera),
+                                   ("training distribution", info.randomization, first.randomization),
+                                   ("task", info.task, first.task)):
+            if mine != theirs:
+                raise UserError(f"{str(run)!r} was trained for another {what} than {str(job.runs[0])!r}; the "
+                                "networks read together must share camera, task and training distribution")
+    from export.perception_export import export_estimator  # torch, the optional `train` extra
+    from policies.perception import AngleEnsemble, load_checkpoint
+
+    ensemble = AngleEnsemble([load_checkpoint(run / PERCEPTION_CHECKPOINT)[0] for run in job.runs], job.shift)
+    distribution = None if first.distribution is None else parse_distribution(
+        first.distribution, f"{job.runs[0] / PERCEPTION_ONNX} (its metadata)", PERCEPTION_TASK)
+    frames = render_angle_dataset(SceneConfig(samples=PERCEPTION_VERIFY_FRAMES, engine=first.engine, seed=first.seed,
+                                              held_out=True), distribution).images
+    meta = replace(first, engine=",".join(sorted({i.engine for i in infos})), samples=sum(i.samples for i in infos),
+                   epochs=max(i.epochs for i in infos), s2r_version=s2r.__version__,
+                   export_time_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+                   source_checkpoint=", ".join(str(run / PERCEPTION_CHECKPOINT) for run in job.runs))
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    verification = export_estimator(ensemble, job.out, meta, frames, seed=first.seed)
+    return PerceptionJoinResult(job.out, len(job.runs), len(ensemble.moves),
+                                verification.max_angle_diff_rad)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def test_task_spec_refuses_duplicate_cameras() -> None:
         SPEC.camera("side")
 
 
-VALVE_MARKS = ("valve_marker", "valve_pointer")
+VALVE_MARKS = ("valve_marker", "valve_pointer0", "valve_pointer1", "valve_pointer2")
 """The valve's angle marks: drawn, never touched."""
 
 

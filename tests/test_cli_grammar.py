@@ -29,7 +29,7 @@ the ONNX file from a checkpoint (an ONNX file or a scripted policy is no input f
 run's learner (its critics and replay). A ``POLICY`` metavar would promise them what they refuse."""
 OUT_METAVARS = {"train": "RUN_DIR", "export": "FILE.onnx", "render": "FILE.gif", "trajlog-dataset": "FILE.npz|DIR",
                 "adapt": "FILE.yaml", "sweep": "DIR", "finetune": "DIR", "demo": "DIR", "calibrate": "FILE.yaml",
-                "train-perception": "DIR", "train-pixels": "DIR"}
+                "train-perception": "DIR", "join-perception": "FILE.onnx", "train-pixels": "DIR"}
 """``--out`` of every command that has one: a file when it writes one artifact (adapt's .json report and .png plot
 go beside its .yaml), a directory when it writes several."""
 OLD_SPELLINGS = ("--logs", "--policy")

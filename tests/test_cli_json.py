@@ -17,7 +17,8 @@ from s2r.cli import build_parser, main
 from s2r.core.resources import shipped_file
 
 RESULT_COMMANDS = ("eval", "export", "params", "sweep", "deploy", "finetune", "trajlog-dataset", "train", "render",
-                   "adapt", "simlogs", "demo", "calibrate", "train-perception", "eval-perception", "train-pixels")
+                   "adapt", "simlogs", "demo", "calibrate", "train-perception", "join-perception", "eval-perception",
+                   "train-pixels")
 """Commands whose run ends in a result a script may want to read: each has ``--json``."""
 NO_RESULT_COMMANDS = {
     "emulate": "a server: it runs until stopped and prints its pty (and clock socket) for other commands to use",

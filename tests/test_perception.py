@@ -255,6 +255,56 @@ def test_other_files_are_refused_by_name(tiny_run: dict[str, Any], tmp_path: Pat
         load_checkpoint(tmp_path / "other.pt")
 
 
+def _tiny(out: Path, *extra: str) -> Path:
+    assert main(["train-perception", "--out", str(out), *TINY, *extra]) == 0
+    return out
+
+
+def test_join_perception_reads_every_network_on_five_views_and_averages_their_directions(
+        tiny_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    from policies.perception import load_checkpoint, symmetric_angle
+
+    runs = [tiny_run["out"], _tiny(tmp_path / "seed1", "--randomize", str(VISUAL), "--seed", "1")]
+    capsys.readouterr()
+    assert main(["join-perception", *map(str, runs), "--out", str(tmp_path / "joined.onnx"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["networks"] == 2 and summary["views"] == 5 and summary["max_onnx_diff_rad"] <= 1e-4
+    joined = OnnxAngleEstimator(tmp_path / "joined.onnx", camera=TOP_CAMERA)
+    first = OnnxAngleEstimator(runs[0] / "perception.onnx").info
+    assert joined.info.samples == 48 and joined.info.randomization == first.randomization
+    assert "seed1/perception.pt" in joined.info.source_checkpoint
+    # Expected, built apart from the module: numpy's edge padding for the views, each pair made a unit vector.
+    frames = _dataset(samples=5, seed=12, held_out=True).images
+    padded = np.pad(frames, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    views = [padded[:, 2 + dy:2 + dy + 84, 2 + dx:2 + dx + 84] for dx, dy in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))]
+    total = torch.zeros(len(frames), 4)
+    for run in runs:
+        model = load_checkpoint(run / "perception.pt")[0]
+        for view in views:
+            with torch.no_grad():
+                pairs = model.raw(torch.from_numpy(np.ascontiguousarray(view))).reshape(len(frames), 2, 2)
+            total += (pairs / pairs.norm(dim=2, keepdim=True)).reshape(len(frames), 4)
+    expected = symmetric_angle(total, 3).numpy()
+    assert np.max(angle_error_deg(joined.predict(frames)[0], expected)) < 1e-3
+    # One network, no shift: the network itself.
+    assert main(["join-perception", str(runs[0]), "--out", str(tmp_path / "one.onnx"), "--shift", "0"]) == 0
+    alone = OnnxAngleEstimator(runs[0] / "perception.onnx").predict(frames)[0]
+    assert np.max(angle_error_deg(OnnxAngleEstimator(tmp_path / "one.onnx").predict(frames)[0],
+                                  alone)) < 1e-3
+
+
+def test_join_perception_refuses_networks_trained_on_another_distribution(
+        tiny_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    nominal = _tiny(tmp_path / "nominal")
+    capsys.readouterr()
+    assert main(["join-perception", str(tiny_run["out"]), str(nominal), "--out", str(tmp_path / "joined.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(nominal)!r} was trained for another training distribution" in err, err
+    assert not (tmp_path / "joined.onnx").exists()
+
+
 def test_eval_perception_reports_wrapped_degrees(tiny_run: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     model = str(tiny_run["out"] / "perception.onnx")
     assert main(["eval-perception", model, "--samples", "5", "--randomize", str(VISUAL_OOD), "--json"]) == 0
@@ -296,6 +346,11 @@ def test_eval_perception_runs_without_torch(tiny_run: dict[str, Any], tmp_path: 
      "randomization file '{tmp}/missing.yaml' does not exist"),
     (["train-perception", "--out", "{tmp}/file.txt"], "is a file; expected a directory"),
     (["eval-perception", "{tmp}/missing.onnx"], "no ONNX model at '{tmp}/missing.onnx'"),
+    (["join-perception", "{tmp}/missing", "--out", "{tmp}/joined.onnx"],
+     "no ONNX model at '{tmp}/missing/perception.onnx'"),
+    (["join-perception", "{tmp}/missing", "--out", "{tmp}/joined.onnx", "--shift", "-1"],
+     "--shift must be a whole number of pixels >= 0, got -1"),
+    (["join-perception", "{tmp}/missing", "--out", "{tmp}/joined.txt"], "output '{tmp}/joined.txt' must end in .onnx"),
     (["eval-perception", str(ROOT / "tests" / "data" / "dclaw_turn_crossq.onnx")], "is an exported policy"),
     (["eval-perception", "{tmp}/m.onnx", "--samples", "0"], "--samples must be a whole number >= 1, got 0"),
 ])

@@ -21,7 +21,7 @@ DEFAULT_VISUAL = "randomization/configs/dclaw_visual.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train-perception``, ``eval-perception`` and ``train-pixels``."""
+    """Add ``train-perception``, ``join-perception``, ``eval-perception`` and ``train-pixels``."""
     net = AngleNetConfig()
     t = sub.add_parser(
         "train-perception",
@@ -68,6 +68,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     cliargs.add_json_flag(t, "the files written, render and train times, the training error and the export check")
     t.set_defaults(func=_train)
+
+    j = sub.add_parser(
+        "join-perception",
+        help="read several train-perception networks together, each on five views of the frame, as one ONNX file",
+        description="Join the networks of RUN directories (train-perception outputs for the same camera and training "
+        "distribution; train them with other --seed values) into one estimator: each network reads the frame and "
+        "copies of it moved --shift pixels left, right, up and down, and the angle is read from the mean of all their "
+        "unit directions. Writes FILE.onnx, the same contract as train-perception's (input 'frames', "
+        "outputs 'angle' and 'cos_sin'), after onnxruntime and PyTorch agree on rendered and random frames.",
+    )
+    j.add_argument("runs", nargs="+", metavar="RUN", help="train-perception output directories")
+    j.add_argument("--out", required=True, metavar="FILE.onnx", help="the estimator file to write (its directory is "
+                   "created if missing)")
+    j.add_argument("--shift", type=int, default=api.PerceptionJoinJob.shift, metavar="PX",
+                   help="pixels each shifted view moves (0: the frame only)")
+    cliargs.add_json_flag(j, "the file written, the networks and views, and the export check")
+    j.set_defaults(func=_join)
 
     e = sub.add_parser(
         "eval-perception",
@@ -180,6 +197,20 @@ def _train(args: argparse.Namespace) -> int:
         f"{result.train_error_deg[0]:.2f} deg, p95 {result.train_error_deg[1]:.2f} deg",
         f"wrote {result.checkpoint} and {result.onnx} (onnxruntime within {result.max_onnx_diff_rad:.1e} rad of "
         "PyTorch)"])
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    """``s2r join-perception``: :func:`s2r.api.join_perception`."""
+    try:
+        job = api.PerceptionJoinJob(runs=tuple(Path(r) for r in args.runs), out=Path(args.out), shift=args.shift)
+    except ParameterError as exc:
+        raise cliargs.flag_error(exc, args) from None
+    require_torch("s2r join-perception")
+    result = api.join_perception(job)
+    cliargs.print_result(args.json, result.to_json(), [
+        f"wrote {result.onnx}: {result.networks} network(s) x {result.views} view(s) of each frame (onnxruntime "
+        f"within {result.max_onnx_diff_rad:.1e} rad of PyTorch)"])
     return 0
 
 

@@ -83,10 +83,13 @@ class ClawGeometry:
     """Radius of the angle marker, a thin visual-only disc centred on the end of spoke 0 (m). Its round shape,
     wider than any spoke, tells a camera which spoke is marked where colours do not (a pink spoke on a pink
     floor); a real valve needs the same disc glued on (README, Reading the valve angle from the camera)."""
-    pointer_width: float = 0.010
-    """Width of the angle pointer, a thin visual-only bar in the marker's colour on top of the hub, from its axis to
-    its rim towards spoke 0 (m). The fingers cover the spokes' outer ends (the disc too) whenever the spokes lie
-    under them, as at the start; the hub's top stays in sight between the fingertips."""
+    pointer_corner_angles: tuple[float, ...] = (1.05, 0.65, 0.26)
+    """The angle pointer, a thin visual-only "D" in the marker's colour on the hub's top, over the half of it towards
+    spoke 0: one box per entry, from the hub's axis towards spoke 0 with its outer corners on the hub's rim at these
+    angles from spoke 0 (rad), so together they fill most of that half. The fingers cover the spokes' outer ends (the
+    disc too) whenever the spokes lie under them, as at the start; the hub's top stays in sight between the
+    fingertips, and in the task camera's 84 x 84 image half of it is a mark 9 px wide and 4 px deep (a bar 10 mm
+    wide, the pointer before, was 3 px wide)."""
     valve_mass: float = 0.080
     """Total mass of the valve (hub and spokes) (kg)."""
 
@@ -122,12 +125,16 @@ class ClawGeometry:
         return (self.spoke_length, 0.0, self.spoke_top_z + VALVE_MARKER_THICKNESS_M / 2)
 
     @property
-    def pointer_box(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """Centre and half sizes of the angle pointer in the valve frame (m): on the hub's top, along spoke 0."""
-        half_length = self.hub_radius / 2
+    def pointer_boxes(self) -> tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...]:
+        """Centre and half sizes of each box of the angle pointer in the valve frame (m), on the hub's top: box k
+        spans ``[0, r cos a_k]`` along spoke 0 and ``r sin a_k`` to either side, ``a_k`` its corner angle."""
         half_height = VALVE_MARKER_THICKNESS_M / 2
-        return ((half_length, 0.0, 2.0 * self.spoke_height + half_height),
-                (half_length, self.pointer_width / 2, half_height))
+        z = 2.0 * self.spoke_height + half_height
+        boxes = []
+        for angle in self.pointer_corner_angles:
+            half_length = self.hub_radius * math.cos(angle) / 2
+            boxes.append(((half_length, 0.0, z), (half_length, self.hub_radius * math.sin(angle), half_height)))
+        return tuple(boxes)
 
     @property
     def mount_height(self) -> float:
@@ -205,7 +212,11 @@ def mjcf(
             f'mass="{spoke_mass:.6g}" rgba="{rgba}" class="valve"/>'
         )
     mx, my, mz = g.marker_center
-    pointer_pos, pointer_half = g.pointer_box
+    pointers = "".join(
+        f'<geom name="valve_pointer{k}" type="box" size="{fmt(*half)}" pos="{fmt(*pos)}" '
+        f'rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>'
+        for k, (pos, half) in enumerate(g.pointer_boxes)
+    )
     actuators = position_actuators(finger_joint_names(), g.fingers, joint_ranges)
     defaults = servo_defaults("finger", g.fingers, "tip", g.tip_friction)
     return f"""{head("dclaw_turn", dt)}
@@ -234,8 +245,7 @@ def mjcf(
       {"".join(spokes)}
       <geom name="valve_marker" type="cylinder" size="{g.marker_radius:.6g} {VALVE_MARKER_THICKNESS_M / 2:.6g}"
             pos="{mx:.6g} {my:.6g} {mz:.6g}" rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>
-      <geom name="valve_pointer" type="box" size="{fmt(*pointer_half)}" pos="{fmt(*pointer_pos)}"
-            rgba="{fmt(*VALVE_MARKER_RGBA)}" class="visual"/>
+      {pointers}
     </body>
   </worldbody>
   <actuator>

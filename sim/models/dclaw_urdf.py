@@ -171,8 +171,9 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: ClawGeometry = DEFA
                                 "spoke0" if k == 0 else "valve", mid, rpy))
     marker = shape("cylinder", {"radius": g.marker_radius, "length": VALVE_MARKER_THICKNESS_M})
     valve_geoms.append(visual("valve_marker", marker, "marker", g.marker_center))
-    pointer_pos, pointer_half = g.pointer_box
-    valve_geoms.append(visual("valve_pointer", box(tuple(2.0 * h for h in pointer_half)), "marker", pointer_pos))
+    for k, (pointer_pos, pointer_half) in enumerate(g.pointer_boxes):
+        valve_geoms.append(visual(f"valve_pointer{k}", box(tuple(2.0 * h for h in pointer_half)), "marker",
+                                  pointer_pos))
     links.append(f'<link name="valve">{inertial(props["valve"])}{contact(g.tip_friction)}'
                  f'{"".join(valve_geoms)}</link>')
     joints.append(
