@@ -28,12 +28,27 @@ def random_shift(frames: Tensor, pad: int, generator: torch.Generator) -> Tensor
     if pad == 0:
         return frames
     b, h, w = frames.shape[:3]
-    # Edge padding by concatenating repeated edge rows and columns, then one slice per frame: gathers of uint8 pixels
-    # (fancy indexing, index_select) cost ten times more on a CPU.
-    rows = torch.cat([frames[:, :1].expand(-1, pad, -1, -1), frames, frames[:, -1:].expand(-1, pad, -1, -1)], 1)
-    padded = torch.cat([rows[:, :, :1].expand(-1, -1, pad, -1), rows, rows[:, :, -1:].expand(-1, -1, pad, -1)], 2)
+    padded = edge_padded(frames, pad)
     offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
     return torch.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)])
+
+
+def shifted(frames: Tensor, dx: int, dy: int) -> Tensor:
+    """Frames ``(B, H, W, C)`` all moved ``dx`` pixels right and ``dy`` down, the edge pixels repeated into the
+    uncovered border (test-time views; the operations export to ONNX)."""
+    if dx == 0 and dy == 0:
+        return frames
+    h, w = frames.shape[1], frames.shape[2]
+    pad = max(abs(dx), abs(dy))
+    return edge_padded(frames, pad)[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+def edge_padded(frames: Tensor, pad: int) -> Tensor:
+    """Frames ``(B, H, W, C)`` grown by ``pad`` pixels on every side, each edge row and column repeated."""
+    # Concatenated repeated edges, not gathers: gathers of uint8 pixels (fancy indexing, index_select) cost ten
+    # times more on a CPU.
+    rows = torch.cat([frames[:, :1].expand(-1, pad, -1, -1), frames, frames[:, -1:].expand(-1, pad, -1, -1)], 1)
+    return torch.cat([rows[:, :, :1].expand(-1, -1, pad, -1), rows, rows[:, :, -1:].expand(-1, -1, pad, -1)], 2)
 
 
 def _uniform(b: int, low: float, high: float, generator: torch.Generator, *shape: int) -> Tensor:

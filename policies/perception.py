@@ -34,7 +34,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from policies.augment import photometric, random_shift
+from policies.augment import photometric, random_shift, shifted
 from policies.perception_config import AngleNetConfig, PerceptionTrainConfig
 from s2r.core.atomicio import atomic_path
 from s2r.core.errors import UserError
@@ -97,13 +97,7 @@ class AngleNet(nn.Module):
         return self.head(self.keypoints(self.features(x)))
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        v = self.raw(frames)
-        k = self.config.symmetry
-        if k == 1:
-            unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
-            return torch.atan2(unit[:, 1], unit[:, 0]), unit
-        angle = symmetric_angle(v, k)
-        return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        return angle_and_direction(self.raw(frames), self.config.symmetry)
 
 
 class AngleEnsemble(nn.Module):
@@ -129,7 +123,7 @@ class AngleEnsemble(nn.Module):
         self.members = nn.ModuleList(members)  # registered: weights, eval mode and export follow them
         self.nets: tuple[AngleNet, ...] = tuple(members)
         """The members, typed (a ``ModuleList`` yields plain modules)."""
-        self.height, self.width, self.symmetry, self.shift = first.height, first.width, first.config.symmetry, shift
+        self.height, self.width, self.symmetry = first.height, first.width, first.config.symmetry
         moves = [(0, 0)] if shift == 0 else [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]
         self.moves = tuple(moves)
 
@@ -139,31 +133,13 @@ class AngleEnsemble(nn.Module):
         return torch.stack([_unit_pairs(net.raw(view)) for net in self.nets for view in views]).sum(dim=0)
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        v = self.raw(frames)
-        if self.symmetry == 1:
-            unit = v / torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
-            return torch.atan2(unit[:, 1], unit[:, 0]), unit
-        angle = symmetric_angle(v, self.symmetry)
-        return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        return angle_and_direction(self.raw(frames), self.symmetry)
 
 
 def _unit_pairs(v: Tensor) -> Tensor:
     """Each (cos, sin) pair of a raw output scaled to unit length, so every member and view weighs alike."""
     pairs = v.reshape(v.shape[0], -1, 2)
     return (pairs / torch.sqrt((pairs * pairs).sum(dim=2, keepdim=True) + 1e-12)).reshape(v.shape)
-
-
-def shifted(frames: Tensor, dx: int, dy: int) -> Tensor:
-    """Frames ``(B, H, W, C)`` moved ``dx`` pixels right and ``dy`` down, the edge pixels repeated into the gap
-    (float32; :meth:`AngleNet.raw` takes them as it takes uint8)."""
-    x = frames.to(torch.float32)
-    if dx == 0 and dy == 0:
-        return x
-    h, w = x.shape[1], x.shape[2]
-    pad = max(abs(dx), abs(dy))
-    padded = nn.functional.pad(x.permute(0, 3, 1, 2), (pad, pad, pad, pad), mode="replicate")
-    top, left = pad - dy, pad - dx
-    return padded[:, :, top:top + h, left:left + w].permute(0, 2, 3, 1)
 
 
 def standardized(x: Tensor) -> Tensor:
@@ -177,6 +153,16 @@ def standardized(x: Tensor) -> Tensor:
     centred = d - d.mean(dim=(2, 3), keepdim=True)
     spread = torch.sqrt((centred * centred).mean(dim=(1, 2, 3), keepdim=True))
     return (centred / torch.clamp(spread, min=MIN_SPREAD)).to(torch.float32)
+
+
+def angle_and_direction(raw: Tensor, symmetry: int) -> tuple[Tensor, Tensor]:
+    """The angle (rad, in (-pi, pi]) and its unit direction ``(B, 2)`` that a raw output ``(B, 2)`` (symmetry 1) or
+    ``(B, 4)`` (:func:`symmetric_angle`) gives."""
+    if symmetry == 1:
+        unit = raw / torch.sqrt((raw * raw).sum(dim=1, keepdim=True) + 1e-12)
+        return torch.atan2(unit[:, 1], unit[:, 0]), unit
+    angle = symmetric_angle(raw, symmetry)
+    return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
 
 
 def symmetric_angle(raw: Tensor, symmetry: int) -> Tensor:
