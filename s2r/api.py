@@ -1075,7 +1075,7 @@ class PerceptionJoinJob:
 
     runs: tuple[Path, ...]
     """``s2r train-perception`` output directories (each with ``perception.pt`` and ``perception.onnx``), trained for
-    the same camera on the same distribution."""
+    the same camera on the same distribution, each with its own seed."""
     out: Path
     """The ONNX file to write (``.onnx``; its directory is created if missing)."""
     shift: int = 2
@@ -1123,6 +1123,15 @@ def join_perception(job: PerceptionJoinJob) -> PerceptionJoinResult:
             if mine != theirs:
                 raise UserError(f"{str(run)!r} was trained for another {what} than {str(job.runs[0])!r}; the "
                                 "networks read together must share camera, task and training distribution")
+    seen: dict[tuple[int, int, str], Path] = {}
+    for run, info in zip(job.runs, infos, strict=True):
+        # The same seed and images give the same network: averaging it twice only weighs it double.
+        key = (info.seed, info.samples, info.engine)
+        if key in seen:
+            twin = seen[key]
+            raise UserError(f"{str(run)!r} and {str(twin)!r} are the same network (seed {info.seed}, {info.samples} "
+                            f"{info.engine} images); join networks trained with different --seed")
+        seen[key] = run
     from export.perception_export import export_estimator  # torch, the optional `train` extra
     from policies.perception import AngleEnsemble, load_checkpoint
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -302,6 +303,13 @@ def test_join_perception_refuses_networks_trained_on_another_distribution(
     assert main(["join-perception", str(tiny_run["out"]), str(nominal), "--out", str(tmp_path / "joined.onnx")]) == 2
     err = capsys.readouterr().err
     assert f"{str(nominal)!r} was trained for another training distribution" in err, err
+    assert not (tmp_path / "joined.onnx").exists()
+    # The same network twice (here a copy of one run) only weighs it double.
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_run["out"], twin)
+    assert main(["join-perception", str(tiny_run["out"]), str(twin), "--out", str(tmp_path / "joined.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(twin)!r} and {str(tiny_run['out'])!r} are the same network (seed 0" in err, err
     assert not (tmp_path / "joined.onnx").exists()
 
 
