@@ -295,7 +295,7 @@ def test_join_perception_reads_every_network_on_five_views_and_averages_their_di
                                   alone)) < 1e-3
 
 
-def test_join_perception_refuses_networks_trained_on_another_distribution(
+def test_join_perception_refuses_another_distribution_and_the_same_network_twice(
         tiny_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     nominal = _tiny(tmp_path / "nominal")
