@@ -159,7 +159,7 @@ def angle_and_direction(raw: Tensor, symmetry: int) -> tuple[Tensor, Tensor]:
     """The angle (rad, in (-pi, pi]) and its unit direction ``(B, 2)`` that a raw output ``(B, 2)`` (symmetry 1) or
     ``(B, 4)`` (:func:`symmetric_angle`) gives."""
     if symmetry == 1:
-        unit = raw / torch.sqrt((raw * raw).sum(dim=1, keepdim=True) + 1e-12)
+        unit = _unit_pairs(raw)
         return torch.atan2(unit[:, 1], unit[:, 0]), unit
     angle = symmetric_angle(raw, symmetry)
     return angle, torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)

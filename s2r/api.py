@@ -1116,6 +1116,8 @@ def join_perception(job: PerceptionJoinJob) -> PerceptionJoinResult:
         raise UserError(f"output {str(job.out)!r} must end in .onnx")
     infos = [OnnxAngleEstimator(run / PERCEPTION_ONNX).info for run in job.runs]  # each names a missing file
     first = infos[0]
+    # The same seed and images give the same network: averaging it twice only weighs it double.
+    seen = {(first.seed, first.samples, first.engine): job.runs[0]}
     for run, info in zip(job.runs[1:], infos[1:], strict=True):
         for what, mine, theirs in (("camera", info.camera, first.camera),
                                    ("training distribution", info.randomization, first.randomization),
@@ -1123,14 +1125,10 @@ def join_perception(job: PerceptionJoinJob) -> PerceptionJoinResult:
             if mine != theirs:
                 raise UserError(f"{str(run)!r} was trained for another {what} than {str(job.runs[0])!r}; the "
                                 "networks read together must share camera, task and training distribution")
-    seen: dict[tuple[int, int, str], Path] = {}
-    for run, info in zip(job.runs, infos, strict=True):
-        # The same seed and images give the same network: averaging it twice only weighs it double.
         key = (info.seed, info.samples, info.engine)
         if key in seen:
-            twin = seen[key]
-            raise UserError(f"{str(run)!r} and {str(twin)!r} are the same network (seed {info.seed}, {info.samples} "
-                            f"{info.engine} images); join networks trained with different --seed")
+            raise UserError(f"{str(run)!r} and {str(seen[key])!r} are the same network (seed {info.seed}, "
+                            f"{info.samples} {info.engine} images); join networks trained with different --seed")
         seen[key] = run
     from export.perception_export import export_estimator  # torch, the optional `train` extra
     from policies.perception import AngleEnsemble, load_checkpoint
