@@ -256,13 +256,16 @@ def train_angle_net(images: NDArray[np.uint8], angles: NDArray[np.floating], con
 def predict_angles(model: AngleNet | AngleEnsemble, images: NDArray[np.uint8],
                    batch: int = 256) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The model's angles ``(N,)`` (rad) and unit directions ``(N, 2)`` for uint8 ``images`` ``(N, H, W, 3)``."""
-    out_a, out_v = [], []
+    # Written into arrays made up front: a small result kept from every batch, between the batches' large
+    # temporaries, fragments the heap so that it grows with N (peak 1.7 GB against 0.8 for 12,000 images; a
+    # 120,000-image training peaked at 13 GB here, and two side by side ran out of memory).
+    angles, directions = np.empty(len(images)), np.empty((len(images), 2))
     with torch.inference_mode():
         for i in range(0, len(images), batch):
             a, v = model(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])))
-            out_a.append(a.numpy())
-            out_v.append(v.numpy())
-    return np.concatenate(out_a).astype(np.float64), np.concatenate(out_v).astype(np.float64)
+            angles[i:i + batch] = a.numpy()
+            directions[i:i + batch] = v.numpy()
+    return angles, directions
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------
