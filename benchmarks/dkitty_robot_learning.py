@@ -24,7 +24,7 @@ A slow benchmark (tens of minutes per run), not part of the test suite. ``--quic
 few episodes: it checks the pipeline end to end in about a minute; its numbers mean nothing.
 
 Usage: python benchmarks/dkitty_robot_learning.py [--quick] [--task stand|walk] [--start scratch|RUN_DIR] [--out DIR]
-       [--episodes N] [--explore K] [--gate K] [--reality FILE] [--target P] [--seed S]
+       [--episodes N] [--explore K] [--gate K] [--looks L] [--reality FILE] [--target P] [--seed S]
 The last stdout line is one JSON object.
 """
 
@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=400, help="robot episodes in all (default 400)")
     parser.add_argument("--explore", type=int, default=10, help="exploration episodes per round (default 10)")
     parser.add_argument("--gate", type=int, default=10, help="episodes measuring each candidate (default 10)")
+    parser.add_argument("--looks", type=int, default=1, help="looks a comparison may take (s2r finetune "
+                        "--gate-looks; default 1)")
     parser.add_argument("--reality", type=Path, default=GAP_REALITY, help="the emulated robot's reality")
     parser.add_argument("--target", type=float, default=0.8, help="the stated stand success (default 0.8)")
     parser.add_argument("--seed", type=int, default=0)
@@ -157,7 +159,7 @@ def main() -> None:
             raise SystemExit(f"--start {start}: no such run directory or checkpoint; expected scratch or a run")
     flags = ["--robot", str(ROBOTS[args.task]), "--driver", "emulator", "--lockstep", "--reality", str(args.reality),
              "--episodes", str(episodes), "--incumbent-episodes", str(incumbent), "--explore-episodes", str(explore),
-             "--gate-episodes", str(gate), "--seed", str(args.seed),
+             "--gate-episodes", str(gate), "--gate-looks", str(args.looks), "--seed", str(args.seed),
              *(["--sim-fraction", "0"] if args.start == "scratch" else [])]
     interventions = 0
     summary = finetune(start, out, flags, resume=(out / "finetune.json").is_file())

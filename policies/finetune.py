@@ -396,18 +396,22 @@ def replay_gate(cfg: FinetuneConfig, logs: Path) -> Gate:
     gate = Gate(cfg.schedule, cfg.confidence)
     if not logs.is_dir() or not episode_files(logs):
         return gate
+    settings = gate_settings(cfg)
     for k, ep in enumerate(read_episodes(logs)):
         meta = ep.meta.get(META_KEY)
-        kind, round_ = cfg.schedule.kind(k)
+        kind, round_ = gate.next_kind()
         if not isinstance(meta, dict) or "kind" not in meta:
             raise ParameterError("resume", f"cannot continue: episode {k} in {str(logs)!r} has no fine-tuning kind in "
                                  "its meta (an older s2r finetune wrote it); start a new {out}")
-        if (meta["kind"], meta.get("round")) != (kind, round_) or meta.get("gate") != gate_settings(cfg):
+        recorded = meta.get("gate")
+        if isinstance(recorded, dict):
+            recorded = {"gate_looks": 1, **recorded}  # logs from before gate_looks took one look
+        if (meta["kind"], meta.get("round")) != (kind, round_) or recorded != settings:
             raise ParameterError("resume", f"cannot continue: episode {k} was a {meta['kind']} episode of round "
                                  f"{meta.get('round')} under the gate settings {meta.get('gate')}; with these settings "
-                                 f"it would be a {kind} episode of round {round_} under {gate_settings(cfg)}: resume "
+                                 f"it would be a {kind} episode of round {round_} under {settings}: resume "
                                  "with the run's {incumbent_episodes}, {explore_episodes}, {gate_episodes}, "
-                                 "{reeval_episodes} and {confidence}")
+                                 "{reeval_episodes}, {gate_looks} and {confidence}")
         gate.record(k, bool(ep.meta.get("success", False)), bool(meta.get("counted", True)))
     return gate
 

@@ -60,6 +60,10 @@ class FinetuneConfig:
     """Episodes measuring each round's candidate."""
     reeval_episodes: int = 0
     """Episodes measuring the incumbent again in each round (before the candidate's)."""
+    gate_looks: int = 1
+    """Looks a comparison may take (:class:`policies.gate.Schedule`): a candidate ahead of the incumbent that did
+    not pass gets ``gate_episodes`` more episodes, and so does the incumbent, each look testing at the confidence
+    split over the looks."""
     confidence: float = DEFAULT_CONFIDENCE
     """Confidence of the one-sided test a candidate must pass to replace the incumbent."""
     goal: Mapping[str, float] | None = None
@@ -81,7 +85,7 @@ class FinetuneConfig:
             raise ParameterError("critic_warmup", f"must be >= 0, got {self.critic_warmup}", FINETUNE)
         if not 0.0 < self.confidence < 1.0:
             raise ParameterError("confidence", f"must be in (0, 1), got {self.confidence}", FINETUNE)
-        for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
+        for name in ("incumbent_episodes", "explore_episodes", "gate_episodes", "gate_looks"):
             if getattr(self, name) < 1:
                 raise ParameterError(name, f"must be at least 1, got {getattr(self, name)}", FINETUNE)
         if self.lockstep and (self.driver not in ("emulator", "mock") or self.port is not None):
@@ -104,4 +108,5 @@ class FinetuneConfig:
 
     @property
     def schedule(self) -> Schedule:
-        return Schedule(self.incumbent_episodes, self.explore_episodes, self.gate_episodes, self.reeval_episodes)
+        return Schedule(self.incumbent_episodes, self.explore_episodes, self.gate_episodes, self.reeval_episodes,
+                        self.gate_looks)

@@ -9,14 +9,19 @@ gives p = 0.043, 3 of 10 against 10 of 10 p = 0.0015). Across ``R`` comparisons 
 that any of them replaces the incumbent by a policy that is no better is at most ``R * (1 - confidence)`` (the
 union bound; ``s2r finetune`` reports it).
 
-**The schedule.** Episodes run in a fixed order, the same for any total, so a resumed run (even with a larger
-``--episodes``) continues it: ``incumbent_episodes`` deterministic episodes of the deployed policy first, then
-rounds of ``explore_episodes`` exploration episodes (learning between them), ``reeval_episodes`` more episodes of
-the incumbent, and ``gate_episodes`` episodes of the candidate (the learner's deterministic policy, frozen at
-the round's first candidate episode). The decision comes after a round's last candidate episode; a round cut
-short by the episode budget decides nothing.
+**The schedule.** ``incumbent_episodes`` deterministic episodes of the deployed policy first, then rounds of
+``explore_episodes`` exploration episodes (learning between them), ``reeval_episodes`` more episodes of the
+incumbent, and ``gate_episodes`` episodes of the candidate (the learner's deterministic policy, frozen at the
+round's first candidate episode): the comparison's first look. With ``gate_looks`` above 1, a candidate that is
+ahead of the incumbent without passing gets another look, ``gate_episodes`` more episodes of the incumbent and then
+of the candidate, up to ``gate_looks`` looks; each look tests all of the comparison's episodes at
+:func:`per_look_confidence`, so the comparison as a whole keeps ``confidence``. Extra episodes thus go only to the
+candidates that may be better, where 10 episodes each cannot tell 8 of 10 from 5 of 10. A round ends with its
+comparison; a round cut short by the episode budget decides nothing.
 
-Everything here is pure: :class:`Gate` is fed each episode's outcome, live or replayed from the logs.
+The order depends only on the outcomes before it, so replaying a run's logged outcomes (a resume, even with a
+larger ``--episodes``) gives the same order. Everything here is pure: :class:`Gate` is fed each episode's outcome,
+live or replayed from the logs, and says what the next episode is (:meth:`Gate.next_kind`).
 """
 
 from __future__ import annotations
@@ -69,19 +74,22 @@ class Decision:
     p_value: float
     """One-sided p-value of :func:`fisher_one_sided_p`."""
     confidence: float
+    """The confidence this look tested at (the run's, split over its looks: :func:`per_look_confidence`)."""
     replaced: bool
     """Whether the candidate became the incumbent (``p_value <= 1 - confidence``)."""
+    look: int = 1
+    """Which look of the round's comparison this is (1, 2, ...; more than 1 only with ``gate_looks``)."""
 
 
 def decide(round_: int, cand_successes: int, cand_episodes: int, incumbent: str, inc_successes: int,
-           inc_episodes: int, confidence: float = DEFAULT_CONFIDENCE) -> Decision:
+           inc_episodes: int, confidence: float = DEFAULT_CONFIDENCE, look: int = 1) -> Decision:
     """Compare a candidate with the incumbent: replace when the one-sided test rejects at ``confidence``."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     p = fisher_one_sided_p(cand_successes, cand_episodes, inc_successes, inc_episodes)
     # A tiny tolerance: 1 - 0.95 is 0.050000000000000044 in floats, and an exact p of 0.05 must pass.
     return Decision(round_, cand_successes, cand_episodes, incumbent, inc_successes, inc_episodes, p, confidence,
-                    p <= (1.0 - confidence) * (1.0 + 1e-12))
+                    p <= (1.0 - confidence) * (1.0 + 1e-12), look)
 
 
 def per_look_confidence(confidence: float, looks: int) -> float:
@@ -108,49 +116,36 @@ def worth_another_look(decision: Decision) -> bool:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The order of a fine-tuning run's episodes (see the module docstring)."""
+    """The shape of a fine-tuning run's episodes (see the module docstring)."""
 
     incumbent_episodes: int = 10
     """Deterministic episodes of the deployed policy before the first round."""
     explore_episodes: int = 4
     """Exploration episodes (stochastic policy, updates between episodes) per round."""
     gate_episodes: int = 10
-    """Deterministic episodes of each round's candidate."""
+    """Deterministic episodes of each round's candidate per look (and of the incumbent in each look after the
+    first)."""
     reeval_episodes: int = 0
     """More episodes of the incumbent per round (its count grows), before the candidate's."""
+    gate_looks: int = 1
+    """Looks a comparison may take: a candidate ahead of the incumbent that did not pass is measured again, with
+    the incumbent, up to this many times, each look at :func:`per_look_confidence` (1: one look, as before)."""
 
     def __post_init__(self) -> None:
-        for name in ("incumbent_episodes", "explore_episodes", "gate_episodes"):
+        for name in ("incumbent_episodes", "explore_episodes", "gate_episodes", "gate_looks"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.reeval_episodes < 0:
             raise UserError(f"reeval_episodes must be >= 0, got {self.reeval_episodes}")
 
-    @property
-    def round_length(self) -> int:
-        return self.explore_episodes + self.reeval_episodes + self.gate_episodes
+    def round_plan(self) -> list[EpisodeKind]:
+        """A round's episodes up to its first look's decision."""
+        return ([EXPLORE] * self.explore_episodes + [EVAL_INCUMBENT] * self.reeval_episodes
+                + [EVAL_CANDIDATE] * self.gate_episodes)
 
-    def kind(self, episode: int) -> tuple[EpisodeKind, int]:
-        """``(kind, round)`` of episode ``episode`` (0-based); round 0 is the first incumbent evaluation."""
-        if episode < 0:
-            raise ValueError(f"episode index must be >= 0, got {episode}")
-        if episode < self.incumbent_episodes:
-            return EVAL_INCUMBENT, 0
-        j = episode - self.incumbent_episodes
-        round_, pos = j // self.round_length + 1, j % self.round_length
-        if pos < self.explore_episodes:
-            return EXPLORE, round_
-        if pos < self.explore_episodes + self.reeval_episodes:
-            return EVAL_INCUMBENT, round_
-        return EVAL_CANDIDATE, round_
-
-    def decides_after(self, episode: int) -> bool:
-        """Whether the gate decides after episode ``episode`` (its round's last candidate episode)."""
-        return episode >= self.incumbent_episodes and (episode - self.incumbent_episodes + 1) % self.round_length == 0
-
-    def rounds_decided(self, episodes: int) -> int:
-        """Comparisons a run of ``episodes`` episodes makes."""
-        return max(0, episodes - self.incumbent_episodes) // self.round_length
+    def look_plan(self) -> list[EpisodeKind]:
+        """Another look's episodes: the incumbent's, then the candidate's."""
+        return [EVAL_INCUMBENT] * self.gate_episodes + [EVAL_CANDIDATE] * self.gate_episodes
 
 
 @dataclass
@@ -166,19 +161,43 @@ class Gate:
     candidate_successes: int = 0
     candidate_episodes: int = 0
     decisions: list[Decision] = field(default_factory=list)
+    """Every look's test, in order."""
     history: list[dict[str, Any]] = field(default_factory=list)
     """One entry per episode: index, kind, round, success, counted, and the incumbent's record after it."""
+    round: int = field(default=0, init=False)
+    """The round under way (0: the deployed policy's first measurement)."""
+    look: int = field(default=0, init=False)
+    """The looks the round's comparison has taken."""
+    plan: list[EpisodeKind] = field(default_factory=list, init=False)
+    """The kinds of the episodes still to come before the round's next decision."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.history:
+            raise ValueError("a gate starts with no episodes: feed a run's episodes to record() in order")
+        self.plan = [EVAL_INCUMBENT] * self.schedule.incumbent_episodes
 
     @property
     def incumbent_success_rate(self) -> float | None:
         return self.incumbent_successes / self.incumbent_episodes if self.incumbent_episodes else None
 
+    @property
+    def look_confidence(self) -> float:
+        """The confidence each look tests at: the run's, split over ``gate_looks`` (:func:`per_look_confidence`)."""
+        return per_look_confidence(self.confidence, self.schedule.gate_looks)
+
+    def next_kind(self) -> tuple[EpisodeKind, int]:
+        """``(kind, round)`` of the next episode (episode ``len(history)``)."""
+        return self.plan[0], self.round
+
     def record(self, episode: int, success: bool, counted: bool = True) -> Decision | None:
         """Episode ``episode``'s outcome (``counted=False``: it was cut short by a requested stop, which says
-        nothing about the policy); returns the decision when the round ends with it."""
+        nothing about the policy); returns the decision when a look ends with it."""
         if episode != len(self.history):
             raise ValueError(f"episode {episode} recorded after {len(self.history)} episodes")
-        kind, round_ = self.schedule.kind(episode)
+        kind, round_ = self.next_kind()
+        self.plan.pop(0)
         if counted and kind == EVAL_INCUMBENT:
             self.incumbent_successes += int(success)
             self.incumbent_episodes += 1
@@ -186,16 +205,22 @@ class Gate:
             self.candidate_successes += int(success)
             self.candidate_episodes += 1
         decision = None
-        if self.schedule.decides_after(episode):
+        if not self.plan and kind == EVAL_CANDIDATE:
+            self.look += 1
             decision = decide(round_, self.candidate_successes, self.candidate_episodes, self.incumbent,
-                              self.incumbent_successes, self.incumbent_episodes, self.confidence)
+                              self.incumbent_successes, self.incumbent_episodes, self.look_confidence, self.look)
             self.decisions.append(decision)
             if decision.replaced:
                 # The candidate's own episodes are its record from now on (an optimistic one, since it was chosen
                 # for them: that makes the next replacement harder, not easier).
                 self.incumbent = f"round {round_}"
                 self.incumbent_successes, self.incumbent_episodes = self.candidate_successes, self.candidate_episodes
+            elif self.look < self.schedule.gate_looks and worth_another_look(decision):
+                self.plan = self.schedule.look_plan()
+        if not self.plan:  # the round (or the deployed policy's first measurement) is over: the next one starts
+            self.round, self.look = self.round + 1, 0
             self.candidate_successes = self.candidate_episodes = 0
+            self.plan = self.schedule.round_plan()
         self.history.append({
             "episode": episode, "kind": kind, "round": round_, "success": bool(success), "counted": counted,
             "incumbent": self.incumbent, "incumbent_success_rate": self.incumbent_success_rate,
@@ -209,8 +234,10 @@ class Gate:
         return {
             "test": TEST_NAME,
             "confidence": self.confidence,
-            "comparisons": len(self.decisions),
-            "false_replacement_bound": min(1.0, len(self.decisions) * (1.0 - self.confidence)),
+            "comparisons": len({d.round for d in self.decisions}),
+            "looks": len(self.decisions),
+            "look_confidence": self.look_confidence,
+            "false_replacement_bound": min(1.0, len({d.round for d in self.decisions}) * (1.0 - self.confidence)),
             "schedule": asdict(self.schedule),
             "incumbent": self.incumbent,
             "incumbent_successes": self.incumbent_successes,

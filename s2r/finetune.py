@@ -271,7 +271,7 @@ def finetune(cfg: FinetuneConfig, logger: logging.Logger | None = None,
     try:
         k = run.done
         while k < cfg.episodes:
-            kind, round_ = cfg.schedule.kind(k)
+            kind, round_ = run.gate.next_kind()
             policy, candidate, export_s = run.policy_for(k, kind, round_)
             result = session.episode(policy, np.random.default_rng([cfg.seed, k]), run.goal_of(k))
             run.record(k, kind, round_, result)
@@ -419,7 +419,7 @@ class _Run:
         updates, took = 0, 0.0
         if kind == EXPLORE:
             updates, took = tuner.update(result.steps)
-        elif k + 1 < cfg.episodes and cfg.schedule.kind(k + 1)[0] == EXPLORE:
+        elif k + 1 < cfg.episodes and self.gate.next_kind()[0] == EXPLORE:
             updates, took = tuner.warm_up_critic()  # on the deployed policy's own transitions
         tuner.save(self.last, k + 1)
         report = EpisodeReport(k, kind, round_, result.success, result.episode_return, result.steps,

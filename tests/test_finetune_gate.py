@@ -21,6 +21,7 @@ from export.onnx_policy import OnnxPolicy
 from policies.checkpoint import load_checkpoint, save_checkpoint
 from policies.finetune import FinetuneConfig, Finetuner, build_agent, sha256_of
 from robot.controller import EpisodeResult, Stop
+from s2r.core.errors import ParameterError
 from s2r.finetune import finetune
 from s2r.policy_files import load_policy
 
@@ -204,3 +205,35 @@ def test_a_clearly_better_candidate_replaces_the_incumbent_and_a_resume_keeps_it
     assert [_name(p) for p in robot.policies] == ["explore", "round_002.onnx"]
     assert resumed.gate["incumbent"] == "round 1" and len(resumed.history) == 11
     assert (out / "policy.onnx").read_bytes() == (out / "onnx" / "round_001.onnx").read_bytes()
+
+
+def test_a_candidate_ahead_gets_more_looks_and_a_resume_mid_look_continues_them(run_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    # The deployed policy succeeds in every other episode, the candidate in all: 4 of 4 against 2 of 4 (p = 0.21),
+    # then 8 of 8 against 4 of 8 (p = 0.038) pass no look at 1 - 0.05 / 3; 12 of 12 against 6 of 12 (p = 0.007) does.
+    out, deployed_calls = tmp_path / "ft", [0]
+
+    def success(policy: Any) -> bool:
+        if _name(policy) == "deployed.onnx":
+            deployed_calls[0] += 1
+            return deployed_calls[0] % 2 == 0
+        return _name(policy) == "round_001.onnx"
+
+    robot = FakeRobot(success)
+    first = finetune(_cfg(run_dir, out, 13, gate_looks=3), progress=False, open_session=robot)
+    assert [_name(p) for p in robot.policies] == (["deployed.onnx"] * 4 + ["explore"] + ["round_001.onnx"] * 4
+                                                  + ["deployed.onnx"] * 4)
+    (look1,) = first.gate["decisions"]
+    assert (look1["look"], look1["replaced"], look1["p_value"]) == (1, False, pytest.approx(15 / 70))
+    robot = FakeRobot(success)
+    resumed = finetune(_cfg(run_dir, out, 25, gate_looks=3, resume=True), progress=False, open_session=robot)
+    assert [_name(p) for p in robot.policies] == ["round_001.onnx"] * 4 + ["deployed.onnx"] * 4 + \
+        ["round_001.onnx"] * 4
+    looks = resumed.gate["decisions"]
+    assert [(d["look"], d["candidate_successes"], d["candidate_episodes"], d["incumbent_successes"],
+             d["incumbent_episodes"], d["replaced"]) for d in looks] == [
+        (1, 4, 4, 2, 4, False), (2, 8, 8, 4, 8, False), (3, 12, 12, 6, 12, True)]
+    assert resumed.gate["comparisons"] == 1 and resumed.gate["look_confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert (out / "policy.onnx").read_bytes() == (out / "onnx" / "round_001.onnx").read_bytes()
+    with pytest.raises(ParameterError, match="gate_looks"):  # the run's looks are part of its schedule
+        finetune(_cfg(run_dir, out, 26, resume=True), progress=False, open_session=FakeRobot(success))

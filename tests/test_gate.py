@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from policies.gate import (
+    EpisodeKind,
     Gate,
     Schedule,
     decide,
@@ -57,22 +58,103 @@ def test_decide_replaces_exactly_when_p_is_within_one_minus_confidence() -> None
         decide(1, 1, 1, "deployed", 0, 1, 1.0)
 
 
-def test_the_schedule_is_the_same_for_any_total_and_decides_after_each_round() -> None:
+def _kinds(gate: Gate, outcomes: list[bool]) -> list[tuple[EpisodeKind, int]]:
+    """The (kind, round) of each episode as the gate plans them, fed ``outcomes`` in order."""
+    kinds = []
+    for k, success in enumerate(outcomes):
+        kinds.append(gate.next_kind())
+        gate.record(k, success)
+    return kinds
+
+
+def _kinds_from(gate: Gate, outcomes: list[bool]) -> list[tuple[EpisodeKind, int]]:
+    kinds = []
+    for success in outcomes:
+        kinds.append(gate.next_kind())
+        gate.record(len(gate.history), success)
+    return kinds
+
+
+def test_with_one_look_the_order_is_fixed_and_a_decision_ends_each_round() -> None:
     s = Schedule(incumbent_episodes=2, explore_episodes=2, gate_episodes=3, reeval_episodes=1)
-    kinds = [s.kind(k) for k in range(14)]
-    assert kinds == [("eval-incumbent", 0)] * 2 + [("explore", 1)] * 2 + [("eval-incumbent", 1)] \
-        + [("eval-candidate", 1)] * 3 + [("explore", 2)] * 2 + [("eval-incumbent", 2)] + [("eval-candidate", 2)] * 3
-    assert [k for k in range(14) if s.decides_after(k)] == [7, 13]
-    assert s.rounds_decided(13) == 1 and s.rounds_decided(14) == 2
+    for outcomes in ([False] * 14, [True] * 14, [k % 3 == 0 for k in range(14)]):
+        gate = Gate(s)
+        kinds = _kinds(gate, outcomes)
+        assert kinds == [("eval-incumbent", 0)] * 2 + [("explore", 1)] * 2 + [("eval-incumbent", 1)] \
+            + [("eval-candidate", 1)] * 3 + [("explore", 2)] * 2 + [("eval-incumbent", 2)] \
+            + [("eval-candidate", 2)] * 3
+        assert [h["episode"] for h in gate.history if "decision" in h] == [7, 13]
+        assert gate.summary()["comparisons"] == 2 and gate.look_confidence == 0.95
     with pytest.raises(UserError, match="gate_episodes must be at least 1"):
         Schedule(gate_episodes=0)
+    with pytest.raises(UserError, match="gate_looks must be at least 1"):
+        Schedule(gate_looks=0)
+
+
+def test_a_candidate_ahead_without_passing_gets_another_look_with_the_incumbent() -> None:
+    # 8 of 10 against 5 of 10 is ahead but no evidence; with three looks each tests at 1 - 0.05 / 3.
+    gate = Gate(Schedule(incumbent_episodes=10, explore_episodes=1, gate_episodes=10, gate_looks=3))
+    assert gate.look_confidence == pytest.approx(1 - 0.05 / 3)
+    outcomes = [k < 5 for k in range(10)] + [False] + [k < 8 for k in range(10)]
+    kinds = _kinds(gate, outcomes)
+    (first,) = gate.decisions
+    assert (first.look, first.replaced, first.round) == (1, False, 1) and kinds[-1] == ("eval-candidate", 1)
+    assert gate.next_kind() == ("eval-incumbent", 1)  # the second look: the incumbent's 10, then the candidate's
+    kinds = _kinds_from(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
+    assert kinds == [("eval-incumbent", 1)] * 10 + [("eval-candidate", 1)] * 10
+    second = gate.decisions[-1]
+    assert (second.look, second.candidate_successes, second.candidate_episodes) == (2, 16, 20)
+    assert (second.incumbent_successes, second.incumbent_episodes) == (10, 20) and not second.replaced
+    assert second.p_value == pytest.approx(fisher_one_sided_p(16, 20, 10, 20))
+    kinds = _kinds_from(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
+    third = gate.decisions[-1]
+    assert (third.look, third.candidate_successes, third.incumbent_successes) == (3, 24, 15)
+    assert third.p_value <= 0.05 / 3 and third.replaced  # 24 of 30 against 15 of 30: p = 0.015
+    assert gate.incumbent == "round 1" and (gate.incumbent_successes, gate.incumbent_episodes) == (24, 30)
+    assert gate.next_kind() == ("explore", 2)
+    summary = gate.summary()
+    assert (summary["comparisons"], summary["looks"]) == (1, 3)
+    assert summary["false_replacement_bound"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(("cand", "inc"), [(10, 0), (5, 5), (3, 6)])
+def test_a_candidate_that_passes_or_is_not_ahead_ends_its_round_at_the_first_look(cand: int, inc: int) -> None:
+    gate = Gate(Schedule(incumbent_episodes=10, explore_episodes=1, gate_episodes=10, gate_looks=3))
+    _kinds(gate, [k < inc for k in range(10)] + [False] + [k < cand for k in range(10)])
+    assert len(gate.decisions) == 1 and gate.next_kind() == ("explore", 2)
+    assert gate.incumbent == ("round 1" if cand == 10 else "deployed")
+
+
+@pytest.mark.parametrize("looks", [2, 3])
+@pytest.mark.parametrize("rate", [0.3, 0.5, 0.8])
+def test_a_no_better_candidate_passes_some_look_at_most_5_percent_of_the_time(looks: int, rate: float) -> None:
+    """The exact chance over every outcome of every look, both policies succeeding at ``rate``, the looks as the
+    gate takes them (10 episodes each per look, the candidate's looks at ``Gate.look_confidence``)."""
+    n = 10
+    gate = Gate(Schedule(gate_episodes=n, gate_looks=looks))
+    pmf = np.array([math.comb(n, k) * rate ** k * (1 - rate) ** (n - k) for k in range(n + 1)])
+    alive = {(0, 0): 1.0}  # (candidate successes, incumbent successes) of comparisons still looking, and their chance
+    passes = 0.0
+    for look in range(1, looks + 1):
+        nxt: dict[tuple[int, int], float] = {}
+        for (c0, i0), w in alive.items():
+            for c in range(n + 1):
+                for i in range(n + 1):
+                    d = decide(1, c0 + c, look * n, "deployed", i0 + i, look * n, gate.look_confidence, look)
+                    chance = w * pmf[c] * pmf[i]
+                    if d.replaced:
+                        passes += chance
+                    elif worth_another_look(d):
+                        nxt[(c0 + c, i0 + i)] = nxt.get((c0 + c, i0 + i), 0.0) + chance
+        alive = nxt
+    assert 0.0 < passes <= 0.05
 
 
 def _run(gate: Gate, episodes: int, p_incumbent: float, p_candidate: float, seed: int) -> None:
     """A fake robot: each episode succeeds with its policy's rate (exploration at the candidate's)."""
     rng = np.random.default_rng(seed)
     for k in range(len(gate.history), episodes):
-        kind, _ = gate.schedule.kind(k)
+        kind, _ = gate.next_kind()
         p = p_incumbent if kind == "eval-incumbent" and gate.incumbent == "deployed" else p_candidate
         gate.record(k, bool(rng.random() < p))
 

@@ -110,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="episodes measuring each round's candidate")
     f.add_argument("--reeval-episodes", type=int, default=defaults.reeval_episodes,
                    help="episodes measuring the incumbent again each round")
+    f.add_argument("--gate-looks", type=int, default=defaults.gate_looks,
+                   help="looks a comparison may take: a candidate ahead of the incumbent that did not pass is "
+                   "measured again (--gate-episodes more of each), each look at the confidence split over the looks")
     f.add_argument("--confidence", type=float, default=defaults.confidence,
                    help="confidence of the test a candidate must pass")
     f.add_argument("--seed", type=cliargs.seed, default=0, help="seed of the episodes' starts and goals, the "
@@ -192,7 +195,8 @@ def _finetune(args: argparse.Namespace) -> int:
                              critic_warmup=args.critic_warmup, sim_fraction=args.sim_fraction, seed=args.seed,
                              resume=args.resume, incumbent_episodes=args.incumbent_episodes,
                              explore_episodes=args.explore_episodes, gate_episodes=args.gate_episodes,
-                             reeval_episodes=args.reeval_episodes, confidence=args.confidence, goal=args.goal,
+                             reeval_episodes=args.reeval_episodes, gate_looks=args.gate_looks,
+                             confidence=args.confidence, goal=args.goal,
                              goal_schedule=Path(args.goal_schedule) if args.goal_schedule else None)
     except ParameterError as exc:
         raise cliargs.flag_error(exc, args) from None
