@@ -15,16 +15,17 @@ feet), at most ``MAX_INTERVENTIONS`` times.
 
 Robot time is every logged episode's control steps times its control period plus its reset's duration, from the
 episode logs (a failed reset's few seconds are not logged, and not counted). The learning curve is one row per
-round: robot minutes at its end, the round's candidate's success on its gate episodes (for the walk also the mean
-distance it covered towards the target, judged on the emulator's physics), and the incumbent's (the deployed
-policy's) measured success. Reported: the robot minutes to the first candidate at or above ``--target``, and
-to an incumbent at or above it, and the wall time.
+round: robot minutes at its end, the round's candidate's success on its gate episodes, over all its looks (for the
+walk also the mean distance it covered towards the target, judged on the emulator's physics), and the incumbent's
+(the policy in service's) measured success. ``--looks`` is ``s2r finetune --gate-looks``: a candidate ahead of the
+incumbent without passing is measured again, with the incumbent. Reported: the robot minutes to the first candidate
+at or above ``--target``, and to an incumbent at or above it, and the wall time.
 
 A slow benchmark (tens of minutes per run), not part of the test suite. ``--quick`` fine-tunes from scratch for a
 few episodes: it checks the pipeline end to end in about a minute; its numbers mean nothing.
 
 Usage: python benchmarks/dkitty_robot_learning.py [--quick] [--task stand|walk] [--start scratch|RUN_DIR] [--out DIR]
-       [--episodes N] [--explore K] [--gate K] [--looks L] [--reality FILE] [--target P] [--seed S]
+       [--episodes N] [--explore K] [--gate K] [--looks L] [--reality FILE] [--robot FILE] [--target P] [--seed S]
 The last stdout line is one JSON object.
 """
 
@@ -52,6 +53,9 @@ SCRATCH_STEPS = 1_000
 """Uniformly random simulation steps of the untrained run: the learner's state and nothing learned."""
 MAX_INTERVENTIONS = 100
 """Times a person may put the robot back on its feet before the measurement gives up."""
+MAX_RESTARTS = 5
+"""Times an operator may restart the run after the watchdog stopped it (the emulator's physics gave readings outside
+every range) before the measurement gives up."""
 EXIT_OK, EXIT_SAFETY_STOP = 0, 3
 QUICK = {"episodes": 4, "explore": 1, "gate": 1, "incumbent": 1}
 
@@ -84,6 +88,12 @@ def finetune(start: Path, out: Path, flags: list[str], resume: bool) -> dict[str
 def needs_a_person(summary: dict[str, Any]) -> bool:
     """Whether the run stopped because the robot could not right itself (on its back)."""
     return summary["stop_kind"] == "safety" and "failed resets in a row" in str(summary["stop_reason"])
+
+
+def watchdog_stop(summary: dict[str, Any]) -> bool:
+    """Whether the watchdog stopped the run (implausible or missing readings): an operator checks the robot and
+    resumes, and the benchmark reports each such restart with its reason."""
+    return summary["stop_kind"] == "safety" and str(summary["stop_reason"]).startswith("watchdog:")
 
 
 def walked_m(meta: Mapping[str, Any]) -> float | None:
@@ -142,6 +152,8 @@ def main() -> None:
     parser.add_argument("--looks", type=int, default=1, help="looks a comparison may take (s2r finetune "
                         "--gate-looks; default 1)")
     parser.add_argument("--reality", type=Path, default=GAP_REALITY, help="the emulated robot's reality")
+    parser.add_argument("--robot", type=Path, help="the hardware config (default: ROBOTS[task]; another motion "
+                        "capture port lets two walk runs share a machine)")
     parser.add_argument("--target", type=float, default=0.8, help="the stated stand success (default 0.8)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -157,15 +169,21 @@ def main() -> None:
         start = Path(args.start)
         if not start.exists():
             raise SystemExit(f"--start {start}: no such run directory or checkpoint; expected scratch or a run")
-    flags = ["--robot", str(ROBOTS[args.task]), "--driver", "emulator", "--lockstep", "--reality", str(args.reality),
+    flags = ["--robot", str(args.robot or ROBOTS[args.task]), "--driver", "emulator", "--lockstep",
+             "--reality", str(args.reality),
              "--episodes", str(episodes), "--incumbent-episodes", str(incumbent), "--explore-episodes", str(explore),
              "--gate-episodes", str(gate), "--gate-looks", str(args.looks), "--seed", str(args.seed),
              *(["--sim-fraction", "0"] if args.start == "scratch" else [])]
-    interventions = 0
+    interventions, restarts = 0, list[dict[str, Any]]()
     summary = finetune(start, out, flags, resume=(out / "finetune.json").is_file())
-    while needs_a_person(summary) and interventions < MAX_INTERVENTIONS:
-        interventions += 1
-        print(f"the robot needs a person ({summary['stop_reason']}): put back on its feet, resuming", flush=True)
+    while ((needs_a_person(summary) and interventions < MAX_INTERVENTIONS)
+           or (watchdog_stop(summary) and len(restarts) < MAX_RESTARTS)):
+        if needs_a_person(summary):
+            interventions += 1
+            print(f"the robot needs a person ({summary['stop_reason']}): put back on its feet, resuming", flush=True)
+        else:
+            restarts.append({"episode": summary["episodes_done"], "reason": summary["stop_reason"]})
+            print(f"the watchdog stopped the robot ({summary['stop_reason']}): checked and restarted", flush=True)
         summary = finetune(start, out, flags, resume=True)
     curve, robot_s = learning_curve(out)
     first_candidate = next((r["robot_min"] for r in curve
@@ -177,7 +195,8 @@ def main() -> None:
     result = {
         "benchmark": "dkitty_robot_learning", "quick": args.quick, "task": f"dkitty-{args.task}", "start": args.start,
         "reality": str(args.reality), "seed": args.seed, "cpus": os.cpu_count(), "out": str(out),
-        "episodes": summary["episodes_done"], "interventions": interventions, "robot_min": round(robot_s / 60.0, 1),
+        "episodes": summary["episodes_done"], "interventions": interventions, "watchdog_restarts": restarts,
+        "robot_min": round(robot_s / 60.0, 1),
         "target": args.target, "robot_min_to_candidate_at_target": first_candidate,
         "robot_min_to_incumbent_at_target": first_incumbent,
         "incumbent_success_rate": gate_summary.get("incumbent_success_rate"),
