@@ -217,7 +217,8 @@ def _finetune(args: argparse.Namespace) -> int:
         replaced = sum(d["replaced"] for d in gate["decisions"])
         print(f"fine-tuned {summary.episodes_done} episodes in total ({len(summary.episodes)} this run): incumbent "
               f"{gate['incumbent']} with success {rate} over {gate['incumbent_episodes']} robot episodes; "
-              f"{len(gate['decisions'])} candidates tested ({gate['confidence']:g} confidence), {replaced} replaced "
+              f"{gate['comparisons']} candidates tested in {gate['looks']} looks ({gate['confidence']:g} "
+              f"confidence), {replaced} replaced "
               f"it; longest update pause {summary.update_time_s_max:.2f} s between episodes; "
               f"policy {summary.policy}; stop: {summary.stop_kind} {summary.stop_reason}".rstrip())
     if summary.stop_kind in SAFETY_STOP_KINDS:
