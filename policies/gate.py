@@ -231,13 +231,14 @@ class Gate:
 
     def summary(self) -> dict[str, Any]:
         """The test, its confidence and every decision, for ``finetune.json``."""
+        comparisons = len({d.round for d in self.decisions})
         return {
             "test": TEST_NAME,
             "confidence": self.confidence,
-            "comparisons": len({d.round for d in self.decisions}),
+            "comparisons": comparisons,
             "looks": len(self.decisions),
             "look_confidence": self.look_confidence,
-            "false_replacement_bound": min(1.0, len({d.round for d in self.decisions}) * (1.0 - self.confidence)),
+            "false_replacement_bound": min(1.0, comparisons * (1.0 - self.confidence)),
             "schedule": asdict(self.schedule),
             "incumbent": self.incumbent,
             "incumbent_successes": self.incumbent_successes,

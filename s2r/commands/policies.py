@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--explore-episodes", type=int, default=defaults.explore_episodes,
                    help="exploration episodes per round")
     f.add_argument("--gate-episodes", type=int, default=defaults.gate_episodes,
-                   help="episodes measuring each round's candidate")
+                   help="episodes measuring each round's candidate (per look)")
     f.add_argument("--reeval-episodes", type=int, default=defaults.reeval_episodes,
                    help="episodes measuring the incumbent again each round")
     f.add_argument("--gate-looks", type=int, default=defaults.gate_looks,
