@@ -59,15 +59,7 @@ def test_decide_replaces_exactly_when_p_is_within_one_minus_confidence() -> None
 
 
 def _kinds(gate: Gate, outcomes: list[bool]) -> list[tuple[EpisodeKind, int]]:
-    """The (kind, round) of each episode as the gate plans them, fed ``outcomes`` in order."""
-    kinds = []
-    for k, success in enumerate(outcomes):
-        kinds.append(gate.next_kind())
-        gate.record(k, success)
-    return kinds
-
-
-def _kinds_from(gate: Gate, outcomes: list[bool]) -> list[tuple[EpisodeKind, int]]:
+    """The (kind, round) of each next episode as the gate plans them, fed ``outcomes`` in order."""
     kinds = []
     for success in outcomes:
         kinds.append(gate.next_kind())
@@ -100,13 +92,13 @@ def test_a_candidate_ahead_without_passing_gets_another_look_with_the_incumbent(
     (first,) = gate.decisions
     assert (first.look, first.replaced, first.round) == (1, False, 1) and kinds[-1] == ("eval-candidate", 1)
     assert gate.next_kind() == ("eval-incumbent", 1)  # the second look: the incumbent's 10, then the candidate's
-    kinds = _kinds_from(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
+    kinds = _kinds(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
     assert kinds == [("eval-incumbent", 1)] * 10 + [("eval-candidate", 1)] * 10
     second = gate.decisions[-1]
     assert (second.look, second.candidate_successes, second.candidate_episodes) == (2, 16, 20)
     assert (second.incumbent_successes, second.incumbent_episodes) == (10, 20) and not second.replaced
     assert second.p_value == pytest.approx(fisher_one_sided_p(16, 20, 10, 20))
-    kinds = _kinds_from(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
+    kinds = _kinds(gate, [k < 5 for k in range(10)] + [k < 8 for k in range(10)])
     third = gate.decisions[-1]
     assert (third.look, third.candidate_successes, third.incumbent_successes) == (3, 24, 15)
     assert third.p_value <= 0.05 / 3 and third.replaced  # 24 of 30 against 15 of 30: p = 0.015
