@@ -18,6 +18,12 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
   where an explicit damping torque rings); and a static contact (``dv_pb = 0``) keeps its full force.
   ``tau_pb`` is the damping torque already divided by ``1 + dt B / M_pb`` so that the velocities
   PyBullet's contact solver works with do not overshoot. PyBullet's own ``jointDamping`` is 0.
+* **Joint limits hold as PyBullet holds them.** The map above re-spreads every impulse of the step with
+  MuJoCo's ``M``, a limit's too; but a limit's impulse is whatever stops the joint, sized by PyBullet's solver for
+  ``M_pb``, and under the armature-laden ``M`` it stops the joint only part way. A hard fall then pressed hips
+  half a radian past their range. So a joint past its range that the map would move further in than PyBullet's
+  step did gets the joint impulse (an internal torque between its two links: momentum is kept) that brings its
+  velocity back to PyBullet's.
 * **Armature** (reflected rotor inertia; MuJoCo adds it to the diagonal of ``M``). It goes into the
   child link's inertia about a principal axis whose angular speed is a fixed combination ``w . qdot``
   of joint speeds, so PyBullet's contact solver sees inertias of the right size. For the valve and
@@ -73,6 +79,7 @@ import tempfile
 import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pybullet as pb
@@ -136,6 +143,98 @@ _FIXED = "fixed"
 BASE_DOFS = 6
 """Generalized velocities of a free base in PyBullet's mass matrix: angular, then linear (base frame)."""
 LinkKey = tuple[int, int]
+
+
+class JointInfo(NamedTuple):
+    """``pb.getJointInfo``'s tuple, field by field (PyBullet Quickstart Guide, *getJointInfo*)."""
+
+    joint_index: int
+    name: bytes
+    type: int
+    q_index: int
+    u_index: int
+    flags: int
+    damping: float
+    friction: float
+    lower_limit: float
+    """Lower position limit (rad or m); PyBullet reports an unlimited joint with ``lower_limit > upper_limit``."""
+    upper_limit: float
+    max_force: float
+    """The URDF's ``<limit effort>`` (N m or N)."""
+    max_velocity: float
+    link_name: bytes
+    """The joint's child link."""
+    axis: tuple[float, float, float]
+    parent_frame_pos: tuple[float, float, float]
+    parent_frame_orn: tuple[float, float, float, float]
+    parent_index: int
+
+
+class DynamicsInfo(NamedTuple):
+    """``pb.getDynamicsInfo``'s tuple, field by field (PyBullet Quickstart Guide, *getDynamicsInfo*)."""
+
+    mass: float
+    lateral_friction: float
+    local_inertia_diagonal: tuple[float, float, float]
+    local_inertial_pos: tuple[float, float, float]
+    """The link's inertial frame in its link frame (for the base: in the base link's frame)."""
+    local_inertial_orn: tuple[float, float, float, float]
+    """... its orientation, x y z w."""
+    restitution: float
+    rolling_friction: float
+    spinning_friction: float
+    contact_damping: float
+    contact_stiffness: float
+    body_type: int
+    collision_margin: float
+
+
+class LinkState(NamedTuple):
+    """``pb.getLinkState``'s tuple without link velocities (PyBullet Quickstart Guide, *getLinkState*)."""
+
+    com_pos: tuple[float, float, float]
+    """The link's centre of mass (its inertial frame's origin), world frame (m)."""
+    com_orn: tuple[float, float, float, float]
+    """... and the inertial frame's orientation, x y z w."""
+    local_inertial_pos: tuple[float, float, float]
+    local_inertial_orn: tuple[float, float, float, float]
+    link_frame_pos: tuple[float, float, float]
+    """The URDF link frame, world frame (m)."""
+    link_frame_orn: tuple[float, float, float, float]
+
+
+class JointState(NamedTuple):
+    """``pb.getJointStates``' per-joint tuple (PyBullet Quickstart Guide, *getJointState*)."""
+
+    position: float
+    velocity: float
+    reaction_forces: tuple[float, float, float, float, float, float]
+    applied_motor_torque: float
+
+
+class VisualShape(NamedTuple):
+    """``pb.getVisualShapeData``'s per-shape tuple (PyBullet Quickstart Guide, *getVisualShapeData*)."""
+
+    body: int
+    link: int
+    geometry_type: int
+    dimensions: tuple[float, float, float]
+    mesh_file: bytes
+    local_pos: tuple[float, float, float]
+    local_orn: tuple[float, float, float, float]
+    rgba: tuple[float, float, float, float]
+
+
+def _joint_info(body: int, joint: int, client: int) -> JointInfo:
+    return JointInfo(*pb.getJointInfo(body, joint, physicsClientId=client))
+
+
+def _dynamics_info(body: int, link: int, client: int) -> DynamicsInfo:
+    return DynamicsInfo(*pb.getDynamicsInfo(body, link, physicsClientId=client))
+
+
+def _link_state(body: int, link: int, client: int) -> LinkState:
+    return LinkState(*pb.getLinkState(body, link, computeForwardKinematics=1, physicsClientId=client))
 """A link as (body slot, PyBullet link index): slot 0 is the robot, later slots the fixed parts; -1 is a base."""
 
 
@@ -356,16 +455,17 @@ class PybulletEngine:
 
         # --- names -> indices -------------------------------------------------------------------
         c = self._client
-        infos = [pb.getJointInfo(body, j, physicsClientId=c) for j in range(pb.getNumJoints(body, physicsClientId=c))]
-        joint_index = {info[1].decode(): j for j, info in enumerate(infos)}
+        infos = [_joint_info(body, j, c) for j in range(pb.getNumJoints(body, physicsClientId=c))]
+        joint_index = {info.name.decode(): j for j, info in enumerate(infos)}
         self._link_index: dict[str, LinkKey] = {}
         for slot, b in enumerate(self._bodies):
-            self._link_index[pb.getBodyInfo(b, physicsClientId=c)[0].decode()] = (slot, -1)
+            base_name, _ = pb.getBodyInfo(b, physicsClientId=c)
+            self._link_index[base_name.decode()] = (slot, -1)
             for j in range(pb.getNumJoints(b, physicsClientId=c)):
-                self._link_index[pb.getJointInfo(b, j, physicsClientId=c)[12].decode()] = (slot, j)
-        self._dof_joints = [j for j, info in enumerate(infos) if info[2] in _MOVABLE]
+                self._link_index[_joint_info(b, j, c).link_name.decode()] = (slot, j)
+        self._dof_joints = [j for j, info in enumerate(infos) if info.type in _MOVABLE]
         dof_of_joint = {j: k for k, j in enumerate(self._dof_joints)}
-        self._dof_of_name = {info[1].decode(): dof_of_joint[j] for j, info in enumerate(infos) if j in dof_of_joint}
+        self._dof_of_name = {info.name.decode(): dof_of_joint[j] for j, info in enumerate(infos) if j in dof_of_joint}
         names = (*spec.joint_names, *spec.passive_joints)
         for n in names:
             if n not in joint_index:
@@ -376,13 +476,17 @@ class PybulletEngine:
         self._obs_dofs = np.array([self._dof_of_name[n] for n in names], dtype=np.int64)
         self._act_dofs = self._obs_dofs[: self._n_act]
         self._act_names = tuple(spec.joint_names)
-        self._effort_limit = np.array([infos[self._dof_joints[d]][10] for d in self._act_dofs], dtype=np.float64)
+        self._effort_limit = np.array([infos[self._dof_joints[d]].max_force for d in self._act_dofs], dtype=np.float64)
         self._ndof = len(self._dof_joints)
-        self._limits = [(float(infos[j][8]), float(infos[j][9])) for j in self._dof_joints]
+        self._limits = [(float(infos[j].lower_limit), float(infos[j].upper_limit)) for j in self._dof_joints]
+        lower, upper = np.array(self._limits).reshape(-1, 2).T
+        # PyBullet reports an unlimited joint as lower > upper (0, -1).
+        self._lower = np.where(lower < upper, lower, -np.inf)
+        self._upper = np.where(lower < upper, upper, np.inf)
 
         # --- nominal model ----------------------------------------------------------------------
         dyn = _urdf_joint_dynamics(urdf)
-        dof_names = [infos[j][1].decode() for j in self._dof_joints]
+        dof_names = [infos[j].name.decode() for j in self._dof_joints]
         zero = _JointDynamics(0.0, 0.0, 0.0)
         self._nominal_damping = np.array([dyn.get(n, zero).damping for n in dof_names])
         self._nominal_frictionloss = np.array([dyn.get(n, zero).frictionloss for n in dof_names])
@@ -400,14 +504,14 @@ class PybulletEngine:
         self._nominal_inertia: dict[LinkKey, FloatArray] = {}
         self._nominal_friction: dict[LinkKey, float] = {}
         for key in self._links:
-            info = pb.getDynamicsInfo(self._bodies[key[0]], key[1], physicsClientId=c)
-            self._nominal_mass[key] = float(info[0])
-            self._nominal_friction[key] = float(info[1])
-            self._nominal_inertia[key] = np.array(info[2], dtype=np.float64)
+            info = _dynamics_info(self._bodies[key[0]], key[1], c)
+            self._nominal_mass[key] = float(info.mass)
+            self._nominal_friction[key] = float(info.lateral_friction)
+            self._nominal_inertia[key] = np.array(info.local_inertia_diagonal, dtype=np.float64)
         # Where PyBullet keeps a free base (its inertial frame) in the base link's frame.
-        base_info = pb.getDynamicsInfo(body, -1, physicsClientId=c)
-        self._inertial_pos = np.array(base_info[3], dtype=np.float64)
-        self._inertial_quat = xyzw_to_wxyz(base_info[4])
+        base_info = _dynamics_info(body, -1, c)
+        self._inertial_pos = np.array(base_info.local_inertial_pos, dtype=np.float64)
+        self._inertial_quat = xyzw_to_wxyz(base_info.local_inertial_orn)
 
         # --- current model (set_param writes here, always from the nominal values) -----------------
         self._damping = self._nominal_damping.copy()
@@ -541,9 +645,9 @@ class PybulletEngine:
         self._nominal_rgba: dict[tuple[int, int, int], FloatArray] = {}
         for slot, b in enumerate(self._bodies):
             counts: dict[int, int] = {}
-            for shape in pb.getVisualShapeData(b, physicsClientId=c):
-                k = counts[shape[1]] = counts.get(shape[1], -1) + 1
-                self._nominal_rgba[(slot, shape[1], k)] = np.array(shape[7], dtype=np.float64)
+            for shape in map(VisualShape._make, pb.getVisualShapeData(b, physicsClientId=c)):
+                k = counts[shape.link] = counts.get(shape.link, -1) + 1
+                self._nominal_rgba[(slot, shape.link, k)] = np.array(shape.rgba, dtype=np.float64)
         self._rgba = {key: v.copy() for key, v in self._nominal_rgba.items()}
         self._light_offsets: dict[str, FloatArray] = {}
         self._light_gain = {"light_intensity": 1.0, "light_r": 1.0, "light_g": 1.0, "light_b": 1.0}
@@ -585,8 +689,8 @@ class PybulletEngine:
             pb.resetJointStatesMultiDof(body, self._dof_joints, [[x] for x in q], physicsClientId=t)
             for dof, j in enumerate(self._dof_joints):
                 if self._armature[dof] > 0.0:
-                    state = pb.getLinkState(body, j, computeForwardKinematics=1, physicsClientId=t)
-                    rot = np.array(pb.getMatrixFromQuaternion(state[1]), dtype=np.float64).reshape(3, 3)
+                    state = _link_state(body, j, t)
+                    rot = np.array(pb.getMatrixFromQuaternion(state.com_orn), dtype=np.float64).reshape(3, 3)
                     _, ang = pb.calculateJacobian(body, j, [0.0, 0.0, 0.0], q, zeros, zeros, physicsClientId=t)
                     rows.setdefault(dof, []).append(rot.T @ np.asarray(ang, dtype=np.float64))
         link_armature: dict[LinkKey, FloatArray] = {}
@@ -616,9 +720,9 @@ class PybulletEngine:
 
     def _pull_state(self) -> None:
         c, body = self._client, self._bodies[0]
-        states = pb.getJointStates(body, self._dof_joints, physicsClientId=c)
-        self._q = np.array([s[0] for s in states], dtype=np.float64)
-        self._v = np.array([s[1] for s in states], dtype=np.float64)
+        states = [JointState(*s) for s in pb.getJointStates(body, self._dof_joints, physicsClientId=c)]
+        self._q = np.array([s.position for s in states], dtype=np.float64)
+        self._v = np.array([s.velocity for s in states], dtype=np.float64)
         if self._floating:
             pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=c)
             lin, ang = pb.getBaseVelocity(body, physicsClientId=c)
@@ -717,9 +821,9 @@ class PybulletEngine:
             slot, link = self._link_index[name]
             b = self._bodies[slot]
             if link < 0:
-                com = pb.getBasePositionAndOrientation(b, physicsClientId=c)[0]
+                com, _ = pb.getBasePositionAndOrientation(b, physicsClientId=c)
             else:
-                com = pb.getLinkState(b, link, computeForwardKinematics=1, physicsClientId=c)[0]
+                com = _link_state(b, link, c).com_pos
             pb.applyExternalForce(b, link, force.tolist(), list(com), pb.WORLD_FRAME, physicsClientId=c)
 
     def step(self, n: int) -> None:
@@ -750,7 +854,8 @@ class PybulletEngine:
             v1 = self._v
             impulse = m_pb @ (self._generalized_velocity(rot0) - u0)
             impulse[nb:] -= dt * (damping - damping_pb)
-            u_new = u0 + np.linalg.solve(m_phys + target_extra, impulse)
+            m_target = m_phys + target_extra
+            u_new = self._hold_limits(u0 + np.linalg.solve(m_target, impulse), m_target)
             self._write_joints(self._q + dt * (u_new[nb:] - v1), u_new[nb:])
             if self._floating:
                 angvel, linvel = rot0 @ u_new[:3], rot0 @ u_new[3:nb]
@@ -758,6 +863,18 @@ class PybulletEngine:
                 self._write_base(self._bp + dt * (linvel - self._bv), quat, linvel, angvel)
             self._effort = servo
             self._time += dt
+
+    def _hold_limits(self, u: FloatArray, m_target: FloatArray) -> FloatArray:
+        """``u`` (mapped generalized velocity) with each joint past its range moving no further into it than PyBullet's
+        step left it (``self._v``): joint impulses through ``m_target`` on just those joints (module docstring)."""
+        nb, v1 = self._nb, self._v
+        v = u[nb:]
+        held = np.flatnonzero(((self._q > self._upper) & (v > v1)) | ((self._q < self._lower) & (v < v1)))
+        if held.size == 0:
+            return u
+        cols = nb + held
+        response = np.linalg.solve(m_target, np.eye(len(u))[:, cols])  # velocity per unit impulse on each held joint
+        return u + response @ np.linalg.solve(response[cols], v1[held] - v[held])
 
     def read(self) -> RobotState:
         k = self._n_act
