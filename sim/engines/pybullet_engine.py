@@ -20,10 +20,10 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
   PyBullet's contact solver works with do not overshoot. PyBullet's own ``jointDamping`` is 0.
 * **Joint limits hold as PyBullet holds them.** The map above re-spreads every impulse of the step with
   MuJoCo's ``M``, a limit's too; but a limit's impulse is whatever stops the joint, sized by PyBullet's solver for
-  ``M_pb``, and under the armature-laden ``M`` it stops the joint only part way. A hard fall then pressed hips
-  half a radian past their range. So a joint past its range that the map would move further in than PyBullet's
-  step did gets the joint impulse (an internal torque between its two links: momentum is kept) that brings its
-  velocity back to PyBullet's.
+  ``M_pb``, and under the armature-laden ``M`` it stops the joint only part way, so hard falls pressed joints
+  further past their ranges than either engine alone does. So a joint past its range that the map would move
+  further in than PyBullet's step did gets the joint impulse (an internal torque between its two links: momentum
+  is kept) that brings its velocity back to PyBullet's.
 * **Armature** (reflected rotor inertia; MuJoCo adds it to the diagonal of ``M``). It goes into the
   child link's inertia about a principal axis whose angular speed is a fixed combination ``w . qdot``
   of joint speeds, so PyBullet's contact solver sees inertias of the right size. For the valve and
