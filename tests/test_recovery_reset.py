@@ -29,6 +29,7 @@ from s2r.commands.robot import EXIT_SAFETY_STOP
 from s2r.core.errors import UserError
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.engines import make_engine
+from sim.engines.base import TERRAIN_KINDS
 from sim.rotations import quat_from_rotvec, quat_from_yaw, tilt
 from sim.state import RobotState
 from sim.tasks.dkitty import DKittyStand, resting_base_pose
@@ -391,8 +392,11 @@ def test_the_emulated_robot_fallen_on_its_side_or_nose_is_righted_and_stands(fal
     assert base["righting_tilts_rad"][0][-1] < 0.1 and base["tilt_rad"] < RECOVERY.upright_tilt_rad
 
 
-GAP_PARAMS = {"torso_mass": 1.0, "foot_friction": 0.8, "leg_kp": 4.5, "leg_damping": 0.12, "leg_frictionloss": 0.02}
-"""``hardware_configs/reality/dkitty_pybullet_gap.yaml``'s physical parameters: a heavier torso on softer servos."""
+GAP_REALITY = load_reality(ROOT / "hardware_configs" / "reality" / "dkitty_pybullet_gap.yaml", CONFIG)
+_SPECS = {s.name: s for s in DKittyStand().param_specs()}
+GAP_PARAMS = {name: value for name, value in GAP_REALITY.params.items()
+              if not _SPECS[name].is_env_level and _SPECS[name].kind not in TERRAIN_KINDS}
+"""The PyBullet-gap reality's physical parameters, its terrain left out: a heavier torso on softer servos."""
 
 
 def _righted_in_seeded_falls(engine_name: str, params: dict[str, float], falls: int) -> tuple[int, int]:
@@ -468,10 +472,9 @@ def test_the_pybullet_gap_robot_fallen_on_its_side_or_nose_is_righted_and_stands
                                                                                  height_m: float) -> None:
     """The emulated PyBullet-gap robot (its reality file), fallen, ends standing at the start pose."""
     pytest.importorskip("pybullet")
-    reality = load_reality(ROOT / "hardware_configs" / "reality" / "dkitty_pybullet_gap.yaml", CONFIG)
     stand = np.asarray(CONFIG.task_spec().reset)
     meta = emulated_reset(np.concatenate([[0.0, 0.0, height_m], quat_from_rotvec(fall)]), stand, settle_s=0.3,
-                          reality=reality)
+                          reality=GAP_REALITY)
     base = meta["base_reset"]
     assert meta["complete"], meta["stop_reason"]
     assert base["fallen"] and base["righted"] and meta["reset_settled"] and base["tilt_rad"] < RECOVERY.upright_tilt_rad
