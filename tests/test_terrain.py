@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import mujoco
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from sim.env import SimEnv
 from sim.models.terrain import DEFAULT_TERRAIN, Terrain, ground_height, terrain_heights
@@ -34,16 +36,44 @@ def test_heights_are_a_pure_function_of_the_values() -> None:
     np.testing.assert_array_equal(a, terrain_heights(t, 0.02, 0.1, 7.9))  # the seed's integer part
     assert not np.array_equal(a, terrain_heights(t, 0.02, 0.1, 8.0))
     bumps = terrain_heights(t, 0.02, 0.0, 7.0)
-    assert math.isclose(float(bumps.std()), 0.02, rel_tol=1e-9)
+    no_rim = replace(t, rim_m=0.0)
+    assert math.isclose(float(terrain_heights(no_rim, 0.02, 0.0, 7.0).std()), 0.02, rel_tol=1e-9)
+    # Inside the rim the heights are the field's as it would be without one.
+    inner = _inside_rim(t)
+    np.testing.assert_array_equal(bumps[inner], terrain_heights(no_rim, 0.02, 0.0, 7.0)[inner])
     # The slope rises along +x (columns) and not along y (rows).
-    ramp = terrain_heights(t, 0.0, 0.1, 0.0)
+    ramp = np.where(inner, terrain_heights(t, 0.0, 0.1, 0.0), np.nan)[inner.any(axis=1)][:, inner.any(axis=0)]
     np.testing.assert_allclose(np.diff(ramp, axis=1), math.tan(0.1) * t.spacing_m, atol=1e-12)
     np.testing.assert_array_equal(np.diff(ramp, axis=0), 0.0)
     # The start pad's highest point is z = 0, so a robot placed just above it never starts in the ground.
-    for h in (a, bumps, ramp, terrain_heights(t, 0.05, -0.35, 3.0)):
+    for h in (a, bumps, terrain_heights(t, 0.0, 0.1, 0.0), terrain_heights(t, 0.05, -0.35, 3.0)):
         x = t.axis()
         xx, yy = np.meshgrid(x, x)
         assert h[np.hypot(xx, yy) <= t.pad_radius_m].max() == 0.0
+
+
+def _inside_rim(t: Terrain) -> NDArray[np.bool_]:
+    x = t.axis()
+    xx, yy = np.meshgrid(x, x)
+    return np.maximum(np.abs(xx), np.abs(yy)) <= t.half_extent_m - t.rim_m
+
+
+def test_the_field_meets_the_ground_beyond_it_without_a_ledge() -> None:
+    """Across the rim the heights descend smoothly to the field's lowest point, just above the flat ground beyond: a
+    robot that wandered off the field walks back on over 1 mm, not over a ledge as high as its bumps."""
+    t = DEFAULT_TERRAIN
+    for roughness in (0.005, 0.015, 0.05):
+        h = terrain_heights(t, roughness, 0.0, 3.0)
+        border = np.concatenate([h[0], h[-1], h[:, 0], h[:, -1]])
+        np.testing.assert_array_equal(border, h.min())
+        assert border[0] - ground_height(h) == pytest.approx(0.001)
+        # Across the rim no step between neighbouring grid points is steeper than the bumps inside make them.
+        inner = _inside_rim(t)
+        steepest_inside = max(float(np.nanmax(np.abs(np.diff(np.where(inner, h, np.nan), axis=a)))) for a in (0, 1))
+        steepest = max(float(np.abs(np.diff(h, axis=a)).max()) for a in (0, 1))
+        assert steepest <= 1.5 * steepest_inside, (roughness, steepest, steepest_inside)
+    with pytest.raises(ValueError, match="rim_m"):
+        replace(t, rim_m=2.8)
 
 
 def test_out_of_range_values_name_the_parameter() -> None:

@@ -18,7 +18,9 @@ While the terrain is flat (roughness and slope 0) the engines keep today's plane
 floor and the heightfield takes no part in contacts, so the nominal scene behaves exactly as a scene without
 terrain. While it is not, the flat floor stays as the ground beyond the heightfield, lowered to just below its lowest
 point (:func:`ground_height`): a robot that walks off the field's edge steps down onto ground. (Without it a
-walk that wandered 3 m over unattended episodes fell out of the world, and PyBullet's physics diverged.)
+walk that wandered 3 m over unattended episodes fell out of the world, and PyBullet's physics diverged.) Across the
+field's rim (``rim_m``) the heights descend smoothly to that lowest point, so walking off the field, or back onto
+it, crosses no ledge.
 
 Grid layout (both engines): ``heights[i, j]`` is the height at ``y = -h + i * spacing``,
 ``x = -h + j * spacing``, ``h`` the half extent.
@@ -57,12 +59,19 @@ class Terrain:
     """Largest ``terrain_slope`` magnitude accepted (rad, 20 degrees)."""
     base_m: float = 0.1
     """Thickness of the solid below the lowest height (m)."""
+    rim_m: float = 0.5
+    """Width of the field's rim (m): across it the heights descend smoothly to the field's lowest point, where the flat
+    ground beyond meets the field, so a robot walking off or back onto the field crosses no ledge. The walk's start
+    and target (2 m ahead) lie well inside."""
 
     def __post_init__(self) -> None:
         n = 2.0 * self.half_extent_m / self.spacing_m
         if abs(n - round(n)) > 1e-9 or n < 2:
             raise ValueError(f"terrain half_extent_m {self.half_extent_m} m must be a whole number of spacings "
                              f"({self.spacing_m} m)")
+        if not 0.0 <= self.rim_m <= self.half_extent_m - self.pad_radius_m:
+            raise ValueError(f"terrain rim_m {self.rim_m} m must be in [0, {self.half_extent_m - self.pad_radius_m:g}] "
+                             "m: the rim may not reach the start pad")
 
     @property
     def n(self) -> int:
@@ -133,6 +142,14 @@ def terrain_heights(terrain: Terrain, roughness: float, slope: float, seed: floa
         heights += roughness * _unit_bumps(terrain, math.floor(seed))
     xx, yy = np.meshgrid(x, x)
     heights -= heights[np.hypot(xx, yy) <= terrain.pad_radius_m].max()
+    if terrain.rim_m > 0.0:
+        # Down to the lowest point across the rim (a smoothstep in the distance to the border): the ground beyond
+        # lies just below it, so the field's edge is no ledge. Without it an unattended walk that had wandered to
+        # the edge of 5 mm bumps could not climb back on (a step of up to 2 cm), and fell.
+        low = heights.min()
+        inside = np.clip((terrain.half_extent_m - np.maximum(np.abs(xx), np.abs(yy))) / terrain.rim_m, 0.0, 1.0)
+        rim = inside < 1.0  # inside the rim the field stays exactly as it was
+        heights[rim] = low + (inside * inside * (3.0 - 2.0 * inside))[rim] * (heights[rim] - low)
     limit = terrain.height_range_m / 2.0
     if np.abs(heights).max() > limit:
         raise ValueError(f"terrain heights reach {np.abs(heights).max():.3f} m, beyond the +-{limit:.3f} m the "
