@@ -300,9 +300,6 @@ class JointReset:
     imu_frame_period_s: float | None
     """The IMU's frame period (s); ``None`` without an IMU."""
     log: logging.Logger
-    start_settle_s: float = 0.0
-    """After a scene placement, the least time the start pose is held before the episode starts (s): the task
-    spec's ``start_settle_s``, the settled stance its simulated episodes start from."""
 
     def run(self, io: ResetIO, start: ResetStart, info: dict[str, Any]) -> Reading:
         return self.reach(io, start, info)
@@ -341,7 +338,7 @@ class JointReset:
             arrived = bool(np.array_equal(io.command, target))
             error = float(np.max(np.abs(reading.joint_pos - target))) if not reading.stale else math.inf
             timed_out = io.now() - t0 >= self.settings.timeout_s
-            settled = self._settled(reading, error, placed_at, io.now())
+            settled = self._settled(reading, error, placed_at)
             if arrived and (settled or timed_out or not settle):
                 info.update(reset_cycles=info.get("reset_cycles", 0) + cycles, reset_error_rad=error,
                             reset_settled=settled,
@@ -353,15 +350,15 @@ class JointReset:
             self._step(io, reading, target)
             io.end_cycle()
 
-    def _settled(self, reading: Reading, error: float, placed_at: float | None, now: float) -> bool:
-        """Whether the joints are at the start (at ``now``, s). After a scene placement (at ``placed_at``) they are,
-        and the servos hold it: weight-bearing legs sag under load by more than the tolerance and would only wait out
-        the timeout. The reset is then done once the robot has stood ``start_settle_s``, at an IMU sample received at
-        least a frame period after the placement (an older one may show the robot before it was placed)."""
+    def _settled(self, reading: Reading, error: float, placed_at: float | None) -> bool:
+        """Whether the joints are at the start. After a scene placement (at ``placed_at``) they are, and the servos
+        hold it: weight-bearing legs sag under load by more than the tolerance and would only wait out the timeout.
+        The reset is then done at an IMU sample received at least a frame period after the placement (an older one
+        may show the robot before it was placed)."""
         if placed_at is None:
             return error <= self.settings.tolerance_rad
-        return (not reading.stale and now - placed_at >= self.start_settle_s - EXACT_ATOL
-                and (self.imu_frame_period_s is None or reading.imu_time >= placed_at + self.imu_frame_period_s))
+        return not reading.stale and (self.imu_frame_period_s is None
+                                      or reading.imu_time >= placed_at + self.imu_frame_period_s)
 
     def _step(self, io: ResetIO, reading: Reading, target: FloatArray) -> None:
         _step(io, reading, target, self.limits)
@@ -592,5 +589,5 @@ def make_reset(spec: TaskSpec, config: RobotConfig, settings: ResetSettings, lim
             * config.control_period_s,
             settings=settings, log=log)
     joints = JointReset(limits, settings, spec.passive_joints, drive, config.source,
-                        config.imu.frame_period_s if config.imu is not None else None, log, spec.start_settle_s)
+                        config.imu.frame_period_s if config.imu is not None else None, log)
     return joints if spec.base_joint is None else PlacedReset(joints, place)

@@ -114,11 +114,6 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         start = self.task.sample_start(self.np_random)
         base_pose = start_base_pose(start)
         self.engine.reset(start.joint_pos, start.passive_pos, base_pose)
-        settle = round(self.spec_.start_settle_s / self.engine.timestep)
-        if settle:
-            # The servos hold the start pose while the robot settles on its feet (TaskSpec.start_settle_s).
-            self.engine.set_command(start.joint_pos)
-            self.engine.step(settle)
         self._pushed = ()
         self._command = np.asarray(start.joint_pos, dtype=np.float64).copy()
         self._last_action = start_action(self._command, self.spec_)
@@ -129,9 +124,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         state = self.engine.read()
         reading = self._noisy(state)
         if self._odometry is not None and base_pose is not None:  # a task that observes its position has a base
-            # From where the robot stands now, as the robot's own odometry restarts at the reset's last reading.
-            self._odometry.restart(state.base_pos)
-            self._odometry.align_heading(yaw_of(state.base_quat), reading.base_quat)
+            self._odometry.restart(base_pose[:3])
+            self._odometry.align_heading(yaw_of(base_pose[3:]), reading.base_quat)
         obs = self.task.observe(self._positioned(reading), self._last_action, self._goal)
         return obs, {"goal": dict(self._goal), "success": self.task.success(state, self._goal)}
 

@@ -150,29 +150,6 @@ def test_standing_pose_holds(engine: str, make_env: Maker) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_the_walk_starts_from_a_robot_settled_on_its_feet(engine: str, make_env: Maker) -> None:
-    """The walk's first observation is of a robot that has stood start_settle_s in the start pose, as the robot's resets
-    hand it over: at rest, on the floor, its loaded knees sagged from the commanded pose. Without it the episode
-    starts the moment the robot is set down, every joint exactly at the command."""
-    settled_env = make_env(WALK_ID, engine)
-    settled_env.reset(seed=SEED)
-    sim = _sim(settled_env)
-    assert sim.spec_.start_settle_s == 0.5
-    settled = sim.engine.read()
-    fresh_env = make_env(WALK_ID, engine)
-    fresh = _sim(fresh_env)
-    fresh.spec_ = replace(fresh.spec_, start_settle_s=0.0)
-    fresh_env.reset(seed=SEED)
-    dropped = fresh.engine.read()
-    np.testing.assert_allclose(dropped.joint_pos, fresh._command, atol=1e-9)
-    np.testing.assert_array_equal(sim._command, fresh._command)  # the same start, drawn from the same seed
-    sag = np.abs(settled.joint_pos - sim._command)
-    assert sag.max() > 0.03, sag
-    assert np.abs(settled.joint_vel).max() < 0.2 and np.linalg.norm(settled.base_linvel) < 0.02
-    assert abs(settled.base_pos[2] - standing_height()) < HOLD_TOL_M and tilt(settled.base_quat) < 0.05
-
-
-@pytest.mark.parametrize("engine", ENGINES)
 def test_stand_task_rises_from_its_crouched_start(engine: str, make_env: Maker) -> None:
     env = make_env(STAND_ID, engine)
     _, info = env.reset(seed=SEED)
@@ -513,9 +490,9 @@ def test_a_walk_on_leg_odometry_restores_its_odometry_with_the_simulator(make_en
     assert isinstance(truth_env, SimEnv)
     truth_env.set_sim_state(snapshot)
     on_truth = truth.step(hold)[0]
-    # Restarted at the restored pose, it is one step's slip (of a robot restored mid-stride: 4 cm here) from the truth;
-    # carried on, it keeps what ten flailing steps had drifted (12 cm).
-    np.testing.assert_allclose(restarted[target], on_truth[target], atol=0.05)
+    # Restarted at the restored pose, it is one step's slip (of a robot restored mid-stride) from the truth; carried
+    # on, it keeps what ten flailing steps had drifted.
+    np.testing.assert_allclose(restarted[target], on_truth[target], atol=0.03)
     assert np.max(np.abs(carried_on[target] - on_truth[target])) > 0.1
 
 

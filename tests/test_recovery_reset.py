@@ -79,15 +79,6 @@ def test_bad_reset_fields_name_the_field_and_what_was_expected(changes: dict[str
         recovery_config(changes)
 
 
-def test_the_walk_holds_its_start_pose_at_least_as_long_as_the_simulated_walk_settles() -> None:
-    path = ROOT / "hardware_configs" / "dkitty_walk_recovery.yaml"
-    config = load_config(path)
-    assert config.recovery is not None and config.recovery.hold_s >= config.task_spec().start_settle_s == 0.5
-    with pytest.raises(UserError, match=r"reset\.hold_s.*a time in \[0\.5, 10\] s \(at least the task "
-                                        r"'dkitty-walk''s start_settle_s\)"):
-        changed_config(path, {"reset.hold_s": 0.2})
-
-
 def test_the_claw_has_nothing_to_recover_from() -> None:
     with pytest.raises(UserError, match=r"reset\.kind.*fixed base"):
         changed_config(ROOT / "hardware_configs" / "dclaw.yaml",

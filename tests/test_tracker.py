@@ -27,6 +27,7 @@ from robot.emulator.reality import RealityConfig, reality_from_mapping
 from robot.emulator.server import build_server
 from robot.hardware import MockScene, OpenOptions, RobotIO, make_tracker, open_robot
 from robot.mock import MockBus
+from robot.safety import Hold
 from robot.simtime import SimTime
 from robot.tracker.estimator import LegOdometry
 from robot.tracker.mock import MockPoseStream
@@ -281,18 +282,6 @@ def walk_controller(io: RobotIO, clock: FakeClock, policy: Any, config: RobotCon
                       placer=io.placer, tracker=io.tracker)
 
 
-def test_a_placed_walk_starts_after_the_robot_has_stood_as_long_as_the_simulated_start() -> None:
-    """The placed reset holds the start pose the walk spec's start_settle_s before the first observation, the stance
-    the simulator's episodes start from; the stand (no settle) starts as soon as the IMU sees the placed robot."""
-    spec = WALK.task_spec()
-    assert spec.start_settle_s == 0.5
-    clock, io = mock_walk()
-    result = walk_controller(io, clock, lambda obs: np.zeros(12), steps=2).episode(np.random.default_rng(0))
-    io.close()
-    assert result.complete and result.meta["base_reset"]["placed"] is True
-    assert spec.start_settle_s <= result.meta["reset_duration_s"] <= spec.start_settle_s + PERIOD_S + 1e-9
-
-
 def test_the_walk_observes_the_tracked_pose_in_the_heading_frame() -> None:
     clock, io = mock_walk()
     stream = io.tracker
@@ -354,9 +343,7 @@ def test_without_any_pose_every_cycle_holds_until_the_bound() -> None:
     result = walk_controller(io, clock, lambda obs: np.ones(12), steps=40).episode(np.random.default_rng(0))
     io.close()
     assert result.stop is not None and result.stop.reason.startswith("position source (mocap) stale: no valid pose in")
-    # The placed reset holds the start pose while the robot settles (the walk's start_settle_s, 0.5 s): the bound runs
-    # out there, before the policy's first step.
-    assert "since the start" in result.stop.reason and result.steps == 0 and not result.arrays
+    assert "since the start" in result.stop.reason and result.steps > 0 and np.all(np.isnan(result.arrays["base_pos"]))
 
 
 def test_the_controller_needs_the_position_source_of_a_tracked_config() -> None:
@@ -561,8 +548,8 @@ def test_an_emulator_whose_motion_capture_loses_the_body_stops_the_walk_safely()
         assert stop is not None and stop.kind == "safety" and result.steps < 5
         assert stop.reason.startswith("position source (mocap) stale: no valid pose in") and "untracked" in stop.reason
         assert 0.25 < stop.time - t0 <= 0.25 + PERIOD_S + 1e-9
-        # The bound ran out while the reset held the start pose for the robot to settle: no action reached the motors.
-        assert result.steps == 0 and not result.arrays
+        # Every cycle without a pose held the command: no action reached the motors.
+        assert np.all(np.isnan(result.arrays["base_pos"])) and np.all(result.arrays["hold"] == Hold.STALE_READING)
         assert ctrl.shutdown(stop)
     finally:
         io.close()

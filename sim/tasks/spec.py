@@ -143,10 +143,6 @@ class TaskSpec:
     cameras: tuple[CameraSpec, ...] = ()
     """World-fixed cameras of the task, each rendered by name by every engine
     (:meth:`sim.engines.base.Engine.render_camera`); names are unique."""
-    start_settle_s: float = 0.0
-    """How long the start pose is held before an episode's first observation (s). A legged robot stands on its feet
-    for a while before it walks, its loaded knees sagging under its weight; the simulator's episode starts from that
-    settled stance, as the robot's reset hands it over. 0: the episode starts at once."""
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -172,9 +168,6 @@ class TaskSpec:
         if not math.isfinite(self.episode_duration) or self.episode_duration < self.control_period:
             raise ValueError(f"TaskSpec {self.name}: episode_duration must be a finite number of seconds holding at "
                              f"least one control period ({self.control_period!r} s), got {self.episode_duration!r}")
-        if not (self.start_settle_s >= 0.0 and math.isfinite(self.start_settle_s)):
-            raise ValueError(f"TaskSpec {self.name}: start_settle_s must be a finite number of seconds >= 0, "
-                             f"got {self.start_settle_s!r}")
         if not (self.action_rate_weight >= 0.0 and math.isfinite(self.action_rate_weight)):
             raise ValueError(f"TaskSpec {self.name}: action_rate_weight must be a finite number >= 0, "
                              f"got {self.action_rate_weight!r}")
