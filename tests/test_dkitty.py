@@ -33,6 +33,7 @@ from sim.tasks.dkitty import (
     DKittyStand,
     DKittyWalk,
     height_above_feet,
+    resting_base_pose,
     standing_height,
 )
 from sim.tasks.spec import ACTION_RATE_TERM
@@ -147,6 +148,30 @@ def test_standing_pose_holds(engine: str, make_env: Maker) -> None:
     assert np.all(np.abs(heights - standing_height()) < HOLD_TOL_M), heights
     assert max(tilt(s.base_quat) for s in states) < 0.05
     assert DKittyStand().success(states[-1], {})
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_floor_goes_on_for_as_far_as_a_walk_goes(engine: str) -> None:
+    """A walk chained unattended ends up tens of metres from where it started (about 1.2 m an episode): it stands
+    there as at the origin. PyBullet's floor was a 20 m box, and a walk that stepped off its edge fell, in a third of
+    the unattended runs on the PyBullet-gap robot."""
+    pytest.importorskip(engine)
+    task = DKittyStand()
+    sim_engine = make_engine(engine, task, 0.0025)
+    start = np.asarray(task.spec.reset)
+    heights = []
+    try:
+        for x, y in [(0.0, 0.0), (12.0, -9.0), (-80.0, 150.0)]:
+            pose = resting_base_pose(start, 0.0)
+            pose[:2] = x, y
+            sim_engine.reset(start, np.zeros(0), pose)
+            sim_engine.step(400)
+            state = sim_engine.read()
+            np.testing.assert_allclose(state.base_pos[:2], [x, y], atol=0.02)
+            heights.append(state.base_pos[2])
+    finally:
+        sim_engine.close()
+    np.testing.assert_allclose(heights, heights[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -13,8 +13,9 @@ left out here.
 
 Joint dynamics and friction follow the claw's conventions: ``<dynamics damping friction armature>``,
 ``<limit effort>`` the servo torque limit, one ``<lateral_friction>`` per link (the shins take the foot's
-coefficient; the floor the same value, so a foot-floor contact has it on both engines). The floor plane
-becomes a wide, thick box whose top face lies at z = 0.
+coefficient; the floor the same value, so a foot-floor contact has it on both engines). The floor is an infinite
+plane at z = 0, as MuJoCo's: a walk chained unattended for 50 episodes goes tens of metres (it walked off the edge of
+a 20 m floor, and fell, in about one run in three).
 """
 
 from __future__ import annotations
@@ -43,16 +44,13 @@ from sim.models.urdf import (
     fmt,
     inertial,
     origin,
+    plane,
     servo_dynamics,
     shape,
     sphere_props,
     visual,
 )
 
-FLOOR_COLLISION_HALF_SIZE_M = 10.0
-"""Half side of the floor's collision box (m): MuJoCo planes are infinite, so make it wide."""
-FLOOR_COLLISION_THICKNESS_M = 0.1
-"""Thickness of the floor's collision box below z = 0 (m)."""
 FLOOR_VISUAL_HALF_SIZE_M = 5.0
 """Half side of the drawn floor (m), the MJCF plane's size."""
 MJCF_DEFAULT_FRICTION = 1.0
@@ -94,15 +92,13 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
     """
     props = link_mass_props(g)
     materials = "".join(f'<material name="{k}"><color rgba="{fmt(*v)}"/></material>' for k, v in _RGBA.items())
-    floor_center = (0.0, 0.0, -FLOOR_COLLISION_THICKNESS_M / 2)
     floor = (
         f'<link name="{FLOOR}"><inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="0"/>'
         '<inertia ixx="0" ixy="0" ixz="0" iyy="0" iyz="0" izz="0"/></inertial>'
         f"{contact(g.foot_friction)}"
         + visual(FLOOR, box((2 * FLOOR_VISUAL_HALF_SIZE_M, 2 * FLOOR_VISUAL_HALF_SIZE_M, 0.002)), "floor",
                  (0.0, 0.0, -0.001))
-        + collision(FLOOR, box((2 * FLOOR_COLLISION_HALF_SIZE_M, 2 * FLOOR_COLLISION_HALF_SIZE_M,
-                                FLOOR_COLLISION_THICKNESS_M)), floor_center)
+        + collision(FLOOR, plane())
         + "</link>"
     )
     torso_geom = both("torso_geom", box((g.torso_length, g.torso_width, g.torso_height)), "torso")
