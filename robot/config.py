@@ -297,6 +297,11 @@ class RecoveryConfig:
     fall_ends_episode: bool = True
     """A tilt beyond ``imu.max_tilt_rad`` during an episode ends the episode (``stop_reason`` ``fallen: ...``) and
     the next reset rights the robot, instead of stopping the run; false keeps the tilt a safety stop."""
+    catch_pose_rad: tuple[float, ...] | None = None
+    """Where the legs go first when a reset finds the robot fallen; ``None``: the righting sequence at once. A robot
+    that has just fallen is still rolling, and whether it stops on its side or rolls on onto its back is decided in
+    the next few tenths of a second: the catch is sent with the reading that found the fall, each joint at its own
+    rate limit (they need not arrive together), and held ``hold_s``; the righting sequence follows."""
 
 
 @dataclass(frozen=True)
@@ -777,9 +782,10 @@ def _recovery(root: _Node, spec: TaskSpec, joints: tuple[JointConfig, ...]) -> R
     waypoints = node.integer("stand_waypoints", 4, low=1)
     failures = node.integer("max_consecutive_failures", 3, low=1)
     fall_ends = node.flag("fall_ends_episode", True)
+    catch = _pose(node, "catch_pose_rad", joints) if node.raw("catch_pose_rad") is not None else None
     node.done()
     return RecoveryConfig(crouch, righting, fallen, upright_tilt, tolerance, attempts, hold, rest_rate, rest,
-                          rest_timeout, waypoints, failures, fall_ends)
+                          rest_timeout, waypoints, failures, fall_ends, catch)
 
 
 def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:

@@ -28,15 +28,19 @@ episode starts where it stands. The meta says which (``base_reset``). The joints
 placer and no person, as ROBEL's D'Kitty resets itself between episodes:
 
 1. a torso tilted beyond ``fallen_tilt_rad`` (the IMU's) at the first reading has fallen: the scripted righting
-   sequence runs at once (step 2), since folding a robot part-way over into the crouch rolls it on onto its back.
+   sequence runs at once (steps 2 and 3): folding a robot part-way over into the crouch rolls it on onto its back.
    An upright torso still turning (an episode can end with the robot rocking or tipping) is first watched, the legs
    held, until it comes to rest (``rest_rate_rad_s`` for ``rest_s``), falls, or ``rest_timeout_s`` passes. Then the
    legs fold, rate-limited, into the config's crouch, which is safe from any stance, and the torso comes to rest,
    and a torso tilted beyond ``fallen_tilt_rad`` then has fallen too;
-2. a fallen robot runs the righting sequence (each pose reached rate-limited and held, then the crouch), at most
+2. a robot found fallen is likely still rolling, and a tenth of a second decides whether it stops on its side or
+   rolls on onto its back: its first move goes out in the cycle of the reading that found the fall. With a
+   ``catch_pose_rad`` that move is the catch (each joint at its own rate limit, the quickest way there: the legs
+   tuck in under the torso), held ``hold_s``; a robot caught upright then folds into the crouch;
+3. a fallen robot runs the righting sequence (each pose reached rate-limited and held, then the crouch), at most
    ``righting_attempts`` times, until the crouched torso is within ``fallen_tilt_rad`` of upright;
-3. the legs extend from the crouch to the start pose through evenly spaced waypoints;
-4. the reset is done once every joint has been within ``joint_tolerance_rad`` of the start and the torso within
+4. the legs extend from the crouch to the start pose through evenly spaced waypoints;
+5. the reset is done once every joint has been within ``joint_tolerance_rad`` of the start and the torso within
    ``upright_tilt_rad`` of upright for ``hold_s``, at rest as a simulated start is. The base is wherever the robot
    stands: the episode starts there, and the meta records its orientation (and its position, with a position
    source); the controller anchors the episode's frame there (``robot.tracker.source.EpisodeFrame``).
@@ -422,15 +426,30 @@ class RecoveryReset:
         if _tilt(reading) <= r.fallen_tilt_rad:
             reading = self._move(io, crouch, r.hold_s, info)
             report["crouched_tilt_rad"] = _tilt(reading)
+        # A robot found fallen is likely still rolling: its first move goes out in the cycle of the reading that found
+        # the fall (a cycle later, a tenth of a second, it has rolled on). NaN (no IMU sample) cannot happen here:
+        # every phase above waits for one.
+        found: Reading | None = reading  # the reading whose cycle is still open, until a move has used it
+        if not _tilt(reading) <= r.fallen_tilt_rad and r.catch_pose_rad is not None:
+            report["fallen"] = True
+            reading = self._move(io, self._limited(r.catch_pose_rad), r.hold_s, info, first=found, together=False)
+            found = None
+            report["caught_tilt_rad"] = _tilt(reading)  # the torso's tilt once the catch pose was held
+            if _tilt(reading) <= r.fallen_tilt_rad:  # caught upright: the stand-up starts from the crouch
+                reading = self._move(io, crouch, r.hold_s, info)
         # A torso already fallen goes straight to the sequence: folding a robot part-way over into the crouch rolls it
         # on over its side onto its back, where no leg reaches the floor; the first pose of the sequence stops that.
-        while not _tilt(reading) <= r.fallen_tilt_rad:  # NaN (no IMU sample) cannot happen: both wait for one
+        while not _tilt(reading) <= r.fallen_tilt_rad:
             report["fallen"] = True
             if report["righting_attempts"] >= r.righting_attempts:
                 self._fail(io, info, t0, f"still fallen after {r.righting_attempts} righting attempts (tilt "
                            f"{_tilt(reading):.2f} rad, more than fallen_tilt_rad {r.fallen_tilt_rad:g})")
             report["righting_attempts"] += 1
-            tilts = [_tilt(self._move(io, self._limited(pose), r.hold_s, info)) for pose in r.righting_poses_rad]
+            tilts = []
+            for pose in r.righting_poses_rad:
+                reading = self._move(io, self._limited(pose), r.hold_s, info, first=found)
+                found = None
+                tilts.append(_tilt(reading))
             reading = self._move(io, crouch, r.hold_s, info)
             # The torso's tilt after each pose of the sequence and after the crouch (rad): where a sequence fails.
             report.setdefault("righting_tilts_rad", []).append([*tilts, _tilt(reading)])
@@ -485,17 +504,23 @@ class RecoveryReset:
             reading = io.begin_cycle(check_tilt=False)
             info["reset_cycles"] += 1
 
-    def _move(self, io: ResetIO, target: FloatArray, hold_s: float, info: dict[str, Any]) -> Reading:
+    def _move(self, io: ResetIO, target: FloatArray, hold_s: float, info: dict[str, Any],
+              first: Reading | None = None, together: bool = True) -> Reading:
         """Rate-limited to ``target`` through the safety filter, then held ``hold_s``; returns the last reading, one
-        with an IMU sample (the silence watchdog bounds the wait for one)."""
+        with an IMU sample (the silence watchdog bounds the wait for one), its cycle still open. ``first``: that
+        reading of the phase before, whose cycle the move's first command goes out in. ``together``: every joint
+        arrives at once (:func:`_waypoints`); otherwise each moves at its own rate limit, the quickest way there."""
         arrived_at: float | None = None
         path: list[FloatArray] = []
         while True:
-            reading = io.begin_cycle(check_tilt=False)
-            info["reset_cycles"] += 1
+            if first is not None:
+                reading, first = first, None
+            else:
+                reading = io.begin_cycle(check_tilt=False)
+                info["reset_cycles"] += 1
             if not io.commanded and not reading.stale:
                 io.start_from(clip_to_limits(reading.joint_pos, self.limits))
-            if not path and not np.array_equal(io.command, target):
+            if together and not path and not np.array_equal(io.command, target):
                 path = _waypoints(io.command, target, self.limits)
             if arrived_at is None and np.array_equal(io.command, target):
                 arrived_at = io.now()

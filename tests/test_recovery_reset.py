@@ -24,13 +24,14 @@ from robot.emulator.reality import RealityConfig, load_reality
 from robot.hardware import OpenOptions, open_robot
 from robot.resets import PlacedReset, RecoveryReset, ResetFailed, ResetSettings, ResetStart, make_reset
 from robot.runner import run_episodes, run_info
-from robot.safety import SafetyLimits, clip_to_limits
+from robot.safety import SafetyLimits, clip_to_limits, step_towards
 from s2r.commands.robot import EXIT_SAFETY_STOP
 from s2r.core.errors import UserError
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.engines import make_engine
 from sim.engines.base import TERRAIN_KINDS
-from sim.rotations import quat_from_rotvec, quat_from_yaw, tilt
+from sim.models.dkitty import NOMINAL_GEOMETRY, foot_positions, torso_corners
+from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_to_matrix, tilt
 from sim.state import RobotState
 from sim.tasks.dkitty import DKittyStand, resting_base_pose
 from sim.tasks.spec import FloatArray
@@ -67,6 +68,8 @@ def test_the_shipped_configs_choose_the_placer_by_default_and_recovery_when_aske
     ({"reset.crouch_pose_rad": [0.0] * 11}, r"reset\.crouch_pose_rad.*a list of 12 finite angles"),
     ({"reset.righting_poses_rad": [[0.0, 2.0, -1.0] * 4]}, r"reset\.righting_poses_rad\[0\]\[1\].*fr_knee1"),
     ({"reset.righting_poses_rad": []}, r"reset\.righting_poses_rad.*non-empty list"),
+    ({"reset.catch_pose_rad": [-0.5, 2.0, -1.0] * 4}, r"reset\.catch_pose_rad\[1\].*fr_knee1"),
+    ({"reset.catch_pose_rad": [-0.5, 0.6]}, r"reset\.catch_pose_rad.*a list of 12 finite angles"),
     ({"reset.upright_tilt_rad": 0.9}, r"reset\.upright_tilt_rad.*at most fallen_tilt_rad"),
     ({"reset.max_consecutive_failures": 0}, r"reset\.max_consecutive_failures.*integer >= 1"),
     ({"reset.hold_s": -1.0}, r"reset\.hold_s.*a time in \[0, 10\] s"),
@@ -188,6 +191,37 @@ def test_a_fallen_robot_is_righted_then_stands_up_to_the_start() -> None:
     last_pose = next(k for k, c in enumerate(sent) if np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[-1])))
     crouch = [k for k, c in enumerate(sent) if np.array_equal(c, np.asarray(RECOVERY.crouch_pose_rad))]
     assert crouch and first_pose < last_pose < crouch[0]
+
+
+def test_a_fallen_robot_is_caught_in_the_cycle_of_the_reading_that_found_the_fall() -> None:
+    """It is still rolling: the catch pose goes out at once, each joint at its own rate limit, then the sequence."""
+    away = np.array([0.2, 0.1, -0.3] * 4)
+    robot = FakeKitty(away, ON_ITS_SIDE)
+    _, info = run_reset(robot)
+    assert RECOVERY.catch_pose_rad is not None
+    catch = np.asarray(RECOVERY.catch_pose_rad)
+    assert robot.command_times[0] == pytest.approx(CONFIG.control_period_s)  # the first reading's cycle
+    np.testing.assert_allclose(robot.commands[0], step_towards(catch, away, LIMITS))
+    sent = [np.asarray(c) for c in robot.commands]
+    caught = next(k for k, c in enumerate(sent) if np.array_equal(c, catch))
+    assert caught < next(k for k, c in enumerate(sent)
+                         if np.array_equal(c, np.asarray(RECOVERY.righting_poses_rad[0])))
+    assert info["base_reset"]["caught_tilt_rad"] == pytest.approx(math.pi / 2) and info["reset_settled"]
+    assert_safe_commands(robot, away)
+
+
+def test_without_a_catch_pose_a_fallen_robot_goes_to_the_sequence_in_the_cycle_that_found_the_fall() -> None:
+    away = np.array([0.2, 0.1, -0.3] * 4)
+    robot = FakeKitty(away, ON_ITS_SIDE)
+    info: dict[str, Any] = {}
+    RecoveryReset(LIMITS, ResetSettings(), replace(RECOVERY, catch_pose_rad=None), LOG).run(robot, kitty_start(),
+                                                                                             info)
+    first_pose = np.asarray(RECOVERY.righting_poses_rad[0])
+    assert robot.command_times[0] == pytest.approx(CONFIG.control_period_s)
+    # Every joint towards the sequence's first pose together (the waypoints), none of them towards a catch.
+    step = robot.commands[0] - away
+    np.testing.assert_allclose(step, (first_pose - away) * (np.max(np.abs(step)) / np.max(np.abs(first_pose - away))))
+    assert "caught_tilt_rad" not in info["base_reset"] and info["base_reset"]["righted"]
 
 
 def test_a_robot_that_falls_as_it_crouches_is_righted_from_there() -> None:
@@ -492,3 +526,104 @@ def test_deploy_stops_with_the_safety_exit_after_failed_resets(tmp_path: Path,
     (ep, *_) = read_episodes(tmp_path / "logs")
     assert ep.meta["stop_reason"].startswith("fallen: tilt") and "failed resets" in err
 
+
+
+# --- the reset's catch on rolling falls, in physics ---------------------------------------------------------------
+class EngineKitty(FakeCommands):
+    """A :class:`robot.resets.ResetIO` on a simulated D'Kitty: each cycle advances one control period, and a command
+    reaches the servos ``latency_s`` into the next (the emulated robot's 20 ms). The IMU and the bus are exact."""
+
+    def __init__(self, engine: Any, command: FloatArray, latency_s: float = 0.02) -> None:
+        super().__init__(command)
+        self.engine = engine
+        self.t = 0.0
+        self.latency_steps = round(latency_s / engine.timestep)
+        self.pending: FloatArray | None = None
+
+    def now(self) -> float:
+        return self.t
+
+    def restart_timer(self) -> None:
+        pass
+
+    def begin_cycle(self, check_tilt: bool = True) -> Reading:
+        steps = round(CONFIG.control_period_s / self.engine.timestep)
+        if self.pending is not None:
+            self.engine.step(self.latency_steps)
+            self.engine.set_command(self.pending)
+            steps -= self.latency_steps
+            self.pending = None
+        self.engine.step(steps)
+        self.t += CONFIG.control_period_s
+        s = self.engine.read()
+        return Reading(self.t, self.t, s.joint_pos, s.joint_vel, np.zeros(12), np.zeros(0), np.zeros(0), True, 1,
+                       base_quat=s.base_quat, base_angvel=s.base_angvel, imu_time=self.t)
+
+    def write(self, command: FloatArray) -> None:
+        super().write(command)
+        self.pending = np.array(command, dtype=np.float64)
+
+    def placed(self, command: FloatArray) -> None:
+        raise AssertionError("the recovery reset places nothing")
+
+    def passive_driven(self, names: tuple[str, ...]) -> Any:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def write_passive(self, goals: dict[str, float]) -> None:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def safety_stop(self, reason: str) -> Exception:
+        return RuntimeError(reason)
+
+
+def _rolling_falls(recovery: Any, falls: int) -> tuple[int, int, int]:
+    """Seeded falls of the D'Kitty in MuJoCo, as a walk falls: standing (joints scattered about the start pose),
+    tilted 0.3 to 1.3 rad about a random horizontal axis and rolling about it at 1 to 5 rad/s, the stance held until
+    the tilt passes the IMU's bound (the episode's end); then the recovery reset. (falls, reset, on the back)."""
+    assert CONFIG.imu is not None
+    task = DKittyStand()
+    engine = make_engine("mujoco", task, 0.0025)
+    reset = RecoveryReset(LIMITS, ResetSettings(), recovery, LOG)
+    start = kitty_start()
+    rng = np.random.default_rng(5)
+    fallen = done = back = 0
+    try:
+        for _ in range(falls):
+            axis = np.array([*rng.normal(size=2), 0.0])
+            axis /= np.linalg.norm(axis)
+            quat = quat_from_rotvec(axis * rng.uniform(0.3, 1.3))
+            stance = clip_to_limits(start.joint_pos + rng.normal(0.0, 0.1, 12), LIMITS)
+            rot = quat_to_matrix(quat)
+            lowest = min(float(np.min((foot_positions(stance) @ rot.T)[:, 2])) - NOMINAL_GEOMETRY.foot_radius,
+                         float(np.min((torso_corners() @ rot.T)[:, 2])))
+            engine.reset(stance, np.zeros(0), np.concatenate([[0.0, 0.0, 0.01 - lowest], quat]))
+            spin = engine.get_state()
+            spin.qvel[-3:] = quat_to_matrix(quat).T @ (axis * rng.uniform(1.0, 5.0))  # body-frame angular velocity
+            engine.set_state(replace(spin, physics=None))
+            robot = EngineKitty(engine, stance)
+            for _ in range(15):
+                if tilt(robot.begin_cycle().base_quat) > CONFIG.imu.max_tilt_rad:
+                    break
+            else:
+                continue  # it came back upright: no fall
+            fallen += 1
+            try:
+                reset.run(robot, start, {})
+                done += 1
+            except ResetFailed:
+                back += tilt(engine.read().base_quat) > 2.5
+    finally:
+        engine.close()
+    return fallen, done, back
+
+
+def test_the_catch_pose_keeps_rolling_falls_off_the_robots_back() -> None:
+    """A fall found by the reset is caught at once: the legs tuck in under the torso (hips fully inward, knees bent),
+    each joint as fast as the rate limit lets it, and fewer falls roll on onto the back, where no leg reaches the
+    floor: of these 18 falls, 16 ended standing and 2 on the back, against 12 and 6 going straight to the sequence,
+    whose first pose (legs straight, every joint arriving together) was reached too late to stop the roll."""
+    assert RECOVERY.catch_pose_rad is not None
+    fallen, done, back = _rolling_falls(RECOVERY, falls=30)
+    fallen_without, done_without, back_without = _rolling_falls(replace(RECOVERY, catch_pose_rad=None), falls=30)
+    assert fallen == fallen_without >= 12
+    assert back <= back_without - 3 and done >= done_without + 3, (done, back, done_without, back_without)
