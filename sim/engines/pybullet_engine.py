@@ -62,7 +62,7 @@ with a fixed base, or split at a floating base (below). How MuJoCo's model seman
   MJCF geoms (put back after every rebuild), ``light_*`` through TinyRenderer's one directional light, camera jitter
   through the task cameras' matrices; distractors are not drawn (they would be bodies of the physics world).
 * **Terrain** (scenes with a :class:`~sim.models.terrain.Terrain`): a ``GEOM_HEIGHTFIELD`` body with the same
-  heights as MuJoCo's hfield, with the floor plane dropped to just below it as the ground beyond its edge; it carries
+  heights as MuJoCo's hfield, with the floor box dropped to just below it as the ground beyond its edge; it carries
   the floor's friction. The world is rebuilt at every reset and restore, so a new terrain takes effect there
   (MuJoCo's at once).
 

@@ -13,9 +13,10 @@ left out here.
 
 Joint dynamics and friction follow the claw's conventions: ``<dynamics damping friction armature>``,
 ``<limit effort>`` the servo torque limit, one ``<lateral_friction>`` per link (the shins take the foot's
-coefficient; the floor the same value, so a foot-floor contact has it on both engines). The floor is an infinite
-plane at z = 0, as MuJoCo's: a walk chained unattended for 50 episodes goes tens of metres (it walked off the edge of
-a 20 m floor, and fell, in about one run in three).
+coefficient; the floor the same value, so a foot-floor contact has it on both engines). MuJoCo's floor plane is
+infinite; here it is a box 2 km across whose top face lies at z = 0: a walk chained unattended for 50 episodes goes
+tens of metres (it walked off the edge of a 20 m box, and fell, in about one run in three). Bullet's own infinite
+plane broke the exact restore of a scene with a heightfield.
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ from sim.models.urdf import (
     fmt,
     inertial,
     origin,
-    plane,
     servo_dynamics,
     shape,
     sphere_props,
     visual,
 )
 
+FLOOR_COLLISION_HALF_SIZE_M = 1000.0
+"""Half side of the floor's collision box (m): far beyond any walk (MuJoCo's plane is infinite)."""
+FLOOR_COLLISION_THICKNESS_M = 10.0
+"""Thickness of the floor's collision box below z = 0 (m): pybullet_data's plane.urdf proportions."""
 FLOOR_VISUAL_HALF_SIZE_M = 5.0
 """Half side of the drawn floor (m), the MJCF plane's size."""
 MJCF_DEFAULT_FRICTION = 1.0
@@ -98,7 +102,8 @@ def urdf(joint_ranges: Mapping[str, tuple[float, float]], g: KittyGeometry = NOM
         f"{contact(g.foot_friction)}"
         + visual(FLOOR, box((2 * FLOOR_VISUAL_HALF_SIZE_M, 2 * FLOOR_VISUAL_HALF_SIZE_M, 0.002)), "floor",
                  (0.0, 0.0, -0.001))
-        + collision(FLOOR, plane())
+        + collision(FLOOR, box((2 * FLOOR_COLLISION_HALF_SIZE_M, 2 * FLOOR_COLLISION_HALF_SIZE_M,
+                                FLOOR_COLLISION_THICKNESS_M)), (0.0, 0.0, -FLOOR_COLLISION_THICKNESS_M / 2))
         + "</link>"
     )
     torso_geom = both("torso_geom", box((g.torso_length, g.torso_width, g.torso_height)), "torso")

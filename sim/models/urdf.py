@@ -147,12 +147,6 @@ def box(size: Sequence[float]) -> str:
     return f'<geometry><box size="{fmt(*size)}"/></geometry>'
 
 
-def plane() -> str:
-    """A ``<geometry>`` plane through the link origin, its normal +z: infinite, as MuJoCo's planes are (a Bullet
-    extension of URDF)."""
-    return '<geometry><plane normal="0 0 1"/></geometry>'
-
-
 def visual(name: str, geometry: str, material: str, xyz: Sequence[float] = (0, 0, 0),
            rpy: Sequence[float] = (0, 0, 0)) -> str:
     """A ``<visual>`` element drawing ``geometry`` with the named material at the given pose."""
