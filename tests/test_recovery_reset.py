@@ -30,10 +30,9 @@ from s2r.core.errors import UserError
 from s2r.core.trajlog import TrajectoryWriter, read_episodes
 from sim.engines import make_engine
 from sim.engines.base import TERRAIN_KINDS
-from sim.models.dkitty import NOMINAL_GEOMETRY, foot_positions, torso_corners
 from sim.rotations import quat_from_rotvec, quat_from_yaw, quat_to_matrix, tilt
 from sim.state import RobotState
-from sim.tasks.dkitty import DKittyStand, resting_base_pose
+from sim.tasks.dkitty import DKittyStand, base_pose_on_floor, resting_base_pose
 from sim.tasks.spec import FloatArray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -593,10 +592,7 @@ def _rolling_falls(recovery: Any, falls: int) -> tuple[int, int, int]:
             axis /= np.linalg.norm(axis)
             quat = quat_from_rotvec(axis * rng.uniform(0.3, 1.3))
             stance = clip_to_limits(start.joint_pos + rng.normal(0.0, 0.1, 12), LIMITS)
-            rot = quat_to_matrix(quat)
-            lowest = min(float(np.min((foot_positions(stance) @ rot.T)[:, 2])) - NOMINAL_GEOMETRY.foot_radius,
-                         float(np.min((torso_corners() @ rot.T)[:, 2])))
-            engine.reset(stance, np.zeros(0), np.concatenate([[0.0, 0.0, 0.01 - lowest], quat]))
+            engine.reset(stance, np.zeros(0), base_pose_on_floor(stance, quat, clearance=0.01))
             spin = engine.get_state()
             spin.qvel[-3:] = quat_to_matrix(quat).T @ (axis * rng.uniform(1.0, 5.0))  # body-frame angular velocity
             engine.set_state(replace(spin, physics=None))

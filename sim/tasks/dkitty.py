@@ -154,15 +154,21 @@ def height_above_feet(joint_pos: FloatArray, base_quat: FloatArray, g: KittyGeom
     return float(-feet_world[:, 2].min() + g.foot_radius)
 
 
-def resting_base_pose(joint_pos: FloatArray, yaw: float, g: KittyGeometry = NOMINAL_GEOMETRY,
-                      clearance: float = START_CLEARANCE_M) -> FloatArray:
-    """Base pose (x, y, z, qw, qx, qy, qz) at the origin, level, heading ``yaw``, lowest point ``clearance`` up."""
-    quat = quat_from_yaw(yaw)
+def base_pose_on_floor(joint_pos: FloatArray, quat: FloatArray, g: KittyGeometry = NOMINAL_GEOMETRY,
+                       clearance: float = START_CLEARANCE_M) -> FloatArray:
+    """Base pose (x, y, z, qw, qx, qy, qz) at the origin, oriented ``quat``, its lowest point (a foot or a torso
+    corner) ``clearance`` up."""
     rot = quat_to_matrix(quat)
     feet_z = (foot_positions(joint_pos, g) @ rot.T)[:, 2] - g.foot_radius
     torso_z = (torso_corners(g) @ rot.T)[:, 2]
     z = clearance - min(float(feet_z.min()), float(torso_z.min()))
     return np.concatenate([[0.0, 0.0, z], quat])
+
+
+def resting_base_pose(joint_pos: FloatArray, yaw: float, g: KittyGeometry = NOMINAL_GEOMETRY,
+                      clearance: float = START_CLEARANCE_M) -> FloatArray:
+    """Base pose (x, y, z, qw, qx, qy, qz) at the origin, level, heading ``yaw``, lowest point ``clearance`` up."""
+    return base_pose_on_floor(joint_pos, quat_from_yaw(yaw), g, clearance)
 
 
 def _spec(name: str, reset: tuple[float, ...], duration: float, layout: ObsLayout, terms: tuple[str, ...],
