@@ -36,7 +36,8 @@ placer and no person, as ROBEL's D'Kitty resets itself between episodes:
 2. a robot found fallen is likely still rolling, and a tenth of a second decides whether it stops on its side or
    rolls on onto its back: its first move goes out in the cycle of the reading that found the fall. With a
    ``catch_pose_rad`` that move is the catch (each joint at its own rate limit, the quickest way there: the legs
-   tuck in under the torso), held ``hold_s``; a robot caught upright then folds into the crouch;
+   tuck in under the torso), held ``hold_s`` unless the robot is already upright and calm; a robot caught upright
+   then folds into the crouch;
 3. a fallen robot runs the righting sequence (each pose reached rate-limited and held, then the crouch), at most
    ``righting_attempts`` times, until the crouched torso is within ``fallen_tilt_rad`` of upright;
 4. the legs extend from the crouch to the start pose through evenly spaced waypoints;
@@ -432,9 +433,14 @@ class RecoveryReset:
         found: Reading | None = reading  # the reading whose cycle is still open, until a move has used it
         if not _tilt(reading) <= r.fallen_tilt_rad and r.catch_pose_rad is not None:
             report["fallen"] = True
-            reading = self._move(io, self._limited(r.catch_pose_rad), r.hold_s, info, first=found, together=False)
+            catch = self._limited(r.catch_pose_rad)
+            reading = self._move(io, catch, 0.0, info, first=found, together=False)
             found = None
-            report["caught_tilt_rad"] = _tilt(reading)  # the torso's tilt once the catch pose was held
+            # Held for a robot still on its way down; one already upright and calm goes on into the crouch at once:
+            # the catch's stance is narrow, and a robot held upright in it tipped slowly over onto its back.
+            if not (_tilt(reading) <= r.fallen_tilt_rad and _rate(reading) <= r.rest_rate_rad_s):
+                reading = self._move(io, catch, r.hold_s, info)
+            report["caught_tilt_rad"] = _tilt(reading)  # the torso's tilt once the catch pose was reached or held
             if _tilt(reading) <= r.fallen_tilt_rad:  # caught upright: the stand-up starts from the crouch
                 reading = self._move(io, crouch, r.hold_s, info)
         # A torso already fallen goes straight to the sequence: folding a robot part-way over into the crouch rolls it
