@@ -439,7 +439,7 @@ class RecoveryReset:
             # Held for a robot still on its way down; one already upright and calm goes on into the crouch at once:
             # the catch's stance is narrow, and a robot held upright in it tipped slowly over onto its back.
             if not (_tilt(reading) <= r.fallen_tilt_rad and _rate(reading) <= r.rest_rate_rad_s):
-                reading = self._move(io, catch, r.hold_s, info)
+                reading = self._move(io, catch, r.hold_s, info, first=reading)
             report["caught_tilt_rad"] = _tilt(reading)  # the torso's tilt once the catch pose was reached or held
             if _tilt(reading) <= r.fallen_tilt_rad:  # caught upright: the stand-up starts from the crouch
                 reading = self._move(io, crouch, r.hold_s, info)
