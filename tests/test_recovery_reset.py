@@ -89,7 +89,32 @@ def test_the_claw_has_nothing_to_recover_from() -> None:
 
 
 # --- the strategy on a fake plant ------------------------------------------------------------------
-class FakeKitty(FakeCommands):
+class KittyIO(FakeCommands):
+    """What the legged robot's fake :class:`robot.resets.ResetIO` share: a clock ``t`` (s) that their cycles advance,
+    no placer, no passive joints, and a safety stop that is a plain error."""
+
+    t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def restart_timer(self) -> None:
+        pass
+
+    def placed(self, command: FloatArray) -> None:
+        raise AssertionError("the recovery reset places nothing")
+
+    def passive_driven(self, names: tuple[str, ...]) -> Any:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def write_passive(self, goals: dict[str, float]) -> None:
+        raise AssertionError("the legged robot has no passive joints")
+
+    def safety_stop(self, reason: str) -> Exception:
+        return RuntimeError(reason)
+
+
+class FakeKitty(KittyIO):
     """A :class:`robot.resets.ResetIO` on a plant whose joints reach each command a period later and whose torso
     stays as it is, except that reaching the righting sequence's last pose rights it when ``rightable``. Every
     command is recorded."""
@@ -112,12 +137,6 @@ class FakeKitty(FakeCommands):
         self.commands: list[FloatArray] = []
         super().__init__(self.joint_pos)
         self.tilt_checked: list[bool] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def restart_timer(self) -> None:
-        pass
 
     def begin_cycle(self, check_tilt: bool = True) -> Reading:
         self.tilt_checked.append(check_tilt)
@@ -142,17 +161,6 @@ class FakeKitty(FakeCommands):
         self.command_times.append(self.t)
         super().write(command)
 
-    def placed(self, command: FloatArray) -> None:
-        raise AssertionError("the recovery reset places nothing")
-
-    def passive_driven(self, names: tuple[str, ...]) -> Any:
-        raise AssertionError("the legged robot has no passive joints")
-
-    def write_passive(self, goals: dict[str, float]) -> None:
-        raise AssertionError("the legged robot has no passive joints")
-
-    def safety_stop(self, reason: str) -> Exception:
-        return RuntimeError(reason)
 
 
 def kitty_start() -> ResetStart:
@@ -532,7 +540,7 @@ def test_deploy_stops_with_the_safety_exit_after_failed_resets(tmp_path: Path,
 
 
 # --- the reset's catch on rolling falls, in physics ---------------------------------------------------------------
-class EngineKitty(FakeCommands):
+class EngineKitty(KittyIO):
     """A :class:`robot.resets.ResetIO` on a simulated D'Kitty: each cycle advances one control period, and a command
     reaches the servos ``latency_s`` into the next (the emulated robot's 20 ms). The IMU and the bus are exact."""
 
@@ -542,12 +550,6 @@ class EngineKitty(FakeCommands):
         self.t = 0.0
         self.latency_steps = round(latency_s / engine.timestep)
         self.pending: FloatArray | None = None
-
-    def now(self) -> float:
-        return self.t
-
-    def restart_timer(self) -> None:
-        pass
 
     def begin_cycle(self, check_tilt: bool = True) -> Reading:
         steps = round(CONFIG.control_period_s / self.engine.timestep)
@@ -566,17 +568,6 @@ class EngineKitty(FakeCommands):
         super().write(command)
         self.pending = np.array(command, dtype=np.float64)
 
-    def placed(self, command: FloatArray) -> None:
-        raise AssertionError("the recovery reset places nothing")
-
-    def passive_driven(self, names: tuple[str, ...]) -> Any:
-        raise AssertionError("the legged robot has no passive joints")
-
-    def write_passive(self, goals: dict[str, float]) -> None:
-        raise AssertionError("the legged robot has no passive joints")
-
-    def safety_stop(self, reason: str) -> Exception:
-        return RuntimeError(reason)
 
 
 def _rolling_falls(recovery: Any, falls: int) -> tuple[int, int, int]:
