@@ -562,7 +562,7 @@ def config_from_mapping(data: Any, source: str = "<memory>") -> RobotConfig:
     _check_read_deadline(root, retries, max_age, period, baud, len(ids), latency_timer, return_delay)
     imu = _imu(root, spec, period)
     tracker = _tracker(root, task, spec, period)
-    safe_pose = _safe_pose(root, joints)
+    safe_pose = _optional_pose(root, "safe_pose_rad", joints)
     poses = _calibration_poses(root.child("calibration_poses", optional=True), joints)
     recovery = _recovery(root, spec, joints)
     camera = _camera(root, spec, period)
@@ -782,7 +782,7 @@ def _recovery(root: _Node, spec: TaskSpec, joints: tuple[JointConfig, ...]) -> R
     waypoints = node.integer("stand_waypoints", 4, low=1)
     failures = node.integer("max_consecutive_failures", 3, low=1)
     fall_ends = node.flag("fall_ends_episode", True)
-    catch = _pose(node, "catch_pose_rad", joints) if node.raw("catch_pose_rad") is not None else None
+    catch = _optional_pose(node, "catch_pose_rad", joints)
     node.done()
     return RecoveryConfig(crouch, righting, fallen, upright_tilt, tolerance, attempts, hold, rest_rate, rest,
                           rest_timeout, waypoints, failures, fall_ends, catch)
@@ -799,9 +799,10 @@ def _unit_quat(node: _Node, key: str) -> tuple[float, float, float, float]:
     return (w, x, y, z)
 
 
-def _safe_pose(root: _Node, joints: tuple[JointConfig, ...]) -> tuple[float, ...] | None:
-    """The optional ``safe_pose_rad``: one angle per joint, in task order, inside the joint limits."""
-    return None if root.raw("safe_pose_rad") is None else _pose(root, "safe_pose_rad", joints)
+def _optional_pose(node: _Node, key: str, joints: tuple[JointConfig, ...]) -> tuple[float, ...] | None:
+    """The optional pose ``key`` (``safe_pose_rad``, ``reset.catch_pose_rad``): checked as :func:`_pose` says, or
+    ``None`` when absent."""
+    return None if node.raw(key) is None else _pose(node, key, joints)
 
 
 def _pose(node: _Node, key: str, joints: tuple[JointConfig, ...]) -> tuple[float, ...]:
