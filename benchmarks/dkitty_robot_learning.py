@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few episodes from scratch (about a minute)")
     parser.add_argument("--task", choices=sorted(ROBOTS), default="stand", help="stand (default) or walk")
     parser.add_argument("--start", default="scratch", help="scratch, or a simulation run directory to fine-tune")
-    parser.add_argument("--out", type=Path, help="fine-tuning directory (default runs/dkitty-robot/<start>); an "
+    parser.add_argument("--out", type=Path, help="fine-tuning directory (default runs/dkitty-robot/<start>, from "
+                        "scratch <task>-scratch-seed<S>; the untrained run goes beside it, <out>-untrained); an "
                         "unfinished one is resumed")
     parser.add_argument("--episodes", type=int, default=400, help="robot episodes in all (default 400)")
     parser.add_argument("--explore", type=int, default=10, help="exploration episodes per round (default 10)")
@@ -160,11 +161,12 @@ def main() -> None:
     episodes, explore, gate, incumbent = (
         (QUICK["episodes"], QUICK["explore"], QUICK["gate"], QUICK["incumbent"]) if args.quick
         else (args.episodes, args.explore, args.gate, args.gate))
-    label = f"{args.task}-scratch" if args.start == "scratch" else Path(args.start).name
+    label = f"{args.task}-scratch-seed{args.seed}" if args.start == "scratch" else Path(args.start).name
     out = args.out or ROOT / "runs" / ("dkitty-robot-quick" if args.quick else "dkitty-robot") / label
     t0 = time.perf_counter()
     if args.start == "scratch":
-        start = scratch_run(args.task, out.parent / f"{label}-untrained", args.seed)
+        # beside the run, one per fine-tuning directory: runs of two seeds started together never share one
+        start = scratch_run(args.task, out.parent / f"{out.name}-untrained", args.seed)
     else:
         start = Path(args.start)
         if not start.exists():
