@@ -152,13 +152,11 @@ def in_service(gate: Mapping[str, Any], curve: Sequence[Mapping[str, Any]]) -> l
         if not d["replaced"]:
             continue
         name = f"round {d['round']}"
-        later = [e for e in decisions if e["incumbent"] == name]
         if gate.get("incumbent") == name:  # still in service: the gate's own count has every episode since
             successes, episodes = gate["incumbent_successes"], gate["incumbent_episodes"]
-        elif later:
-            successes, episodes = later[-1]["incumbent_successes"], later[-1]["incumbent_episodes"]
-        else:
-            successes, episodes = d["candidate_successes"], d["candidate_episodes"]
+        else:  # replaced since: the decision that replaced it (the last naming it) has its final count
+            last = [e for e in decisions if e["incumbent"] == name][-1]
+            successes, episodes = last["incumbent_successes"], last["incumbent_episodes"]
         rows.append({"round": int(d["round"]), "robot_min": robot_min.get(int(d["round"])),
                      "passed_with": f"{d['candidate_successes']}/{d['candidate_episodes']}",
                      "measured_last": f"{successes}/{episodes}", "success": round(successes / episodes, 3)})
